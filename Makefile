@@ -1,0 +1,39 @@
+# The two commands a newcomer runs: `make run` and `make test`. Both create .venv/ when missing.
+PY      := .venv/bin/python
+PIP     := $(PY) -m pip
+STAMP   := .venv/.installed
+HOST    ?= 127.0.0.1
+PORT    ?= 30000
+
+.PHONY: run test lint system-deps demo-model bench clean-venv
+
+$(PY):
+	python3 -m venv .venv
+
+# torch goes first and is pinned through constraints.txt so nothing drags in a CUDA build.
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[test,grammar]'
+	touch $(STAMP)
+
+# Debian's Chromium drives the browser tests (Playwright never downloads a browser here).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: run 'sudo apt-get install -y chromium' for the browser tests"; fi; }
+
+run: $(STAMP)
+	.venv/bin/tessera serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q -x --durations=15
+
+lint: $(STAMP)
+	.venv/bin/ruff check engine kernels app lang tests bench scripts
+
+demo-model: $(STAMP)
+	$(PY) scripts/train_demo_model.py --out models/demo
+
+bench: $(STAMP)
+	$(PY) bench/offline.py

@@ -1,0 +1,1 @@
+"""The API process: FastAPI app, OpenAI and native routes, engine supervisor, metrics, admin console."""

@@ -1,0 +1,17 @@
+"""Entry points for `tessera admin ...` (wired into the CLI by app/cli.py)."""
+
+from __future__ import annotations
+
+from app.admin.bootstrap import reset_admin_password
+from app.db.database import Database
+
+
+def reset_password(data_dir: str, database_url: str | None = None) -> str:
+    """`tessera admin reset-password`: sets a new random admin password, ends all console sessions and
+    returns the password (also written to `<data_dir>/admin_password`); the next login must change it.
+    Safe while the server runs: it only touches the DB, which the server re-reads on every login."""
+    db = Database.open(data_dir, database_url)
+    try:
+        return reset_admin_password(db, data_dir)
+    finally:
+        db.close()

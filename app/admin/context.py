@@ -1,0 +1,66 @@
+"""AdminContext: what the serving layer hands the console; AdminRuntime: what the console builds from it.
+
+The runtime (DB, migrations, bootstrap, key gate, usage writer, ...) is built once per context, on
+first use of `ctx.runtime` (`mount_admin` does it at app construction), and is the only place the
+console keeps mutable state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.admin.contracts import MetricsSourceProtocol, SupervisorProtocol
+
+if TYPE_CHECKING:
+    from app.admin.gate import KeyGate
+    from app.admin.runtime import AdminRuntime
+
+logger = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+
+
+@dataclass
+class AdminContext:
+    """Inputs of the console.
+
+    data_dir: holds `tessera.db` (default DB), `secret_key` and `admin_password`.
+    database_url: SQLAlchemy URL; None means env `DATABASE_URL`, else SQLite in data_dir.
+    models_dir: where the deployment page looks for model directories (None: list nothing).
+    static_api_key: the `--api-key` flag; always accepted by the gate, without limits.
+    flag_args: the ServerArgs dict from flags/env before any saved deployment was laid over it (shown
+        on the deployment page and used by "reset to flags"); None: taken from the supervisor at start.
+    usage_flush_interval_s: how often the batched usage writer commits.
+    """
+
+    data_dir: str
+    database_url: str | None
+    models_dir: str | None
+    supervisor: SupervisorProtocol
+    metrics: MetricsSourceProtocol
+    static_api_key: str | None = None
+    flag_args: dict[str, Any] | None = None
+    usage_flush_interval_s: float = 0.5
+    _runtime: AdminRuntime | None = field(default=None, init=False, repr=False)
+
+    @property
+    def runtime(self) -> AdminRuntime:
+        if self._runtime is None:
+            from app.admin.runtime import build_runtime
+
+            self._runtime = build_runtime(self)
+        return self._runtime
+
+    @property
+    def gate(self) -> KeyGate:
+        """The KeyGate for generation routes (works with the console disabled too)."""
+        return self.runtime.gate
+
+    def close(self) -> None:
+        """Flushes pending usage rows and closes the DB (call at shutdown; idempotent)."""
+        if self._runtime is not None:
+            self._runtime.close()
+            self._runtime = None

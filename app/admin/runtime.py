@@ -1,0 +1,74 @@
+"""The console's live objects, built once from an AdminContext."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.templating import Jinja2Templates
+
+from app.admin.bootstrap import ensure_admin
+from app.admin.context import WEB_DIR, AdminContext
+from app.admin.deploy_manager import DeploymentManager
+from app.admin.gate import KeyGate
+from app.admin.gpu import GpuSampler
+from app.admin.keys import KeyService
+from app.admin.security import KeyHasher, load_or_create_secret
+from app.admin.sessions import SessionStore
+from app.admin.throttle import LoginThrottle
+from app.db.database import Database
+from app.db.retention import prune_usage
+from app.db.usage_writer import UsageWriter
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/admin"
+
+
+@dataclass
+class AdminRuntime:
+    ctx: AdminContext
+    db: Database
+    keys: KeyService
+    usage: UsageWriter
+    gate: KeyGate
+    sessions: SessionStore
+    throttle: LoginThrottle
+    gpu: GpuSampler
+    deploy: DeploymentManager
+    templates: Jinja2Templates
+    flag_args: dict[str, Any]
+
+    def close(self) -> None:
+        self.usage.close()
+        self.gpu.close()
+        self.db.close()
+
+
+def build_runtime(ctx: AdminContext) -> AdminRuntime:
+    db = Database.open(ctx.data_dir, ctx.database_url)  # runs `alembic upgrade head`
+    ensure_admin(db, ctx.data_dir)
+    hasher = KeyHasher(load_or_create_secret(ctx.data_dir))
+    usage = UsageWriter(db, flush_interval_s=ctx.usage_flush_interval_s, periodic=lambda: _prune(db))
+    templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
+    templates.env.globals.update(prefix=PREFIX, static=f"{PREFIX}/static")
+    return AdminRuntime(
+        ctx=ctx,
+        db=db,
+        keys=KeyService(db, hasher),
+        usage=usage,
+        gate=KeyGate(db, hasher, usage, ctx.static_api_key),
+        sessions=SessionStore(db),
+        throttle=LoginThrottle(),
+        gpu=GpuSampler(),
+        deploy=DeploymentManager(db, ctx.supervisor),
+        templates=templates,
+        flag_args=dict(ctx.flag_args) if ctx.flag_args is not None else dict(ctx.supervisor.current_args()),
+    )
+
+
+def _prune(db: Database) -> None:
+    raw, daily = prune_usage(db)
+    if raw or daily:
+        logger.info("usage retention: deleted %d raw rows and %d daily roll-ups", raw, daily)

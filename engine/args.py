@@ -1,0 +1,218 @@
+"""ServerArgs: every engine and server setting, parsed once, frozen, validated at construction.
+
+Flag names follow SGLang (`--tp-size`, `--mem-fraction-static`, ...); field names are their snake_case.
+Invalid values raise `ArgsError` with one line, before any weights load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SCHEDULE_POLICIES = ("fcfs", "lpm")
+ATTENTION_BACKENDS = ("torch_native", "triton", "flashinfer")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float", "bf16", "fp16", "fp32")
+LOAD_FORMATS = ("auto", "safetensors", "dummy")
+DEVICES = ("auto", "cpu", "cuda")
+GRAMMAR_BACKENDS = ("xgrammar", "none")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ArgsError(ValueError):
+    """A setting is invalid; the message is one line meant for the operator."""
+
+
+def default_model_path() -> str:
+    """`MODEL_PATH` from the environment, else the bundled demo model."""
+    env = os.environ.get("MODEL_PATH")
+    if env:
+        return env
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "demo")
+
+
+@dataclass(frozen=True)
+class ServerArgs:
+    model_path: str = field(default_factory=default_model_path)
+    served_model_name: str | None = None
+    tokenizer_path: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 30000
+    tp_size: int = 1
+    dp_size: int = 1
+    context_length: int | None = None
+    mem_fraction_static: float = 0.85
+    max_running_requests: int | None = None
+    max_total_tokens: int | None = None
+    chunked_prefill_size: int = 8192
+    schedule_policy: str = "fcfs"
+    disable_radix_cache: bool = False
+    page_size: int = 1
+    dtype: str = "auto"
+    device: str = "auto"
+    load_format: str = "auto"
+    attention_backend: str | None = None
+    grammar_backend: str = "xgrammar"
+    cuda_graph_max_bs: int = 160
+    disable_cuda_graph: bool = False
+    disable_overlap_schedule: bool = False
+    chat_template: str | None = None
+    api_key: str | None = None
+    enable_metrics: bool = True
+    log_requests: bool = False
+    random_seed: int | None = None
+    log_level: str = "info"
+    skip_tokenizer_init: bool = False
+    trust_remote_code: bool = False
+    nnodes: int = 1
+    node_rank: int = 0
+    dist_init_addr: str | None = None
+    # How long SIGTERM waits for in-flight requests before exiting.
+    drain_timeout: float = 30.0
+    # Admin console (app/admin).
+    data_dir: str = "./data"
+    models_dir: str | None = None
+    admin_port: int | None = None
+    disable_admin: bool = False
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    # ---- derived values -------------------------------------------------------------------
+    @property
+    def resolved_tokenizer_path(self) -> str:
+        return self.tokenizer_path or self.model_path
+
+    @property
+    def resolved_served_model_name(self) -> str:
+        return self.served_model_name or self.model_path.rstrip("/")
+
+    @property
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    @property
+    def resolved_attention_backend(self) -> str:
+        if self.attention_backend:
+            return self.attention_backend
+        if self.resolved_device == "cpu":
+            return "torch_native"
+        try:
+            import flashinfer  # noqa: F401
+
+            return "flashinfer"
+        except ImportError:
+            return "triton"
+
+    @property
+    def world_size(self) -> int:
+        return self.tp_size
+
+    def replace(self, **changes: Any) -> ServerArgs:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServerArgs:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ArgsError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    # ---- validation -----------------------------------------------------------------------
+    def _validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ArgsError(msg)
+
+        need(bool(self.model_path), "--model-path is required (or set MODEL_PATH)")
+        need(self.tp_size >= 1, f"--tp-size must be >= 1, got {self.tp_size}")
+        need(self.dp_size == 1, f"--dp-size {self.dp_size} is not supported yet (only 1)")
+        need(0 < self.port < 65536, f"--port must be in 1..65535, got {self.port}")
+        need(0.0 < self.mem_fraction_static < 1.0,
+             f"--mem-fraction-static must be in (0, 1), got {self.mem_fraction_static}")
+        need(self.context_length is None or self.context_length >= 2,
+             f"--context-length must be >= 2, got {self.context_length}")
+        need(self.max_running_requests is None or self.max_running_requests >= 1,
+             f"--max-running-requests must be >= 1, got {self.max_running_requests}")
+        need(self.max_total_tokens is None or self.max_total_tokens >= 16,
+             f"--max-total-tokens must be >= 16, got {self.max_total_tokens}")
+        need(self.chunked_prefill_size == -1 or self.chunked_prefill_size >= 1,
+             f"--chunked-prefill-size must be >= 1 or -1 (off), got {self.chunked_prefill_size}")
+        need(self.schedule_policy in SCHEDULE_POLICIES,
+             f"--schedule-policy must be one of {', '.join(SCHEDULE_POLICIES)}, got {self.schedule_policy!r}")
+        need(self.page_size == 1, f"--page-size {self.page_size} is not supported yet (only 1)")
+        need(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        need(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        need(self.load_format in LOAD_FORMATS,
+             f"--load-format must be one of {', '.join(LOAD_FORMATS)}, got {self.load_format!r}")
+        need(self.attention_backend is None or self.attention_backend in ATTENTION_BACKENDS,
+             f"--attention-backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention_backend!r}")
+        need(self.grammar_backend in GRAMMAR_BACKENDS,
+             f"--grammar-backend must be one of {', '.join(GRAMMAR_BACKENDS)}, got {self.grammar_backend!r}")
+        need(self.cuda_graph_max_bs >= 1, f"--cuda-graph-max-bs must be >= 1, got {self.cuda_graph_max_bs}")
+        need(self.log_level.lower() in LOG_LEVELS,
+             f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        need(self.nnodes >= 1, f"--nnodes must be >= 1, got {self.nnodes}")
+        need(0 <= self.node_rank < self.nnodes, f"--node-rank must be in 0..{self.nnodes - 1}, got {self.node_rank}")
+        need(self.nnodes == 1 or self.dist_init_addr is not None, "--dist-init-addr is required when --nnodes > 1")
+        need(self.tp_size % self.nnodes == 0, f"--tp-size {self.tp_size} must be a multiple of --nnodes {self.nnodes}")
+        need(self.drain_timeout >= 0, f"--drain-timeout must be >= 0, got {self.drain_timeout}")
+        need(self.admin_port is None or 0 < self.admin_port < 65536,
+             f"--admin-port must be in 1..65535, got {self.admin_port}")
+        if self.device == "cpu" and self.attention_backend in ("triton", "flashinfer"):
+            raise ArgsError(f"--attention-backend {self.attention_backend} needs a CUDA device; use torch_native on CPU")
+        if self.load_format != "dummy" and not os.path.exists(self.model_path):
+            raise ArgsError(f"--model-path {self.model_path!r} does not exist")
+
+
+# ---- command line -----------------------------------------------------------------------------
+_FLAG_ALIASES = {"tp_size": ["--tp"], "dp_size": ["--dp"]}
+_HELP = {
+    "model_path": "model directory (HF layout: config.json, *.safetensors, tokenizer); env MODEL_PATH",
+    "chunked_prefill_size": "max prompt tokens per prefill step; -1 turns chunking off",
+    "mem_fraction_static": "GPU memory fraction for weights + KV cache",
+    "max_total_tokens": "KV cache capacity in tokens (CPU default is sized from RAM)",
+    "attention_backend": "torch_native | triton | flashinfer (default: flashinfer if importable, else triton; CPU: torch_native)",
+}
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    """Adds one `--kebab-case` flag per ServerArgs field."""
+    defaults = ServerArgs.__dataclass_fields__
+    for f in fields(ServerArgs):
+        flag = "--" + f.name.replace("_", "-")
+        names = [flag, *_FLAG_ALIASES.get(f.name, [])]
+        kind = f.type if isinstance(f.type, str) else str(f.type)
+        help_text = _HELP.get(f.name)
+        if kind == "bool":
+            parser.add_argument(*names, dest=f.name, action="store_true", default=None, help=help_text)
+        elif kind.startswith("int"):
+            parser.add_argument(*names, dest=f.name, type=int, default=None, help=help_text)
+        elif kind.startswith("float"):
+            parser.add_argument(*names, dest=f.name, type=float, default=None, help=help_text)
+        else:
+            parser.add_argument(*names, dest=f.name, type=str, default=None, help=help_text)
+    del defaults
+
+
+def args_from_namespace(ns: argparse.Namespace) -> ServerArgs:
+    """Builds ServerArgs from parsed flags; unset flags keep their defaults."""
+    given = {f.name: getattr(ns, f.name) for f in fields(ServerArgs) if getattr(ns, f.name, None) is not None}
+    return ServerArgs(**given)

@@ -1,0 +1,65 @@
+"""Attention backend on our Triton kernels (`kernels/`): store K/V with `store_kv`, then the two-stage
+split-KV decode kernel in DECODE mode or the one-pass prefix + causal extend kernel in EXTEND mode.
+
+Per-batch metadata is only host integers (the grid of the extend kernel, the split count of the
+decode kernel), so a decode step never syncs with the device. The decode split count depends on the
+batch size alone, which keeps a captured CUDA graph valid for every replay at that size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.attention.base import AttentionLayerSpec, BaseAttentionBackend
+from engine.forward_batch import ForwardBatch
+from kernels import decode_attention, extend_attention, store_kv
+from kernels.decode_attention import default_max_kv_splits
+
+
+class TritonAttentionBackend(BaseAttentionBackend):
+    """`max_kv_splits` fixes the decode split count; None picks one per batch size from the SM count."""
+
+    def __init__(self, kv_pool, max_kv_splits: int | None = None) -> None:
+        super().__init__(kv_pool)
+        self.max_kv_splits = max_kv_splits
+        self._batch: ForwardBatch | None = None  # the batch the metadata below belongs to
+        self._num_kv_splits = 1
+        self._max_extend_len = 0
+
+    def init_forward_metadata(self, forward_batch: ForwardBatch) -> None:
+        fb = forward_batch
+        self._batch = fb
+        if fb.forward_mode.is_decode:
+            self._num_kv_splits = self.max_kv_splits or default_max_kv_splits(
+                fb.batch_size, self.kv_pool.num_kv_heads, fb.seq_lens.device)
+        else:
+            self._max_extend_len = max(fb.extend_lens_cpu, default=0)
+
+    def forward(
+        self,
+        q: torch.Tensor,  # [T, Hq * D]
+        k: torch.Tensor,  # [T, Hkv * D]
+        v: torch.Tensor,  # [T, Hkv * D]
+        layer: AttentionLayerSpec,
+        forward_batch: ForwardBatch,
+    ) -> torch.Tensor:  # [T, Hq * D]
+        fb = forward_batch
+        if self._batch is not fb:  # a caller that skipped init_forward_metadata still gets a right answer
+            self.init_forward_metadata(fb)
+        num_tokens = q.shape[0]
+        hq, hkv, d = layer.num_q_heads, layer.num_kv_heads, layer.head_dim
+        # Views, not copies: the kernels take strided rows (q/k/v usually slice one fused projection).
+        q3 = q.view(num_tokens, hq, d)  # [T, Hq, D]
+        k3 = k.view(num_tokens, hkv, d)  # [T, Hkv, D]
+        v3 = v.view(num_tokens, hkv, d)  # [T, Hkv, D]
+        k_buffer, v_buffer = self.kv_pool.get_kv(layer.layer_id)  # [N, Hkv, D] each
+        store_kv(k_buffer, v_buffer, fb.out_cache_loc, k3, v3)
+
+        if fb.forward_mode.is_decode:
+            out = decode_attention(q3, k_buffer, v_buffer, fb.req_to_token, fb.req_pool_indices, fb.seq_lens,
+                                   layer.scaling, max_kv_splits=self._num_kv_splits)
+        else:
+            out = extend_attention(q3, k3, v3, k_buffer, v_buffer, fb.req_to_token, fb.req_pool_indices,
+                                   fb.prefix_lens, fb.extend_lens, fb.extend_start_loc, self._max_extend_len,
+                                   layer.scaling)
+        return out.view(num_tokens, hq * d)

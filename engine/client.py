@@ -1,0 +1,356 @@
+"""EngineClient: the asyncio side of the engine, living in the caller's process (Engine or API server).
+
+It starts one rank process per TP rank, talks to rank 0 over ZMQ (msgpack messages from
+`engine.messages`), turns token ids into text incrementally, and hands each request's results to
+its caller as native `/generate` dicts. If a rank process dies, every in-flight request ends with
+`EngineDeadError` (never a hang) and `on_death` callbacks run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from engine.args import ServerArgs
+from engine.detokenizer import IncrementalDetokenizer, hold_back_partial_stop, trim_stop_string
+from engine.ipc import IpcConfig, find_free_port
+from engine.messages import (
+    AbortReqMsg, BatchOutMsg, EngineErrorMsg, FlushCacheOutMsg, FlushCacheReqMsg, GenerateReqMsg,
+    GetInfoReqMsg, InfoOutMsg, ReadyMsg, ReqOutput, ShutdownReqMsg, decode, encode,
+)
+from engine.sampling_params import SamplingParams
+from engine.tokenizer import load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def local_ranks(args: ServerArgs) -> range:
+    per_node = args.tp_size // args.nnodes
+    return range(args.node_rank * per_node, (args.node_rank + 1) * per_node)
+
+
+class RankProcess:
+    """One engine rank as a child interpreter: `python -m engine.rank_process <rank>`."""
+
+    def __init__(self, rank: int, payload: str) -> None:
+        self.name = f"tessera-rank{rank}"
+        env = {**os.environ, "TESSERA_RANK_PAYLOAD": payload}
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+        self.popen = subprocess.Popen([sys.executable, "-m", "engine.rank_process", str(rank)], env=env,
+                                      stdin=subprocess.DEVNULL)
+        self.pid = self.popen.pid
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+    def kill(self) -> None:
+        self.popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class EngineStartError(RuntimeError):
+    """The engine could not start; the message is one line for the operator."""
+
+
+class EngineDeadError(RuntimeError):
+    """The engine process died while the request was in flight."""
+
+
+@dataclass
+class _ReqState:
+    rid: str
+    input_ids: list[int]
+    sampling: SamplingParams
+    return_logprob: bool
+    return_text_in_logprobs: bool
+    stream: bool
+    detok: IncrementalDetokenizer | None
+    created: float = field(default_factory=time.perf_counter)
+    output_ids: list[int] = field(default_factory=list)
+    output_logprobs: list[list[Any]] = field(default_factory=list)
+    output_top_logprobs: list[Any] = field(default_factory=list)
+    input_logprobs: list[list[Any]] | None = None
+    input_top_logprobs: list[Any] | None = None
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    first_token_time: float | None = None
+
+
+class EngineClient:
+    def __init__(self, server_args: ServerArgs) -> None:
+        self.server_args = server_args
+        self.tokenizer = None
+        self.model_info: dict[str, Any] = {}
+        self.is_alive = False
+        self.on_death: list[Callable[[str], None]] = []
+        self.on_output: list[Callable[[_ReqState, ReqOutput], None]] = []
+        self._states: dict[str, _ReqState] = {}
+        self._pending: dict[str, asyncio.Future] = {}
+        self._procs: list[RankProcess] = []
+        self._tasks: list[asyncio.Task] = []
+        self._ctx: zmq.asyncio.Context | None = None
+        self._tmpdir: tempfile.TemporaryDirectory | None = None
+        self._stopping = False
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def start(self, timeout: float = 600.0) -> None:
+        args = self.server_args
+        if not args.skip_tokenizer_init:
+            self.tokenizer = await asyncio.to_thread(
+                load_tokenizer, args.resolved_tokenizer_path, args.trust_remote_code)
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="tessera-ipc-")
+        ipc = IpcConfig(
+            request_addr=f"ipc://{self._tmpdir.name}/req",
+            output_addr=f"ipc://{self._tmpdir.name}/out",
+            dist_port=find_free_port(),
+        )
+        self._ctx = zmq.asyncio.Context()
+        self._send = self._ctx.socket(zmq.PUSH)
+        self._send.bind(ipc.request_addr)
+        self._recv = self._ctx.socket(zmq.PULL)
+        self._recv.bind(ipc.output_addr)
+
+        # Fresh interpreters (not multiprocessing's spawn), so callers need no `__main__` guard.
+        payload = json.dumps({"args": args.to_dict(), "ipc": ipc.to_dict()})
+        for rank in local_ranks(args):
+            self._procs.append(RankProcess(rank, payload))
+        try:
+            await self._wait_ready(timeout)
+        except BaseException:
+            await self.stop()
+            raise
+        self.is_alive = True
+        self._tasks = [asyncio.create_task(self._recv_loop()), asyncio.create_task(self._watchdog())]
+
+    async def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if await self._recv.poll(200):
+                msg = decode(await self._recv.recv())
+                if isinstance(msg, ReadyMsg):
+                    self.model_info = msg.info
+                    return
+                if isinstance(msg, EngineErrorMsg):
+                    raise EngineStartError(msg.message)
+            dead = [p for p in self._procs if not p.is_alive()]
+            if dead:
+                raise EngineStartError(f"engine rank process exited with code {dead[0].exitcode} during start-up")
+            if time.monotonic() > deadline:
+                raise EngineStartError(f"engine did not become ready within {timeout:.0f}s")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.is_alive = False
+        for task in self._tasks:
+            task.cancel()
+        if self._ctx is not None and any(p.is_alive() for p in self._procs):
+            try:
+                await self._send.send(encode(ShutdownReqMsg()), flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+        deadline = time.monotonic() + 10
+        for proc in self._procs:
+            while proc.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.is_alive():
+                proc.kill()
+            proc.join(timeout=5)
+        self._procs = []
+        self._fail_all("engine stopped")
+        if self._ctx is not None:
+            self._ctx.destroy(linger=0)
+            self._ctx = None
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    def rank_pids(self) -> list[int]:
+        return [p.pid for p in self._procs if p.pid is not None]
+
+    async def _watchdog(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(0.25)
+            dead = [p for p in self._procs if not p.is_alive()]
+            if dead and not self._stopping:
+                reason = f"engine process {dead[0].name} died (exit code {dead[0].exitcode})"
+                logger.error(reason)
+                self.is_alive = False
+                self._fail_all(reason)
+                for cb in self.on_death:
+                    cb(reason)
+                return
+
+    def _fail_all(self, reason: str) -> None:
+        for state in list(self._states.values()):
+            state.queue.put_nowait(EngineDeadError(reason))
+        self._states.clear()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(EngineDeadError(reason))
+        self._pending.clear()
+
+    # ---- receiving ------------------------------------------------------------------------
+    async def _recv_loop(self) -> None:
+        while True:
+            msg = decode(await self._recv.recv())
+            if isinstance(msg, BatchOutMsg):
+                for out in msg.outputs:
+                    state = self._states.get(out.rid)
+                    if state is None:
+                        continue
+                    if out.finished:
+                        del self._states[out.rid]
+                    for cb in self.on_output:
+                        cb(state, out)
+                    state.queue.put_nowait(out)
+            elif isinstance(msg, (FlushCacheOutMsg, InfoOutMsg)):
+                fut = self._pending.pop(type(msg).__name__, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+            elif isinstance(msg, EngineErrorMsg):
+                logger.error("engine error: %s", msg.message)
+
+    async def _request(self, msg: Any, reply_type: type, timeout: float = 60.0) -> Any:
+        self._check_alive()
+        key = reply_type.__name__
+        fut = self._pending.get(key)
+        if fut is None or fut.done():
+            fut = asyncio.get_running_loop().create_future()
+            self._pending[key] = fut
+            await self._send.send(encode(msg))
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
+
+    def _check_alive(self) -> None:
+        if not self.is_alive:
+            raise EngineDeadError("engine is not running")
+
+    # ---- public API -----------------------------------------------------------------------
+    async def flush_cache(self) -> FlushCacheOutMsg:
+        return await self._request(FlushCacheReqMsg(), FlushCacheOutMsg)
+
+    async def get_server_info(self) -> dict[str, Any]:
+        return (await self._request(GetInfoReqMsg(), InfoOutMsg)).info
+
+    async def abort(self, rid: str) -> None:
+        if self.is_alive:
+            await self._send.send(encode(AbortReqMsg(rid=rid)))
+
+    @property
+    def num_inflight(self) -> int:
+        return len(self._states)
+
+    async def generate(
+        self,
+        input_ids: list[int],
+        sampling: SamplingParams,
+        rid: str | None = None,
+        return_logprob: bool = False,
+        logprob_start_len: int = -1,
+        top_logprobs_num: int = 0,
+        return_text_in_logprobs: bool = False,
+        stream: bool = False,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Runs one sequence; yields native `/generate` dicts with cumulative `text`/`output_ids`.
+
+        With stream=False only the final dict is yielded. The final dict has `finish_reason` set.
+        Closing the iterator early (a client disconnect) aborts the request in the engine.
+        """
+        self._check_alive()
+        rid = rid or uuid.uuid4().hex
+        if rid in self._states:
+            raise ValueError(f"request id {rid!r} is already in flight")
+        detok = None
+        if self.tokenizer is not None:
+            detok = IncrementalDetokenizer(self.tokenizer, sampling.skip_special_tokens)
+        state = _ReqState(rid=rid, input_ids=list(input_ids), sampling=sampling,
+                          return_logprob=return_logprob, return_text_in_logprobs=return_text_in_logprobs,
+                          stream=stream, detok=detok)
+        self._states[rid] = state
+        await self._send.send(encode(GenerateReqMsg(
+            rid=rid, input_ids=list(input_ids), sampling=sampling.to_dict(), return_logprob=return_logprob,
+            logprob_start_len=logprob_start_len, top_logprobs_num=top_logprobs_num, stream=stream)))
+        finished = False
+        try:
+            while True:
+                item = await state.queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                result = self._absorb(state, item)
+                if item.finished:
+                    finished = True
+                    yield result
+                    return
+                if stream:
+                    yield result
+        finally:
+            if not finished:
+                self._states.pop(rid, None)
+                await self.abort(rid)
+
+    def _absorb(self, state: _ReqState, out: ReqOutput) -> dict[str, Any]:
+        if out.new_token_ids and state.first_token_time is None:
+            state.first_token_time = time.perf_counter()
+        state.output_ids.extend(out.new_token_ids)
+        if out.output_logprobs:
+            state.output_logprobs.extend(out.output_logprobs)
+        if out.output_top_logprobs:
+            state.output_top_logprobs.extend(out.output_top_logprobs)
+        if out.input_logprobs is not None:
+            state.input_logprobs = out.input_logprobs
+            state.input_top_logprobs = out.input_top_logprobs
+        text = ""
+        finish_reason = out.finish_reason
+        if state.detok is not None:
+            text = state.detok.add(out.new_token_ids, is_final=out.finished)
+            stop = state.sampling.stop
+            if stop and not state.sampling.no_stop_trim:
+                text, matched = trim_stop_string(text, stop)
+                if matched is not None and out.finished and finish_reason and finish_reason.get("type") == "stop":
+                    finish_reason = {"type": "stop", "matched": matched}
+                if not out.finished:
+                    text = hold_back_partial_stop(text, stop)
+        meta: dict[str, Any] = {
+            "id": state.rid,
+            "finish_reason": finish_reason if out.finished else None,
+            "prompt_tokens": out.prompt_tokens or len(state.input_ids),
+            "completion_tokens": len(state.output_ids),
+            "cached_tokens": out.cached_tokens,
+            "e2e_latency": time.perf_counter() - state.created,
+        }
+        if state.first_token_time is not None:
+            meta["ttft"] = state.first_token_time - state.created
+        if state.return_logprob:
+            meta["input_token_logprobs"] = self._with_text(state.input_logprobs or [], state)
+            meta["output_token_logprobs"] = self._with_text(state.output_logprobs, state)
+            meta["input_top_logprobs"] = [self._with_text(t, state) if t else None
+                                          for t in (state.input_top_logprobs or [])]
+            meta["output_top_logprobs"] = [self._with_text(t, state) if t else None
+                                           for t in state.output_top_logprobs]
+        return {"text": text, "output_ids": list(state.output_ids), "meta_info": meta}
+
+    def _with_text(self, pairs: list[list[Any]], state: _ReqState) -> list[list[Any]]:
+        if not state.return_text_in_logprobs or self.tokenizer is None:
+            return [[lp, tid, None] for lp, tid in pairs]
+        return [[lp, tid, self.tokenizer.decode([tid])] for lp, tid in pairs]

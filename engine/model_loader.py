@@ -1,0 +1,83 @@
+"""Builds the model on its device and fills its weights (safetensors, single or sharded, or dummy)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from collections.abc import Iterator
+
+import torch
+
+from engine.distributed.parallel_state import TPContext
+from engine.model_config import ModelConfig
+from engine.models.registry import resolve_model_class
+
+logger = logging.getLogger(__name__)
+
+
+class WeightLoadError(RuntimeError):
+    pass
+
+
+def safetensors_files(model_path: str) -> list[str]:
+    index = os.path.join(model_path, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            names = sorted(set(json.load(f)["weight_map"].values()))
+        files = [os.path.join(model_path, n) for n in names]
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            raise WeightLoadError(f"weight file(s) listed in model.safetensors.index.json are missing: "
+                                  f"{', '.join(os.path.basename(m) for m in missing)}")
+        return files
+    files = sorted(glob.glob(os.path.join(model_path, "*.safetensors")))
+    if not files:
+        raise WeightLoadError(f"no *.safetensors weight files in {model_path!r} "
+                              "(use --load-format dummy for random weights)")
+    return files
+
+
+def iterate_weights(files: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    for path in files:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+
+
+def load_model(model_path: str, load_format: str, model_config: ModelConfig, tp: TPContext,
+               device: torch.device) -> torch.nn.Module:
+    cls = resolve_model_class(model_config.hf_config)
+    files = [] if load_format == "dummy" else safetensors_files(model_path)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(model_config.dtype)
+    try:
+        with torch.device(device):
+            model = cls(model_config.hf_config, tp, max_positions=max(model_config.context_len, 1) + 1)
+    finally:
+        torch.set_default_dtype(prev)
+    # rotary tables stay fp32 (built before the dtype switch matters): keep them on the device
+    model.eval()
+    if load_format == "dummy":
+        _fill_dummy(model)
+        return model
+    loaded = model.load_weights(iterate_weights(files))
+    expected = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    missing = sorted(expected - loaded)
+    if missing:
+        raise WeightLoadError(f"checkpoint is missing {len(missing)} weight(s), e.g. {missing[0]}")
+    return model
+
+
+@torch.no_grad()
+def _fill_dummy(model: torch.nn.Module) -> None:
+    """Random weights made directly on the device; small so activations stay finite."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
+    for name, param in model.named_parameters():
+        if name.endswith("norm.weight"):
+            param.fill_(1.0)
+        else:
+            param.uniform_(-0.02, 0.02, generator=gen)

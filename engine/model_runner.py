@@ -1,0 +1,111 @@
+"""ModelRunner: one rank's model, KV pools and attention backend; runs a ForwardBatch to logits.
+
+Sizing happens here because it needs the loaded weights: on GPU the KV pool takes what
+`mem_fraction_static` leaves after weights; on CPU `max_total_tokens` or a RAM-based default.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import psutil
+import torch
+
+from engine.args import ServerArgs
+from engine.attention import create_attention_backend
+from engine.distributed.parallel_state import TPContext
+from engine.forward_batch import ForwardBatch
+from engine.mem.kv_pool import KVPool
+from engine.mem.req_to_token import ReqToTokenPool
+from engine.model_config import ModelConfig
+from engine.model_loader import load_model
+
+logger = logging.getLogger(__name__)
+
+GiB = 1 << 30
+CPU_DEFAULT_MAX_TOKENS = 131072
+
+
+class OutOfMemoryAtStartError(RuntimeError):
+    pass
+
+
+class ModelRunner:
+    def __init__(self, args: ServerArgs, model_config: ModelConfig, tp: TPContext, device: torch.device) -> None:
+        self.args = args
+        self.model_config = model_config
+        self.tp = tp
+        self.device = device
+        t0 = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            free_before, total = torch.cuda.mem_get_info(device)
+        self.model = load_model(args.model_path, args.load_format, model_config, tp, device)
+        weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        logger.info("rank %d: weights loaded in %.1fs, %.2f GiB (%s)", tp.rank, time.perf_counter() - t0,
+                    weight_bytes / GiB, model_config.dtype)
+        self.num_kv_heads = model_config.kv_heads_per_rank(tp.size)
+        bpt = KVPool.bytes_per_token(model_config.num_layers, self.num_kv_heads, model_config.head_dim,
+                                     model_config.dtype)
+        if device.type == "cuda":
+            max_tokens = self._gpu_kv_tokens(free_before, total, bpt)
+        else:
+            max_tokens = self._cpu_kv_tokens(bpt)
+        self.max_total_tokens = max_tokens
+        self.max_running_requests = min(args.max_running_requests or (256 if device.type == "cpu" else 1024),
+                                        max_tokens)
+        self.kv_pool = KVPool(max_tokens, model_config.num_layers, self.num_kv_heads, model_config.head_dim,
+                              model_config.dtype, device)
+        self.req_pool = ReqToTokenPool(self.max_running_requests, model_config.context_len + 1, device)
+        self.attn_backend = create_attention_backend(args.resolved_attention_backend, self.kv_pool, str(device))
+        self.model.attn_backend = self.attn_backend
+        logger.info("rank %d: KV cache %d tokens (%.2f GiB), max running requests %d, attention %s",
+                    tp.rank, max_tokens, max_tokens * bpt / GiB, self.max_running_requests,
+                    args.resolved_attention_backend)
+
+    def _gpu_kv_tokens(self, free_before: int, total: int, bpt: int) -> int:
+        free_after, _ = torch.cuda.mem_get_info(self.device)
+        used_by_others = total - free_before
+        budget = total * self.args.mem_fraction_static - (total - free_after)
+        tokens = int(budget // bpt)
+        if self.args.max_total_tokens is not None:
+            tokens = min(tokens, self.args.max_total_tokens)
+        tokens = self._min_across_ranks(tokens)
+        if tokens < 16:
+            raise OutOfMemoryAtStartError(
+                f"not enough GPU memory for the KV cache: {total / GiB:.1f} GiB total x mem_fraction_static "
+                f"{self.args.mem_fraction_static} = {total * self.args.mem_fraction_static / GiB:.1f} GiB, "
+                f"weights and other use {(total - free_after - used_by_others) / GiB:.1f} GiB, others "
+                f"{used_by_others / GiB:.1f} GiB, leaving {max(budget, 0) / GiB:.2f} GiB "
+                f"({bpt} bytes per token); raise --mem-fraction-static or use a larger --tp-size")
+        return tokens
+
+    def _cpu_kv_tokens(self, bpt: int) -> int:
+        avail = psutil.virtual_memory().available
+        if self.args.max_total_tokens is not None:
+            need = self.args.max_total_tokens * bpt
+            if need > avail * 0.9:
+                raise OutOfMemoryAtStartError(
+                    f"--max-total-tokens {self.args.max_total_tokens} needs {need / GiB:.2f} GiB of KV cache "
+                    f"({bpt} bytes per token) but only {avail / GiB:.2f} GiB of RAM is available")
+            return self.args.max_total_tokens
+        tokens = min(int(avail * 0.2 // bpt), CPU_DEFAULT_MAX_TOKENS)
+        if tokens < 16:
+            raise OutOfMemoryAtStartError(f"not enough RAM for a KV cache: {avail / GiB:.2f} GiB available, "
+                                          f"{bpt} bytes per token")
+        return tokens
+
+    def _min_across_ranks(self, value: int) -> int:
+        if self.tp.size == 1:
+            return value
+        t = torch.tensor([value], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+        return int(t.item())
+
+    @torch.inference_mode()
+    def forward(self, fb: ForwardBatch) -> torch.Tensor:
+        """Returns fp32 logits for the rows in fb.logits_indices: [num_logit_rows, vocab]."""
+        self.attn_backend.init_forward_metadata(fb)
+        hidden = self.model(fb.input_ids, fb.positions, fb)  # [T, hidden]
+        return self.model.compute_logits(hidden[fb.logits_indices]).float()

@@ -1,0 +1,158 @@
+"""Llama-family decoder (Llama 2/3.x, Mistral-as-Llama); Qwen2/Qwen3 reuse it with two switches.
+
+Weights keep HF names except that q/k/v and gate/up are packed (`qkv_proj`, `gate_up_proj`);
+`load_weights` routes each checkpoint tensor to its packed slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.attention.base import AttentionLayerSpec
+from engine.distributed.parallel_state import TPContext
+from engine.forward_batch import ForwardBatch
+from engine.layers.embedding import ParallelLMHead, VocabParallelEmbedding
+from engine.layers.linear import ColumnParallelLinear, QKVParallelLinear, RowParallelLinear
+from engine.layers.norm import RMSNorm
+from engine.layers.rotary import RotaryEmbedding
+
+# checkpoint name fragment -> (packed module fragment, shard index)
+_PACKED = {
+    ".q_proj.": (".qkv_proj.", 0), ".k_proj.": (".qkv_proj.", 1), ".v_proj.": (".qkv_proj.", 2),
+    ".gate_proj.": (".gate_up_proj.", 0), ".up_proj.": (".gate_up_proj.", 1),
+}
+
+
+def head_dim_of(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config, layer_id: int, tp: TPContext, qkv_bias: bool, qk_norm: bool) -> None:
+        super().__init__()
+        self.head_dim = head_dim_of(config)
+        num_kv = config.num_key_value_heads
+        self.qkv_proj = QKVParallelLinear(config.hidden_size, self.head_dim, config.num_attention_heads, num_kv,
+                                          tp, bias=qkv_bias)
+        self.o_proj = RowParallelLinear(config.num_attention_heads * self.head_dim, config.hidden_size, tp,
+                                        bias=bool(getattr(config, "attention_bias", False)))
+        self.spec = AttentionLayerSpec(layer_id=layer_id, num_q_heads=config.num_attention_heads // tp.size,
+                                       num_kv_heads=num_kv // tp.size, head_dim=self.head_dim,
+                                       scaling=self.head_dim ** -0.5)
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if qk_norm else None
+
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor, fb: ForwardBatch, rotary: RotaryEmbedding,
+                attn_backend) -> torch.Tensor:
+        s = self.spec
+        q_size, kv_size = s.num_q_heads * s.head_dim, s.num_kv_heads * s.head_dim
+        q, k, v = self.qkv_proj(hidden).split([q_size, kv_size, kv_size], dim=-1)
+        q = q.reshape(-1, s.num_q_heads, s.head_dim)  # [T, Hq, D]
+        k = k.reshape(-1, s.num_kv_heads, s.head_dim)  # [T, Hkv, D]
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = rotary(positions, q, k)
+        out = attn_backend.forward(q.reshape(-1, q_size), k.reshape(-1, kv_size), v.contiguous(), s, fb)
+        return self.o_proj(out)  # [T, hidden]
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config, tp: TPContext) -> None:
+        super().__init__()
+        bias = getattr(config, "mlp_bias", False)
+        self.inter_local = config.intermediate_size // tp.size
+        self.gate_up_proj = ColumnParallelLinear(config.hidden_size, [config.intermediate_size] * 2, tp, bias=bias)
+        self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size, tp, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).split(self.inter_local, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config, layer_id: int, tp: TPContext, qkv_bias: bool, qk_norm: bool) -> None:
+        super().__init__()
+        self.self_attn = LlamaAttention(config, layer_id, tp, qkv_bias, qk_norm)
+        self.mlp = LlamaMLP(config, tp)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, positions, hidden, residual, fb, rotary, attn_backend):
+        if residual is None:
+            residual = hidden
+            hidden = self.input_layernorm(hidden)
+        else:
+            hidden, residual = self.input_layernorm(hidden, residual)
+        hidden = self.self_attn(positions, hidden, fb, rotary, attn_backend)
+        hidden, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(hidden), residual
+
+
+class LlamaForCausalLM(nn.Module):
+    qkv_bias = False
+    qk_norm = False
+
+    def __init__(self, config, tp: TPContext, max_positions: int) -> None:
+        super().__init__()
+        self.config = config
+        self.tp = tp
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp)
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(config, i, tp, self.qkv_bias or getattr(config, "attention_bias", False), self.qk_norm)
+            for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
+        self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size, tp)
+        if self.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.rotary = RotaryEmbedding(config, head_dim_of(config), max_positions)
+        self.attn_backend = None  # set by the model runner
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, fb: ForwardBatch) -> torch.Tensor:
+        hidden = self.embed_tokens(input_ids)  # [T, hidden]
+        residual = None
+        for layer in self.layers:
+            hidden, residual = layer(positions, hidden, residual, fb, self.rotary, self.attn_backend)
+        hidden, _ = self.norm(hidden, residual)
+        return hidden
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head.compute_logits(hidden)
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        """Copies checkpoint tensors into this rank's parameters; returns the loaded parameter names."""
+        params = dict(self.named_parameters(remove_duplicate=False))
+        loaded: set[str] = set()
+        for name, tensor in weights:
+            name = name.removeprefix("model.")
+            if "rotary_emb" in name:
+                continue
+            if name == "lm_head.weight" and self.tie_word_embeddings:
+                continue
+            shard_id = None
+            for frag, (packed, idx) in _PACKED.items():
+                if frag in name:
+                    name, shard_id = name.replace(frag, packed), idx
+                    break
+            param = params.get(name)
+            if param is None:
+                continue  # e.g. extra buffers some checkpoints carry
+            loader = getattr(param, "weight_loader", None)
+            if loader is None:
+                param.data.copy_(tensor)
+            elif shard_id is None:
+                loader(param, tensor)
+            else:
+                loader(param, tensor, shard_id)
+            loaded.add(name)
+        if self.tie_word_embeddings:
+            loaded.add("lm_head.weight")
+        return loaded
+
+
+class MistralForCausalLM(LlamaForCausalLM):
+    pass

@@ -1,0 +1,69 @@
+"""Which requests run next: prefill admission under token/row budgets, and retraction when the
+decode batch cannot get KV slots. The whole policy fits on one screen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.kv_manager import KVManager
+from engine.req import Req
+
+
+@dataclass
+class PrefillPlan:
+    reqs: list[Req]  # in batch order; each has req.extend_len set
+    chunked: Req | None  # a request whose prompt continues in a later step
+
+
+def order_waiting(waiting: list[Req], policy: str, kv: KVManager) -> list[Req]:
+    if policy == "lpm" and len(waiting) > 1:
+        # Longest cached prefix first: it needs the fewest new tokens and keeps hot prefixes hot.
+        lens = {id(r): kv.match(r) for r in waiting}
+        return sorted(waiting, key=lambda r: (-lens[id(r)], r.arrival))
+    return sorted(waiting, key=lambda r: r.arrival)
+
+
+def plan_prefill(waiting: list[Req], chunked: Req | None, num_running: int, kv: KVManager, policy: str,
+                 max_running: int, chunk_size: int, headroom_per_req: int) -> PrefillPlan:
+    """Admits requests while rows, the token budget and KV slots allow. Each admitted request
+    gets its row, cached prefix and KV slots for `extend_len` tokens."""
+    budget = chunk_size if chunk_size > 0 else 1 << 62
+    plan = PrefillPlan(reqs=[], chunked=None)
+    candidates = ([chunked] if chunked is not None else []) + order_waiting(waiting, policy, kv)
+    for req in candidates:
+        if budget <= 0:
+            break
+        is_new = req.req_pool_idx is None
+        if is_new and num_running + len(plan.reqs) >= max_running:
+            break
+        if is_new:
+            # Leave room for running requests to keep decoding, or the new one only causes retractions.
+            need = min(req.fill_len - kv.match(req), budget) + headroom_per_req * num_running
+            if kv.available < need or not kv.admit(req):
+                break
+        remaining = req.fill_len - req.kv_len
+        extend = min(remaining, budget)
+        slots = kv.extend(req, extend)
+        if slots is None:
+            if is_new:
+                kv.release(req)
+            break
+        req.extend_len = extend
+        plan.reqs.append(req)
+        budget -= extend
+        if extend < remaining:
+            plan.chunked = req
+            break
+    return plan
+
+
+def pick_retractions(running: list[Req], kv: KVManager) -> list[Req]:
+    """Decode needs one slot per request; retract the requests with the least progress (cheapest to
+    redo) until the rest fit. Never retracts the last request."""
+    order = sorted(running, key=lambda r: (len(r.output_ids), -len(r.origin_input_ids)))
+    retracted: list[Req] = []
+    while kv.available < len(running) - len(retracted) and len(retracted) < len(running) - 1:
+        victim = order[len(retracted)]
+        retracted.append(victim)
+        kv.release(victim)
+    return retracted

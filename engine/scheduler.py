@@ -1,0 +1,262 @@
+"""Scheduler: the single-threaded loop of one rank.
+
+Each iteration: take new messages (rank 0 receives them and fans them out so all ranks stay in
+lockstep), build the next batch (prefill chunks of waiting requests first, else one decode step for
+all running requests, retracting some if KV runs out), run the model, sample, check finishes and
+report new tokens. Finished requests release their KV at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from engine.batch_builder import ScheduleBatch, build_forward_batch
+from engine.distributed.parallel_state import TPContext
+from engine.forward_batch import ForwardMode
+from engine.kv_manager import KVManager
+from engine.messages import (
+    AbortReqMsg, BatchOutMsg, FlushCacheOutMsg, FlushCacheReqMsg, GenerateReqMsg, GetInfoReqMsg, InfoOutMsg,
+    ReqOutput,
+)
+from engine.model_runner import ModelRunner
+from engine.req import Req
+from engine.sampling.sampler import Sampler
+from engine.sampling_params import SamplingParams, SamplingParamsError
+from engine.schedule_policy import pick_retractions, plan_prefill
+from engine.stop_checker import StopChecker
+
+logger = logging.getLogger(__name__)
+
+# KV slots kept free per running request when admitting new prefills, so decodes rarely retract.
+DECODE_HEADROOM = 8
+
+
+class Scheduler:
+    def __init__(self, args, runner: ModelRunner, tp: TPContext, tokenizer, eos_ids: list[int],
+                 send: Callable[[Any], None]) -> None:
+        self.args = args
+        self.runner = runner
+        self.tp = tp
+        self.send = send
+        self.eos_ids = eos_ids
+        self.context_len = runner.model_config.context_len
+        self.vocab_size = runner.model_config.vocab_size
+        self.kv = KVManager(runner.kv_pool, runner.req_pool, args.disable_radix_cache)
+        self.sampler = Sampler(runner.device, args.random_seed)
+        self.stop_checker = StopChecker(tokenizer, eos_ids, self.context_len)
+        self.waiting: list[Req] = []
+        self.running: list[Req] = []
+        self.chunked: Req | None = None
+        self._arrivals = 0
+        self.num_retractions = 0
+        self.num_generated = 0
+        self._throughput_window: list[tuple[float, int]] = []
+
+    # ---- messages -------------------------------------------------------------------------
+    def handle(self, msg: Any) -> None:
+        if isinstance(msg, GenerateReqMsg):
+            self._add_request(msg)
+        elif isinstance(msg, AbortReqMsg):
+            self._abort(msg.rid)
+        elif isinstance(msg, FlushCacheReqMsg):
+            busy = bool(self.running or self.waiting or self.chunked)
+            ok = not busy and self.kv.flush()
+            self._reply(FlushCacheOutMsg(success=ok, message="" if ok else "requests are running; retry when idle"))
+        elif isinstance(msg, GetInfoReqMsg):
+            self._reply(InfoOutMsg(info=self.stats()))
+
+    def _reply(self, msg: Any) -> None:
+        if self.tp.is_first:
+            self.send(msg)
+
+    def _add_request(self, msg: GenerateReqMsg) -> None:
+        self._arrivals += 1
+        try:
+            sampling = SamplingParams.from_dict(msg.sampling)
+            sampling.validate(self.vocab_size)
+        except SamplingParamsError as exc:
+            return self._reject(msg, str(exc))
+        n = len(msg.input_ids)
+        if n == 0:
+            return self._reject(msg, "the prompt is empty")
+        if n >= self.context_len:
+            return self._reject(msg, f"the prompt has {n} tokens, which is not less than the context length "
+                                     f"({self.context_len})")
+        if n + 1 > self.runner.max_total_tokens:
+            return self._reject(msg, f"the prompt has {n} tokens but the KV cache holds only "
+                                     f"{self.runner.max_total_tokens}")
+        if any(t < 0 or t >= self.vocab_size for t in msg.input_ids):
+            return self._reject(msg, f"input_ids must be in 0..{self.vocab_size - 1}")
+        self.waiting.append(Req(rid=msg.rid, origin_input_ids=list(msg.input_ids), sampling=sampling,
+                                return_logprob=msg.return_logprob, logprob_start_len=msg.logprob_start_len,
+                                top_logprobs_num=msg.top_logprobs_num, stream=msg.stream, arrival=self._arrivals))
+
+    def _reject(self, msg: GenerateReqMsg, message: str) -> None:
+        self._reply(BatchOutMsg(outputs=[ReqOutput(rid=msg.rid, new_token_ids=[], finished=True,
+                                                   finish_reason={"type": "abort", "message": message},
+                                                   prompt_tokens=len(msg.input_ids))]))
+
+    def _abort(self, rid: str) -> None:
+        for queue in (self.waiting, self.running):
+            for req in list(queue):
+                if req.rid == rid:
+                    queue.remove(req)
+                    self._finish(req, {"type": "abort", "message": "aborted"})
+        if self.chunked is not None and self.chunked.rid == rid:
+            req, self.chunked = self.chunked, None
+            self._finish(req, {"type": "abort", "message": "aborted"})
+
+    # ---- one iteration --------------------------------------------------------------------
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running or self.chunked)
+
+    def step(self) -> None:
+        batch = self._next_batch()
+        if batch is None:
+            return
+        fb = build_forward_batch(batch, self.kv.req_pool, self.runner.device)
+        logits = self.runner.forward(fb)
+        self._process(batch, logits)
+
+    def _next_batch(self) -> ScheduleBatch | None:
+        if self.waiting or self.chunked:
+            plan = plan_prefill(self.waiting, self.chunked, len(self.running), self.kv, self.args.schedule_policy,
+                                self.runner.max_running_requests, self.args.chunked_prefill_size, DECODE_HEADROOM)
+            if plan.reqs:
+                self.chunked = plan.chunked
+                for req in plan.reqs:
+                    if req in self.waiting:
+                        self.waiting.remove(req)
+                return ScheduleBatch(ForwardMode.EXTEND, plan.reqs)
+        if not self.running:
+            return None
+        for req in pick_retractions(self.running, self.kv):
+            self.running.remove(req)
+            self.waiting.append(req)
+            self.num_retractions += 1
+            logger.info("KV cache full: retracted %s after %d tokens", req.rid, len(req.output_ids))
+        for req in list(self.running):
+            req.extend_len = 1
+            if self.kv.extend(req, 1) is None:
+                # Only a lone request whose sequence outgrew the whole cache gets here.
+                self.running.remove(req)
+                self._finish(req, {"type": "abort", "message": "the KV cache is too small for this sequence"})
+        return ScheduleBatch(ForwardMode.DECODE, list(self.running)) if self.running else None
+
+    def _process(self, batch: ScheduleBatch, logits: torch.Tensor) -> None:
+        logprobs = None
+        if any(r.return_logprob for r in batch.reqs):
+            logprobs = torch.log_softmax(logits, dim=-1)
+        sample_reqs, sample_rows = [], []
+        for req, (row0, n_rows, pos0), samples in zip(batch.reqs, batch.logit_rows, batch.samples):
+            if req.wants_input_logprobs and logprobs is not None:
+                self._collect_input_logprobs(req, logprobs[row0:row0 + n_rows], pos0)
+            if not samples:
+                self.kv.cache_unfinished(req)  # a finished chunk becomes shareable
+                continue
+            if req.wants_input_logprobs or (req.return_logprob and not req.is_input_logprobs_done):
+                req.is_input_logprobs_done = True
+            if req.sampling.max_new_tokens == 0:
+                self._finish(req, {"type": "length", "length": 0})
+                continue
+            sample_reqs.append(req)
+            sample_rows.append(row0 + n_rows - 1)
+        if sample_reqs:
+            out = self.sampler.sample(logits[sample_rows], sample_reqs, self.eos_ids)
+            next_ids = self.tp.broadcast_tensor(torch.tensor(out.next_ids, device=logits.device)).tolist()
+            for i, req in enumerate(sample_reqs):
+                req.output_ids.append(next_ids[i])
+                if req.return_logprob:
+                    req.pending_output_logprobs.append([out.logprobs[i], next_ids[i]])
+                    req.pending_output_top.append(out.top_logprobs[i])
+                self.num_generated += 1
+                reason = self.stop_checker.check(req)
+                if reason is not None:
+                    if req in self.running:
+                        self.running.remove(req)
+                    self._finish(req, reason)
+                elif req not in self.running:
+                    self.running.append(req)
+        self._throughput_window.append((time.monotonic(), len(sample_reqs)))
+        self._emit([r for r in batch.reqs if not r.finished and r.stream])
+
+    def _collect_input_logprobs(self, req: Req, rows: torch.Tensor, pos0: int) -> None:
+        """rows[j] holds the distribution after prompt position pos0 + j, predicting token pos0 + j + 1."""
+        prompt = req.origin_input_ids
+        if not req.input_logprobs and req.logprob_start_len == 0:
+            req.input_logprobs.append([None, prompt[0]])
+            req.input_top.append(None)
+        last = min(pos0 + rows.shape[0], len(prompt) - 1)  # positions predicting prompt tokens only
+        positions = list(range(max(pos0, req.logprob_start_len - 1), last))
+        if not positions:
+            return
+        sel = rows[[p - pos0 for p in positions]]
+        targets = torch.tensor([prompt[p + 1] for p in positions], device=rows.device)
+        chosen = sel.gather(1, targets[:, None]).squeeze(1).tolist()
+        req.input_logprobs.extend([lp, prompt[p + 1]] for lp, p in zip(chosen, positions))
+        if req.top_logprobs_num > 0:
+            vals, ids = sel.topk(req.top_logprobs_num, dim=-1)
+            req.input_top.extend([[v, i] for v, i in zip(vr, ir)] for vr, ir in zip(vals.tolist(), ids.tolist()))
+        else:
+            req.input_top.extend([None] * len(positions))
+
+    # ---- finishing and output -------------------------------------------------------------
+    def _finish(self, req: Req, reason: dict[str, Any]) -> None:
+        req.finish_reason = reason
+        self.kv.release(req)
+        self._emit([req])
+
+    def _emit(self, reqs: list[Req]) -> None:
+        if not self.tp.is_first or not reqs:
+            return
+        outs = []
+        for req in reqs:
+            new = req.output_ids[req.sent_len:]
+            if not new and not req.finished and not (req.return_logprob and req.input_logprobs
+                                                     and not req.is_input_logprobs_sent):
+                continue
+            out = ReqOutput(rid=req.rid, new_token_ids=new, finished=req.finished, finish_reason=req.finish_reason,
+                            prompt_tokens=len(req.origin_input_ids), completion_tokens=len(req.output_ids),
+                            cached_tokens=req.cached_tokens)
+            if req.return_logprob:
+                out.output_logprobs, out.output_top_logprobs = req.pending_output_logprobs, req.pending_output_top
+                req.pending_output_logprobs, req.pending_output_top = [], []
+                if not req.is_input_logprobs_sent and (req.is_input_logprobs_done or req.finished):
+                    out.input_logprobs, out.input_top_logprobs = req.input_logprobs, req.input_top
+                    req.is_input_logprobs_sent = True
+            req.sent_len = len(req.output_ids)
+            outs.append(out)
+        if outs:
+            self.send(BatchOutMsg(outputs=outs))
+
+    # ---- introspection --------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        now = time.monotonic()
+        self._throughput_window = [(t, n) for t, n in self._throughput_window if now - t < 5.0]
+        span = now - self._throughput_window[0][0] if len(self._throughput_window) > 1 else 0.0
+        gen = sum(n for _, n in self._throughput_window)
+        pool = self.runner.kv_pool
+        return {
+            "num_running_reqs": len(self.running) + (1 if self.chunked else 0),
+            "num_queued_reqs": len(self.waiting),
+            "kv_total_tokens": pool.size,
+            "kv_used_tokens": self.kv.used_tokens,
+            "kv_free_tokens": self.kv.allocator.num_free,
+            "kv_evictable_tokens": self.kv.tree.evictable_size,
+            "kv_protected_tokens": self.kv.tree.protected_size,
+            "token_usage": (self.kv.used_tokens - self.kv.tree.evictable_size) / pool.size,
+            "cache_hit_rate": self.kv.tree.hit_rate,
+            "cache_query_tokens": self.kv.tree.num_query_tokens,
+            "cache_hit_tokens": self.kv.tree.num_hit_tokens,
+            "gen_throughput": gen / span if span > 0 else 0.0,
+            "num_generated_tokens": self.num_generated,
+            "num_retractions": self.num_retractions,
+            "max_total_tokens": self.runner.max_total_tokens,
+            "max_running_requests": self.runner.max_running_requests,
+        }

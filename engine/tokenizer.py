@@ -1,0 +1,30 @@
+"""Tokenizer loading (HF fast tokenizers only: the engine never runs remote code unless asked)."""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+class TokenizerLoadError(RuntimeError):
+    pass
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises many types; the operator needs one line
+        raise TokenizerLoadError(f"cannot load tokenizer from {path!r}: {exc}".splitlines()[0]) from None
+
+
+def eos_token_ids(tokenizer, hf_config) -> list[int]:
+    """EOS ids from generation_config/config (may be a list, as in Llama 3) plus the tokenizer's."""
+    ids: list[int] = []
+    for src in (getattr(hf_config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if src is None:
+            continue
+        ids.extend(src if isinstance(src, (list, tuple)) else [src])
+    return sorted(set(int(i) for i in ids))

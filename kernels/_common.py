@@ -1,0 +1,51 @@
+"""Small helpers the launchers share (not an op)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def next_pow2(n: int) -> int:
+    return int(triton.next_power_of_2(max(int(n), 1)))
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    # Triton's default for fp32 operands is TF32 on NVIDIA (10-bit mantissa); an fp32 model should get
+    # fp32 attention. For fp16/bf16 operands the setting changes nothing.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+@functools.cache
+def num_sms(device_index: int) -> int:
+    return int(torch.cuda.get_device_properties(device_index).multi_processor_count)
+
+
+def device_num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of `device`; 1 on the CPU (interpreter), where parallelism is moot."""
+    if device.type != "cuda":
+        return 1
+    return num_sms(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def check_rows(name: str, t: torch.Tensor, ndim: int) -> None:
+    """Rows may be strided (views of a fused QKV output), but each row must be one dense run."""
+    assert t.dim() == ndim, f"{name}: expected {ndim} dims, got shape {tuple(t.shape)}"
+    assert t.dtype in FLOAT_DTYPES, f"{name}: unsupported dtype {t.dtype}"
+    dense = 1
+    for d in range(ndim - 1, 0, -1):
+        assert t.stride(d) == dense or t.shape[d] == 1, (
+            f"{name}: dims after the first must be contiguous, got strides {t.stride()} for {tuple(t.shape)}")
+        dense *= t.shape[d]
+
+
+def check_index(name: str, t: torch.Tensor, length: int | None = None) -> None:
+    assert t.dim() == 1, f"{name}: expected 1 dim, got shape {tuple(t.shape)}"
+    assert t.dtype in (torch.int32, torch.int64), f"{name}: expected int32/int64, got {t.dtype}"
+    assert t.stride(0) == 1 or t.numel() <= 1, f"{name}: must be contiguous"
+    if length is not None:
+        assert t.shape[0] == length, f"{name}: expected length {length}, got {t.shape[0]}"

@@ -1,0 +1,202 @@
+"""Decode attention over the token-indexed KV pool: one query token per request, split-KV in two stages.
+
+Stage 1 runs one program per (request, kv head, kv split): it gathers the split's K/V rows through
+`req_to_token`, attends all q heads of the GQA group at once (they share the K/V loads, and a group
+of >= 16 rows feeds tensor cores) and writes a partial output normalised by its own softmax sum, plus
+the log-sum-exp (base 2). Stage 2 runs one program per (request, q head) and merges the splits by
+their log-sum-exp. Splitting exists because a decode batch has few (request, kv head) pairs: without
+it a small batch with long sequences would leave most SMs idle.
+
+A request gets about `min(max_kv_splits, ceil(seq_len / min_split_len))` splits, computed in
+the kernels from `seq_lens`, so the host never reads lengths and the launch is CUDA-graph safe as long
+as `max_kv_splits` is fixed for the captured batch size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._common import check_index, check_rows, device_num_sms, dot_precision, next_pow2
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _split_layout(seq_len, max_kv_splits, min_split_len):
+    """(num_splits, split_len) of one request; both stages must agree on it."""
+    num_splits = tl.minimum(tl.cdiv(seq_len, min_split_len), max_kv_splits)
+    split_len = tl.maximum(tl.cdiv(seq_len, tl.maximum(num_splits, 1)), 1)
+    # Rounding split_len up can leave trailing splits empty (33 tokens / 16 splits of 3): drop them.
+    return tl.cdiv(seq_len, split_len), split_len
+
+
+@triton.jit
+def _decode_stage1_kernel(
+    q_ptr, k_buf_ptr, v_buf_ptr, req_to_token_ptr, req_pool_idx_ptr, seq_lens_ptr,
+    part_out_ptr, part_lse_ptr,
+    stride_qb, stride_qh,
+    stride_kn, stride_kh, stride_vn, stride_vh,
+    stride_r2t,
+    stride_pob, stride_poh, stride_pos,
+    stride_plb, stride_plh,
+    qk_scale_log2, max_kv_splits, min_split_len,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    b = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+
+    seq_len = tl.load(seq_lens_ptr + b).to(tl.int32)
+    num_splits, split_len = _split_layout(seq_len, max_kv_splits, min_split_len)
+    if split >= num_splits:
+        return
+    start = split * split_len
+    end = tl.minimum(start + split_len, seq_len)
+    req_row = tl.load(req_pool_idx_ptr + b).to(tl.int64)
+
+    offs_h = tl.arange(0, BLOCK_H)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_h = offs_h < GROUP
+    mask_d = offs_d < HEAD_DIM
+    q_heads = kv_head * GROUP + offs_h  # [BLOCK_H]
+
+    q = tl.load(q_ptr + b * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :],
+                mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_H, BLOCK_D]
+    q = q.to(k_buf_ptr.dtype.element_ty)
+
+    m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        offs = n0 + offs_n
+        mask_n = offs < end
+        # int64 before the multiply: slot * row stride overflows int32 on pools of a few M tokens.
+        slots = tl.load(req_to_token_ptr + req_row * stride_r2t + offs, mask=mask_n, other=0).to(tl.int64)
+        kv_mask = mask_n[:, None] & mask_d[None, :]
+        k = tl.load(k_buf_ptr + slots[:, None] * stride_kn + kv_head * stride_kh + offs_d[None, :],
+                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2  # [BLOCK_H, BLOCK_N]
+        qk = tl.where(mask_n[None, :], qk, float("-inf"))
+        # Every block holds >= 1 valid key, so m_new is finite and no row sees exp2(-inf - -inf).
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(qk - m_new[:, None])  # [BLOCK_H, BLOCK_N]
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_buf_ptr + slots[:, None] * stride_vn + kv_head * stride_vh + offs_d[None, :],
+                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
+
+    po = part_out_ptr + b * stride_pob + q_heads[:, None] * stride_poh + split * stride_pos + offs_d[None, :]
+    tl.store(po, acc / l_i[:, None], mask=mask_h[:, None] & mask_d[None, :])
+    tl.store(part_lse_ptr + b * stride_plb + q_heads * stride_plh + split, m_i + tl.log2(l_i), mask=mask_h)
+
+
+@triton.jit
+def _decode_stage2_kernel(
+    part_out_ptr, part_lse_ptr, seq_lens_ptr, out_ptr,
+    stride_pob, stride_poh, stride_pos,
+    stride_plb, stride_plh,
+    stride_ob, stride_oh,
+    max_kv_splits, min_split_len,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    seq_len = tl.load(seq_lens_ptr + b).to(tl.int32)
+    num_splits, _ = _split_layout(seq_len, max_kv_splits, min_split_len)
+
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_s = offs_s < num_splits
+    mask_d = offs_d < HEAD_DIM
+    # A finite filler (not -inf) keeps padded lanes NaN-free; they are zeroed by the where below.
+    lse = tl.load(part_lse_ptr + b * stride_plb + h * stride_plh + offs_s, mask=mask_s, other=-1e30)  # [BLOCK_S]
+    w = tl.where(mask_s, tl.exp2(lse - tl.max(lse, 0)), 0.0)  # [BLOCK_S]
+    o = tl.load(part_out_ptr + b * stride_pob + h * stride_poh + offs_s[:, None] * stride_pos + offs_d[None, :],
+                mask=mask_s[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_S, BLOCK_D]
+    # seq_len == 0 (a padded row) has no split at all: emit zeros rather than 0/0.
+    out = tl.sum(w[:, None] * o, 0) / tl.maximum(tl.sum(w, 0), 1e-30)  # [BLOCK_D]
+    tl.store(out_ptr + b * stride_ob + h * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty), mask=mask_d)
+
+
+def default_max_kv_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
+    """Enough (request, kv head, split) programs for a few waves over the SMs, capped at 32."""
+    return max(1, min(32, math.ceil(4 * device_num_sms(device) / max(batch_size * num_kv_heads, 1))))
+
+
+def decode_attention(
+    q: torch.Tensor,  # [B, Hq, D]
+    k_buffer: torch.Tensor,  # [N, Hkv, D]
+    v_buffer: torch.Tensor,  # [N, Hkv, D]
+    req_to_token: torch.Tensor,  # [R, C] int32: KV slot of each position of each request slot
+    req_pool_indices: torch.Tensor,  # [B] int32/int64
+    seq_lens: torch.Tensor,  # [B] int32/int64, KV length incl. the current token (already stored)
+    scaling: float,
+    *,
+    out: torch.Tensor | None = None,  # [B, Hq, D]
+    max_kv_splits: int | None = None,
+    min_split_len: int = 64,
+) -> torch.Tensor:  # [B, Hq, D], dtype of q
+    """Attend each request's single query token to KV slots `req_to_token[req_pool_indices[b], :seq_lens[b]]`."""
+    check_rows("q", q, 3)
+    check_rows("k_buffer", k_buffer, 3)
+    check_rows("v_buffer", v_buffer, 3)
+    assert k_buffer.is_contiguous() and v_buffer.is_contiguous(), "KV buffers must be contiguous"
+    batch_size, num_q_heads, head_dim = q.shape
+    num_kv_heads = k_buffer.shape[1]
+    assert v_buffer.shape == k_buffer.shape and k_buffer.shape[2] == head_dim, (
+        f"q {tuple(q.shape)} vs k_buffer {tuple(k_buffer.shape)} / v_buffer {tuple(v_buffer.shape)}")
+    assert k_buffer.dtype == v_buffer.dtype
+    assert num_q_heads % num_kv_heads == 0, f"{num_q_heads} q heads not a multiple of {num_kv_heads} kv heads"
+    assert head_dim >= 16, "tl.dot needs head_dim >= 16"
+    assert req_to_token.dim() == 2 and req_to_token.dtype == torch.int32 and req_to_token.stride(1) == 1
+    check_index("req_pool_indices", req_pool_indices, batch_size)
+    check_index("seq_lens", seq_lens, batch_size)
+    if out is None:
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    check_rows("out", out, 3)
+    assert out.shape == q.shape
+    if batch_size == 0:
+        return out
+
+    if max_kv_splits is None:
+        max_kv_splits = default_max_kv_splits(batch_size, num_kv_heads, q.device)
+    assert max_kv_splits >= 1 and min_split_len >= 1
+    group = num_q_heads // num_kv_heads
+    block_d = next_pow2(head_dim)
+    # Partials stay fp32: they are re-weighted in stage 2 and are small next to the KV reads.
+    part_out = torch.empty((batch_size, num_q_heads, max_kv_splits, head_dim), dtype=torch.float32,
+                           device=q.device)  # [B, Hq, S, D]
+    part_lse = torch.empty((batch_size, num_q_heads, max_kv_splits), dtype=torch.float32,
+                           device=q.device)  # [B, Hq, S]
+
+    _decode_stage1_kernel[(batch_size, num_kv_heads, max_kv_splits)](
+        q, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens,
+        part_out, part_lse,
+        q.stride(0), q.stride(1),
+        k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1),
+        req_to_token.stride(0),
+        part_out.stride(0), part_out.stride(1), part_out.stride(2),
+        part_lse.stride(0), part_lse.stride(1),
+        scaling * LOG2E, max_kv_splits, min_split_len,
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_H=max(16, next_pow2(group)), BLOCK_D=block_d,
+        BLOCK_N=64 if block_d <= 128 else 32, DOT_PRECISION=dot_precision(k_buffer.dtype),
+        num_warps=4, num_stages=2,
+    )
+    _decode_stage2_kernel[(batch_size, num_q_heads)](
+        part_out, part_lse, seq_lens, out,
+        part_out.stride(0), part_out.stride(1), part_out.stride(2),
+        part_lse.stride(0), part_lse.stride(1),
+        out.stride(0), out.stride(1),
+        max_kv_splits, min_split_len,
+        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_S=max(2, next_pow2(max_kv_splits)),
+        num_warps=4 if block_d <= 128 else 8,
+    )
+    return out
