@@ -16,9 +16,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from engine.args import ServerArgs
-
 from app.errors import unavailable
+from engine.args import ServerArgs
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +161,8 @@ class Supervisor:
         }.get(self.state, "The engine is not available.")
 
     async def _drain(self, timeout: float) -> bool:
+        if self.inflight == 0:
+            return True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True

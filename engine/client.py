@@ -9,8 +9,8 @@ its caller as native `/generate` dicts. If a rank process dies, every in-flight 
 from __future__ import annotations
 
 import asyncio
-import logging
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -28,9 +28,21 @@ from engine.args import ServerArgs
 from engine.detokenizer import IncrementalDetokenizer, hold_back_partial_stop, trim_stop_string
 from engine.ipc import IpcConfig, find_free_port
 from engine.messages import (
-    AbortReqMsg, BatchOutMsg, EngineErrorMsg, FlushCacheOutMsg, FlushCacheReqMsg, GenerateReqMsg,
-    GetInfoReqMsg, InfoOutMsg, ReadyMsg, ReqOutput, ShutdownReqMsg, decode, encode,
+    AbortReqMsg,
+    BatchOutMsg,
+    EngineErrorMsg,
+    FlushCacheOutMsg,
+    FlushCacheReqMsg,
+    GenerateReqMsg,
+    GetInfoReqMsg,
+    InfoOutMsg,
+    ReadyMsg,
+    ReqOutput,
+    ShutdownReqMsg,
+    decode,
+    encode,
 )
+from engine.model_config import preflight
 from engine.sampling_params import SamplingParams
 from engine.tokenizer import load_tokenizer
 
@@ -117,6 +129,10 @@ class EngineClient:
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self, timeout: float = 600.0) -> None:
         args = self.server_args
+        try:
+            await asyncio.to_thread(preflight, args)
+        except (ValueError, RuntimeError) as exc:
+            raise EngineStartError(str(exc)) from None
         if not args.skip_tokenizer_init:
             self.tokenizer = await asyncio.to_thread(
                 load_tokenizer, args.resolved_tokenizer_path, args.trust_remote_code)

@@ -90,10 +90,10 @@ class Engine:
         return list(outs)
 
     async def _last(self, ids, sp, **kw) -> dict[str, Any]:
-        result = None
-        async for result in self.client.generate(ids, sp, **kw):
-            pass
-        return result
+        last = None
+        async for out in self.client.generate(ids, sp, **kw):
+            last = out
+        return last
 
     # ---- public API -----------------------------------------------------------------------
     async def async_generate(self, prompt=None, sampling_params=None, input_ids=None, return_logprob=False,

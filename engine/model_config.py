@@ -78,3 +78,13 @@ def create_model_config(args: ServerArgs, device: str) -> ModelConfig:
     return ModelConfig(hf_config=hf, dtype=resolve_dtype(args, hf, device), context_len=context_len,
                        num_layers=hf.num_hidden_layers, num_kv_heads=num_kv, head_dim=head_dim,
                        vocab_size=hf.vocab_size)
+
+
+def preflight(args: ServerArgs) -> None:
+    """Checks the model directory before any process starts: config readable, architecture
+    supported, heads divisible by TP, weight files present. Raises with one line."""
+    from engine.model_loader import safetensors_files
+
+    create_model_config(args, "cpu")
+    if args.load_format != "dummy":
+        safetensors_files(args.model_path)

@@ -20,7 +20,13 @@ from engine.distributed.parallel_state import TPContext
 from engine.forward_batch import ForwardMode
 from engine.kv_manager import KVManager
 from engine.messages import (
-    AbortReqMsg, BatchOutMsg, FlushCacheOutMsg, FlushCacheReqMsg, GenerateReqMsg, GetInfoReqMsg, InfoOutMsg,
+    AbortReqMsg,
+    BatchOutMsg,
+    FlushCacheOutMsg,
+    FlushCacheReqMsg,
+    GenerateReqMsg,
+    GetInfoReqMsg,
+    InfoOutMsg,
     ReqOutput,
 )
 from engine.model_runner import ModelRunner

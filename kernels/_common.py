@@ -14,10 +14,10 @@ def next_pow2(n: int) -> int:
     return int(triton.next_power_of_2(max(int(n), 1)))
 
 
-def dot_precision(dtype: torch.dtype) -> str:
+def dot_precision(dtype: torch.dtype) -> str | None:
     # Triton's default for fp32 operands is TF32 on NVIDIA (10-bit mantissa); an fp32 model should get
-    # fp32 attention. For fp16/bf16 operands the setting changes nothing.
-    return "ieee" if dtype == torch.float32 else "tf32"
+    # fp32 attention. fp16/bf16 operands keep Triton's default (None).
+    return "ieee" if dtype == torch.float32 else None
 
 
 @functools.cache

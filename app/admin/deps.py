@@ -117,5 +117,5 @@ async def admin_error_handler(request: Request, exc: Exception) -> Response:
 async def login_redirect_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginRedirect)
     if is_htmx(request):
-        return Response(status_code=204, headers={"HX-Redirect": exc.to})
+        return Response(status_code=200, headers={"HX-Redirect": exc.to})
     return RedirectResponse(exc.to, status_code=303)

@@ -143,13 +143,14 @@ class KeyGate:
             return prev[0]
         return None
 
-    async def admit(self, authorization: str | None, model: str, reserve_tokens: int) -> Admission:
+    async def _identify(self, authorization: str | None) -> tuple[str, _KeyRecord | None]:
+        """("static" | "anonymous", None) or ("key", record); raises the 401s."""
         secret = _parse_bearer(authorization)
         if self._static_api_key and secret is not None and tokens_equal(secret, self._static_api_key):
-            return Admission("static", None, None, model, reserve_tokens)
+            return "static", None
         snap = await self._keys()
         if not snap.any_keys and not self._static_api_key:
-            return Admission("anonymous", None, None, model, reserve_tokens)
+            return "anonymous", None
         if secret is None:
             raise GateError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", "missing_api_key")
         rec = self._lookup(snap, secret)
@@ -159,6 +160,22 @@ class KeyGate:
             raise GateError(401, "This API key has been revoked.", "revoked_api_key")
         if rec.expires_at is not None and rec.expires_at <= utcnow():
             raise GateError(401, "This API key has expired.", "expired_api_key")
+        return "key", rec
+
+    async def authenticate(self, authorization: str | None) -> str:
+        """Key check only (no model check, no limits, no usage row), for routes that do not generate:
+        `/v1/models`, `/v1/tokenize`, `/get_model_info`, ... Returns "key", "static" or "anonymous"."""
+        kind, _rec = await self._identify(authorization)
+        return kind
+
+    async def admit(self, authorization: str | None, model: str, reserve_tokens: int) -> Admission:
+        """Admits one generation request or raises GateError (401 / 403 / 429).
+
+        `model` is the served model name the request targets; `reserve_tokens` is prompt tokens plus the
+        most the request may generate (what TPM holds until `settle`)."""
+        kind, rec = await self._identify(authorization)
+        if rec is None:
+            return Admission(kind, None, None, model, reserve_tokens)
         if rec.models is not None and model not in rec.models:
             self._record_refusal(rec, model, 403)
             raise GateError(403, f"This API key may not use the model '{model}'.", "model_not_allowed")

@@ -47,10 +47,12 @@ class PoolBatch:
     def __init__(self, seq_lens: list[int], num_kv_heads: int, head_dim: int, dtype: torch.dtype,
                  device: str = "cpu", seed: int = 0) -> None:
         gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
         total = sum(seq_lens)
         self.num_slots = total + 8
-        self.k_buffer = torch.randn(self.num_slots, num_kv_heads, head_dim, generator=gen).to(device, dtype)
-        self.v_buffer = torch.randn(self.num_slots, num_kv_heads, head_dim, generator=gen).to(device, dtype)
+        # Drawn on the target device: GPU tests use pools of hundreds of MB.
+        self.k_buffer = torch.randn(self.num_slots, num_kv_heads, head_dim, device=device).to(dtype)
+        self.v_buffer = torch.randn(self.num_slots, num_kv_heads, head_dim, device=device).to(dtype)
         max_reqs, max_context = len(seq_lens) + 3, max(seq_lens) + 5
         self.req_to_token = torch.zeros(max_reqs, max_context, dtype=torch.int32)
         rows = torch.randperm(max_reqs, generator=gen)[: len(seq_lens)]

@@ -1,0 +1,184 @@
+"""Running requests on the single-sequence engine: sampling checks, `n`/list expansion, stream merging,
+prompt checks against the context length, and aborting when the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from fastapi import Request
+
+from app.errors import APIError, bad_request
+from engine.client import EngineDeadError
+from engine.sampling_params import SamplingParams, SamplingParamsError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+DISCONNECT_POLL_S = 0.5
+
+
+class ClientDisconnected(Exception):
+    """The HTTP client went away; its engine requests were aborted."""
+
+
+@dataclass
+class EngineReq:
+    """One engine sequence: what `EngineClient.generate` takes."""
+
+    input_ids: list[int]
+    sampling: SamplingParams
+    rid: str
+    return_logprob: bool = False
+    logprob_start_len: int = -1
+    top_logprobs_num: int = 0
+    return_text_in_logprobs: bool = False
+
+
+def new_rid() -> str:
+    return uuid.uuid4().hex
+
+
+def parse_sampling(raw: dict[str, Any], rename: dict[str, str] | None = None) -> SamplingParams:
+    """SamplingParams.from_dict with errors as 400s naming the parameter the client sent."""
+    try:
+        return SamplingParams.from_dict(raw)
+    except SamplingParamsError as exc:
+        param = (rename or {}).get(exc.param or "", exc.param)
+        message = str(exc)
+        for ours, theirs in (rename or {}).items():
+            message = message.replace(ours, theirs)
+        raise bad_request(message, param) from None
+    except (TypeError, ValueError) as exc:  # wrong value types inside the dict
+        raise bad_request(f"invalid sampling parameters: {exc}", "sampling_params") from None
+
+
+def check_prompt(input_ids: list[int], max_new_tokens: int, model_info: dict[str, Any], param: str,
+                 max_tokens_param: str = "max_tokens") -> None:
+    """Empty prompts, ids outside the vocabulary and prompt + max tokens over the context are 400s."""
+    if not input_ids:
+        raise bad_request("The prompt is empty (it tokenizes to no tokens).", param)
+    vocab = model_info.get("vocab_size")
+    if vocab:
+        bad = next((t for t in input_ids if t >= vocab), None)
+        if bad is not None:
+            raise bad_request(f"token id {bad} is outside the vocabulary (size {vocab})", param)
+    limit = model_info.get("max_context_length")
+    if limit and len(input_ids) + max_new_tokens > limit:
+        raise APIError(
+            400, f"This model's maximum context length is {limit} tokens. However, you requested "
+                 f"{len(input_ids) + max_new_tokens} tokens ({len(input_ids)} in the prompt, {max_new_tokens} "
+                 f"for the completion). Please reduce the prompt or {max_tokens_param}.",
+            param=param if len(input_ids) >= limit else max_tokens_param, code="context_length_exceeded")
+
+
+def remaining_context(input_ids: list[int], model_info: dict[str, Any]) -> int:
+    limit = model_info.get("max_context_length") or (len(input_ids) + 16)
+    return max(limit - len(input_ids), 0)
+
+
+def expand_n(req: EngineReq, n: int) -> list[EngineReq]:
+    """n samples of one prompt as n engine sequences; a seed is offset so the samples differ."""
+    if n == 1:
+        return [req]
+    out = []
+    for i in range(n):
+        sampling = replace(req.sampling, n=1)
+        if sampling.sampling_seed is not None:
+            sampling.sampling_seed += i
+        out.append(replace(req, rid=f"{req.rid}-{i}", sampling=sampling))
+    return out
+
+
+async def warm_prefix(client: Any, input_ids: list[int], rid: str) -> dict[str, Any]:
+    """A prefill-only request: the n samples that follow then share the prompt's KV via the radix cache."""
+    final: dict[str, Any] = {}
+    async for item in client.generate(input_ids, SamplingParams(max_new_tokens=0), rid=f"{rid}-prefill"):
+        final = item
+    return final
+
+
+def engine_error(exc: BaseException) -> APIError | None:
+    if isinstance(exc, EngineDeadError):
+        return APIError(503, f"The engine stopped while the request was running ({exc}); retry.",
+                        code="engine_unavailable", headers={"Retry-After": "1"})
+    if isinstance(exc, ValueError) and "already in flight" in str(exc):
+        return bad_request(str(exc), "rid")
+    return None
+
+
+def stream_error(exc: Exception) -> APIError:
+    """The error event sent when a stream fails after its 200 went out."""
+    mapped = engine_error(exc)
+    if mapped is not None:
+        return mapped
+    if isinstance(exc, APIError):
+        return exc
+    logger.error("stream failed", exc_info=exc)
+    return APIError(500, "internal server error", code="internal_error")
+
+
+async def stream_many(client: Any, reqs: list[EngineReq], stream: bool) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    """Runs the sequences concurrently; yields (index, cumulative dict) as outputs arrive.
+
+    Closing this iterator cancels every sequence, which aborts them in the engine.
+    """
+    queue: asyncio.Queue[tuple[int, dict[str, Any] | None, BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int, r: EngineReq) -> None:
+        try:
+            gen = client.generate(r.input_ids, r.sampling, rid=r.rid, return_logprob=r.return_logprob,
+                                  logprob_start_len=r.logprob_start_len, top_logprobs_num=r.top_logprobs_num,
+                                  return_text_in_logprobs=r.return_text_in_logprobs, stream=stream)
+            async with contextlib.aclosing(gen) as items:
+                async for item in items:
+                    queue.put_nowait((i, item, None))
+            queue.put_nowait((i, None, None))
+        except Exception as exc:
+            queue.put_nowait((i, None, exc))
+
+    tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(reqs)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            i, item, exc = await queue.get()
+            if exc is not None:
+                raise exc
+            if item is None:
+                remaining -= 1
+                continue
+            yield i, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def collect_many(client: Any, reqs: list[EngineReq]) -> list[dict[str, Any]]:
+    finals: list[dict[str, Any]] = [{} for _ in reqs]
+    async with contextlib.aclosing(stream_many(client, reqs, stream=False)) as items:
+        async for i, item in items:
+            finals[i] = item
+    return finals
+
+
+async def abort_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Awaits `work`; if the client disconnects first, cancels it (aborting its engine requests)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                logger.info("client disconnected; aborting %s %s", request.method, request.url.path)
+                raise ClientDisconnected()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,160 @@
+"""POST /generate: SGLang's native generation route (what `sglang.RuntimeEndpoint` and
+`bench_serving --backend sglang` speak). A list in gives a list out; `n > 1` gives n results per prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from app.context import AppContext
+from app.errors import bad_request
+from app.gate import estimate_prompt_tokens
+from app.generation import (
+    EngineReq,
+    abort_on_disconnect,
+    check_prompt,
+    collect_many,
+    engine_error,
+    expand_n,
+    new_rid,
+    parse_sampling,
+    remaining_context,
+    stream_error,
+    stream_many,
+    warm_prefix,
+)
+from app.native_protocol import GenerateRequest, NativeItem, split_items
+from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
+
+
+@dataclass
+class _Plan:
+    flat: list[EngineReq]
+    warm: list[tuple[list[int], str]]  # prompts to prefill first (n > 1)
+    batched: bool
+    user_rids: list[str]
+
+
+def _tokenize(tokenizer: Any, items: list[NativeItem]) -> list[list[int]]:
+    out = []
+    for item in items:
+        if item.input_ids is not None:
+            out.append(item.input_ids)
+        elif tokenizer is None:
+            raise bad_request("Text prompts need a tokenizer; this server runs with --skip-tokenizer-init. "
+                              "Send 'input_ids'.", "text")
+        else:
+            out.append(list(tokenizer(item.text)["input_ids"]))
+    return out
+
+
+async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, items: list[NativeItem],
+                   batched: bool) -> _Plan:
+    client = scope.client
+    all_ids = await asyncio.to_thread(_tokenize, client.tokenizer, items)
+    param = "text" if body.text is not None else "input_ids"
+    flat: list[EngineReq] = []
+    warm: list[tuple[list[int], str]] = []
+    user_rids: list[str] = []
+    for item, ids in zip(items, all_ids, strict=True):
+        sampling = parse_sampling(item.sampling)
+        # As SGLang does: the prompt must fit, and max_new_tokens is clipped to the room left.
+        check_prompt(ids, 0, client.model_info, param, "max_new_tokens")
+        room = remaining_context(ids, client.model_info)
+        if room < 1 and sampling.max_new_tokens > 0:
+            check_prompt(ids, 1, client.model_info, param, "max_new_tokens")
+        sampling.max_new_tokens = min(sampling.max_new_tokens, room)
+        sampling.min_new_tokens = min(sampling.min_new_tokens, sampling.max_new_tokens)
+        if item.return_logprob and item.logprob_start_len >= len(ids):
+            raise bad_request(f"logprob_start_len ({item.logprob_start_len}) must be below the prompt length "
+                              f"({len(ids)})", "logprob_start_len")
+        if item.top_logprobs_num < 0:
+            raise bad_request("top_logprobs_num must be >= 0", "top_logprobs_num")
+        rid = item.rid or new_rid()
+        reqs = expand_n(EngineReq(ids, sampling, rid, item.return_logprob, item.logprob_start_len,
+                                  item.top_logprobs_num, body.return_text_in_logprobs), sampling.n)
+        if sampling.n > 1 and not ctx.args.disable_radix_cache:
+            warm.append((ids, rid))
+        if item.rid:
+            user_rids.append(item.rid)
+            ctx.rid_groups[item.rid] = {r.rid for r in reqs}
+        flat.extend(reqs)
+    return _Plan(flat, warm, batched or len(flat) > 1, user_rids)
+
+
+def _reserve(items: list[NativeItem]) -> int:
+    total = 0
+    for item in items:
+        prompt = len(item.input_ids) if item.input_ids is not None else estimate_prompt_tokens(len(item.text or ""))
+        sp = item.sampling
+        total += prompt + int(sp.get("max_new_tokens") or 128) * int(sp.get("n") or 1)
+    return total
+
+
+async def _run(client: Any, plan: _Plan) -> list[dict[str, Any]]:
+    await asyncio.gather(*(warm_prefix(client, ids, rid) for ids, rid in plan.warm))
+    return await collect_many(client, plan.flat)
+
+
+def _account(scope: GenScope, results: list[dict[str, Any]]) -> None:
+    for r in results:
+        meta = r.get("meta_info", {})
+        scope.add_usage(int(meta.get("prompt_tokens", 0)), int(meta.get("completion_tokens", 0)),
+                        int(meta.get("cached_tokens", 0) or 0))
+
+
+async def generate(body: GenerateRequest, request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    items, batched = split_items(body)
+    scope = await GenScope(ctx, request, None, _reserve(items), check_model=False).open()
+    plan: _Plan | None = None
+    try:
+        plan = await _prepare(ctx, scope, body, items, batched)
+        if body.stream:
+            return ManagedStream(_stream(scope, plan), on_close=lambda: _close(ctx, scope, plan),
+                                 headers=scope.headers)
+        results = await abort_on_disconnect(request, _run(scope.client, plan))
+    except BaseException as exc:
+        scope.fail(exc)
+        await _close(ctx, scope, plan)
+        mapped = engine_error(exc) if isinstance(exc, Exception) else None
+        if mapped is not None:
+            raise mapped from None
+        raise
+    _account(scope, results)
+    await _close(ctx, scope, plan)
+    return JSONResponse(results if plan.batched else results[0], headers=scope.headers)
+
+
+async def _close(ctx: AppContext, scope: GenScope, plan: _Plan | None) -> None:
+    for rid in plan.user_rids if plan else ():
+        ctx.rid_groups.pop(rid, None)
+    await scope.close()
+
+
+async def _stream(scope: GenScope, plan: _Plan) -> AsyncIterator[str]:
+    finals: dict[int, dict[str, Any]] = {}
+    try:
+        await asyncio.gather(*(warm_prefix(scope.client, ids, rid) for ids, rid in plan.warm))
+        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True)) as items:
+            async for k, item in items:
+                if plan.batched:
+                    item = {**item, "index": k}
+                if item["meta_info"].get("finish_reason") is not None:
+                    finals[k] = item
+                yield sse(json.dumps(item))
+        _account(scope, list(finals.values()))
+        yield SSE_DONE
+    except Exception as exc:
+        _account(scope, list(finals.values()))
+        err = stream_error(exc)
+        scope.fail(err)
+        yield sse(json.dumps(err.body()))
+        yield SSE_DONE

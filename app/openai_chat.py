@@ -1,0 +1,148 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from app.chat_template import render_chat
+from app.context import AppContext
+from app.errors import bad_request
+from app.gate import estimate_prompt_tokens
+from app.generation import (
+    abort_on_disconnect,
+    check_prompt,
+    engine_error,
+    new_rid,
+    remaining_context,
+    stream_error,
+    stream_many,
+)
+from app.openai_common import RunPlan, parse_openai_sampling, sampling_from
+from app.openai_format import chat_logprobs, finish_reason, matched_stop, new_id, now_s, usage
+from app.openai_protocol import ChatCompletionRequest
+from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
+
+
+async def _prepare(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest) -> RunPlan:
+    client = scope.client
+    if client.tokenizer is None:
+        raise bad_request("Chat needs a tokenizer; this server runs with --skip-tokenizer-init.", "messages")
+    messages = [{"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages]
+    input_ids = await asyncio.to_thread(render_chat, client.tokenizer, ctx.chat_template, messages,
+                                        body.continue_final_message)
+    max_tokens = body.requested_max_tokens
+    if max_tokens is None:
+        max_tokens = remaining_context(input_ids, client.model_info)
+    param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
+    check_prompt(input_ids, max_tokens, client.model_info, "messages", param)
+    sampling = parse_openai_sampling(sampling_from(body, max_tokens))
+    rid = body.rid or new_rid()
+    plan = RunPlan.build([input_ids], sampling, rid, body.n, not ctx.args.disable_radix_cache,
+                         return_logprob=body.logprobs, top_logprobs_num=body.top_logprobs or 0,
+                         return_text_in_logprobs=True)
+    if body.rid:
+        ctx.rid_groups[body.rid] = plan.engine_rids
+    return plan
+
+
+async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    chars = sum(len(m.text()) for m in body.messages)
+    budget = body.requested_max_tokens if body.requested_max_tokens is not None else ctx.context_length()
+    scope = await GenScope(ctx, request, body.model, estimate_prompt_tokens(chars) + budget * body.n).open()
+    try:
+        plan = await _prepare(ctx, scope, body)
+        if body.stream:
+            return ManagedStream(_stream(ctx, scope, body, plan), on_close=lambda: _close(ctx, scope, body),
+                                 headers=scope.headers)
+        finals, cached = await abort_on_disconnect(request, plan.run(scope.client))
+    except BaseException as exc:
+        scope.fail(exc)
+        await _close(ctx, scope, body)
+        mapped = engine_error(exc) if isinstance(exc, Exception) else None
+        if mapped is not None:
+            raise mapped from None
+        raise
+    choices = []
+    for i, final in enumerate(finals):
+        meta = final["meta_info"]
+        lp = None
+        if body.logprobs:
+            lp = chat_logprobs(meta.get("output_token_logprobs", []), meta.get("output_top_logprobs"),
+                               body.top_logprobs or 0)
+        choices.append({"index": i, "message": {"role": "assistant", "content": final["text"]}, "logprobs": lp,
+                        "finish_reason": finish_reason(meta), "matched_stop": matched_stop(meta)})
+    completion = sum(int(f["meta_info"].get("completion_tokens", 0)) for f in finals)
+    scope.add_usage(len(plan.prompts[0]), completion, cached[0])
+    await _close(ctx, scope, body)
+    return JSONResponse({
+        "id": new_id("chatcmpl"), "object": "chat.completion", "created": now_s(), "model": ctx.model_name,
+        "choices": choices, "usage": usage(len(plan.prompts[0]), completion, cached[0]),
+        "system_fingerprint": None,
+    }, headers=scope.headers)
+
+
+async def _close(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest) -> None:
+    if body.rid:
+        ctx.rid_groups.pop(body.rid, None)
+    await scope.close()
+
+
+async def _stream(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest, plan: RunPlan) -> AsyncIterator[str]:
+    cid, created, model = new_id("chatcmpl"), now_s(), ctx.model_name
+    extra: dict[str, Any] = {"usage": None} if body.include_usage else {}
+
+    def chunk(choice: dict[str, Any]) -> str:
+        return sse(json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                               "choices": [choice], "system_fingerprint": None, **extra}))
+
+    sent_text = [""] * len(plan.flat)
+    sent_lp = [0] * len(plan.flat)
+    completion = [0] * len(plan.flat)
+    try:
+        warmed = await plan.warm_up(scope.client)
+        for i in range(len(plan.flat)):
+            yield chunk({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                         "finish_reason": None})
+        first_meta: dict[str, Any] = {}
+        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True)) as items:
+            async for i, item in items:
+                meta = item["meta_info"]
+                if i == 0:
+                    first_meta = meta
+                text = item["text"]
+                delta = text[len(sent_text[i]):] if text.startswith(sent_text[i]) else ""
+                sent_text[i] += delta
+                reason = finish_reason(meta)
+                lp = None
+                if body.logprobs:
+                    entries = meta.get("output_token_logprobs", [])[sent_lp[i]:]
+                    tops = (meta.get("output_top_logprobs") or [])[sent_lp[i]:]
+                    sent_lp[i] += len(entries)
+                    lp = chat_logprobs(entries, tops, body.top_logprobs or 0) if entries else None
+                if not delta and reason is None and lp is None:
+                    continue
+                choice: dict[str, Any] = {"index": i, "delta": {"content": delta} if delta else {}, "logprobs": lp,
+                                          "finish_reason": reason}
+                if reason is not None:
+                    choice["matched_stop"] = matched_stop(meta)
+                    completion[i] = int(meta.get("completion_tokens", 0))
+                yield chunk(choice)
+        cached = warmed[0] if warmed is not None else int(first_meta.get("cached_tokens", 0) or 0)
+        scope.add_usage(len(plan.prompts[0]), sum(completion), cached)
+        if body.include_usage:
+            yield sse(json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                                  "choices": [], "usage": usage(len(plan.prompts[0]), sum(completion), cached)}))
+        yield SSE_DONE
+    except Exception as exc:
+        err = stream_error(exc)
+        scope.fail(err)
+        yield sse(json.dumps(err.body()))
+        yield SSE_DONE

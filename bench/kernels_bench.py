@@ -1,0 +1,142 @@
+"""Kernel micro-benchmarks on the GPU: decode attention (the memory-bound hot loop) and extend attention.
+
+    python bench/kernels_bench.py [--batch 64 --seq-len 1024 --q-heads 32 --kv-heads 8 --head-dim 128]
+
+Prints the device's copy bandwidth first (the roofline for decode), then decode attention time and
+effective bandwidth (K/V bytes + slot indices read) for the default split heuristic and a sweep of
+split counts, then extend (prefill) attention throughput in TFLOP/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kernels.decode_attention import decode_attention, default_max_kv_splits  # noqa: E402
+from kernels.extend_attention import extend_attention  # noqa: E402
+
+
+def bench_us(fn, reps: int = 20, calls_per_graph: int = 10) -> float:
+    """Mean GPU time of one call, replayed from a CUDA graph so host launch overhead is not counted
+    (that also checks the launch is graph-capturable)."""
+    fn()  # compile + warm up outside the capture
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls_per_graph):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e3 / (reps * calls_per_graph)
+
+
+def eager_us(fn, reps: int = 100) -> float:
+    """Mean wall time per call issued back to back from Python (includes launch overhead)."""
+    import time
+
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1e6 / reps
+
+
+def copy_bandwidth_tbs() -> float:
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    us = bench_us(lambda: dst.copy_(src), reps=5, calls_per_graph=2)
+    return 2 * src.numel() / (us * 1e-6) / 1e12  # bytes read + written
+
+
+def bench_decode(args: argparse.Namespace) -> None:
+    b, s, hq, hkv, d = args.batch, args.seq_len, args.q_heads, args.kv_heads, args.head_dim
+    dtype = torch.bfloat16
+    num_slots = b * s + 1
+    k_buffer = torch.randn(num_slots, hkv, d, device="cuda", dtype=dtype)
+    v_buffer = torch.randn_like(k_buffer)
+    # Shuffled slots, as a long-running server's pool looks: every request's K/V is a gather.
+    req_to_token = (torch.randperm(b * s, device="cuda") + 1).to(torch.int32).view(b, s)
+    req_pool_indices = torch.arange(b, device="cuda")
+    seq_lens = torch.full((b,), s, dtype=torch.int32, device="cuda")
+    q = torch.randn(b, hq, d, device="cuda", dtype=dtype)
+    kv_bytes = 2 * b * s * hkv * d * k_buffer.element_size() + b * s * 4
+    default = default_max_kv_splits(b, hkv, q.device)
+    print(f"decode attention  B={b} seq={s} Hq={hq} Hkv={hkv} D={d} bf16, KV read {kv_bytes / 1e6:.1f} MB")
+    for splits in dict.fromkeys([default, 1, 2, 4, 8, 16]):  # default first, no repeats
+        def run(splits: int = splits) -> torch.Tensor:
+            return decode_attention(q, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens, d**-0.5,
+                                    max_kv_splits=splits)
+
+        us = bench_us(run)
+        tag = f"  (default; eager loop {eager_us(run):.1f} us)" if splits == default else ""
+        print(f"  max_kv_splits={splits:<3d} {us:8.1f} us  {kv_bytes / (us * 1e-6) / 1e12:5.2f} TB/s{tag}")
+
+
+def bench_extend_case(batch: int, prefix_len: int, extend_len: int, hq: int, hkv: int, d: int) -> None:
+    dtype = torch.bfloat16
+    seq_len = prefix_len + extend_len
+    k_buffer = torch.randn(batch * seq_len + 1, hkv, d, device="cuda", dtype=dtype)
+    v_buffer = torch.randn_like(k_buffer)
+    req_to_token = (torch.randperm(batch * seq_len, device="cuda") + 1).to(torch.int32).view(batch, seq_len)
+    num_tokens = batch * extend_len
+    q = torch.randn(num_tokens, hq, d, device="cuda", dtype=dtype)
+    k = torch.randn(num_tokens, hkv, d, device="cuda", dtype=dtype)
+    v = torch.randn_like(k)
+    prefix_lens = torch.full((batch,), prefix_len, dtype=torch.int32, device="cuda")
+    extend_lens = torch.full((batch,), extend_len, dtype=torch.int32, device="cuda")
+    starts = (torch.arange(batch, device="cuda") * extend_len).to(torch.int32)
+    req_pool_indices = torch.arange(batch, device="cuda")
+    us = bench_us(lambda: extend_attention(q, k, v, k_buffer, v_buffer, req_to_token, req_pool_indices,
+                                           prefix_lens, extend_lens, starts, extend_len, d**-0.5), reps=5)
+    # 4 * D flops per (query, visible key) pair: QK^T and PV, a multiply-add each
+    pairs = batch * hq * (extend_len * prefix_len + extend_len * (extend_len + 1) / 2)
+    print(f"extend attention  B={batch} prefix={prefix_len} extend={extend_len}: {us:8.1f} us  "
+          f"{4 * d * pairs / (us * 1e-6) / 1e12:6.1f} TFLOP/s")
+
+
+def bench_extend(args: argparse.Namespace) -> None:
+    for batch, prefix_len, extend_len in [(4, 0, 2048), (4, 2048, 512)]:
+        bench_extend_case(batch, prefix_len, extend_len, args.q_heads, args.kv_heads, args.head_dim)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--seq-len", type=int, default=1024)
+    parser.add_argument("--q-heads", type=int, default=32)
+    parser.add_argument("--kv-heads", type=int, default=8)
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--skip-extend", action="store_true")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("kernels_bench needs a CUDA GPU")
+    props = torch.cuda.get_device_properties(0)
+    import triton
+
+    print(f"device: {props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, "
+          f"triton {triton.__version__}")
+    print(f"copy bandwidth (read + write): {copy_bandwidth_tbs():.2f} TB/s")
+    bench_decode(args)
+    if not args.skip_extend:
+        bench_extend(args)
+
+
+if __name__ == "__main__":
+    main()

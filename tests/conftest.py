@@ -1,0 +1,23 @@
+"""Shared fixtures: tiny random HF models built once per session (see tests/fixtures/tiny_models.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.tiny_models import cached_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_model_root) -> str:
+    return cached_tiny_model(tiny_model_root, "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tiny_model_root):
+    """tiny_model_factory("qwen3") -> path of that architecture's tiny model."""
+    return lambda arch: cached_tiny_model(tiny_model_root, arch)

@@ -1,0 +1,117 @@
+"""GPU kernel tests (`pytest -m gpu tests/kernels`): bf16/fp16, random ragged sizes, GQA 1/4/8, long prefixes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from kernel_ref import PoolBatch, attention_ref, rmsnorm_ref, rotary_ref
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+DTYPES = [torch.bfloat16, torch.float16]
+HEADS = [(8, 8), (16, 4), (32, 4)]  # GQA group 1, 4, 8
+HEAD_DIMS = [64, 128]
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 8192}
+
+
+def _tol(dtype: torch.dtype) -> dict[str, float]:
+    return {"atol": 2e-2, "rtol": 2e-2} if dtype == torch.bfloat16 else {"atol": 4e-3, "rtol": 4e-3}
+
+
+def _rng(*key: object) -> random.Random:
+    return random.Random(str(key))
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("heads", HEADS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_attention_gpu(dtype: torch.dtype, heads: tuple[int, int], head_dim: int) -> None:
+    from kernels import decode_attention
+
+    num_q_heads, num_kv_heads = heads
+    rng = _rng("decode", dtype, heads, head_dim)
+    batch_size = rng.randint(1, 24)
+    seq_lens = [rng.choice([1, 2, rng.randint(1, 300), rng.randint(300, 4000)]) for _ in range(batch_size)]
+    pool = PoolBatch(seq_lens, num_kv_heads, head_dim, dtype, "cuda", seed=batch_size)
+    q = torch.randn(batch_size, num_q_heads, head_dim, device="cuda").to(dtype)
+    lens = torch.tensor(seq_lens, dtype=torch.int32, device="cuda")
+    scaling = head_dim**-0.5
+    outs = [decode_attention(q, pool.k_buffer, pool.v_buffer, pool.req_to_token, pool.req_pool_indices, lens,
+                             scaling, max_kv_splits=splits) for splits in (None, 1, 7, 32)]
+    for i in range(batch_size):
+        s = pool.slots(i)
+        ref = attention_ref(q[i : i + 1], pool.k_buffer[s], pool.v_buffer[s], scaling)[0]
+        for out in outs:
+            torch.testing.assert_close(out[i].float(), ref, **_tol(dtype))
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("heads", HEADS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_extend_attention_gpu(dtype: torch.dtype, heads: tuple[int, int], head_dim: int) -> None:
+    from kernels import extend_attention
+
+    num_q_heads, num_kv_heads = heads
+    rng = _rng("extend", dtype, heads, head_dim)
+    batch_size = rng.randint(1, 6)
+    prefix_lens = [rng.choice([0, rng.randint(1, 200), rng.randint(200, 3000)]) for _ in range(batch_size)]
+    extend_lens = [rng.choice([1, rng.randint(1, 130), rng.randint(130, 700)]) for _ in range(batch_size)]
+    seq_lens = [p + e for p, e in zip(prefix_lens, extend_lens)]
+    pool = PoolBatch(seq_lens, num_kv_heads, head_dim, dtype, "cuda", seed=batch_size)
+    num_tokens = sum(extend_lens)
+    q = torch.randn(num_tokens, num_q_heads, head_dim, device="cuda").to(dtype)
+    k = torch.randn(num_tokens, num_kv_heads, head_dim, device="cuda").to(dtype)
+    v = torch.randn(num_tokens, num_kv_heads, head_dim, device="cuda").to(dtype)
+    starts = torch.tensor([0, *extend_lens[:-1]]).cumsum(0).to("cuda", torch.int32)
+
+    def i32(xs: list[int]) -> torch.Tensor:
+        return torch.tensor(xs, dtype=torch.int32, device="cuda")
+
+    scaling = head_dim**-0.5
+    out = extend_attention(q, k, v, pool.k_buffer, pool.v_buffer, pool.req_to_token, pool.req_pool_indices,
+                           i32(prefix_lens), i32(extend_lens), starts, max(extend_lens), scaling)
+    for i, (p, e) in enumerate(zip(prefix_lens, extend_lens)):
+        s0 = int(starts[i])
+        prefix = pool.slots(i, p)
+        keys = torch.cat([pool.k_buffer[prefix], k[s0 : s0 + e]])
+        values = torch.cat([pool.v_buffer[prefix], v[s0 : s0 + e]])
+        ref = attention_ref(q[s0 : s0 + e], keys, values, scaling)
+        torch.testing.assert_close(out[s0 : s0 + e].float(), ref, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pointwise_kernels_gpu(dtype: torch.dtype) -> None:
+    from kernels import apply_rotary, build_rope_cache, fused_add_rmsnorm, rmsnorm, silu_and_mul, store_kv
+
+    hidden, num_tokens = 4096, 37
+    x = torch.randn(num_tokens, hidden, device="cuda").to(dtype)
+    residual = torch.randn_like(x)
+    weight = (1 + 0.1 * torch.randn(hidden, device="cuda")).to(dtype)
+    # One-ulp differences can come from the mean's summation order; anything more is a bug.
+    ulp = {"atol": 1e-2, "rtol": 1e-2} if dtype == torch.bfloat16 else {"atol": 2e-3, "rtol": 2e-3}
+    torch.testing.assert_close(rmsnorm(x, weight, 1e-5), rmsnorm_ref(x, weight, 1e-5), **ulp)
+    out, new_residual = fused_add_rmsnorm(x, residual, weight, 1e-5)
+    assert torch.equal(new_residual, x + residual)
+    torch.testing.assert_close(out, rmsnorm_ref(x + residual, weight, 1e-5), **ulp)
+
+    gate_up = torch.randn(num_tokens, 2 * 11008, device="cuda").to(dtype)
+    gate, up = gate_up.chunk(2, dim=-1)
+    torch.testing.assert_close(silu_and_mul(gate_up), torch.nn.functional.silu(gate) * up, **ulp)
+
+    cache = build_rope_cache(128, 131072, 500000.0, LLAMA3_SCALING, device="cuda")
+    q = torch.randn(num_tokens, 32, 128, device="cuda").to(dtype)
+    k = torch.randn(num_tokens, 8, 128, device="cuda").to(dtype)
+    positions = torch.randint(0, 131072, (num_tokens,), device="cuda")
+    q_ref, k_ref = rotary_ref(q, positions, cache.cos, cache.sin), rotary_ref(k, positions, cache.cos, cache.sin)
+    apply_rotary(q, k, positions, cache)
+    torch.testing.assert_close(q, q_ref, **ulp)
+    torch.testing.assert_close(k, k_ref, **ulp)
+
+    k_buffer = torch.zeros(1000, 8, 128, device="cuda", dtype=dtype)
+    v_buffer = torch.zeros_like(k_buffer)
+    loc = torch.randperm(999, device="cuda")[:num_tokens] + 1
+    store_kv(k_buffer, v_buffer, loc, k, q[:, :8])
+    assert torch.equal(k_buffer[loc], k) and torch.equal(v_buffer[loc], q[:, :8])

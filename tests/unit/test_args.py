@@ -1,0 +1,45 @@
+"""ServerArgs validation and CLI parsing: invalid values fail with one clear line."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from engine.args import ArgsError, ServerArgs, add_cli_args, args_from_namespace
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"tp_size": 0}, "--tp-size"),
+    ({"mem_fraction_static": 1.5}, "--mem-fraction-static"),
+    ({"schedule_policy": "random"}, "--schedule-policy"),
+    ({"dtype": "int3"}, "--dtype"),
+    ({"chunked_prefill_size": 0}, "--chunked-prefill-size"),
+    ({"model_path": "/does/not/exist"}, "does not exist"),
+    ({"device": "cpu", "attention_backend": "triton"}, "needs a CUDA device"),
+    ({"nnodes": 2}, "--dist-init-addr"),
+])
+def test_invalid_args_fail_with_one_line(kwargs, fragment, tiny_llama):
+    kwargs.setdefault("model_path", tiny_llama)
+    with pytest.raises(ArgsError) as err:
+        ServerArgs(**kwargs)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_flags_map_to_fields(tiny_llama):
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    ns = parser.parse_args(["--model-path", tiny_llama, "--tp", "2", "--disable-radix-cache",
+                            "--mem-fraction-static", "0.5", "--schedule-policy", "lpm"])
+    args = args_from_namespace(ns)
+    assert (args.tp_size, args.disable_radix_cache, args.mem_fraction_static, args.schedule_policy) == \
+        (2, True, 0.5, "lpm")
+    with pytest.raises(ArgsError):
+        ServerArgs.from_dict({"model_path": tiny_llama, "no_such_flag": 1})
+
+
+def test_args_are_frozen(tiny_llama):
+    args = ServerArgs(model_path=tiny_llama)
+    with pytest.raises(AttributeError):
+        args.tp_size = 2  # type: ignore[misc]
+    assert args.replace(tp_size=2).tp_size == 2

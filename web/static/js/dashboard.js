@@ -1,0 +1,130 @@
+// Live dashboard: polls the metrics JSON twin and feeds Chart.js line charts (last MAX_POINTS samples).
+(function () {
+  "use strict";
+  const MAX_POINTS = 120;
+  const COLORS = ["#3b5bdb", "#e8590c", "#2b8a3e", "#ae3ec9", "#1098ad", "#f08c00", "#c92a2a", "#5c940d"];
+  const cfg = document.getElementById("dashboard-config");
+  if (!cfg || typeof Chart === "undefined") return;
+  const url = cfg.dataset.metricsUrl;
+  const interval = parseInt(cfg.dataset.intervalMs || "1500", 10);
+  const charts = {};
+
+  function makeChart(id, opts) {
+    const canvas = document.querySelector('canvas[data-chart="' + id + '"]');
+    if (!canvas) return null;
+    const chart = new Chart(canvas, {
+      type: "line",
+      data: { labels: [], datasets: [] },
+      options: {
+        animation: false, responsive: true, maintainAspectRatio: false, normalized: true,
+        interaction: { mode: "index", intersect: false },
+        elements: { point: { radius: 0 }, line: { borderWidth: 2, tension: 0.25 } },
+        scales: {
+          x: { ticks: { maxTicksLimit: 6, autoSkip: true } },
+          y: Object.assign({ beginAtZero: true }, opts.max !== undefined ? { max: opts.max } : {}),
+        },
+        plugins: { legend: { display: true, position: "bottom", labels: { boxWidth: 12 } } },
+      },
+    });
+    charts[id] = chart;
+    return chart;
+  }
+
+  function dataset(chart, label, index) {
+    let ds = chart.data.datasets.find(function (d) { return d.label === label; });
+    if (!ds) {
+      const color = COLORS[index % COLORS.length];
+      ds = { label: label, data: new Array(chart.data.labels.length).fill(null), borderColor: color,
+             backgroundColor: color + "33", fill: false };
+      chart.data.datasets.push(ds);
+    }
+    return ds;
+  }
+
+  // Appends one sample: values maps series label -> number (or null for a gap).
+  function push(id, label, values) {
+    const chart = charts[id];
+    if (!chart) return;
+    chart.data.labels.push(label);
+    Object.keys(values).forEach(function (name, i) { dataset(chart, name, i); });
+    chart.data.datasets.forEach(function (ds) {
+      ds.data.push(Object.prototype.hasOwnProperty.call(values, ds.label) ? values[ds.label] : null);
+    });
+    if (chart.data.labels.length > MAX_POINTS) {
+      chart.data.labels.shift();
+      chart.data.datasets.forEach(function (ds) { ds.data.shift(); });
+    }
+    chart.update("none");
+  }
+
+  function setText(id, text) { const el = document.getElementById(id); if (el) el.textContent = text; }
+  function pct(x) { return x === null || x === undefined ? null : Math.round(x * 1000) / 10; }
+  function fmt(x, unit) { return x === null || x === undefined ? "–" : x + unit; }
+
+  makeChart("gpu-util", { max: 100 });
+  makeChart("gpu-mem", {});
+  makeChart("gpu-temp", {});
+  makeChart("gpu-power", {});
+  makeChart("cache", { max: 100 });
+  makeChart("reqs", {});
+  makeChart("tps", {});
+  makeChart("ttft", {});
+
+  function render(m) {
+    const label = new Date(m.ts * 1000).toLocaleTimeString();
+    const e = m.engine || {};
+    const sup = m.supervisor || {};
+    setText("model-name", e.model_name || sup.model_name || "");
+    const state = document.getElementById("engine-state");
+    if (state) {
+      state.textContent = sup.state || "unknown";
+      state.className = "badge " + ({ ready: "ok", failed: "bad" }[sup.state] || "warn");
+    }
+    setText("t-running", fmt(e.num_running_reqs, ""));
+    setText("t-queued", fmt(e.num_queued_reqs, ""));
+    setText("t-kv", fmt(pct(e.token_usage), " %"));
+    setText("t-kv-tokens", e.kv_total_tokens ? (e.kv_used_tokens || 0).toLocaleString() + " / " +
+            e.kv_total_tokens.toLocaleString() + " tokens" : "");
+    setText("t-hit", fmt(pct(e.cache_hit_rate), " %"));
+    setText("t-tps", fmt(e.gen_throughput === null || e.gen_throughput === undefined ? null :
+            Math.round(e.gen_throughput * 10) / 10, " tok/s"));
+    setText("t-ttft", fmt(e.ttft_median_s === null || e.ttft_median_s === undefined ? null :
+            Math.round(e.ttft_median_s * 1000), " ms"));
+
+    const gpu = m.gpu || { available: false, gpus: [] };
+    const noGpu = document.getElementById("no-gpu");
+    if (noGpu) noGpu.hidden = gpu.available;
+    setText("no-gpu-reason", gpu.reason || "");
+    document.querySelectorAll(".gpu-chart").forEach(function (el) { el.hidden = !gpu.available; });
+    if (gpu.available) {
+      const util = {}, mem = {}, temp = {}, power = {};
+      gpu.gpus.forEach(function (g) {
+        const name = "GPU " + g.index;
+        util[name] = g.util_pct;
+        mem[name] = g.mem_used_mib === null ? null : Math.round(g.mem_used_mib / 102.4) / 10;
+        temp[name] = g.temp_c;
+        power[name] = g.power_w;
+      });
+      push("gpu-util", label, util); push("gpu-mem", label, mem);
+      push("gpu-temp", label, temp); push("gpu-power", label, power);
+    }
+    push("cache", label, { "KV usage": pct(e.token_usage), "cache hit rate": pct(e.cache_hit_rate) });
+    push("reqs", label, { running: e.num_running_reqs, queued: e.num_queued_reqs });
+    push("tps", label, { "tokens/s": e.gen_throughput });
+    push("ttft", label, { "TTFT median": e.ttft_median_s === null || e.ttft_median_s === undefined ? null :
+                          Math.round(e.ttft_median_s * 1000) });
+  }
+
+  async function tick() {
+    try {
+      const resp = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (resp.status === 401) { window.location.reload(); return; }
+      if (resp.ok) render(await resp.json());
+    } catch (err) {
+      // Server restarting or unreachable: keep polling, the charts just show a gap.
+    }
+    window.setTimeout(tick, interval);
+  }
+  tick();
+  window.tesseraCharts = charts;  // for the browser tests
+})();
