@@ -46,7 +46,7 @@ def do_login(rt: AdminRuntime, request: Request, username: str, password: str) -
     if wait:
         raise AdminError(429, f"Too many failed logins: try again in {wait} s.", "login_throttled",
                          headers={"Retry-After": str(wait)})
-    user = authenticate(rt.db, username, password)
+    user = authenticate(rt.db, rt.passwords, username, password)
     if user is None:
         rt.throttle.failure(ip, username)
         # The attempted name goes in the detail, never the password.
@@ -59,7 +59,7 @@ def do_login(rt: AdminRuntime, request: Request, username: str, password: str) -
 
 
 def do_change_password(rt: AdminRuntime, op: Operator, old_password: str, new_password: str) -> None:
-    error = change_password(rt.db, op.session.user_id, old_password, new_password)
+    error = change_password(rt.db, rt.passwords, op.session.user_id, old_password, new_password)
     if error:
         raise AdminError(400, error.capitalize() + ".", "invalid_password")
     rt.sessions.delete_for_user(op.session.user_id, keep_session_id=op.session.session_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 
 from app.admin import audit
-from app.admin.security import hash_password, random_password, write_private_file
+from app.admin.security import Passwords, random_password, write_private_file
 from app.db.clock import utcnow
 from app.db.database import Database
 from app.db.models import AdminSession, AdminUser
@@ -28,7 +28,7 @@ def password_file(data_dir: str) -> Path:
     return Path(data_dir) / "admin_password"
 
 
-def ensure_admin(db: Database, data_dir: str) -> None:
+def ensure_admin(db: Database, data_dir: str, passwords: Passwords) -> None:
     """Creates the admin account on first start; a no-op afterwards."""
     with db.session() as s:
         if s.scalars(select(AdminUser.id).limit(1)).first() is not None:
@@ -36,7 +36,7 @@ def ensure_admin(db: Database, data_dir: str) -> None:
     from_env = os.environ.get(PASSWORD_ENV)
     password = from_env or random_password()
     with db.session() as s:
-        s.add(AdminUser(username=ADMIN_USERNAME, password_hash=hash_password(password), must_change_password=True,
+        s.add(AdminUser(username=ADMIN_USERNAME, password_hash=passwords.hash(password), must_change_password=True,
                         created_at=utcnow()))
     audit.record(db, audit.Actor("system"), "admin_bootstrap", ADMIN_USERNAME,
                  {"password_source": "env" if from_env else "generated"})
@@ -51,7 +51,7 @@ def ensure_admin(db: Database, data_dir: str) -> None:
                    "login)", ADMIN_USERNAME, password, path)
 
 
-def reset_admin_password(db: Database, data_dir: str, actor: str = "cli") -> str:
+def reset_admin_password(db: Database, data_dir: str, passwords: Passwords, actor: str = "cli") -> str:
     """New random password for the admin (created if missing), forced change, every session ended."""
     password = random_password()
     with db.session() as s:
@@ -59,7 +59,7 @@ def reset_admin_password(db: Database, data_dir: str, actor: str = "cli") -> str
         if user is None:
             user = AdminUser(username=ADMIN_USERNAME, created_at=utcnow(), password_hash="")
             s.add(user)
-        user.password_hash = hash_password(password)
+        user.password_hash = passwords.hash(password)
         user.must_change_password = True
         user.password_changed_at = utcnow()
         s.flush()

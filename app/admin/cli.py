@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.admin.bootstrap import reset_admin_password
+from app.admin.security import Passwords
 from app.db.database import Database
 
 
@@ -12,6 +13,6 @@ def reset_password(data_dir: str, database_url: str | None = None) -> str:
     Safe while the server runs: it only touches the DB, which the server re-reads on every login."""
     db = Database.open(data_dir, database_url)
     try:
-        return reset_admin_password(db, data_dir)
+        return reset_admin_password(db, data_dir, Passwords())
     finally:
         db.close()

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from argon2 import PasswordHasher
+
 from app.admin.contracts import MetricsSourceProtocol, SupervisorProtocol
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ class AdminContext:
     flag_args: the ServerArgs dict from flags/env before any saved deployment was laid over it (shown
         on the deployment page and used by "reset to flags"); None: taken from the supervisor at start.
     usage_flush_interval_s: how often the batched usage writer commits.
+    password_hasher: argon2 hasher for admin passwords (None: argon2-cffi's recommended cost).
     """
 
     data_dir: str
@@ -44,6 +47,7 @@ class AdminContext:
     static_api_key: str | None = None
     flag_args: dict[str, Any] | None = None
     usage_flush_interval_s: float = 0.5
+    password_hasher: PasswordHasher | None = None
     _runtime: AdminRuntime | None = field(default=None, init=False, repr=False)
 
     @property

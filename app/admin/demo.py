@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from argon2 import PasswordHasher, profiles
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -37,7 +38,8 @@ def _gate_error(exc: GateError) -> JSONResponse:
 
 
 def create_demo_app(data_dir: str, models_dir: str | None = None, *, api_key: str | None = None,
-                    gpu_count: int = 0, restart_delay_s: float = 1.5) -> FastAPI:
+                    gpu_count: int = 0, restart_delay_s: float = 1.5, fast_hashing: bool = False) -> FastAPI:
+    """`fast_hashing` uses argon2's cheapest parameters: for tests only, never for a real console."""
     if models_dir is None:
         models_dir = str(Path(data_dir) / "models")
         if not Path(models_dir).exists():
@@ -49,7 +51,8 @@ def create_demo_app(data_dir: str, models_dir: str | None = None, *, api_key: st
     supervisor = FakeSupervisor(flag_args, gpu_count=gpu_count, restart_delay_s=restart_delay_s)
     metrics = FakeMetrics(supervisor)
     ctx = AdminContext(data_dir=data_dir, database_url=None, models_dir=models_dir, supervisor=supervisor,
-                       metrics=metrics, static_api_key=api_key, flag_args=flag_args)
+                       metrics=metrics, static_api_key=api_key, flag_args=flag_args,
+                       password_hasher=PasswordHasher.from_parameters(profiles.CHEAPEST) if fast_hashing else None)
     app = FastAPI(title="Tessera admin demo")
     mount_admin(app, ctx)
     app.state.demo = DemoParts(ctx, supervisor, metrics)
@@ -100,12 +103,13 @@ def main() -> None:
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--gpu-count", type=int, default=0)
     parser.add_argument("--restart-delay", type=float, default=1.5)
+    parser.add_argument("--fast-hashing", action="store_true", help="cheap argon2 parameters (tests only)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
     app = create_demo_app(args.data_dir, args.models_dir, api_key=args.api_key, gpu_count=args.gpu_count,
-                          restart_delay_s=args.restart_delay)
+                          restart_delay_s=args.restart_delay, fast_hashing=args.fast_hashing)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

@@ -14,7 +14,7 @@ from app.admin.deploy_manager import DeploymentManager
 from app.admin.gate import KeyGate
 from app.admin.gpu import GpuSampler
 from app.admin.keys import KeyService
-from app.admin.security import KeyHasher, load_or_create_secret
+from app.admin.security import KeyHasher, Passwords, load_or_create_secret
 from app.admin.sessions import SessionStore
 from app.admin.throttle import LoginThrottle
 from app.db.database import Database
@@ -34,6 +34,7 @@ class AdminRuntime:
     usage: UsageWriter
     gate: KeyGate
     sessions: SessionStore
+    passwords: Passwords
     throttle: LoginThrottle
     gpu: GpuSampler
     deploy: DeploymentManager
@@ -48,7 +49,8 @@ class AdminRuntime:
 
 def build_runtime(ctx: AdminContext) -> AdminRuntime:
     db = Database.open(ctx.data_dir, ctx.database_url)  # runs `alembic upgrade head`
-    ensure_admin(db, ctx.data_dir)
+    passwords = Passwords(ctx.password_hasher)
+    ensure_admin(db, ctx.data_dir, passwords)
     hasher = KeyHasher(load_or_create_secret(ctx.data_dir))
     usage = UsageWriter(db, flush_interval_s=ctx.usage_flush_interval_s, periodic=lambda: _prune(db))
     templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
@@ -60,6 +62,7 @@ def build_runtime(ctx: AdminContext) -> AdminRuntime:
         usage=usage,
         gate=KeyGate(db, hasher, usage, ctx.static_api_key),
         sessions=SessionStore(db),
+        passwords=passwords,
         throttle=LoginThrottle(),
         gpu=GpuSampler(),
         deploy=DeploymentManager(db, ctx.supervisor),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import logging
@@ -69,24 +68,28 @@ class KeyHasher:
         return NewApiKey(secret=secret, digest=self.digest(secret), prefix=secret[:PREFIX_LEN], last_four=secret[-4:])
 
 
-_password_hasher = PasswordHasher()  # argon2id with the library's current recommended cost (stateless)
+class Passwords:
+    """argon2id hashing. The default cost is argon2-cffi's recommendation; tests pass a cheap hasher
+    (`argon2.PasswordHasher.from_parameters(argon2.profiles.CHEAPEST)`) through AdminContext."""
 
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        self._hasher = hasher or PasswordHasher()
+        self._dummy: str | None = None
 
-def hash_password(password: str) -> str:
-    return _password_hasher.hash(password)
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
 
+    def verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
 
-def verify_password(password_hash: str, password: str) -> bool:
-    try:
-        return _password_hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-@functools.cache
-def dummy_password_hash() -> str:
-    """A real hash to verify against when the username does not exist, so both paths take the same time."""
-    return hash_password(secrets.token_hex(8))
+    def verify_dummy(self, password: str) -> None:
+        """Same cost as a real check, for unknown usernames: response time does not reveal them."""
+        if self._dummy is None:
+            self._dummy = self.hash(secrets.token_hex(8))
+        self.verify(self._dummy, password)
 
 
 def random_password() -> str:

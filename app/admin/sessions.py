@@ -12,14 +12,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select
 
-from app.admin.security import (
-    dummy_password_hash,
-    hash_password,
-    password_problem,
-    random_token,
-    sha256_hex,
-    verify_password,
-)
+from app.admin.security import Passwords, password_problem, random_token, sha256_hex
 from app.db.clock import utcnow
 from app.db.database import Database
 from app.db.models import AdminSession, AdminUser
@@ -85,25 +78,26 @@ class SessionStore:
             s.execute(stmt)
 
 
-def authenticate(db: Database, username: str, password: str) -> AdminUser | None:
+def authenticate(db: Database, passwords: Passwords, username: str, password: str) -> AdminUser | None:
     with db.session() as s:
         user = s.scalars(select(AdminUser).where(AdminUser.username == username)).first()
     if user is None:
-        verify_password(dummy_password_hash(), password)  # same cost as a real check: no user enumeration
+        passwords.verify_dummy(password)
         return None
-    return user if verify_password(user.password_hash, password) else None
+    return user if passwords.verify(user.password_hash, password) else None
 
 
-def change_password(db: Database, user_id: int, old_password: str, new_password: str) -> str | None:
+def change_password(db: Database, passwords: Passwords, user_id: int, old_password: str,
+                    new_password: str) -> str | None:
     """Returns an error message, or None when the password was changed."""
     problem = password_problem(new_password, old_password)
     if problem:
         return problem
     with db.session() as s:
         user = s.get(AdminUser, user_id)
-        if user is None or not verify_password(user.password_hash, old_password):
+        if user is None or not passwords.verify(user.password_hash, old_password):
             return "the current password is wrong"
-        user.password_hash = hash_password(new_password)
+        user.password_hash = passwords.hash(new_password)
         user.must_change_password = False
         user.password_changed_at = utcnow()
     return None

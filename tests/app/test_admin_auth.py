@@ -22,7 +22,7 @@ NEW_PASSWORD = "a-new-admin-password"
 
 @pytest.fixture
 def app(tmp_path: Path):
-    application = create_demo_app(str(tmp_path / "data"), restart_delay_s=0.05)
+    application = create_demo_app(str(tmp_path / "data"), restart_delay_s=0.05, fast_hashing=True)
     yield application
     application.state.demo.ctx.close()
 
@@ -38,14 +38,14 @@ def data_dir(app) -> str:
 async def test_bootstrap_password_file_and_log_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="app.admin.bootstrap")
     d = tmp_path / "data"
-    app1 = create_demo_app(str(d))
+    app1 = create_demo_app(str(d), fast_hashing=True)
     password = (d / "admin_password").read_text().strip()
     assert len(password) >= 16
     assert os.stat(d / "admin_password").st_mode & 0o777 == 0o600
     assert caplog.text.count(password) == 1
     app1.state.demo.ctx.close()
     caplog.clear()
-    app2 = create_demo_app(str(d))  # second start: same account, nothing logged, file untouched
+    app2 = create_demo_app(str(d), fast_hashing=True)  # second start: same account, nothing logged, file untouched
     assert password not in caplog.text
     assert (d / "admin_password").read_text().strip() == password
     app2.state.demo.ctx.close()
@@ -53,7 +53,7 @@ async def test_bootstrap_password_file_and_log_once(tmp_path: Path, caplog: pyte
 
 async def test_env_password_and_forced_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TESSERA_ADMIN_PASSWORD", "from-the-environment")
-    app = create_demo_app(str(tmp_path / "data"))
+    app = create_demo_app(str(tmp_path / "data"), fast_hashing=True)
     assert not (tmp_path / "data" / "admin_password").exists()
     async with client(app) as c:
         r = await c.post("/admin/api/login", json={"username": "admin", "password": "from-the-environment"})
