@@ -122,7 +122,7 @@ class KeyService:
 
     def names(self) -> dict[int, str]:
         with self._db.session() as s:
-            return dict(s.execute(select(ApiKey.id, ApiKey.name)).tuples().all())
+            return {row[0]: row[1] for row in s.execute(select(ApiKey.id, ApiKey.name))}
 
     def revoke(self, key_id: int) -> dict[str, Any] | None:
         with self._db.session() as s:

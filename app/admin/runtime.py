@@ -30,6 +30,7 @@ PREFIX = "/admin"
 class AdminRuntime:
     ctx: AdminContext
     db: Database
+    hasher: KeyHasher
     keys: KeyService
     usage: UsageWriter
     gate: KeyGate
@@ -58,6 +59,7 @@ def build_runtime(ctx: AdminContext) -> AdminRuntime:
     return AdminRuntime(
         ctx=ctx,
         db=db,
+        hasher=hasher,
         keys=KeyService(db, hasher),
         usage=usage,
         gate=KeyGate(db, hasher, usage, ctx.static_api_key),

@@ -169,3 +169,49 @@ def test_dummy_load_format_runs_without_weights(tiny_llama, tmp_path):
     with Engine(model_path=str(cfg_only), device="cpu", load_format="dummy", skip_tokenizer_init=True) as e:
         out = e.generate(input_ids=[1, 2, 3], sampling_params={"max_new_tokens": 4, **GREEDY})
     assert len(out["output_ids"]) == 4 and out["text"] == ""
+
+
+def test_half_precision_dtypes_run(tiny_llama):
+    with Engine(model_path=tiny_llama, device="cpu", dtype="bfloat16") as e:
+        out = e.generate(input_ids=[5, 6, 7], sampling_params={"max_new_tokens": 4, **GREEDY})
+        assert e.get_server_info()["dtype"] == "bfloat16"
+    assert len(out["output_ids"]) == 4
+
+
+def test_kv_cache_that_cannot_fit_fails_with_numbers(tiny_llama):
+    with pytest.raises(EngineStartError, match=r"--max-total-tokens \d+ needs [\d.]+ GiB"):
+        Engine(model_path=tiny_llama, device="cpu", max_total_tokens=10**12)
+
+
+def test_abandoned_stream_aborts_and_frees_kv(engine):
+    import asyncio
+
+    async def consume_two():
+        agen = await engine.async_generate(input_ids=list(range(30, 60)),
+                                           sampling_params={"max_new_tokens": 200, **GREEDY}, stream=True)
+        got = [chunk async for chunk, _ in zip_count(agen, 2)]
+        await agen.aclose()
+        return got
+
+    async def zip_count(agen, n):
+        i = 0
+        async for chunk in agen:
+            yield chunk, i
+            i += 1
+            if i == n:
+                return
+
+    before = engine.get_server_info()["num_generated_tokens"]
+    got = asyncio.run_coroutine_threadsafe(consume_two(), engine._loop).result()
+    assert len(got) == 2
+    import time
+
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        info = engine.get_server_info()
+        if info["num_running_reqs"] == 0 and info["kv_protected_tokens"] == 0:
+            break
+        time.sleep(0.1)
+    assert info["num_running_reqs"] == 0 and info["kv_protected_tokens"] == 0
+    # The request stopped early instead of running to its 200 tokens.
+    assert info["num_generated_tokens"] - before < 200

@@ -65,3 +65,22 @@ def test_greedy_matches_hf(arch_model, config):
     # Nothing leaks: every slot is either free or held by the (unlocked) radix tree.
     assert info["kv_protected_tokens"] == 0
     assert info["kv_free_tokens"] + info["kv_evictable_tokens"] == info["kv_total_tokens"]
+
+
+@pytest.mark.parametrize("extra", [{}, {"schedule_policy": "lpm"}], ids=["fcfs", "lpm"])
+def test_llama3_rope_scaling_tied_embeddings_sharded(tiny_model_factory, tmp_path, extra):
+    """Llama 3.x rope scaling and tied embeddings, loaded from a sharded checkpoint."""
+    import transformers
+
+    src = tiny_model_factory("llama3")
+    model = transformers.AutoModelForCausalLM.from_pretrained(src)
+    sharded = tmp_path / "sharded"
+    model.save_pretrained(sharded, max_shard_size="40KB", safe_serialization=True)
+    transformers.AutoTokenizer.from_pretrained(src).save_pretrained(sharded)
+    assert (sharded / "model.safetensors.index.json").exists()
+    prompts = make_prompts(model.config.vocab_size, seed=1)[:8]
+    expected = [hf_greedy(src, p, 16) for p in prompts]
+    with Engine(model_path=str(sharded), device="cpu", **extra) as engine:
+        outs = engine.generate(input_ids=prompts, sampling_params={"max_new_tokens": 16, "temperature": 0,
+                                                                   "ignore_eos": True})
+    assert [o["output_ids"] for o in outs] == expected
