@@ -89,12 +89,17 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, item
     return _Plan(flat, warm, batched or len(flat) > 1, user_rids)
 
 
+def _as_count(value: Any, default: int) -> int:
+    # Runs before validation (admission comes first), so any JSON value may arrive here.
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+
 def _reserve(items: list[NativeItem]) -> int:
     total = 0
     for item in items:
         prompt = len(item.input_ids) if item.input_ids is not None else estimate_prompt_tokens(len(item.text or ""))
         sp = item.sampling
-        total += prompt + int(sp.get("max_new_tokens") or 128) * int(sp.get("n") or 1)
+        total += prompt + _as_count(sp.get("max_new_tokens"), 128) * _as_count(sp.get("n"), 1)
     return total
 
 

@@ -14,6 +14,7 @@ import torch
 
 from engine.args import ServerArgs
 from engine.attention import create_attention_backend
+from engine.cuda_graph_runner import CudaGraphRunner
 from engine.distributed.parallel_state import TPContext
 from engine.forward_batch import ForwardBatch
 from engine.mem.kv_pool import KVPool
@@ -63,6 +64,24 @@ class ModelRunner:
         logger.info("rank %d: KV cache %d tokens (%.2f GiB), max running requests %d, attention %s",
                     tp.rank, max_tokens, max_tokens * bpt / GiB, self.max_running_requests,
                     args.resolved_attention_backend)
+        self.graph_runner = self._create_graph_runner()
+
+    def _create_graph_runner(self) -> CudaGraphRunner | None:
+        if self.device.type != "cuda" or self.args.disable_cuda_graph:
+            return None
+        backend = self.args.resolved_attention_backend
+        if backend != "triton":
+            # FlashInfer's decode plan lives in host tensors re-planned per batch; torch_native syncs.
+            logger.info("rank %d: CUDA graphs off: the %s attention backend is not capturable (use triton)",
+                        self.tp.rank, backend)
+            return None
+        max_bs = min(self.args.cuda_graph_max_bs, self.max_running_requests)
+        free_before, _ = torch.cuda.mem_get_info(self.device)
+        runner = CudaGraphRunner(self.model, self.attn_backend, self.req_pool.req_to_token, max_bs, self.device)
+        free_after, _ = torch.cuda.mem_get_info(self.device)
+        logger.info("rank %d: captured CUDA graphs for decode batch sizes %s in %.1fs (%.2f GiB)",
+                    self.tp.rank, runner.batch_sizes, runner.capture_seconds, (free_before - free_after) / GiB)
+        return runner
 
     def _gpu_kv_tokens(self, free_before: int, total: int, bpt: int) -> int:
         free_after, _ = torch.cuda.mem_get_info(self.device)
@@ -106,6 +125,8 @@ class ModelRunner:
     @torch.inference_mode()
     def forward(self, fb: ForwardBatch) -> torch.Tensor:
         """Returns fp32 logits for the rows in fb.logits_indices: [num_logit_rows, vocab]."""
+        if self.graph_runner is not None and self.graph_runner.can_run(fb):
+            return self.graph_runner.replay(fb).float()
         self.attn_backend.init_forward_metadata(fb)
         hidden = self.model(fb.input_ids, fb.positions, fb)  # [T, hidden]
         return self.model.compute_logits(hidden[fb.logits_indices]).float()

@@ -4,6 +4,13 @@ Each iteration: take new messages (rank 0 receives them and fans them out so all
 lockstep), build the next batch (prefill chunks of waiting requests first, else one decode step for
 all running requests, retracting some if KV runs out), run the model, sample, check finishes and
 report new tokens. Finished requests release their KV at once.
+
+Overlap scheduling (on CUDA unless `--disable-overlap-schedule`): a plain decode step is launched
+without waiting for its sampled tokens; on the next iteration the following decode step is built
+and launched, with the previous step's sampled ids fed to it on the device, and only then are the
+previous step's tokens read back and checked (see `engine.overlap`). The CPU's per-step work thus
+runs while the GPU computes. A request found finished one step late has its extra row ignored.
+Steps that need host-side state (prefills, logprobs, penalties, seeds, retraction) run in order.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from engine.messages import (
     ReqOutput,
 )
 from engine.model_runner import ModelRunner
+from engine.overlap import InflightDecode, OverlapMixin, is_chainable, overlap_enabled
 from engine.req import Req
 from engine.sampling.sampler import Sampler
 from engine.sampling_params import SamplingParams, SamplingParamsError
@@ -42,7 +50,7 @@ logger = logging.getLogger(__name__)
 DECODE_HEADROOM = 8
 
 
-class Scheduler:
+class Scheduler(OverlapMixin):
     def __init__(self, args, runner: ModelRunner, tp: TPContext, tokenizer, eos_ids: list[int],
                  send: Callable[[Any], None]) -> None:
         self.args = args
@@ -62,6 +70,9 @@ class Scheduler:
         self.num_retractions = 0
         self.num_generated = 0
         self._throughput_window: list[tuple[float, int]] = []
+        self.overlap = overlap_enabled(args, runner.device)
+        self._inflight: InflightDecode | None = None  # a launched decode step whose tokens are unread
+        self.num_overlapped_steps = 0
 
     # ---- messages -------------------------------------------------------------------------
     def handle(self, msg: Any) -> None:
@@ -120,11 +131,23 @@ class Scheduler:
     # ---- one iteration --------------------------------------------------------------------
     @property
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.chunked)
+        return bool(self.waiting or self.running or self.chunked or self._inflight)
 
     def step(self) -> None:
+        if self._inflight is not None:
+            prev, self._inflight = self._inflight, None
+            chained = self._chain_decode(prev)
+            if chained is not None:
+                self._inflight = self._launch(chained)  # queued behind prev on the GPU
+                self.num_overlapped_steps += 1
+            self._commit(prev)  # waits for prev's tokens only
+            if chained is not None:
+                return
         batch = self._next_batch()
         if batch is None:
+            return
+        if self.overlap and is_chainable(batch):
+            self._inflight = self._launch(batch)
             return
         fb = build_forward_batch(batch, self.kv.req_pool, self.runner.device)
         logits = self.runner.forward(fb)
@@ -147,6 +170,12 @@ class Scheduler:
             self.waiting.append(req)
             self.num_retractions += 1
             logger.info("KV cache full: retracted %s after %d tokens", req.rid, len(req.output_ids))
+        reqs = list(self.running)
+        slots = self.kv.alloc(len(reqs))
+        if slots is not None:  # one allocation and one req_to_token store for the whole batch
+            for req in reqs:
+                req.extend_len = 1
+            return ScheduleBatch(ForwardMode.DECODE, reqs, decode_slots=slots)
         for req in list(self.running):
             req.extend_len = 1
             if self.kv.extend(req, 1) is None:
@@ -174,11 +203,18 @@ class Scheduler:
             sample_reqs.append(req)
             sample_rows.append(row0 + n_rows - 1)
         if sample_reqs:
-            out = self.sampler.sample(logits[sample_rows], sample_reqs, self.eos_ids)
-            next_ids = self.tp.broadcast_tensor(torch.tensor(out.next_ids, device=logits.device)).tolist()
+            rows = logits if len(sample_rows) == logits.shape[0] else logits[sample_rows]
+            if any(r.return_logprob for r in sample_reqs):
+                out = self.sampler.sample(rows, sample_reqs, self.eos_ids)
+                next_ids = out.next_ids
+                if self.tp.size > 1:
+                    next_ids = self.tp.broadcast_tensor(torch.tensor(next_ids, device=logits.device)).tolist()
+            else:
+                out = None
+                next_ids = self.tp.broadcast_tensor(self.sampler.choose(rows, sample_reqs, self.eos_ids)).tolist()
             for i, req in enumerate(sample_reqs):
                 req.output_ids.append(next_ids[i])
-                if req.return_logprob:
+                if out is not None and req.return_logprob:
                     req.pending_output_logprobs.append([out.logprobs[i], next_ids[i]])
                     req.pending_output_top.append(out.top_logprobs[i])
                 self.num_generated += 1
@@ -263,6 +299,7 @@ class Scheduler:
             "gen_throughput": gen / span if span > 0 else 0.0,
             "num_generated_tokens": self.num_generated,
             "num_retractions": self.num_retractions,
+            "num_overlapped_steps": self.num_overlapped_steps,
             "max_total_tokens": self.runner.max_total_tokens,
             "max_running_requests": self.runner.max_running_requests,
         }

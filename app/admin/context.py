@@ -18,6 +18,7 @@ from app.admin.contracts import MetricsSourceProtocol, SupervisorProtocol
 
 if TYPE_CHECKING:
     from app.admin.gate import KeyGate
+    from app.admin.gpu import GpuSampler
     from app.admin.runtime import AdminRuntime
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class AdminContext:
         on the deployment page and used by "reset to flags"); None: taken from the supervisor at start.
     usage_flush_interval_s: how often the batched usage writer commits.
     password_hasher: argon2 hasher for admin passwords (None: argon2-cffi's recommended cost).
+    gpu_sampler: GPU statistics source (None: NVML through `app.admin.gpu.GpuSampler`).
     """
 
     data_dir: str
@@ -48,10 +50,15 @@ class AdminContext:
     flag_args: dict[str, Any] | None = None
     usage_flush_interval_s: float = 0.5
     password_hasher: PasswordHasher | None = None
+    gpu_sampler: GpuSampler | None = None
     _runtime: AdminRuntime | None = field(default=None, init=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
 
     @property
     def runtime(self) -> AdminRuntime:
+        if self._closed:
+            # Rebuilding here would silently reopen the DB and restart the usage writer during shutdown.
+            raise RuntimeError("AdminContext is closed")
         if self._runtime is None:
             from app.admin.runtime import build_runtime
 
@@ -64,7 +71,8 @@ class AdminContext:
         return self.runtime.gate
 
     def close(self) -> None:
-        """Flushes pending usage rows and closes the DB (call at shutdown; idempotent)."""
+        """Flushes pending usage rows and closes the DB (call at shutdown; idempotent, final)."""
+        self._closed = True
         if self._runtime is not None:
             self._runtime.close()
             self._runtime = None

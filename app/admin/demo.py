@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.admin import AdminContext, GateError, mount_admin
-from app.admin.fakes import FakeMetrics, FakeSupervisor, default_fake_models, served_name
+from app.admin.fakes import FakeGpuSampler, FakeMetrics, FakeSupervisor, default_fake_models, served_name
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,11 @@ def _gate_error(exc: GateError) -> JSONResponse:
 
 
 def create_demo_app(data_dir: str, models_dir: str | None = None, *, api_key: str | None = None,
-                    gpu_count: int = 0, restart_delay_s: float = 1.5, fast_hashing: bool = False) -> FastAPI:
-    """`fast_hashing` uses argon2's cheapest parameters: for tests only, never for a real console."""
+                    gpu_count: int = 0, restart_delay_s: float = 1.5, fast_hashing: bool = False,
+                    fake_gpus: int = 0) -> FastAPI:
+    """`fast_hashing` uses argon2's cheapest parameters: for tests only, never for a real console.
+    `fake_gpus` > 0 replaces NVML with that many simulated GPUs (and sets the supervisor's GPU count)."""
+    gpu_count = fake_gpus or gpu_count
     if models_dir is None:
         models_dir = str(Path(data_dir) / "models")
         if not Path(models_dir).exists():
@@ -52,7 +55,8 @@ def create_demo_app(data_dir: str, models_dir: str | None = None, *, api_key: st
     metrics = FakeMetrics(supervisor)
     ctx = AdminContext(data_dir=data_dir, database_url=None, models_dir=models_dir, supervisor=supervisor,
                        metrics=metrics, static_api_key=api_key, flag_args=flag_args,
-                       password_hasher=PasswordHasher.from_parameters(profiles.CHEAPEST) if fast_hashing else None)
+                       password_hasher=PasswordHasher.from_parameters(profiles.CHEAPEST) if fast_hashing else None,
+                       gpu_sampler=FakeGpuSampler(fake_gpus) if fake_gpus else None)
     app = FastAPI(title="Tessera admin demo")
     mount_admin(app, ctx)
     app.state.demo = DemoParts(ctx, supervisor, metrics)
@@ -104,12 +108,14 @@ def main() -> None:
     parser.add_argument("--gpu-count", type=int, default=0)
     parser.add_argument("--restart-delay", type=float, default=1.5)
     parser.add_argument("--fast-hashing", action="store_true", help="cheap argon2 parameters (tests only)")
+    parser.add_argument("--fake-gpus", type=int, default=0, help="simulate this many GPUs instead of NVML")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
     app = create_demo_app(args.data_dir, args.models_dir, api_key=args.api_key, gpu_count=args.gpu_count,
-                          restart_delay_s=args.restart_delay, fast_hashing=args.fast_hashing)
+                          restart_delay_s=args.restart_delay, fast_hashing=args.fast_hashing,
+                          fake_gpus=args.fake_gpus)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

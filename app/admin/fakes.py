@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.admin.gpu import GpuSampler
+
 
 def served_name(args: dict[str, Any]) -> str:
     return args.get("served_model_name") or os.path.basename(str(args.get("model_path", "")).rstrip("/"))
@@ -100,6 +102,29 @@ class FakeMetrics:
             "gen_throughput": round(180 + 120 * wave, 1), "ttft_median_s": round(0.04 + 0.03 * wave, 4),
             "model_name": self._supervisor.status()["model_name"],
         }
+
+
+class FakeGpuSampler(GpuSampler):
+    """NVML-shaped numbers for `count` GPUs of 80 GiB, moving over time (demo screenshots, tests)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(min_interval_s=0.0)
+        self._count = count
+        self._t0 = time.monotonic()
+
+    def _read(self) -> dict[str, Any]:
+        t = time.monotonic() - self._t0
+        gpus = []
+        for i in range(self._count):
+            wave = (math.sin(t / 2.5 + i) + 1) / 2
+            gpus.append({"index": i, "name": "Fake H100 80GB", "util_pct": int(40 + 55 * wave),
+                         "mem_used_mib": round(62000 + 8000 * wave, 1), "mem_total_mib": 81559.0,
+                         "temp_c": int(48 + 20 * wave), "power_w": round(180 + 420 * wave, 1),
+                         "power_limit_w": 700.0})
+        return {"available": True, "reason": None, "gpus": gpus}
+
+    def close(self) -> None:
+        pass
 
 
 def write_fake_model(path: Path, *, architecture: str = "LlamaForCausalLM", hidden_size: int = 64,

@@ -38,6 +38,8 @@ class GateError(Exception):
         self.message = message
         self.code = code
         self.headers = headers or {}
+        if status == 401:
+            self.headers.setdefault("WWW-Authenticate", "Bearer")
         self.error_type = error_type or {401: "invalid_request_error", 403: "permission_error",
                                          429: "rate_limit_error"}.get(status, "invalid_request_error")
 

@@ -24,7 +24,7 @@ FIELD_LABELS = {
     "max_running_requests": "Max running requests",
     "chunked_prefill_size": "Chunked prefill size",
     "schedule_policy": "Schedule policy",
-    "disable_radix_cache": "Radix cache off",
+    "disable_radix_cache": "Radix cache",
 }
 
 

@@ -66,7 +66,7 @@ def build_runtime(ctx: AdminContext) -> AdminRuntime:
         sessions=SessionStore(db),
         passwords=passwords,
         throttle=LoginThrottle(),
-        gpu=GpuSampler(),
+        gpu=ctx.gpu_sampler or GpuSampler(),
         deploy=DeploymentManager(db, ctx.supervisor),
         templates=templates,
         flag_args=dict(ctx.flag_args) if ctx.flag_args is not None else dict(ctx.supervisor.current_args()),

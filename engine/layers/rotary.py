@@ -2,6 +2,10 @@
 
 The inverse frequencies come from transformers' own rope initialisers, so llama3 / linear /
 dynamic / yarn scaling match the reference exactly; the cos/sin table is built once.
+
+CPU keeps HF's expression (`x * cos + rotate_half(x) * sin` in the model dtype, bit-exact with HF).
+CUDA rotates q and k in place with the Triton kernel over half-width fp32 tables: one launch
+instead of ~10, and the tables are half the size (they matter at 128k-position contexts).
 """
 
 from __future__ import annotations
@@ -35,14 +39,23 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, hf_config, head_dim: int, max_positions: int) -> None:
         super().__init__()
         inv_freq, scaling = compute_inv_freq(hf_config, head_dim)
-        t = torch.arange(max_positions, dtype=torch.float32)
-        freqs = t[:, None] * inv_freq[None, :]  # [P, D/2]
-        emb = torch.cat((freqs, freqs), dim=-1)  # [P, D]
-        self.register_buffer("cos_cache", emb.cos() * scaling, persistent=False)
-        self.register_buffer("sin_cache", emb.sin() * scaling, persistent=False)
+        t = torch.arange(max_positions, dtype=torch.float32)  # on the model's device (loader's context)
+        freqs = t[:, None] * inv_freq.to(t.device)[None, :]  # [P, D/2]
+        if t.is_cuda:
+            self.register_buffer("cos_half", (freqs.cos() * scaling).contiguous(), persistent=False)  # [P, D/2]
+            self.register_buffer("sin_half", (freqs.sin() * scaling).contiguous(), persistent=False)
+        else:
+            emb = torch.cat((freqs, freqs), dim=-1)  # [P, D]
+            self.register_buffer("cos_cache", emb.cos() * scaling, persistent=False)
+            self.register_buffer("sin_cache", emb.sin() * scaling, persistent=False)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
-        """q [T, Hq, D], k [T, Hkv, D] -> rotated copies."""
+        """q [T, Hq, D], k [T, Hkv, D] -> rotated (CPU: copies; CUDA: the same tensors, rotated in place)."""
+        if q.is_cuda:
+            from kernels import RopeCache, apply_rotary
+
+            apply_rotary(q, k, positions, RopeCache(self.cos_half, self.sin_half))
+            return q, k
         cos = self.cos_cache[positions].unsqueeze(1).to(q.dtype)  # [T, 1, D]
         sin = self.sin_cache[positions].unsqueeze(1).to(q.dtype)
         return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin

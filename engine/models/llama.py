@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engine.attention.base import AttentionLayerSpec
 from engine.distributed.parallel_state import TPContext
 from engine.forward_batch import ForwardBatch
+from engine.layers.activation import SiluAndMul
 from engine.layers.embedding import ParallelLMHead, VocabParallelEmbedding
 from engine.layers.linear import ColumnParallelLinear, QKVParallelLinear, RowParallelLinear
 from engine.layers.norm import RMSNorm
@@ -67,10 +67,10 @@ class LlamaMLP(nn.Module):
         self.inter_local = config.intermediate_size // tp.size
         self.gate_up_proj = ColumnParallelLinear(config.hidden_size, [config.intermediate_size] * 2, tp, bias=bias)
         self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size, tp, bias=bias)
+        self.act_fn = SiluAndMul()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.inter_local, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(self.act_fn(self.gate_up_proj(x)))
 
 
 class LlamaDecoderLayer(nn.Module):

@@ -84,25 +84,44 @@ class Sampler:
                 q[i].exponential_(generator=g)
         return q
 
+    @staticmethod
+    def edits_logits(reqs: list[Req]) -> bool:
+        """Whether any row needs bias, penalties or stop-token masking before it is sampled."""
+        for r in reqs:
+            sp = r.sampling
+            if (sp.logit_bias or sp.frequency_penalty or sp.presence_penalty or sp.repetition_penalty != 1.0
+                    or len(r.output_ids) < sp.min_new_tokens):
+                return True
+        return False
+
+    @torch.no_grad()
+    def choose(self, logits: torch.Tensor, reqs: list[Req], eos_ids: list[int]) -> torch.Tensor:
+        """Next token per row as a device tensor [B] int64; no host sync, so overlap scheduling can
+        queue the next step behind it. `logits` [B, V] is not modified."""
+        logits = logits.float()  # [B, V]
+        if self.edits_logits(reqs):
+            logits = mask_stop_tokens(apply_penalties(logits.clone(), reqs), reqs, eos_ids)
+        next_ids = logits.argmax(dim=-1)
+        if all(r.sampling.is_greedy for r in reqs):
+            return next_ids
+        vocab = logits.shape[-1]
+        temp = torch.tensor([r.sampling.temperature or 1.0 for r in reqs]).to(self.device, non_blocking=True)
+        probs = torch.softmax(logits / temp[:, None], dim=-1)
+        top_k = torch.tensor([r.sampling.top_k if r.sampling.top_k > 0 else vocab for r in reqs])
+        top_p = torch.tensor([r.sampling.top_p for r in reqs])
+        min_p = torch.tensor([r.sampling.min_p for r in reqs])
+        probs = filter_probs(probs, top_k.to(self.device), top_p.to(self.device), min_p.to(self.device))
+        sampled = (probs / self._noise(reqs, vocab)).argmax(dim=-1)
+        greedy_mask = torch.tensor([r.sampling.is_greedy for r in reqs]).to(self.device)
+        return torch.where(greedy_mask, next_ids, sampled)
+
     @torch.no_grad()
     def sample(self, logits: torch.Tensor, reqs: list[Req], eos_ids: list[int]) -> SampleOutput:
-        logits = logits.float()  # [B, V]
-        raw_logprobs = torch.log_softmax(logits, dim=-1)
-        logits = mask_stop_tokens(apply_penalties(logits.clone(), reqs), reqs, eos_ids)
-        is_greedy = [r.sampling.is_greedy for r in reqs]
-        next_ids = logits.argmax(dim=-1)
-        if not all(is_greedy):
-            vocab = logits.shape[-1]
-            temp = torch.tensor([r.sampling.temperature or 1.0 for r in reqs], device=self.device)
-            probs = torch.softmax(logits / temp[:, None], dim=-1)
-            top_k = torch.tensor([r.sampling.top_k if r.sampling.top_k > 0 else vocab for r in reqs],
-                                 device=self.device)
-            top_p = torch.tensor([r.sampling.top_p for r in reqs], device=self.device)
-            min_p = torch.tensor([r.sampling.min_p for r in reqs], device=self.device)
-            probs = filter_probs(probs, top_k, top_p, min_p)
-            sampled = (probs / self._noise(reqs, vocab)).argmax(dim=-1)
-            greedy_mask = torch.tensor(is_greedy, device=self.device)
-            next_ids = torch.where(greedy_mask, next_ids, sampled)
+        next_ids = self.choose(logits, reqs, eos_ids)
+        if not any(r.return_logprob for r in reqs):
+            # The full-vocab log_softmax is only worth its pass over [B, V] when someone reads it.
+            return SampleOutput(next_ids=next_ids.tolist(), logprobs=[0.0] * len(reqs), top_logprobs=[None] * len(reqs))
+        raw_logprobs = torch.log_softmax(logits.float(), dim=-1)
         chosen = raw_logprobs.gather(1, next_ids[:, None]).squeeze(1)
         max_top = max((r.top_logprobs_num for r in reqs if r.return_logprob), default=0)
         tops: list[list[list[float | int]] | None] = [None] * len(reqs)

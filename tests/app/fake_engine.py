@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from transformers import AutoTokenizer
+
 from engine.client import EngineDeadError, EngineStartError
 from engine.detokenizer import IncrementalDetokenizer, hold_back_partial_stop, trim_stop_string
 from engine.messages import FlushCacheOutMsg
 from engine.sampling_params import SamplingParams
-from transformers import AutoTokenizer
 
 FIRST_TEXT_TOKEN = 7  # the tiny tokenizer's special tokens are ids 0..6
 
@@ -30,6 +31,8 @@ class FakeBehaviour:
     start_delay_s: float = 0.0
     fail_start: bool = False
     context_length: int = 512
+    # Token ids to "generate" instead of the built-in sequence (e.g. the tokenization of a text).
+    script: list[int] | None = None
 
 
 class FakeEngineClient:
@@ -160,7 +163,8 @@ class FakeEngineClient:
                     self._aborted.discard(rid)
                     yield result({"type": "abort", "message": "aborted"})
                     return
-                tid = self.token_at(input_ids, i, vocab)
+                script = self.behaviour.script
+                tid = script[i % len(script)] if script else self.token_at(input_ids, i, vocab)
                 out_ids.append(tid)
                 if detok:
                     detok.add([tid], is_final=i == sampling.max_new_tokens - 1)

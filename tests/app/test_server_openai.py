@@ -194,13 +194,14 @@ def test_disconnect_mid_stream_frees_kv(server, model_name) -> None:
             "ignore_eos": True, "stream": True}
     with httpx.Client(base_url=server.base_url, timeout=60) as client:
         with client.stream("POST", "/v1/completions", json=body) as resp:
+            # Keep the line iterator referenced: dropping it would already close the connection.
+            lines = resp.iter_lines()
             seen = 0
-            for line in resp.iter_lines():
-                seen += line.startswith("data: ")
-                if seen >= 3:
-                    break
+            while seen < 3:
+                seen += next(lines).startswith("data: ")
             running = held()
             assert running[0] == 1 and running[1] > baseline[1]
+            resp.close()
     deadline = time.monotonic() + 10
     while held() != baseline and time.monotonic() < deadline:
         time.sleep(0.1)

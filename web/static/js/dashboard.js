@@ -45,8 +45,10 @@
   function push(id, label, values) {
     const chart = charts[id];
     if (!chart) return;
-    chart.data.labels.push(label);
+    // New series first (back-filled with gaps), then the label and one value per series, so every
+    // dataset stays exactly as long as the label list.
     Object.keys(values).forEach(function (name, i) { dataset(chart, name, i); });
+    chart.data.labels.push(label);
     chart.data.datasets.forEach(function (ds) {
       ds.data.push(Object.prototype.hasOwnProperty.call(values, ds.label) ? values[ds.label] : null);
     });

@@ -1,0 +1,120 @@
+"""Overlap scheduling: launch decode step N+1 before reading step N's sampled tokens.
+
+A decode step's input tokens are the previous step's outputs, which already sit on the GPU, so the
+next step can be queued behind the current one without a host round trip; the host then reads the
+current step's tokens (waiting on an event recorded right after its sampling, not on the newer
+step) and does the finish checks and output while the GPU works. The price is that a request that
+finishes at step N has already been given a row in step N+1: that row is ignored, and the KV slot
+it wrote is released with the request (stream order keeps later users of that slot behind it).
+
+Only "plain" decode rows are chained: no logprobs, penalties, logit bias, sampling seed (its noise
+depends on the host's output count) or pending min_new_tokens; everything else goes through the
+scheduler's in-order path, as do prefills and retraction.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+from engine.batch_builder import ScheduleBatch, build_forward_batch
+from engine.forward_batch import ForwardMode
+from engine.req import Req
+
+# Overlap buys nothing on the CPU (every op is synchronous); tests turn it on there to cover the logic.
+CPU_OVERLAP_ENV = "TESSERA_OVERLAP_ON_CPU"
+
+
+def overlap_enabled(args, device: torch.device) -> bool:
+    if args.disable_overlap_schedule:
+        return False
+    return device.type == "cuda" or os.environ.get(CPU_OVERLAP_ENV) == "1"
+
+
+def is_plain(req: Req) -> bool:
+    sp = req.sampling
+    return not (req.return_logprob or sp.logit_bias or sp.frequency_penalty or sp.presence_penalty
+                or sp.repetition_penalty != 1.0 or sp.sampling_seed is not None
+                or len(req.output_ids) < sp.min_new_tokens)
+
+
+def is_chainable(batch: ScheduleBatch) -> bool:
+    return batch.mode.is_decode and all(is_plain(r) for r in batch.reqs)
+
+
+@dataclass
+class InflightDecode:
+    """A launched decode step: its sampled ids on the device and their host copy in flight."""
+    batch: ScheduleBatch
+    next_ids_gpu: torch.Tensor  # [B] int64
+    next_ids_host: torch.Tensor  # [B] int64, pinned on CUDA, filled by an async copy
+    done: torch.cuda.Event | None
+
+    @classmethod
+    def start(cls, batch: ScheduleBatch, next_ids_gpu: torch.Tensor) -> InflightDecode:
+        is_cuda = next_ids_gpu.is_cuda
+        host = torch.empty(next_ids_gpu.shape, dtype=next_ids_gpu.dtype, pin_memory=is_cuda)
+        host.copy_(next_ids_gpu, non_blocking=is_cuda)
+        done = None
+        if is_cuda:
+            done = torch.cuda.Event()
+            done.record()
+        return cls(batch, next_ids_gpu, host, done)
+
+    def wait(self) -> list[int]:
+        if self.done is not None:
+            self.done.synchronize()
+        return self.next_ids_host.tolist()
+
+
+class OverlapMixin:
+    """The scheduler's overlap half; expects Scheduler's attributes (kv, runner, sampler, ...)."""
+
+    def _chain_decode(self, prev: InflightDecode) -> ScheduleBatch | None:
+        """The decode step after `prev`, fed prev's sampled ids on the device; None when the next
+        step must see prev's results first (new requests to admit, KV to retract, a request that
+        needs host-side sampling state)."""
+        if self.waiting or self.chunked:
+            return None  # prefill priority: admission happens on the in-order path
+        reqs = [r for r in prev.batch.reqs if not r.finished]
+        if not reqs or len(reqs) != len(self.running) or not is_chainable(ScheduleBatch(ForwardMode.DECODE, reqs)):
+            return None
+        if self.kv.available < len(reqs):
+            return None
+        slots = self.kv.alloc(len(reqs))
+        if slots is None:
+            return None
+        ids = prev.next_ids_gpu
+        if len(reqs) != len(prev.batch.reqs):
+            keep = [i for i, r in enumerate(prev.batch.reqs) if not r.finished]
+            ids = ids[torch.tensor(keep).to(ids.device, non_blocking=True)]
+        for req in reqs:
+            req.extend_len = 1
+        return ScheduleBatch(ForwardMode.DECODE, reqs, decode_slots=slots, input_ids_gpu=ids)
+
+    def _launch(self, batch: ScheduleBatch) -> InflightDecode:
+        fb = build_forward_batch(batch, self.kv.req_pool, self.runner.device)
+        logits = self.runner.forward(fb)
+        ids = self.tp.broadcast_tensor(self.sampler.choose(logits, batch.reqs, self.eos_ids))
+        return InflightDecode.start(batch, ids)
+
+    def _commit(self, inflight: InflightDecode) -> None:
+        next_ids = inflight.wait()
+        batch = inflight.batch
+        num_new = 0
+        for req, token in zip(batch.reqs, next_ids):
+            if req.finished:
+                continue  # finished or aborted after this step was launched: its row is void
+            req.output_ids.append(token)
+            num_new += 1
+            reason = self.stop_checker.check(req)
+            if reason is not None:
+                self.running.remove(req)
+                self._finish(req, reason)
+        self.num_generated += num_new
+        self._throughput_window.append((time.monotonic(), num_new))
+        self._emit([r for r in batch.reqs if not r.finished and r.stream])
+
