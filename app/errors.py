@@ -99,6 +99,8 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
         return f"unsupported parameter(s): {', '.join(extras)}", extras[0]
     if first.get("type") == "json_invalid":
         return "request body is not valid JSON", None
+    if tuple(first.get("loc", ())) == ("body",) and first.get("type") in ("model_attributes_type", "dict_type"):
+        return "the request body must be a JSON object (send it with Content-Type: application/json)", None
     if first.get("type") == "missing" and param is None:
         return "request body is required", None
     msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")

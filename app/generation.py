@@ -54,7 +54,7 @@ def parse_sampling(raw: dict[str, Any], rename: dict[str, str] | None = None) ->
         for ours, theirs in (rename or {}).items():
             message = message.replace(ours, theirs)
         raise bad_request(message, param) from None
-    except (TypeError, ValueError) as exc:  # wrong value types inside the dict
+    except Exception as exc:  # wrong value types inside the dict trip the parser in many ways
         raise bad_request(f"invalid sampling parameters: {exc}", "sampling_params") from None
 
 

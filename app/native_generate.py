@@ -86,6 +86,10 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, item
             user_rids.append(item.rid)
             ctx.rid_groups[item.rid] = {r.rid for r in reqs}
         flat.extend(reqs)
+    if batched and isinstance(body.rid, str):
+        # One rid for a whole batch: /abort_request with it aborts every item.
+        user_rids.append(body.rid)
+        ctx.rid_groups[body.rid] = {r.rid for r in flat}
     return _Plan(flat, warm, batched or len(flat) > 1, user_rids)
 
 

@@ -39,7 +39,8 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest
                                         body.continue_final_message)
     max_tokens = body.requested_max_tokens
     if max_tokens is None:
-        max_tokens = remaining_context(input_ids, client.model_info)
+        # "Up to the end of the context", but a prompt that fills the context is still an error.
+        max_tokens = max(remaining_context(input_ids, client.model_info), 1)
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     check_prompt(input_ids, max_tokens, client.model_info, "messages", param)
     sampling = parse_openai_sampling(sampling_from(body, max_tokens))

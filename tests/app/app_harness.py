@@ -7,10 +7,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from engine.args import ServerArgs
 from fastapi.testclient import TestClient
 
 from app.server import create_app
+from engine.args import ServerArgs
 from tests.app.fake_engine import FakeBehaviour, FakeEngineClient
 
 
@@ -45,7 +45,7 @@ def running_app(model_path: str, behaviour: FakeBehaviour | None = None, wait: b
         clients.append(FakeEngineClient(args, behaviour))
         return clients[-1]
 
-    args = ServerArgs(model_path=model_path, device="cpu", disable_admin=True, **arg_overrides)
+    args = ServerArgs(**{"model_path": model_path, "device": "cpu", "disable_admin": True, **arg_overrides})
     app = create_app(args, client_factory=factory)
     with TestClient(app, raise_server_exceptions=False) as client:
         harness = Harness(client, behaviour, clients)

@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
-from engine.args import ArgsError
 
 from app.admin.contracts import MetricsSourceProtocol, SupervisorProtocol
+from engine.args import ArgsError
 from tests.app.app_harness import assert_openai_error, running_app
 from tests.app.fake_engine import FakeBehaviour
 

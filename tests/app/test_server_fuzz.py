@@ -9,7 +9,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.app.test_fuzz import CHAT_KEYS, COMPLETION_KEYS, NATIVE_KEYS, _bodies, _check
+from tests.app.fuzz_bodies import CHAT_KEYS, COMPLETION_KEYS, NATIVE_KEYS, bodies, check_answer
 
 LIMITS = {"max_tokens": 4, "max_completion_tokens": 4, "max_new_tokens": 4, "n": 3, "top_logprobs": 3,
           "logprobs": 3, "top_logprobs_num": 3, "min_tokens": 2, "min_new_tokens": 2}
@@ -42,24 +42,24 @@ REAL = settings(max_examples=25, deadline=None, suppress_health_check=list(Healt
 
 
 @REAL
-@given(body=_bodies({"model": "MODEL", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}, CHAT_KEYS))
+@given(body=bodies({"model": "MODEL", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}, CHAT_KEYS))
 def test_real_fuzz_chat(http, model_name, body) -> None:
     body = _clamp(body)
     if isinstance(body, dict) and body.get("model") == "MODEL":
         body["model"] = model_name
-    _check(http.post("/v1/chat/completions", json=body))
+    check_answer(http.post("/v1/chat/completions", json=body))
 
 
 @REAL
-@given(body=_bodies({"model": "MODEL", "prompt": "hello", "max_tokens": 3}, COMPLETION_KEYS))
+@given(body=bodies({"model": "MODEL", "prompt": "hello", "max_tokens": 3}, COMPLETION_KEYS))
 def test_real_fuzz_completions(http, model_name, body) -> None:
     body = _clamp(body)
     if isinstance(body, dict) and body.get("model") == "MODEL":
         body["model"] = model_name
-    _check(http.post("/v1/completions", json=body))
+    check_answer(http.post("/v1/completions", json=body))
 
 
 @REAL
-@given(body=_bodies({"text": "hello", "sampling_params": {"max_new_tokens": 3}}, NATIVE_KEYS))
+@given(body=bodies({"text": "hello", "sampling_params": {"max_new_tokens": 3}}, NATIVE_KEYS))
 def test_real_fuzz_generate(http, body) -> None:
-    _check(http.post("/generate", json=_clamp(body)))
+    check_answer(http.post("/generate", json=_clamp(body)))

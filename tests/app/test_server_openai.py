@@ -207,3 +207,17 @@ def test_disconnect_mid_stream_frees_kv(server, model_name) -> None:
         time.sleep(0.1)
     assert held() == baseline
     assert httpx.post(server.base_url + "/flush_cache").status_code == 200
+
+
+def test_disconnect_non_streaming_aborts(server, model_name) -> None:
+    body = {"model": model_name, "prompt": "Dictionaries map keys to values", "max_tokens": 450, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.base_url + "/v1/completions", json=body, timeout=1.0)
+    # Generating all 450 tokens takes far longer than this: only an abort frees the engine in time.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        info = httpx.get(server.base_url + "/get_server_info").json()
+        if info["num_running_reqs"] == 0 and info["num_inflight_http_requests"] == 0:
+            break
+        time.sleep(0.1)
+    assert info["num_running_reqs"] == 0 and info["num_inflight_http_requests"] == 0

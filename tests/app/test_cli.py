@@ -1,0 +1,57 @@
+"""`tessera` command line: bad flags fail fast with one line and exit 2; admin reset-password works."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.app.server_proc import REPO, free_port
+
+
+def _run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.cli", *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["serve", "--port", "0"], "--port must be in 1..65535"),
+    (["serve", "--model-path", "/no/such/model"], "does not exist"),
+    (["serve", "--tp-size", "0", "--load-format", "dummy"], "--tp-size must be >= 1"),
+    (["serve", "--schedule-policy", "random", "--load-format", "dummy"], "--schedule-policy must be one of"),
+    (["serve", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
+    (["serve", "--port", "abc"], "invalid int value"),
+    (["serve", "--load-format", "dummy", "--chat-template", "/no/such/template.jinja"], "--chat-template"),
+])
+def test_bad_flags_one_line_exit_2(argv, needle) -> None:
+    t0 = time.monotonic()
+    res = _run(*argv)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert time.monotonic() - t0 < 30  # nothing heavy loaded
+
+
+def test_help_lists_server_flags() -> None:
+    res = _run("serve", "--help")
+    assert res.returncode == 0
+    for flag in ("--model-path", "--tp-size", "--api-key", "--chat-template", "--drain-timeout", "--disable-admin"):
+        assert flag in res.stdout
+
+
+def test_admin_reset_password(tmp_path) -> None:
+    res = _run("admin", "reset-password", "--data-dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    password = res.stdout.split("new admin password: ", 1)[1].split()[0]
+    assert len(password) >= 12
+    assert (tmp_path / "admin_password").read_text().strip() == password
+
+
+def test_engine_start_failure_exits_1_with_reason(tmp_path) -> None:
+    (tmp_path / "config.json").write_text("{}")  # no model_type: nothing can load it
+    res = _run("serve", "--model-path", str(tmp_path), "--device", "cpu", "--port", str(free_port()),
+               "--disable-admin")
+    assert res.returncode == 1
+    assert "engine failed to start" in res.stderr
