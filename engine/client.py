@@ -294,6 +294,9 @@ class EngineClient:
         Closing the iterator early (a client disconnect) aborts the request in the engine.
         """
         self._check_alive()
+        if not isinstance(input_ids, (list, tuple)) or not all(
+                isinstance(t, int) and not isinstance(t, bool) for t in input_ids):
+            raise ValueError("input_ids must be a list of integer token ids")
         rid = rid or uuid.uuid4().hex
         if rid in self._states:
             raise ValueError(f"request id {rid!r} is already in flight")

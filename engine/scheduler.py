@@ -77,7 +77,11 @@ class Scheduler(OverlapMixin):
     # ---- messages -------------------------------------------------------------------------
     def handle(self, msg: Any) -> None:
         if isinstance(msg, GenerateReqMsg):
-            self._add_request(msg)
+            try:
+                self._add_request(msg)
+            except Exception as exc:  # a malformed request must never take the engine down
+                logger.exception("rejected malformed request %s", msg.rid)
+                self._reject(msg, f"invalid request: {exc}")
         elif isinstance(msg, AbortReqMsg):
             self._abort(msg.rid)
         elif isinstance(msg, FlushCacheReqMsg):
@@ -107,7 +111,7 @@ class Scheduler(OverlapMixin):
         if n + 1 > self.runner.max_total_tokens:
             return self._reject(msg, f"the prompt has {n} tokens but the KV cache holds only "
                                      f"{self.runner.max_total_tokens}")
-        if any(t < 0 or t >= self.vocab_size for t in msg.input_ids):
+        if any(not isinstance(t, int) or t < 0 or t >= self.vocab_size for t in msg.input_ids):
             return self._reject(msg, f"input_ids must be in 0..{self.vocab_size - 1}")
         self.waiting.append(Req(rid=msg.rid, origin_input_ids=list(msg.input_ids), sampling=sampling,
                                 return_logprob=msg.return_logprob, logprob_start_len=msg.logprob_start_len,

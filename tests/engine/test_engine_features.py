@@ -215,3 +215,12 @@ def test_abandoned_stream_aborts_and_frees_kv(engine):
     assert info["num_running_reqs"] == 0 and info["kv_protected_tokens"] == 0
     # The request stopped early instead of running to its 200 tokens.
     assert info["num_generated_tokens"] - before < 200
+
+
+def test_malformed_input_ids_are_rejected_and_engine_survives(engine):
+    with pytest.raises(ValueError, match="input_ids"):
+        engine.generate(input_ids=["a", "b"], sampling_params={"max_new_tokens": 2})
+    out = engine.generate(input_ids=[10**9], sampling_params={"max_new_tokens": 2})
+    assert out["meta_info"]["finish_reason"]["type"] == "abort"
+    assert "input_ids must be in" in out["meta_info"]["finish_reason"]["message"]
+    assert engine.generate(input_ids=[5, 6], sampling_params={"max_new_tokens": 2, **GREEDY})["output_ids"]
