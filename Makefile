@@ -15,6 +15,8 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[test,grammar]'
+	# SGLang's frontend drives our server in tests/lang; its full dependency set is huge, so no deps.
+	$(PIP) install -q --no-deps -c constraints.txt sglang==0.5.23
 	touch $(STAMP)
 
 # Debian's Chromium drives the browser tests (Playwright never downloads a browser here).

@@ -114,7 +114,7 @@ async def abort_request(body: AbortRequest, request: Request) -> dict[str, Any]:
     if client is None or not client.is_alive:
         raise unavailable("The engine is not running.")
     if body.abort_all:
-        rids = set(getattr(client, "_states", {}))  # the client keeps no public list of rids
+        rids = set(client.inflight_rids)
     else:
         if not body.rid:
             raise bad_request("Give 'rid' or 'abort_all': true.", "rid")

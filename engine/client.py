@@ -92,7 +92,10 @@ class EngineDeadError(RuntimeError):
 
 
 @dataclass
-class _ReqState:
+class ReqState:
+    """Client-side state of one in-flight request; `on_output` callbacks receive it (public, stable:
+    rid, input_ids, sampling, created (perf_counter at submission), output_ids)."""
+
     rid: str
     input_ids: list[int]
     sampling: SamplingParams
@@ -117,8 +120,8 @@ class EngineClient:
         self.model_info: dict[str, Any] = {}
         self.is_alive = False
         self.on_death: list[Callable[[str], None]] = []
-        self.on_output: list[Callable[[_ReqState, ReqOutput], None]] = []
-        self._states: dict[str, _ReqState] = {}
+        self.on_output: list[Callable[[ReqState, ReqOutput], None]] = []
+        self._states: dict[str, ReqState] = {}
         self._pending: dict[str, asyncio.Future] = {}
         self._procs: list[RankProcess] = []
         self._tasks: list[asyncio.Task] = []
@@ -277,6 +280,10 @@ class EngineClient:
     def num_inflight(self) -> int:
         return len(self._states)
 
+    @property
+    def inflight_rids(self) -> list[str]:
+        return list(self._states)
+
     async def generate(
         self,
         input_ids: list[int],
@@ -303,7 +310,7 @@ class EngineClient:
         detok = None
         if self.tokenizer is not None:
             detok = IncrementalDetokenizer(self.tokenizer, sampling.skip_special_tokens)
-        state = _ReqState(rid=rid, input_ids=list(input_ids), sampling=sampling,
+        state = ReqState(rid=rid, input_ids=list(input_ids), sampling=sampling,
                           return_logprob=return_logprob, return_text_in_logprobs=return_text_in_logprobs,
                           stream=stream, detok=detok)
         self._states[rid] = state
@@ -328,7 +335,7 @@ class EngineClient:
                 self._states.pop(rid, None)
                 await self.abort(rid)
 
-    def _absorb(self, state: _ReqState, out: ReqOutput) -> dict[str, Any]:
+    def _absorb(self, state: ReqState, out: ReqOutput) -> dict[str, Any]:
         if out.new_token_ids and state.first_token_time is None:
             state.first_token_time = time.perf_counter()
         state.output_ids.extend(out.new_token_ids)
@@ -369,7 +376,7 @@ class EngineClient:
                                            for t in state.output_top_logprobs]
         return {"text": text, "output_ids": list(state.output_ids), "meta_info": meta}
 
-    def _with_text(self, pairs: list[list[Any]], state: _ReqState) -> list[list[Any]]:
+    def _with_text(self, pairs: list[list[Any]], state: ReqState) -> list[list[Any]]:
         if not state.return_text_in_logprobs or self.tokenizer is None:
             return [[lp, tid, None] for lp, tid in pairs]
         return [[lp, tid, self.tokenizer.decode([tid])] for lp, tid in pairs]

@@ -71,13 +71,37 @@ class SamplingParams:
             if value is None:
                 continue
             clean[key] = value
+        params = cls(**clean)
         try:
-            params = cls(**clean)
-        except TypeError as exc:  # pragma: no cover - dataclass signature errors
-            raise SamplingParamsError(str(exc)) from None
-        params._normalise()
+            params._check_types()
+            if params.temperature < 0:
+                raise SamplingParamsError(f"temperature must be >= 0, got {params.temperature}", "temperature")
+            params._normalise()
+        except (TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, SamplingParamsError):
+                raise
+            raise SamplingParamsError(f"invalid sampling parameters: {exc}") from None
         params.validate()
         return params
+
+    def _check_types(self) -> None:
+        """Rejects JSON values of the wrong kind before any arithmetic touches them."""
+        number, integer = (int, float), int
+        expected = {
+            "max_new_tokens": integer, "min_new_tokens": integer, "n": integer, "top_k": integer,
+            "temperature": number, "top_p": number, "min_p": number, "frequency_penalty": number,
+            "presence_penalty": number, "repetition_penalty": number, "ignore_eos": bool, "no_stop_trim": bool,
+            "skip_special_tokens": bool, "spaces_between_special_tokens": bool, "stop": (str, list),
+            "stop_token_ids": list, "logit_bias": dict,
+        }
+        for key, kinds in expected.items():
+            value = getattr(self, key)
+            is_bool = isinstance(value, bool)
+            if not isinstance(value, kinds) or (is_bool and kinds is not bool):
+                raise SamplingParamsError(f"{key} has the wrong type ({type(value).__name__})", key)
+        if self.sampling_seed is not None and (not isinstance(self.sampling_seed, int)
+                                               or isinstance(self.sampling_seed, bool)):
+            raise SamplingParamsError("sampling_seed must be an integer", "sampling_seed")
 
     def _normalise(self) -> None:
         if isinstance(self.stop, str):
