@@ -32,7 +32,8 @@ class RequestLogMiddleware:
         start = time.perf_counter()
         status = 500
         body = bytearray()
-        capture = self.log_bodies()
+        # Console bodies carry passwords and key material: never logged, whatever --log-requests says.
+        capture = self.log_bodies() and not scope.get("path", "").startswith("/admin")
 
         async def receive_logged() -> Message:
             message = await receive()
