@@ -69,17 +69,18 @@ def test_sigterm_drains_in_flight_then_exits_zero(lifecycle_server) -> None:
     server = lifecycle_server
     lines: list[str] = []
     started = threading.Event()
-    body = {"text": "Drain me", "sampling_params": {"max_new_tokens": 120, "ignore_eos": True}}
+    # Long enough (hundreds of decode steps) that the drain is still running when we probe it.
+    body = {"text": "Drain me", "sampling_params": {"max_new_tokens": 450, "ignore_eos": True}}
     worker = threading.Thread(target=_stream_lines, args=(server, body, lines, started))
     worker.start()
     assert started.wait(60)
     assert server.proc is not None
     server.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    time.sleep(0.05)
     r = httpx.post(server.base_url + "/generate", json={"text": "x"}, timeout=30)
     assert r.status_code == 503 and "shutting down" in r.json()["error"]["message"]
     worker.join(120)
     assert lines[-1] == "data: [DONE]"
     final = json.loads(lines[-2][len("data: "):])
-    assert final["meta_info"]["finish_reason"] == {"type": "length", "length": 120}
+    assert final["meta_info"]["finish_reason"] == {"type": "length", "length": 450}
     assert server.proc.wait(60) == 0, server.log_tail()

@@ -1,0 +1,136 @@
+"""Where a step's time goes: one decode step (graph replay) and one prefill chunk of the real model
+runner, timed with CUDA events against the bytes/FLOPs they must move, plus a per-kernel table
+from torch.profiler.
+
+    python bench/profile_step.py --model bench/models/llama-3.1-8b --batch-sizes 1 64 --context 640
+
+Decode: `bs` requests with `--context` cached tokens each (random slots, so the KV reads gather
+like a long-running server's); floor = (weights except embedding + KV bytes) / copy bandwidth.
+Prefill: `--prefill-reqs` x `--prefill-len` new tokens; floor = 2 * params * tokens / matmul rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.roofline import copy_bandwidth_tbs, matmul_tflops, model_shape  # noqa: E402
+from engine.args import ServerArgs  # noqa: E402
+from engine.distributed.parallel_state import TPContext  # noqa: E402
+from engine.forward_batch import ForwardBatch, ForwardMode  # noqa: E402
+from engine.model_config import create_model_config  # noqa: E402
+from engine.model_runner import ModelRunner  # noqa: E402
+
+
+def _events_ms(fn, reps: int) -> float:
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def _batch(runner: ModelRunner, prefix_lens: list[int], extend_lens: list[int], mode: ForwardMode) -> ForwardBatch:
+    """Requests in rows 0..B-1 with random KV slots for their whole sequence."""
+    dev = runner.device
+    seq_lens = [p + e for p, e in zip(prefix_lens, extend_lens)]
+    perm = torch.randperm(runner.kv_pool.size, device=dev)[: sum(seq_lens)] + 1
+    table = runner.req_pool.req_to_token
+    locs, start = [], 0
+    for i, n in enumerate(seq_lens):
+        table[i, :n] = perm[start:start + n].to(torch.int32)
+        locs.append(perm[start + prefix_lens[i]:start + n])
+        start += n
+    positions = torch.cat([torch.arange(p, s) for p, s in zip(prefix_lens, seq_lens)]).to(dev)
+    num_tokens = int(positions.numel())
+    starts = [0]
+    for e in extend_lens[:-1]:
+        starts.append(starts[-1] + e)
+    last_rows = [s + e - 1 for s, e in zip(starts, extend_lens)]
+
+    def t(values, dtype=torch.int32):
+        return torch.tensor(values, dtype=dtype, device=dev)
+
+    return ForwardBatch(
+        forward_mode=mode, batch_size=len(seq_lens),
+        input_ids=torch.randint(100, 1000, (num_tokens,), device=dev), positions=positions,
+        req_pool_indices=torch.arange(len(seq_lens), device=dev), seq_lens=t(seq_lens),
+        out_cache_loc=torch.cat(locs).long(), req_to_token=table, prefix_lens=t(prefix_lens),
+        extend_lens=t(extend_lens), extend_start_loc=t(starts), seq_lens_cpu=seq_lens,
+        prefix_lens_cpu=prefix_lens, extend_lens_cpu=extend_lens, logits_indices=t(last_rows, torch.int64))
+
+
+def _kernel_table(fn, reps: int = 3, rows: int = 14) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    try:
+        return prof.key_averages().table(sort_by="device_time_total", row_limit=rows, max_name_column_width=60)
+    except Exception as exc:  # the table is a diagnostic; never lose the timings over it
+        return f"(no kernel table: {exc})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="bench/models/llama-3.1-8b")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--context", type=int, default=640)
+    parser.add_argument("--prefill-reqs", type=int, default=8)
+    parser.add_argument("--prefill-len", type=int, default=1024)
+    parser.add_argument("--attention-backend", default="triton")
+    ns = parser.parse_args()
+
+    shape = model_shape(ns.model)
+    bw, flops = copy_bandwidth_tbs(), matmul_tflops()
+    torch.cuda.empty_cache()
+    args = ServerArgs(model_path=ns.model, load_format="dummy", skip_tokenizer_init=True,
+                      attention_backend=ns.attention_backend, cuda_graph_max_bs=max(ns.batch_sizes),
+                      max_running_requests=max(max(ns.batch_sizes), ns.prefill_reqs), max_total_tokens=400_000,
+                      context_length=8192)
+    runner = ModelRunner(args, create_model_config(args, "cuda"), TPContext(), torch.device("cuda", 0))
+    report: dict = {"device": torch.cuda.get_device_name(), "copy_tbs": round(bw, 3), "matmul_tflops": round(flops, 1)}
+    for bs in ns.batch_sizes:
+        fb = _batch(runner, [ns.context - 1] * bs, [1] * bs, ForwardMode.DECODE)
+        ms = _events_ms(lambda fb=fb: runner.forward(fb), 30)
+        floor_ms = (shape.bytes_per_decode_step + bs * ns.context * shape.kv_bytes_per_token) / (bw * 1e12) * 1e3
+        report[f"decode_bs{bs}"] = {"step_ms": round(ms, 3), "floor_ms": round(floor_ms, 3),
+                                    "of_floor": round(floor_ms / ms, 3), "tok_s": round(bs * 1e3 / ms, 1)}
+        print(f"decode bs={bs}: {json.dumps(report[f'decode_bs{bs}'])}", flush=True)
+        if bs == ns.batch_sizes[0]:
+            print(_kernel_table(lambda fb=fb: runner.forward(fb)), flush=True)
+    n = ns.prefill_reqs
+    fb = _batch(runner, [0] * n, [ns.prefill_len] * n, ForwardMode.EXTEND)
+    ms = _events_ms(lambda: runner.forward(fb), 5)
+    tokens = n * ns.prefill_len
+    floor_ms = 2 * shape.num_params * tokens / (flops * 1e12) * 1e3
+    report["prefill"] = {"tokens": tokens, "ms": round(ms, 2), "matmul_floor_ms": round(floor_ms, 2),
+                         "tok_s": round(tokens * 1e3 / ms), "of_floor": round(floor_ms / ms, 3)}
+    print(f"prefill {n}x{ns.prefill_len}: {json.dumps(report['prefill'])}", flush=True)
+    print(_kernel_table(lambda: runner.forward(fb), reps=2), flush=True)
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, "profile.json"), "w") as f:
+            json.dump(report, f, indent=1)
+    print("PROFILE " + json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
