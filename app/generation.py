@@ -20,7 +20,6 @@ from engine.sampling_params import SamplingParams, SamplingParamsError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-DISCONNECT_POLL_S = 0.5
 
 
 class ClientDisconnected(Exception):
@@ -167,18 +166,25 @@ async def collect_many(client: Any, reqs: list[EngineReq]) -> list[dict[str, Any
     return finals
 
 
+async def _until_disconnect(request: Request) -> None:
+    """Returns when the client goes away. The body is already read, so the next ASGI message on this
+    request can only be `http.disconnect`."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def abort_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Awaits `work`; if the client disconnects first, cancels it (aborting its engine requests)."""
     task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnect(request))
     try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                logger.info("client disconnected; aborting %s %s", request.method, request.url.path)
-                raise ClientDisconnected()
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        logger.info("client disconnected; aborting %s %s", request.method, request.url.path)
+        raise ClientDisconnected()
     finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(task, watcher, return_exceptions=True)

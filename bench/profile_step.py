@@ -5,7 +5,9 @@ from torch.profiler.
     python bench/profile_step.py --model bench/models/llama-3.1-8b --batch-sizes 1 64 --context 640
 
 Decode: `bs` requests with `--context` cached tokens each (random slots, so the KV reads gather
-like a long-running server's); floor = (weights except embedding + KV bytes) / copy bandwidth.
+like a long-running server's); floor = max(weights except embedding / copy bandwidth,
+2 * params * bs / matmul rate) + KV bytes / copy bandwidth (the projections turn compute-bound
+near batch 200 on Hopper).
 Prefill: `--prefill-reqs` x `--prefill-len` new tokens; floor = 2 * params * tokens / matmul rate.
 """
 
@@ -110,7 +112,8 @@ def main() -> None:
     for bs in ns.batch_sizes:
         fb = _batch(runner, [ns.context - 1] * bs, [1] * bs, ForwardMode.DECODE)
         ms = _events_ms(lambda fb=fb: runner.forward(fb), 30)
-        floor_ms = (shape.bytes_per_decode_step + bs * ns.context * shape.kv_bytes_per_token) / (bw * 1e12) * 1e3
+        weights_ms = max(shape.bytes_per_decode_step / (bw * 1e12), shape.bytes_per_decode_step * bs / (flops * 1e12))
+        floor_ms = (weights_ms + bs * ns.context * shape.kv_bytes_per_token / (bw * 1e12)) * 1e3
         report[f"decode_bs{bs}"] = {"step_ms": round(ms, 3), "floor_ms": round(floor_ms, 3),
                                     "of_floor": round(floor_ms / ms, 3), "tok_s": round(bs * 1e3 / ms, 1)}
         print(f"decode bs={bs}: {json.dumps(report[f'decode_bs{bs}'])}", flush=True)

@@ -5,12 +5,8 @@ lockstep), build the next batch (prefill chunks of waiting requests first, else 
 all running requests, retracting some if KV runs out), run the model, sample, check finishes and
 report new tokens. Finished requests release their KV at once.
 
-Overlap scheduling (on CUDA unless `--disable-overlap-schedule`): a plain decode step is launched
-without waiting for its sampled tokens; on the next iteration the following decode step is built
-and launched, with the previous step's sampled ids fed to it on the device, and only then are the
-previous step's tokens read back and checked (see `engine.overlap`). The CPU's per-step work thus
-runs while the GPU computes. A request found finished one step late has its extra row ignored.
-Steps that need host-side state (prefills, logprobs, penalties, seeds, retraction) run in order.
+Overlap scheduling (CUDA, unless `--disable-overlap-schedule`; see `engine.overlap`): decode step
+N+1 is launched before step N's tokens are read, so host work runs while the GPU computes.
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ One small Llama (head_dim 64, so FlashInfer's kernels apply too) runs greedy thr
 configuration. In fp32 all must produce torch_native's eager tokens exactly: the configurations
 differ in kernel choice and padded batch shapes, never in the math, and fp32 keeps greedy ties
 away. FlashInfer has no fp32 kernels, so bf16 runs are compared by agreement (the common prefix of
-each output): bf16 rounding in a different kernel may flip a near-tie. Prompts finish at
-different lengths so decode batches shrink through padded CUDA-graph sizes.
+each output) with triton eager in bf16. torch_native is no bf16 reference: its SDPA rounds
+differently, and on an H200 (2026-11-22) triton and flashinfer both agreed with it on only 70% of
+tokens, with identical outputs to each other. Prompts finish at different lengths so decode
+batches shrink through padded CUDA-graph sizes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ CONFIGS = {
 }
 BF16_CONFIGS = {
     "triton_graph_overlap": {"attention_backend": "triton"},
-    "flashinfer": {"attention_backend": "flashinfer"},
+    "flashinfer": {"attention_backend": "flashinfer", **EAGER},
 }
 
 
@@ -96,7 +98,7 @@ def test_matches_torch_native(gpu_llama: str, reference: list[list[int]], config
 
 @pytest.fixture(scope="module")
 def reference_bf16(gpu_llama) -> list[list[int]]:
-    return _run(gpu_llama, dtype="bfloat16", attention_backend="torch_native", **EAGER)
+    return _run(gpu_llama, dtype="bfloat16", attention_backend="triton", **EAGER)
 
 
 def _agreement(got: list[list[int]], ref: list[list[int]]) -> float:
@@ -109,11 +111,11 @@ def _agreement(got: list[list[int]], ref: list[list[int]]) -> float:
 
 
 @pytest.mark.parametrize("config", list(BF16_CONFIGS))
-def test_bf16_agrees_with_torch_native(gpu_llama: str, reference_bf16: list[list[int]], config: str) -> None:
+def test_bf16_agrees_with_triton_eager(gpu_llama: str, reference_bf16: list[list[int]], config: str) -> None:
     if BF16_CONFIGS[config]["attention_backend"] == "flashinfer":
         pytest.importorskip("flashinfer")
     got = _run(gpu_llama, dtype="bfloat16", **BF16_CONFIGS[config])
     assert all(len(g) == len(r) for g, r in zip(got, reference_bf16))
     score = _agreement(got, reference_bf16)
-    print(f"bf16 {config}: agreement with torch_native {score:.3f}")
-    assert score >= 0.8, f"{config}: bf16 greedy agrees with torch_native on only {score:.0%} of tokens"
+    print(f"bf16 {config}: agreement with triton eager {score:.3f}")
+    assert score >= 0.8, f"{config}: bf16 greedy agrees with triton eager on only {score:.0%} of tokens"
