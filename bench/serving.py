@@ -141,13 +141,28 @@ def _http_sender(client, base_url: str, backend: str, model: str, output_len: in
     return send
 
 
+async def _wait_ready(client, base_url: str, timeout_s: float) -> None:
+    """Servers answer 503 while their engine starts; wait for /health to say 200."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if (await client.get(f"{base_url}/health")).status_code == 200:
+                return
+        except Exception:  # not listening yet
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{base_url}/health did not answer 200 within {timeout_s:.0f}s")
+        await asyncio.sleep(1.0)
+
+
 async def run_http(base_url: str, backend: str, prompts: list, rate: float, output_len: int, model: str | None,
-                   api_key: str | None, seed: int) -> dict:
+                   api_key: str | None, seed: int, wait_ready_s: float = 300.0) -> dict:
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=None, headers=headers, limits=limits) as client:
+        await _wait_ready(client, base_url, wait_ready_s)
         if backend == "openai" and not model:
             model = (await client.get(f"{base_url}/v1/models")).json()["data"][0]["id"]
         records, duration = await _paced(prompts, rate, seed, _http_sender(client, base_url, backend, model or "",
@@ -198,6 +213,7 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=128256, help="token-id range of the random prompts")
     parser.add_argument("--prompt-format", choices=["ids", "text"], default="ids")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wait-ready", type=float, default=300.0, help="seconds to wait for /health = 200")
     parser.add_argument("--model-path", default="bench/models/llama-3.1-8b", help="engine backend only")
     parser.add_argument("--engine-args", default="{}", help="engine backend: JSON of extra ServerArgs fields")
     ns = parser.parse_args()
@@ -214,7 +230,7 @@ def main() -> None:
     send_prompts = _text_prompts(prompts, ns.seed) if ns.prompt_format == "text" else prompts
     for rate in ns.request_rate:
         print(json.dumps(asyncio.run(run_http(ns.base_url.rstrip("/"), ns.backend, send_prompts, rate,
-                                              ns.output_len, ns.model, ns.api_key, ns.seed))))
+                                              ns.output_len, ns.model, ns.api_key, ns.seed, ns.wait_ready))))
 
 
 if __name__ == "__main__":
