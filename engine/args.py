@@ -59,7 +59,7 @@ class ServerArgs:
     load_format: str = "auto"
     attention_backend: str | None = None
     grammar_backend: str = "xgrammar"
-    cuda_graph_max_bs: int = 160
+    cuda_graph_max_bs: int = 256
     disable_cuda_graph: bool = False
     disable_overlap_schedule: bool = False
     chat_template: str | None = None
@@ -107,12 +107,8 @@ class ServerArgs:
             return self.attention_backend
         if self.resolved_device == "cpu":
             return "torch_native"
-        try:
-            import flashinfer  # noqa: F401
-
-            return "flashinfer"
-        except ImportError:
-            return "triton"
+        # Triton until the FlashInfer backend captures CUDA graphs: without graphs decode is slower.
+        return "triton"
 
     @property
     def world_size(self) -> int:
@@ -189,7 +185,7 @@ _HELP = {
     "chunked_prefill_size": "max prompt tokens per prefill step; -1 turns chunking off",
     "mem_fraction_static": "GPU memory fraction for weights + KV cache",
     "max_total_tokens": "KV cache capacity in tokens (CPU default is sized from RAM)",
-    "attention_backend": "torch_native | triton | flashinfer (default: flashinfer if importable, else triton; CPU: torch_native)",
+    "attention_backend": "torch_native | triton | flashinfer (default: triton on CUDA, torch_native on CPU)",
 }
 
 

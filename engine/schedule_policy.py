@@ -9,6 +9,19 @@ from engine.kv_manager import KVManager
 from engine.req import Req
 
 
+# A new request that shares this many uncached tokens with one already in the batch waits one
+# step: the other request's prefill puts them in the radix cache, so it is computed once.
+IN_BATCH_PREFIX_THRESHOLD = 32
+
+
+def _common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
 @dataclass
 class PrefillPlan:
     reqs: list[Req]  # in batch order; each has req.extend_len set
@@ -37,8 +50,13 @@ def plan_prefill(waiting: list[Req], chunked: Req | None, num_running: int, kv: 
         if is_new and num_running + len(plan.reqs) >= max_running:
             break
         if is_new:
+            cached = kv.match(req)
+            if plan.reqs and not kv.tree.disable and any(
+                    _common_prefix_len(req.fill_ids, other.fill_ids) - cached >= IN_BATCH_PREFIX_THRESHOLD
+                    for other in plan.reqs):
+                continue
             # Leave room for running requests to keep decoding, or the new one only causes retractions.
-            need = min(req.fill_len - kv.match(req), budget) + headroom_per_req * num_running
+            need = min(req.fill_len - cached, budget) + headroom_per_req * num_running
             if kv.available < need or not kv.admit(req):
                 break
         remaining = req.fill_len - req.kv_len

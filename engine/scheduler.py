@@ -192,8 +192,11 @@ class Scheduler(OverlapMixin):
         for req, (row0, n_rows, pos0), samples in zip(batch.reqs, batch.logit_rows, batch.samples):
             if req.wants_input_logprobs and logprobs is not None:
                 self._collect_input_logprobs(req, logprobs[row0:row0 + n_rows], pos0)
+            if batch.mode.is_extend:
+                # Prefilled tokens become shareable now, not when the request ends, so requests
+                # queued behind it with the same prefix hit the cache.
+                self.kv.cache_unfinished(req)
             if not samples:
-                self.kv.cache_unfinished(req)  # a finished chunk becomes shareable
                 continue
             if req.wants_input_logprobs or (req.return_logprob and not req.is_input_logprobs_done):
                 req.is_input_logprobs_done = True

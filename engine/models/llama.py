@@ -56,7 +56,7 @@ class LlamaAttention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = rotary(positions, q, k)
-        out = attn_backend.forward(q.reshape(-1, q_size), k.reshape(-1, kv_size), v.contiguous(), s, fb)
+        out = attn_backend.forward(q.reshape(-1, q_size), k.reshape(-1, kv_size), v, s, fb)
         return self.o_proj(out)  # [T, hidden]
 
 
