@@ -59,6 +59,9 @@ class DeploymentManager:
         self.pending_profile_id = profile_id
         self.last_result = None
         self._task = asyncio.create_task(self._run(profile_id, new_args, actor, reset))
+        # Let the restart task reach the supervisor (which marks it `restarting` and clears the old
+        # log) before the page renders its first status box.
+        await asyncio.sleep(0)
         return profile_id
 
     async def wait(self) -> None:
