@@ -175,7 +175,14 @@ class KeyGate:
 
         `model` is the served model name the request targets; `reserve_tokens` is prompt tokens plus the
         most the request may generate (what TPM holds until `settle`)."""
-        kind, rec = await self._identify(authorization)
+        try:
+            kind, rec = await self._identify(authorization)
+        except GateError as exc:
+            # Rejected requests are recorded too (no key, since none was proven), so operators see them.
+            self._usage.submit(UsageEvent(model=model, auth="unauthorized", key_id=None, prompt_tokens=0,
+                                          completion_tokens=0, cached_tokens=0, latency_ms=0.0,
+                                          status_code=exc.status))
+            raise
         if rec is None:
             return Admission(kind, None, None, model, reserve_tokens)
         if rec.models is not None and model not in rec.models:

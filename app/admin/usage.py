@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from app.db.clock import utcnow
 from app.db.database import Database
 from app.db.models import UsageDaily
-from app.db.usage_writer import ANONYMOUS_KEY_REF, STATIC_KEY_REF
+from app.db.usage_writer import ANONYMOUS_KEY_REF, REJECTED_KEY_REF, STATIC_KEY_REF
 
 CSV_COLUMNS = ("day", "key_id", "key_name", "requests", "errors", "prompt_tokens", "completion_tokens",
                "cached_tokens", "avg_latency_ms")
@@ -23,6 +23,8 @@ def key_label(key_ref: int, names: dict[int, str]) -> str:
         return "(no key)"
     if key_ref == STATIC_KEY_REF:
         return "(static --api-key)"
+    if key_ref == REJECTED_KEY_REF:
+        return "(rejected: no valid key)"
     return names.get(key_ref, f"key #{key_ref}")
 
 

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 ANONYMOUS_KEY_REF = 0
 STATIC_KEY_REF = -1
+REJECTED_KEY_REF = -2  # requests refused with 401: no valid key was shown
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class UsageEvent:
     def key_ref(self) -> int:
         if self.key_id is not None:
             return self.key_id
+        if self.auth == "unauthorized":
+            return REJECTED_KEY_REF
         return STATIC_KEY_REF if self.auth == "static" else ANONYMOUS_KEY_REF
 
 

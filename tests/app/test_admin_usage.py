@@ -50,11 +50,17 @@ async def test_usage_rows_rollups_and_csv(console, app) -> None:
     ]:
         adm = await rt.gate.admit(f"Bearer {secret}", "tiny-llama", prompt + 50)
         await rt.gate.settle(adm, prompt, completion, cached, 0.25, status)
+    from app.admin.gate import GateError
+
+    with pytest.raises(GateError):
+        await rt.gate.admit("Bearer not-a-key", "tiny-llama", 10)
     rt.usage.flush()
     with rt.db.session() as s:
         rows = s.scalars(select(UsageRecord).order_by(UsageRecord.id)).all()
         assert [(r.auth, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.status_code) for r in rows] == [
-            ("key", 10, 20, 4, 200), ("key", 5, 0, 0, 500), ("key", 7, 3, 7, 200), ("static", 1, 1, 0, 200)]
+            ("key", 10, 20, 4, 200), ("key", 5, 0, 0, 500), ("key", 7, 3, 7, 200), ("static", 1, 1, 0, 200),
+            ("unauthorized", 0, 0, 0, 401)]
+        assert rows[-1].key_id is None
         assert rows[0].latency_ms == pytest.approx(250.0)
         daily = {d.key_ref: d for d in s.scalars(select(UsageDaily))}
     assert daily[1].requests == 2 and daily[1].errors == 1 and daily[1].prompt_tokens == 15
@@ -65,7 +71,8 @@ async def test_usage_rows_rollups_and_csv(console, app) -> None:
     assert by_name["alpha"]["requests"] == 2 and by_name["alpha"]["completion_tokens"] == 20
     assert by_name["alpha"]["avg_latency_ms"] == pytest.approx(250.0)
     assert by_name["=beta"]["cached_tokens"] == 7 and "(static --api-key)" in by_name
-    assert report["totals"]["requests"] == 4
+    assert by_name["(rejected: no valid key)"]["errors"] == 1
+    assert report["totals"]["requests"] == 5
     assert len(report["chart"]["labels"]) == 7 and report["chart"]["tokens"]["alpha"][-1] == 35
     only = (await c.get("/admin/api/usage?key_id=1")).json()
     assert [r["key_name"] for r in only["rows"]] == ["alpha"]
@@ -74,7 +81,8 @@ async def test_usage_rows_rollups_and_csv(console, app) -> None:
     assert r.headers["content-type"].startswith("text/csv")
     assert "attachment" in r.headers["content-disposition"]
     parsed = list(csv.DictReader(io.StringIO(r.text)))
-    assert {row["key_name"] for row in parsed} == {"alpha", "'=beta", "(static --api-key)"}
+    assert {row["key_name"] for row in parsed} == {"alpha", "'=beta", "(static --api-key)",
+                                                   "(rejected: no valid key)"}
     assert (await c.get("/admin/api/usage?format=csv")).text.splitlines()[0].startswith("day,key_id,key_name")
     page = await c.get("/admin/usage")
     assert page.status_code == 200 and "alpha" in page.text and 'id="usage-chart"' in page.text
