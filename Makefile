@@ -11,11 +11,11 @@ $(PY):
 	python3 -m venv .venv
 
 # torch goes first and is pinned through constraints.txt so nothing drags in a CUDA build.
-$(STAMP): $(PY) pyproject.toml constraints.txt
+# SGLang's frontend drives our server in tests/lang; its full dependency set is huge, so --no-deps.
+$(STAMP): $(PY) pyproject.toml constraints.txt Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[test,grammar]'
-	# SGLang's frontend drives our server in tests/lang; its full dependency set is huge, so no deps.
 	$(PIP) install -q --no-deps -c constraints.txt sglang==0.5.23
 	touch $(STAMP)
 
