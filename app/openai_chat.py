@@ -25,7 +25,7 @@ from app.generation import (
     stream_many,
 )
 from app.openai_common import RunPlan, parse_openai_sampling, sampling_from
-from app.openai_format import chat_logprobs, finish_reason, matched_stop, new_id, now_s, usage
+from app.openai_format import chat_logprobs, finish_reason, matched_stop, new_id, now_s, sglext, usage
 from app.openai_protocol import ChatCompletionRequest
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
 
@@ -86,7 +86,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     return JSONResponse({
         "id": new_id("chatcmpl"), "object": "chat.completion", "created": now_s(), "model": ctx.model_name,
         "choices": choices, "usage": usage(len(plan.prompts[0]), completion, cached[0]),
-        "system_fingerprint": None,
+        "system_fingerprint": None, **(sglext(cached[0]) if body.return_cached_tokens_details else {}),
     }, headers=scope.headers)
 
 
@@ -100,9 +100,9 @@ async def _stream(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest,
     cid, created, model = new_id("chatcmpl"), now_s(), ctx.model_name
     extra: dict[str, Any] = {"usage": None} if body.include_usage else {}
 
-    def chunk(choice: dict[str, Any]) -> str:
+    def chunk(choice: dict[str, Any], ext: dict[str, Any] | None = None) -> str:
         return sse(json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                               "choices": [choice], "system_fingerprint": None, **extra}))
+                               "choices": [choice], "system_fingerprint": None, **extra, **(ext or {})}))
 
     sent_text = [""] * len(plan.flat)
     sent_lp = [0] * len(plan.flat)
@@ -132,10 +132,13 @@ async def _stream(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest,
                     continue
                 choice: dict[str, Any] = {"index": i, "delta": {"content": delta} if delta else {}, "logprobs": lp,
                                           "finish_reason": reason}
+                ext = None
                 if reason is not None:
                     choice["matched_stop"] = matched_stop(meta)
                     completion[i] = int(meta.get("completion_tokens", 0))
-                yield chunk(choice)
+                    if body.return_cached_tokens_details:  # on the finish chunk: it always has a choice
+                        ext = sglext(warmed[0] if warmed is not None else int(meta.get("cached_tokens", 0) or 0))
+                yield chunk(choice, ext)
         cached = warmed[0] if warmed is not None else int(first_meta.get("cached_tokens", 0) or 0)
         scope.add_usage(len(plan.prompts[0]), sum(completion), cached)
         if body.include_usage:

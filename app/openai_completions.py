@@ -17,7 +17,7 @@ from app.errors import bad_request
 from app.gate import estimate_prompt_tokens
 from app.generation import abort_on_disconnect, check_prompt, engine_error, new_rid, stream_error, stream_many
 from app.openai_common import RunPlan, parse_openai_sampling, sampling_from
-from app.openai_format import completion_logprobs, finish_reason, matched_stop, new_id, now_s, usage
+from app.openai_format import completion_logprobs, finish_reason, matched_stop, new_id, now_s, sglext, usage
 from app.openai_protocol import CompletionRequest
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
 
@@ -105,7 +105,8 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     await _close(ctx, scope, body)
     return JSONResponse({"id": new_id("cmpl"), "object": "text_completion", "created": now_s(),
                          "model": ctx.model_name, "choices": choices,
-                         "usage": usage(prompt_tokens, completion, sum(cached)), "system_fingerprint": None},
+                         "usage": usage(prompt_tokens, completion, sum(cached)), "system_fingerprint": None,
+                         **(sglext(cached[0]) if body.return_cached_tokens_details else {})},
                         headers=scope.headers)
 
 
@@ -156,11 +157,15 @@ async def _stream(ctx: AppContext, scope: GenScope, body: CompletionRequest, pre
                 if not delta and reason is None and not (lp and lp["tokens"]):
                     continue
                 choice: dict[str, Any] = {"index": k, "text": delta, "logprobs": lp, "finish_reason": reason}
+                ext: dict[str, Any] = {}
                 if reason is not None:
                     choice["matched_stop"] = matched_stop(meta)
                     completion[k] = int(meta.get("completion_tokens", 0))
+                    if body.return_cached_tokens_details:  # on the finish chunk: it always has a choice
+                        ext = sglext(warmed[k // plan.n] if warmed is not None
+                                     else int(meta.get("cached_tokens", 0) or 0))
                 yield sse(json.dumps({"id": cid, "object": "text_completion", "created": created, "model": model,
-                                      "choices": [choice], "system_fingerprint": None, **extra}))
+                                      "choices": [choice], "system_fingerprint": None, **extra, **ext}))
         cached = warmed if warmed is not None else [int(m.get("cached_tokens", 0) or 0) for m in first_meta]
         prompt_tokens = sum(len(p) for p in plan.prompts)
         scope.add_usage(prompt_tokens, sum(completion), sum(cached))

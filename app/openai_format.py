@@ -38,6 +38,11 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dic
     }
 
 
+def sglext(cached_tokens: int) -> dict[str, Any]:
+    """SGLang's response-level extension for `return_cached_tokens_details` (all hits are device-cache)."""
+    return {"sglext": {"cached_tokens_details": {"device": cached_tokens, "host": 0}}}
+
+
 def _token_text(entry: list[Any]) -> str:
     return entry[2] if len(entry) > 2 and isinstance(entry[2], str) else ""
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from engine.kv_manager import KVManager
 from engine.req import Req
 
-
 # A new request that shares this many uncached tokens with one already in the batch waits one
 # step: the other request's prefill puts them in the radix cache, so it is computed once.
 IN_BATCH_PREFIX_THRESHOLD = 32
