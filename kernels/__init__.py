@@ -20,6 +20,7 @@ from kernels.extend_attention import extend_attention  # noqa: E402
 from kernels.kv_store import store_kv  # noqa: E402
 from kernels.rmsnorm import RMSNormResult, fused_add_rmsnorm, rmsnorm  # noqa: E402
 from kernels.rotary import RopeCache, apply_rotary, build_rope_cache  # noqa: E402
+from kernels.rotary_kv_store import rotary_kv_store  # noqa: E402
 from kernels.silu_and_mul import silu_and_mul  # noqa: E402
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "extend_attention",
     "fused_add_rmsnorm",
     "rmsnorm",
+    "rotary_kv_store",
     "silu_and_mul",
     "store_kv",
 ]

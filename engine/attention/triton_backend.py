@@ -1,5 +1,8 @@
-"""Attention backend on our Triton kernels (`kernels/`): store K/V with `store_kv`, then the two-stage
-split-KV decode kernel in DECODE mode or the one-pass prefix + causal extend kernel in EXTEND mode.
+"""Attention backend on our Triton kernels (`kernels/`): store K/V with `store_kv` (or, when the model
+hands over its rotary tables, rotate q/k and store K/V in one launch with `rotary_kv_store`), then
+the split-KV decode kernel in DECODE mode or the one-pass prefix + causal extend kernel in EXTEND mode.
+Decode runs single-pass (no stage-2 launch): the backend owns the zeroed per-(request, kv head)
+counters that the kernel's last-arriving split uses to merge the others.
 
 Per-batch metadata is only host integers (the grid of the extend kernel, the split count of the
 decode kernel), so a decode step never syncs with the device. The decode split count depends on the
@@ -12,16 +15,26 @@ import torch
 
 from engine.attention.base import AttentionLayerSpec, BaseAttentionBackend
 from engine.forward_batch import ForwardBatch
-from kernels import decode_attention, extend_attention, store_kv
+from kernels import RopeCache, decode_attention, extend_attention, rotary_kv_store, store_kv
 from kernels.decode_attention import default_max_kv_splits
+
+# Decode batches up to this size (x kv heads) take the single-pass decode kernel; larger ones the
+# two-stage kernel. 4096 x 8 kv heads is 128 KiB of int32 counters.
+MAX_SINGLE_PASS_BATCH = 4096
 
 
 class TritonAttentionBackend(BaseAttentionBackend):
     """`max_kv_splits` fixes the decode split count; None picks one per batch size from the SM count."""
 
+    # The model may pass `rotary=(positions, RopeCache)` to `forward` and skip its own rotary launch.
+    fuses_rotary = True
+
     def __init__(self, kv_pool, max_kv_splits: int | None = None) -> None:
         super().__init__(kv_pool)
         self.max_kv_splits = max_kv_splits
+        # Allocated once here, outside any CUDA-graph capture; the kernel leaves them zero after each use.
+        self._decode_counters = torch.zeros(MAX_SINGLE_PASS_BATCH * kv_pool.num_kv_heads, dtype=torch.int32,
+                                            device=kv_pool.device)
         self._batch: ForwardBatch | None = None  # the batch the metadata below belongs to
         self._num_kv_splits = 1
         self._max_extend_len = 0
@@ -42,6 +55,7 @@ class TritonAttentionBackend(BaseAttentionBackend):
         v: torch.Tensor,  # [T, Hkv * D]
         layer: AttentionLayerSpec,
         forward_batch: ForwardBatch,
+        rotary: tuple[torch.Tensor, RopeCache] | None = None,  # (positions [T], cos/sin tables): rotate here
     ) -> torch.Tensor:  # [T, Hq * D]
         fb = forward_batch
         if self._batch is not fb:  # a caller that skipped init_forward_metadata still gets a right answer
@@ -53,11 +67,19 @@ class TritonAttentionBackend(BaseAttentionBackend):
         k3 = k.view(num_tokens, hkv, d)  # [T, Hkv, D]
         v3 = v.view(num_tokens, hkv, d)  # [T, Hkv, D]
         k_buffer, v_buffer = self.kv_pool.get_kv(layer.layer_id)  # [N, Hkv, D] each
-        store_kv(k_buffer, v_buffer, fb.out_cache_loc, k3, v3)
+        is_decode = fb.forward_mode.is_decode
+        if rotary is None:
+            store_kv(k_buffer, v_buffer, fb.out_cache_loc, k3, v3)
+        else:
+            # Extend attention reads the new tokens' k from k3, so it must be rotated in place there too.
+            positions, rope_cache = rotary
+            rotary_kv_store(q3, k3, v3, k_buffer, v_buffer, positions, fb.out_cache_loc, rope_cache,
+                            write_k=not is_decode)
 
-        if fb.forward_mode.is_decode:
+        if is_decode:
+            counters = self._decode_counters if num_tokens <= MAX_SINGLE_PASS_BATCH else None
             out = decode_attention(q3, k_buffer, v_buffer, fb.req_to_token, fb.req_pool_indices, fb.seq_lens,
-                                   layer.scaling, max_kv_splits=self._num_kv_splits)
+                                   layer.scaling, max_kv_splits=self._num_kv_splits, counters=counters)
         else:
             out = extend_attention(q3, k3, v3, k_buffer, v_buffer, fb.req_to_token, fb.req_pool_indices,
                                    fb.prefix_lens, fb.extend_lens, fb.extend_start_loc, self._max_extend_len,

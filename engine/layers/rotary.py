@@ -44,10 +44,20 @@ class RotaryEmbedding(nn.Module):
         if t.is_cuda:
             self.register_buffer("cos_half", (freqs.cos() * scaling).contiguous(), persistent=False)  # [P, D/2]
             self.register_buffer("sin_half", (freqs.sin() * scaling).contiguous(), persistent=False)
+            self.has_half_tables = True
         else:
             emb = torch.cat((freqs, freqs), dim=-1)  # [P, D]
             self.register_buffer("cos_cache", emb.cos() * scaling, persistent=False)
             self.register_buffer("sin_cache", emb.sin() * scaling, persistent=False)
+            self.has_half_tables = False
+
+    def rope_cache(self):
+        """The half-width fp32 tables as a `kernels.RopeCache` (CUDA only), for backends that fuse rotary
+        into their KV store."""
+        from kernels import RopeCache
+
+        assert self.has_half_tables, "half-width tables exist on CUDA only"
+        return RopeCache(self.cos_half, self.sin_half)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
         """q [T, Hq, D], k [T, Hkv, D] -> rotated (CPU: copies; CUDA: the same tensors, rotated in place)."""

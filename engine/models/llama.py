@@ -55,8 +55,13 @@ class LlamaAttention(nn.Module):
         k = k.reshape(-1, s.num_kv_heads, s.head_dim)  # [T, Hkv, D]
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = rotary(positions, q, k)
-        out = attn_backend.forward(q.reshape(-1, q_size), k.reshape(-1, kv_size), v, s, fb)
+        if q.is_cuda and getattr(attn_backend, "fuses_rotary", False):
+            # One launch rotates q/k and stores K/V (the triton backend); the CPU path stays HF's torch code.
+            out = attn_backend.forward(q.reshape(-1, q_size), k.reshape(-1, kv_size), v, s, fb,
+                                       rotary=(positions, rotary.rope_cache()))
+        else:
+            q, k = rotary(positions, q, k)
+            out = attn_backend.forward(q.reshape(-1, q_size), k.reshape(-1, kv_size), v, s, fb)
         return self.o_proj(out)  # [T, hidden]
 
 

@@ -115,3 +115,70 @@ def test_pointwise_kernels_gpu(dtype: torch.dtype) -> None:
     loc = torch.randperm(999, device="cuda")[:num_tokens] + 1
     store_kv(k_buffer, v_buffer, loc, k, q[:, :8])
     assert torch.equal(k_buffer[loc], k) and torch.equal(v_buffer[loc], q[:, :8])
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("heads", HEADS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_single_pass_gpu(dtype: torch.dtype, heads: tuple[int, int], head_dim: int) -> None:
+    """Single-pass decode (last-arriving split merges, atomic counters) vs the reference, repeated so a
+    visibility race would show; the counters must come back zeroed after every launch."""
+    from kernels import decode_attention
+
+    num_q_heads, num_kv_heads = heads
+    rng = _rng("decode1", dtype, heads, head_dim)
+    batch_size = rng.randint(1, 24)
+    seq_lens = [rng.choice([0, 1, 2, rng.randint(1, 300), rng.randint(300, 4000)]) for _ in range(batch_size)]
+    seq_lens[0] = rng.randint(300, 4000)
+    pool = PoolBatch([max(n, 1) for n in seq_lens], num_kv_heads, head_dim, dtype, "cuda", seed=batch_size)
+    q = torch.randn(batch_size, num_q_heads, head_dim, device="cuda").to(dtype)
+    lens = torch.tensor(seq_lens, dtype=torch.int32, device="cuda")
+    scaling = head_dim**-0.5
+    counters = torch.zeros(batch_size * num_kv_heads, dtype=torch.int32, device="cuda")
+    args = (q, pool.k_buffer, pool.v_buffer, pool.req_to_token, pool.req_pool_indices, lens, scaling)
+    for splits in (None, 1, 7, 32):
+        first = decode_attention(*args, max_kv_splits=splits, counters=counters)
+        for _ in range(20):
+            again = decode_attention(*args, max_kv_splits=splits, counters=counters)
+            assert torch.equal(again, first), f"max_kv_splits={splits}: results differ between launches"
+        assert not counters.any()
+        for i, n in enumerate(seq_lens):
+            if n == 0:
+                assert not first[i].any()
+                continue
+            s = pool.slots(i, n)
+            ref = attention_ref(q[i : i + 1], pool.k_buffer[s], pool.v_buffer[s], scaling)[0]
+            torch.testing.assert_close(first[i].float(), ref, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rotary_kv_store_gpu(dtype: torch.dtype) -> None:
+    from kernels import apply_rotary, build_rope_cache, rotary_kv_store, store_kv
+
+    num_tokens, hq, hkv, d = 37, 32, 8, 128
+    cache = build_rope_cache(d, 131072, 500000.0, LLAMA3_SCALING, device="cuda")
+    qkv = torch.randn(num_tokens, (hq + 2 * hkv) * d, device="cuda").to(dtype)
+    positions = torch.randint(0, 131072, (num_tokens,), device="cuda")
+    loc = torch.randperm(999, device="cuda")[:num_tokens] + 1
+
+    def views(t: torch.Tensor):
+        q, k, v = t.split([hq * d, hkv * d, hkv * d], dim=-1)
+        return q.view(-1, hq, d), k.view(-1, hkv, d), v.view(-1, hkv, d)
+
+    ref = qkv.clone()
+    q_r, k_r, v_r = views(ref)
+    kb_ref = torch.zeros(1000, hkv, d, device="cuda", dtype=dtype)
+    vb_ref = torch.zeros_like(kb_ref)
+    apply_rotary(q_r, k_r, positions, cache)
+    store_kv(kb_ref, vb_ref, loc, k_r, v_r)
+    for write_k in (False, True):
+        fused = qkv.clone()
+        q, k, v = views(fused)
+        kb, vb = torch.zeros_like(kb_ref), torch.zeros_like(kb_ref)
+        rotary_kv_store(q, k, v, kb, vb, positions, loc, cache, write_k=write_k)
+        # Same fp32 expression as apply_rotary; allow a last-ulp difference should codegen contract it otherwise.
+        ulp = {"atol": 1e-2, "rtol": 1e-2}
+        torch.testing.assert_close(q, q_r, **ulp)
+        torch.testing.assert_close(kb, kb_ref, **ulp)
+        assert torch.equal(vb, vb_ref)
+        torch.testing.assert_close(k, k_r if write_k else views(qkv)[1], **ulp)

@@ -1,0 +1,144 @@
+"""Fused kernels vs the unfused ones and torch references (CPU: Triton interpreter): rotary + KV store
+in one launch, and single-pass decode attention (no stage-2 launch)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_ref import PoolBatch, attention_ref, rotary_ref
+
+from kernels import apply_rotary, build_rope_cache, decode_attention, rotary_kv_store, store_kv
+
+DTYPES = [torch.float32, torch.float16]
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 8192}
+
+
+@pytest.mark.parametrize("write_k", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads", [(4, 2, 64), (3, 1, 80)])
+def test_rotary_kv_store_matches_unfused(heads: tuple[int, int, int], dtype: torch.dtype, write_k: bool) -> None:
+    num_q_heads, num_kv_heads, head_dim = heads
+    num_tokens, pool_size = 6, 24
+    q_size, kv_size = num_q_heads * head_dim, num_kv_heads * head_dim
+    # q/k/v as strided views of one fused projection output, as the model passes them
+    qkv = torch.randn(num_tokens, q_size + 2 * kv_size).to(dtype)
+    cache = build_rope_cache(head_dim, 4096, 500000.0, LLAMA3_SCALING)
+    positions = torch.randint(0, 4096, (num_tokens,))
+    loc = torch.randperm(pool_size - 1)[:num_tokens] + 1
+
+    def views(t: torch.Tensor):
+        q, k, v = t.split([q_size, kv_size, kv_size], dim=-1)
+        return (q.view(num_tokens, num_q_heads, head_dim), k.view(num_tokens, num_kv_heads, head_dim),
+                v.view(num_tokens, num_kv_heads, head_dim))
+
+    # unfused reference path: apply_rotary + store_kv
+    ref_qkv = qkv.clone()
+    q_r, k_r, v_r = views(ref_qkv)
+    k_orig = k_r.clone()
+    ref_kb = torch.zeros(pool_size, num_kv_heads, head_dim, dtype=dtype)
+    ref_vb = torch.zeros_like(ref_kb)
+    apply_rotary(q_r, k_r, positions, cache)
+    store_kv(ref_kb, ref_vb, loc, k_r, v_r)
+
+    q, k, v = views(qkv)
+    k_buffer = torch.zeros_like(ref_kb)
+    v_buffer = torch.zeros_like(ref_kb)
+    rotary_kv_store(q, k, v, k_buffer, v_buffer, positions, loc, cache, write_k=write_k)
+    assert torch.equal(q, q_r), "q must be rotated in place exactly as apply_rotary does"
+    assert torch.equal(k_buffer, ref_kb) and torch.equal(v_buffer, ref_vb)
+    assert torch.equal(k, k_r if write_k else k_orig)
+    assert torch.equal(v, v_r)
+    # and against the HF formula
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-3, "rtol": 2e-3}
+    torch.testing.assert_close(k_buffer[loc], rotary_ref(k_orig, positions, cache.cos, cache.sin), **tol)
+
+
+def test_rotary_kv_store_casts_to_pool_dtype() -> None:
+    q = torch.randn(3, 2, 32)
+    k, v = torch.randn(3, 1, 32), torch.randn(3, 1, 32)
+    cache = build_rope_cache(32, 64)
+    positions, loc = torch.tensor([0, 5, 63]), torch.tensor([2, 1, 3])
+    k_buffer = torch.zeros(4, 1, 32, dtype=torch.float16)
+    v_buffer = torch.zeros_like(k_buffer)
+    k_ref = rotary_ref(k, positions, cache.cos, cache.sin)
+    rotary_kv_store(q, k, v, k_buffer, v_buffer, positions, loc, cache)
+    assert torch.equal(k_buffer[loc], k_ref.half()) and torch.equal(v_buffer[loc], v.half())
+    assert not k_buffer[0].any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads", [(4, 4, 64), (8, 2, 128), (4, 1, 80)])
+def test_decode_single_pass(heads: tuple[int, int, int], dtype: torch.dtype) -> None:
+    """Single pass (counters) equals two stages up to fp32 merge order; counters are left zeroed;
+    a padded row (seq_len 0) yields zeros; max_kv_splits=1 writes the output straight from stage 1."""
+    num_q_heads, num_kv_heads, head_dim = heads
+    seq_lens = [1, 19, 70, 0, 33]
+    pool = PoolBatch([max(n, 1) for n in seq_lens], num_kv_heads, head_dim, dtype, seed=3)
+    q = torch.randn(len(seq_lens), num_q_heads, head_dim).to(dtype)
+    lens = torch.tensor(seq_lens, dtype=torch.int32)
+    scaling = head_dim**-0.5
+    args = (q, pool.k_buffer, pool.v_buffer, pool.req_to_token, pool.req_pool_indices, lens, scaling)
+    counters = torch.zeros(len(seq_lens) * num_kv_heads + 3, dtype=torch.int32)
+    tol = {"atol": 2e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 4e-3, "rtol": 4e-3}
+    for splits, min_len in ((3, 8), (16, 2), (5, 64)):
+        two_stage = decode_attention(*args, max_kv_splits=splits, min_split_len=min_len)
+        single = decode_attention(*args, max_kv_splits=splits, min_split_len=min_len, counters=counters)
+        assert not counters.any(), "the kernel must leave its counters at zero"
+        torch.testing.assert_close(single.float(), two_stage.float(), atol=1e-3 if dtype != torch.float32 else 1e-6,
+                                   rtol=1e-3 if dtype != torch.float32 else 1e-5)
+        assert torch.equal(single[3], torch.zeros_like(single[3]))
+        for i, n in enumerate(seq_lens):
+            if n:
+                s = pool.slots(i)[:n]
+                ref = attention_ref(q[i : i + 1], pool.k_buffer[s], pool.v_buffer[s], scaling)[0]
+                torch.testing.assert_close(single[i].float(), ref, **tol)
+    one = decode_attention(*args, max_kv_splits=1)  # no stage 2, no counters needed
+    torch.testing.assert_close(one.float(), two_stage.float(), **tol)
+    assert torch.equal(one[3], torch.zeros_like(one[3]))
+
+
+def test_decode_single_pass_checks_counters() -> None:
+    pool = PoolBatch([4, 4], 2, 64, torch.float32)
+    q = torch.randn(2, 4, 64)
+    args = (q, pool.k_buffer, pool.v_buffer, pool.req_to_token, pool.req_pool_indices,
+            torch.tensor([4, 4], dtype=torch.int32), 0.125)
+    with pytest.raises(AssertionError, match="counters"):
+        decode_attention(*args, counters=torch.zeros(3, dtype=torch.int32))
+    with pytest.raises(AssertionError, match="int32"):
+        decode_attention(*args, counters=torch.zeros(8, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_triton_backend_fused_rotary_matches_torch_native(dtype: torch.dtype) -> None:
+    """The backend's `rotary=` path (rotary + KV store in one launch, single-pass decode) vs rotating with
+    the torch reference first and attending with torch_native; pools must be identical."""
+    from backend_util import BackendScenario, qkv_for
+
+    from engine.attention import AttentionLayerSpec
+    from engine.attention.torch_native import TorchNativeAttentionBackend
+    from engine.attention.triton_backend import TritonAttentionBackend
+
+    num_q_heads, num_kv_heads, head_dim = 8, 2, 64
+    sc = BackendScenario([0, 13, 30], 2, num_kv_heads, head_dim, dtype, "cpu")
+    ref_pool = sc.clone_pool()
+    backend = TritonAttentionBackend(sc.pool, max_kv_splits=2)
+    reference = TorchNativeAttentionBackend(ref_pool)
+    cache = build_rope_cache(head_dim, 256, 10000.0)
+    atol = 1e-4 if dtype == torch.float32 else 3e-3
+    layers = [AttentionLayerSpec(i, num_q_heads, num_kv_heads, head_dim, head_dim**-0.5) for i in range(2)]
+    for fb in (sc.extend_batch([6, 1, 9]), sc.decode_batch(), sc.decode_batch()):
+        backend.init_forward_metadata(fb)
+        reference.init_forward_metadata(fb)
+        for layer in layers:
+            q, k, v = qkv_for(fb.num_tokens, num_q_heads, num_kv_heads, head_dim, dtype, "cpu")
+            q3, k3 = q.view(-1, num_q_heads, head_dim), k.view(-1, num_kv_heads, head_dim)
+            q_rot = rotary_ref(q3, fb.positions, cache.cos, cache.sin).reshape(q.shape)
+            k_rot = rotary_ref(k3, fb.positions, cache.cos, cache.sin).reshape(k.shape)
+            expected = reference.forward(q_rot, k_rot, v.clone(), layer, fb)
+            out = backend.forward(q, k, v, layer, fb, rotary=(fb.positions, cache))
+            torch.testing.assert_close(out.float(), expected.float(), atol=atol, rtol=atol)
+    assert not backend._decode_counters.any()
+    for layer in range(2):
+        torch.testing.assert_close(sc.pool.k_buffers[layer], ref_pool.k_buffers[layer], atol=atol, rtol=atol)
+        assert torch.equal(sc.pool.v_buffers[layer], ref_pool.v_buffers[layer])
