@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -43,44 +40,11 @@ from engine.messages import (
     encode,
 )
 from engine.model_config import preflight
+from engine.rank_launcher import RankProcess, local_ranks
 from engine.sampling_params import SamplingParams
 from engine.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
-
-
-def local_ranks(args: ServerArgs) -> range:
-    per_node = args.tp_size // args.nnodes
-    return range(args.node_rank * per_node, (args.node_rank + 1) * per_node)
-
-
-class RankProcess:
-    """One engine rank as a child interpreter: `python -m engine.rank_process <rank>`."""
-
-    def __init__(self, rank: int, payload: str) -> None:
-        self.name = f"tessera-rank{rank}"
-        env = {**os.environ, "TESSERA_RANK_PAYLOAD": payload}
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
-        self.popen = subprocess.Popen([sys.executable, "-m", "engine.rank_process", str(rank)], env=env,
-                                      stdin=subprocess.DEVNULL)
-        self.pid = self.popen.pid
-
-    def is_alive(self) -> bool:
-        return self.popen.poll() is None
-
-    @property
-    def exitcode(self) -> int | None:
-        return self.popen.poll()
-
-    def kill(self) -> None:
-        self.popen.kill()
-
-    def join(self, timeout: float | None = None) -> None:
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 class EngineStartError(RuntimeError):
