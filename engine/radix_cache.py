@@ -73,6 +73,15 @@ class RadixCache:
             self.num_query_tokens += len(key)
         if self.disable or not key:
             return MatchResult(torch.empty(0, dtype=torch.int64), self.root)
+        node, pos, pieces = self._descend(key)
+        if record_stats:
+            self.num_hit_tokens += pos
+        indices = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.int64)
+        return MatchResult(indices, node)
+
+    def _descend(self, key: list[int]) -> tuple[TreeNode, int, list[torch.Tensor]]:
+        """Follows key from the root as far as it matches, splitting the last edge so the match ends
+        on a node; touches every node passed (LRU). Returns (node, matched length, slot pieces)."""
         node, pos, pieces = self.root, 0, []
         now = next(self._clock)
         while pos < len(key) and key[pos] in node.children:
@@ -84,10 +93,7 @@ class RadixCache:
             pieces.append(child.value)
             pos += n
             node = child
-        if record_stats:
-            self.num_hit_tokens += pos
-        indices = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.int64)
-        return MatchResult(indices, node)
+        return node, pos, pieces
 
     def _split(self, child: TreeNode, n: int) -> TreeNode:
         """Cuts child's edge after n tokens; returns the new upper node."""
@@ -104,18 +110,10 @@ class RadixCache:
         `value` are duplicates the caller must free)."""
         if self.disable or not key:
             return 0
-        node, pos = self.root, 0
-        now = next(self._clock)
-        while pos < len(key) and key[pos] in node.children:
-            child = node.children[key[pos]]
-            n = _common_len(child.key, key[pos:])
-            if n < len(child.key):
-                child = self._split(child, n)
-            child.last_access = now
-            pos += n
-            node = child
+        node, pos, _ = self._descend(key)
         if pos < len(key):
-            leaf = TreeNode(key=list(key[pos:]), value=value[pos:].clone(), parent=node, last_access=now)
+            leaf = TreeNode(key=list(key[pos:]), value=value[pos:].clone(), parent=node,
+                            last_access=next(self._clock))
             node.children[key[pos]] = leaf
             self.evictable_size += len(leaf.key)
         return pos

@@ -24,6 +24,7 @@ from app.db.clock import utcnow
 from app.db.database import Database
 from app.db.models import ApiKey
 from app.db.usage_writer import UsageEvent, UsageWriter
+from app.gate import bearer_token
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +80,6 @@ class _KeySnapshot:
     previous: dict[str, tuple[_KeyRecord, datetime]]
     any_keys: bool
     loaded_at: float
-
-
-def _parse_bearer(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, value = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()
 
 
 class KeyGate:
@@ -147,7 +139,7 @@ class KeyGate:
 
     async def _identify(self, authorization: str | None) -> tuple[str, _KeyRecord | None]:
         """("static" | "anonymous", None) or ("key", record); raises the 401s."""
-        secret = _parse_bearer(authorization)
+        secret = bearer_token(authorization)
         if self._static_api_key and secret is not None and tokens_equal(secret, self._static_api_key):
             return "static", None
         snap = await self._keys()
