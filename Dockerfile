@@ -8,7 +8,6 @@ COPY pyproject.toml README.md ./
 COPY engine engine
 COPY kernels kernels
 COPY app app
-COPY lang lang
 COPY web web
 COPY migrations migrations
 COPY models/demo models/demo
