@@ -24,7 +24,7 @@ from app.generation import (
     stream_error,
     stream_many,
 )
-from app.openai_common import RunPlan, parse_openai_sampling, sampling_from
+from app.openai_common import RunPlan, close_scope, parse_openai_sampling, sampling_from
 from app.openai_format import chat_logprobs, finish_reason, matched_stop, new_id, now_s, sglext, usage
 from app.openai_protocol import ChatCompletionRequest
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
@@ -61,12 +61,12 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     try:
         plan = await _prepare(ctx, scope, body)
         if body.stream:
-            return ManagedStream(_stream(ctx, scope, body, plan), on_close=lambda: _close(ctx, scope, body),
+            return ManagedStream(_stream(ctx, scope, body, plan), on_close=lambda: close_scope(ctx, scope, body.rid),
                                  headers=scope.headers)
         finals, cached = await abort_on_disconnect(request, plan.run(scope.client))
     except BaseException as exc:
         scope.fail(exc)
-        await _close(ctx, scope, body)
+        await close_scope(ctx, scope, body.rid)
         mapped = engine_error(exc) if isinstance(exc, Exception) else None
         if mapped is not None:
             raise mapped from None
@@ -82,18 +82,12 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
                         "finish_reason": finish_reason(meta), "matched_stop": matched_stop(meta)})
     completion = sum(int(f["meta_info"].get("completion_tokens", 0)) for f in finals)
     scope.add_usage(len(plan.prompts[0]), completion, cached[0])
-    await _close(ctx, scope, body)
+    await close_scope(ctx, scope, body.rid)
     return JSONResponse({
         "id": new_id("chatcmpl"), "object": "chat.completion", "created": now_s(), "model": ctx.model_name,
         "choices": choices, "usage": usage(len(plan.prompts[0]), completion, cached[0]),
         "system_fingerprint": None, **(sglext(cached[0]) if body.return_cached_tokens_details else {}),
     }, headers=scope.headers)
-
-
-async def _close(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest) -> None:
-    if body.rid:
-        ctx.rid_groups.pop(body.rid, None)
-    await scope.close()
 
 
 async def _stream(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest, plan: RunPlan) -> AsyncIterator[str]:

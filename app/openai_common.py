@@ -8,8 +8,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from app.context import AppContext
 from app.generation import EngineReq, collect_many, expand_n, parse_sampling, warm_prefix
 from app.openai_protocol import ChatCompletionRequest, CompletionRequest
+from app.request_scope import GenScope
 
 # SamplingParams names → the OpenAI names a client used, for error messages.
 RENAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens", "sampling_seed": "seed"}
@@ -92,3 +94,10 @@ class RunPlan:
     @property
     def engine_rids(self) -> set[str]:
         return {r.rid for r in self.flat}
+
+
+async def close_scope(ctx: AppContext, scope: GenScope, rid: str | None) -> None:
+    """Ends a chat or completion request: forgets its rid group (for /abort_request) and settles its scope."""
+    if rid:
+        ctx.rid_groups.pop(rid, None)
+    await scope.close()

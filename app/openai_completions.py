@@ -16,7 +16,7 @@ from app.context import AppContext
 from app.errors import bad_request
 from app.gate import estimate_prompt_tokens
 from app.generation import abort_on_disconnect, check_prompt, engine_error, new_rid, stream_error, stream_many
-from app.openai_common import RunPlan, parse_openai_sampling, sampling_from
+from app.openai_common import RunPlan, close_scope, parse_openai_sampling, sampling_from
 from app.openai_format import completion_logprobs, finish_reason, matched_stop, new_id, now_s, sglext, usage
 from app.openai_protocol import CompletionRequest
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
@@ -82,12 +82,12 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     try:
         prep = await _prepare(ctx, scope, body)
         if body.stream:
-            return ManagedStream(_stream(ctx, scope, body, prep), on_close=lambda: _close(ctx, scope, body),
+            return ManagedStream(_stream(ctx, scope, body, prep), on_close=lambda: close_scope(ctx, scope, body.rid),
                                  headers=scope.headers)
         finals, cached = await abort_on_disconnect(request, prep.plan.run(scope.client))
     except BaseException as exc:
         scope.fail(exc)
-        await _close(ctx, scope, body)
+        await close_scope(ctx, scope, body.rid)
         mapped = engine_error(exc) if isinstance(exc, Exception) else None
         if mapped is not None:
             raise mapped from None
@@ -102,7 +102,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     prompt_tokens = sum(len(p) for p in plan.prompts)
     completion = sum(int(f["meta_info"].get("completion_tokens", 0)) for f in finals)
     scope.add_usage(prompt_tokens, completion, sum(cached))
-    await _close(ctx, scope, body)
+    await close_scope(ctx, scope, body.rid)
     return JSONResponse({"id": new_id("cmpl"), "object": "text_completion", "created": now_s(),
                          "model": ctx.model_name, "choices": choices,
                          "usage": usage(prompt_tokens, completion, sum(cached)), "system_fingerprint": None,
@@ -120,12 +120,6 @@ def _logprobs(body: CompletionRequest, meta: dict[str, Any], with_prompt: bool, 
         entries = list(meta.get("input_token_logprobs", [])) + entries
         tops = list(meta.get("input_top_logprobs") or []) + tops
     return completion_logprobs(entries, tops, body.logprobs, offset)
-
-
-async def _close(ctx: AppContext, scope: GenScope, body: CompletionRequest) -> None:
-    if body.rid:
-        ctx.rid_groups.pop(body.rid, None)
-    await scope.close()
 
 
 async def _stream(ctx: AppContext, scope: GenScope, body: CompletionRequest, prep: _Prepared) -> AsyncIterator[str]:

@@ -56,12 +56,18 @@ def _tokenizer(client: Any) -> Any:
     return tokenizer
 
 
-@router.post("/tokenize")
-async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, Any]:
+async def _authorized_for(request: Request, model: str | None) -> AppContext:
+    """Checks the caller's key and, when the body names a model, that it is the one served."""
     ctx: AppContext = request.app.state.ctx
     await authorize(ctx, request)
-    if body.model is not None and not ctx.accepts_model(body.model):
-        raise model_not_found(body.model, ctx.model_name)
+    if model is not None and not ctx.accepts_model(model):
+        raise model_not_found(model, ctx.model_name)
+    return ctx
+
+
+@router.post("/tokenize")
+async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, Any]:
+    ctx = await _authorized_for(request, body.model)
     async with ctx.supervisor.lease() as client:
         tok = _tokenizer(client)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
@@ -78,10 +84,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, Any]:
 
 @router.post("/detokenize")
 async def detokenize(body: DetokenizeRequest, request: Request) -> dict[str, Any]:
-    ctx: AppContext = request.app.state.ctx
-    await authorize(ctx, request)
-    if body.model is not None and not ctx.accepts_model(body.model):
-        raise model_not_found(body.model, ctx.model_name)
+    ctx = await _authorized_for(request, body.model)
     async with ctx.supervisor.lease() as client:
         tok = _tokenizer(client)
         vocab = client.model_info.get("vocab_size") or len(tok)

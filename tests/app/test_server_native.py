@@ -127,8 +127,8 @@ def test_stop_string_and_stop_token(server) -> None:
     text = base["text"]
     stop = next((text[i:i + 2] for i in range(2, len(text) - 2) if "\ufffd" not in text[i:i + 2]
                  and text[i:i + 2].strip()), None)
-    if stop is None:
-        pytest.skip("random model produced no usable stop string")
+    # The model is fixed and decoding greedy, so this text is the same on every run.
+    assert stop is not None, f"no 2-character stop string in {text!r}"
     out = _post(server, "/generate", {"text": "The function returns", "sampling_params": {
         **GREEDY, "max_new_tokens": 16, "stop": [stop]}}).json()
     assert out["meta_info"]["finish_reason"] == {"type": "stop", "matched": stop}

@@ -38,10 +38,11 @@ def test_capture_batch_sizes() -> None:
 
 @pytest.fixture(scope="module")
 def runner(tiny_llama) -> ModelRunner:
-    if torch.cuda.is_available():
-        pytest.skip("CPU variant; the GPU tests capture real graphs")
-    args = ServerArgs(model_path=tiny_llama, attention_backend="triton", max_total_tokens=512, random_seed=0)
-    return ModelRunner(args, create_model_config(args, "cpu"), TPContext(), torch.device("cpu"))
+    # Eager (no captured graphs) on whatever device is present; fp32 so rows compare tightly.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    args = ServerArgs(model_path=tiny_llama, attention_backend="triton", max_total_tokens=512, random_seed=0,
+                      dtype="float32", disable_cuda_graph=True)
+    return ModelRunner(args, create_model_config(args, device.type), TPContext(), device)
 
 
 def _decode(runner: ModelRunner, kv: KVManager, reqs: list[Req]):
@@ -67,14 +68,14 @@ def test_padded_replay_matches_eager(runner: ModelRunner) -> None:
     k0 = runner.kv_pool.k_buffers[0]
     for live in (reqs, reqs[:3], reqs[:1]):  # 4 (no padding), then 3 -> 4 and 1 after larger batches
         fb = _decode(runner, kv, live)
-        eager = runner.forward(fb)  # graph_runner is None on the CPU: the plain path
+        eager = runner.forward(fb)  # --disable-cuda-graph: the plain path
         before = k0.clone()
         graphs.input_ids[len(live):] = 5  # stale rows from the larger batch now hold other tokens
         padded = graphs.replay(fb).float()
         torch.testing.assert_close(padded, eager, atol=1e-5, rtol=1e-5)
         # The live rows rewrote their own slots (same values up to matmul blocking); no other slot
         # but scratch slot 0 may change, whatever stale rows the static buffers held.
-        untouched = torch.ones(k0.shape[0], dtype=torch.bool)
+        untouched = torch.ones(k0.shape[0], dtype=torch.bool, device=k0.device)
         untouched[0] = False
         untouched[fb.out_cache_loc] = False
         assert torch.equal(k0[untouched], before[untouched])
