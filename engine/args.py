@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ logger = logging.getLogger(__name__)
 SCHEDULE_POLICIES = ("fcfs", "lpm")
 ATTENTION_BACKENDS = ("torch_native", "triton", "flashinfer")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float", "bf16", "fp16", "fp32")
+FP32_DTYPES = ("float32", "float", "fp32")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 DEVICES = ("auto", "cpu", "cuda")
 GRAMMAR_BACKENDS = ("xgrammar", "none")
@@ -62,6 +64,8 @@ class ServerArgs:
     cuda_graph_max_bs: int = 256
     disable_cuda_graph: bool = False
     disable_overlap_schedule: bool = False
+    # Batch-1 decode runs fused Triton GEMVs on CUDA (16-bit, TP 1); this keeps cuBLAS + separate kernels.
+    disable_fused_gemv: bool = False
     chat_template: str | None = None
     api_key: str | None = None
     enable_metrics: bool = True
@@ -107,8 +111,9 @@ class ServerArgs:
             return self.attention_backend
         if self.resolved_device == "cpu":
             return "torch_native"
-        # Triton until the FlashInfer backend captures CUDA graphs: without graphs decode is slower.
-        return "triton"
+        if self.dtype in FP32_DTYPES:
+            return "triton"  # FlashInfer has no fp32 kernels
+        return "flashinfer" if importlib.util.find_spec("flashinfer") is not None else "triton"
 
     @property
     def world_size(self) -> int:
@@ -185,7 +190,8 @@ _HELP = {
     "chunked_prefill_size": "max prompt tokens per prefill step; -1 turns chunking off",
     "mem_fraction_static": "GPU memory fraction for weights + KV cache",
     "max_total_tokens": "KV cache capacity in tokens (CPU default is sized from RAM)",
-    "attention_backend": "torch_native | triton | flashinfer (default: triton on CUDA, torch_native on CPU)",
+    "attention_backend": "torch_native | triton | flashinfer (default: flashinfer on CUDA when importable and "
+                         "--dtype is not float32, else triton; torch_native on CPU)",
 }
 
 

@@ -3,10 +3,15 @@
 A decode step of an 8B model is ~450 kernel launches; replaying a graph turns them into one launch,
 so small batches run at the GPU's pace instead of Python's. A batch of size B replays the graph of
 the smallest captured size >= B: its inputs are copied into static buffers and the padded rows get
-`seq_len 0` (the attention kernel skips them) and write their K/V to slot 0, the pool's scratch slot.
+`seq_len 0` and write their K/V to slot 0, the pool's scratch slot (the triton kernel skips empty
+rows; FlashInfer gives each padded row one page, slot 0).
 
-Only backends whose decode metadata is fixed per batch size can be captured (`triton`: its split
-count depends on the batch size alone). Captures share one memory pool, largest batch first.
+The attention backend sees the static batch through two hooks: `init_forward_metadata_capture`
+before a size is warmed up and captured, `init_forward_metadata_replay` (with the real rows' host
+lengths) before each replay. `triton` needs nothing per replay (its split count depends on the batch
+size alone); `flashinfer` re-plans that size's cuda-graph decode wrapper there. `torch_native` reads
+host lengths inside its forward and is never captured. Captures share one memory pool, largest batch
+first.
 """
 
 from __future__ import annotations
@@ -48,11 +53,16 @@ class CudaGraphRunner:
             self.out_cache_loc = torch.zeros(n, dtype=torch.int64)  # 0: the scratch slot
             self.ones = torch.ones(n, dtype=torch.int32)
             self.arange = torch.arange(n, dtype=torch.int32)
+        # One static batch per size, kept: a backend may hold on to the batch it captured with.
+        self.static_batches = {bs: self._static_batch(bs) for bs in self.batch_sizes}
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self.capture_seconds = 0.0
         if use_graphs:
             self._capture_all()
+        else:
+            for bs in reversed(self.batch_sizes):
+                self.attn_backend.init_forward_metadata_capture(self.static_batches[bs])
 
     def _static_batch(self, bs: int) -> ForwardBatch:
         seq = self.seq_lens[:bs]
@@ -66,7 +76,7 @@ class CudaGraphRunner:
         )
 
     def _forward(self, fb: ForwardBatch) -> torch.Tensor:
-        self.attn_backend.init_forward_metadata(fb)
+        """The model on a static batch whose attention metadata the capture / replay hook prepared."""
         hidden = self.model(fb.input_ids, fb.positions, fb)  # [bs, hidden]
         return self.model.compute_logits(hidden)  # [bs, vocab], model dtype
 
@@ -76,8 +86,10 @@ class CudaGraphRunner:
         pool = None
         stream = torch.cuda.Stream(self.device)
         for bs in reversed(self.batch_sizes):
-            fb = self._static_batch(bs)
-            # Warm-up outside the capture: Triton compiles, cuBLAS picks its kernels, the allocator fills.
+            fb = self.static_batches[bs]
+            self.attn_backend.init_forward_metadata_capture(fb)
+            # Warm-up outside the capture: Triton compiles, cuBLAS picks its kernels, the allocator fills,
+            # FlashInfer plans (the first layer tells it the head counts).
             for _ in range(2):
                 self._forward(fb)
             torch.cuda.synchronize(self.device)
@@ -108,7 +120,9 @@ class CudaGraphRunner:
         self.req_pool_indices[:bs].copy_(fb.req_pool_indices, non_blocking=True)
         self.seq_lens[:bs].copy_(fb.seq_lens, non_blocking=True)
         self.out_cache_loc[:bs].copy_(fb.out_cache_loc, non_blocking=True)
+        static = self.static_batches[pbs]
+        self.attn_backend.init_forward_metadata_replay(static, fb.seq_lens_cpu)
         if self.use_graphs:
             self.graphs[pbs].replay()
             return self.outputs[pbs][:bs]
-        return self._forward(self._static_batch(pbs))[:bs]
+        return self._forward(static)[:bs]

@@ -61,6 +61,9 @@ class ModelRunner:
         self.req_pool = ReqToTokenPool(self.max_running_requests, model_config.context_len + 1, device)
         self.attn_backend = create_attention_backend(args.resolved_attention_backend, self.kv_pool, str(device))
         self.model.attn_backend = self.attn_backend
+        # Batch-1 decode through fused Triton GEMVs (norms/SiLU as prologues, residual adds as epilogues).
+        self.model.fused_gemv = (not args.disable_fused_gemv and device.type == "cuda"
+                                 and getattr(self.model, "supports_fused_gemv", lambda: False)())
         logger.info("rank %d: KV cache %d tokens (%.2f GiB), max running requests %d, attention %s",
                     tp.rank, max_tokens, max_tokens * bpt / GiB, self.max_running_requests,
                     args.resolved_attention_backend)
@@ -70,10 +73,10 @@ class ModelRunner:
         if self.device.type != "cuda" or self.args.disable_cuda_graph:
             return None
         backend = self.args.resolved_attention_backend
-        if backend != "triton":
-            # FlashInfer's decode plan lives in host tensors re-planned per batch; torch_native syncs.
-            logger.info("rank %d: CUDA graphs off: the %s attention backend is not capturable (use triton)",
-                        self.tp.rank, backend)
+        if backend not in ("triton", "flashinfer"):
+            # torch_native loops over requests with host lengths inside its forward: nothing to replay.
+            logger.info("rank %d: CUDA graphs off: the %s attention backend is not capturable "
+                        "(use triton or flashinfer)", self.tp.rank, backend)
             return None
         max_bs = min(self.args.cuda_graph_max_bs, self.max_running_requests)
         free_before, _ = torch.cuda.mem_get_info(self.device)

@@ -3,6 +3,11 @@
 A backend owns nothing but per-batch metadata: K/V live in the KV pool (`engine.mem.kv_pool`).
 `forward` first stores the new tokens' K/V at `forward_batch.out_cache_loc`, then attends each
 query token to its request's whole sequence (cached prefix + new tokens, causal).
+
+Decode CUDA graphs (`engine.cuda_graph_runner`) call two more hooks instead of `init_forward_metadata`:
+`init_forward_metadata_capture` before warming up and capturing the graph of one batch size, and
+`init_forward_metadata_replay` before every replay. Both get the runner's static batch, whose tensors
+keep their addresses for the graph's life.
 """
 
 from __future__ import annotations
@@ -30,6 +35,19 @@ class BaseAttentionBackend(ABC):
 
     def init_forward_metadata(self, forward_batch: ForwardBatch) -> None:
         """Called once per batch before the layers run (plan/index building goes here)."""
+
+    def init_forward_metadata_capture(self, forward_batch: ForwardBatch) -> None:
+        """Before the decode graph of `forward_batch.batch_size` rows is warmed up and captured over
+        the runner's static batch (every row padding). Whatever the captured kernels read must be
+        allocated by now or during the warm-up forward, never inside the capture."""
+        self.init_forward_metadata(forward_batch)
+
+    def init_forward_metadata_replay(self, forward_batch: ForwardBatch, seq_lens_cpu: list[int]) -> None:
+        """Before each replay of the graph of `forward_batch.batch_size` rows, after the runner filled
+        its static batch. `seq_lens_cpu` holds the host lengths of the real rows, the first
+        `len(seq_lens_cpu)`; the rows after them are padding (seq_len 0 on the device, K/V written to
+        scratch slot 0, outputs discarded). Must not wait on the device. The default does nothing:
+        right for a backend whose captured metadata depends on the batch size alone (triton)."""
 
     @abstractmethod
     def forward(

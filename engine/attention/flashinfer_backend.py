@@ -5,11 +5,19 @@ no re-layout: `kv_indptr` is the running sum of `seq_lens` and `kv_indices` conc
 request's row up to its length. Planning (index building + FlashInfer's scheduler) happens once per
 batch, at the first layer, because `plan` needs the head counts that only the layer spec carries.
 FlashInfer is imported when the backend is built, so the engine imports fine without it.
+
+CUDA graphs: each captured decode batch size gets its own decode wrapper built with
+`use_cuda_graph=True` over fixed indptr / indices / last-page-len buffers (the indices buffer, shared,
+holds `batch size x min(context, pool)` entries, enough for any batch even when requests share a
+cached prefix). In that mode FlashInfer's plan keeps the kernel grid and workspace layout fixed for the
+batch size and only rewrites buffer contents, so `init_forward_metadata_replay` re-plans the wrapper
+(indices built on the device, host lengths from the batch) before every replay. A padded row is one
+page, scratch slot 0, the slot it has just written its own K/V to.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -18,6 +26,9 @@ from engine.forward_batch import ForwardBatch
 from kernels import store_kv
 
 WORKSPACE_BYTES = 128 * 1024 * 1024
+# The tensor-core decode kernel family, fixed (as SGLang does) rather than "auto", which picks FA3 on
+# Hopper: FA3 tiles queries for prefill, and eager and captured decode must run the same kernels.
+DECODE_KERNELS = "fa2"
 
 
 class KVIndices(NamedTuple):
@@ -47,6 +58,38 @@ def build_kv_indices(
     return KVIndices(indptr_cpu, indices, torch.ones(batch_size, dtype=torch.int32))
 
 
+def build_padded_kv_indices(
+    req_to_token: torch.Tensor,  # [R, C] int32
+    req_pool_indices: torch.Tensor,  # [P] (rows past the real ones are ignored)
+    seq_lens: torch.Tensor,  # [P] device lengths
+    seq_lens_cpu: list[int],  # host lengths of the real rows, the first len(seq_lens_cpu)
+    padded_batch_size: int,  # P
+) -> KVIndices:
+    """`build_kv_indices` for the real rows, then one page (scratch slot 0) for each padded row."""
+    num_real = len(seq_lens_cpu)
+    num_padded = padded_batch_size - num_real
+    if num_real == 0:  # a graph being captured: every row is padding
+        indptr_cpu = torch.arange(padded_batch_size + 1, dtype=torch.int32)
+        indices = torch.zeros(padded_batch_size, dtype=torch.int32, device=req_to_token.device)
+        return KVIndices(indptr_cpu, indices, torch.ones(padded_batch_size, dtype=torch.int32))
+    kv = build_kv_indices(req_to_token, req_pool_indices[:num_real], seq_lens[:num_real], seq_lens_cpu)
+    if num_padded == 0:
+        return kv
+    total = sum(seq_lens_cpu)
+    indptr_cpu = torch.cat([kv.indptr_cpu, torch.arange(total + 1, total + num_padded + 1, dtype=torch.int32)])
+    indices = torch.cat([kv.indices, kv.indices.new_zeros(num_padded)])  # [total + num_padded]
+    return KVIndices(indptr_cpu, indices, torch.ones(padded_batch_size, dtype=torch.int32))
+
+
+class PlanKey(NamedTuple):
+    """What a plan depends on besides the batch: the layer's attention shape and the query dtype."""
+    num_q_heads: int
+    num_kv_heads: int
+    head_dim: int
+    scaling: float
+    q_dtype: torch.dtype
+
+
 def _import_flashinfer():
     try:
         import flashinfer
@@ -65,44 +108,113 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
         self._prefill = self._flashinfer.BatchPrefillWithPagedKVCacheWrapper(self._workspace, "NHD")
         self._decode = None  # built at first plan: tensor-core use depends on the GQA group size
         self._decode_uses_tensor_cores: bool | None = None
+        # CUDA graphs: a decode wrapper per captured batch size, and the layer shape they were planned for.
+        self._graph_decode: dict[int, Any] = {}
+        self._graph_indices: torch.Tensor | None = None  # [max_bs * C] int32, shared by the graph wrappers
+        self._graph_plan_key: PlanKey | None = None
+        self._plan_done: dict[Any, torch.cuda.Event] = {}  # per wrapper: its last plan's upload was queued
+        # The current batch and its plan.
         self._batch: ForwardBatch | None = None
+        self._graph_bs: int | None = None  # set while the batch is the graph runner's static batch
         self._kv: KVIndices | None = None
-        self._plan_key: tuple | None = None
+        self._plan_key: PlanKey | None = None
+        self._wrapper = None  # the wrapper the current batch was planned on
 
     def init_forward_metadata(self, forward_batch: ForwardBatch) -> None:
         fb = forward_batch
-        self._batch = fb
+        self._batch, self._graph_bs = fb, None
         self._kv = build_kv_indices(fb.req_to_token, fb.req_pool_indices, fb.seq_lens, fb.seq_lens_cpu)
-        self._plan_key = None
+        self._plan_key = self._wrapper = None
+
+    def init_forward_metadata_capture(self, forward_batch: ForwardBatch) -> None:
+        # Every row is padding now. The runner's warm-up forward plans at its first layer, outside the
+        # capture (building this size's wrapper), so the captured forward finds the plan done.
+        self._start_graph_batch(forward_batch, [])
+
+    def init_forward_metadata_replay(self, forward_batch: ForwardBatch, seq_lens_cpu: list[int]) -> None:
+        self._start_graph_batch(forward_batch, seq_lens_cpu)
+        if self._graph_plan_key is not None:  # a replayed graph runs no Python: plan here
+            self._plan_batch(self._graph_plan_key)
+
+    def _start_graph_batch(self, fb: ForwardBatch, seq_lens_cpu: list[int]) -> None:
+        self._batch, self._graph_bs = fb, fb.batch_size
+        self._kv = build_padded_kv_indices(fb.req_to_token, fb.req_pool_indices, fb.seq_lens, seq_lens_cpu,
+                                           fb.batch_size)
+        self._plan_key = self._wrapper = None
 
     def _decode_wrapper(self, group: int):
         # FlashInfer's advice (and SGLang's rule): the tensor-core decode kernel wins from group 4 up.
         use_tensor_cores = group >= 4
         if self._decode is None or self._decode_uses_tensor_cores != use_tensor_cores:
             self._decode = self._flashinfer.BatchDecodeWithPagedKVCacheWrapper(
-                self._workspace, "NHD", use_tensor_cores=use_tensor_cores)
+                self._workspace, "NHD", use_tensor_cores=use_tensor_cores, backend=DECODE_KERNELS)
             self._decode_uses_tensor_cores = use_tensor_cores
         return self._decode
 
+    def _graph_decode_wrapper(self, batch_size: int, group: int, context_len: int):
+        wrapper = self._graph_decode.get(batch_size)
+        if wrapper is not None:
+            return wrapper
+        device = self.kv_pool.device
+        # A request holds at most min(context, pool) distinct slots, but requests may share slots (a
+        # cached prefix), so the pool size alone does not bound a batch. Captures go largest first, so
+        # the first buffer serves every size (a larger one would be new; earlier wrappers keep theirs).
+        need = batch_size * min(context_len, self.kv_pool.size)
+        if self._graph_indices is None or self._graph_indices.numel() < need:
+            self._graph_indices = torch.empty(need, dtype=torch.int32, device=device)
+        wrapper = self._flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            self._workspace, "NHD", use_cuda_graph=True, use_tensor_cores=group >= 4, backend=DECODE_KERNELS,
+            paged_kv_indptr_buffer=torch.zeros(batch_size + 1, dtype=torch.int32, device=device),
+            paged_kv_indices_buffer=self._graph_indices,
+            paged_kv_last_page_len_buffer=torch.ones(batch_size, dtype=torch.int32, device=device))
+        self._graph_decode[batch_size] = wrapper
+        return wrapper
+
     def _plan(self, layer: AttentionLayerSpec, q_dtype: torch.dtype) -> None:
-        fb, kv = self._batch, self._kv
-        assert fb is not None and kv is not None
-        hq, hkv, d = layer.num_q_heads, layer.num_kv_heads, layer.head_dim
-        key = (hq, hkv, d, layer.scaling, q_dtype)
+        key = PlanKey(layer.num_q_heads, layer.num_kv_heads, layer.head_dim, layer.scaling, q_dtype)
         if self._plan_key == key:
             return
-        kv_dtype = self.kv_pool.dtype
-        if fb.forward_mode.is_decode:
-            self._decode_wrapper(hq // hkv).plan(
-                kv.indptr_cpu, kv.indices, kv.last_page_len_cpu, hq, hkv, d, 1,
-                q_data_type=q_dtype, kv_data_type=kv_dtype, sm_scale=layer.scaling)
+        if self._graph_bs is not None and self._plan_key is not None:
+            raise RuntimeError("FlashInfer decode graphs need every layer to have the same attention shape "
+                               f"({self._plan_key} vs {key}); use --disable-cuda-graph")
+        self._plan_batch(key)
+
+    def _plan_batch(self, key: PlanKey) -> None:
+        fb, kv = self._batch, self._kv
+        assert fb is not None and kv is not None
+        if fb.seq_lens.is_cuda and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("FlashInfer plan inside a CUDA-graph capture: warm the graph up first")
+        hq, hkv, d = key.num_q_heads, key.num_kv_heads, key.head_dim
+        dtypes = {"q_data_type": key.q_dtype, "kv_data_type": self.kv_pool.dtype}
+        if self._graph_bs is not None:
+            wrapper = self._graph_decode_wrapper(self._graph_bs, hq // hkv, fb.req_to_token.shape[1])
+            # In cuda-graph mode plan copies indptr / indices / last_page_len into the wrapper's buffers.
+            self._guarded_plan(wrapper, kv.indptr_cpu, kv.indices, kv.last_page_len_cpu, hq, hkv, d, 1,
+                               sm_scale=key.scaling, **dtypes)
+            self._graph_plan_key = key
+        elif fb.forward_mode.is_decode:
+            wrapper = self._decode_wrapper(hq // hkv)
+            self._guarded_plan(wrapper, kv.indptr_cpu, kv.indices, kv.last_page_len_cpu, hq, hkv, d, 1,
+                               sm_scale=key.scaling, **dtypes)
         else:
             qo_indptr = torch.zeros(fb.batch_size + 1, dtype=torch.int32)
             qo_indptr[1:] = torch.tensor(fb.extend_lens_cpu, dtype=torch.int64).cumsum(0).to(torch.int32)
-            self._prefill.plan(
-                qo_indptr, kv.indptr_cpu, kv.indices, kv.last_page_len_cpu, hq, hkv, d, 1,
-                causal=True, sm_scale=layer.scaling, q_data_type=q_dtype, kv_data_type=kv_dtype)
-        self._plan_key = key
+            wrapper = self._prefill
+            self._guarded_plan(wrapper, qo_indptr, kv.indptr_cpu, kv.indices, kv.last_page_len_cpu, hq, hkv, d, 1,
+                               causal=True, sm_scale=key.scaling, **dtypes)
+        self._wrapper, self._plan_key = wrapper, key
+
+    def _guarded_plan(self, wrapper, *args, **kwargs) -> None:
+        # plan() stages its schedule in one pinned host buffer per wrapper and queues the upload without
+        # waiting; with overlap scheduling the next plan of a wrapper can come while that upload still
+        # waits in the stream. The wait is nearly free: the upload sits right behind the step whose
+        # sampled tokens the host has already waited for.
+        done = self._plan_done.get(wrapper)
+        if done is None:
+            done = self._plan_done[wrapper] = torch.cuda.Event()
+        done.synchronize()  # returns at once before the first record
+        wrapper.plan(*args, **kwargs)
+        done.record()
 
     def forward(
         self,
@@ -122,6 +234,5 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
         self._plan(layer, q.dtype)
         q3 = q.reshape(num_tokens, hq, d).contiguous()  # [T, Hq, D]; FlashInfer wants dense q
         paged_kv = (k_buffer.unsqueeze(1), v_buffer.unsqueeze(1))  # [N, page=1, Hkv, D] (NHD)
-        wrapper = self._decode if fb.forward_mode.is_decode else self._prefill
-        out = wrapper.run(q3, paged_kv)  # [T, Hq, D]
+        out = self._wrapper.run(q3, paged_kv)  # [T, Hq, D]
         return out.view(num_tokens, hq * d)

@@ -39,7 +39,14 @@ class VocabParallelEmbedding(nn.Module):
 class ParallelLMHead(VocabParallelEmbedding):
     """logits = hidden @ W^T, vocab-sharded; ranks gather the full row so every rank samples alike."""
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(hidden, self.weight)  # [N, shard_size]
+    def compute_logits(self, hidden: torch.Tensor, single_row_gemv: bool = False) -> torch.Tensor:
+        """`single_row_gemv`: a [1, H] row goes through the Triton GEMV, which streams this (largest)
+        weight at ~3.15 TB/s on an H100 where cuBLAS's batch-1 kernel reached ~2.6 (bench/gemv_bench.py)."""
+        if single_row_gemv and hidden.shape[0] == 1:
+            from kernels.gemv import fused_gemv
+
+            logits = fused_gemv(hidden, self.weight)  # [1, shard_size]
+        else:
+            logits = F.linear(hidden, self.weight)  # [N, shard_size]
         logits = self.tp.all_gather_last_dim(logits)  # [N, shard_size * tp]
         return logits[:, : self.vocab_size]

@@ -48,21 +48,29 @@ class LlamaAttention(nn.Module):
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor, fb: ForwardBatch, rotary: RotaryEmbedding,
                 attn_backend) -> torch.Tensor:
+        q, k, v = self.split_qkv(self.qkv_proj(hidden))
+        return self.o_proj(self.attend(positions, q, k, v, fb, rotary, attn_backend))  # [T, hidden]
+
+    def split_qkv(self, qkv: torch.Tensor):
+        """q [T, Hq * D], k/v [T, Hkv * D] views of the packed projection."""
         s = self.spec
         q_size, kv_size = s.num_q_heads * s.head_dim, s.num_kv_heads * s.head_dim
-        q, k, v = self.qkv_proj(hidden).split([q_size, kv_size, kv_size], dim=-1)
+        return qkv.split([q_size, kv_size, kv_size], dim=-1)
+
+    def attend(self, positions, q, k, v, fb: ForwardBatch, rotary: RotaryEmbedding, attn_backend) -> torch.Tensor:
+        """q/k norms (Qwen3), rotary, KV store and attention; returns [T, Hq * D] before o_proj."""
+        s = self.spec
+        q_size, kv_size = s.num_q_heads * s.head_dim, s.num_kv_heads * s.head_dim
         q = q.reshape(-1, s.num_q_heads, s.head_dim)  # [T, Hq, D]
         k = k.reshape(-1, s.num_kv_heads, s.head_dim)  # [T, Hkv, D]
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if q.is_cuda and getattr(attn_backend, "fuses_rotary", False):
             # One launch rotates q/k and stores K/V (the triton backend); the CPU path stays HF's torch code.
-            out = attn_backend.forward(q.reshape(-1, q_size), k.reshape(-1, kv_size), v, s, fb,
-                                       rotary=(positions, rotary.rope_cache()))
-        else:
-            q, k = rotary(positions, q, k)
-            out = attn_backend.forward(q.reshape(-1, q_size), k.reshape(-1, kv_size), v, s, fb)
-        return self.o_proj(out)  # [T, hidden]
+            return attn_backend.forward(q.reshape(-1, q_size), k.reshape(-1, kv_size), v, s, fb,
+                                        rotary=(positions, rotary.rope_cache()))
+        q, k = rotary(positions, q, k)
+        return attn_backend.forward(q.reshape(-1, q_size), k.reshape(-1, kv_size), v, s, fb)
 
 
 class LlamaMLP(nn.Module):
@@ -96,6 +104,24 @@ class LlamaDecoderLayer(nn.Module):
         hidden, residual = self.post_attention_layernorm(hidden, residual)
         return self.mlp(hidden), residual
 
+    def forward_single_row(self, positions, stream: torch.Tensor, fb, rotary, attn_backend) -> torch.Tensor:
+        """Batch-1 decode in four fused GEMV launches plus attention (see `kernels.gemv`).
+
+        `stream` [1, hidden] is the residual stream itself (embedding + every layer's output so far):
+        the norms run as GEMV prologues and the residual adds as epilogues, so the same rounding steps
+        as `forward` happen, only without their own launches. Returns the updated stream.
+        """
+        from kernels.gemv import fused_gemv
+
+        attn, mlp = self.self_attn, self.mlp
+        qkv = fused_gemv(stream, attn.qkv_proj.weight, norm_weight=self.input_layernorm.weight,
+                         eps=self.input_layernorm.eps, bias=attn.qkv_proj.bias)
+        out = attn.attend(positions, *attn.split_qkv(qkv), fb, rotary, attn_backend)
+        stream = fused_gemv(out, attn.o_proj.weight, bias=attn.o_proj.bias, residual=stream)
+        gate_up = fused_gemv(stream, mlp.gate_up_proj.weight, norm_weight=self.post_attention_layernorm.weight,
+                             eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias)
+        return fused_gemv(gate_up, mlp.down_proj.weight, silu_mul=True, bias=mlp.down_proj.bias, residual=stream)
+
 
 class LlamaForCausalLM(nn.Module):
     qkv_bias = False
@@ -116,9 +142,21 @@ class LlamaForCausalLM(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.rotary = RotaryEmbedding(config, head_dim_of(config), max_positions)
         self.attn_backend = None  # set by the model runner
+        # Batch-1 decode through `forward_single_row` (set by the model runner, see `supports_fused_gemv`).
+        self.fused_gemv = False
+
+    def supports_fused_gemv(self) -> bool:
+        """The fused path needs the whole projection on this rank (TP 1: o/down epilogues add the residual
+        before any all-reduce) and a 16-bit model on CUDA (fp32 keeps the exact cuBLAS path)."""
+        weight = self.layers[0].self_attn.qkv_proj.weight
+        return self.tp.size == 1 and weight.is_cuda and weight.dtype in (torch.float16, torch.bfloat16)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, fb: ForwardBatch) -> torch.Tensor:
         hidden = self.embed_tokens(input_ids)  # [T, hidden]
+        if self.fused_gemv and input_ids.shape[0] == 1:
+            for layer in self.layers:
+                hidden = layer.forward_single_row(positions, hidden, fb, self.rotary, self.attn_backend)
+            return self.norm(hidden)
         residual = None
         for layer in self.layers:
             hidden, residual = layer(positions, hidden, residual, fb, self.rotary, self.attn_backend)
@@ -126,7 +164,7 @@ class LlamaForCausalLM(nn.Module):
         return hidden
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head.compute_logits(hidden)
+        return self.lm_head.compute_logits(hidden, single_row_gemv=self.fused_gemv)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Copies checkpoint tensors into this rank's parameters; returns the loaded parameter names."""

@@ -32,7 +32,10 @@ CONFIGS = {
 }
 BF16_CONFIGS = {
     "triton_graph_overlap": {"attention_backend": "triton"},
+    # The reference runs batch-1 steps through the fused GEMVs; this is the cuBLAS + small-kernel path.
+    "triton_unfused_gemv": {"attention_backend": "triton", "disable_fused_gemv": True, **EAGER},
     "flashinfer": {"attention_backend": "flashinfer", **EAGER},
+    "flashinfer_graph_overlap": {"attention_backend": "flashinfer"},
 }
 
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One device call = one run of this script: named stages, each under its own timeout, everything teed
+# into $OUT. Usage (on the device machine, repo root): bash bench/device_session.sh STAGE [STAGE ...]
+#
+# The wheels the GPU image lacks (pyzmq, msgpack, flashinfer-python, apache-tvm-ffi) travel in
+# .whl_gpu/ (see bench/RESULTS.md) and are installed into /tmp/site first.
+set -u
+OUT=${OUT:-bench/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  .whl_gpu/*.whl >/dev/null 2>&1 && export PYTHONPATH=/tmp/site
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
+git rev-parse --short HEAD 2>/dev/null | tee -a "$OUT/device.txt"
+
+XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+
+stage() {  # stage NAME TIMEOUT_S CMD...
+  local name=$1 limit=$2
+  shift 2
+  local t0=$SECONDS
+  echo "=== $name (limit ${limit}s)"
+  timeout "$limit" "$@" > >(tee "$OUT/$name.log") 2>&1
+  local rc=$?
+  echo "=== $name rc=$rc in $((SECONDS - t0))s" | tee -a "$OUT/summary.txt"
+}
+
+for s in "$@"; do
+  case $s in
+    # pytest-xdist (carried) compiles the many Triton specialisations on 8 CPU cores at once.
+    kernel-tests) stage kernel-tests 420 python3 -m pytest -q -m gpu -o addopts="" $XDIST tests/kernels ;;
+    fused-decode-test) stage fused-decode-test 120 python3 -m pytest -q -o addopts="" tests/engine/test_fused_decode.py ;;
+    engine-tests) stage engine-tests 300 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k "not flashinfer" ;;
+    flashinfer-tests) stage flashinfer-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k flashinfer ;;
+    gemv-bench) stage gemv-bench 300 python3 bench/gemv_bench.py ;;
+    single) stage single 150 python3 bench/single_stream.py --engine-args '{"attention_backend": "triton"}' ;;
+    single-unfused) stage single-unfused 150 python3 bench/single_stream.py \
+                      --engine-args '{"attention_backend": "triton", "disable_fused_gemv": true}' ;;
+    single-flashinfer) stage single-flashinfer 300 python3 bench/single_stream.py \
+                         --engine-args '{"attention_backend": "flashinfer"}' ;;
+    profile) stage profile 150 python3 bench/profile_step.py --batch-sizes 1 --prefill-reqs 1 --prefill-len 128 ;;
+    suite) stage suite 420 python3 bench/run_suite.py ;;
+    suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
+    *) echo "unknown stage $s" ;;
+  esac
+done
+cat "$OUT/summary.txt"
