@@ -30,6 +30,8 @@ for s in "$@"; do
     # pytest-xdist (carried) compiles the many Triton specialisations on 8 CPU cores at once.
     kernel-tests) stage kernel-tests 420 python3 -m pytest -q -m gpu -o addopts="" $XDIST tests/kernels ;;
     fused-decode-test) stage fused-decode-test 120 python3 -m pytest -q -o addopts="" tests/engine/test_fused_decode.py ;;
+    flashinfer-padded) stage flashinfer-padded 240 python3 -m pytest -q -m gpu -o addopts="" -rA \
+                         tests/engine/test_gpu_flashinfer_graphs.py -k padded ;;
     engine-tests) stage engine-tests 300 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k "not flashinfer" ;;
     flashinfer-tests) stage flashinfer-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k flashinfer ;;
     gemv-bench) stage gemv-bench 300 python3 bench/gemv_bench.py ;;

@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--model", default=os.path.join(ROOT, "bench", "models", "llama-3.1-8b"))
     parser.add_argument("--quick", action="store_true", help="full single-stream + offline, the rest scaled down")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, CPU allowed: checks the plumbing")
-    parser.add_argument("--attention-backend", default="triton", help="triton is the CUDA-graph-capable backend")
+    parser.add_argument("--attention-backend", default="triton", help="triton (the engine's own kernels, rotary fused into the KV store); flashinfer also runs in CUDA graphs")
     # SGLang captures up to batch 256 on >= 80 GB GPUs at TP < 4; the offline workload decodes at 256.
     parser.add_argument("--engine-args", default='{"cuda_graph_max_bs": 256}',
                         help="JSON of extra ServerArgs fields for both engines")

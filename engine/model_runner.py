@@ -37,6 +37,8 @@ class ModelRunner:
         self.args = args
         self.model_config = model_config
         self.tp = tp
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())  # set_device / mem_get_info want an index
         self.device = device
         t0 = time.perf_counter()
         if device.type == "cuda":

@@ -30,7 +30,7 @@ from engine.sampling_params import SamplingParams  # noqa: E402
 
 
 def _runner(model_path: str) -> ModelRunner:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     args = ServerArgs(model_path=model_path, attention_backend="triton" if device.type == "cuda" else "torch_native",
                       max_total_tokens=256, random_seed=0, dtype="float32", disable_cuda_graph=True)
     return ModelRunner(args, create_model_config(args, device.type), TPContext(), device)

@@ -39,7 +39,7 @@ def test_capture_batch_sizes() -> None:
 @pytest.fixture(scope="module")
 def runner(tiny_llama) -> ModelRunner:
     # Eager (no captured graphs) on whatever device is present; fp32 so rows compare tightly.
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     args = ServerArgs(model_path=tiny_llama, attention_backend="triton", max_total_tokens=512, random_seed=0,
                       dtype="float32", disable_cuda_graph=True)
     return ModelRunner(args, create_model_config(args, device.type), TPContext(), device)
