@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--output-len", type=int, default=256)
     parser.add_argument("--skip-equivalence", action="store_true")
+    parser.add_argument("--attention-backend", default=None,
+                        help="default: the engine's (flashinfer when installed, else triton)")
     ns = parser.parse_args()
 
     import torch
@@ -50,6 +52,7 @@ def main() -> None:
     from bench.roofline import measure
     from bench.single_stream import run_single_stream
     from engine import Engine
+    from engine.args import ServerArgs
 
     if not ns.skip_equivalence:
         print("tp equivalence:", json.dumps(check_tp_equivalence(ns.tp)), flush=True)
@@ -58,17 +61,21 @@ def main() -> None:
     roofline = ceilings.decode_tok_s * ns.tp
     vocab = json.load(open(os.path.join(ns.model, "config.json")))["vocab_size"]
     graphs = {"cuda_graph_max_bs": 8}
+    if ns.attention_backend:
+        graphs["attention_backend"] = ns.attention_backend
     try:
         with Engine(model_path=ns.model, load_format="dummy", skip_tokenizer_init=True, tp_size=ns.tp,
                     **graphs) as engine:
             result = run_single_stream(engine, vocab, 512, ns.output_len, ns.runs)
     except Exception as exc:  # report and measure eager instead, so the call still yields a number
         print(f"with CUDA graphs failed: {exc}; retrying with --disable-cuda-graph", flush=True)
-        graphs = {"disable_cuda_graph": True}
+        graphs = {"disable_cuda_graph": True, **({"attention_backend": ns.attention_backend}
+                                                  if ns.attention_backend else {})}
         with Engine(model_path=ns.model, load_format="dummy", skip_tokenizer_init=True, tp_size=ns.tp,
                     **graphs) as engine:
             result = run_single_stream(engine, vocab, 512, ns.output_len, ns.runs)
     result["engine_args"] = graphs
+    result["attention_backend"] = ServerArgs(model_path=ns.model, **graphs).resolved_attention_backend
     frac = result["decode_tok_s"] / roofline
     print("tp single stream:", json.dumps({"device": torch.cuda.get_device_name(), "tp": ns.tp,
                                            "copy_tbs_gpu0": round(ceilings.copy_tbs, 2),
