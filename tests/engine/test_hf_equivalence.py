@@ -1,5 +1,6 @@
 """Greedy outputs equal HF transformers token for token, under every scheduling configuration that
-changes how KV is computed: radix on/off, chunked prefill, retraction under a tiny KV pool, TP=2."""
+changes how KV is computed: radix on/off, chunked prefill, retraction under a tiny KV pool, TP=2 and
+TP=4 (gloo on the CPU; the GPU runs NCCL through the same code, `bench/tp_bench.py`)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,20 @@ def test_greedy_matches_hf(arch_model, config):
     # Nothing leaks: every slot is either free or held by the (unlocked) radix tree.
     assert info["kv_protected_tokens"] == 0
     assert info["kv_free_tokens"] + info["kv_evictable_tokens"] == info["kv_total_tokens"]
+
+
+def test_tp4_matches_hf(tiny_model_factory):
+    """Four ranks, each with 2 of 8 query heads, 1 of 4 KV heads and a quarter of the MLP and vocab."""
+    path = tiny_model_factory("llama_kv4")
+    from tests.engine.hf_reference import hf_model
+
+    prompts = make_prompts(hf_model(path).config.vocab_size, seed=2)[:8]
+    expected = [hf_greedy(path, p, 16) for p in prompts]
+    with Engine(model_path=path, device="cpu", random_seed=0, tp_size=4) as engine:
+        outs = engine.generate(input_ids=prompts, sampling_params={"max_new_tokens": 16, "temperature": 0,
+                                                                   "ignore_eos": True})
+        assert engine.get_server_info()["tp_size"] == 4
+    assert [o["output_ids"] for o in outs] == expected
 
 
 @pytest.mark.parametrize("extra", [{}, {"schedule_policy": "lpm"}], ids=["fcfs", "lpm"])
