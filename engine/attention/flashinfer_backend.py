@@ -4,7 +4,9 @@ With one token per page, a request's page list is exactly its `req_to_token` row
 no re-layout: `kv_indptr` is the running sum of `seq_lens` and `kv_indices` concatenates each
 request's row up to its length. Planning (index building + FlashInfer's scheduler) happens once per
 batch, at the first layer, because `plan` needs the head counts that only the layer spec carries.
-FlashInfer is imported when the backend is built, so the engine imports fine without it.
+FlashInfer is imported when the backend is built, so the engine imports fine without it. When the
+model hands over its rotary tables, q/k rotation and the K/V store are one Triton launch
+(`rotary_kv_store`), as in the triton backend.
 
 CUDA graphs: each captured decode batch size gets its own decode wrapper built with
 `use_cuda_graph=True` over fixed indptr / indices / last-page-len buffers (the indices buffer, shared,
@@ -23,7 +25,7 @@ import torch
 
 from engine.attention.base import AttentionLayerSpec, BaseAttentionBackend
 from engine.forward_batch import ForwardBatch
-from kernels import store_kv
+from kernels import RopeCache, rotary_kv_store, store_kv
 
 WORKSPACE_BYTES = 128 * 1024 * 1024
 # The tensor-core decode kernel family, fixed (as SGLang does) rather than "auto", which picks FA3 on
@@ -101,6 +103,9 @@ def _import_flashinfer():
 
 
 class FlashInferAttentionBackend(BaseAttentionBackend):
+    # The model may pass `rotary=(positions, RopeCache)` to `forward` and skip its own rotary launch.
+    fuses_rotary = True
+
     def __init__(self, kv_pool) -> None:
         super().__init__(kv_pool)
         self._flashinfer = _import_flashinfer()
@@ -223,6 +228,7 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
         v: torch.Tensor,  # [T, Hkv * D]
         layer: AttentionLayerSpec,
         forward_batch: ForwardBatch,
+        rotary: tuple[torch.Tensor, RopeCache] | None = None,  # (positions [T], cos/sin tables): rotate here
     ) -> torch.Tensor:  # [T, Hq * D]
         fb = forward_batch
         if self._batch is not fb:
@@ -230,9 +236,17 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
         num_tokens = q.shape[0]
         hq, hkv, d = layer.num_q_heads, layer.num_kv_heads, layer.head_dim
         k_buffer, v_buffer = self.kv_pool.get_kv(layer.layer_id)  # [N, Hkv, D]
-        store_kv(k_buffer, v_buffer, fb.out_cache_loc, k.view(num_tokens, hkv, d), v.view(num_tokens, hkv, d))
+        q3 = q.view(num_tokens, hq, d)  # [T, Hq, D], usually strided rows of the fused QKV output
+        k3, v3 = k.view(num_tokens, hkv, d), v.view(num_tokens, hkv, d)
+        if rotary is None:
+            store_kv(k_buffer, v_buffer, fb.out_cache_loc, k3, v3)
+        else:
+            # One launch rotates q in place and writes rotated k and v to the pool; FlashInfer reads every
+            # key from the pool (prefill too), so k3 itself need not be rotated.
+            positions, rope_cache = rotary
+            rotary_kv_store(q3, k3, v3, k_buffer, v_buffer, positions, fb.out_cache_loc, rope_cache, write_k=False)
         self._plan(layer, q.dtype)
-        q3 = q.reshape(num_tokens, hq, d).contiguous()  # [T, Hq, D]; FlashInfer wants dense q
+        q3 = q3.contiguous()  # FlashInfer wants dense q
         paged_kv = (k_buffer.unsqueeze(1), v_buffer.unsqueeze(1))  # [N, page=1, Hkv, D] (NHD)
         out = self._wrapper.run(q3, paged_kv)  # [T, Hq, D]
         return out.view(num_tokens, hq * d)
