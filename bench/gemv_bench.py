@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.kernels_bench import bench_us  # noqa: E402
 from bench.roofline import copy_bandwidth_tbs  # noqa: E402
 from kernels import fused_add_rmsnorm, rmsnorm, silu_and_mul  # noqa: E402
 from kernels.gemv import GemvConfig, default_config, fused_gemv  # noqa: E402
@@ -36,22 +37,7 @@ EPS = 1e-5
 
 def graph_us(fns, reps: int = 20) -> float:
     """GPU time of one pass over `fns` (each a no-arg launch sequence), replayed from a CUDA graph."""
-    for fn in fns:
-        fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for fn in fns:
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        graph.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1e3 / reps
+    return bench_us(lambda: [fn() for fn in fns], reps=reps, calls_per_graph=1)
 
 
 def _randn(*shape: int) -> torch.Tensor:

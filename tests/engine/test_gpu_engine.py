@@ -12,7 +12,6 @@ batches shrink through padded CUDA-graph sizes.
 
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
@@ -40,25 +39,9 @@ BF16_CONFIGS = {
 
 
 def _build_model(out_dir: str) -> str:
-    import transformers
+    from tests.fixtures.tiny_models import build_gpu_llama
 
-    from tests.fixtures.tiny_models import train_tokenizer
-
-    os.makedirs(out_dir, exist_ok=True)
-    train_tokenizer(out_dir)
-    tok = transformers.AutoTokenizer.from_pretrained(out_dir)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, rms_norm_eps=1e-6, eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.bos_token_id, tie_word_embeddings=False, rope_theta=10000.0)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.08)  # peaked logits: greedy ties are unlikely
-    model.save_pretrained(out_dir, safe_serialization=True)
-    return out_dir
+    return build_gpu_llama(out_dir, num_key_value_heads=2)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ The padded page table itself is checked on the CPU too.
 from __future__ import annotations
 
 import importlib.util
-import os
 import random
 
 import pytest
@@ -42,25 +41,9 @@ def test_padded_kv_indices_give_padded_rows_one_page_at_slot_0() -> None:
 
 
 def _build_model(out_dir: str) -> str:
-    import transformers
+    from tests.fixtures.tiny_models import build_gpu_llama
 
-    from tests.fixtures.tiny_models import train_tokenizer
-
-    os.makedirs(out_dir, exist_ok=True)
-    train_tokenizer(out_dir)
-    tok = transformers.AutoTokenizer.from_pretrained(out_dir)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=1, max_position_embeddings=1024, rms_norm_eps=1e-6, eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.bos_token_id, tie_word_embeddings=False, rope_theta=10000.0)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.08)  # peaked logits: greedy ties are unlikely
-    model.save_pretrained(out_dir, safe_serialization=True)
-    return out_dir
+    return build_gpu_llama(out_dir, num_key_value_heads=1)
 
 
 def gpu_flashinfer(test):
@@ -86,7 +69,7 @@ def _runner(path: str):
 
     args = ServerArgs(model_path=path, device="cuda", dtype="bfloat16", attention_backend="flashinfer",
                       max_total_tokens=4096, max_running_requests=16, cuda_graph_max_bs=8, random_seed=0)
-    return ModelRunner(args, create_model_config(args, "cuda"), TPContext(), torch.device("cuda"))
+    return ModelRunner(args, create_model_config(args, "cuda"), TPContext(), torch.device("cuda", 0))
 
 
 def _eager(runner, fb) -> torch.Tensor:
@@ -104,6 +87,7 @@ def test_padded_graph_replay_matches_eager(gqa4_llama: str) -> None:
     from engine.kv_manager import KVManager
     from engine.req import Req
     from engine.sampling_params import SamplingParams
+    from tests.fixtures.tiny_models import prefill_requests
 
     runner = _runner(gqa4_llama)
     graphs = runner.graph_runner
@@ -114,12 +98,7 @@ def test_padded_graph_replay_matches_eager(gqa4_llama: str) -> None:
     # Lengths around and past 128, FlashInfer's smallest KV chunk, so long rows are split.
     reqs = [Req(rid=str(i), origin_input_ids=[rng.randrange(10, 300) for _ in range(n)],
                 sampling=SamplingParams(temperature=0)) for i, n in enumerate([7, 300, 129, 45, 190])]
-    for req in reqs:
-        assert kv.admit(req) and kv.extend(req, req.fill_len) is not None
-        req.extend_len = req.fill_len
-    logits = runner.forward(build_forward_batch(ScheduleBatch(ForwardMode.EXTEND, reqs), kv.req_pool, runner.device))
-    for req, tok in zip(reqs, logits.argmax(-1).tolist()):
-        req.output_ids.append(tok)
+    prefill_requests(runner, kv, reqs)
     k0 = runner.kv_pool.k_buffers[0]
     # 5 -> 8, then 3 -> 4 and 1 after larger batches, 4 (no padding), 5 -> 8 again.
     for step, live in enumerate([reqs, reqs[:3], reqs[1:2], reqs[1:], reqs, reqs[2:5]]):

@@ -27,6 +27,7 @@ from engine.model_config import create_model_config  # noqa: E402
 from engine.model_runner import ModelRunner  # noqa: E402
 from engine.req import Req  # noqa: E402
 from engine.sampling_params import SamplingParams  # noqa: E402
+from tests.fixtures.tiny_models import prefill_requests  # noqa: E402
 
 
 def test_capture_batch_sizes() -> None:
@@ -59,12 +60,7 @@ def test_padded_replay_matches_eager(runner: ModelRunner) -> None:
     rng = random.Random(0)
     reqs = [Req(rid=str(i), origin_input_ids=[rng.randrange(10, 300) for _ in range(rng.randrange(3, 30))],
                 sampling=SamplingParams(temperature=0)) for i in range(4)]
-    for req in reqs:
-        assert kv.admit(req) and kv.extend(req, req.fill_len) is not None
-        req.extend_len = req.fill_len
-    logits = runner.forward(build_forward_batch(ScheduleBatch(ForwardMode.EXTEND, reqs), kv.req_pool, runner.device))
-    for req, tok in zip(reqs, logits.argmax(-1).tolist()):
-        req.output_ids.append(tok)
+    prefill_requests(runner, kv, reqs)
     k0 = runner.kv_pool.k_buffers[0]
     for live in (reqs, reqs[:3], reqs[:1]):  # 4 (no padding), then 3 -> 4 and 1 after larger batches
         fb = _decode(runner, kv, live)
