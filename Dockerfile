@@ -1,8 +1,11 @@
 # Tessera GPU image: CUDA PyTorch + the engine, API server and console.
 # Build: docker build -t REGISTRY/tessera:TAG .   Run: see README.md ("On a GPU").
-FROM pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
+# -devel, not -runtime: FlashInfer (the default attention backend when installed) JIT-compiles its
+# kernels with nvcc on first use; the compiled kernels are cached under /data (FLASHINFER_WORKSPACE_BASE),
+# so a restarted container with the same volume skips the ~2 minutes of compilation.
+FROM pytorch/pytorch:2.9.1-cuda12.8-cudnn9-devel
 
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TESSERA_DATA_DIR=/data
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TESSERA_DATA_DIR=/data FLASHINFER_WORKSPACE_BASE=/data
 WORKDIR /opt/tessera
 COPY pyproject.toml README.md ./
 COPY engine engine
