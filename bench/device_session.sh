@@ -42,6 +42,7 @@ for s in "$@"; do
                          --engine-args '{"attention_backend": "flashinfer"}' ;;
     profile) stage profile 150 python3 bench/profile_step.py --batch-sizes 1 --prefill-reqs 1 --prefill-len 128 ;;
     tp2) stage tp2 540 python3 bench/tp_bench.py --tp 2 --runs 2 ;;
+    tp4) stage tp4 540 python3 bench/tp_bench.py --tp 4 --runs 2 ;;  # needs nvidia-h200-x4
     suite) stage suite 420 python3 bench/run_suite.py ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
