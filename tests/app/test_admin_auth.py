@@ -20,13 +20,6 @@ pytestmark = pytest.mark.asyncio
 NEW_PASSWORD = "a-new-admin-password"
 
 
-@pytest.fixture
-def app(tmp_path: Path):
-    application = create_demo_app(str(tmp_path / "data"), restart_delay_s=0.05, fast_hashing=True)
-    yield application
-    application.state.demo.ctx.close()
-
-
 def client(app, base_url: str = "http://console") -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
 

@@ -5,31 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
-import pytest_asyncio
 
 from app.admin import resolve_startup_args
-from app.admin.demo import create_demo_app
 from app.admin.deployment import DeploymentInvalid, validate_deployment
-from app.admin.fakes import login_with_new_password, write_fake_model
+from app.admin.fakes import write_fake_model
 from app.admin.model_catalog import list_models
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-def app(tmp_path: Path):
-    application = create_demo_app(str(tmp_path / "data"), restart_delay_s=0.05, fast_hashing=True)
-    yield application
-    application.state.demo.ctx.close()
-
-
-@pytest_asyncio.fixture
-async def console(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console") as c:
-        csrf = await login_with_new_password(c, app.state.demo.ctx.data_dir)
-        yield c, {"X-CSRF-Token": csrf}
 
 
 async def test_model_catalog(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import pytest_asyncio
 from sqlalchemy import update
 
 from app.admin.demo import create_demo_app
@@ -21,19 +20,8 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
-def app(tmp_path: Path):
-    application = create_demo_app(str(tmp_path / "data"), restart_delay_s=0.05, fast_hashing=True,
-                                  api_key="static-secret-key")
-    yield application
-    application.state.demo.ctx.close()
-
-
-@pytest_asyncio.fixture
-async def console(app):
-    """(client, csrf headers) logged in with the password already changed."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console") as c:
-        csrf = await login_with_new_password(c, app.state.demo.ctx.data_dir)
-        yield c, {"X-CSRF-Token": csrf}
+def demo_api_key() -> str:
+    return "static-secret-key"
 
 
 async def chat(c: httpx.AsyncClient, key: str | None, model: str = "tiny-llama", max_tokens: int = 16) -> httpx.Response:

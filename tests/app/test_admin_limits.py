@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from app.admin.demo import create_demo_app
 from app.admin.gate import GateError, KeyGate
 from app.admin.keys import build_spec
 from app.admin.limiter import format_reset
@@ -24,13 +22,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def app(tmp_path: Path):
-    application = create_demo_app(str(tmp_path / "data"), restart_delay_s=0.05, fast_hashing=True)
-    yield application
-    application.state.demo.ctx.close()
 
 
 def new_key(app, **limits) -> str:

@@ -8,14 +8,10 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import pytest
-import pytest_asyncio
 from sqlalchemy import func, select, text
 
 from app.admin import audit
-from app.admin.demo import create_demo_app
-from app.admin.fakes import login_with_new_password
 from app.admin.keys import build_spec
 from app.db import Database, UsageEvent, utcnow, write_usage_batch
 from app.db.models import UsageDaily, UsageRecord
@@ -25,18 +21,8 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
-def app(tmp_path: Path):
-    application = create_demo_app(str(tmp_path / "data"), restart_delay_s=0.05, fast_hashing=True,
-                                  api_key="static-key")
-    yield application
-    application.state.demo.ctx.close()
-
-
-@pytest_asyncio.fixture
-async def console(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console") as c:
-        csrf = await login_with_new_password(c, app.state.demo.ctx.data_dir)
-        yield c, {"X-CSRF-Token": csrf}
+def demo_api_key() -> str:
+    return "static-key"
 
 
 async def test_usage_rows_rollups_and_csv(console, app) -> None:
