@@ -133,7 +133,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     except BaseException as exc:
         scope.fail(exc)
         await _close(ctx, scope, plan)
-        mapped = engine_error(exc) if isinstance(exc, Exception) else None
+        mapped = engine_error(exc)
         if mapped is not None:
             raise mapped from None
         raise

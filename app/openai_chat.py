@@ -18,13 +18,12 @@ from app.gate import estimate_prompt_tokens
 from app.generation import (
     abort_on_disconnect,
     check_prompt,
-    engine_error,
     new_rid,
     remaining_context,
     stream_error,
     stream_many,
 )
-from app.openai_common import RunPlan, close_scope, parse_openai_sampling, sampling_from
+from app.openai_common import RunPlan, close_scope, fail_scope, parse_openai_sampling, sampling_from
 from app.openai_format import chat_logprobs, finish_reason, matched_stop, new_id, now_s, sglext, usage
 from app.openai_protocol import ChatCompletionRequest
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
@@ -65,9 +64,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
                                  headers=scope.headers)
         finals, cached = await abort_on_disconnect(request, plan.run(scope.client))
     except BaseException as exc:
-        scope.fail(exc)
-        await close_scope(ctx, scope, body.rid)
-        mapped = engine_error(exc) if isinstance(exc, Exception) else None
+        mapped = await fail_scope(ctx, scope, body.rid, exc)
         if mapped is not None:
             raise mapped from None
         raise

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.context import AppContext
-from app.generation import EngineReq, collect_many, expand_n, parse_sampling, warm_prefix
+from app.errors import APIError
+from app.generation import EngineReq, collect_many, engine_error, expand_n, parse_sampling, warm_prefix
 from app.openai_protocol import ChatCompletionRequest, CompletionRequest
 from app.request_scope import GenScope
 
@@ -101,3 +102,11 @@ async def close_scope(ctx: AppContext, scope: GenScope, rid: str | None) -> None
     if rid:
         ctx.rid_groups.pop(rid, None)
     await scope.close()
+
+
+async def fail_scope(ctx: AppContext, scope: GenScope, rid: str | None, exc: BaseException) -> APIError | None:
+    """A chat or completion request failed before its response began: records the failure, ends the
+    scope, and returns the OpenAI-shaped error to raise instead of `exc` (None: re-raise `exc`)."""
+    scope.fail(exc)
+    await close_scope(ctx, scope, rid)
+    return engine_error(exc)

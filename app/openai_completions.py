@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse, Response
 from app.context import AppContext
 from app.errors import bad_request
 from app.gate import estimate_prompt_tokens
-from app.generation import abort_on_disconnect, check_prompt, engine_error, new_rid, stream_error, stream_many
-from app.openai_common import RunPlan, close_scope, parse_openai_sampling, sampling_from
+from app.generation import abort_on_disconnect, check_prompt, new_rid, stream_error, stream_many
+from app.openai_common import RunPlan, close_scope, fail_scope, parse_openai_sampling, sampling_from
 from app.openai_format import completion_logprobs, finish_reason, matched_stop, new_id, now_s, sglext, usage
 from app.openai_protocol import CompletionRequest
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
@@ -86,9 +86,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
                                  headers=scope.headers)
         finals, cached = await abort_on_disconnect(request, prep.plan.run(scope.client))
     except BaseException as exc:
-        scope.fail(exc)
-        await close_scope(ctx, scope, body.rid)
-        mapped = engine_error(exc) if isinstance(exc, Exception) else None
+        mapped = await fail_scope(ctx, scope, body.rid, exc)
         if mapped is not None:
             raise mapped from None
         raise

@@ -16,33 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.roofline import copy_bandwidth_tbs, matmul_tflops, model_shape  # noqa: E402
+from bench.roofline import copy_bandwidth_tbs, matmul_tflops, median_ms, model_shape  # noqa: E402
 from engine.args import ServerArgs  # noqa: E402
 from engine.distributed.parallel_state import TPContext  # noqa: E402
 from engine.forward_batch import ForwardBatch, ForwardMode  # noqa: E402
 from engine.model_config import create_model_config  # noqa: E402
 from engine.model_runner import ModelRunner  # noqa: E402
-
-
-def _events_ms(fn, reps: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
 
 
 def _batch(runner: ModelRunner, prefix_lens: list[int], extend_lens: list[int], mode: ForwardMode) -> ForwardBatch:
@@ -111,7 +96,7 @@ def main() -> None:
     report: dict = {"device": torch.cuda.get_device_name(), "copy_tbs": round(bw, 3), "matmul_tflops": round(flops, 1)}
     for bs in ns.batch_sizes:
         fb = _batch(runner, [ns.context - 1] * bs, [1] * bs, ForwardMode.DECODE)
-        ms = _events_ms(lambda fb=fb: runner.forward(fb), 30)
+        ms = median_ms(lambda fb=fb: runner.forward(fb), 30)
         weights_ms = max(shape.bytes_per_decode_step / (bw * 1e12), shape.bytes_per_decode_step * bs / (flops * 1e12))
         floor_ms = (weights_ms + bs * ns.context * shape.kv_bytes_per_token / (bw * 1e12)) * 1e3
         report[f"decode_bs{bs}"] = {"step_ms": round(ms, 3), "floor_ms": round(floor_ms, 3),
@@ -121,7 +106,7 @@ def main() -> None:
             print(_kernel_table(lambda fb=fb: runner.forward(fb)), flush=True)
     n = ns.prefill_reqs
     fb = _batch(runner, [0] * n, [ns.prefill_len] * n, ForwardMode.EXTEND)
-    ms = _events_ms(lambda: runner.forward(fb), 5)
+    ms = median_ms(lambda: runner.forward(fb), 5)
     tokens = n * ns.prefill_len
     floor_ms = 2 * shape.num_params * tokens / (flops * 1e12) * 1e3
     report["prefill"] = {"tokens": tokens, "ms": round(ms, 2), "matmul_floor_ms": round(floor_ms, 2),

@@ -51,7 +51,8 @@ def model_shape(model_dir: str) -> ModelShape:
     return ModelShape(params, embed, 2 * n_layers * n_kv * head_dim * 2)
 
 
-def _median_ms(fn, reps: int) -> float:
+def median_ms(fn, reps: int) -> float:
+    """Median GPU time of `fn` over `reps` calls after one warm-up, by CUDA events."""
     import torch
 
     fn()
@@ -72,7 +73,7 @@ def copy_bandwidth_tbs(nbytes: int = 2 << 30) -> float:
 
     src = torch.randint(0, 255, (nbytes,), dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
-    ms = _median_ms(lambda: dst.copy_(src), 20)
+    ms = median_ms(lambda: dst.copy_(src), 20)
     return 2 * nbytes / (ms * 1e-3) / 1e12
 
 
@@ -81,7 +82,7 @@ def matmul_tflops(n: int = 8192) -> float:
 
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    ms = _median_ms(lambda: a @ b, 20)
+    ms = median_ms(lambda: a @ b, 20)
     return 2 * n**3 / (ms * 1e-3) / 1e12
 
 

@@ -49,6 +49,34 @@ class BaseAttentionBackend(ABC):
         scratch slot 0, outputs discarded). Must not wait on the device. The default does nothing:
         right for a backend whose captured metadata depends on the batch size alone (triton)."""
 
+    def write_new_kv(
+        self,
+        q: torch.Tensor,  # [T, Hq * D]
+        k: torch.Tensor,  # [T, Hkv * D]
+        v: torch.Tensor,  # [T, Hkv * D]
+        layer: AttentionLayerSpec,
+        forward_batch: ForwardBatch,
+        rotary: tuple | None,  # (positions [T], RopeCache) when the model left rotary to the backend
+        rotate_k_in_place: bool,  # the caller reads the new tokens' k from `k` afterwards, not the pool
+    ) -> tuple[torch.Tensor, ...]:  # q3 [T, Hq, D], k3, v3 [T, Hkv, D] (views), k_buffer, v_buffer [N, Hkv, D]
+        """Stores the new tokens' K/V in the pool at `out_cache_loc`. With `rotary`, one Triton launch
+        rotates q (in place) and k and stores them (`rotary_kv_store`), instead of a rotary launch in the
+        model plus a store here. Views, not copies: q/k/v usually slice one fused projection."""
+        from kernels import rotary_kv_store, store_kv
+
+        num_tokens = q.shape[0]
+        q3 = q.view(num_tokens, layer.num_q_heads, layer.head_dim)
+        k3 = k.view(num_tokens, layer.num_kv_heads, layer.head_dim)
+        v3 = v.view(num_tokens, layer.num_kv_heads, layer.head_dim)
+        k_buffer, v_buffer = self.kv_pool.get_kv(layer.layer_id)
+        if rotary is None:
+            store_kv(k_buffer, v_buffer, forward_batch.out_cache_loc, k3, v3)
+        else:
+            positions, rope_cache = rotary
+            rotary_kv_store(q3, k3, v3, k_buffer, v_buffer, positions, forward_batch.out_cache_loc, rope_cache,
+                            write_k=rotate_k_in_place)
+        return q3, k3, v3, k_buffer, v_buffer
+
     @abstractmethod
     def forward(
         self,

@@ -25,7 +25,7 @@ import torch
 
 from engine.attention.base import AttentionLayerSpec, BaseAttentionBackend
 from engine.forward_batch import ForwardBatch
-from kernels import RopeCache, rotary_kv_store, store_kv
+from kernels import RopeCache
 
 WORKSPACE_BYTES = 128 * 1024 * 1024
 # The tensor-core decode kernel family, fixed (as SGLang does) rather than "auto", which picks FA3 on
@@ -233,20 +233,10 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
         fb = forward_batch
         if self._batch is not fb:
             self.init_forward_metadata(fb)
-        num_tokens = q.shape[0]
-        hq, hkv, d = layer.num_q_heads, layer.num_kv_heads, layer.head_dim
-        k_buffer, v_buffer = self.kv_pool.get_kv(layer.layer_id)  # [N, Hkv, D]
-        q3 = q.view(num_tokens, hq, d)  # [T, Hq, D], usually strided rows of the fused QKV output
-        k3, v3 = k.view(num_tokens, hkv, d), v.view(num_tokens, hkv, d)
-        if rotary is None:
-            store_kv(k_buffer, v_buffer, fb.out_cache_loc, k3, v3)
-        else:
-            # One launch rotates q in place and writes rotated k and v to the pool; FlashInfer reads every
-            # key from the pool (prefill too), so k3 itself need not be rotated.
-            positions, rope_cache = rotary
-            rotary_kv_store(q3, k3, v3, k_buffer, v_buffer, positions, fb.out_cache_loc, rope_cache, write_k=False)
+        # FlashInfer reads every key from the pool (prefill too), so k itself need not be rotated.
+        q3, _, _, k_buffer, v_buffer = self.write_new_kv(q, k, v, layer, fb, rotary, rotate_k_in_place=False)
         self._plan(layer, q.dtype)
         q3 = q3.contiguous()  # FlashInfer wants dense q
         paged_kv = (k_buffer.unsqueeze(1), v_buffer.unsqueeze(1))  # [N, page=1, Hkv, D] (NHD)
         out = self._wrapper.run(q3, paged_kv)  # [T, Hq, D]
-        return out.view(num_tokens, hq * d)
+        return out.view(q.shape[0], layer.num_q_heads * layer.head_dim)

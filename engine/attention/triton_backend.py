@@ -15,7 +15,7 @@ import torch
 
 from engine.attention.base import AttentionLayerSpec, BaseAttentionBackend
 from engine.forward_batch import ForwardBatch
-from kernels import RopeCache, decode_attention, extend_attention, rotary_kv_store, store_kv
+from kernels import RopeCache, decode_attention, extend_attention
 from kernels.decode_attention import default_max_kv_splits
 
 # Decode batches up to this size (x kv heads) take the single-pass decode kernel; larger ones the
@@ -61,20 +61,10 @@ class TritonAttentionBackend(BaseAttentionBackend):
         if self._batch is not fb:  # a caller that skipped init_forward_metadata still gets a right answer
             self.init_forward_metadata(fb)
         num_tokens = q.shape[0]
-        hq, hkv, d = layer.num_q_heads, layer.num_kv_heads, layer.head_dim
-        # Views, not copies: the kernels take strided rows (q/k/v usually slice one fused projection).
-        q3 = q.view(num_tokens, hq, d)  # [T, Hq, D]
-        k3 = k.view(num_tokens, hkv, d)  # [T, Hkv, D]
-        v3 = v.view(num_tokens, hkv, d)  # [T, Hkv, D]
-        k_buffer, v_buffer = self.kv_pool.get_kv(layer.layer_id)  # [N, Hkv, D] each
         is_decode = fb.forward_mode.is_decode
-        if rotary is None:
-            store_kv(k_buffer, v_buffer, fb.out_cache_loc, k3, v3)
-        else:
-            # Extend attention reads the new tokens' k from k3, so it must be rotated in place there too.
-            positions, rope_cache = rotary
-            rotary_kv_store(q3, k3, v3, k_buffer, v_buffer, positions, fb.out_cache_loc, rope_cache,
-                            write_k=not is_decode)
+        # Extend attention reads the new tokens' k from k3, so a rotated k must land there too.
+        q3, k3, v3, k_buffer, v_buffer = self.write_new_kv(q, k, v, layer, fb, rotary,
+                                                           rotate_k_in_place=not is_decode)
 
         if is_decode:
             counters = self._decode_counters if num_tokens <= MAX_SINGLE_PASS_BATCH else None
@@ -84,4 +74,4 @@ class TritonAttentionBackend(BaseAttentionBackend):
             out = extend_attention(q3, k3, v3, k_buffer, v_buffer, fb.req_to_token, fb.req_pool_indices,
                                    fb.prefix_lens, fb.extend_lens, fb.extend_start_loc, self._max_extend_len,
                                    layer.scaling)
-        return out.view(num_tokens, hq * d)
+        return out.view(num_tokens, layer.num_q_heads * layer.head_dim)

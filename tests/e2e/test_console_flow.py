@@ -70,19 +70,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         yield srv
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
-
-
 @contextlib.contextmanager
 def open_page(browser, base_url: str) -> Iterator:
     context = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=base_url)
@@ -97,6 +84,22 @@ def open_page(browser, base_url: str) -> Iterator:
     yield pg
     context.close()
     assert not errors, f"errors in the browser console: {errors}"
+
+
+def finish_forced_password_change(page, data_dir: Path, bootstrap: str, new_password: str, screenshot) -> None:
+    """After logging in with the bootstrap password: every page redirects to the change form until the
+    password is changed; then the dashboard opens and the bootstrap file is gone."""
+    page.wait_for_url("**/admin/password")
+    assert "first login" in page.inner_text("main")
+    page.goto("/admin/keys")  # every page sends us back until the password is changed
+    page.wait_for_url("**/admin/password")
+    page.fill("#old_password", bootstrap)
+    page.fill("#new_password", new_password)
+    page.fill("#confirm_password", new_password)
+    screenshot(page, "02-password")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/admin/")
+    assert not (data_dir / "admin_password").exists()
 
 
 def first_login(page, data_dir: Path) -> None:
@@ -141,17 +144,7 @@ def test_first_login_forces_password_change(server: dict, page) -> None:
     assert "Wrong username or password" in page.inner_text(".flash.error")
     page.fill("#password", bootstrap)
     page.click("button[type=submit]")
-    page.wait_for_url("**/admin/password")
-    assert "first login" in page.inner_text("main")
-    page.goto("/admin/keys")  # every page sends us back until the password is changed
-    page.wait_for_url("**/admin/password")
-    page.fill("#old_password", bootstrap)
-    page.fill("#new_password", NEW_PASSWORD)
-    page.fill("#confirm_password", NEW_PASSWORD)
-    shot(page, "02-password")
-    page.click("button[type=submit]")
-    page.wait_for_url("**/admin/")
-    assert not (server["data_dir"] / "admin_password").exists()
+    finish_forced_password_change(page, server["data_dir"], bootstrap, NEW_PASSWORD, shot)
 
 
 def test_dashboard_charts_render_and_update(page) -> None:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.app.server_proc import ServerProc
-from tests.e2e.test_console_flow import ARTIFACTS, CHROMIUM, open_page, wait_js
+from tests.e2e.test_console_flow import ARTIFACTS, CHROMIUM, finish_forced_password_change, open_page, wait_js
 
 NEW_PASSWORD = "real-server-operator-pw"
 KEY_NAME = "e2e-real-app"
@@ -50,19 +50,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_factory) -> Iter
                "secrets": {}}
     finally:
         proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -120,17 +107,7 @@ def test_01_first_login_forces_password_change(server: dict, page) -> None:
     assert page.input_value("#username") == "admin"
     page.fill("#password", bootstrap)
     page.click("button[type=submit]")
-    page.wait_for_url("**/admin/password")
-    assert "first login" in page.inner_text("main")
-    page.goto("/admin/keys")  # every page sends us back until the password is changed
-    page.wait_for_url("**/admin/password")
-    page.fill("#old_password", bootstrap)
-    page.fill("#new_password", NEW_PASSWORD)
-    page.fill("#confirm_password", NEW_PASSWORD)
-    shot(page, "02-password")
-    page.click("button[type=submit]")
-    page.wait_for_url("**/admin/")
-    assert not (server["data_dir"] / "admin_password").exists()
+    finish_forced_password_change(page, server["data_dir"], bootstrap, NEW_PASSWORD, shot)
 
 
 def test_02_dashboard_charts_render_and_update(server: dict, page) -> None:

@@ -1,4 +1,5 @@
-"""HF transformers reference: greedy continuations and prompt logprobs of the same tiny models."""
+"""HF transformers reference: greedy continuations and prompt logprobs of the same tiny models, and a
+measure of how far two greedy outputs agree."""
 
 from __future__ import annotations
 
@@ -37,3 +38,12 @@ def hf_prompt_logprobs(path: str, prompt_ids: list[int]) -> torch.Tensor:
     model = hf_model(path)
     logits = model(torch.tensor([prompt_ids])).logits[0].float()
     return torch.log_softmax(logits[:-1], dim=-1)
+
+
+def greedy_agreement(got: list[list[int]], ref: list[list[int]]) -> float:
+    """Mean fraction of each output that matches the reference before the first difference."""
+    fractions = []
+    for g, r in zip(got, ref):
+        n = next((i for i, (a, b) in enumerate(zip(g, r)) if a != b), min(len(g), len(r)))
+        fractions.append(n / max(len(r), 1))
+    return sum(fractions) / len(fractions)

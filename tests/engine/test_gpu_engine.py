@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from engine import Engine
+from tests.engine.hf_reference import greedy_agreement
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -87,21 +88,12 @@ def reference_bf16(gpu_llama) -> list[list[int]]:
     return _run(gpu_llama, dtype="bfloat16", attention_backend="triton", **EAGER)
 
 
-def _agreement(got: list[list[int]], ref: list[list[int]]) -> float:
-    """Mean fraction of each output that matches the reference before the first difference."""
-    fractions = []
-    for g, r in zip(got, ref):
-        n = next((i for i, (a, b) in enumerate(zip(g, r)) if a != b), min(len(g), len(r)))
-        fractions.append(n / max(len(r), 1))
-    return sum(fractions) / len(fractions)
-
-
 @pytest.mark.parametrize("config", list(BF16_CONFIGS))
 def test_bf16_agrees_with_triton_eager(gpu_llama: str, reference_bf16: list[list[int]], config: str) -> None:
     if BF16_CONFIGS[config]["attention_backend"] == "flashinfer":
         pytest.importorskip("flashinfer")
     got = _run(gpu_llama, dtype="bfloat16", **BF16_CONFIGS[config])
     assert all(len(g) == len(r) for g, r in zip(got, reference_bf16))
-    score = _agreement(got, reference_bf16)
+    score = greedy_agreement(got, reference_bf16)
     print(f"bf16 {config}: agreement with triton eager {score:.3f}")
     assert score >= 0.8, f"{config}: bf16 greedy agrees with triton eager on only {score:.0%} of tokens"

@@ -19,6 +19,8 @@ import random
 import pytest
 import torch
 
+from tests.engine.hf_reference import greedy_agreement
+
 HAS_FLASHINFER = importlib.util.find_spec("flashinfer") is not None
 EAGER = {"disable_cuda_graph": True, "disable_overlap_schedule": True}
 
@@ -150,15 +152,6 @@ def _generate(path: str, **kwargs) -> list[list[int]]:
     return outs
 
 
-def _agreement(got: list[list[int]], ref: list[list[int]]) -> float:
-    """Mean fraction of each output that matches the reference before the first difference."""
-    fractions = []
-    for g, r in zip(got, ref):
-        n = next((i for i, (a, b) in enumerate(zip(g, r)) if a != b), min(len(g), len(r)))
-        fractions.append(n / max(len(r), 1))
-    return sum(fractions) / len(fractions)
-
-
 @pytest.fixture(scope="module")
 def flashinfer_graph_tokens(gqa4_llama: str) -> list[list[int]]:
     return _generate(gqa4_llama, attention_backend="flashinfer")  # CUDA graphs and overlap are on by default
@@ -175,7 +168,7 @@ def test_graph_tokens_equal_flashinfer_eager(gqa4_llama: str, flashinfer_graph_t
 @gpu_flashinfer
 def test_graph_tokens_agree_with_triton_eager(gqa4_llama: str, flashinfer_graph_tokens) -> None:
     triton = _generate(gqa4_llama, attention_backend="triton", **EAGER)
-    score = _agreement(flashinfer_graph_tokens, triton)
+    score = greedy_agreement(flashinfer_graph_tokens, triton)
     print(f"flashinfer graphs + overlap vs triton eager (bf16): agreement {score:.3f}")
     assert score >= 0.95, f"bf16 greedy agrees with triton eager on only {score:.0%} of tokens"
 

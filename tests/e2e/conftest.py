@@ -1,0 +1,20 @@
+"""The headless Chromium both console suites drive (one per module, like their servers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.test_console_flow import ARTIFACTS, CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
