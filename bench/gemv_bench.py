@@ -160,7 +160,7 @@ def main() -> None:
         res = {"op": name, "n": n, "k": k, "kind": kind,
                "cublas_us": graph_us(proj.cublas()) / proj.copies,
                "unfused_us": graph_us(proj.unfused()) / proj.copies}
-        default = default_config(n, k)
+        default = default_config(k)
         res["default_us"] = graph_us(proj.fused(default)) / proj.copies
         sweep = []
         for cfg in candidate_configs(args.quick):

@@ -106,12 +106,12 @@ def _gemv_kernel(
     tl.store(out_ptr + offs_n, y, mask=mask_n)
 
 
-def default_config(n: int, k: int) -> GemvConfig:
+def default_config(k: int) -> GemvConfig:
     """Tiles from the H100 sweep in bench/gemv_bench.py (2026-11-22), which picked the same winners for
     every Llama-3.1-8B projection: 8 output rows per program; whole 1 KiB-element K-chunks with 8 warps
     for K up to 8192; for the long down projection (K 14336), 512-element chunks with 4 warps and
-    3-stage pipelining. Smaller blocks leave too few bytes in flight, larger ones too few programs."""
-    del n  # all N from 4096 to 128256 took the same tile
+    3-stage pipelining (every N from 4096 to 128256 took the same tile). Smaller blocks leave too few
+    bytes in flight, larger ones too few programs."""
     if k <= 8192:
         return GemvConfig(block_n=8, block_k=min(next_pow2(k), 1024), num_warps=8, num_stages=1)
     return GemvConfig(block_n=8, block_k=512, num_warps=4, num_stages=3)
@@ -154,7 +154,7 @@ def fused_gemv(
     if out is None:
         out = torch.empty((1, n), dtype=dtype, device=x.device)
     _check_vec("out", out, n, dtype)
-    cfg = config or default_config(n, k)
+    cfg = config or default_config(k)
     assert cfg.block_n & (cfg.block_n - 1) == 0 and cfg.block_k & (cfg.block_k - 1) == 0, f"{cfg}: powers of 2"
     _gemv_kernel[(triton.cdiv(n, cfg.block_n),)](
         x, norm_weight if norm_weight is not None else x, weight, bias if bias is not None else x,

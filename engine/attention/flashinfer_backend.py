@@ -191,16 +191,16 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
             raise RuntimeError("FlashInfer plan inside a CUDA-graph capture: warm the graph up first")
         hq, hkv, d = key.num_q_heads, key.num_kv_heads, key.head_dim
         dtypes = {"q_data_type": key.q_dtype, "kv_data_type": self.kv_pool.dtype}
-        if self._graph_bs is not None:
-            wrapper = self._graph_decode_wrapper(self._graph_bs, hq // hkv, fb.req_to_token.shape[1])
-            # In cuda-graph mode plan copies indptr / indices / last_page_len into the wrapper's buffers.
+        if fb.forward_mode.is_decode:  # the graph runner's static batches are decode batches
+            if self._graph_bs is not None:
+                # In cuda-graph mode plan copies indptr / indices / last_page_len into the wrapper's buffers.
+                wrapper = self._graph_decode_wrapper(self._graph_bs, hq // hkv, fb.req_to_token.shape[1])
+            else:
+                wrapper = self._decode_wrapper(hq // hkv)
             self._guarded_plan(wrapper, kv.indptr_cpu, kv.indices, kv.last_page_len_cpu, hq, hkv, d, 1,
                                sm_scale=key.scaling, **dtypes)
-            self._graph_plan_key = key
-        elif fb.forward_mode.is_decode:
-            wrapper = self._decode_wrapper(hq // hkv)
-            self._guarded_plan(wrapper, kv.indptr_cpu, kv.indices, kv.last_page_len_cpu, hq, hkv, d, 1,
-                               sm_scale=key.scaling, **dtypes)
+            if self._graph_bs is not None:
+                self._graph_plan_key = key
         else:
             qo_indptr = torch.zeros(fb.batch_size + 1, dtype=torch.int32)
             qo_indptr[1:] = torch.tensor(fb.extend_lens_cpu, dtype=torch.int64).cumsum(0).to(torch.int32)

@@ -213,7 +213,7 @@ def test_fused_gemv_gpu(dtype: torch.dtype) -> None:
                  residual.float() + F.linear(act, w.float()).to(dtype).float()),
             ]
             for got, ref in cases:
-                torch.testing.assert_close(got.float(), ref, **_tol(dtype), msg=f"{n}x{k} {cfg or default_config(n, k)}")
+                torch.testing.assert_close(got.float(), ref, **_tol(dtype), msg=f"{n}x{k} {cfg or default_config(k)}")
         # Deterministic: no split-K atomics, so repeated launches are bit-identical.
         first = fused_gemv(x, w, norm_weight=gamma, eps=1e-5)
         assert torch.equal(first, fused_gemv(x, w, norm_weight=gamma, eps=1e-5))
