@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from argon2 import PasswordHasher
 
 from app.admin.contracts import MetricsSourceProtocol, SupervisorProtocol
+from app.admin.gate import KeyGate
+from app.admin.gpu import GpuSampler
+from app.admin.runtime import WEB_DIR, AdminRuntime, build_runtime
 
-if TYPE_CHECKING:
-    from app.admin.gate import KeyGate
-    from app.admin.gpu import GpuSampler
-    from app.admin.runtime import AdminRuntime
+__all__ = ["WEB_DIR", "AdminContext"]
 
 logger = logging.getLogger(__name__)
-
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
 
 @dataclass
@@ -60,8 +57,6 @@ class AdminContext:
             # Rebuilding here would silently reopen the DB and restart the usage writer during shutdown.
             raise RuntimeError("AdminContext is closed")
         if self._runtime is None:
-            from app.admin.runtime import build_runtime
-
             self._runtime = build_runtime(self)
         return self._runtime
 

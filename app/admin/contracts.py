@@ -6,7 +6,12 @@ demo server use the fakes in `app.admin.fakes`. The console never talks to the e
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
+    from app.admin.gpu import GpuSampler
 
 SUPERVISOR_STATES = ("starting", "ready", "restarting", "draining", "failed")
 
@@ -56,3 +61,19 @@ class MetricsSourceProtocol(Protocol):
         `kv_total_tokens`, `cache_hit_rate` (0..1), `gen_throughput` (tok/s), `ttft_median_s`
         (None before the first request) and `model_name`."""
         ...
+
+
+class ConsoleInputs(Protocol):
+    """What the console's runtime is built from (`AdminContext` is the implementation). A protocol, so
+    `runtime` does not import `context`: the context owns its runtime, never the other way round."""
+
+    data_dir: str
+    database_url: str | None
+    models_dir: str | None
+    supervisor: SupervisorProtocol
+    metrics: MetricsSourceProtocol
+    static_api_key: str | None
+    flag_args: dict[str, Any] | None
+    usage_flush_interval_s: float
+    password_hasher: PasswordHasher | None
+    gpu_sampler: GpuSampler | None

@@ -1,15 +1,16 @@
-"""The console's live objects, built once from an AdminContext."""
+"""The console's live objects, built once from the console's inputs (an AdminContext)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi.templating import Jinja2Templates
 
 from app.admin.bootstrap import ensure_admin
-from app.admin.context import WEB_DIR, AdminContext
+from app.admin.contracts import ConsoleInputs
 from app.admin.deploy_manager import DeploymentManager
 from app.admin.gate import KeyGate
 from app.admin.gpu import GpuSampler
@@ -24,11 +25,12 @@ from app.db.usage_writer import UsageWriter
 logger = logging.getLogger(__name__)
 
 PREFIX = "/admin"
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
 
 @dataclass
 class AdminRuntime:
-    ctx: AdminContext
+    ctx: ConsoleInputs
     db: Database
     hasher: KeyHasher
     keys: KeyService
@@ -48,7 +50,7 @@ class AdminRuntime:
         self.db.close()
 
 
-def build_runtime(ctx: AdminContext) -> AdminRuntime:
+def build_runtime(ctx: ConsoleInputs) -> AdminRuntime:
     db = Database.open(ctx.data_dir, ctx.database_url)  # runs `alembic upgrade head`
     passwords = Passwords(ctx.password_hasher)
     ensure_admin(db, ctx.data_dir, passwords)
