@@ -64,6 +64,10 @@ class Supervisor:
         return {"state": self.state, "progress": list(self.progress), "error": self.error,
                 "model_name": self.model_name}
 
+    def engine_info(self) -> dict[str, Any]:
+        """What the running engine resolved at start (`max_context_length`, `max_running_requests`, ...)."""
+        return dict(getattr(self.client, "model_info", None) or {})
+
     def gpu_count(self) -> int:
         try:
             import pynvml

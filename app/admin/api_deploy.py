@@ -16,7 +16,7 @@ from app.admin.deployment import (
     DeploymentInvalid,
     deactivate_profiles,
     effective_source,
-    find_model,
+    selected_model,
     validate_deployment,
 )
 from app.admin.deps import AdminError, Operator, api_operator, get_runtime
@@ -37,14 +37,32 @@ def _fields(args: dict[str, Any]) -> dict[str, Any]:
     return {k: args.get(k) for k in DEPLOYMENT_FIELDS}
 
 
+# Settings the engine resolves when left automatic, and the engine_info() key holding the resolved value.
+RESOLVED_KEYS = {"context_length": "max_context_length", "max_running_requests": "max_running_requests"}
+
+
+def running_values(current: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """What the engine runs with: the settings, with automatic ones replaced by the engine's resolution."""
+    running = _fields(current)
+    for field, key in RESOLVED_KEYS.items():
+        if info.get(key) is not None:
+            running[field] = info[key]
+    return running
+
+
 def deployment_state(rt: AdminRuntime) -> dict[str, Any]:
     sup = rt.ctx.supervisor
     current = sup.current_args()
     models = list_models(rt.ctx.models_dir)
     gpu_count = sup.gpu_count()
-    current_model = find_model(models, str(current.get("model_path", "")))
+    current_model = selected_model(models, str(current.get("model_path", "")), [str(current.get("model_path", ""))])
+    choices = [m.to_dict() for m in models]
+    if current_model is not None and current_model not in models:
+        # Started from a path outside --models-dir (or without one): still listed in the form, with its limits.
+        choices.insert(0, current_model.to_dict())
     return {
         "current": _fields(current),
+        "running": running_values(current, sup.engine_info()),
         "flags": _fields(rt.flag_args),
         "effective_source": effective_source(rt.db),
         "precedence": PRECEDENCE,
@@ -54,6 +72,7 @@ def deployment_state(rt: AdminRuntime) -> dict[str, Any]:
         "last_result": rt.deploy.last_result,
         "models_dir": rt.ctx.models_dir,
         "models": [m.to_dict() for m in models],
+        "choices": choices,
         "hardware": {"gpu_count": gpu_count, "gpu_memory_mib": rt.gpu.memory_total_mib()},
         "limits": {
             "tp_size": [1, max(gpu_count, 1)],
@@ -67,7 +86,8 @@ def validate_form(rt: AdminRuntime, form: dict[str, Any]) -> dict[str, Any]:
     sup = rt.ctx.supervisor
     try:
         return validate_deployment(form, models=list_models(rt.ctx.models_dir), current_args=sup.current_args(),
-                                   gpu_count=sup.gpu_count(), gpu_mem_total_mib=rt.gpu.memory_total_mib())
+                                   gpu_count=sup.gpu_count(), gpu_mem_total_mib=rt.gpu.memory_total_mib(),
+                                   flag_model_path=rt.flag_args.get("model_path"))
     except DeploymentInvalid as exc:
         raise AdminError(400, f"Invalid deployment: {exc}", "invalid_deployment", fields=exc.errors) from exc
 

@@ -53,6 +53,11 @@ class SupervisorProtocol(Protocol):
         """GPUs visible to the engine (0 on CPU)."""
         ...
 
+    def engine_info(self) -> dict[str, Any]:
+        """What the running engine resolved from its settings: `max_context_length` and
+        `max_running_requests` at least (empty while no engine runs)."""
+        ...
+
 
 @runtime_checkable
 class MetricsSourceProtocol(Protocol):

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 
 from app.admin.contracts import DEPLOYMENT_FIELDS
-from app.admin.model_catalog import DTYPE_BYTES, ModelInfo, human_bytes
+from app.admin.model_catalog import DTYPE_BYTES, ModelInfo, human_bytes, inspect_model
 from app.db.clock import iso
 from app.db.database import Database
 from app.db.models import DeploymentProfile
@@ -61,6 +62,23 @@ def find_model(models: list[ModelInfo], model_path: str) -> ModelInfo | None:
     return None
 
 
+def selected_model(models: list[ModelInfo], model_path: str, known_paths: list[str]) -> ModelInfo | None:
+    """The catalog entry of the model a form names: one listed under --models-dir, else the running or the
+    flags' model read from its own directory (it may sit anywhere, or no --models-dir may be set)."""
+    model = find_model(models, model_path)
+    if model is not None:
+        return model
+    norm = os.path.normpath(model_path)
+    if any(p and os.path.normpath(p) == norm for p in known_paths) and (Path(model_path) / "config.json").is_file():
+        return inspect_model(Path(model_path))
+    return None
+
+
+def _keep(form: dict[str, Any], current: dict[str, Any], field: str, default: Any = None) -> Any:
+    """An omitted field keeps its running value; an explicit null/empty means the automatic default."""
+    return form[field] if field in form else current.get(field, default)
+
+
 def validate_deployment(
     form: dict[str, Any],
     *,
@@ -68,36 +86,44 @@ def validate_deployment(
     current_args: dict[str, Any],
     gpu_count: int,
     gpu_mem_total_mib: list[float],
+    flag_model_path: str | None = None,
 ) -> dict[str, Any]:
-    """Checks the page's fields; returns the normalised fields or raises DeploymentInvalid (per field)."""
+    """Checks the page's fields against the hardware and the model they select; returns the normalised
+    fields or raises DeploymentInvalid (per field). Nothing is saved before this passes."""
     errors: dict[str, str] = {}
     unknown = sorted(set(form) - set(DEPLOYMENT_FIELDS))
     if unknown:
         errors["_"] = f"unknown field(s): {', '.join(unknown)}"
-    model_path = str(form.get("model_path") or current_args.get("model_path") or "")
-    model = find_model(models, model_path)
+    current_path = str(current_args.get("model_path") or "")
+    model_path = str(form.get("model_path") or current_path)
+    model = selected_model(models, model_path, [current_path, flag_model_path or ""])
     if model is not None:
         model_path = model.path
-    elif os.path.normpath(model_path) != os.path.normpath(str(current_args.get("model_path", ""))):
+        if model.error and model.architecture is None:
+            errors["model_path"] = f"{model.name}: {model.error}"
+    elif os.path.normpath(model_path) not in {os.path.normpath(p) for p in (current_path, flag_model_path) if p}:
         errors["model_path"] = "pick one of the models listed under the models directory"
 
-    tp = _int_or_none(form.get("tp_size", current_args.get("tp_size", 1)), "tp_size", errors) or 1
+    tp = _int_or_none(_keep(form, current_args, "tp_size", 1), "tp_size", errors) or 1
     max_tp = max(gpu_count, 1)
     if not 1 <= tp <= max_tp:
         errors["tp_size"] = f"must be between 1 and {max_tp} ({gpu_count} GPU(s) present)"
-    elif model is not None and model.num_attention_heads and model.num_attention_heads % tp:
-        errors["tp_size"] = f"must divide the model's {model.num_attention_heads} attention heads"
+    elif model is not None and model.num_attention_heads and (
+            model.num_attention_heads % tp or (model.num_key_value_heads or model.num_attention_heads) % tp):
+        errors["tp_size"] = (f"must divide the model's attention heads ({model.num_attention_heads} query, "
+                             f"{model.num_key_value_heads or model.num_attention_heads} key/value)")
 
-    ctx_len = _int_or_none(form.get("context_length"), "context_length", errors)
+    ctx_len = _int_or_none(_keep(form, current_args, "context_length"), "context_length", errors)
     if ctx_len is not None:
         limit = model.max_context if model is not None else None
         if ctx_len < 2:
             errors["context_length"] = "must be at least 2"
         elif limit is not None and ctx_len > limit:
-            errors["context_length"] = f"must be at most the model's maximum, {limit}"
+            kept = "" if "context_length" in form else f" (the running value {ctx_len:,} is kept when omitted)"
+            errors["context_length"] = f"must be at most the model's maximum, {limit:,}{kept}"
 
     try:
-        mem = float(form.get("mem_fraction_static", current_args.get("mem_fraction_static", 0.85)))
+        mem = float(_keep(form, current_args, "mem_fraction_static", 0.85))
     except (TypeError, ValueError):
         mem = 0.0
         errors["mem_fraction_static"] = "must be a number"
@@ -105,18 +131,17 @@ def validate_deployment(
     if "mem_fraction_static" not in errors and not lo <= mem <= hi:
         errors["mem_fraction_static"] = f"must be between {lo} and {hi}"
 
-    max_running = _int_or_none(form.get("max_running_requests"), "max_running_requests", errors)
+    max_running = _int_or_none(_keep(form, current_args, "max_running_requests"), "max_running_requests", errors)
     if max_running is not None and not 1 <= max_running <= 100_000:
         errors["max_running_requests"] = "must be between 1 and 100000 (empty: automatic)"
 
-    chunk = _int_or_none(form.get("chunked_prefill_size", current_args.get("chunked_prefill_size", 8192)),
-                         "chunked_prefill_size", errors)
+    chunk = _int_or_none(_keep(form, current_args, "chunked_prefill_size", 8192), "chunked_prefill_size", errors)
     if chunk is None:
         chunk = 8192
     elif chunk != -1 and not 1 <= chunk <= 1 << 20:
         errors["chunked_prefill_size"] = "must be between 1 and 1048576, or -1 to turn chunking off"
 
-    policy = str(form.get("schedule_policy", current_args.get("schedule_policy", "fcfs")))
+    policy = str(_keep(form, current_args, "schedule_policy", "fcfs"))
     if policy not in SCHEDULE_POLICIES:
         errors["schedule_policy"] = f"must be one of {', '.join(SCHEDULE_POLICIES)}"
 
@@ -134,7 +159,7 @@ def validate_deployment(
         "max_running_requests": max_running,
         "chunked_prefill_size": chunk,
         "schedule_policy": policy,
-        "disable_radix_cache": _bool(form.get("disable_radix_cache", current_args.get("disable_radix_cache"))),
+        "disable_radix_cache": _bool(_keep(form, current_args, "disable_radix_cache", False)),
     }
 
 

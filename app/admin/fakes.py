@@ -21,6 +21,9 @@ def served_name(args: dict[str, Any]) -> str:
     return args.get("served_model_name") or os.path.basename(str(args.get("model_path", "")).rstrip("/"))
 
 
+FAKE_MAX_RUNNING = 256  # what the fake engine "resolves" an automatic max running requests to
+
+
 class FakeSupervisor:
     """Pretends to restart an engine: a model whose path contains `fail_marker` fails to start, and the
     previous deployment is restored before `apply` raises, like the real supervisor."""
@@ -29,7 +32,7 @@ class FakeSupervisor:
                  fail_marker: str = "broken") -> None:
         self._args = dict(args)
         self._gpu_count = gpu_count
-        self._delay = restart_delay_s
+        self.restart_delay_s = restart_delay_s
         self._fail_marker = fail_marker
         self._state = "ready"
         self._progress: list[str] = []
@@ -46,6 +49,17 @@ class FakeSupervisor:
     def gpu_count(self) -> int:
         return self._gpu_count
 
+    def engine_info(self) -> dict[str, Any]:
+        """Resolves automatic settings like the engine: the model's context, a fixed request cap."""
+        if self._state != "ready":
+            return {}
+        try:
+            cfg = json.loads((Path(str(self._args.get("model_path"))) / "config.json").read_text())
+        except (OSError, ValueError):
+            cfg = {}
+        return {"max_context_length": self._args.get("context_length") or cfg.get("max_position_embeddings"),
+                "max_running_requests": self._args.get("max_running_requests") or FAKE_MAX_RUNNING}
+
     def _log(self, line: str) -> None:
         self._progress.append(f"{time.strftime('%H:%M:%S')} {line}")
 
@@ -55,23 +69,23 @@ class FakeSupervisor:
         self._progress, self._error = [], None
         self._state = "draining"
         self._log("draining in-flight requests")
-        await asyncio.sleep(self._delay / 3)
+        await asyncio.sleep(self.restart_delay_s / 3)
         self._state = "restarting"
         self._log("stopping engine")
         self._log(f"starting engine: model={new_args.get('model_path')} tp={new_args.get('tp_size')} "
                   f"context={new_args.get('context_length') or 'auto'}")
-        await asyncio.sleep(self._delay / 3)
+        await asyncio.sleep(self.restart_delay_s / 3)
         if self._fail_marker and self._fail_marker in str(new_args.get("model_path")):
             error = f"engine exited during start: cannot load weights from {new_args.get('model_path')}"
             self._log(error)
             self._log("restoring the previous deployment")
-            await asyncio.sleep(self._delay / 3)
+            await asyncio.sleep(self.restart_delay_s / 3)
             self._args = previous
             self._state, self._error = "ready", error
             self._log("previous deployment ready")
             raise RuntimeError(error)
         self._log("loading weights")
-        await asyncio.sleep(self._delay / 3)
+        await asyncio.sleep(self.restart_delay_s / 3)
         self._args = dict(new_args)
         self._state = "ready"
         self._log("engine ready")

@@ -28,10 +28,15 @@ FIELD_LABELS = {
 }
 
 
-def _status(rt: AdminRuntime, request: Request, op: Operator, headers: dict[str, str] | None = None) -> Response:
+BUSY_STATES = ("starting", "restarting", "draining")
+
+
+def _status(rt: AdminRuntime, request: Request, op: Operator, sup: dict[str, Any] | None = None,
+            headers: dict[str, str] | None = None) -> Response:
+    # oob: the answer also replaces the "Running now" badge, so it follows the engine through a restart.
     return render(rt, request, "partials/deploy_status.html", op=op, applying=rt.deploy.is_applying,
-                  sup=rt.ctx.supervisor.status(), last=rt.deploy.last_result,
-                  pending=rt.deploy.pending_profile_id, headers=headers)
+                  sup=sup or rt.ctx.supervisor.status(), last=rt.deploy.last_result,
+                  pending=rt.deploy.pending_profile_id, oob=True, headers=headers)
 
 
 @router.get("/deployment")
@@ -51,9 +56,11 @@ def deployment_current(request: Request, op: Operator = Depends(page_operator),
 @router.get("/deployment/status")
 def deployment_status(request: Request, polling: int = 0, op: Operator = Depends(page_operator),
                       rt: AdminRuntime = Depends(get_runtime)) -> Response:
-    # The poll that first sees the restart finished tells the page to refresh its "current" card.
-    done = polling and not rt.deploy.is_applying
-    return _status(rt, request, op, headers={"HX-Trigger": "deployment-done"} if done else None)
+    # The poll that first sees the restart finished tells the page to refresh its "current" card (a poll
+    # only runs while something is busy, so "not busy now" is that first time).
+    sup = rt.ctx.supervisor.status()
+    done = polling and not rt.deploy.is_applying and sup.get("state") not in BUSY_STATES
+    return _status(rt, request, op, sup, headers={"HX-Trigger": "deployment-done"} if done else None)
 
 
 def _form_fields(form: Any) -> dict[str, Any]:

@@ -7,6 +7,26 @@
     if (!form || !form.matches || !form.matches("form[data-reset-on-success]")) return;
     if (ev.detail.successful && !ev.detail.xhr.getResponseHeader("HX-Retarget")) form.reset();
   });
+  // Deployment form: the context length input takes the selected model's maximum, so the browser
+  // refuses an out-of-range value before the server does.
+  document.addEventListener("change", function (ev) {
+    const select = ev.target.closest && ev.target.closest("select[data-context-input]");
+    if (!select) return;
+    const input = document.getElementById(select.dataset.contextInput);
+    const option = select.options[select.selectedIndex];
+    if (!input || !option) return;
+    const max = parseInt(option.dataset.maxContext || "", 10);
+    const hint = document.getElementById(input.id + "-hint");
+    if (max > 0) {
+      input.max = String(max);
+      input.placeholder = "model default (" + max.toLocaleString("en-US") + ")";
+      if (hint) hint.textContent = "At most the model's maximum (" + max.toLocaleString("en-US") + "); empty uses it.";
+    } else {
+      input.removeAttribute("max");
+      input.placeholder = "model default";
+      if (hint) hint.textContent = "At most the model's maximum; empty uses it.";
+    }
+  });
   document.addEventListener("click", function (ev) {
     const btn = ev.target.closest("[data-copy-target]");
     if (!btn) return;
