@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -12,6 +11,7 @@ from pydantic import BaseModel
 
 from app.admin import audit
 from app.admin.deps import AdminError, Operator, api_operator, get_runtime
+from app.admin.history import current_payload
 from app.admin.runtime import AdminRuntime
 from app.admin.usage import usage_csv, usage_report
 from app.db.retention import RetentionSettings, load_retention, prune_usage, save_retention
@@ -19,20 +19,8 @@ from app.db.retention import RetentionSettings, load_retention, prune_usage, sav
 logger = logging.getLogger(__name__)
 router = APIRouter()
 
-ENGINE_KEYS = ("num_running_reqs", "num_queued_reqs", "token_usage", "kv_used_tokens", "kv_total_tokens",
-               "cache_hit_rate", "gen_throughput", "ttft_median_s", "model_name")
-
-
 def metrics_payload(rt: AdminRuntime) -> dict[str, Any]:
-    try:
-        snap = rt.ctx.metrics.snapshot()
-        engine = {k: snap.get(k) for k in ENGINE_KEYS}
-        engine_error = None
-    except Exception as exc:  # an engine mid-restart must not break the dashboard
-        logger.debug("metrics snapshot failed: %s", exc)
-        engine, engine_error = dict.fromkeys(ENGINE_KEYS), str(exc)
-    return {"ts": time.time(), "engine": engine, "engine_error": engine_error, "gpu": rt.gpu.sample(),
-            "supervisor": rt.ctx.supervisor.status()}
+    return current_payload(rt.ctx.metrics, rt.gpu, rt.ctx.supervisor, rt.gate.tally)
 
 
 def usage_data(rt: AdminRuntime, days: int, key_id: int | None) -> dict[str, Any]:
@@ -66,6 +54,13 @@ def save_settings(rt: AdminRuntime, op: Operator, settings: RetentionSettings) -
 @router.get("/api/metrics")
 def api_metrics(op: Operator = Depends(api_operator), rt: AdminRuntime = Depends(get_runtime)) -> dict[str, Any]:
     return metrics_payload(rt)
+
+
+@router.get("/api/metrics/history")
+def api_metrics_history(after: float | None = None, op: Operator = Depends(api_operator),
+                        rt: AdminRuntime = Depends(get_runtime)) -> dict[str, Any]:
+    h = rt.history
+    return {"interval_s": h.interval_s, "window_s": h.window_s, "samples": h.samples(after)}
 
 
 @router.get("/api/usage", response_model=None)

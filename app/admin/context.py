@@ -16,6 +16,7 @@ from argon2 import PasswordHasher
 from app.admin.contracts import MetricsSourceProtocol, SupervisorProtocol
 from app.admin.gate import KeyGate
 from app.admin.gpu import GpuSampler
+from app.admin.history import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S
 from app.admin.runtime import WEB_DIR, AdminRuntime, build_runtime
 
 __all__ = ["WEB_DIR", "AdminContext"]
@@ -36,6 +37,8 @@ class AdminContext:
     usage_flush_interval_s: how often the batched usage writer commits.
     password_hasher: argon2 hasher for admin passwords (None: argon2-cffi's recommended cost).
     gpu_sampler: GPU statistics source (None: NVML through `app.admin.gpu.GpuSampler`).
+    history_interval_s / history_window_s: how often the dashboard's history is sampled, and how much
+        of it the server keeps (default: every 1.5 s, 15 minutes).
     """
 
     data_dir: str
@@ -48,6 +51,8 @@ class AdminContext:
     usage_flush_interval_s: float = 0.5
     password_hasher: PasswordHasher | None = None
     gpu_sampler: GpuSampler | None = None
+    history_interval_s: float = DEFAULT_INTERVAL_S
+    history_window_s: float = DEFAULT_WINDOW_S
     _runtime: AdminRuntime | None = field(default=None, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
 

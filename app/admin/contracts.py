@@ -82,3 +82,5 @@ class ConsoleInputs(Protocol):
     usage_flush_interval_s: float
     password_hasher: PasswordHasher | None
     gpu_sampler: GpuSampler | None
+    history_interval_s: float
+    history_window_s: float

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.admin.history import RequestTally
 from app.admin.limiter import Limits, RateLimiter, Ticket
 from app.admin.security import KeyHasher, tokens_equal
 from app.db.clock import utcnow
@@ -84,10 +85,12 @@ class _KeySnapshot:
 
 class KeyGate:
     def __init__(self, db: Database, hasher: KeyHasher, usage: UsageWriter, static_api_key: str | None = None,
-                 *, cache_ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 *, cache_ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 tally: RequestTally | None = None) -> None:
         self._db = db
         self._hasher = hasher
         self._usage = usage
+        self.tally = tally or RequestTally()  # outcomes for the dashboard's request charts
         self._static_api_key = static_api_key or None
         # Short TTL so changes made by another process (several replicas on PostgreSQL) show up quickly;
         # changes made through this process's console call `invalidate()` and apply at once.
@@ -171,7 +174,7 @@ class KeyGate:
             kind, rec = await self._identify(authorization)
         except GateError as exc:
             # Rejected requests are recorded too (no key, since none was proven), so operators see them.
-            self._usage.submit(UsageEvent(model=model, auth="unauthorized", key_id=None, prompt_tokens=0,
+            self._record(UsageEvent(model=model, auth="unauthorized", key_id=None, prompt_tokens=0,
                                           completion_tokens=0, cached_tokens=0, latency_ms=0.0,
                                           status_code=exc.status))
             raise
@@ -192,8 +195,12 @@ class KeyGate:
                             error_type=decision.reason)
         return Admission("key", rec.id, rec.name, model, reserve_tokens, decision.headers, ticket=decision.ticket)
 
+    def _record(self, event: UsageEvent) -> None:
+        self.tally.count(event.status_code)
+        self._usage.submit(event)
+
     def _record_refusal(self, rec: _KeyRecord, model: str, status: int) -> None:
-        self._usage.submit(UsageEvent(model=model, auth="key", key_id=rec.id, prompt_tokens=0, completion_tokens=0,
+        self._record(UsageEvent(model=model, auth="key", key_id=rec.id, prompt_tokens=0, completion_tokens=0,
                                       cached_tokens=0, latency_ms=0.0, status_code=status))
 
     async def settle(self, admission: Admission, prompt_tokens: int, completion_tokens: int, cached_tokens: int,
@@ -213,7 +220,7 @@ class KeyGate:
                 self.limiter.settle(admission.ticket, prompt_tokens + completion_tokens)
         if latency_s is None:
             latency_s = time.monotonic() - admission.started_at
-        self._usage.submit(UsageEvent(
+        self._record(UsageEvent(
             model=admission.model, auth=admission.auth, key_id=admission.key_id, prompt_tokens=int(prompt_tokens),
             completion_tokens=int(completion_tokens), cached_tokens=int(cached_tokens),
             latency_ms=float(latency_s) * 1000.0, status_code=int(status_code),

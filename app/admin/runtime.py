@@ -14,6 +14,7 @@ from app.admin.contracts import ConsoleInputs
 from app.admin.deploy_manager import DeploymentManager
 from app.admin.gate import KeyGate
 from app.admin.gpu import GpuSampler
+from app.admin.history import MetricsHistory, RequestTally
 from app.admin.keys import KeyService
 from app.admin.security import KeyHasher, Passwords, load_or_create_secret
 from app.admin.sessions import SessionStore
@@ -43,8 +44,10 @@ class AdminRuntime:
     deploy: DeploymentManager
     templates: Jinja2Templates
     flag_args: dict[str, Any]
+    history: MetricsHistory
 
     def close(self) -> None:
+        self.history.close()
         self.usage.close()
         self.gpu.close()
         self.db.close()
@@ -58,21 +61,28 @@ def build_runtime(ctx: ConsoleInputs) -> AdminRuntime:
     usage = UsageWriter(db, flush_interval_s=ctx.usage_flush_interval_s, periodic=lambda: _prune(db))
     templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
     templates.env.globals.update(prefix=PREFIX, static=f"{PREFIX}/static")
-    return AdminRuntime(
+    gpu = ctx.gpu_sampler or GpuSampler()
+    tally = RequestTally()
+    history = MetricsHistory(ctx.metrics, gpu, ctx.supervisor, tally, interval_s=ctx.history_interval_s,
+                             window_s=ctx.history_window_s)
+    runtime = AdminRuntime(
         ctx=ctx,
         db=db,
         hasher=hasher,
         keys=KeyService(db, hasher),
         usage=usage,
-        gate=KeyGate(db, hasher, usage, ctx.static_api_key),
+        gate=KeyGate(db, hasher, usage, ctx.static_api_key, tally=tally),
         sessions=SessionStore(db),
         passwords=passwords,
         throttle=LoginThrottle(),
-        gpu=ctx.gpu_sampler or GpuSampler(),
+        gpu=gpu,
         deploy=DeploymentManager(db, ctx.supervisor),
         templates=templates,
         flag_args=dict(ctx.flag_args) if ctx.flag_args is not None else dict(ctx.supervisor.current_args()),
+        history=history,
     )
+    history.start()
+    return runtime
 
 
 def _prune(db: Database) -> None:

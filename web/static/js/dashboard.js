@@ -1,12 +1,14 @@
-// Live dashboard: polls the metrics JSON twin and feeds Chart.js line charts (last MAX_POINTS samples).
+// Live dashboard: loads the server's recent history (a ring buffer sampled every interval), then polls
+// it for new samples and feeds Chart.js line charts.
 (function () {
   "use strict";
-  const MAX_POINTS = 120;
   const COLORS = ["#3b5bdb", "#e8590c", "#2b8a3e", "#ae3ec9", "#1098ad", "#f08c00", "#c92a2a", "#5c940d"];
   const cfg = document.getElementById("dashboard-config");
   if (!cfg || typeof Chart === "undefined") return;
-  const url = cfg.dataset.metricsUrl;
+  const url = cfg.dataset.historyUrl;
   const interval = parseInt(cfg.dataset.intervalMs || "1500", 10);
+  const MAX_POINTS = parseInt(cfg.dataset.maxPoints || "600", 10);
+  let lastTs = null;
   const charts = {};
 
   function makeChart(id, opts) {
@@ -20,8 +22,10 @@
         interaction: { mode: "index", intersect: false },
         elements: { point: { radius: 0 }, line: { borderWidth: 2, tension: 0.25 } },
         scales: {
-          x: { ticks: { maxTicksLimit: 6, autoSkip: true } },
-          y: Object.assign({ beginAtZero: true }, opts.max !== undefined ? { max: opts.max } : {}),
+          x: { ticks: { maxTicksLimit: 6, autoSkip: true, maxRotation: 0 } },
+          // Counts (requests, errors) get whole-number ticks only.
+          y: Object.assign({ beginAtZero: true }, opts.max !== undefined ? { max: opts.max } : {},
+                           opts.integer ? { ticks: { precision: 0 } } : {}),
         },
         plugins: { legend: { display: true, position: "bottom", labels: { boxWidth: 12 } } },
       },
@@ -56,19 +60,28 @@
       chart.data.labels.shift();
       chart.data.datasets.forEach(function (ds) { ds.data.shift(); });
     }
-    chart.update("none");
   }
 
   function setText(id, text) { const el = document.getElementById(id); if (el) el.textContent = text; }
-  function pct(x) { return x === null || x === undefined ? null : Math.round(x * 1000) / 10; }
-  function fmt(x, unit) { return x === null || x === undefined ? "–" : x + unit; }
+  function pct(x) { return x === null || x === undefined ? null : Math.round(x * 10000) / 100; }
+  function fmt(x, unit) { return x === null || x === undefined ? "–" : x.toLocaleString("en-US") + unit; }
+  // A percentage: two decimals below 1 % (a big KV pool at light load reads 0.04 %, not 0 %), one below 10 %.
+  function fmtPct(x) {
+    if (x === null || x === undefined) return "–";
+    const v = x * 100;
+    if (v === 0) return "0 %";
+    if (v < 0.01) return "< 0.01 %";
+    return (v < 1 ? v.toFixed(2) : v < 10 ? v.toFixed(1) : Math.round(v).toString()) + " %";
+  }
 
   makeChart("gpu-util", { max: 100 });
   makeChart("gpu-mem", {});
   makeChart("gpu-temp", {});
   makeChart("gpu-power", {});
   makeChart("cache", { max: 100 });
-  makeChart("reqs", {});
+  makeChart("reqs", { integer: true });
+  makeChart("rate", {});
+  makeChart("errors", { integer: true });
   makeChart("tps", {});
   makeChart("ttft", {});
 
@@ -84,10 +97,12 @@
     }
     setText("t-running", fmt(e.num_running_reqs, ""));
     setText("t-queued", fmt(e.num_queued_reqs, ""));
-    setText("t-kv", fmt(pct(e.token_usage), " %"));
+    setText("t-kv", fmtPct(e.token_usage));
     setText("t-kv-tokens", e.kv_total_tokens ? (e.kv_used_tokens || 0).toLocaleString() + " / " +
             e.kv_total_tokens.toLocaleString() + " tokens" : "");
-    setText("t-hit", fmt(pct(e.cache_hit_rate), " %"));
+    setText("t-hit", fmtPct(e.cache_hit_rate));
+    const r = m.requests || {};
+    setText("t-rate", r.per_s === null || r.per_s === undefined ? "–" : (Math.round(r.per_s * 100) / 100) + " /s");
     setText("t-tps", fmt(e.gen_throughput === null || e.gen_throughput === undefined ? null :
             Math.round(e.gen_throughput * 10) / 10, " tok/s"));
     setText("t-ttft", fmt(e.ttft_median_s === null || e.ttft_median_s === undefined ? null :
@@ -112,6 +127,9 @@
     }
     push("cache", label, { "KV usage": pct(e.token_usage), "cache hit rate": pct(e.cache_hit_rate) });
     push("reqs", label, { running: e.num_running_reqs, queued: e.num_queued_reqs });
+    push("rate", label, { "requests/s": r.per_s === undefined ? null : r.per_s });
+    push("errors", label, { errors: r.errors === undefined ? null : r.errors,
+                            "429s": r.rate_limited === undefined ? null : r.rate_limited });
     push("tps", label, { "tokens/s": e.gen_throughput });
     push("ttft", label, { "TTFT median": e.ttft_median_s === null || e.ttft_median_s === undefined ? null :
                           Math.round(e.ttft_median_s * 1000) });
@@ -119,9 +137,15 @@
 
   async function tick() {
     try {
-      const resp = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const q = lastTs === null ? "" : "?after=" + encodeURIComponent(lastTs);
+      const resp = await fetch(url + q, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (resp.status === 401) { window.location.reload(); return; }
-      if (resp.ok) render(await resp.json());
+      if (resp.ok) {
+        const body = await resp.json();
+        body.samples.slice(-MAX_POINTS).forEach(render);
+        if (body.samples.length) lastTs = body.samples[body.samples.length - 1].ts;
+        Object.keys(charts).forEach(function (id) { charts[id].update("none"); });
+      }
     } catch (err) {
       // Server restarting or unreachable: keep polling, the charts just show a gap.
     }
