@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 from app.admin.bootstrap import ensure_admin
 from app.admin.contracts import ConsoleInputs
 from app.admin.deploy_manager import DeploymentManager
+from app.admin.formatting import install as install_filters
 from app.admin.gate import KeyGate
 from app.admin.gpu import GpuSampler
 from app.admin.history import MetricsHistory, RequestTally
@@ -61,6 +62,7 @@ def build_runtime(ctx: ConsoleInputs) -> AdminRuntime:
     usage = UsageWriter(db, flush_interval_s=ctx.usage_flush_interval_s, periodic=lambda: _prune(db))
     templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
     templates.env.globals.update(prefix=PREFIX, static=f"{PREFIX}/static")
+    install_filters(templates.env)
     gpu = ctx.gpu_sampler or GpuSampler()
     tally = RequestTally()
     history = MetricsHistory(ctx.metrics, gpu, ctx.supervisor, tally, interval_s=ctx.history_interval_s,

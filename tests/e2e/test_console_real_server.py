@@ -20,14 +20,21 @@ import httpx
 import pytest
 
 from tests.app.server_proc import ServerProc
-from tests.e2e.test_console_flow import ARTIFACTS, CHROMIUM, finish_forced_password_change, open_page, wait_js
+from tests.e2e.test_console_flow import (
+    ARTIFACTS,
+    CHROMIUM,
+    IN_CI,
+    NO_CHROMIUM,
+    finish_forced_password_change,
+    open_page,
+    wait_js,
+)
 
 NEW_PASSWORD = "real-server-operator-pw"
 KEY_NAME = "e2e-real-app"
 DEPLOY_KEY_NAME = "e2e-real-deploy"
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (`make test` installs it: "
-                                                         "apt-get install -y chromium)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None and not IN_CI, reason=NO_CHROMIUM)
 
 
 @pytest.fixture(scope="module")

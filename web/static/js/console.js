@@ -27,6 +27,14 @@
       if (hint) hint.textContent = "At most the model's maximum; empty uses it.";
     }
   });
+  // Narrow screens: the nav collapses behind a "Menu" button (CSS shows the button below 760 px).
+  document.addEventListener("click", function (ev) {
+    const toggle = ev.target.closest("#nav-toggle");
+    if (!toggle) return;
+    const bar = document.getElementById("topbar");
+    const open = bar.classList.toggle("nav-open");
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+  });
   document.addEventListener("click", function (ev) {
     const btn = ev.target.closest("[data-copy-target]");
     if (!btn) return;

@@ -20,7 +20,8 @@
       options: {
         animation: false, responsive: true, maintainAspectRatio: false, normalized: true,
         interaction: { mode: "index", intersect: false },
-        elements: { point: { radius: 0 }, line: { borderWidth: 2, tension: 0.25 } },
+        // Counts are drawn as straight segments: a curve would invent values between two samples.
+        elements: { point: { radius: 0 }, line: { borderWidth: 2, tension: opts.integer || opts.straight ? 0 : 0.25 } },
         scales: {
           x: { ticks: { maxTicksLimit: 6, autoSkip: true, maxRotation: 0 } },
           // Counts (requests, errors) get whole-number ticks only.
@@ -80,7 +81,7 @@
   makeChart("gpu-power", {});
   makeChart("cache", { max: 100 });
   makeChart("reqs", { integer: true });
-  makeChart("rate", {});
+  makeChart("rate", { straight: true });
   makeChart("errors", { integer: true });
   makeChart("tps", {});
   makeChart("ttft", {});
