@@ -11,6 +11,7 @@ state; screenshots land in tests/artifacts/real-console-NN-<name>.png (git-ignor
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -241,6 +242,12 @@ def test_06_deployment_switch_restarts_engine(server: dict, page) -> None:
     main = page.inner_text("main")
     assert "tiny-llama" in main and "tiny-qwen3" in main and "Qwen3ForCausalLM" in main
     assert "no GPU" in main
+    # The Running column shows what the engine resolved for the automatic settings, not "auto".
+    max_ctx = json.loads((server["models_dir"] / "tiny-llama" / "config.json").read_text())["max_position_embeddings"]
+    running_ctx = page.inner_text("#running-table td[data-field=context_length]")
+    assert running_ctx == f"{max_ctx:,} (auto)", running_ctx
+    running_max = page.inner_text("#running-table td[data-field=max_running_requests]")
+    assert running_max.endswith(" (auto)") and int(running_max.split()[0].replace(",", "")) >= 1, running_max
     shot(page, "07-deployment")
     qwen_path = str(server["models_dir"] / "tiny-qwen3")
     page.select_option("#f-model", value=qwen_path)
