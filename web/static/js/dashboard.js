@@ -103,9 +103,9 @@
             e.kv_total_tokens.toLocaleString() + " tokens" : "");
     setText("t-hit", fmtPct(e.cache_hit_rate));
     const r = m.requests || {};
-    setText("t-rate", r.per_s === null || r.per_s === undefined ? "–" : (Math.round(r.per_s * 100) / 100) + " /s");
+    setText("t-rate", r.per_s === null || r.per_s === undefined ? "–" : (Math.round(r.per_s * 100) / 100).toLocaleString("en-US"));
     setText("t-tps", fmt(e.gen_throughput === null || e.gen_throughput === undefined ? null :
-            Math.round(e.gen_throughput * 10) / 10, " tok/s"));
+            Math.round(e.gen_throughput * 10) / 10, ""));
     setText("t-ttft", fmt(e.ttft_median_s === null || e.ttft_median_s === undefined ? null :
             Math.round(e.ttft_median_s * 1000), " ms"));
 
