@@ -101,6 +101,9 @@ def validate_deployment(
         model_path = model.path
         if model.error and model.architecture is None:
             errors["model_path"] = f"{model.name}: {model.error}"
+        elif not model.has_weights and current_args.get("load_format") != "dummy":
+            errors["model_path"] = (f"{model.name} has no weight files (config only); it can only run with "
+                                    "--load-format dummy")
     elif os.path.normpath(model_path) not in {os.path.normpath(p) for p in (current_path, flag_model_path) if p}:
         errors["model_path"] = "pick one of the models listed under the models directory"
 

@@ -50,6 +50,15 @@ async def test_model_outside_models_dir_is_checked(tmp_path: Path) -> None:
     # Explicit null: the new model's own default, accepted.
     assert check({"model_path": "small", "context_length": None}, _args(outside, context_length=4096))[
         "context_length"] is None
+    # A config-only directory (bench shapes) runs only with dummy weights.
+    shape_only = listed / "shape-only"
+    shape_only.mkdir()
+    (shape_only / "config.json").write_text((listed / "small" / "config.json").read_text())
+    models[:] = list_models(str(listed))
+    with pytest.raises(DeploymentInvalid) as err:
+        check({"model_path": "shape-only"}, running_outside)
+    assert "--load-format dummy" in err.value.errors["model_path"]
+    assert check({"model_path": "shape-only"}, _args(outside, load_format="dummy"))["model_path"] == str(shape_only)
     # A path that is neither listed, running nor the flags' model is refused.
     with pytest.raises(DeploymentInvalid) as err:
         check({"model_path": str(outside)}, _args(listed / "small"))
