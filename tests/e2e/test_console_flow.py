@@ -209,8 +209,11 @@ def test_deployment_change_restarts_engine(server: dict, page) -> None:
     page.fill("#f-ctx", "16384")
     page.click("#apply-button")
     page.wait_for_selector("#deploy-state")  # progress while the engine drains and restarts
+    # The "Running now" badge follows the engine through the restart, and back to ready.
+    assert page.inner_text("#engine-badge") in ("draining", "restarting")
     page.wait_for_selector("#deploy-result", timeout=20000)
     assert "is running" in page.inner_text("#deploy-result")
+    page.wait_for_selector("#engine-badge:has-text('ready')")
     page.wait_for_selector("#source-badge:has-text('saved in console')")
     assert "engine ready" in page.inner_text("#deploy-log")
     shot(page, "08-deployment-applied")
@@ -238,6 +241,16 @@ def test_deployment_change_restarts_engine(server: dict, page) -> None:
     page.wait_for_selector("#deploy-status .flash.error:has-text('Not applied')")
     assert "4,096" in page.inner_text("#deploy-status")
     assert _served_models(server) == ["tiny-qwen3"]
+
+    # A valid change after the failures: the success replaces every earlier error on the page.
+    page.fill("#f-ctx", "2048")
+    page.click("#apply-button")
+    page.wait_for_selector("#deploy-result.ok", timeout=20000)
+    page.wait_for_selector("#running-table td[data-field=context_length]:has-text('2,048')")
+    assert page.locator("#deploy-status .flash.error").count() == 0
+    assert "cannot load weights" not in page.inner_text("main")
+    shot(page, "09b-deployment-recovered")
+    assert _served_models(server) == ["tiny-llama"]
 
 
 def test_audit_log_lists_the_session(page) -> None:

@@ -99,8 +99,8 @@
     setText("t-running", fmt(e.num_running_reqs, ""));
     setText("t-queued", fmt(e.num_queued_reqs, ""));
     setText("t-kv", fmtPct(e.token_usage));
-    setText("t-kv-tokens", e.kv_total_tokens ? (e.kv_used_tokens || 0).toLocaleString() + " / " +
-            e.kv_total_tokens.toLocaleString() + " tokens" : "");
+    setText("t-kv-tokens", e.kv_total_tokens ? (e.kv_used_tokens || 0).toLocaleString("en-US") + " / " +
+            e.kv_total_tokens.toLocaleString("en-US") + " tokens" : "");
     setText("t-hit", fmtPct(e.cache_hit_rate));
     const r = m.requests || {};
     setText("t-rate", r.per_s === null || r.per_s === undefined ? "–" : (Math.round(r.per_s * 100) / 100).toLocaleString("en-US"));
