@@ -23,7 +23,7 @@
         // Counts are drawn as straight segments: a curve would invent values between two samples.
         elements: { point: { radius: 0 }, line: { borderWidth: 2, tension: opts.integer || opts.straight ? 0 : 0.25 } },
         scales: {
-          x: { ticks: { maxTicksLimit: 6, autoSkip: true, maxRotation: 0 } },
+          x: { ticks: { maxTicksLimit: 5, autoSkip: true, autoSkipPadding: 16, maxRotation: 0 } },
           // Counts (requests, errors) get whole-number ticks only.
           y: Object.assign({ beginAtZero: true }, opts.max !== undefined ? { max: opts.max } : {},
                            opts.integer ? { ticks: { precision: 0 } } : {}),
@@ -87,7 +87,8 @@
   makeChart("ttft", {});
 
   function render(m) {
-    const label = new Date(m.ts * 1000).toLocaleTimeString();
+    // 24-hour "11:06:45": short enough that the time axis labels never run into each other.
+    const label = new Date(m.ts * 1000).toLocaleTimeString("en-GB", { hour12: false });
     const e = m.engine || {};
     const sup = m.supervisor || {};
     setText("model-name", e.model_name || sup.model_name || "");
