@@ -34,7 +34,7 @@ def load_chat_template(path: str | None) -> str | None:
 
 
 def render_chat(tokenizer: Any, override: str | None, messages: list[dict[str, str]],
-                continue_final_message: bool = False) -> list[int]:
+                continue_final_message: bool = False, max_tokens: int | None = None) -> list[int]:
     """Renders and tokenizes a conversation. Blocking: call it through `asyncio.to_thread`."""
     template = override or getattr(tokenizer, "chat_template", None)
     if not template:
@@ -49,4 +49,7 @@ def render_chat(tokenizer: Any, override: str | None, messages: list[dict[str, s
     except Exception as exc:  # jinja's raise_exception ("roles must alternate ...") and template bugs
         raise bad_request(f"cannot apply the chat template: {exc}".splitlines()[0], "messages") from None
     # The template already wrote BOS and friends where the model wants them.
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    from app.request_limits import tokenize_bounded
+
+    return tokenize_bounded(lambda t: list(tokenizer(t, add_special_tokens=False)["input_ids"]), text, max_tokens,
+                            "messages")

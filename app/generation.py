@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 
 from app.errors import APIError, bad_request
-from engine.client import EngineDeadError
+from engine.client import EngineDeadError, RequestCutOffError
 from engine.sampling_params import SamplingParams, SamplingParamsError
 
 logger = logging.getLogger(__name__)
@@ -43,10 +43,15 @@ def new_rid() -> str:
     return uuid.uuid4().hex
 
 
-def parse_sampling(raw: dict[str, Any], rename: dict[str, str] | None = None) -> SamplingParams:
-    """SamplingParams.from_dict with errors as 400s naming the parameter the client sent."""
+def parse_sampling(raw: dict[str, Any], rename: dict[str, str] | None = None,
+                   vocab_size: int | None = None) -> SamplingParams:
+    """SamplingParams.from_dict (plus the vocabulary checks when `vocab_size` is known) with errors as
+    400s naming the parameter the client sent."""
     try:
-        return SamplingParams.from_dict(raw)
+        params = SamplingParams.from_dict(raw)
+        if vocab_size:
+            params.validate(vocab_size)
+        return params
     except SamplingParamsError as exc:
         param = (rename or {}).get(exc.param or "", exc.param)
         message = str(exc)
@@ -63,10 +68,9 @@ def check_prompt(input_ids: list[int], max_new_tokens: int, model_info: dict[str
     if not input_ids:
         raise bad_request("The prompt is empty (it tokenizes to no tokens).", param)
     vocab = model_info.get("vocab_size")
-    if vocab:
-        bad = next((t for t in input_ids if t >= vocab), None)
-        if bad is not None:
-            raise bad_request(f"token id {bad} is outside the vocabulary (size {vocab})", param)
+    bad = next((t for t in input_ids if t < 0 or (vocab and t >= vocab)), None)
+    if bad is not None:
+        raise bad_request(f"token id {bad} is outside the vocabulary (size {vocab})", param)
     limit = model_info.get("max_context_length")
     if limit and len(input_ids) + max_new_tokens > limit:
         raise APIError(
@@ -74,6 +78,14 @@ def check_prompt(input_ids: list[int], max_new_tokens: int, model_info: dict[str
                  f"{len(input_ids) + max_new_tokens} tokens ({len(input_ids)} in the prompt, {max_new_tokens} "
                  f"for the completion). Please reduce the prompt or {max_tokens_param}.",
             param=param if len(input_ids) >= limit else max_tokens_param, code="context_length_exceeded")
+
+
+def check_request_fields(fn: Any, *args: Any) -> None:
+    """Runs one of engine.request_checks' checks; its error becomes a 400 naming the field."""
+    try:
+        fn(*args)
+    except SamplingParamsError as exc:
+        raise bad_request(str(exc), exc.param) from None
 
 
 def remaining_context(input_ids: list[int], model_info: dict[str, Any]) -> int:
@@ -103,6 +115,8 @@ async def warm_prefix(client: Any, input_ids: list[int], rid: str) -> dict[str, 
 
 
 def engine_error(exc: BaseException) -> APIError | None:
+    if isinstance(exc, RequestCutOffError):
+        return APIError(503, str(exc), code="server_shutting_down", headers={"Retry-After": "1"})
     if isinstance(exc, EngineDeadError):
         return APIError(503, f"The engine stopped while the request was running ({exc}); retry.",
                         code="engine_unavailable", headers={"Retry-After": "1"})

@@ -85,6 +85,11 @@ class Metrics:
                              buckets=_ITL_BUCKETS, registry=r)
         self.e2e = Histogram(f"{PREFIX}_e2e_request_latency_seconds", "Engine request latency, end to end", label,
                              buckets=_LATENCY_BUCKETS, registry=r)
+        # Reliability: engine restarts after a death, and requests refused before reaching the engine.
+        self.engine_restarts = Counter(f"{PREFIX}_engine_restarts", "Engine restart attempts after an engine death",
+                                       label, registry=r)
+        self.rejected_requests = Counter(f"{PREFIX}_rejected_requests", "Requests refused with an error status, by "
+                                         "reason", [*label, "reason"], registry=r)
         r.register(_EngineGauges(engine_info, model_name))
         if enable_gpu:
             r.register(NvmlCollector(PREFIX, model_name))
@@ -125,6 +130,12 @@ class Metrics:
 
     def record_http(self, route: str, status: int) -> None:
         self.http_requests.labels(self._model_name(), route, str(status)).inc()
+
+    def record_restart(self) -> None:
+        self.engine_restarts.labels(self._model_name()).inc()
+
+    def record_rejected(self, reason: str) -> None:
+        self.rejected_requests.labels(self._model_name(), reason).inc()
 
     # ---- outputs ----------------------------------------------------------------------------
     def render(self) -> bytes:

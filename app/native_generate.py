@@ -20,6 +20,7 @@ from app.generation import (
     EngineReq,
     abort_on_disconnect,
     check_prompt,
+    check_request_fields,
     collect_many,
     engine_error,
     expand_n,
@@ -31,7 +32,9 @@ from app.generation import (
     warm_prefix,
 )
 from app.native_protocol import GenerateRequest, NativeItem, split_items
+from app.request_limits import tokenize_bounded
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
+from engine.request_checks import check_logprob_args
 
 
 @dataclass
@@ -42,7 +45,7 @@ class _Plan:
     user_rids: list[str]
 
 
-def _tokenize(tokenizer: Any, items: list[NativeItem]) -> list[list[int]]:
+def _tokenize(tokenizer: Any, items: list[NativeItem], limit: int | None) -> list[list[int]]:
     out = []
     for item in items:
         if item.input_ids is not None:
@@ -51,20 +54,22 @@ def _tokenize(tokenizer: Any, items: list[NativeItem]) -> list[list[int]]:
             raise bad_request("Text prompts need a tokenizer; this server runs with --skip-tokenizer-init. "
                               "Send 'input_ids'.", "text")
         else:
-            out.append(list(tokenizer(item.text)["input_ids"]))
+            out.append(tokenize_bounded(lambda t: list(tokenizer(t)["input_ids"]), item.text or "", limit, "text"))
     return out
 
 
 async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, items: list[NativeItem],
                    batched: bool) -> _Plan:
     client = scope.client
-    all_ids = await asyncio.to_thread(_tokenize, client.tokenizer, items)
+    limit = client.model_info.get("max_context_length")
+    all_ids = await asyncio.to_thread(_tokenize, client.tokenizer, items, limit)
+    vocab = client.model_info.get("vocab_size")
     param = "text" if body.text is not None else "input_ids"
     flat: list[EngineReq] = []
     warm: list[tuple[list[int], str]] = []
     user_rids: list[str] = []
     for item, ids in zip(items, all_ids, strict=True):
-        sampling = parse_sampling(item.sampling)
+        sampling = parse_sampling(item.sampling, vocab_size=vocab)
         # As SGLang does: the prompt must fit, and max_new_tokens is clipped to the room left.
         check_prompt(ids, 0, client.model_info, param, "max_new_tokens")
         room = remaining_context(ids, client.model_info)
@@ -72,11 +77,8 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, item
             check_prompt(ids, 1, client.model_info, param, "max_new_tokens")
         sampling.max_new_tokens = min(sampling.max_new_tokens, room)
         sampling.min_new_tokens = min(sampling.min_new_tokens, sampling.max_new_tokens)
-        if item.return_logprob and item.logprob_start_len >= len(ids):
-            raise bad_request(f"logprob_start_len ({item.logprob_start_len}) must be below the prompt length "
-                              f"({len(ids)})", "logprob_start_len")
-        if item.top_logprobs_num < 0:
-            raise bad_request("top_logprobs_num must be >= 0", "top_logprobs_num")
+        check_request_fields(check_logprob_args, item.return_logprob, item.logprob_start_len, item.top_logprobs_num,
+                             len(ids), vocab)
         rid = item.rid or new_rid()
         reqs = expand_n(EngineReq(ids, sampling, rid, item.return_logprob, item.logprob_start_len,
                                   item.top_logprobs_num, body.return_text_in_logprobs), sampling.n)

@@ -1,4 +1,4 @@
-"""SGLang's native routes besides /generate, plus the probes (/health, /health_generate, /ready)
+"""SGLang's native routes besides /generate, plus the probes (/health, /health_generate, /ready, /live)
 and Prometheus' /metrics."""
 
 from __future__ import annotations
@@ -124,27 +124,42 @@ async def abort_request(body: AbortRequest, request: Request) -> dict[str, Any]:
     return {"success": True, "aborted": sorted(rids)}
 
 
+def _require_serving(ctx: AppContext) -> None:
+    """SGLang's probe contract: 503 while the engine starts, restarts, drains or has failed."""
+    sup = ctx.supervisor
+    client = sup.client
+    if not sup.is_ready or client is None or not client.is_alive:
+        detail = f": {sup.error}" if sup.state == "failed" and sup.error else ""
+        raise unavailable(f"Not serving: the engine is {sup.state}{detail}.")
+
+
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    """Liveness: the API process runs. A failed engine (that did not recover) is a 503."""
-    sup = _ctx(request).supervisor
-    if sup.state == "failed":
-        raise unavailable(f"The engine failed: {sup.error}")
-    return JSONResponse({"status": "ok", "state": sup.state})
+    """200 only when a generation would be served (routers and load balancers route on this)."""
+    ctx = _ctx(request)
+    _require_serving(ctx)
+    return JSONResponse({"status": "ok", "state": ctx.supervisor.state})
 
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    sup = _ctx(request).supervisor
-    if not sup.is_ready:
-        raise unavailable(f"Not ready: the engine is {sup.state}.")
-    return JSONResponse({"status": "ready", "model": sup.model_name})
+    """Kubernetes readiness: the same contract as /health."""
+    ctx = _ctx(request)
+    _require_serving(ctx)
+    return JSONResponse({"status": "ready", "model": ctx.supervisor.model_name})
+
+
+@router.get("/live")
+async def live(request: Request) -> JSONResponse:
+    """Liveness: the API process answers, whatever the engine is doing (weights may load for minutes)."""
+    return JSONResponse({"status": "alive", "state": _ctx(request).supervisor.state})
 
 
 @router.get("/health_generate")
 async def health_generate(request: Request) -> JSONResponse:
     """A one-token generation through the whole engine; 503 if it does not finish in time."""
     ctx = _ctx(request)
+    _require_serving(ctx)
     async with ctx.supervisor.lease() as client:
         tok = client.tokenizer
         first = getattr(tok, "bos_token_id", None) if tok is not None else None

@@ -35,14 +35,14 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest
         raise bad_request("Chat needs a tokenizer; this server runs with --skip-tokenizer-init.", "messages")
     messages = [{"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages]
     input_ids = await asyncio.to_thread(render_chat, client.tokenizer, ctx.chat_template, messages,
-                                        body.continue_final_message)
+                                        body.continue_final_message, client.model_info.get("max_context_length"))
     max_tokens = body.requested_max_tokens
     if max_tokens is None:
         # "Up to the end of the context", but a prompt that fills the context is still an error.
         max_tokens = max(remaining_context(input_ids, client.model_info), 1)
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     check_prompt(input_ids, max_tokens, client.model_info, "messages", param)
-    sampling = parse_openai_sampling(sampling_from(body, max_tokens))
+    sampling = parse_openai_sampling(sampling_from(body, max_tokens), client.model_info.get("vocab_size"))
     rid = body.rid or new_rid()
     plan = RunPlan.build([input_ids], sampling, rid, body.n, not ctx.args.disable_radix_cache,
                          return_logprob=body.logprobs, top_logprobs_num=body.top_logprobs or 0,

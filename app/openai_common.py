@@ -50,8 +50,8 @@ def sampling_from(body: ChatCompletionRequest | CompletionRequest, max_tokens: i
     return raw
 
 
-def parse_openai_sampling(raw: dict[str, Any]) -> Any:
-    return parse_sampling(raw, RENAMES)
+def parse_openai_sampling(raw: dict[str, Any], vocab_size: int | None = None) -> Any:
+    return parse_sampling(raw, RENAMES, vocab_size)
 
 
 @dataclass

@@ -15,11 +15,20 @@ from fastapi.responses import JSONResponse, Response
 from app.context import AppContext
 from app.errors import bad_request
 from app.gate import estimate_prompt_tokens
-from app.generation import abort_on_disconnect, check_prompt, new_rid, stream_error, stream_many
+from app.generation import (
+    abort_on_disconnect,
+    check_prompt,
+    check_request_fields,
+    new_rid,
+    stream_error,
+    stream_many,
+)
 from app.openai_common import RunPlan, close_scope, fail_scope, parse_openai_sampling, sampling_from
 from app.openai_format import completion_logprobs, finish_reason, matched_stop, new_id, now_s, sglext, usage
 from app.openai_protocol import CompletionRequest
+from app.request_limits import tokenize_bounded
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
+from engine.request_checks import check_input_ids
 
 
 @dataclass
@@ -36,7 +45,8 @@ def _prompt_list(prompt: Any) -> list[str | list[int]]:
     return list(prompt)
 
 
-def _tokenize_all(tokenizer: Any, prompts: list[str | list[int]], echo: bool) -> tuple[list[list[int]], list[str]]:
+def _tokenize_all(tokenizer: Any, prompts: list[str | list[int]], echo: bool,
+                  limit: int | None = None) -> tuple[list[list[int]], list[str]]:
     """Blocking: runs in a thread."""
     ids, texts = [], []
     for p in prompts:
@@ -44,7 +54,7 @@ def _tokenize_all(tokenizer: Any, prompts: list[str | list[int]], echo: bool) ->
             if tokenizer is None:
                 raise bad_request("Text prompts need a tokenizer; this server runs with --skip-tokenizer-init.",
                                   "prompt")
-            ids.append(list(tokenizer(p)["input_ids"]))
+            ids.append(tokenize_bounded(lambda t: list(tokenizer(t)["input_ids"]), p, limit, "prompt"))
             texts.append(p)
         else:
             ids.append(list(p))
@@ -55,11 +65,15 @@ def _tokenize_all(tokenizer: Any, prompts: list[str | list[int]], echo: bool) ->
 async def _prepare(ctx: AppContext, scope: GenScope, body: CompletionRequest) -> _Prepared:
     client = scope.client
     prompts = _prompt_list(body.prompt)
-    ids, texts = await asyncio.to_thread(_tokenize_all, client.tokenizer, prompts, body.echo)
+    for p in prompts:  # before echo decodes them: an id past the vocabulary must be a 400, not a decode error
+        if not isinstance(p, str):
+            check_request_fields(check_input_ids, p, client.model_info.get("vocab_size"), "prompt")
+    ids, texts = await asyncio.to_thread(_tokenize_all, client.tokenizer, prompts, body.echo,
+                                         client.model_info.get("max_context_length"))
     max_tokens = body.max_tokens if body.max_tokens is not None else 16
     for p in ids:
         check_prompt(p, max_tokens, client.model_info, "prompt")
-    sampling = parse_openai_sampling(sampling_from(body, max_tokens))
+    sampling = parse_openai_sampling(sampling_from(body, max_tokens), client.model_info.get("vocab_size"))
     want_lp = body.logprobs is not None
     plan = RunPlan.build(ids, sampling, body.rid or new_rid(), body.n, not ctx.args.disable_radix_cache,
                          return_logprob=want_lp, top_logprobs_num=body.logprobs or 0,

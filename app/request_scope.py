@@ -21,6 +21,7 @@ from app.context import AppContext
 from app.errors import APIError, as_api_error
 
 logger = logging.getLogger(__name__)
+OUTCOME_KEY = "tessera.outcome"  # ASGI scope key read by the access log (app.request_log)
 
 
 def model_not_found(model: str | None, served: str) -> APIError:
@@ -85,6 +86,9 @@ class GenScope:
 
     def fail(self, exc: BaseException) -> None:
         self.status = getattr(exc, "status", 500) if isinstance(exc, Exception) else 499
+        # The access log shows how the request really ended (a stream's 200 went out before it failed).
+        code = getattr(exc, "code", None)
+        self.request.scope[OUTCOME_KEY] = f"{self.status} {code}" if code else str(self.status)
 
     def add_usage(self, prompt: int, completion: int, cached: int) -> None:
         self.prompt_tokens += prompt

@@ -79,6 +79,8 @@ class ServerArgs:
     dist_init_addr: str | None = None
     # How long SIGTERM waits for in-flight requests before exiting.
     drain_timeout: float = 30.0
+    # Largest HTTP request body accepted (413 above it); bounds what one request can make the API process hold.
+    max_request_bytes: int = 8 * 1024 * 1024
     # Admin console (app/admin).
     data_dir: str = "./data"
     models_dir: str | None = None
@@ -175,6 +177,7 @@ class ServerArgs:
         need(self.nnodes == 1 or self.dist_init_addr is not None, "--dist-init-addr is required when --nnodes > 1")
         need(self.tp_size % self.nnodes == 0, f"--tp-size {self.tp_size} must be a multiple of --nnodes {self.nnodes}")
         need(self.drain_timeout >= 0, f"--drain-timeout must be >= 0, got {self.drain_timeout}")
+        need(self.max_request_bytes >= 1024, f"--max-request-bytes must be >= 1024, got {self.max_request_bytes}")
         need(self.admin_port is None or 0 < self.admin_port < 65536,
              f"--admin-port must be in 1..65535, got {self.admin_port}")
         if self.device == "cpu" and self.attention_backend in ("triton", "flashinfer"):
@@ -190,6 +193,7 @@ _HELP = {
     "chunked_prefill_size": "max prompt tokens per prefill step; -1 turns chunking off",
     "mem_fraction_static": "GPU memory fraction for weights + KV cache",
     "max_total_tokens": "KV cache capacity in tokens (CPU default is sized from RAM)",
+    "max_request_bytes": "largest HTTP request body accepted, in bytes (413 above it; default 8 MiB)",
     "attention_backend": "torch_native | triton | flashinfer (default: flashinfer on CUDA when importable and "
                          "--dtype is not float32, else triton; torch_native on CPU)",
 }

@@ -7,8 +7,14 @@ those are accepted. A key whose non-off value asks for something not built yet r
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+# Every integer crosses the msgpack boundary to the engine and lands in int64 tensors.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT_KEYS = ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty")
+_INT_KEYS = ("max_new_tokens", "min_new_tokens", "n", "top_k", "sampling_seed")
 
 
 class SamplingParamsError(ValueError):
@@ -102,6 +108,41 @@ class SamplingParams:
         if self.sampling_seed is not None and (not isinstance(self.sampling_seed, int)
                                                or isinstance(self.sampling_seed, bool)):
             raise SamplingParamsError("sampling_seed must be an integer", "sampling_seed")
+        for key in _INT_KEYS:
+            value = getattr(self, key)
+            if value is not None and not INT64_MIN <= value <= INT64_MAX:
+                raise SamplingParamsError(f"{key} is out of range (it must fit in a signed 64-bit integer)", key)
+        for key in _FLOAT_KEYS:
+            # NaN passes every range comparison and inf poisons the logits: both are refused by name.
+            try:
+                finite = math.isfinite(float(getattr(self, key)))
+            except OverflowError:  # an integer too large for a float
+                finite = False
+            if not finite:
+                raise SamplingParamsError(f"{key} must be a finite number, got {getattr(self, key)!r}", key)
+        self._check_token_lists()
+
+    def _check_token_lists(self) -> None:
+        """stop_token_ids and logit_bias keys are token ids; logit_bias values are finite numbers."""
+        for tok in self.stop_token_ids or []:
+            if not isinstance(tok, int) or isinstance(tok, bool) or not 0 <= tok <= INT64_MAX:
+                raise SamplingParamsError(f"stop_token_ids must be non-negative token ids, got {tok!r}",
+                                          "stop_token_ids")
+        for key, value in (self.logit_bias or {}).items():
+            try:
+                tok = int(key)
+            except (TypeError, ValueError):
+                raise SamplingParamsError(f"logit_bias keys must be token ids, got {key!r}", "logit_bias") from None
+            if not 0 <= tok <= INT64_MAX:
+                raise SamplingParamsError(f"logit_bias key {key!r} is not a valid token id", "logit_bias")
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise SamplingParamsError(f"logit_bias values must be numbers, got {value!r}", "logit_bias")
+            try:
+                finite = math.isfinite(float(value))
+            except OverflowError:
+                finite = False
+            if not finite:
+                raise SamplingParamsError(f"logit_bias values must be finite, got {value!r}", "logit_bias")
 
     def _normalise(self) -> None:
         if isinstance(self.stop, str):
@@ -153,6 +194,7 @@ class SamplingParams:
         if self.sampling_seed is not None and not isinstance(self.sampling_seed, int):
             bad("sampling_seed must be an integer", "sampling_seed")
         if vocab_size is not None:
-            for tok in [*self.stop_token_ids, *self.logit_bias]:
-                if tok >= vocab_size:
-                    bad(f"token id {tok} is outside the vocabulary (size {vocab_size})", "logit_bias")
+            for name, toks in (("stop_token_ids", self.stop_token_ids), ("logit_bias", list(self.logit_bias))):
+                for tok in toks:
+                    if not 0 <= tok < vocab_size:
+                        bad(f"token id {tok} in {name} is outside the vocabulary (0..{vocab_size - 1})", name)

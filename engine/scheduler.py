@@ -20,6 +20,7 @@ import torch
 
 from engine.batch_builder import ScheduleBatch, build_forward_batch
 from engine.distributed.parallel_state import TPContext
+from engine.fault_isolation import FaultIsolationMixin
 from engine.forward_batch import ForwardMode
 from engine.kv_manager import KVManager
 from engine.messages import (
@@ -35,7 +36,8 @@ from engine.messages import (
 from engine.model_runner import ModelRunner
 from engine.overlap import InflightDecode, OverlapMixin, is_chainable, overlap_enabled
 from engine.req import Req
-from engine.sampling.sampler import Sampler
+from engine.request_checks import check_request
+from engine.sampling.sampler import SampleOutput, Sampler
 from engine.sampling_params import SamplingParams, SamplingParamsError
 from engine.schedule_policy import pick_retractions, plan_prefill
 from engine.stop_checker import StopChecker
@@ -46,7 +48,7 @@ logger = logging.getLogger(__name__)
 DECODE_HEADROOM = 8
 
 
-class Scheduler(OverlapMixin):
+class Scheduler(FaultIsolationMixin, OverlapMixin):
     def __init__(self, args, runner: ModelRunner, tp: TPContext, tokenizer, eos_ids: list[int],
                  send: Callable[[Any], None]) -> None:
         self.args = args
@@ -69,6 +71,8 @@ class Scheduler(OverlapMixin):
         self.overlap = overlap_enabled(args, runner.device)
         self._inflight: InflightDecode | None = None  # a launched decode step whose tokens are unread
         self.num_overlapped_steps = 0
+        self.num_failed_reqs = 0
+        self._step_reqs: list[Req] = []
 
     # ---- messages -------------------------------------------------------------------------
     def handle(self, msg: Any) -> None:
@@ -95,7 +99,8 @@ class Scheduler(OverlapMixin):
         self._arrivals += 1
         try:
             sampling = SamplingParams.from_dict(msg.sampling)
-            sampling.validate(self.vocab_size)
+            check_request(msg.input_ids, sampling, msg.return_logprob, msg.logprob_start_len, msg.top_logprobs_num,
+                          self.vocab_size)
         except SamplingParamsError as exc:
             return self._reject(msg, str(exc))
         n = len(msg.input_ids)
@@ -107,8 +112,6 @@ class Scheduler(OverlapMixin):
         if n + 1 > self.runner.max_total_tokens:
             return self._reject(msg, f"the prompt has {n} tokens but the KV cache holds only "
                                      f"{self.runner.max_total_tokens}")
-        if any(not isinstance(t, int) or t < 0 or t >= self.vocab_size for t in msg.input_ids):
-            return self._reject(msg, f"input_ids must be in 0..{self.vocab_size - 1}")
         self.waiting.append(Req(rid=msg.rid, origin_input_ids=list(msg.input_ids), sampling=sampling,
                                 return_logprob=msg.return_logprob, logprob_start_len=msg.logprob_start_len,
                                 top_logprobs_num=msg.top_logprobs_num, stream=msg.stream, arrival=self._arrivals))
@@ -136,6 +139,7 @@ class Scheduler(OverlapMixin):
     def step(self) -> None:
         if self._inflight is not None:
             prev, self._inflight = self._inflight, None
+            self._step_reqs = list(prev.batch.reqs)
             chained = self._chain_decode(prev)
             if chained is not None:
                 self._inflight = self._launch(chained)  # queued behind prev on the GPU
@@ -146,6 +150,7 @@ class Scheduler(OverlapMixin):
         batch = self._next_batch()
         if batch is None:
             return
+        self._step_reqs = list(batch.reqs)
         if self.overlap and is_chainable(batch):
             self._inflight = self._launch(batch)
             return
@@ -207,19 +212,15 @@ class Scheduler(OverlapMixin):
             sample_rows.append(row0 + n_rows - 1)
         if sample_reqs:
             rows = logits if len(sample_rows) == logits.shape[0] else logits[sample_rows]
-            if any(r.return_logprob for r in sample_reqs):
-                out = self.sampler.sample(rows, sample_reqs, self.eos_ids)
-                next_ids = out.next_ids
-                if self.tp.size > 1:
-                    next_ids = self.tp.broadcast_tensor(torch.tensor(next_ids, device=logits.device)).tolist()
-            else:
-                out = None
-                next_ids = self.tp.broadcast_tensor(self.sampler.choose(rows, sample_reqs, self.eos_ids)).tolist()
+            sample_reqs, parts = self.sample_isolated(self._sample_rows, rows, sample_reqs)
+            next_ids = [t for part in parts for t in part.next_ids]
+            out_lps = [x for part in parts for x in part.logprobs]
+            out_tops = [x for part in parts for x in part.top_logprobs]
             for i, req in enumerate(sample_reqs):
                 req.output_ids.append(next_ids[i])
-                if out is not None and req.return_logprob:
-                    req.pending_output_logprobs.append([out.logprobs[i], next_ids[i]])
-                    req.pending_output_top.append(out.top_logprobs[i])
+                if req.return_logprob:
+                    req.pending_output_logprobs.append([out_lps[i], next_ids[i]])
+                    req.pending_output_top.append(out_tops[i])
                 self.num_generated += 1
                 reason = self.stop_checker.check(req)
                 if reason is not None:
@@ -230,6 +231,16 @@ class Scheduler(OverlapMixin):
                     self.running.append(req)
         self._throughput_window.append((time.monotonic(), len(sample_reqs)))
         self._emit([r for r in batch.reqs if not r.finished and r.stream])
+
+    def _sample_rows(self, rows: torch.Tensor, reqs: list[Req]) -> SampleOutput:
+        """Next tokens of `rows` (identical on every TP rank); logprobs only when a request asks."""
+        if any(r.return_logprob for r in reqs):
+            out = self.sampler.sample(rows, reqs, self.eos_ids)
+            if self.tp.size > 1:
+                out.next_ids = self.tp.broadcast_tensor(torch.tensor(out.next_ids, device=rows.device)).tolist()
+            return out
+        next_ids = self.tp.broadcast_tensor(self.sampler.choose(rows, reqs, self.eos_ids)).tolist()
+        return SampleOutput(next_ids=next_ids, logprobs=[0.0] * len(reqs), top_logprobs=[None] * len(reqs))
 
     def _collect_input_logprobs(self, req: Req, rows: torch.Tensor, pos0: int) -> None:
         """rows[j] holds the distribution after prompt position pos0 + j, predicting token pos0 + j + 1."""
@@ -303,6 +314,7 @@ class Scheduler(OverlapMixin):
             "num_generated_tokens": self.num_generated,
             "num_retractions": self.num_retractions,
             "num_overlapped_steps": self.num_overlapped_steps,
+            "num_failed_reqs": self.num_failed_reqs,
             "max_total_tokens": self.runner.max_total_tokens,
             "max_running_requests": self.runner.max_running_requests,
         }
