@@ -61,5 +61,9 @@ class RequestLogMiddleware:
             if capture and body:
                 logger.info("%s %s %s %d %.3fs body=%s", client[0], scope.get("method"), path, status, elapsed,
                             body.decode("utf-8", "replace"))
-            elif route not in ("/metrics", "/health", "/ready"):
-                logger.info("%s %s %s %d %.3fs", client[0], scope.get("method"), path, status, elapsed)
+            elif route not in ("/metrics", "/health", "/ready", "/live"):
+                # The console polls its JSON twins every few seconds: successful reads go to DEBUG so the
+                # access log shows traffic and changes, not the dashboard's heartbeat.
+                polling = path.startswith("/admin/api/") and scope.get("method") == "GET" and status < 400
+                logger.log(logging.DEBUG if polling else logging.INFO, "%s %s %s %d %.3fs", client[0],
+                           scope.get("method"), path, status, elapsed)

@@ -23,6 +23,7 @@ from app.chat_template import load_chat_template
 from app.context import AppContext
 from app.errors import install_error_handlers
 from app.gate import RequestGate, StaticKeyGate
+from app.landing import router as landing_router
 from app.metrics import Metrics
 from app.native_routes import router as native_router
 from app.openai_routes import router as openai_router
@@ -71,6 +72,7 @@ def create_app(args: ServerArgs, *, client_factory: ClientFactory | None = None,
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(native_router)
+    app.include_router(landing_router)
     app.add_middleware(RequestLogMiddleware, record=metrics.record_http,
                        log_bodies=lambda: supervisor.args.log_requests)
     app.state.admin = _wire_admin(app, ctx, args, gate is None, flag_args)

@@ -229,7 +229,7 @@ class Scheduler(OverlapMixin):
                 elif req not in self.running:
                     self.running.append(req)
         self._throughput_window.append((time.monotonic(), len(sample_reqs)))
-        self._emit([r for r in batch.reqs if not r.finished and r.stream])
+        self._emit([r for r in batch.reqs if not r.finished and (r.stream or r.sent_len == 0)])
 
     def _collect_input_logprobs(self, req: Req, rows: torch.Tensor, pos0: int) -> None:
         """rows[j] holds the distribution after prompt position pos0 + j, predicting token pos0 + j + 1."""
