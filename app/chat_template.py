@@ -33,9 +33,20 @@ def load_chat_template(path: str | None) -> str | None:
     return text
 
 
+# apply_chat_template's own arguments: a template variable may not override them.
+_RESERVED = frozenset({"conversation", "chat_template", "tokenize", "add_generation_prompt",
+                       "continue_final_message", "return_dict", "return_tensors", "tools", "documents"})
+
+
 def render_chat(tokenizer: Any, override: str | None, messages: list[dict[str, str]],
-                continue_final_message: bool = False, max_tokens: int | None = None) -> list[int]:
-    """Renders and tokenizes a conversation. Blocking: call it through `asyncio.to_thread`."""
+                continue_final_message: bool = False, max_tokens: int | None = None,
+                template_kwargs: dict[str, Any] | None = None) -> list[int]:
+    """Renders and tokenizes a conversation. Blocking: call it through `asyncio.to_thread`.
+
+    `template_kwargs` are extra template variables (SGLang's `chat_template_kwargs`)."""
+    clash = sorted(set(template_kwargs or {}) & _RESERVED)
+    if clash:
+        raise bad_request(f"chat_template_kwargs may not set {clash[0]!r}", "chat_template_kwargs")
     template = override or getattr(tokenizer, "chat_template", None)
     if not template:
         raise bad_request("This model has no chat template; start the server with --chat-template FILE "
@@ -45,7 +56,8 @@ def render_chat(tokenizer: Any, override: str | None, messages: list[dict[str, s
     try:
         text = tokenizer.apply_chat_template(
             msgs, chat_template=template, tokenize=False,
-            add_generation_prompt=not continue_final_message, continue_final_message=continue_final_message)
+            add_generation_prompt=not continue_final_message, continue_final_message=continue_final_message,
+            **(template_kwargs or {}))
     except Exception as exc:  # jinja's raise_exception ("roles must alternate ...") and template bugs
         raise bad_request(f"cannot apply the chat template: {exc}".splitlines()[0], "messages") from None
     # The template already wrote BOS and friends where the model wants them.

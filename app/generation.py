@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -20,10 +20,15 @@ from engine.sampling_params import SamplingParams, SamplingParamsError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+ProgressFor = Callable[[str], Callable[[int], None]]
 
 
-class ClientDisconnected(Exception):
-    """The HTTP client went away; its engine requests were aborted."""
+class ClientDisconnected(APIError):
+    """The HTTP client went away; its engine requests were aborted. Recorded as 499 (nginx's "client
+    closed request"); nobody reads the response."""
+
+    def __init__(self) -> None:
+        super().__init__(499, "The client closed the request before it finished.", code="client_closed_request")
 
 
 @dataclass
@@ -136,10 +141,12 @@ def stream_error(exc: Exception) -> APIError:
     return APIError(500, "internal server error", code="internal_error")
 
 
-async def stream_many(client: Any, reqs: list[EngineReq], stream: bool) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+async def stream_many(client: Any, reqs: list[EngineReq], stream: bool,
+                      progress_for: ProgressFor | None = None) -> AsyncIterator[tuple[int, dict[str, Any]]]:
     """Runs the sequences concurrently; yields (index, cumulative dict) as outputs arrive.
 
-    Closing this iterator cancels every sequence, which aborts them in the engine.
+    Closing this iterator cancels every sequence, which aborts them in the engine. `progress_for(rid)`
+    gives each sequence's token-count callback (usage settles to the tokens produced, also when aborted).
     """
     queue: asyncio.Queue[tuple[int, dict[str, Any] | None, BaseException | None]] = asyncio.Queue()
 
@@ -147,7 +154,8 @@ async def stream_many(client: Any, reqs: list[EngineReq], stream: bool) -> Async
         try:
             gen = client.generate(r.input_ids, r.sampling, rid=r.rid, return_logprob=r.return_logprob,
                                   logprob_start_len=r.logprob_start_len, top_logprobs_num=r.top_logprobs_num,
-                                  return_text_in_logprobs=r.return_text_in_logprobs, stream=stream)
+                                  return_text_in_logprobs=r.return_text_in_logprobs, stream=stream,
+                                  **({"progress": progress_for(r.rid)} if progress_for else {}))
             async with contextlib.aclosing(gen) as items:
                 async for item in items:
                     queue.put_nowait((i, item, None))
@@ -172,9 +180,10 @@ async def stream_many(client: Any, reqs: list[EngineReq], stream: bool) -> Async
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def collect_many(client: Any, reqs: list[EngineReq]) -> list[dict[str, Any]]:
+async def collect_many(client: Any, reqs: list[EngineReq],
+                       progress_for: ProgressFor | None = None) -> list[dict[str, Any]]:
     finals: list[dict[str, Any]] = [{} for _ in reqs]
-    async with contextlib.aclosing(stream_many(client, reqs, stream=False)) as items:
+    async with contextlib.aclosing(stream_many(client, reqs, stream=False, progress_for=progress_for)) as items:
         async for i, item in items:
             finals[i] = item
     return finals

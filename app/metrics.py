@@ -1,8 +1,9 @@
 """Prometheus metrics (`/metrics`) and the live snapshot the admin dashboard reads.
 
 One CollectorRegistry per app (tests build many apps in one process). Request-level series come
-from the engine client's `on_output` hook; engine gauges come from the supervisor's cached
-`get_server_info` poll, so a scrape never waits on the engine.
+from the engine client's `on_output` hook (TTFT is taken when the engine reports the first token, which it
+does for non-streaming requests too); engine gauges come from the supervisor's cached `get_server_info`
+poll, so a scrape never waits on the engine.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from prometheus_client.registry import Collector
 from app.gpu_metrics import NvmlCollector
 
 PREFIX = "tessera"
+# The dashboard's "TTFT median" covers the first tokens of the last five minutes (a time window, not the
+# last N requests, so an idle server does not keep showing an old burst).
+TTFT_WINDOW_S = 300.0
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 # Engine stats exported as gauges: (key in get_server_info, metric name, help).
@@ -94,7 +98,8 @@ class Metrics:
         if enable_gpu:
             r.register(NvmlCollector(PREFIX, model_name))
         self._timing: dict[str, _ReqTiming] = {}
-        self._recent_ttft: deque[float] = deque(maxlen=256)
+        # (monotonic time, ttft) of recent first tokens: the dashboard's median covers TTFT_WINDOW_S.
+        self._recent_ttft: deque[tuple[float, float]] = deque(maxlen=100_000)
 
     # ---- engine hook ------------------------------------------------------------------------
     def attach(self, client: Any) -> None:
@@ -112,7 +117,7 @@ class Metrics:
             if timing.last is None:
                 ttft = now - timing.created
                 self.ttft.labels(name).observe(ttft)
-                self._recent_ttft.append(ttft)
+                self._recent_ttft.append((time.monotonic(), ttft))
             else:
                 gap = (now - timing.last) / num_new
                 for _ in range(num_new):
@@ -127,6 +132,13 @@ class Metrics:
             reason = (out.finish_reason or {}).get("type", "unknown")
             self.num_requests.labels(name, reason).inc()
             self.e2e.labels(name).observe(now - timing.created)
+
+    def recent_ttfts(self, now: float | None = None) -> list[float]:
+        """TTFTs of the requests whose first token came in the last TTFT_WINDOW_S seconds."""
+        cutoff = (time.monotonic() if now is None else now) - TTFT_WINDOW_S
+        while self._recent_ttft and self._recent_ttft[0][0] < cutoff:
+            self._recent_ttft.popleft()
+        return [t for _, t in self._recent_ttft]
 
     def record_http(self, route: str, status: int) -> None:
         self.http_requests.labels(self._model_name(), route, str(status)).inc()
@@ -144,7 +156,7 @@ class Metrics:
     def snapshot(self) -> dict[str, Any]:
         """MetricsSourceProtocol: the dashboard's live numbers."""
         info = self._engine_info()
-        recent = list(self._recent_ttft)
+        recent = self.recent_ttfts()
         return {
             "num_running_reqs": int(info.get("num_running_reqs", 0) or 0),
             "num_queued_reqs": int(info.get("num_queued_reqs", 0) or 0),

@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse, Response
 
 from app.context import AppContext
 from app.errors import bad_request
-from app.gate import estimate_prompt_tokens
 from app.generation import (
     EngineReq,
     abort_on_disconnect,
@@ -88,6 +87,8 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, item
             user_rids.append(item.rid)
             ctx.rid_groups[item.rid] = {r.rid for r in reqs}
         flat.extend(reqs)
+        scope.planned_prompt_tokens += len(ids) * len(reqs)
+        scope.reserve_tokens += (len(ids) + sampling.max_new_tokens) * len(reqs)
     if batched and isinstance(body.rid, str):
         # One rid for a whole batch: /abort_request with it aborts every item.
         user_rids.append(body.rid)
@@ -95,23 +96,9 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, item
     return _Plan(flat, warm, batched or len(flat) > 1, user_rids)
 
 
-def _as_count(value: Any, default: int) -> int:
-    # Runs before validation (admission comes first), so any JSON value may arrive here.
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
-
-
-def _reserve(items: list[NativeItem]) -> int:
-    total = 0
-    for item in items:
-        prompt = len(item.input_ids) if item.input_ids is not None else estimate_prompt_tokens(len(item.text or ""))
-        sp = item.sampling
-        total += prompt + _as_count(sp.get("max_new_tokens"), 128) * _as_count(sp.get("n"), 1)
-    return total
-
-
-async def _run(client: Any, plan: _Plan) -> list[dict[str, Any]]:
-    await asyncio.gather(*(warm_prefix(client, ids, rid) for ids, rid in plan.warm))
-    return await collect_many(client, plan.flat)
+async def _run(scope: GenScope, plan: _Plan) -> list[dict[str, Any]]:
+    await asyncio.gather(*(warm_prefix(scope.client, ids, rid) for ids, rid in plan.warm))
+    return await collect_many(scope.client, plan.flat, scope.progress_for)
 
 
 def _account(scope: GenScope, results: list[dict[str, Any]]) -> None:
@@ -124,14 +111,15 @@ def _account(scope: GenScope, results: list[dict[str, Any]]) -> None:
 async def generate(body: GenerateRequest, request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     items, batched = split_items(body)
-    scope = await GenScope(ctx, request, None, _reserve(items), check_model=False).open()
+    scope = await GenScope(ctx, request, None, check_model=False).open()
     plan: _Plan | None = None
     try:
         plan = await _prepare(ctx, scope, body, items, batched)
+        await scope.admit(scope.reserve_tokens)
         if body.stream:
             return ManagedStream(_stream(scope, plan), on_close=lambda: _close(ctx, scope, plan),
-                                 headers=scope.headers)
-        results = await abort_on_disconnect(request, _run(scope.client, plan))
+                                 headers=scope.headers, gen_scope=scope)
+        results = await abort_on_disconnect(request, _run(scope, plan))
     except BaseException as exc:
         scope.fail(exc)
         await _close(ctx, scope, plan)
@@ -154,7 +142,8 @@ async def _stream(scope: GenScope, plan: _Plan) -> AsyncIterator[str]:
     finals: dict[int, dict[str, Any]] = {}
     try:
         await asyncio.gather(*(warm_prefix(scope.client, ids, rid) for ids, rid in plan.warm))
-        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True)) as items:
+        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True,
+                                                   progress_for=scope.progress_for)) as items:
             async for k, item in items:
                 if plan.batched:
                     item = {**item, "index": k}

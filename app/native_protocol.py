@@ -1,8 +1,8 @@
 """The native `/generate` body (SGLang's GenerateReqInput, the parts Tessera implements).
 
-SGLang's own frontend sends several keys on every call that ask for features we do not have
-(images, LoRA, hidden states, ...); they are accepted while "off" (null / false / empty) and
-named in a 400 otherwise.
+SGLang's clients and `sglang-router` send the whole schema on every call; keys for features we do not
+have (images, LoRA, hidden states, ...) are accepted while "off" and named in a 400 otherwise
+(app.sglang_compat).
 """
 
 from __future__ import annotations
@@ -13,14 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from app.errors import bad_request
-
-_OFF_ONLY = ("image_data", "video_data", "audio_data", "modalities", "lora_path", "lora_id",
-             "custom_logit_processor", "return_hidden_states", "session_params", "input_embeds",
-             "token_ids_logprob", "bootstrap_host", "bootstrap_port", "bootstrap_room", "data_parallel_rank",
-             "return_routed_experts", "routed_dp_rank", "priority")
-# Keys with no effect here whatever their value (bookkeeping switches of SGLang's server).
-_IGNORED = ("log_metrics", "no_logs", "stream_interval", "return_bytes", "background")
-
+from app.sglang_compat import NATIVE_IGNORED, NATIVE_OFF_ONLY, strip_sglang_keys
 
 
 class GenerateRequest(BaseModel):
@@ -39,19 +32,9 @@ class GenerateRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _strip_off_keys(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        clean = {}
-        for key, value in data.items():
-            if key in _IGNORED:
-                continue
-            if key in _OFF_ONLY:
-                if value in (None, False, [], {}, ""):
-                    continue
-                # Not a ValueError: pydantic lets it through, so the 400 can name the key.
-                raise bad_request(f"'{key}' is not supported by this server", key)
-            clean[key] = value
-        return clean
+        data = strip_sglang_keys(data, NATIVE_IGNORED, NATIVE_OFF_ONLY)
+        # SGLang's defaults for the logprob switches are null ("not set"): ours then apply.
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
 @dataclass

@@ -71,6 +71,7 @@ async def get_server_info(request: Request) -> dict[str, Any]:
         with contextlib.suppress(Exception):  # a slow or dying engine: fall back to the last poll
             info = await asyncio.wait_for(client.get_server_info(), 5.0)
     args = {k: v for k, v in ctx.args.to_dict().items() if k != "api_key"}
+    args["served_model_name"] = ctx.model_name  # resolved, as SGLang reports it (routers read it)
     return {
         **args,
         **info,
@@ -101,9 +102,15 @@ async def flush_cache(request: Request) -> JSONResponse:
 
 
 class AbortRequest(BaseModel):
+    """SGLang's AbortReq. Its bookkeeping keys (set by SGLang's own processes) change nothing here."""
+
     model_config = ConfigDict(extra="forbid")
-    rid: str = ""
+    rid: str | None = ""
     abort_all: bool = False
+    finished_reason: dict[str, Any] | None = None
+    abort_message: str | None = None
+    weight_versions: Any = None
+    http_worker_ipc: str | None = None
 
 
 @router.post("/abort_request")
@@ -118,7 +125,12 @@ async def abort_request(body: AbortRequest, request: Request) -> dict[str, Any]:
     else:
         if not body.rid:
             raise bad_request("Give 'rid' or 'abort_all': true.", "rid")
-        rids = ctx.rid_groups.get(body.rid, set()) | {body.rid}
+        running = set(client.inflight_rids)
+        rids = (ctx.rid_groups.get(body.rid, set()) | {body.rid}) & running
+        if not rids:
+            # SGLang answers 200 whatever the rid; the body says nothing was aborted, and why.
+            return {"success": False, "aborted": [],
+                    "message": f"No running request has rid {body.rid!r} (unknown or already finished)."}
     for rid in rids:
         await client.abort(rid)
     return {"success": True, "aborted": sorted(rids)}

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from app.chat_template import render_chat
 from app.context import AppContext
 from app.errors import bad_request
-from app.gate import estimate_prompt_tokens
+from app.gate import UNBOUNDED_RESERVE_TOKENS
 from app.generation import (
     abort_on_disconnect,
     check_prompt,
@@ -35,13 +35,19 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest
         raise bad_request("Chat needs a tokenizer; this server runs with --skip-tokenizer-init.", "messages")
     messages = [{"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages]
     input_ids = await asyncio.to_thread(render_chat, client.tokenizer, ctx.chat_template, messages,
-                                        body.continue_final_message, client.model_info.get("max_context_length"))
+                                        body.continue_final_message, client.model_info.get("max_context_length"),
+                                        body.chat_template_kwargs)
     max_tokens = body.requested_max_tokens
+    reserve = max_tokens
     if max_tokens is None:
-        # "Up to the end of the context", but a prompt that fills the context is still an error.
+        # "Up to the end of the context", but a prompt that fills the context is still an error. The rate
+        # limiter holds a documented estimate instead of the whole context, and settles to the real count.
         max_tokens = max(remaining_context(input_ids, client.model_info), 1)
+        reserve = min(max_tokens, UNBOUNDED_RESERVE_TOKENS)
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     check_prompt(input_ids, max_tokens, client.model_info, "messages", param)
+    scope.planned_prompt_tokens = len(input_ids)
+    scope.reserve_tokens = len(input_ids) + reserve * body.n
     sampling = parse_openai_sampling(sampling_from(body, max_tokens), client.model_info.get("vocab_size"))
     rid = body.rid or new_rid()
     plan = RunPlan.build([input_ids], sampling, rid, body.n, not ctx.args.disable_radix_cache,
@@ -54,15 +60,14 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest
 
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    chars = sum(len(m.text()) for m in body.messages)
-    budget = body.requested_max_tokens if body.requested_max_tokens is not None else ctx.context_length()
-    scope = await GenScope(ctx, request, body.model, estimate_prompt_tokens(chars) + budget * body.n).open()
+    scope = await GenScope(ctx, request, body.model).open()
     try:
         plan = await _prepare(ctx, scope, body)
+        await scope.admit(scope.reserve_tokens)
         if body.stream:
             return ManagedStream(_stream(ctx, scope, body, plan), on_close=lambda: close_scope(ctx, scope, body.rid),
-                                 headers=scope.headers)
-        finals, cached = await abort_on_disconnect(request, plan.run(scope.client))
+                                 headers=scope.headers, gen_scope=scope)
+        finals, cached = await abort_on_disconnect(request, plan.run(scope.client, scope.progress_for))
     except BaseException as exc:
         mapped = await fail_scope(ctx, scope, body.rid, exc)
         if mapped is not None:
@@ -104,7 +109,8 @@ async def _stream(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest,
             yield chunk({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                          "finish_reason": None})
         first_meta: dict[str, Any] = {}
-        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True)) as items:
+        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True,
+                                                   progress_for=scope.progress_for)) as items:
             async for i, item in items:
                 meta = item["meta_info"]
                 if i == 0:

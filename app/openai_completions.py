@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse, Response
 
 from app.context import AppContext
 from app.errors import bad_request
-from app.gate import estimate_prompt_tokens
 from app.generation import (
     abort_on_disconnect,
     check_prompt,
@@ -73,6 +72,8 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: CompletionRequest) ->
     max_tokens = body.max_tokens if body.max_tokens is not None else 16
     for p in ids:
         check_prompt(p, max_tokens, client.model_info, "prompt")
+    scope.planned_prompt_tokens = sum(len(p) for p in ids)
+    scope.reserve_tokens = scope.planned_prompt_tokens + max_tokens * body.n * len(ids)
     sampling = parse_openai_sampling(sampling_from(body, max_tokens), client.model_info.get("vocab_size"))
     want_lp = body.logprobs is not None
     plan = RunPlan.build(ids, sampling, body.rid or new_rid(), body.n, not ctx.args.disable_radix_cache,
@@ -83,22 +84,16 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: CompletionRequest) ->
     return _Prepared(plan, texts)
 
 
-def _estimate(body: CompletionRequest) -> int:
-    total = 0
-    for p in _prompt_list(body.prompt):
-        total += estimate_prompt_tokens(len(p)) if isinstance(p, str) else len(p)
-    return total + (body.max_tokens or 0) * body.n * len(_prompt_list(body.prompt))
-
-
 async def create_completion(body: CompletionRequest, request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    scope = await GenScope(ctx, request, body.model, _estimate(body)).open()
+    scope = await GenScope(ctx, request, body.model).open()
     try:
         prep = await _prepare(ctx, scope, body)
+        await scope.admit(scope.reserve_tokens)
         if body.stream:
             return ManagedStream(_stream(ctx, scope, body, prep), on_close=lambda: close_scope(ctx, scope, body.rid),
-                                 headers=scope.headers)
-        finals, cached = await abort_on_disconnect(request, prep.plan.run(scope.client))
+                                 headers=scope.headers, gen_scope=scope)
+        finals, cached = await abort_on_disconnect(request, prep.plan.run(scope.client, scope.progress_for))
     except BaseException as exc:
         mapped = await fail_scope(ctx, scope, body.rid, exc)
         if mapped is not None:
@@ -143,7 +138,8 @@ async def _stream(ctx: AppContext, scope: GenScope, body: CompletionRequest, pre
     started, completion, first_meta = [False] * num, [0] * num, [{} for _ in plan.prompts]
     try:
         warmed = await plan.warm_up(scope.client)
-        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True)) as items:
+        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True,
+                                                   progress_for=scope.progress_for)) as items:
             async for k, item in items:
                 meta = item["meta_info"]
                 if k % plan.n == 0:

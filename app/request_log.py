@@ -64,4 +64,8 @@ class RequestLogMiddleware:
                 logger.info("%s %s %s %s %.3fs body=%s", client[0], scope.get("method"), path, shown, elapsed,
                             body.decode("utf-8", "replace"))
             elif route not in ("/metrics", "/health", "/ready", "/live"):
-                logger.info("%s %s %s %s %.3fs", client[0], scope.get("method"), path, shown, elapsed)
+                # The console polls its JSON twins every few seconds: successful reads go to DEBUG so the
+                # access log shows traffic and changes, not the dashboard's heartbeat.
+                polling = path.startswith("/admin/api/") and scope.get("method") == "GET" and status < 400
+                logger.log(logging.DEBUG if polling else logging.INFO, "%s %s %s %s %.3fs", client[0],
+                           scope.get("method"), path, shown, elapsed)

@@ -24,6 +24,7 @@ from app.chat_template import load_chat_template
 from app.context import AppContext
 from app.errors import install_error_handlers
 from app.gate import RequestGate, StaticKeyGate
+from app.landing import router as landing_router
 from app.metrics import Metrics
 from app.native_routes import router as native_router
 from app.openai_routes import router as openai_router
@@ -75,6 +76,7 @@ def create_app(args: ServerArgs, *, client_factory: ClientFactory | None = None,
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(native_router)
+    app.include_router(landing_router)
     # Added first, so it runs inside the access log (which then records its 413s and 400s).
     app.add_middleware(RequestLimitsMiddleware, max_bytes=lambda: supervisor.args.max_request_bytes,
                        on_reject=metrics.record_rejected)

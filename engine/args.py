@@ -97,7 +97,12 @@ class ServerArgs:
 
     @property
     def resolved_served_model_name(self) -> str:
-        return self.served_model_name or self.model_path.rstrip("/")
+        """The model directory's name (`demo`, `Llama-3.1-8B-Instruct`) unless one is given; requests
+        may still name the full path (the API accepts both)."""
+        if self.served_model_name:
+            return self.served_model_name
+        path = self.model_path.rstrip("/")
+        return path.rsplit("/", 1)[-1] or path
 
     @property
     def resolved_device(self) -> str:

@@ -46,6 +46,8 @@ from engine.sampling_params import SamplingParams
 from engine.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
+# How long an abandoned request waits for the engine to report the tokens it had produced.
+ABORT_REPLY_TIMEOUT_S = 5.0
 
 
 class EngineStartError(RuntimeError):
@@ -309,11 +311,13 @@ class EngineClient:
         top_logprobs_num: int = 0,
         return_text_in_logprobs: bool = False,
         stream: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Runs one sequence; yields native `/generate` dicts with cumulative `text`/`output_ids`.
 
         With stream=False only the final dict is yielded. The final dict has `finish_reason` set.
         Closing the iterator early (a client disconnect) aborts the request in the engine.
+        `progress(n)` is called with the number of tokens generated so far, also after an abort.
         """
         self._check_alive()
         if not isinstance(input_ids, (list, tuple)) or not all(
@@ -344,6 +348,8 @@ class EngineClient:
                 if isinstance(item, Exception):
                     raise item
                 result = self._absorb(state, item)
+                if progress is not None:
+                    progress(len(state.output_ids))
                 if item.finished:
                     finished = True
                     yield result
@@ -352,10 +358,32 @@ class EngineClient:
                     yield result
         finally:
             if not finished:
-                if self._states.get(rid) is state:
-                    del self._states[rid]
                 if sent:
-                    await self.abort(rid)
+                    await self._abort_and_count(state, progress)
+                elif self._states.get(rid) is state:
+                    del self._states[rid]
+
+    async def _abort_and_count(self, state: ReqState, progress: Callable[[int], None] | None) -> None:
+        """Aborts an abandoned request; with `progress`, waits briefly for the engine's last output so the
+        caller learns how many tokens were really produced (usage and rate limits settle to that)."""
+        try:
+            await self.abort(state.rid)
+            if progress is None or not self.is_alive:
+                return
+            deadline = time.monotonic() + ABORT_REPLY_TIMEOUT_S
+            while True:
+                item = await asyncio.wait_for(state.queue.get(), max(deadline - time.monotonic(), 0.001))
+                if isinstance(item, Exception):
+                    return
+                state.output_ids.extend(item.new_token_ids)
+                progress(len(state.output_ids))
+                if item.finished:
+                    return
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            pass
+        finally:
+            if self._states.get(state.rid) is state:
+                del self._states[state.rid]
 
     def _absorb(self, state: ReqState, out: ReqOutput) -> dict[str, Any]:
         if out.new_token_ids and state.first_token_time is None:

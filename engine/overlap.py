@@ -116,5 +116,6 @@ class OverlapMixin:
                 self._finish(req, reason)
         self.num_generated += num_new
         self._throughput_window.append((time.monotonic(), num_new))
-        self._emit([r for r in batch.reqs if not r.finished and r.stream])
+        # Non-streaming requests still report their first token, so TTFT is measured when it is produced.
+        self._emit([r for r in batch.reqs if not r.finished and (r.stream or r.sent_len == 0)])
 

@@ -194,6 +194,10 @@ def test_flush_cache_refused_while_running(tiny_llama) -> None:
         assert "running" in assert_openai_error(h.http.post("/flush_cache"), 400)["message"]
         assert h.http.post("/abort_request", json={"rid": "r1"}).json()["aborted"] == ["r1"]
         worker.join(10)
+        # An unknown (or finished) rid: SGLang's 200, with a body that says nothing was aborted.
+        r = h.http.post("/abort_request", json={"rid": "r1", "abort_message": None})
+        assert r.status_code == 200 and r.json()["success"] is False and r.json()["aborted"] == []
+        assert "r1" in r.json()["message"]
         assert h.http.post("/flush_cache").status_code == 200
 
 

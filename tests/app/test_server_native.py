@@ -163,10 +163,11 @@ def test_generate_errors(server, body, param) -> None:
     assert err["type"] == "invalid_request_error" and err["param"] == param and err["message"]
 
 
-def test_info_routes(server, model_name) -> None:
+def test_info_routes(server, model_name, tiny_llama) -> None:
     for path in ("/get_model_info", "/model_info"):
         info = httpx.get(server.base_url + path).json()
-        assert info["model_path"] == model_name and info["is_generation"] is True
+        assert info["model_path"] == tiny_llama and info["is_generation"] is True
+        assert info["served_model_name"] == model_name
         assert info["max_context_length"] == 512
     for path in ("/get_server_info", "/server_info"):
         info = httpx.get(server.base_url + path).json()
