@@ -16,6 +16,7 @@ from fastapi import Request
 
 from app.errors import APIError, bad_request
 from engine.client import EngineDeadError
+from engine.grammar import GrammarSpecError, check_grammar_spec
 from engine.sampling_params import SamplingParams, SamplingParamsError
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,13 @@ def new_rid() -> str:
 def parse_sampling(raw: dict[str, Any], rename: dict[str, str] | None = None) -> SamplingParams:
     """SamplingParams.from_dict with errors as 400s naming the parameter the client sent."""
     try:
-        return SamplingParams.from_dict(raw)
+        params = SamplingParams.from_dict(raw)
+        if params.grammar is not None:
+            # Bad or unenforceable grammars are 400s here, before anything reaches the engine.
+            check_grammar_spec(*params.grammar)
+        return params
+    except GrammarSpecError as exc:
+        raise bad_request(str(exc), exc.param) from None
     except SamplingParamsError as exc:
         param = (rename or {}).get(exc.param or "", exc.param)
         message = str(exc)
@@ -136,6 +143,9 @@ async def stream_many(client: Any, reqs: list[EngineReq], stream: bool) -> Async
                                   return_text_in_logprobs=r.return_text_in_logprobs, stream=stream)
             async with contextlib.aclosing(gen) as items:
                 async for item in items:
+                    rejected = request_rejection(item)
+                    if rejected is not None:
+                        raise rejected
                     queue.put_nowait((i, item, None))
             queue.put_nowait((i, None, None))
         except Exception as exc:
@@ -156,6 +166,16 @@ async def stream_many(client: Any, reqs: list[EngineReq], stream: bool) -> Async
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def request_rejection(item: dict[str, Any]) -> APIError | None:
+    """An engine abort that carries an HTTP status (a grammar that failed to compile or timed out)
+    is that client error, not a finished generation."""
+    reason = (item.get("meta_info") or {}).get("finish_reason") or {}
+    if reason.get("type") == "abort" and isinstance(reason.get("status_code"), int):
+        return APIError(reason["status_code"], str(reason.get("message", "request rejected")),
+                        param=reason.get("param"))
+    return None
 
 
 async def collect_many(client: Any, reqs: list[EngineReq]) -> list[dict[str, Any]]:

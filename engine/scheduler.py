@@ -21,6 +21,7 @@ import torch
 from engine.batch_builder import ScheduleBatch, build_forward_batch
 from engine.distributed.parallel_state import TPContext
 from engine.forward_batch import ForwardMode
+from engine.grammar.manager import GrammarManager
 from engine.kv_manager import KVManager
 from engine.messages import (
     AbortReqMsg,
@@ -59,6 +60,7 @@ class Scheduler(OverlapMixin):
         self.kv = KVManager(runner.kv_pool, runner.req_pool, args.disable_radix_cache)
         self.sampler = Sampler(runner.device, args.random_seed)
         self.stop_checker = StopChecker(tokenizer, eos_ids, self.context_len)
+        self.grammar = GrammarManager(args, tokenizer, self.vocab_size, eos_ids, tp)
         self.waiting: list[Req] = []
         self.running: list[Req] = []
         self.chunked: Req | None = None
@@ -109,9 +111,13 @@ class Scheduler(OverlapMixin):
                                      f"{self.runner.max_total_tokens}")
         if any(not isinstance(t, int) or t < 0 or t >= self.vocab_size for t in msg.input_ids):
             return self._reject(msg, f"input_ids must be in 0..{self.vocab_size - 1}")
-        self.waiting.append(Req(rid=msg.rid, origin_input_ids=list(msg.input_ids), sampling=sampling,
-                                return_logprob=msg.return_logprob, logprob_start_len=msg.logprob_start_len,
-                                top_logprobs_num=msg.top_logprobs_num, stream=msg.stream, arrival=self._arrivals))
+        req = Req(rid=msg.rid, origin_input_ids=list(msg.input_ids), sampling=sampling,
+                  return_logprob=msg.return_logprob, logprob_start_len=msg.logprob_start_len,
+                  top_logprobs_num=msg.top_logprobs_num, stream=msg.stream, arrival=self._arrivals)
+        if sampling.grammar is None:
+            self.waiting.append(req)
+        elif (reason := self.grammar.admit(req)) is not None:  # else it waits in the grammar queue
+            self._finish(req, reason)
 
     def _reject(self, msg: GenerateReqMsg, message: str) -> None:
         self._reply(BatchOutMsg(outputs=[ReqOutput(rid=msg.rid, new_token_ids=[], finished=True,
@@ -119,6 +125,9 @@ class Scheduler(OverlapMixin):
                                                    prompt_tokens=len(msg.input_ids))]))
 
     def _abort(self, rid: str) -> None:
+        queued = self.grammar.remove(rid)
+        if queued is not None:
+            self._finish(queued, {"type": "abort", "message": "aborted"})
         for queue in (self.waiting, self.running):
             for req in list(queue):
                 if req.rid == rid:
@@ -131,9 +140,11 @@ class Scheduler(OverlapMixin):
     # ---- one iteration --------------------------------------------------------------------
     @property
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.chunked or self._inflight)
+        return bool(self.waiting or self.running or self.chunked or self._inflight or self.grammar.queue)
 
     def step(self) -> None:
+        if self.grammar.queue:
+            self._admit_compiled()
         if self._inflight is not None:
             prev, self._inflight = self._inflight, None
             chained = self._chain_decode(prev)
@@ -152,6 +163,14 @@ class Scheduler(OverlapMixin):
         fb = build_forward_batch(batch, self.kv.req_pool, self.runner.device)
         logits = self.runner.forward(fb)
         self._process(batch, logits)
+
+    def _admit_compiled(self) -> None:
+        ready, failed = self.grammar.poll()
+        self.waiting.extend(ready)
+        for req, reason in failed:
+            self._finish(req, reason)
+        if not (self.waiting or self.running or self.chunked or self._inflight):
+            self.grammar.wait_briefly()  # only compiles pending: don't spin
 
     def _next_batch(self) -> ScheduleBatch | None:
         if self.waiting or self.chunked:
@@ -207,21 +226,23 @@ class Scheduler(OverlapMixin):
             sample_rows.append(row0 + n_rows - 1)
         if sample_reqs:
             rows = logits if len(sample_rows) == logits.shape[0] else logits[sample_rows]
+            allowed = self.grammar.allowed(sample_reqs, rows.device)
             if any(r.return_logprob for r in sample_reqs):
-                out = self.sampler.sample(rows, sample_reqs, self.eos_ids)
+                out = self.sampler.sample(rows, sample_reqs, self.eos_ids, allowed)
                 next_ids = out.next_ids
                 if self.tp.size > 1:
                     next_ids = self.tp.broadcast_tensor(torch.tensor(next_ids, device=logits.device)).tolist()
             else:
                 out = None
-                next_ids = self.tp.broadcast_tensor(self.sampler.choose(rows, sample_reqs, self.eos_ids)).tolist()
+                next_ids = self.tp.broadcast_tensor(self.sampler.choose(rows, sample_reqs, self.eos_ids,
+                                                                        allowed)).tolist()
             for i, req in enumerate(sample_reqs):
                 req.output_ids.append(next_ids[i])
                 if out is not None and req.return_logprob:
                     req.pending_output_logprobs.append([out.logprobs[i], next_ids[i]])
                     req.pending_output_top.append(out.top_logprobs[i])
                 self.num_generated += 1
-                reason = self.stop_checker.check(req)
+                reason = self.grammar.accept(req, next_ids[i]) or self.stop_checker.check(req)
                 if reason is not None:
                     if req in self.running:
                         self.running.remove(req)
@@ -303,6 +324,7 @@ class Scheduler(OverlapMixin):
             "num_generated_tokens": self.num_generated,
             "num_retractions": self.num_retractions,
             "num_overlapped_steps": self.num_overlapped_steps,
+            **self.grammar.stats(),
             "max_total_tokens": self.runner.max_total_tokens,
             "max_running_requests": self.runner.max_running_requests,
         }
