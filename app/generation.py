@@ -16,6 +16,7 @@ from fastapi import Request
 
 from app.errors import APIError, bad_request
 from engine.client import EngineDeadError, RequestCutOffError
+from engine.grammar import GrammarSpecError, check_grammar_spec
 from engine.sampling_params import SamplingParams, SamplingParamsError
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,14 @@ def parse_sampling(raw: dict[str, Any], rename: dict[str, str] | None = None,
     400s naming the parameter the client sent."""
     try:
         params = SamplingParams.from_dict(raw)
+        if params.grammar is not None:
+            # Bad or unenforceable grammars are 400s here, before anything reaches the engine.
+            check_grammar_spec(*params.grammar)
         if vocab_size:
             params.validate(vocab_size)
         return params
+    except GrammarSpecError as exc:
+        raise bad_request(str(exc), exc.param) from None
     except SamplingParamsError as exc:
         param = (rename or {}).get(exc.param or "", exc.param)
         message = str(exc)
@@ -158,6 +164,9 @@ async def stream_many(client: Any, reqs: list[EngineReq], stream: bool,
                                   **({"progress": progress_for(r.rid)} if progress_for else {}))
             async with contextlib.aclosing(gen) as items:
                 async for item in items:
+                    rejected = request_rejection(item)
+                    if rejected is not None:
+                        raise rejected
                     queue.put_nowait((i, item, None))
             queue.put_nowait((i, None, None))
         except Exception as exc:
@@ -178,6 +187,16 @@ async def stream_many(client: Any, reqs: list[EngineReq], stream: bool,
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def request_rejection(item: dict[str, Any]) -> APIError | None:
+    """An engine abort that carries an HTTP status (a grammar that failed to compile or timed out)
+    is that client error, not a finished generation."""
+    reason = (item.get("meta_info") or {}).get("finish_reason") or {}
+    if reason.get("type") == "abort" and isinstance(reason.get("status_code"), int):
+        return APIError(reason["status_code"], str(reason.get("message", "request rejected")),
+                        param=reason.get("param"))
+    return None
 
 
 async def collect_many(client: Any, reqs: list[EngineReq],

@@ -30,6 +30,7 @@ _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0
 _ENGINE_GAUGES = (
     ("num_running_reqs", "num_running_reqs", "Requests running in the engine"),
     ("num_queued_reqs", "num_queue_reqs", "Requests waiting in the engine queue"),
+    ("num_grammar_queue_reqs", "num_grammar_queue_reqs", "Requests waiting for their grammar to compile"),
     ("token_usage", "token_usage", "Fraction of KV cache slots in use (0..1)"),
     ("kv_used_tokens", "kv_used_tokens", "KV cache slots in use"),
     ("kv_total_tokens", "kv_total_tokens", "KV cache capacity in tokens"),

@@ -28,6 +28,8 @@ class GenerateRequest(BaseModel):
     top_logprobs_num: int | list[int] = Field(default=0)
     return_text_in_logprobs: bool = False
     stream: bool = False
+    # SGLang's documents also put `regex` at the top level: an alias of sampling_params.regex.
+    regex: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -56,6 +58,15 @@ def _pick(value: Any, i: int, count: int, name: str) -> Any:
             raise bad_request(f"'{name}' has {len(value)} entries but there are {count} prompts", name)
         return value[i]
     return value
+
+
+def _with_regex(sampling: dict[str, Any], regex: str | None) -> dict[str, Any]:
+    if regex is None:
+        return sampling
+    if sampling.get("regex") not in (None, "", regex):
+        raise bad_request("'regex' is given both at the top level and in sampling_params with different "
+                          "values", "regex")
+    return {**sampling, "regex": regex}
 
 
 def split_items(req: GenerateRequest) -> tuple[list[NativeItem], bool]:
@@ -89,7 +100,7 @@ def split_items(req: GenerateRequest) -> tuple[list[NativeItem], bool]:
         if batched and isinstance(rid, str):
             rid = f"{rid}-{i}"
         items.append(NativeItem(
-            text=texts[i], input_ids=ids[i], sampling=dict(sampling or {}), rid=rid,
+            text=texts[i], input_ids=ids[i], sampling=_with_regex(dict(sampling or {}), req.regex), rid=rid,
             return_logprob=bool(_pick(req.return_logprob, i, count, "return_logprob")),
             logprob_start_len=int(_pick(req.logprob_start_len, i, count, "logprob_start_len")),
             top_logprobs_num=int(_pick(req.top_logprobs_num, i, count, "top_logprobs_num")),

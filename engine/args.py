@@ -61,6 +61,12 @@ class ServerArgs:
     load_format: str = "auto"
     attention_backend: str | None = None
     grammar_backend: str = "xgrammar"
+    # Structured generation (engine/grammar): a compile slower than this fails its request alone.
+    grammar_compile_timeout: float = 30.0
+    # JSON grammars allow no free whitespace by default; N allows up to N whitespace characters
+    # between tokens of the JSON text.
+    constrained_json_max_whitespace_cnt: int | None = None
+    enable_jump_forward: bool = False
     cuda_graph_max_bs: int = 256
     disable_cuda_graph: bool = False
     disable_overlap_schedule: bool = False
@@ -174,6 +180,10 @@ class ServerArgs:
              f"--attention-backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention_backend!r}")
         need(self.grammar_backend in GRAMMAR_BACKENDS,
              f"--grammar-backend must be one of {', '.join(GRAMMAR_BACKENDS)}, got {self.grammar_backend!r}")
+        need(self.grammar_compile_timeout > 0,
+             f"--grammar-compile-timeout must be > 0, got {self.grammar_compile_timeout}")
+        need(self.constrained_json_max_whitespace_cnt is None or self.constrained_json_max_whitespace_cnt >= 1,
+             f"--constrained-json-max-whitespace-cnt must be >= 1, got {self.constrained_json_max_whitespace_cnt}")
         need(self.cuda_graph_max_bs >= 1, f"--cuda-graph-max-bs must be >= 1, got {self.cuda_graph_max_bs}")
         need(self.log_level.lower() in LOG_LEVELS,
              f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
@@ -199,6 +209,11 @@ _HELP = {
     "mem_fraction_static": "GPU memory fraction for weights + KV cache",
     "max_total_tokens": "KV cache capacity in tokens (CPU default is sized from RAM)",
     "max_request_bytes": "largest HTTP request body accepted, in bytes (413 above it; default 8 MiB)",
+    "grammar_backend": "xgrammar | none (none: constrained requests get a 400)",
+    "grammar_compile_timeout": "seconds a grammar may compile before its request fails (default 30)",
+    "constrained_json_max_whitespace_cnt": "allow up to N whitespace characters between JSON tokens "
+                                           "(default: none, fixed separators)",
+    "enable_jump_forward": "append the grammar's forced continuation in one extend step",
     "attention_backend": "torch_native | triton | flashinfer (default: flashinfer on CUDA when importable and "
                          "--dtype is not float32, else triton; torch_native on CPU)",
 }

@@ -8,7 +8,7 @@ finishes at step N has already been given a row in step N+1: that row is ignored
 it wrote is released with the request (stream order keeps later users of that slot behind it).
 
 Only "plain" decode rows are chained: no logprobs, penalties, logit bias, sampling seed (its noise
-depends on the host's output count) or pending min_new_tokens; everything else goes through the
+depends on the host's output count), pending min_new_tokens or a grammar; everything else goes through the
 scheduler's in-order path, as do prefills and retraction.
 """
 
@@ -36,7 +36,8 @@ def overlap_enabled(args, device: torch.device) -> bool:
 
 def is_plain(req: Req) -> bool:
     sp = req.sampling
-    return not (req.return_logprob or sp.logit_bias or sp.frequency_penalty or sp.presence_penalty
+    # Constrained rows need the previous token accepted before their next mask exists.
+    return not (req.grammar is not None or req.return_logprob or sp.logit_bias or sp.frequency_penalty or sp.presence_penalty
                 or sp.repetition_penalty != 1.0 or sp.sampling_seed is not None
                 or len(req.output_ids) < sp.min_new_tokens)
 

@@ -26,7 +26,9 @@ class SamplingParamsError(ValueError):
 
 
 # Keys SGLang defines that ask for features not built yet: accepted only when "off".
-_UNSUPPORTED_WHEN_SET = ("stop_regex", "regex", "json_schema", "ebnf", "structural_tag", "custom_params")
+_UNSUPPORTED_WHEN_SET = ("stop_regex", "custom_params")
+# Grammar constraints (engine/grammar): at most one per request.
+GRAMMAR_KEYS = ("json_schema", "regex", "ebnf", "structural_tag")
 _IGNORED_KEYS = ("spaces_between_special_tokens", "no_stop_trim", "skip_special_tokens", "stream_interval")
 
 
@@ -50,6 +52,21 @@ class SamplingParams:
     spaces_between_special_tokens: bool = True
     logit_bias: dict[int, float] = field(default_factory=dict)
     sampling_seed: int | None = None
+    # Structured generation: JSON text ("$$ANY$$" = any JSON), a regex, an EBNF grammar, or a
+    # structural tag (JSON text). Mutually exclusive.
+    json_schema: str | None = None
+    regex: str | None = None
+    ebnf: str | None = None
+    structural_tag: str | None = None
+
+    @property
+    def grammar(self) -> tuple[str, str] | None:
+        """(kind, spec) of the request's grammar constraint, or None."""
+        for key in GRAMMAR_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                return key, value
+        return None
 
     @property
     def is_greedy(self) -> bool:
@@ -74,9 +91,10 @@ class SamplingParams:
             raise SamplingParamsError(f"unknown sampling parameter(s): {', '.join(unknown)}", unknown[0])
         clean: dict[str, Any] = {}
         for key, value in raw.items():
-            if value is None:
+            if value is None or (key in GRAMMAR_KEYS and value in ("", {}, [])):
                 continue
             clean[key] = value
+        _check_grammar_keys(clean)
         params = cls(**clean)
         try:
             params._check_types()
@@ -198,3 +216,20 @@ class SamplingParams:
                 for tok in toks:
                     if not 0 <= tok < vocab_size:
                         bad(f"token id {tok} in {name} is outside the vocabulary (0..{vocab_size - 1})", name)
+
+
+def _check_grammar_keys(clean: dict[str, Any]) -> None:
+    """One grammar at most; each a string (a JSON schema or structural tag may come as an object
+    and is serialised, as SGLang's own clients sometimes send them)."""
+    import json
+
+    given = [k for k in GRAMMAR_KEYS if k in clean]
+    if len(given) > 1:
+        raise SamplingParamsError(f"'{given[0]}' and '{given[1]}' cannot be used together: "
+                                  "give at most one of json_schema, regex, ebnf, structural_tag", given[1])
+    for key in given:
+        value = clean[key]
+        if key in ("json_schema", "structural_tag") and isinstance(value, (dict, list, bool)):
+            clean[key] = json.dumps(value)
+        elif not isinstance(value, str):
+            raise SamplingParamsError(f"{key} must be a string, got {type(value).__name__}", key)

@@ -22,6 +22,7 @@ from engine.batch_builder import ScheduleBatch, build_forward_batch
 from engine.distributed.parallel_state import TPContext
 from engine.fault_isolation import FaultIsolationMixin
 from engine.forward_batch import ForwardMode
+from engine.grammar.manager import GrammarManager
 from engine.kv_manager import KVManager
 from engine.messages import (
     AbortReqMsg,
@@ -61,6 +62,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
         self.kv = KVManager(runner.kv_pool, runner.req_pool, args.disable_radix_cache)
         self.sampler = Sampler(runner.device, args.random_seed)
         self.stop_checker = StopChecker(tokenizer, eos_ids, self.context_len)
+        self.grammar = GrammarManager(args, tokenizer, self.vocab_size, eos_ids, tp)
         self.waiting: list[Req] = []
         self.running: list[Req] = []
         self.chunked: Req | None = None
@@ -112,9 +114,13 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
         if n + 1 > self.runner.max_total_tokens:
             return self._reject(msg, f"the prompt has {n} tokens but the KV cache holds only "
                                      f"{self.runner.max_total_tokens}")
-        self.waiting.append(Req(rid=msg.rid, origin_input_ids=list(msg.input_ids), sampling=sampling,
-                                return_logprob=msg.return_logprob, logprob_start_len=msg.logprob_start_len,
-                                top_logprobs_num=msg.top_logprobs_num, stream=msg.stream, arrival=self._arrivals))
+        req = Req(rid=msg.rid, origin_input_ids=list(msg.input_ids), sampling=sampling,
+                  return_logprob=msg.return_logprob, logprob_start_len=msg.logprob_start_len,
+                  top_logprobs_num=msg.top_logprobs_num, stream=msg.stream, arrival=self._arrivals)
+        if sampling.grammar is None:
+            self.waiting.append(req)
+        elif (reason := self.grammar.admit(req)) is not None:  # else it waits in the grammar queue
+            self._finish(req, reason)
 
     def _reject(self, msg: GenerateReqMsg, message: str) -> None:
         self._reply(BatchOutMsg(outputs=[ReqOutput(rid=msg.rid, new_token_ids=[], finished=True,
@@ -122,6 +128,9 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
                                                    prompt_tokens=len(msg.input_ids))]))
 
     def _abort(self, rid: str) -> None:
+        queued = self.grammar.remove(rid)
+        if queued is not None:
+            self._finish(queued, {"type": "abort", "message": "aborted"})
         for queue in (self.waiting, self.running):
             for req in list(queue):
                 if req.rid == rid:
@@ -134,9 +143,11 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
     # ---- one iteration --------------------------------------------------------------------
     @property
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.chunked or self._inflight)
+        return bool(self.waiting or self.running or self.chunked or self._inflight or self.grammar.queue)
 
     def step(self) -> None:
+        if self.grammar.queue:
+            self._admit_compiled()
         if self._inflight is not None:
             prev, self._inflight = self._inflight, None
             self._step_reqs = list(prev.batch.reqs)
@@ -157,6 +168,14 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
         fb = build_forward_batch(batch, self.kv.req_pool, self.runner.device)
         logits = self.runner.forward(fb)
         self._process(batch, logits)
+
+    def _admit_compiled(self) -> None:
+        ready, failed = self.grammar.poll()
+        self.waiting.extend(ready)
+        for req, reason in failed:
+            self._finish(req, reason)
+        if not (self.waiting or self.running or self.chunked or self._inflight):
+            self.grammar.wait_briefly()  # only compiles pending: don't spin
 
     def _next_batch(self) -> ScheduleBatch | None:
         if self.waiting or self.chunked:
@@ -222,7 +241,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
                     req.pending_output_logprobs.append([out_lps[i], next_ids[i]])
                     req.pending_output_top.append(out_tops[i])
                 self.num_generated += 1
-                reason = self.stop_checker.check(req)
+                reason = self.grammar.accept(req, next_ids[i]) or self.stop_checker.check(req)
                 if reason is not None:
                     if req in self.running:
                         self.running.remove(req)
@@ -234,12 +253,13 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
 
     def _sample_rows(self, rows: torch.Tensor, reqs: list[Req]) -> SampleOutput:
         """Next tokens of `rows` (identical on every TP rank); logprobs only when a request asks."""
+        allowed = self.grammar.allowed(reqs, rows.device)
         if any(r.return_logprob for r in reqs):
-            out = self.sampler.sample(rows, reqs, self.eos_ids)
+            out = self.sampler.sample(rows, reqs, self.eos_ids, allowed)
             if self.tp.size > 1:
                 out.next_ids = self.tp.broadcast_tensor(torch.tensor(out.next_ids, device=rows.device)).tolist()
             return out
-        next_ids = self.tp.broadcast_tensor(self.sampler.choose(rows, reqs, self.eos_ids)).tolist()
+        next_ids = self.tp.broadcast_tensor(self.sampler.choose(rows, reqs, self.eos_ids, allowed)).tolist()
         return SampleOutput(next_ids=next_ids, logprobs=[0.0] * len(reqs), top_logprobs=[None] * len(reqs))
 
     def _collect_input_logprobs(self, req: Req, rows: torch.Tensor, pos0: int) -> None:
@@ -315,6 +335,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
             "num_retractions": self.num_retractions,
             "num_overlapped_steps": self.num_overlapped_steps,
             "num_failed_reqs": self.num_failed_reqs,
+            **self.grammar.stats(),
             "max_total_tokens": self.runner.max_total_tokens,
             "max_running_requests": self.runner.max_running_requests,
         }

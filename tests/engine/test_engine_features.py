@@ -140,7 +140,8 @@ def test_long_prompt_fails_alone(engine):
 
 
 @pytest.mark.parametrize("params,param", [({"max_new_tokens": -1}, "max_new_tokens"), ({"top_p": 0.0}, "top_p"),
-                                          ({"top_p": 1.5}, "top_p"), ({"regex": "a+"}, "regex")])
+                                          ({"top_p": 1.5}, "top_p"), ({"regex": "("}, "regex"),
+                                          ({"regex": "a+", "ebnf": 'root ::= "a"'}, "ebnf")])
 def test_bad_sampling_params(engine, params, param):
     with pytest.raises(SamplingParamsError) as err:
         engine.generate(input_ids=[1, 2, 3], sampling_params=params)
