@@ -20,6 +20,7 @@ from app.openai_common import RunPlan, close_scope, fail_scope, parse_openai_sam
 from app.openai_format import completion_logprobs, finish_reason, matched_stop, new_id, now_s, sglext, usage
 from app.openai_protocol import CompletionRequest
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
+from app.structured.constraints import request_grammar
 
 
 @dataclass
@@ -59,7 +60,8 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: CompletionRequest) ->
     max_tokens = body.max_tokens if body.max_tokens is not None else 16
     for p in ids:
         check_prompt(p, max_tokens, client.model_info, "prompt")
-    sampling = parse_openai_sampling(sampling_from(body, max_tokens))
+    grammar = request_grammar(body)
+    sampling = parse_openai_sampling(sampling_from(body, max_tokens, grammar), grammar)
     want_lp = body.logprobs is not None
     plan = RunPlan.build(ids, sampling, body.rid or new_rid(), body.n, not ctx.args.disable_radix_cache,
                          return_logprob=want_lp, top_logprobs_num=body.logprobs or 0,

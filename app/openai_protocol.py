@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from app.structured.protocol import Tool, ToolCall, ToolChoice
+
 # OpenAI parameters not implemented: fine when null, a 400 naming them otherwise.
 _NULL_OK = frozenset({
     "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "audio", "modalities",
@@ -45,21 +47,40 @@ class JsonSchemaSpec(_Strict):
 class ResponseFormat(_Strict):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaSpec | None = None
+    # SGLang's documents send `{"type": "json_object", "schema": {...}}`: honoured, not ignored.
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _check(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type 'json_schema' needs a 'json_schema' object ({name, schema, strict})")
+        return self
 
 
 class ChatMessage(_Strict):
     role: str
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # assistant turns of a tool-using chat
+    tool_call_id: str | None = None  # role "tool": which call this result answers
+    reasoning_content: str | None = None  # echoed back by some clients; not rendered
 
     @field_validator("role")
     @classmethod
     def _role(cls, role: str) -> str:
-        if role in ("tool", "function"):
-            raise ValueError(f"role '{role}' is not supported (tool calling is not supported)")
-        if role not in ("system", "developer", "user", "assistant"):
-            raise ValueError(f"unknown role '{role}'; use system, developer, user or assistant")
+        if role == "function":
+            raise ValueError("role 'function' (the deprecated functions API) is not supported; use 'tool'")
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            raise ValueError(f"unknown role '{role}'; use system, developer, user, assistant or tool")
         return role
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessage:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id it answers")
+        return self
 
     @field_validator("content")
     @classmethod
@@ -147,6 +168,10 @@ class ChatCompletionRequest(_SamplingFields):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
     continue_final_message: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None  # e.g. {"enable_thinking": false} (Qwen3)
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> ChatCompletionRequest:
