@@ -9,10 +9,17 @@ from typing import Any
 
 from app.errors import bad_request
 from app.structured.assembler import OutputShaper
-from app.structured.constraints import Grammar, after_reasoning, check_tools, request_grammar
+from app.structured.constraints import (
+    Grammar,
+    after_reasoning,
+    auto_tools_grammar,
+    check_tools,
+    request_grammar,
+)
 from app.structured.protocol import NamedToolChoice
 from app.structured.reasoning import END, make_reasoning_parser
 from app.structured.tool_parsers import (
+    MarkerParser,
     NamedParser,
     RequiredParser,
     ToolParser,
@@ -69,16 +76,14 @@ class ChatStructure:
 
 
 def plan_chat(body: Any, tool_call_parser: str | None, reasoning_parser: str | None,
-              template: str | None) -> ChatStructure:
-    """Validates the structured fields of a chat request (400s) and plans its run."""
+              template: str | None, constrain_auto: bool = True) -> ChatStructure:
+    """Validates the structured fields of a chat request (400s) and plans its run. `constrain_auto`:
+    the engine has a grammar backend, so `auto` tool calls can be constrained once they start."""
     tools = body.tools or []
     choice = body.tool_choice if body.tool_choice is not None else ("auto" if tools else "none")
     if tools or body.tool_choice is not None:
         check_tools(tools, choice)
     grammar = request_grammar(body)
-    thinking = (body.chat_template_kwargs or {}).get("enable_thinking", True) is not False
-    if grammar is not None and reasoning_parser and thinking:
-        grammar = after_reasoning(grammar, END)
     parser: ToolParser | None = None
     if isinstance(choice, NamedToolChoice):
         parser = NamedParser(choice.function.name)
@@ -91,5 +96,11 @@ def plan_chat(body: Any, tool_call_parser: str | None, reasoning_parser: str | N
                 parser = make_parser(name)
             except ValueError as exc:  # validated at start; here only for a template-derived name
                 raise bad_request(str(exc), "tools") from None
+    if (constrain_auto and grammar is None and isinstance(parser, MarkerParser) and parser.constrain
+            and choice == "auto"):
+        grammar = auto_tools_grammar(tools, parser.marker, *parser.constrain)
+    thinking = (body.chat_template_kwargs or {}).get("enable_thinking", True) is not False
+    if grammar is not None and reasoning_parser and thinking:
+        grammar = after_reasoning(grammar, END)
     template_tools = [t.model_dump(exclude_none=True) for t in tools] if tools and choice != "none" else None
     return ChatStructure(grammar, template_tools, parser, reasoning_parser)

@@ -165,6 +165,16 @@ def _as_format(grammar: Grammar) -> dict[str, Any]:
     return json.loads(grammar.spec)["format"]
 
 
+def auto_tools_grammar(tools: list[Tool], marker: str, call_prefix: str, call_suffix: str) -> Grammar:
+    """`tool_choice: auto` in a text-marked format (`<tool_call>` of Qwen / Hermes): the text is free
+    until the model writes the marker, then the call must name a listed tool with valid arguments."""
+    tags = [{"type": "tag", "begin": f'{marker}{call_prefix}{{"name": {json.dumps(t.function.name)}, "arguments": ',
+             "content": {"type": "json_schema", "json_schema": tool_params(t)}, "end": f"}}{call_suffix}"}
+            for t in tools]
+    tag = {"type": "structural_tag", "format": {"type": "triggered_tags", "triggers": [marker], "tags": tags}}
+    return Grammar("structural_tag", json.dumps(tag), "tools")
+
+
 def after_reasoning(grammar: Grammar, end_marker: str) -> Grammar:
     """Free reasoning up to `end_marker`, then the grammar: one structural tag."""
     tag = {"type": "structural_tag", "format": {"type": "sequence", "elements": [

@@ -49,9 +49,13 @@ class MarkerParser:
 
     arg_keys: tuple[str, ...] = ("arguments", "parameters")
 
-    def __init__(self, name: str, marker: str, skip_special_tokens: bool = True) -> None:
+    def __init__(self, name: str, marker: str, skip_special_tokens: bool = True,
+                 constrain: tuple[str, str] | None = None) -> None:
         self.name = name
         self.marker = marker
+        # (text between the marker and the call object, text after it) when the marker is plain text, so
+        # `tool_choice: auto` can constrain a call once the marker appears; None for a special-token marker.
+        self.constrain = constrain
         # Mistral's marker is a special token: it is only in the text when special tokens are kept.
         self.skip_special_tokens = skip_special_tokens
 
@@ -69,6 +73,7 @@ class Llama3Parser:
     separated by `;`), optionally after the `<|python_tag|>` token."""
 
     name = "llama3"
+    constrain: tuple[str, str] | None = None
     arg_keys = ("parameters", "arguments")
     marker = "<|python_tag|>"
     skip_special_tokens = False
@@ -117,7 +122,7 @@ ToolParser = MarkerParser | Llama3Parser | RequiredParser | NamedParser
 
 def make_parser(name: str) -> MarkerParser | Llama3Parser:
     if name in ("qwen", "hermes"):
-        return MarkerParser(name, "<tool_call>")
+        return MarkerParser(name, "<tool_call>", constrain=("\n", "\n</tool_call>"))
     if name == "mistral":
         return MarkerParser(name, "[TOOL_CALLS]", skip_special_tokens=False)
     if name == "llama3":

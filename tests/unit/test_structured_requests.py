@@ -95,7 +95,7 @@ def test_named_and_auto_and_none() -> None:
                       None, None, None)
     assert accepts(named.grammar, "{}") and not accepts(named.grammar, '{"x": 1}')
     auto = plan_chat(chat(tools=[WEATHER]), None, None, "{{ '<tool_call>' }}")
-    assert auto.grammar is None and auto.tool_parser.name == "qwen"
+    assert auto.grammar.kind == "structural_tag" and auto.tool_parser.name == "qwen"
     assert plan_chat(chat(tools=[WEATHER]), "llama3", None, None).tool_parser.name == "llama3"
     assert plan_chat(chat(tools=[WEATHER]), None, None, "plain").tool_parser is None
     none = plan_chat(chat(tools=[WEATHER], tool_choice="none"), "qwen", None, None)
@@ -141,3 +141,18 @@ def test_history_messages_for_the_template() -> None:
     with pytest.raises(ValidationError):
         ChatCompletionRequest(model="m", messages=[{"role": "tool", "content": "x"}])
     assert json.loads(json.dumps(msgs))  # plain JSON for the template
+
+
+def test_auto_calls_are_constrained_once_the_marker_appears() -> None:
+    plan = plan_chat(chat(tools=[WEATHER, TIME]), "qwen", None, None)
+    g = plan.grammar
+    assert g.kind == "structural_tag"
+    assert accepts(g, "Just text, no call.")
+    assert accepts(g, 'Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": {"name": "Oslo"}}}\n</tool_call>')
+    assert accepts(g, '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>')
+    assert not accepts(g, '<tool_call>\n{"name": "get_time", "arguments": {"x": 1}}\n</tool_call>')
+    assert not accepts(g, '<tool_call>\n{"name": "nope", "arguments": {}}\n</tool_call>')
+    assert plan_chat(chat(tools=[WEATHER]), "qwen", None, None, constrain_auto=False).grammar is None
+    assert plan_chat(chat(tools=[WEATHER]), "llama3", None, None).grammar is None  # special-token marker
+    # A grammar the client asked for wins; the call is then parsed, not constrained.
+    assert plan_chat(chat(tools=[WEATHER], regex="x"), "qwen", None, None).grammar.kind == "regex"
