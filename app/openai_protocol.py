@@ -65,6 +65,15 @@ class ChatMessage(_Strict):
     tool_call_id: str | None = None  # role "tool": which call this result answers
     reasoning_content: str | None = None  # echoed back by some clients; not rendered
 
+    @model_validator(mode="before")
+    @classmethod
+    def _echoed(cls, data: Any) -> Any:
+        # `messages.append(response.choices[0].message)` sends back the SDK's view of our answer.
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in ("refusal", "annotations", "parsed")
+                    and not (k in ("audio", "function_call") and v is None)}
+        return data
+
     @field_validator("role")
     @classmethod
     def _role(cls, role: str) -> str:
@@ -126,7 +135,7 @@ class _SamplingFields(_Strict):
     min_tokens: int = Field(default=0, ge=0)
     regex: str | None = None
     ebnf: str | None = None
-    json_schema: str | None = None
+    json_schema: str | dict[str, Any] | None = None
     skip_special_tokens: bool = True
     no_stop_trim: bool = False
     rid: str | None = None

@@ -31,6 +31,12 @@ class Grammar:
         return {self.kind: self.spec}
 
 
+def check_grammar(grammar: Grammar) -> None:
+    """400 naming the client's field for a spec the engine cannot enforce (before it is wrapped into a
+    structural tag, whose pointers would mean nothing to the client)."""
+    _check_spec(grammar.kind, grammar.spec, grammar.param)
+
+
 def _check_spec(kind: str, spec: str, param: str) -> None:
     """Validates a spec with the engine's checker where the engine has one (compiles nothing)."""
     try:
@@ -135,6 +141,8 @@ def request_grammar(body: Any) -> Grammar | None:
     found: list[Grammar] = []
     for kind in ("regex", "ebnf", "json_schema"):
         value = getattr(body, kind, None)
+        if isinstance(value, dict):  # SGLang's clients sometimes send the schema itself
+            value = json.dumps(value)
         if value not in (None, ""):
             found.append(Grammar(kind, value, kind))
     fmt = _response_format_grammar(getattr(body, "response_format", None))

@@ -36,12 +36,19 @@ class NamedToolChoice(_Strict):
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
-class ToolCallFunction(_Strict):
+class _Echo(BaseModel):
+    """Pieces of our own responses a client sends back: the SDK adds its parse results
+    (`parsed_arguments`), which mean nothing here."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ToolCallFunction(_Echo):
     name: str
     arguments: str | dict[str, Any] = "{}"
 
 
-class ToolCall(_Strict):
+class ToolCall(_Echo):
     """A call in an assistant message a client sends back (the history of a tool-using chat)."""
 
     id: str

@@ -61,6 +61,11 @@ def test_tool_calls_with_reasoning(harness, sdk, tiny_llama) -> None:
     assert msg.tool_calls[0].function.parsed_arguments == GetWeather(city="Paris", unit="c")
     assert json.loads(msg.tool_calls[1].function.arguments) == {}
     assert len({c.id for c in msg.tool_calls}) == 2
+    # The SDK's own message object goes back into the history as it is.
+    _script(harness, "Done.")
+    history = [*MESSAGES, msg, {"role": "tool", "tool_call_id": msg.tool_calls[0].id, "content": "18 C"}]
+    again = sdk.chat.completions.create(model=tiny_llama, messages=history, tools=TOOLS, max_tokens=budget)
+    assert again.choices[0].message.content == "Done."
 
 
 def test_streamed_tool_calls_reassemble_with_the_sdk_helper(harness, sdk, tiny_llama) -> None:
