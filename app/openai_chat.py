@@ -37,9 +37,10 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest
     client = scope.client
     if client.tokenizer is None:
         raise bad_request("Chat needs a tokenizer; this server runs with --skip-tokenizer-init.", "messages")
-    structure = plan_chat(body, ctx.args.tool_call_parser, ctx.args.reasoning_parser,
-                          ctx.chat_template or getattr(client.tokenizer, "chat_template", None),
-                          constrain_auto=ctx.args.grammar_backend != "none")
+    # In a thread: checking big schemas compiles them.
+    structure = await asyncio.to_thread(plan_chat, body, ctx.args.tool_call_parser, ctx.args.reasoning_parser,
+                                        ctx.chat_template or getattr(client.tokenizer, "chat_template", None),
+                                        ctx.args.grammar_backend != "none")
     prompt_text = await asyncio.to_thread(render_chat_text, client.tokenizer, ctx.chat_template,
                                           template_messages(body.messages), body.continue_final_message,
                                           structure.tools, body.chat_template_kwargs)

@@ -30,6 +30,7 @@ class _SentCall:
 class OutputShaper:
     reasoning: ReasoningParser | None = None
     tools: ToolParser | None = None
+    max_calls: int | None = None  # 1 with parallel_tool_calls: false (later calls are dropped)
     _sent_reasoning: str = ""
     _sent_content: str = ""
     _sent_calls: list[_SentCall] = field(default_factory=list)
@@ -37,6 +38,8 @@ class OutputShaper:
     def _parse(self, text: str, final: bool) -> tuple[str, ToolSnap]:
         reasoning, answer = self.reasoning.split(text, final) if self.reasoning else ("", text)
         snap = self.tools.snapshot(answer, final) if self.tools else ToolSnap(answer)
+        if self.max_calls is not None:
+            snap.calls = snap.calls[:self.max_calls]
         return reasoning, snap
 
     def message(self, text: str) -> dict[str, Any]:

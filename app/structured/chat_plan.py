@@ -63,12 +63,13 @@ class ChatStructure:
     tools: list[dict[str, Any]] | None  # what the chat template gets
     tool_parser: ToolParser | None
     reasoning_parser: str | None
+    single_call: bool = False  # parallel_tool_calls: false
 
     def shaper(self, prompt_text: str) -> OutputShaper | None:
         if self.tool_parser is None and self.reasoning_parser is None:
             return None
         reasoning = make_reasoning_parser(self.reasoning_parser, prompt_text) if self.reasoning_parser else None
-        return OutputShaper(reasoning, self.tool_parser)
+        return OutputShaper(reasoning, self.tool_parser, max_calls=1 if self.single_call else None)
 
     @property
     def keep_special_tokens(self) -> bool:
@@ -99,10 +100,10 @@ def plan_chat(body: Any, tool_call_parser: str | None, reasoning_parser: str | N
                 raise bad_request(str(exc), "tools") from None
     if (constrain_auto and grammar is None and isinstance(parser, MarkerParser) and parser.constrain
             and choice == "auto"):
-        grammar = auto_tools_grammar(tools, parser.marker, *parser.constrain)
+        grammar = auto_tools_grammar(tools, parser.marker, *parser.constrain, parallel=body.parallel_tool_calls)
     thinking = (body.chat_template_kwargs or {}).get("enable_thinking", True) is not False
     if grammar is not None and reasoning_parser and thinking:
         check_grammar(grammar)
         grammar = after_reasoning(grammar, END)
     template_tools = [t.model_dump(exclude_none=True) for t in tools] if tools and choice != "none" else None
-    return ChatStructure(grammar, template_tools, parser, reasoning_parser)
+    return ChatStructure(grammar, template_tools, parser, reasoning_parser, single_call=not body.parallel_tool_calls)

@@ -8,6 +8,7 @@ after the end-of-reasoning marker, so a grammar never lands inside the thinking.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -37,16 +38,24 @@ def check_grammar(grammar: Grammar) -> None:
     _check_spec(grammar.kind, grammar.spec, grammar.param)
 
 
-def _check_spec(kind: str, spec: str, param: str) -> None:
-    """Validates a spec with the engine's checker where the engine has one (compiles nothing)."""
+@functools.lru_cache(maxsize=1024)
+def _spec_problem(kind: str, spec: str) -> str | None:
+    """The engine checker's verdict, cached: the same tools come with every request of a chat."""
     try:
         from engine.grammar.spec_check import check_grammar_spec
     except ImportError:  # an engine without grammar support rejects the key itself
-        return
+        return None
     try:
         check_grammar_spec(kind, spec)
     except ValueError as exc:
-        raise bad_request(f"{param}: {exc}", param) from None
+        return str(exc)
+    return None
+
+
+def _check_spec(kind: str, spec: str, param: str) -> None:
+    problem = _spec_problem(kind, spec)
+    if problem is not None:
+        raise bad_request(f"{param}: {problem}", param)
 
 
 def tool_params(tool: Tool) -> dict[str, Any]:
@@ -173,13 +182,16 @@ def _as_format(grammar: Grammar) -> dict[str, Any]:
     return json.loads(grammar.spec)["format"]
 
 
-def auto_tools_grammar(tools: list[Tool], marker: str, call_prefix: str, call_suffix: str) -> Grammar:
+def auto_tools_grammar(tools: list[Tool], marker: str, call_prefix: str, call_suffix: str,
+                       parallel: bool = True) -> Grammar:
     """`tool_choice: auto` in a text-marked format (`<tool_call>` of Qwen / Hermes): the text is free
-    until the model writes the marker, then the call must name a listed tool with valid arguments."""
+    until the model writes the marker, then the call must name a listed tool with valid arguments
+    (one call at most with `parallel_tool_calls: false`)."""
     tags = [{"type": "tag", "begin": f'{marker}{call_prefix}{{"name": {json.dumps(t.function.name)}, "arguments": ',
              "content": {"type": "json_schema", "json_schema": tool_params(t)}, "end": f"}}{call_suffix}"}
             for t in tools]
-    tag = {"type": "structural_tag", "format": {"type": "triggered_tags", "triggers": [marker], "tags": tags}}
+    tag = {"type": "structural_tag", "format": {"type": "triggered_tags", "triggers": [marker], "tags": tags,
+                                                "stop_after_first": not parallel}}
     return Grammar("structural_tag", json.dumps(tag), "tools")
 
 

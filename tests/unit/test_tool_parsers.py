@@ -138,3 +138,10 @@ def test_default_parser_from_template() -> None:
     assert parser_for_template("{{ m['content'] }}") is None
     with pytest.raises(ValueError):
         make_parser("nope")
+
+
+def test_single_call_when_parallel_calls_are_off() -> None:
+    msg = OutputShaper(tools=make_parser("qwen"), max_calls=1).message(QWEN)
+    assert [name for name, _ in _calls(msg)] == ["get_weather"]
+    streamed = _replay(OutputShaper(tools=make_parser("qwen"), max_calls=1), QWEN, 5)
+    assert [c["name"] for c in streamed["calls"]] == ["get_weather"]
