@@ -27,6 +27,7 @@ from app.openai_format import completion_logprobs, finish_reason, matched_stop, 
 from app.openai_protocol import CompletionRequest
 from app.request_limits import tokenize_bounded
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
+from app.structured.constraints import request_grammar
 from engine.request_checks import check_input_ids
 
 
@@ -74,7 +75,9 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: CompletionRequest) ->
         check_prompt(p, max_tokens, client.model_info, "prompt")
     scope.planned_prompt_tokens = sum(len(p) for p in ids)
     scope.reserve_tokens = scope.planned_prompt_tokens + max_tokens * body.n * len(ids)
-    sampling = parse_openai_sampling(sampling_from(body, max_tokens), client.model_info.get("vocab_size"))
+    grammar = request_grammar(body)
+    sampling = parse_openai_sampling(sampling_from(body, max_tokens, grammar), grammar,
+                                     client.model_info.get("vocab_size"))
     want_lp = body.logprobs is not None
     plan = RunPlan.build(ids, sampling, body.rid or new_rid(), body.n, not ctx.args.disable_radix_cache,
                          return_logprob=want_lp, top_logprobs_num=body.logprobs or 0,

@@ -24,6 +24,9 @@ FP32_DTYPES = ("float32", "float", "fp32")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 DEVICES = ("auto", "cpu", "cuda")
 GRAMMAR_BACKENDS = ("xgrammar", "none")
+# Output formats the API process parses (app/structured); named here so a typo fails at start.
+TOOL_CALL_PARSERS = ("llama3", "qwen", "hermes", "mistral")
+REASONING_PARSERS = ("qwen3", "deepseek-r1")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -73,6 +76,8 @@ class ServerArgs:
     # Batch-1 decode runs fused Triton GEMVs on CUDA (16-bit, TP 1); this keeps cuBLAS + separate kernels.
     disable_fused_gemv: bool = False
     chat_template: str | None = None
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
     api_key: str | None = None
     enable_metrics: bool = True
     log_requests: bool = False
@@ -184,6 +189,10 @@ class ServerArgs:
              f"--grammar-compile-timeout must be > 0, got {self.grammar_compile_timeout}")
         need(self.constrained_json_max_whitespace_cnt is None or self.constrained_json_max_whitespace_cnt >= 1,
              f"--constrained-json-max-whitespace-cnt must be >= 1, got {self.constrained_json_max_whitespace_cnt}")
+        need(self.tool_call_parser is None or self.tool_call_parser in TOOL_CALL_PARSERS,
+             f"--tool-call-parser must be one of {', '.join(TOOL_CALL_PARSERS)}, got {self.tool_call_parser!r}")
+        need(self.reasoning_parser is None or self.reasoning_parser in REASONING_PARSERS,
+             f"--reasoning-parser must be one of {', '.join(REASONING_PARSERS)}, got {self.reasoning_parser!r}")
         need(self.cuda_graph_max_bs >= 1, f"--cuda-graph-max-bs must be >= 1, got {self.cuda_graph_max_bs}")
         need(self.log_level.lower() in LOG_LEVELS,
              f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
@@ -214,6 +223,9 @@ _HELP = {
     "constrained_json_max_whitespace_cnt": "allow up to N whitespace characters between JSON tokens "
                                            "(default: none, fixed separators)",
     "enable_jump_forward": "append the grammar's forced continuation in one extend step",
+    "tool_call_parser": "format of the model's own tool calls: llama3 | qwen | hermes | mistral (default: "
+                        "from the chat template: <tool_call> → qwen, [TOOL_CALLS] → mistral, <|python_tag|> → llama3)",
+    "reasoning_parser": "split <think>...</think> into reasoning_content: qwen3 | deepseek-r1",
     "attention_backend": "torch_native | triton | flashinfer (default: flashinfer on CUDA when importable and "
                          "--dtype is not float32, else triton; torch_native on CPU)",
 }

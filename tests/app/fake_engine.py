@@ -33,6 +33,8 @@ class FakeBehaviour:
     context_length: int = 512
     # Token ids to "generate" instead of the built-in sequence (e.g. the tokenization of a text).
     script: list[int] | None = None
+    # A scripted output ends like a real model's: "stop" on EOS once the script is spent.
+    stop_after_script: bool = False
 
 
 class FakeEngineClient:
@@ -159,7 +161,11 @@ class FakeEngineClient:
             return {"text": text, "output_ids": list(out_ids), "meta_info": meta}
 
         try:
+            script = self.behaviour.script
             for i in range(sampling.max_new_tokens):
+                if script and self.behaviour.stop_after_script and i == len(script):
+                    yield result({"type": "stop", "matched": self.tokenizer.eos_token_id})
+                    return
                 await asyncio.sleep(self.behaviour.step_s)
                 if not queue.empty():
                     item = queue.get_nowait()
@@ -168,7 +174,6 @@ class FakeEngineClient:
                     self._aborted.discard(rid)
                     yield result({"type": "abort", "message": "aborted"})
                     return
-                script = self.behaviour.script
                 tid = script[i % len(script)] if script else self.token_at(input_ids, i, vocab)
                 out_ids.append(tid)
                 if progress is not None:

@@ -56,11 +56,13 @@ def test_validation_errors_name_the_parameter(tiny_llama) -> None:
             ({"model": tiny_llama, **CHAT, "foo": 1}, "foo"),
             ({"model": tiny_llama, **CHAT, "min_tokens": 9}, "min_tokens"),
             ({"model": tiny_llama, **CHAT, "top_logprobs": 2}, None),
-            ({"model": tiny_llama, "messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+            ({"model": tiny_llama, "messages": [{"role": "function", "content": "x"}]}, "messages.0.role"),
+            ({"model": tiny_llama, "messages": [{"role": "tool", "content": "x"}]}, "messages.0"),
             ({"model": tiny_llama, "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
              "messages.0.content"),
             ({"model": tiny_llama, **CHAT, "max_tokens": 600}, "max_tokens"),
             ({"model": tiny_llama, **CHAT, "regex": "("}, "regex"),
+            ({"model": tiny_llama, **CHAT, "tool_choice": "required"}, "tool_choice"),
         ]
         for body, param in cases:
             err = assert_openai_error(h.http.post("/v1/chat/completions", json=body), 400)

@@ -138,8 +138,9 @@ def test_models_and_errors(sdk, model_name) -> None:
     assert "maximum context length is 512" in str(err.value)
     with pytest.raises(openai.BadRequestError) as err:
         sdk.chat.completions.create(model=model_name, messages=[{"role": "user", "content": "x"}],
-                                    tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
-    assert err.value.body["param"] == "tools"
+                                    tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+                                    tool_choice={"type": "function", "function": {"name": "g"}})
+    assert err.value.body["param"] == "tool_choice"
     with pytest.raises(openai.BadRequestError) as err:
         sdk.chat.completions.create(model=model_name, messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}])
