@@ -32,7 +32,7 @@ test: $(STAMP) system-deps
 	$(PY) -m pytest -q -x --durations=15
 
 lint: $(STAMP)
-	.venv/bin/ruff check engine kernels app lang tests bench scripts
+	.venv/bin/ruff check engine kernels app lang tests bench scripts examples
 
 demo-model: $(STAMP)
 	$(PY) scripts/train_demo_model.py --out models/demo

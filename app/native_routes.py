@@ -18,6 +18,7 @@ from app.errors import APIError, bad_request, unavailable
 from app.native_generate import generate
 from app.native_protocol import GenerateRequest
 from app.request_scope import authorize
+from app.role_markers import compute_role_markers
 from engine.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -35,11 +36,22 @@ def _ctx(request: Request) -> AppContext:
     return request.app.state.ctx
 
 
+def _role_markers(ctx: AppContext) -> dict[str, Any] | None:
+    # Rendered once per tokenizer (a restart with another model brings a new one).
+    tokenizer = getattr(ctx.supervisor.client, "tokenizer", None)
+    cached = ctx.extras.get("role_markers")
+    if cached is None or cached[0] is not tokenizer:
+        cached = (tokenizer, compute_role_markers(tokenizer, ctx.chat_template))
+        ctx.extras["role_markers"] = cached
+    return cached[1]
+
+
 def _model_info(ctx: AppContext) -> dict[str, Any]:
     args = ctx.args
     engine_info = dict(getattr(ctx.supervisor.client, "model_info", None) or {})
     return {
         **engine_info,
+        "chat_template_roles": _role_markers(ctx),
         "model_path": args.model_path,
         "tokenizer_path": args.resolved_tokenizer_path,
         "served_model_name": ctx.model_name,

@@ -31,8 +31,8 @@ def brainstorm(s, topic):
     s += "Best: " + sgl.gen("best", max_tokens=4, temperature=0)
 
 
-def test_model_info_and_server_info(backend, tiny_llama) -> None:
-    assert backend.get_model_name() == tiny_llama
+def test_model_info_and_server_info(backend, lang_server) -> None:
+    assert backend.get_model_name() == lang_server.model_path
     assert "num_running_reqs" in backend.get_server_info()
 
 
