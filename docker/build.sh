@@ -3,6 +3,7 @@
 # VERSION-gitsha (cpu flavour: VERSION-cpu and VERSION-gitsha-cpu).
 #   docker/build.sh [--flavor cuda|cpu] [--base IMAGE] [--image NAME] [-- EXTRA BUILD ARGS]
 # Env: IMAGE (default localhost/tessera), FLAVOR, BASE_IMAGE, TORCH_WHEEL (a torch-2.13.0+cpu wheel),
+#      BUILD_LAYERS=false (buildah: no layer cache; faster for one-off builds such as CI),
 #      CA_BUNDLE (a proxy's CA, passed as the `cacert` build secret; default: the host bundle if present).
 # Prints the tags it made, one per line, on stdout.
 set -euo pipefail
@@ -49,7 +50,7 @@ for t in "${tags[@]}"; do args+=(-t "$t"); done
 
 if command -v buildah >/dev/null; then
   # --format docker keeps HEALTHCHECK (OCI drops it); chroot isolation runs RUN steps without a daemon.
-  buildah bud --isolation chroot --format docker --layers "${args[@]}" "$@" . >&2
+  buildah bud --isolation chroot --format docker --layers="${BUILD_LAYERS:-true}" "${args[@]}" "$@" . >&2
 elif command -v docker >/dev/null; then
   DOCKER_BUILDKIT=1 docker build "${args[@]}" "$@" . >&2
 else

@@ -21,6 +21,8 @@ case "$flavor" in
     else torch=(--extra-index-url https://download.pytorch.org/whl/cpu 'torch==2.13.0+cpu')
     fi
     "$pip" install -q --no-deps "${torch[@]}" -r "$lock"
+    # Test binaries and C++ headers (nothing compiles against torch on CPU): about 200 MB.
+    rm -rf "$venv"/lib/python3*/site-packages/torch/{test,bin,include}
     ;;
   cuda)
     grep -v '^#' "$constraints" | sed 's/ *#.*//' > "$lock"
