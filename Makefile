@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 HOST    ?= 127.0.0.1
 PORT    ?= 30000
 
-.PHONY: run test lint system-deps demo-model bench clean-venv
+.PHONY: run test lint system-deps demo-model bench clean-venv image image-test
 
 $(PY):
 	python3 -m venv .venv
@@ -39,3 +39,13 @@ demo-model: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/offline.py
+
+# The appliance image (docker/build.sh: buildah or docker). FLAVOR=cpu|cuda; BASE=an image to build FROM
+# (docker/base.sh makes a local one where no public registry is reachable).
+FLAVOR  ?= cuda
+image:
+	docker/build.sh --flavor $(FLAVOR) $(if $(BASE),--base $(BASE))
+
+# The image acceptance test (cpu flavour, podman, local registry; see tests/image/acceptance.sh). Root.
+image-test: $(STAMP)
+	PYTHON=$(PY) tests/image/acceptance.sh

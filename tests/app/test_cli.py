@@ -55,3 +55,24 @@ def test_engine_start_failure_exits_1_with_reason(tmp_path) -> None:
                "--disable-admin")
     assert res.returncode == 1
     assert "engine failed to start" in res.stderr
+
+
+def test_admin_migrate(tmp_path) -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(REPO / "migrations"))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    res = _run("admin", "migrate", "--data-dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"database schema at {head}" and (tmp_path / "tessera.db").exists()
+    again = _run("admin", "migrate", "--data-dir", str(tmp_path))  # idempotent
+    assert again.returncode == 0 and again.stdout == res.stdout
+
+
+def test_admin_migrate_bad_database_is_one_line(tmp_path) -> None:
+    res = _run("admin", "migrate", "--data-dir", str(tmp_path), "--database-url", "nosuchdb://x/y")
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tessera admin migrate: error:"), res.stderr
