@@ -78,9 +78,14 @@ def test_openai_routes_accept_sglang_request_models_at_defaults(tiny_llama) -> N
             for key, value in (("return_hidden_states", True), ("lora_path", "a"), ("return_token_ids", True)):
                 err = assert_openai_error(h.http.post(path, json={**body, key: value}), 400)
                 assert err["param"] == key
+        # Tools are built: SGLang's tool fields are served, and a tool_choice naming no listed tool is a 400.
+        tools = [{"type": "function", "function": {"name": "f"}}]
+        r = h.http.post("/v1/chat/completions", json={**chat, "model": name, "tools": tools})
+        assert r.status_code == 200, r.text
         err = assert_openai_error(h.http.post("/v1/chat/completions", json={
-            **chat, "model": name, "tools": [{"type": "function", "function": {"name": "f"}}]}), 400)
-        assert "tools" in err["message"]
+            **chat, "model": name, "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "g"}}}), 400)
+        assert err["param"] == "tool_choice"
         # chat_template_kwargs reach the template; one that clashes with the renderer's own argument is a 400.
         err = assert_openai_error(h.http.post("/v1/chat/completions", json={
             **chat, "model": name, "chat_template_kwargs": {"tokenize": True}}), 400)
