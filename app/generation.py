@@ -22,8 +22,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ClientDisconnected(Exception):
-    """The HTTP client went away; its engine requests were aborted."""
+class ClientDisconnected(APIError):
+    """The HTTP client went away; its engine requests were aborted. An APIError (status 499, nginx's
+    "client closed request") so it is answered quietly instead of logged as an unhandled error."""
+
+    def __init__(self) -> None:
+        super().__init__(499, "The client closed the connection before the answer was ready.",
+                         code="client_disconnected")
 
 
 @dataclass
@@ -154,6 +159,12 @@ async def stream_many(client: Any, reqs: list[EngineReq], stream: bool) -> Async
             queue.put_nowait((i, None, None))
         except Exception as exc:
             queue.put_nowait((i, None, exc))
+        except BaseException:
+            # A cancellation from below (not from stream_many, which is the only one that cancels pumps
+            # and no longer reads the queue) must still end the consumer: a pump that vanishes silently
+            # leaves its HTTP request waiting forever.
+            queue.put_nowait((i, None, EngineDeadError("the request was cancelled inside the server")))
+            raise
 
     tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(reqs)]
     try:
