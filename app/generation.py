@@ -171,6 +171,12 @@ async def stream_many(client: Any, reqs: list[EngineReq], stream: bool,
             queue.put_nowait((i, None, None))
         except Exception as exc:
             queue.put_nowait((i, None, exc))
+        except BaseException:
+            # A cancellation from below (not from stream_many, which is the only one that cancels pumps
+            # and no longer reads the queue) must still end the consumer: a pump that vanishes silently
+            # leaves its HTTP request waiting forever.
+            queue.put_nowait((i, None, EngineDeadError("the request was cancelled inside the server")))
+            raise
 
     tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(reqs)]
     try:

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.context import AppContext
 from app.errors import APIError, as_api_error
+from app.generation import engine_error
 
 logger = logging.getLogger(__name__)
 OUTCOME_KEY = "tessera.outcome"  # ASGI scope key read by the access log (app.request_log)
@@ -99,6 +100,7 @@ class GenScope:
             raise (as_api_error(exc) or exc) from None
 
     def fail(self, exc: BaseException) -> None:
+        exc = engine_error(exc) or exc  # an engine death is a 503 in the usage row and the log, not a 500
         self.status = getattr(exc, "status", 500) if isinstance(exc, Exception) else 499
         # The access log shows how the request really ended (a stream's 200 went out before it failed).
         code = getattr(exc, "code", None)

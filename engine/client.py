@@ -213,13 +213,20 @@ class EngineClient:
         is gone would wait forever)."""
         data = msg if isinstance(msg, bytes) else encode(msg)
         self._check_alive()
-        send = asyncio.ensure_future(self._send.send(data))
+        try:
+            send = asyncio.ensure_future(self._send.send(data))
+        except zmq.ZMQError as exc:  # the socket was closed by a stop() that raced this send
+            raise EngineDeadError(f"{self._death_reason} ({exc})") from None
         dead = self._dead
-        if dead is None:
-            await send
-            return
-        await asyncio.wait({send, dead}, return_when=asyncio.FIRST_COMPLETED)
-        if send.done():
+        if dead is not None:
+            await asyncio.wait({send, dead}, return_when=asyncio.FIRST_COMPLETED)
+        elif not send.done():
+            await asyncio.wait({send})
+        # pyzmq cancels a pending send when stop() destroys the context: that is the engine going away,
+        # not this task being cancelled, and must not surface as a CancelledError nobody handles.
+        if send.done() and not send.cancelled():
+            if isinstance(send.exception(), zmq.ZMQError):
+                raise EngineDeadError(f"{self._death_reason} ({send.exception()})")
             send.result()
             return
         send.cancel()
