@@ -146,3 +146,10 @@ def test_probes_and_restart_metric(http) -> None:
     assert http.get("/health").status_code == 200
     assert http.get("/ready").status_code == 200
     assert "tessera_engine_restarts_total" in http.get("/metrics").text
+
+
+def test_a_batch_may_not_expand_into_unbounded_work(http, model_name) -> None:
+    _assert_400(http.post("/generate", json={"text": ["x"] * 4097, "sampling_params": {"max_new_tokens": 1}}), "text")
+    _assert_400(http.post("/generate", json={"input_ids": [[1, 2]] * 40, "sampling_params": {"max_new_tokens": 1,
+                                                                                           "n": 128}}), "input_ids")
+    _assert_400(http.post("/v1/completions", json=_completion(model_name, prompt=["x"] * 40, n=128)), "prompt")
