@@ -203,10 +203,11 @@ def test_sigterm_mid_restart_orphans_nothing(chaos) -> None:
     assert "Traceback" not in chaos.proc.log_path.read_text()
 
 
-@pytest.mark.parametrize("moment", ["during_start", "mid_restart"])
-def test_sigkill_of_the_server_orphans_nothing(tiny_llama, tmp_path, moment) -> None:
+@pytest.mark.parametrize("sig,moment", [(signal.SIGKILL, "during_start"), (signal.SIGKILL, "mid_restart"),
+                                        (signal.SIGTERM, "during_start")])
+def test_signals_at_random_moments_orphan_nothing(tiny_llama, tmp_path, sig, moment) -> None:
     server = ServerProc(tiny_llama, tmp_path / "server.log")
-    rng = random.Random(f"{RNG_SEED}-{moment}")
+    rng = random.Random(f"{RNG_SEED}-{sig}-{moment}")
     if moment == "during_start":
         server.start_background()
         watcher = TreeWatcher(server.proc.pid)
@@ -221,6 +222,10 @@ def test_sigkill_of_the_server_orphans_nothing(tiny_llama, tmp_path, moment) -> 
         os.kill(pids[0], signal.SIGKILL)
         time.sleep(rng.uniform(0.25, 1.5))
     assert watcher.seen, "no engine rank was started"
-    server.proc.kill()
-    server.proc.wait(30)
+    server.proc.send_signal(sig)
+    code = server.proc.wait(60)
+    assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL), server.log_tail()
+    server.stop()
     assert_no_orphans(watcher.stop())
+    if sig == signal.SIGTERM:
+        assert "Traceback" not in server.log_path.read_text()
