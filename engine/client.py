@@ -361,8 +361,21 @@ class EngineClient:
             if not finished:
                 if self._states.get(rid) is state:
                     del self._states[rid]
+                    self._notify_end(state, "the request ended before the engine finished it")
                 if sent:
                     await self.abort(rid)
+
+    def _notify_end(self, state: ReqState, message: str) -> None:
+        """Tells `on_output` listeners (metrics) that a request left early, so their per-request state is
+        released: the engine's own abort output arrives after the rid is gone and is dropped."""
+        out = ReqOutput(rid=state.rid, new_token_ids=[], finished=True,
+                        finish_reason={"type": "abort", "message": message}, prompt_tokens=len(state.input_ids),
+                        completion_tokens=len(state.output_ids))
+        for cb in self.on_output:
+            try:
+                cb(state, out)
+            except Exception:  # a listener's bug must not break the request's cleanup
+                logger.exception("on_output listener failed")
 
     def _absorb(self, state: ReqState, out: ReqOutput) -> dict[str, Any]:
         if out.new_token_ids and state.first_token_time is None:

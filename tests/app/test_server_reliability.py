@@ -5,6 +5,7 @@ every one is a 400 naming the parameter, the engine never restarts, and no rid i
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -153,3 +154,19 @@ def test_a_batch_may_not_expand_into_unbounded_work(http, model_name) -> None:
     _assert_400(http.post("/generate", json={"input_ids": [[1, 2]] * 40, "sampling_params": {"max_new_tokens": 1,
                                                                                            "n": 128}}), "input_ids")
     _assert_400(http.post("/v1/completions", json=_completion(model_name, prompt=["x"] * 40, n=128)), "prompt")
+
+
+def test_a_stream_the_client_leaves_is_counted_as_aborted(server, http) -> None:
+    aborted = _metric(http, "tessera_num_requests_total", finish_reason="abort")
+    body = {"text": "The list", "stream": True, "sampling_params": {"max_new_tokens": 400, "ignore_eos": True}}
+    with httpx.stream("POST", server.base_url + "/generate", json=body, timeout=60) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                break  # hang up mid-stream
+    deadline = time.monotonic() + 30
+    while _metric(http, "tessera_num_requests_total", finish_reason="abort") < aborted + 1:
+        assert time.monotonic() < deadline, "the abandoned request never ended in the metrics"
+        time.sleep(0.1)
+    while http.get("/get_server_info").json().get("num_running_reqs"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
