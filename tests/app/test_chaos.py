@@ -185,7 +185,14 @@ def test_engine_kill_then_burst_is_all_answered(chaos) -> None:
     for t in threads:
         t.join(70)
     assert len(results) == 8 and all(r in (200, 503) for r in results), results
+    # SGLang's probe contract while the engine restarts: /health and /ready 503, /live 200.
+    if chaos.http.get("/get_server_info").json()["state"] == "restarting":
+        assert chaos.http.get("/health").status_code == 503
+        assert chaos.http.get("/health_generate").status_code == 503
+        assert chaos.http.get("/ready").status_code == 503
+    assert chaos.http.get("/live").status_code == 200
     chaos.proc.wait_ready(120)
+    assert chaos.http.get("/health").status_code == 200
     assert chaos.http.post("/generate", json=VALID).json()["output_ids"] == chaos.reference
     assert chaos.restarts() >= 1
     assert "tessera_engine_restarts_total{" in chaos.http.get("/metrics").text
