@@ -31,7 +31,7 @@ from app.generation import (
     warm_prefix,
 )
 from app.native_protocol import GenerateRequest, NativeItem, split_items
-from app.request_limits import tokenize_bounded
+from app.request_limits import check_sequence_count, tokenize_bounded
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
 from engine.request_checks import check_logprob_args
 
@@ -60,13 +60,14 @@ def _tokenize(tokenizer: Any, items: list[NativeItem], limit: int | None) -> lis
 async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, items: list[NativeItem],
                    batched: bool) -> _Plan:
     client = scope.client
+    param = "text" if body.text is not None else "input_ids"
+    check_sequence_count(len(items), param)  # before any tokenization work
     limit = client.model_info.get("max_context_length")
     all_ids = await asyncio.to_thread(_tokenize, client.tokenizer, items, limit)
     vocab = client.model_info.get("vocab_size")
-    param = "text" if body.text is not None else "input_ids"
     flat: list[EngineReq] = []
     warm: list[tuple[list[int], str]] = []
-    user_rids: list[str] = []
+    groups: dict[str, set[str]] = {}  # client rid -> engine rids, registered only once every check passed
     for item, ids in zip(items, all_ids, strict=True):
         sampling = parse_sampling(item.sampling, vocab_size=vocab)
         # As SGLang does: the prompt must fit, and max_new_tokens is clipped to the room left.
@@ -84,16 +85,16 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, item
         if sampling.n > 1 and not ctx.args.disable_radix_cache:
             warm.append((ids, rid))
         if item.rid:
-            user_rids.append(item.rid)
-            ctx.rid_groups[item.rid] = {r.rid for r in reqs}
+            groups[item.rid] = {r.rid for r in reqs}
         flat.extend(reqs)
         scope.planned_prompt_tokens += len(ids) * len(reqs)
         scope.reserve_tokens += (len(ids) + sampling.max_new_tokens) * len(reqs)
+        check_sequence_count(len(flat), param)
     if batched and isinstance(body.rid, str):
         # One rid for a whole batch: /abort_request with it aborts every item.
-        user_rids.append(body.rid)
-        ctx.rid_groups[body.rid] = {r.rid for r in flat}
-    return _Plan(flat, warm, batched or len(flat) > 1, user_rids)
+        groups[body.rid] = {r.rid for r in flat}
+    ctx.rid_groups.update(groups)
+    return _Plan(flat, warm, batched or len(flat) > 1, list(groups))
 
 
 async def _run(scope: GenScope, plan: _Plan) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from app.generation import (
 from app.openai_common import RunPlan, close_scope, fail_scope, parse_openai_sampling, sampling_from
 from app.openai_format import completion_logprobs, finish_reason, matched_stop, new_id, now_s, sglext, usage
 from app.openai_protocol import CompletionRequest
-from app.request_limits import tokenize_bounded
+from app.request_limits import check_sequence_count, tokenize_bounded
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
 from app.structured.constraints import request_grammar
 from engine.request_checks import check_input_ids
@@ -65,6 +65,7 @@ def _tokenize_all(tokenizer: Any, prompts: list[str | list[int]], echo: bool,
 async def _prepare(ctx: AppContext, scope: GenScope, body: CompletionRequest) -> _Prepared:
     client = scope.client
     prompts = _prompt_list(body.prompt)
+    check_sequence_count(len(prompts) * body.n, "prompt")
     for p in prompts:  # before echo decodes them: an id past the vocabulary must be a 400, not a decode error
         if not isinstance(p, str):
             check_request_fields(check_input_ids, p, client.model_info.get("vocab_size"), "prompt")

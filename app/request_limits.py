@@ -139,6 +139,17 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+# Prompts x samples one HTTP request may expand into: a batch is a convenience, not a way to queue an
+# unbounded amount of work (and client-side state) behind one connection.
+MAX_SEQUENCES_PER_REQUEST = 4096
+
+
+def check_sequence_count(count: int, param: str) -> None:
+    if count > MAX_SEQUENCES_PER_REQUEST:
+        raise APIError(400, f"This request expands into {count} sequences (prompts x n); at most "
+                            f"{MAX_SEQUENCES_PER_REQUEST} are allowed per request. Split the batch.", param=param)
+
+
 def context_exceeded(limit: int, prompt_tokens_at_least: int, param: str) -> APIError:
     return APIError(400, f"This model's maximum context length is {limit} tokens. However, the prompt has more than "
                          f"{prompt_tokens_at_least - 1} tokens. Please reduce the prompt.",

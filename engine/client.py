@@ -369,10 +369,12 @@ class EngineClient:
                     await self._abort_and_count(state, progress)
                 elif self._states.get(rid) is state:
                     del self._states[rid]
+                    self._notify_end(state, "the request ended before the engine finished it")
 
     async def _abort_and_count(self, state: ReqState, progress: Callable[[int], None] | None) -> None:
         """Aborts an abandoned request; with `progress`, waits briefly for the engine's last output so the
         caller learns how many tokens were really produced (usage and rate limits settle to that)."""
+        done = False
         try:
             await self.abort(state.rid)
             if progress is None or not self.is_alive:
@@ -385,12 +387,27 @@ class EngineClient:
                 state.output_ids.extend(item.new_token_ids)
                 progress(len(state.output_ids))
                 if item.finished:
+                    done = True
                     return
         except (asyncio.TimeoutError, asyncio.CancelledError):
             pass
         finally:
             if self._states.get(state.rid) is state:
                 del self._states[state.rid]
+                if not done:  # the engine's own final output was not seen: release listeners' state
+                    self._notify_end(state, "the request ended before the engine finished it")
+
+    def _notify_end(self, state: ReqState, message: str) -> None:
+        """Tells `on_output` listeners (metrics) that a request left early, so their per-request state is
+        released: the engine's own abort output arrives after the rid is gone and is dropped."""
+        out = ReqOutput(rid=state.rid, new_token_ids=[], finished=True,
+                        finish_reason={"type": "abort", "message": message}, prompt_tokens=len(state.input_ids),
+                        completion_tokens=len(state.output_ids))
+        for cb in self.on_output:
+            try:
+                cb(state, out)
+            except Exception:  # a listener's bug must not break the request's cleanup
+                logger.exception("on_output listener failed")
 
     def _absorb(self, state: ReqState, out: ReqOutput) -> dict[str, Any]:
         if out.new_token_ids and state.first_token_time is None:

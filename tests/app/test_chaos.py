@@ -185,7 +185,14 @@ def test_engine_kill_then_burst_is_all_answered(chaos) -> None:
     for t in threads:
         t.join(70)
     assert len(results) == 8 and all(r in (200, 503) for r in results), results
+    # SGLang's probe contract while the engine restarts: /health and /ready 503, /live 200.
+    if chaos.http.get("/get_server_info").json()["state"] == "restarting":
+        assert chaos.http.get("/health").status_code == 503
+        assert chaos.http.get("/health_generate").status_code == 503
+        assert chaos.http.get("/ready").status_code == 503
+    assert chaos.http.get("/live").status_code == 200
     chaos.proc.wait_ready(120)
+    assert chaos.http.get("/health").status_code == 200
     assert chaos.http.post("/generate", json=VALID).json()["output_ids"] == chaos.reference
     assert chaos.restarts() >= 1
     assert "tessera_engine_restarts_total{" in chaos.http.get("/metrics").text
@@ -203,10 +210,11 @@ def test_sigterm_mid_restart_orphans_nothing(chaos) -> None:
     assert "Traceback" not in chaos.proc.log_path.read_text()
 
 
-@pytest.mark.parametrize("moment", ["during_start", "mid_restart"])
-def test_sigkill_of_the_server_orphans_nothing(tiny_llama, tmp_path, moment) -> None:
+@pytest.mark.parametrize("sig,moment", [(signal.SIGKILL, "during_start"), (signal.SIGKILL, "mid_restart"),
+                                        (signal.SIGTERM, "during_start")])
+def test_signals_at_random_moments_orphan_nothing(tiny_llama, tmp_path, sig, moment) -> None:
     server = ServerProc(tiny_llama, tmp_path / "server.log")
-    rng = random.Random(f"{RNG_SEED}-{moment}")
+    rng = random.Random(f"{RNG_SEED}-{sig}-{moment}")
     if moment == "during_start":
         server.start_background()
         watcher = TreeWatcher(server.proc.pid)
@@ -221,6 +229,10 @@ def test_sigkill_of_the_server_orphans_nothing(tiny_llama, tmp_path, moment) -> 
         os.kill(pids[0], signal.SIGKILL)
         time.sleep(rng.uniform(0.25, 1.5))
     assert watcher.seen, "no engine rank was started"
-    server.proc.kill()
-    server.proc.wait(30)
+    server.proc.send_signal(sig)
+    code = server.proc.wait(60)
+    assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL), server.log_tail()
+    server.stop()
     assert_no_orphans(watcher.stop())
+    if sig == signal.SIGTERM:
+        assert "Traceback" not in server.log_path.read_text()

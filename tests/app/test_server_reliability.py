@@ -5,9 +5,13 @@ every one is a 400 naming the parameter, the engine never restarts, and no rid i
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+
+from tests.app.proc_tree import rss_mb
 
 JSON_HEADERS = {"content-type": "application/json"}
 
@@ -115,15 +119,27 @@ def test_non_finite_floats_are_400s(http, model_name, literal) -> None:
     _assert_400(http.post("/v1/completions", content=body, headers=JSON_HEADERS), "temperature")
 
 
-def test_prompt_past_the_context_is_refused_without_tokenizing_it_all(http, model_name) -> None:
+def test_prompt_past_the_context_is_refused_without_tokenizing_it_all(server, http, model_name) -> None:
     # ~1 MB of text: refused as a context overflow from a bounded prefix (the body is under the 8 MiB limit).
     text = "The list is a mutable sequence. " * 32768
-    for path, body, param in (("/generate", {"text": text, "sampling_params": {"max_new_tokens": 1}}, "text"),
-                              ("/v1/completions", _completion(model_name, prompt=text), "prompt")):
-        r = http.post(path, json=body)
-        _assert_400(r, param)
-        assert r.json()["error"]["code"] == "context_length_exceeded"
-    assert _metric(http, "tessera_rejected_requests_total", reason="context_length") >= 2
+    cases = [("/generate", {"text": text, "sampling_params": {"max_new_tokens": 1}}, "text"),
+             ("/v1/completions", _completion(model_name, prompt=text), "prompt"),
+             ("/v1/chat/completions", {"model": model_name, "messages": [{"role": "user", "content": text}]},
+              "messages")]
+    before = rss_mb(server.proc.pid)
+
+    def one(i: int) -> httpx.Response:
+        path, body, _ = cases[i % 3]
+        return http.post(path, json=body)
+
+    with ThreadPoolExecutor(6) as pool:  # the case: six 1 MB prompts at once, twice over
+        for i, r in enumerate(pool.map(one, range(12))):
+            _assert_400(r, cases[i % 3][2])
+            assert r.json()["error"]["code"] == "context_length_exceeded"
+    after = rss_mb(server.proc.pid)
+    print(f"\nRSS of the server tree, twelve 1 MB prompts: {before:.0f} MB -> {after:.0f} MB")
+    assert after - before < 150, (before, after)  # it was +740 MB for six before the prompt was bounded
+    assert _metric(http, "tessera_rejected_requests_total", reason="context_length") >= 12
 
 
 def test_probes_and_restart_metric(http) -> None:
@@ -131,3 +147,26 @@ def test_probes_and_restart_metric(http) -> None:
     assert http.get("/health").status_code == 200
     assert http.get("/ready").status_code == 200
     assert "tessera_engine_restarts_total" in http.get("/metrics").text
+
+
+def test_a_batch_may_not_expand_into_unbounded_work(http, model_name) -> None:
+    _assert_400(http.post("/generate", json={"text": ["x"] * 4097, "sampling_params": {"max_new_tokens": 1}}), "text")
+    _assert_400(http.post("/generate", json={"input_ids": [[1, 2]] * 40, "sampling_params": {"max_new_tokens": 1,
+                                                                                           "n": 128}}), "input_ids")
+    _assert_400(http.post("/v1/completions", json=_completion(model_name, prompt=["x"] * 40, n=128)), "prompt")
+
+
+def test_a_stream_the_client_leaves_is_counted_as_aborted(server, http) -> None:
+    aborted = _metric(http, "tessera_num_requests_total", finish_reason="abort")
+    body = {"text": "The list", "stream": True, "sampling_params": {"max_new_tokens": 400, "ignore_eos": True}}
+    with httpx.stream("POST", server.base_url + "/generate", json=body, timeout=60) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                break  # hang up mid-stream
+    deadline = time.monotonic() + 30
+    while _metric(http, "tessera_num_requests_total", finish_reason="abort") < aborted + 1:
+        assert time.monotonic() < deadline, "the abandoned request never ended in the metrics"
+        time.sleep(0.1)
+    while http.get("/get_server_info").json().get("num_running_reqs"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)

@@ -223,5 +223,5 @@ def test_malformed_input_ids_are_rejected_and_engine_survives(engine):
         engine.generate(input_ids=["a", "b"], sampling_params={"max_new_tokens": 2})
     out = engine.generate(input_ids=[10**9], sampling_params={"max_new_tokens": 2})
     assert out["meta_info"]["finish_reason"]["type"] == "abort"
-    assert "input_ids must be in" in out["meta_info"]["finish_reason"]["message"]
+    assert "outside the vocabulary" in out["meta_info"]["finish_reason"]["message"]
     assert engine.generate(input_ids=[5, 6], sampling_params={"max_new_tokens": 2, **GREEDY})["output_ids"]
