@@ -72,6 +72,7 @@ class GenScope:
         self._stack = contextlib.AsyncExitStack()
         self._started = time.monotonic()
         self._closed = False
+        self._admit_tried = False
 
     @property
     def headers(self) -> dict[str, str]:
@@ -93,6 +94,7 @@ class GenScope:
     async def admit(self, reserve_tokens: int) -> None:
         """Rate-limit admission (403 / 429 / 400 for a request larger than the key's TPM), charged to the
         served model's short name whichever alias the request used."""
+        self._admit_tried = True  # the gate records its own refusals
         try:
             self.admission = await self.ctx.gate.admit(self.request.headers.get("authorization"),
                                                        self.ctx.model_name, reserve_tokens)
@@ -131,7 +133,7 @@ class GenScope:
                 if self.admission is not None:
                     await self.ctx.gate.settle(self.admission, prompt, completion, self.cached_tokens,
                                                time.monotonic() - self._started, self.status)
-                elif self.status >= 400:
+                elif self.status >= 400 and not self._admit_tried:
                     # Refused before admission (bad input, engine down): no charge, but operators see it.
                     record = getattr(self.ctx.gate, "record_refusal", None)
                     if record is not None:
