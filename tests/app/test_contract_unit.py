@@ -139,3 +139,14 @@ def test_polling_reads_log_at_debug(caplog) -> None:
         c.post("/admin/api/metrics")
     levels = {rec.getMessage().split()[1]: rec.levelno for rec in caplog.records if rec.name == "tessera.access"}
     assert levels == {"GET": logging.DEBUG, "POST": logging.INFO}
+
+
+def test_dashboard_ttft_median_covers_a_time_window() -> None:
+    from app.metrics import TTFT_WINDOW_S, Metrics
+
+    m = Metrics(lambda: "m", lambda: {}, enable_gpu=False)
+    now = 10_000.0
+    # An old burst of slow first tokens, then three recent fast ones.
+    m._recent_ttft.extend([(now - TTFT_WINDOW_S - 5, 9.0)] * 50 + [(now - 10, 0.1), (now - 5, 0.3), (now, 0.2)])
+    assert m.recent_ttfts(now) == [0.1, 0.3, 0.2]
+    assert len(m._recent_ttft) == 3  # the old ones are dropped, so memory stays bounded by the window
