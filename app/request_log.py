@@ -66,6 +66,7 @@ class RequestLogMiddleware:
             elif route not in ("/metrics", "/health", "/ready", "/live"):
                 # The console polls its JSON twins every few seconds: successful reads go to DEBUG so the
                 # access log shows traffic and changes, not the dashboard's heartbeat.
-                polling = path.startswith("/admin/api/") and scope.get("method") == "GET" and status < 400
+                polling = (scope.get("method") == "GET" and status < 400 and path.startswith("/admin/")
+                           and (path.startswith("/admin/api/") or path.endswith("/status")))
                 logger.log(logging.DEBUG if polling else logging.INFO, "%s %s %s %s %.3fs", client[0],
                            scope.get("method"), path, shown, elapsed)

@@ -132,13 +132,19 @@ def test_polling_reads_log_at_debug(caplog) -> None:
     async def ok(_: Any) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    inner = Starlette(routes=[Route("/admin/api/metrics", ok, methods=["GET", "POST"])])
+    inner = Starlette(routes=[Route(p, ok, methods=["GET", "POST"]) for p in
+                              ("/admin/api/metrics/history", "/admin/deployment/status", "/admin/keys")])
     app = RequestLogMiddleware(inner, record=lambda *_: None, log_bodies=lambda: False)
     with caplog.at_level(logging.DEBUG, logger="tessera.access"), TestClient(app) as c:
-        c.get("/admin/api/metrics")
-        c.post("/admin/api/metrics")
-    levels = {rec.getMessage().split()[1]: rec.levelno for rec in caplog.records if rec.name == "tessera.access"}
-    assert levels == {"GET": logging.DEBUG, "POST": logging.INFO}
+        c.get("/admin/api/metrics/history?after=1")  # the dashboard's poll
+        c.get("/admin/deployment/status?polling=1")  # the deployment page's poll while applying
+        c.post("/admin/api/metrics/history")
+        c.get("/admin/keys")  # a page view
+    levels = [(rec.getMessage().split()[1], rec.getMessage().split()[2], rec.levelno)
+              for rec in caplog.records if rec.name == "tessera.access"]
+    assert levels == [("GET", "/admin/api/metrics/history", logging.DEBUG),
+                      ("GET", "/admin/deployment/status", logging.DEBUG),
+                      ("POST", "/admin/api/metrics/history", logging.INFO), ("GET", "/admin/keys", logging.INFO)]
 
 
 def test_dashboard_ttft_median_covers_a_time_window() -> None:
