@@ -1,8 +1,10 @@
-"""The life of one generation request around the engine: gate admission, engine lease, usage settle.
+"""What every generation request holds around the engine: authentication, engine lease, rate-limit
+admission and the usage settle.
 
-`GenScope` is entered before any work (401/403/429 from the gate, 404 for an unknown model, 503 when
-the engine is not ready) and closed exactly once, also when the client disconnects mid-stream
-(`ManagedStream` closes it after the last byte or on cancellation).
+`GenScope.open` comes before any work (401, 404 for an unknown model, 503 when the engine is not ready);
+`admit` comes after the request was validated (403 / 429); `close` runs exactly once, also when the client
+disconnects mid-stream (`ManagedStream` closes it after the last byte or on cancellation), and settles to
+the tokens the engine produced.
 """
 
 from __future__ import annotations

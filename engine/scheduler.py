@@ -249,6 +249,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
                 elif req not in self.running:
                     self.running.append(req)
         self._throughput_window.append((time.monotonic(), len(sample_reqs)))
+        # Non-streaming requests still report their first token, so TTFT is measured when it is produced.
         self._emit([r for r in batch.reqs if not r.finished and (r.stream or r.sent_len == 0)])
 
     def _sample_rows(self, rows: torch.Tensor, reqs: list[Req]) -> SampleOutput:
