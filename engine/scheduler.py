@@ -60,7 +60,7 @@ class Scheduler(OverlapMixin):
         self.kv = KVManager(runner.kv_pool, runner.req_pool, args.disable_radix_cache)
         self.sampler = Sampler(runner.device, args.random_seed)
         self.stop_checker = StopChecker(tokenizer, eos_ids, self.context_len)
-        self.grammar = GrammarManager(args, tokenizer, self.vocab_size, eos_ids, tp)
+        self.grammar = GrammarManager(args, tokenizer, self.vocab_size, eos_ids, tp, self.context_len)
         self.waiting: list[Req] = []
         self.running: list[Req] = []
         self.chunked: Req | None = None
@@ -247,6 +247,10 @@ class Scheduler(OverlapMixin):
                     if req in self.running:
                         self.running.remove(req)
                     self._finish(req, reason)
+                elif self.grammar.jump_forward(req):
+                    if req in self.running:  # its forced tokens are computed in one extend step
+                        self.running.remove(req)
+                    self.waiting.append(req)
                 elif req not in self.running:
                     self.running.append(req)
         self._throughput_window.append((time.monotonic(), len(sample_reqs)))

@@ -4,6 +4,8 @@
     poll()                -> (ready, failed): requests whose compile finished / failed / timed out
     allowed(reqs, device) -> bool [B, V] mask for the rows being sampled, or None if none constrained
     accept(req, token)    -> finish reason when the grammar ended or refused the token, else None
+    jump_forward(req)     -> True when the grammar's forced continuation was appended (then the
+                             request needs an extend step for those tokens instead of a decode)
     remove(rid)           -> the queued request with that id, if any (abort)
 
 Tensor parallelism: every rank compiles the same spec (deterministic) and advances its own matchers
@@ -24,6 +26,7 @@ import torch
 
 from engine.grammar.backend import GrammarBackendUnavailable, make_backend
 from engine.grammar.compile_service import CompileService
+from engine.grammar.jump_forward import JumpForward
 from engine.grammar.masking import unpack_bitmask
 from engine.grammar.spec_check import GrammarSpecError
 from engine.req import Req
@@ -37,7 +40,6 @@ class GrammarState:
 
     kind: str
     matcher: Any
-    num_jump_tokens: int = 0
 
 
 def grammar_abort(message: str, param: str) -> dict[str, Any]:
@@ -46,15 +48,21 @@ def grammar_abort(message: str, param: str) -> dict[str, Any]:
 
 
 class GrammarManager:
-    def __init__(self, args: Any, tokenizer: Any, vocab_size: int, eos_ids: list[int], tp: Any) -> None:
+    def __init__(self, args: Any, tokenizer: Any, vocab_size: int, eos_ids: list[int], tp: Any,
+                 context_len: int) -> None:
         self.args = args
         self.tp = tp
         self.vocab_size = vocab_size
+        self.jump = JumpForward(tokenizer, context_len) if getattr(args, "enable_jump_forward", False) else None
         self.timeout = float(getattr(args, "grammar_compile_timeout", 30.0))
         ws = getattr(args, "constrained_json_max_whitespace_cnt", None)
         self.service = CompileService(
             lambda: make_backend(args.grammar_backend, tokenizer, vocab_size, eos_ids, ws),
             num_workers=getattr(args, "grammar_compile_workers", 2))
+        if args.grammar_backend != "none" and tokenizer is not None:
+            # Built now, on the scheduler thread: importing xgrammar and reading the vocabulary on a
+            # worker thread would hold the import lock and the GIL while the batch is running.
+            self.service.prepare()
         self.queue: list[tuple[Req, Any, float]] = []  # (req, future, deadline)
 
     # ---- admission ------------------------------------------------------------------------
@@ -143,9 +151,18 @@ class GrammarManager:
             return {"type": "stop", "matched": token}
         return None
 
+    def jump_forward(self, req: Req) -> bool:
+        return self.jump is not None and req.grammar is not None and self.jump.apply(req)
+
     def stats(self) -> dict[str, Any]:
         times = sorted(self.service.compile_seconds)
+        jump = self.jump
         return {
+            "jump_forward_events": jump.num_events if jump else 0,
+            "jump_forward_tokens": jump.num_tokens if jump else 0,
+            # every jumped token would have been one decode step; the extend step that computes them
+            # replaces the decode step that samples the next token
+            "jump_forward_steps_saved": jump.num_tokens if jump else 0,
             "num_grammar_queue_reqs": len(self.queue),
             "grammar_compiles": self.service.num_compiles,
             "grammar_cache_hits": self.service.num_cache_hits,
