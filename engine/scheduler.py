@@ -71,6 +71,7 @@ class Scheduler(OverlapMixin):
         self.overlap = overlap_enabled(args, runner.device)
         self._inflight: InflightDecode | None = None  # a launched decode step whose tokens are unread
         self.num_overlapped_steps = 0
+        self.num_forward_steps = 0
 
     # ---- messages -------------------------------------------------------------------------
     def handle(self, msg: Any) -> None:
@@ -151,12 +152,14 @@ class Scheduler(OverlapMixin):
             if chained is not None:
                 self._inflight = self._launch(chained)  # queued behind prev on the GPU
                 self.num_overlapped_steps += 1
+                self.num_forward_steps += 1
             self._commit(prev)  # waits for prev's tokens only
             if chained is not None:
                 return
         batch = self._next_batch()
         if batch is None:
             return
+        self.num_forward_steps += 1
         if self.overlap and is_chainable(batch):
             self._inflight = self._launch(batch)
             return
@@ -328,6 +331,7 @@ class Scheduler(OverlapMixin):
             "num_generated_tokens": self.num_generated,
             "num_retractions": self.num_retractions,
             "num_overlapped_steps": self.num_overlapped_steps,
+            "num_forward_steps": self.num_forward_steps,
             **self.grammar.stats(),
             "max_total_tokens": self.runner.max_total_tokens,
             "max_running_requests": self.runner.max_running_requests,

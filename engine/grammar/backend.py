@@ -38,6 +38,7 @@ class XGrammarBackend:
         # Our own cache (keyed by spec, failures included) sits in front; xgrammar's would double it.
         self.compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
         self.max_whitespace_cnt = max_whitespace_cnt
+        self._batch: Any = None
 
     def _json_kwargs(self) -> dict[str, Any]:
         # Default: no free-running whitespace (fixed ", " / ": " separators), so a weak model cannot
@@ -79,6 +80,16 @@ class XGrammarBackend:
 
     def bitmask(self, rows: int) -> Any:
         return self._xgr.allocate_token_bitmask(rows, self.vocab_size)
+
+    def fill(self, matchers: list[Any], bitmask: Any, rows: list[int]) -> None:
+        """Fills bitmask[rows[i]] from matchers[i]; large batches fill on xgrammar's C++ threads."""
+        if len(matchers) < 4:
+            for matcher, row in zip(matchers, rows):
+                matcher.fill_next_token_bitmask(bitmask, row)
+            return
+        if self._batch is None:
+            self._batch = self._xgr.BatchGrammarMatcher("auto")
+        self._batch.batch_fill_next_token_bitmask(matchers, bitmask, rows)
 
 
 def make_backend(name: str, tokenizer: Any, vocab_size: int, stop_ids: list[int],

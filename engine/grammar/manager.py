@@ -133,12 +133,13 @@ class GrammarManager:
 
     # ---- decoding -------------------------------------------------------------------------
     def allowed(self, reqs: list[Req], device: torch.device) -> torch.Tensor | None:
-        rows = [i for i, r in enumerate(reqs) if r.grammar is not None]
+        # A finished request's row (overlap scheduling may still sample one) keeps the all-ones mask.
+        rows = [i for i, r in enumerate(reqs) if r.grammar is not None and not r.finished]
         if not rows or not self.tp.is_first:
             return None  # other ranks' samples are replaced by rank 0's broadcast
-        bitmask = self.service.backend.bitmask(len(reqs))
-        for i in rows:
-            reqs[i].grammar.matcher.fill_next_token_bitmask(bitmask, i)
+        backend = self.service.backend
+        bitmask = backend.bitmask(len(reqs))
+        backend.fill([reqs[i].grammar.matcher for i in rows], bitmask, rows)
         return unpack_bitmask(bitmask, self.vocab_size, device)
 
     def accept(self, req: Req, token: int) -> dict[str, Any] | None:
