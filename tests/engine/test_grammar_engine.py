@@ -96,3 +96,18 @@ def test_generated_schemas_give_valid_outputs(engine, batch):
         reason = out["meta_info"]["finish_reason"]
         assert reason["type"] == "stop", (schema, out["text"], reason)
         jsonschema.validate(json.loads(out["text"]), schema)
+
+
+def test_structural_tag(engine):
+    tag = {"type": "structural_tag", "format": {"type": "sequence", "elements": [
+        {"type": "const_string", "value": "<call>"},
+        {"type": "json_schema", "json_schema": {"type": "object", "properties": {"n": {"type": "integer",
+                                                                                      "minimum": 0, "maximum": 9}},
+                                                "required": ["n"], "additionalProperties": False}},
+        {"type": "const_string", "value": "</call>"}]}}
+    out = engine.generate(input_ids=[5, 6], sampling_params={"max_new_tokens": 60, "temperature": 1.0,
+                                                             "sampling_seed": 2, "structural_tag": json.dumps(tag)})
+    assert out["meta_info"]["finish_reason"]["type"] == "stop", out
+    match = re.fullmatch(r"<call>(.*)</call>", out["text"], re.S)
+    assert match, out["text"]
+    assert set(json.loads(match.group(1))) == {"n"}
