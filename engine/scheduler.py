@@ -150,11 +150,13 @@ class Scheduler(OverlapMixin):
             prev, self._inflight = self._inflight, None
             chained = self._chain_decode(prev)
             if chained is not None:
-                self._inflight = self._launch(chained)  # queued behind prev on the GPU
+                self._inflight = self._launch(chained, defer_grammar=True)  # queued behind prev on the GPU
                 self.num_overlapped_steps += 1
                 self.num_forward_steps += 1
             self._commit(prev)  # waits for prev's tokens only
             if chained is not None:
+                if self._inflight.logits is not None:  # grammar masks fill while the forward runs
+                    self._inflight = self._sample_deferred(self._inflight)
                 return
         batch = self._next_batch()
         if batch is None:

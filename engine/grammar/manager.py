@@ -40,6 +40,9 @@ class GrammarState:
 
     kind: str
     matcher: Any
+    # Overlap scheduling may chain this request's decode steps unless jump-forward can rewrite its
+    # last token after the next step was already launched with it.
+    chainable: bool = True
 
 
 def grammar_abort(message: str, param: str) -> dict[str, Any]:
@@ -121,7 +124,7 @@ class GrammarManager:
         kind = req.sampling.grammar[0]
         try:
             compiled = fut.result()  # done on rank 0; other ranks may still be compiling
-            req.grammar = GrammarState(kind, self.service.backend.matcher(compiled))
+            req.grammar = GrammarState(kind, self.service.backend.matcher(compiled), chainable=self.jump is None)
         except GrammarSpecError as exc:
             return grammar_abort(str(exc), exc.param)
         except GrammarBackendUnavailable as exc:
