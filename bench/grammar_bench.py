@@ -2,7 +2,8 @@
 
 1. Compile time of 20 real-world schemas (bench/schemas/real_world.json) against the model's
    vocabulary, cold (no cache): p50 / p99 / max.
-2. Batch throughput: `--batch` requests decoding `--output-len` tokens each, unconstrained vs under
+2. Batch throughput (`--reps` alternating runs, median): `--batch` requests decoding `--output-len`
+   tokens each, unconstrained vs under
    a JSON schema whose shortest document is longer than the output (an array of at least 10,000
    objects), so both runs decode exactly the same number of tokens and the difference is the
    grammar's cost (mask fill on the CPU, mask applied on the device, no overlap chaining).
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--output-len", type=int, default=None)
     parser.add_argument("--jump-requests", type=int, default=None)
+    parser.add_argument("--reps", type=int, default=3, help="alternating throughput repetitions (median)")
     parser.add_argument("--engine-args", default="{}", help="JSON of extra ServerArgs fields")
     ns = parser.parse_args(argv)
 
@@ -124,8 +126,13 @@ def main(argv: list[str] | None = None) -> dict:
         warm = {**plain, "max_new_tokens": 8}
         engine.generate(input_ids=prompts, sampling_params=[warm, {**warm, "json_schema": json.dumps(ENDLESS)}]
                         * (ns.batch // 2))  # graphs, compiles and caches warm
-        t_plain, n_plain, _ = run_batch(engine, prompts, plain)
-        t_con, n_con, _ = run_batch(engine, prompts, constrained)
+        # Alternating repetitions, median of each: a busy machine's noise hits both sides alike.
+        plain_runs, con_runs = [], []
+        for _ in range(ns.reps):
+            plain_runs.append(run_batch(engine, prompts, plain)[:2])
+            con_runs.append(run_batch(engine, prompts, constrained)[:2])
+        t_plain, n_plain = statistics.median(t for t, _ in plain_runs), plain_runs[0][1]
+        t_con, n_con = statistics.median(t for t, _ in con_runs), con_runs[0][1]
         engine.generate(input_ids=jump_prompts[:2], sampling_params=fixed)
         t_nojump, n_nojump, r_nojump = run_batch(engine, jump_prompts, fixed)
     with Engine(**kwargs, enable_jump_forward=True) as engine:
@@ -137,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
             json.loads(out["text"])  # valid either way (or the benchmark is meaningless)
     result["throughput"] = {
         "unconstrained_tok_s": round(n_plain / t_plain, 1), "json_schema_tok_s": round(n_con / t_con, 1),
-        "tokens": [n_plain, n_con], "loss_pct": round(100 * (1 - (n_con / t_con) / (n_plain / t_plain)), 2)}
+        "tokens": [n_plain, n_con], "reps": ns.reps,
+        "walls_s": [[round(t, 3) for t, _ in plain_runs], [round(t, 3) for t, _ in con_runs]], "loss_pct": round(100 * (1 - (n_con / t_con) / (n_plain / t_plain)), 2)}
     result["jump_forward"] = {
         "requests": jump_n, "steps_off": r_nojump["steps"], "steps_on": r_jump["steps"],
         "wall_off_s": round(t_nojump, 3), "wall_on_s": round(t_jump, 3), "tokens_off": n_nojump, "tokens_on": n_jump,
