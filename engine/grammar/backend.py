@@ -67,8 +67,9 @@ class XGrammarBackend:
             if kind == "ebnf":
                 return self.compiler.compile_grammar(spec)
             if kind == "structural_tag":
-                json.loads(spec)
-                return self.compiler.compile_structural_tag(spec)
+                tag = json.loads(spec)
+                _bound_tag_whitespace(tag, self.max_whitespace_cnt or 1)
+                return self.compiler.compile_structural_tag(json.dumps(tag))
         except GrammarSpecError:
             raise
         except Exception as exc:
@@ -105,3 +106,16 @@ def make_backend(name: str, tokenizer: Any, vocab_size: int, stop_ids: list[int]
         except ImportError:
             raise GrammarBackendUnavailable("xgrammar is not installed (pip install 'tessera[grammar]')") from None
     raise GrammarBackendUnavailable(f"unknown grammar backend {name!r}")
+
+
+def _bound_tag_whitespace(node: Any, limit: int) -> None:
+    """JSON inside a structural tag gets at most `limit` whitespace characters between tokens unless
+    the tag says otherwise (xgrammar's default there is unbounded; it has no "none" setting)."""
+    if isinstance(node, dict):
+        if node.get("type") == "json_schema" and "json_schema" in node:
+            node.setdefault("max_whitespace_cnt", limit)
+        for value in node.values():
+            _bound_tag_whitespace(value, limit)
+    elif isinstance(node, list):
+        for value in node:
+            _bound_tag_whitespace(value, limit)

@@ -111,3 +111,4 @@ def test_structural_tag(engine):
     match = re.fullmatch(r"<call>(.*)</call>", out["text"], re.S)
     assert match, out["text"]
     assert set(json.loads(match.group(1))) == {"n"}
+    assert not re.search(r"\s\s", match.group(1))  # whitespace in tag JSON is bounded (1 by default)
