@@ -43,3 +43,19 @@ def test_padded_vocab_and_eos_placement():
     after_a = allowed()
     assert after_a[eos] and not after_a[len(tok):].any()  # "a" is complete: EOS allowed, "b" too
     assert {tok.decode([int(t)]) for t in after_a.nonzero().flatten() if t != eos} == {"b"}
+
+
+def test_json_whitespace_default_none_and_bounded_with_the_flag():
+    tok = AutoTokenizer.from_pretrained(DEMO)
+    schema = '{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}'
+
+    def accepts(backend: XGrammarBackend, text: str) -> bool:
+        matcher = backend.matcher(backend.compile("json_schema", schema))
+        return matcher.accept_string(text) and matcher.is_completed()
+
+    strict = XGrammarBackend(tok, len(tok), [tok.eos_token_id])
+    assert accepts(strict, '{"a": 1}')
+    assert not accepts(strict, '{"a":  1}') and not accepts(strict, '{ "a": 1}')
+    bounded = XGrammarBackend(tok, len(tok), [tok.eos_token_id], max_whitespace_cnt=2)
+    assert accepts(bounded, '{"a":1}') and accepts(bounded, '{ "a":  1\n}')
+    assert not accepts(bounded, '{"a":   1}')
