@@ -94,7 +94,7 @@ class XGrammarBackend:
 
 
 def make_backend(name: str, tokenizer: Any, vocab_size: int, stop_ids: list[int],
-                 max_whitespace_cnt: int | None) -> XGrammarBackend:
+                 max_whitespace_cnt: int | None) -> Any:
     if name == "none":
         raise GrammarBackendUnavailable("constrained decoding is off on this server (--grammar-backend none)")
     if tokenizer is None:
@@ -105,6 +105,13 @@ def make_backend(name: str, tokenizer: Any, vocab_size: int, stop_ids: list[int]
             return XGrammarBackend(tokenizer, vocab_size, stop_ids, max_whitespace_cnt)
         except ImportError:
             raise GrammarBackendUnavailable("xgrammar is not installed (pip install 'tessera[grammar]')") from None
+    if name == "llguidance":
+        from engine.grammar.llguidance_backend import LLGuidanceBackend
+
+        try:
+            return LLGuidanceBackend(tokenizer, vocab_size, stop_ids, max_whitespace_cnt)
+        except ImportError:
+            raise GrammarBackendUnavailable("llguidance is not installed (pip install llguidance)") from None
     raise GrammarBackendUnavailable(f"unknown grammar backend {name!r}")
 
 

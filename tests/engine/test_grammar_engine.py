@@ -112,3 +112,23 @@ def test_structural_tag(engine):
     assert match, out["text"]
     assert set(json.loads(match.group(1))) == {"n"}
     assert not re.search(r"\s\s", match.group(1))  # whitespace in tag JSON is bounded (1 by default)
+
+
+def test_llguidance_backend_with_jump_forward(tiny_llama):
+    schema = {"type": "object", "properties": {"answer_value": {"type": "integer", "minimum": 0, "maximum": 99},
+                                               "is_final": {"type": "boolean"}},
+              "required": ["answer_value", "is_final"], "additionalProperties": False}
+    with Engine(model_path=tiny_llama, device="cpu", random_seed=0, context_length=512,
+                grammar_backend="llguidance", enable_jump_forward=True) as e:
+        outs = e.generate(input_ids=[[5, 6, 7]] * 3, sampling_params=[
+            {"max_new_tokens": 80, "temperature": 1.0, "sampling_seed": 1, "json_schema": json.dumps(schema)},
+            {"max_new_tokens": 40, "temperature": 1.0, "sampling_seed": 2, "regex": r"(yes|no) [0-9]{3}"},
+            {"max_new_tokens": 40, "temperature": 1.0, "sampling_seed": 3, "structural_tag": json.dumps(
+                {"type": "structural_tag", "format": {"type": "const_string", "value": "x"}})}])
+        info = e.get_server_info()
+    assert outs[0]["meta_info"]["finish_reason"]["type"] == "stop", outs[0]
+    jsonschema.validate(json.loads(outs[0]["text"]), schema)
+    assert re.fullmatch(r"(yes|no) [0-9]{3}", outs[1]["text"])
+    reason = outs[2]["meta_info"]["finish_reason"]
+    assert reason["type"] == "abort" and reason["status_code"] == 400 and "xgrammar" in reason["message"]
+    assert info["jump_forward_steps_saved"] > 0
