@@ -23,7 +23,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float", "bf16", "fp
 FP32_DTYPES = ("float32", "float", "fp32")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 DEVICES = ("auto", "cpu", "cuda")
-GRAMMAR_BACKENDS = ("xgrammar", "none")
+GRAMMAR_BACKENDS = ("xgrammar", "llguidance", "none")
 # Output formats the API process parses (app/structured); named here so a typo fails at start.
 TOOL_CALL_PARSERS = ("llama3", "qwen", "hermes", "mistral")
 REASONING_PARSERS = ("qwen3", "deepseek-r1")
@@ -218,7 +218,8 @@ _HELP = {
     "mem_fraction_static": "GPU memory fraction for weights + KV cache",
     "max_total_tokens": "KV cache capacity in tokens (CPU default is sized from RAM)",
     "max_request_bytes": "largest HTTP request body accepted, in bytes (413 above it; default 8 MiB)",
-    "grammar_backend": "xgrammar | none (none: constrained requests get a 400)",
+    "grammar_backend": "xgrammar | llguidance | none (llguidance: optional package; none: constrained "
+                       "requests get a 400)",
     "grammar_compile_timeout": "seconds a grammar may compile before its request fails (default 30)",
     "constrained_json_max_whitespace_cnt": "allow up to N whitespace characters between JSON tokens "
                                            "(default: none, fixed separators)",

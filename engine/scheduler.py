@@ -62,7 +62,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
         self.kv = KVManager(runner.kv_pool, runner.req_pool, args.disable_radix_cache)
         self.sampler = Sampler(runner.device, args.random_seed)
         self.stop_checker = StopChecker(tokenizer, eos_ids, self.context_len)
-        self.grammar = GrammarManager(args, tokenizer, self.vocab_size, eos_ids, tp)
+        self.grammar = GrammarManager(args, tokenizer, self.vocab_size, eos_ids, tp, self.context_len)
         self.waiting: list[Req] = []
         self.running: list[Req] = []
         self.chunked: Req | None = None
@@ -75,6 +75,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
         self.num_overlapped_steps = 0
         self.num_failed_reqs = 0
         self._step_reqs: list[Req] = []
+        self.num_forward_steps = 0
 
     # ---- messages -------------------------------------------------------------------------
     def handle(self, msg: Any) -> None:
@@ -153,15 +154,19 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
             self._step_reqs = list(prev.batch.reqs)
             chained = self._chain_decode(prev)
             if chained is not None:
-                self._inflight = self._launch(chained)  # queued behind prev on the GPU
+                self._inflight = self._launch(chained, defer_grammar=True)  # queued behind prev on the GPU
                 self.num_overlapped_steps += 1
+                self.num_forward_steps += 1
             self._commit(prev)  # waits for prev's tokens only
             if chained is not None:
+                if self._inflight.logits is not None:  # grammar masks fill while the forward runs
+                    self._inflight = self._sample_deferred(self._inflight)
                 return
         batch = self._next_batch()
         if batch is None:
             return
         self._step_reqs = list(batch.reqs)
+        self.num_forward_steps += 1
         if self.overlap and is_chainable(batch):
             self._inflight = self._launch(batch)
             return
@@ -246,6 +251,10 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
                     if req in self.running:
                         self.running.remove(req)
                     self._finish(req, reason)
+                elif self.grammar.jump_forward(req):
+                    if req in self.running:  # its forced tokens are computed in one extend step
+                        self.running.remove(req)
+                    self.waiting.append(req)
                 elif req not in self.running:
                     self.running.append(req)
         self._throughput_window.append((time.monotonic(), len(sample_reqs)))
@@ -336,6 +345,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
             "num_retractions": self.num_retractions,
             "num_overlapped_steps": self.num_overlapped_steps,
             "num_failed_reqs": self.num_failed_reqs,
+            "num_forward_steps": self.num_forward_steps,
             **self.grammar.stats(),
             "max_total_tokens": self.runner.max_total_tokens,
             "max_running_requests": self.runner.max_running_requests,

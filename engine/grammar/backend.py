@@ -38,6 +38,7 @@ class XGrammarBackend:
         # Our own cache (keyed by spec, failures included) sits in front; xgrammar's would double it.
         self.compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
         self.max_whitespace_cnt = max_whitespace_cnt
+        self._batch: Any = None
 
     def _json_kwargs(self) -> dict[str, Any]:
         # Default: no free-running whitespace (fixed ", " / ": " separators), so a weak model cannot
@@ -66,8 +67,9 @@ class XGrammarBackend:
             if kind == "ebnf":
                 return self.compiler.compile_grammar(spec)
             if kind == "structural_tag":
-                json.loads(spec)
-                return self.compiler.compile_structural_tag(spec)
+                tag = json.loads(spec)
+                _bound_tag_whitespace(tag, self.max_whitespace_cnt or 1)
+                return self.compiler.compile_structural_tag(json.dumps(tag))
         except GrammarSpecError:
             raise
         except Exception as exc:
@@ -80,9 +82,19 @@ class XGrammarBackend:
     def bitmask(self, rows: int) -> Any:
         return self._xgr.allocate_token_bitmask(rows, self.vocab_size)
 
+    def fill(self, matchers: list[Any], bitmask: Any, rows: list[int]) -> None:
+        """Fills bitmask[rows[i]] from matchers[i]; large batches fill on xgrammar's C++ threads."""
+        if len(matchers) < 4:
+            for matcher, row in zip(matchers, rows):
+                matcher.fill_next_token_bitmask(bitmask, row)
+            return
+        if self._batch is None:
+            self._batch = self._xgr.BatchGrammarMatcher("auto")
+        self._batch.batch_fill_next_token_bitmask(matchers, bitmask, rows)
+
 
 def make_backend(name: str, tokenizer: Any, vocab_size: int, stop_ids: list[int],
-                 max_whitespace_cnt: int | None) -> XGrammarBackend:
+                 max_whitespace_cnt: int | None) -> Any:
     if name == "none":
         raise GrammarBackendUnavailable("constrained decoding is off on this server (--grammar-backend none)")
     if tokenizer is None:
@@ -93,4 +105,24 @@ def make_backend(name: str, tokenizer: Any, vocab_size: int, stop_ids: list[int]
             return XGrammarBackend(tokenizer, vocab_size, stop_ids, max_whitespace_cnt)
         except ImportError:
             raise GrammarBackendUnavailable("xgrammar is not installed (pip install 'tessera[grammar]')") from None
+    if name == "llguidance":
+        from engine.grammar.llguidance_backend import LLGuidanceBackend
+
+        try:
+            return LLGuidanceBackend(tokenizer, vocab_size, stop_ids, max_whitespace_cnt)
+        except ImportError:
+            raise GrammarBackendUnavailable("llguidance is not installed (pip install llguidance)") from None
     raise GrammarBackendUnavailable(f"unknown grammar backend {name!r}")
+
+
+def _bound_tag_whitespace(node: Any, limit: int) -> None:
+    """JSON inside a structural tag gets at most `limit` whitespace characters between tokens unless
+    the tag says otherwise (xgrammar's default there is unbounded; it has no "none" setting)."""
+    if isinstance(node, dict):
+        if node.get("type") == "json_schema" and "json_schema" in node:
+            node.setdefault("max_whitespace_cnt", limit)
+        for value in node.values():
+            _bound_tag_whitespace(value, limit)
+    elif isinstance(node, list):
+        for value in node:
+            _bound_tag_whitespace(value, limit)

@@ -4,6 +4,8 @@
     poll()                -> (ready, failed): requests whose compile finished / failed / timed out
     allowed(reqs, device) -> bool [B, V] mask for the rows being sampled, or None if none constrained
     accept(req, token)    -> finish reason when the grammar ended or refused the token, else None
+    jump_forward(req)     -> True when the grammar's forced continuation was appended (then the
+                             request needs an extend step for those tokens instead of a decode)
     remove(rid)           -> the queued request with that id, if any (abort)
 
 Tensor parallelism: every rank compiles the same spec (deterministic) and advances its own matchers
@@ -24,6 +26,7 @@ import torch
 
 from engine.grammar.backend import GrammarBackendUnavailable, make_backend
 from engine.grammar.compile_service import CompileService
+from engine.grammar.jump_forward import JumpForward
 from engine.grammar.masking import unpack_bitmask
 from engine.grammar.spec_check import GrammarSpecError
 from engine.req import Req
@@ -37,7 +40,9 @@ class GrammarState:
 
     kind: str
     matcher: Any
-    num_jump_tokens: int = 0
+    # Overlap scheduling may chain this request's decode steps unless jump-forward can rewrite its
+    # last token after the next step was already launched with it.
+    chainable: bool = True
 
 
 def grammar_abort(message: str, param: str) -> dict[str, Any]:
@@ -46,15 +51,21 @@ def grammar_abort(message: str, param: str) -> dict[str, Any]:
 
 
 class GrammarManager:
-    def __init__(self, args: Any, tokenizer: Any, vocab_size: int, eos_ids: list[int], tp: Any) -> None:
+    def __init__(self, args: Any, tokenizer: Any, vocab_size: int, eos_ids: list[int], tp: Any,
+                 context_len: int) -> None:
         self.args = args
         self.tp = tp
         self.vocab_size = vocab_size
+        self.jump = JumpForward(tokenizer, context_len) if getattr(args, "enable_jump_forward", False) else None
         self.timeout = float(getattr(args, "grammar_compile_timeout", 30.0))
         ws = getattr(args, "constrained_json_max_whitespace_cnt", None)
         self.service = CompileService(
             lambda: make_backend(args.grammar_backend, tokenizer, vocab_size, eos_ids, ws),
             num_workers=getattr(args, "grammar_compile_workers", 2))
+        if args.grammar_backend != "none" and tokenizer is not None:
+            # Built now, on the scheduler thread: importing xgrammar and reading the vocabulary on a
+            # worker thread would hold the import lock and the GIL while the batch is running.
+            self.service.prepare()
         self.queue: list[tuple[Req, Any, float]] = []  # (req, future, deadline)
 
     # ---- admission ------------------------------------------------------------------------
@@ -113,7 +124,7 @@ class GrammarManager:
         kind = req.sampling.grammar[0]
         try:
             compiled = fut.result()  # done on rank 0; other ranks may still be compiling
-            req.grammar = GrammarState(kind, self.service.backend.matcher(compiled))
+            req.grammar = GrammarState(kind, self.service.backend.matcher(compiled), chainable=self.jump is None)
         except GrammarSpecError as exc:
             return grammar_abort(str(exc), exc.param)
         except GrammarBackendUnavailable as exc:
@@ -125,12 +136,13 @@ class GrammarManager:
 
     # ---- decoding -------------------------------------------------------------------------
     def allowed(self, reqs: list[Req], device: torch.device) -> torch.Tensor | None:
-        rows = [i for i, r in enumerate(reqs) if r.grammar is not None]
+        # A finished request's row (overlap scheduling may still sample one) keeps the all-ones mask.
+        rows = [i for i, r in enumerate(reqs) if r.grammar is not None and not r.finished]
         if not rows or not self.tp.is_first:
             return None  # other ranks' samples are replaced by rank 0's broadcast
-        bitmask = self.service.backend.bitmask(len(reqs))
-        for i in rows:
-            reqs[i].grammar.matcher.fill_next_token_bitmask(bitmask, i)
+        backend = self.service.backend
+        bitmask = backend.bitmask(len(reqs))
+        backend.fill([reqs[i].grammar.matcher for i in rows], bitmask, rows)
         return unpack_bitmask(bitmask, self.vocab_size, device)
 
     def accept(self, req: Req, token: int) -> dict[str, Any] | None:
@@ -143,9 +155,18 @@ class GrammarManager:
             return {"type": "stop", "matched": token}
         return None
 
+    def jump_forward(self, req: Req) -> bool:
+        return self.jump is not None and req.grammar is not None and self.jump.apply(req)
+
     def stats(self) -> dict[str, Any]:
         times = sorted(self.service.compile_seconds)
+        jump = self.jump
         return {
+            "jump_forward_events": jump.num_events if jump else 0,
+            "jump_forward_tokens": jump.num_tokens if jump else 0,
+            # every jumped token would have been one decode step; the extend step that computes them
+            # replaces the decode step that samples the next token
+            "jump_forward_steps_saved": jump.num_tokens if jump else 0,
             "num_grammar_queue_reqs": len(self.queue),
             "grammar_compiles": self.service.num_compiles,
             "grammar_cache_hits": self.service.num_cache_hits,

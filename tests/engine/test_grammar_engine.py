@@ -1,5 +1,5 @@
 """Constrained decoding on a tiny random-weight model: every output obeys its grammar, because
-nothing but the grammar makes it do so."""
+nothing but the grammar makes it do so (hypothesis draws the JSON schemas of the property test)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import re
 
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine import Engine
 from engine.grammar import GrammarSpecError
+from tests.engine.schema_strategies import schemas
 
 PERSON = {
     "type": "object",
@@ -37,7 +40,7 @@ def _sample(n: int, **extra) -> list[dict]:
 
 
 def test_json_schema_outputs_validate(engine):
-    outs = engine.generate(input_ids=[[5, 6, 7]] * 6, sampling_params=_sample(6, json_schema=json.dumps(PERSON)))
+    outs = engine.generate(input_ids=[[5, 6, 7]] * 4, sampling_params=_sample(4, json_schema=json.dumps(PERSON)))
     for out in outs:
         assert out["meta_info"]["finish_reason"]["type"] == "stop", out
         jsonschema.validate(json.loads(out["text"]), PERSON)
@@ -78,3 +81,54 @@ def test_bad_spec_is_an_error_before_the_engine(engine):
     with pytest.raises(GrammarSpecError) as err:
         engine.generate(input_ids=[5], sampling_params={"json_schema": json.dumps({"not": {}})})
     assert err.value.param == "json_schema" and err.value.pointer == "/not"
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(schemas(), min_size=8, max_size=8))
+def test_generated_schemas_give_valid_outputs(engine, batch):
+    """Objects, arrays, tuples, enums, consts, $ref, anyOf, bounds, patterns and formats drawn by
+    hypothesis: every output parses and validates."""
+    outs = engine.generate(input_ids=[[5 + i, 6, 7] for i in range(len(batch))], sampling_params=[
+        {"max_new_tokens": 200, "temperature": 1.0, "sampling_seed": i, "json_schema": json.dumps(s)}
+        for i, s in enumerate(batch)])
+    for schema, out in zip(batch, outs):
+        reason = out["meta_info"]["finish_reason"]
+        assert reason["type"] == "stop", (schema, out["text"], reason)
+        jsonschema.validate(json.loads(out["text"]), schema)
+
+
+def test_structural_tag(engine):
+    tag = {"type": "structural_tag", "format": {"type": "sequence", "elements": [
+        {"type": "const_string", "value": "<call>"},
+        {"type": "json_schema", "json_schema": {"type": "object", "properties": {"n": {"type": "integer",
+                                                                                      "minimum": 0, "maximum": 9}},
+                                                "required": ["n"], "additionalProperties": False}},
+        {"type": "const_string", "value": "</call>"}]}}
+    out = engine.generate(input_ids=[5, 6], sampling_params={"max_new_tokens": 60, "temperature": 1.0,
+                                                             "sampling_seed": 2, "structural_tag": json.dumps(tag)})
+    assert out["meta_info"]["finish_reason"]["type"] == "stop", out
+    match = re.fullmatch(r"<call>(.*)</call>", out["text"], re.S)
+    assert match, out["text"]
+    assert set(json.loads(match.group(1))) == {"n"}
+    assert not re.search(r"\s\s", match.group(1))  # whitespace in tag JSON is bounded (1 by default)
+
+
+def test_llguidance_backend_with_jump_forward(tiny_llama):
+    schema = {"type": "object", "properties": {"answer_value": {"type": "integer", "minimum": 0, "maximum": 99},
+                                               "is_final": {"type": "boolean"}},
+              "required": ["answer_value", "is_final"], "additionalProperties": False}
+    with Engine(model_path=tiny_llama, device="cpu", random_seed=0, context_length=512,
+                grammar_backend="llguidance", enable_jump_forward=True) as e:
+        outs = e.generate(input_ids=[[5, 6, 7]] * 3, sampling_params=[
+            {"max_new_tokens": 80, "temperature": 1.0, "sampling_seed": 1, "json_schema": json.dumps(schema)},
+            {"max_new_tokens": 40, "temperature": 1.0, "sampling_seed": 2, "regex": r"(yes|no) [0-9]{3}"},
+            {"max_new_tokens": 40, "temperature": 1.0, "sampling_seed": 3, "structural_tag": json.dumps(
+                {"type": "structural_tag", "format": {"type": "const_string", "value": "x"}})}])
+        info = e.get_server_info()
+    assert outs[0]["meta_info"]["finish_reason"]["type"] == "stop", outs[0]
+    jsonschema.validate(json.loads(outs[0]["text"]), schema)
+    assert re.fullmatch(r"(yes|no) [0-9]{3}", outs[1]["text"])
+    reason = outs[2]["meta_info"]["finish_reason"]
+    assert reason["type"] == "abort" and reason["status_code"] == 400 and "xgrammar" in reason["message"]
+    assert info["jump_forward_steps_saved"] > 0
