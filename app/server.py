@@ -26,6 +26,7 @@ from app.gate import RequestGate, StaticKeyGate
 from app.metrics import Metrics
 from app.native_routes import router as native_router
 from app.openai_routes import router as openai_router
+from app.replicas import build_supervisor
 from app.request_log import RequestLogMiddleware
 from app.supervisor import ClientFactory, Supervisor
 from engine.args import ServerArgs
@@ -47,9 +48,13 @@ def create_app(args: ServerArgs, *, client_factory: ClientFactory | None = None,
 
     `client_factory` swaps the engine client (tests); `gate` replaces the default static-key gate.
     """
-    supervisor = Supervisor(args, client_factory)
+    supervisor = build_supervisor(args, client_factory)
     metrics = Metrics(lambda: supervisor.model_name, lambda: supervisor.last_info)
     supervisor.client_hooks.append(metrics.attach)
+    if args.dp_size > 1:
+        from app.replicas.metrics import ReplicaGauges
+
+        metrics.registry.register(ReplicaGauges(supervisor, lambda: supervisor.model_name))
     ctx = AppContext(supervisor, metrics, gate or StaticKeyGate(lambda: supervisor.args.api_key),
                      chat_template=load_chat_template(args.chat_template))
 
@@ -88,6 +93,9 @@ def _wire_admin(app: FastAPI, ctx: AppContext, args: ServerArgs, use_key_gate: b
                              static_api_key=args.api_key, flag_args=flag_args)
     if use_key_gate:
         ctx.gate = admin_ctx.gate  # API keys and rate limits from the console's DB
+    from app.admin.replica_audit import attach as audit_replicas
+
+    audit_replicas(ctx.supervisor, admin_ctx)
     if args.admin_port:
         return AdminParts(admin_ctx, create_admin_app(admin_ctx))
     mount_admin(app, admin_ctx)
