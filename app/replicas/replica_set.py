@@ -28,6 +28,14 @@ logger = logging.getLogger(__name__)
 _SUMMED = ("num_running_reqs", "num_queued_reqs", "kv_used_tokens", "kv_total_tokens", "gen_throughput")
 
 
+def _warm_imports() -> None:
+    """transformers' lazy imports are not thread-safe: the replicas' start threads would race on them."""
+    import transformers
+
+    for name in ("AutoConfig", "AutoTokenizer", "PreTrainedTokenizerFast", "GenerationConfig"):
+        getattr(transformers, name, None)
+
+
 def replica_args(args: ServerArgs, index: int) -> ServerArgs:
     return args.replace(base_gpu_id=args.base_gpu_id + index * args.tp_size)
 
@@ -64,6 +72,8 @@ class ReplicaSet:
     def state(self) -> str:
         if self._shutting_down:
             return "draining"
+        if not self._started:  # ready only once every replica has started
+            return "failed" if self._first_error is not None else "starting"
         if any(r.available for r in self.replicas):
             return "ready"
         states = {r.sup.state for r in self.replicas}
@@ -117,6 +127,7 @@ class ReplicaSet:
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         """Starts every replica concurrently; any failure stops the others and raises (exit non-zero)."""
+        await asyncio.to_thread(_warm_imports)
         results = await asyncio.gather(*(r.sup.start() for r in self.replicas), return_exceptions=True)
         failed = [(r, exc) for r, exc in zip(self.replicas, results, strict=True) if isinstance(exc, BaseException)]
         if failed:
