@@ -19,6 +19,7 @@ from app.gate import estimate_prompt_tokens
 from app.generation import (
     EngineReq,
     abort_on_disconnect,
+    check_priority,
     check_prompt,
     collect_many,
     engine_error,
@@ -79,7 +80,8 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, item
             raise bad_request("top_logprobs_num must be >= 0", "top_logprobs_num")
         rid = item.rid or new_rid()
         reqs = expand_n(EngineReq(ids, sampling, rid, item.return_logprob, item.logprob_start_len,
-                                  item.top_logprobs_num, body.return_text_in_logprobs), sampling.n)
+                                  item.top_logprobs_num, body.return_text_in_logprobs,
+                                  check_priority(item.priority, ctx.args.schedule_policy)), sampling.n)
         if sampling.n > 1 and not ctx.args.disable_radix_cache:
             warm.append((ids, rid))
         if item.rid:

@@ -17,7 +17,7 @@ from app.errors import bad_request
 _OFF_ONLY = ("image_data", "video_data", "audio_data", "modalities", "lora_path", "lora_id",
              "custom_logit_processor", "return_hidden_states", "session_params", "input_embeds",
              "token_ids_logprob", "bootstrap_host", "bootstrap_port", "bootstrap_room", "data_parallel_rank",
-             "return_routed_experts", "routed_dp_rank", "priority")
+             "return_routed_experts", "routed_dp_rank")
 # Keys with no effect here whatever their value (bookkeeping switches of SGLang's server).
 _IGNORED = ("log_metrics", "no_logs", "stream_interval", "return_bytes", "background")
 
@@ -35,6 +35,8 @@ class GenerateRequest(BaseModel):
     top_logprobs_num: int | list[int] = Field(default=0)
     return_text_in_logprobs: bool = False
     stream: bool = False
+    # --schedule-policy priority: higher is admitted first (one value, or one per prompt).
+    priority: StrictInt | list[StrictInt] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -65,6 +67,7 @@ class NativeItem:
     return_logprob: bool
     logprob_start_len: int
     top_logprobs_num: int
+    priority: int | None = None
 
 
 def _pick(value: Any, i: int, count: int, name: str) -> Any:
@@ -92,7 +95,8 @@ def split_items(req: GenerateRequest) -> tuple[list[NativeItem], bool]:
     if count == 0:
         raise bad_request("The batch is empty.", "text" if req.text is not None else "input_ids")
     if not batched:
-        for name in ("sampling_params", "rid", "return_logprob", "logprob_start_len", "top_logprobs_num"):
+        for name in ("sampling_params", "rid", "return_logprob", "logprob_start_len", "top_logprobs_num",
+                     "priority"):
             if isinstance(getattr(req, name), list) and name != "sampling_params":
                 raise bad_request(f"'{name}' is a list but the prompt is not", name)
         if isinstance(req.sampling_params, list):
@@ -110,5 +114,6 @@ def split_items(req: GenerateRequest) -> tuple[list[NativeItem], bool]:
             return_logprob=bool(_pick(req.return_logprob, i, count, "return_logprob")),
             logprob_start_len=int(_pick(req.logprob_start_len, i, count, "logprob_start_len")),
             top_logprobs_num=int(_pick(req.top_logprobs_num, i, count, "top_logprobs_num")),
+            priority=_pick(req.priority, i, count, "priority"),
         ))
     return items, batched

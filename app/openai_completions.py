@@ -15,7 +15,14 @@ from fastapi.responses import JSONResponse, Response
 from app.context import AppContext
 from app.errors import bad_request
 from app.gate import estimate_prompt_tokens
-from app.generation import abort_on_disconnect, check_prompt, new_rid, stream_error, stream_many
+from app.generation import (
+    abort_on_disconnect,
+    check_priority,
+    check_prompt,
+    new_rid,
+    stream_error,
+    stream_many,
+)
 from app.openai_common import RunPlan, close_scope, fail_scope, parse_openai_sampling, sampling_from
 from app.openai_format import completion_logprobs, finish_reason, matched_stop, new_id, now_s, sglext, usage
 from app.openai_protocol import CompletionRequest
@@ -63,7 +70,8 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: CompletionRequest) ->
     want_lp = body.logprobs is not None
     plan = RunPlan.build(ids, sampling, body.rid or new_rid(), body.n, not ctx.args.disable_radix_cache,
                          return_logprob=want_lp, top_logprobs_num=body.logprobs or 0,
-                         logprob_start_len=0 if (want_lp and body.echo) else -1, return_text_in_logprobs=True)
+                         logprob_start_len=0 if (want_lp and body.echo) else -1, return_text_in_logprobs=True,
+                         priority=check_priority(body.priority, ctx.args.schedule_policy))
     if body.rid:
         ctx.rid_groups[body.rid] = plan.engine_rids
     return _Prepared(plan, texts)

@@ -258,6 +258,7 @@ class EngineClient:
         top_logprobs_num: int = 0,
         return_text_in_logprobs: bool = False,
         stream: bool = False,
+        priority: int = 0,
     ) -> AsyncIterator[dict[str, Any]]:
         """Runs one sequence; yields native `/generate` dicts with cumulative `text`/`output_ids`.
 
@@ -280,7 +281,8 @@ class EngineClient:
         self._states[rid] = state
         await self._send.send(encode(GenerateReqMsg(
             rid=rid, input_ids=list(input_ids), sampling=sampling.to_dict(), return_logprob=return_logprob,
-            logprob_start_len=logprob_start_len, top_logprobs_num=top_logprobs_num, stream=stream)))
+            logprob_start_len=logprob_start_len, top_logprobs_num=top_logprobs_num, stream=stream,
+            priority=priority)))
         finished = False
         try:
             while True:

@@ -111,7 +111,8 @@ class Scheduler(OverlapMixin):
             return self._reject(msg, f"input_ids must be in 0..{self.vocab_size - 1}")
         self.waiting.append(Req(rid=msg.rid, origin_input_ids=list(msg.input_ids), sampling=sampling,
                                 return_logprob=msg.return_logprob, logprob_start_len=msg.logprob_start_len,
-                                top_logprobs_num=msg.top_logprobs_num, stream=msg.stream, arrival=self._arrivals))
+                                top_logprobs_num=msg.top_logprobs_num, stream=msg.stream, arrival=self._arrivals,
+                                priority=msg.priority))
 
     def _reject(self, msg: GenerateReqMsg, message: str) -> None:
         self._reply(BatchOutMsg(outputs=[ReqOutput(rid=msg.rid, new_token_ids=[], finished=True,
@@ -156,7 +157,8 @@ class Scheduler(OverlapMixin):
     def _next_batch(self) -> ScheduleBatch | None:
         if self.waiting or self.chunked:
             plan = plan_prefill(self.waiting, self.chunked, len(self.running), self.kv, self.args.schedule_policy,
-                                self.runner.max_running_requests, self.args.chunked_prefill_size, DECODE_HEADROOM)
+                                self.runner.max_running_requests, self.args.chunked_prefill_size, DECODE_HEADROOM,
+                                priority_aging_s=self.args.priority_aging_interval)
             if plan.reqs:
                 self.chunked = plan.chunked
                 for req in plan.reqs:
