@@ -23,10 +23,12 @@ from app.chat_template import load_chat_template
 from app.context import AppContext
 from app.errors import install_error_handlers
 from app.gate import RequestGate, StaticKeyGate
+from app.load_routes import router as load_router
 from app.metrics import Metrics
 from app.native_routes import router as native_router
 from app.openai_routes import router as openai_router
 from app.replicas import build_supervisor
+from app.request_id import RequestIdMiddleware
 from app.request_log import RequestLogMiddleware
 from app.supervisor import ClientFactory, Supervisor
 from engine.args import ServerArgs
@@ -76,8 +78,10 @@ def create_app(args: ServerArgs, *, client_factory: ClientFactory | None = None,
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(native_router)
+    app.include_router(load_router)
     app.add_middleware(RequestLogMiddleware, record=metrics.record_http,
                        log_bodies=lambda: supervisor.args.log_requests)
+    app.add_middleware(RequestIdMiddleware)
     app.state.admin = _wire_admin(app, ctx, args, gate is None, flag_args)
     return app
 

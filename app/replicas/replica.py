@@ -108,5 +108,6 @@ class Replica:
             "median_latency_s": self.load.median_latency,
             "engine_pids": client.rank_pids() if client is not None and hasattr(client, "rank_pids") else [],
             **{k: info.get(k) for k in ("num_running_reqs", "num_queued_reqs", "token_usage", "kv_used_tokens",
-                                        "kv_total_tokens", "cache_hit_rate", "gen_throughput")},
+                                        "kv_total_tokens", "cache_hit_rate", "gen_throughput",
+                                        "cache_query_tokens", "cache_hit_tokens", "num_retractions")},
         }

@@ -25,7 +25,8 @@ from engine.args import ServerArgs
 
 logger = logging.getLogger(__name__)
 
-_SUMMED = ("num_running_reqs", "num_queued_reqs", "kv_used_tokens", "kv_total_tokens", "gen_throughput")
+_SUMMED = ("num_running_reqs", "num_queued_reqs", "kv_used_tokens", "kv_total_tokens", "gen_throughput",
+           "cache_query_tokens", "cache_hit_tokens", "num_retractions")
 
 
 def _warm_imports() -> None:
@@ -230,8 +231,8 @@ class ReplicaSet:
         out: dict[str, Any] = {k: sum(s.get(k) or 0 for s in summaries) for k in _SUMMED}
         total = out["kv_total_tokens"]
         out["token_usage"] = out["kv_used_tokens"] / total if total else 0.0
-        rates = [s["cache_hit_rate"] for s in summaries if isinstance(s.get("cache_hit_rate"), (int, float))]
-        out["cache_hit_rate"] = sum(rates) / len(rates) if rates else 0.0
+        queried = out["cache_query_tokens"]
+        out["cache_hit_rate"] = out["cache_hit_tokens"] / queried if queried else 0.0
         out["dp_size"] = len(self.replicas)
         out["load_balancing_policy"] = self.policy.name
         out["healthy_replicas"] = sum(1 for r in self.replicas if r.health == "healthy")
