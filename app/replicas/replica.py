@@ -31,6 +31,7 @@ class Replica:
         # Set when a probe fails: the replica leaves dispatch at once and is restarted; cleared when the
         # restarted engine is ready.
         self.suspect: str | None = None
+        self.death_reason: str | None = None  # what the engine client said when a rank died
         self._shared_hooks = shared_hooks
         self._on_change = on_change
         self.sup.client_hooks.append(self._attach)
@@ -40,12 +41,17 @@ class Replica:
     def _attach(self, client: Any) -> None:
         self.load.reset()
         client.on_output.append(lambda state, out: self.load.progress(out.rid, len(out.new_token_ids)))
-        client.on_death.append(lambda reason: self._on_change())
+        client.on_death.append(self._died)
         for hook in self._shared_hooks:
             hook(client)
 
+    def _died(self, reason: str) -> None:
+        self.death_reason = reason
+        self._on_change()
+
     def _ready(self) -> None:
         self.suspect = None
+        self.death_reason = None
         self._on_change()
 
     # ---- state ------------------------------------------------------------------------------
@@ -69,6 +75,8 @@ class Replica:
             return "starting", None
         if self.suspect:
             return "unhealthy", self.suspect
+        if self.death_reason:
+            return "unhealthy", self.death_reason
         if self.sup.state == "ready":  # the watchdog saw a rank die; the supervisor restarts next
             return "unhealthy", "engine process died"
         return "unhealthy", self.sup.error or f"engine {self.sup.state}"

@@ -198,7 +198,10 @@ class ReplicaSet:
         return self.replicas[chosen.index]
 
     def refresh(self) -> None:
-        """Re-reads each replica's health; each change is logged once and reported to listeners."""
+        """Re-reads each replica's health; each change is logged once and reported to listeners. Stopping
+        the server is not a health event: nothing is reported while shutting down."""
+        if self._shutting_down:
+            return
         for r in self.replicas:
             health, reason = r.observed_health()
             if health == r.health:
@@ -208,7 +211,7 @@ class ReplicaSet:
             (logger.warning if health == "unhealthy" else logger.info)("%s", line)
             self.progress.append(f"{time.strftime('%H:%M:%S')} {line}")
             del self.progress[:-50]
-            if health == "unhealthy" and not self._shutting_down:
+            if health == "unhealthy":
                 r.load.reset()  # its cache and requests are gone
             for cb in self.on_transition:
                 try:
