@@ -92,3 +92,12 @@ def test_policy_flags():
     with pytest.raises(ArgsError, match="replica-weights"):
         ServerArgs(device="cpu", dp_size=2, replica_weights="1")
     assert ServerArgs(device="cpu", dp_size=3, tp_size=2).resolved_max_unhealthy_gpus == 4
+
+
+def test_offline_engine_refuses_replicas_and_worker_nodes():
+    from engine import Engine
+
+    with pytest.raises(ArgsError, match="dp-size"):
+        Engine(device="cpu", dp_size=2)
+    with pytest.raises(ArgsError, match="node-rank"):
+        Engine(device="cpu", tp_size=2, nnodes=2, node_rank=1, dist_init_addr="127.0.0.1:1")
