@@ -50,6 +50,12 @@ def _serve(ns: argparse.Namespace) -> int:
     except ArgsError as exc:
         print(f"tessera serve: error: {exc}", file=sys.stderr)
         return 2
+    if args.node_rank > 0:  # a worker node of multi-node tensor parallelism: ranks only, no HTTP
+        from app.headless_node import run_headless_node
+        from app.server import configure_logging
+
+        configure_logging(args.log_level)
+        return run_headless_node(args)
     flag_args = args.to_dict()
     if not args.disable_admin:
         # A deployment saved in the console wins over flags/env for the fields it edits.

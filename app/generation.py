@@ -43,6 +43,18 @@ class EngineReq:
     logprob_start_len: int = -1
     top_logprobs_num: int = 0
     return_text_in_logprobs: bool = False
+    priority: int = 0
+
+
+def check_priority(priority: int | None, schedule_policy: str) -> int:
+    """`priority` needs `--schedule-policy priority`; elsewhere a non-zero value is a 400, not ignored."""
+    if priority is None:
+        return 0
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise bad_request("'priority' must be an integer", "priority")
+    if priority != 0 and schedule_policy != "priority":
+        raise bad_request("'priority' needs a server started with --schedule-policy priority", "priority")
+    return priority
 
 
 def new_rid() -> str:
@@ -161,7 +173,8 @@ async def stream_many(client: Any, reqs: list[EngineReq], stream: bool,
             gen = client.generate(r.input_ids, r.sampling, rid=r.rid, return_logprob=r.return_logprob,
                                   logprob_start_len=r.logprob_start_len, top_logprobs_num=r.top_logprobs_num,
                                   return_text_in_logprobs=r.return_text_in_logprobs, stream=stream,
-                                  **({"progress": progress_for(r.rid)} if progress_for else {}))
+                                  **({"progress": progress_for(r.rid)} if progress_for else {}),
+                                  **({"priority": r.priority} if r.priority else {}))
             async with contextlib.aclosing(gen) as items:
                 async for item in items:
                     rejected = request_rejection(item)

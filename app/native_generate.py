@@ -18,6 +18,7 @@ from app.errors import bad_request
 from app.generation import (
     EngineReq,
     abort_on_disconnect,
+    check_priority,
     check_prompt,
     check_request_fields,
     collect_many,
@@ -81,7 +82,8 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, item
                              len(ids), vocab)
         rid = item.rid or new_rid()
         reqs = expand_n(EngineReq(ids, sampling, rid, item.return_logprob, item.logprob_start_len,
-                                  item.top_logprobs_num, body.return_text_in_logprobs), sampling.n)
+                                  item.top_logprobs_num, body.return_text_in_logprobs,
+                                  check_priority(item.priority, ctx.args.schedule_policy)), sampling.n)
         if sampling.n > 1 and not ctx.args.disable_radix_cache:
             warm.append((ids, rid))
         if item.rid:

@@ -30,6 +30,8 @@ class GenerateRequest(BaseModel):
     stream: bool = False
     # SGLang's documents also put `regex` at the top level: an alias of sampling_params.regex.
     regex: str | None = None
+    # --schedule-policy priority: higher is admitted first (one value, or one per prompt).
+    priority: StrictInt | list[StrictInt] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -50,6 +52,7 @@ class NativeItem:
     return_logprob: bool
     logprob_start_len: int
     top_logprobs_num: int
+    priority: int | None = None
 
 
 def _pick(value: Any, i: int, count: int, name: str) -> Any:
@@ -86,7 +89,8 @@ def split_items(req: GenerateRequest) -> tuple[list[NativeItem], bool]:
     if count == 0:
         raise bad_request("The batch is empty.", "text" if req.text is not None else "input_ids")
     if not batched:
-        for name in ("sampling_params", "rid", "return_logprob", "logprob_start_len", "top_logprobs_num"):
+        for name in ("sampling_params", "rid", "return_logprob", "logprob_start_len", "top_logprobs_num",
+                     "priority"):
             if isinstance(getattr(req, name), list) and name != "sampling_params":
                 raise bad_request(f"'{name}' is a list but the prompt is not", name)
         if isinstance(req.sampling_params, list):
@@ -104,5 +108,6 @@ def split_items(req: GenerateRequest) -> tuple[list[NativeItem], bool]:
             return_logprob=bool(_pick(req.return_logprob, i, count, "return_logprob")),
             logprob_start_len=int(_pick(req.logprob_start_len, i, count, "logprob_start_len")),
             top_logprobs_num=int(_pick(req.top_logprobs_num, i, count, "top_logprobs_num")),
+            priority=_pick(req.priority, i, count, "priority"),
         ))
     return items, batched

@@ -93,7 +93,8 @@ async def get_server_info(request: Request) -> dict[str, Any]:
         "restarts": sup.restarts,
         "num_inflight_http_requests": sup.inflight,
         "engine_pids": client.rank_pids() if client is not None else [],
-        "internal_states": [info],
+        # One entry per data-parallel replica, as SGLang reports its DP ranks.
+        "internal_states": info.get("replicas") or [info],
         "model_info": _model_info(ctx),
     }
 
@@ -162,7 +163,11 @@ async def health(request: Request) -> JSONResponse:
     """200 only when a generation would be served (routers and load balancers route on this)."""
     ctx = _ctx(request)
     _require_serving(ctx)
-    return JSONResponse({"status": "ok", "state": ctx.supervisor.state})
+    sup = ctx.supervisor
+    problem = getattr(sup, "health_problem", None)  # --dp-size: more GPUs out than --max-unhealthy-gpus
+    if problem is not None and (text := problem()) is not None:
+        raise unavailable(text)
+    return JSONResponse({"status": "ok", "state": sup.state})
 
 
 @router.get("/ready")

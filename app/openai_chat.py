@@ -17,6 +17,7 @@ from app.errors import bad_request
 from app.gate import UNBOUNDED_RESERVE_TOKENS
 from app.generation import (
     abort_on_disconnect,
+    check_priority,
     check_prompt,
     new_rid,
     remaining_context,
@@ -64,7 +65,8 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest
     rid = body.rid or new_rid()
     plan = RunPlan.build([input_ids], sampling, rid, body.n, not ctx.args.disable_radix_cache,
                          return_logprob=body.logprobs, top_logprobs_num=body.top_logprobs or 0,
-                         return_text_in_logprobs=True)
+                         return_text_in_logprobs=True,
+                         priority=check_priority(body.priority, ctx.args.schedule_policy))
     if body.rid:
         ctx.rid_groups[body.rid] = plan.engine_rids
     return plan, lambda: structure.shaper(prompt_text)

@@ -16,6 +16,7 @@ from app.context import AppContext
 from app.errors import bad_request
 from app.generation import (
     abort_on_disconnect,
+    check_priority,
     check_prompt,
     check_request_fields,
     new_rid,
@@ -82,7 +83,8 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: CompletionRequest) ->
     want_lp = body.logprobs is not None
     plan = RunPlan.build(ids, sampling, body.rid or new_rid(), body.n, not ctx.args.disable_radix_cache,
                          return_logprob=want_lp, top_logprobs_num=body.logprobs or 0,
-                         logprob_start_len=0 if (want_lp and body.echo) else -1, return_text_in_logprobs=True)
+                         logprob_start_len=0 if (want_lp and body.echo) else -1, return_text_in_logprobs=True,
+                         priority=check_priority(body.priority, ctx.args.schedule_policy))
     if body.rid:
         ctx.rid_groups[body.rid] = plan.engine_rids
     return _Prepared(plan, texts)

@@ -159,6 +159,8 @@ class _SamplingFields(_Strict):
     skip_special_tokens: bool = True
     no_stop_trim: bool = False
     rid: str | None = None
+    # Extra field: --schedule-policy priority admits higher values first.
+    priority: StrictInt | None = None
     # SGLang: add `sglext.cached_tokens_details` to the response (bench_serving's --cache-report sends it).
     return_cached_tokens_details: bool = False
 

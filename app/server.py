@@ -25,9 +25,12 @@ from app.context import AppContext
 from app.errors import install_error_handlers
 from app.gate import RequestGate, StaticKeyGate
 from app.landing import router as landing_router
+from app.load_routes import router as load_router
 from app.metrics import Metrics
 from app.native_routes import router as native_router
 from app.openai_routes import router as openai_router
+from app.replicas import build_supervisor
+from app.request_id import RequestIdMiddleware
 from app.request_limits import RequestLimitsMiddleware
 from app.request_log import RequestLogMiddleware
 from app.supervisor import ClientFactory, Supervisor
@@ -51,10 +54,14 @@ def create_app(args: ServerArgs, *, client_factory: ClientFactory | None = None,
 
     `client_factory` swaps the engine client (tests); `gate` replaces the default static-key gate.
     """
-    supervisor = Supervisor(args, client_factory)
+    supervisor = build_supervisor(args, client_factory)
     metrics = Metrics(lambda: supervisor.model_name, lambda: supervisor.last_info)
     supervisor.client_hooks.append(metrics.attach)
     supervisor.on_restart.append(metrics.record_restart)
+    if args.dp_size > 1:
+        from app.replicas.metrics import ReplicaGauges
+
+        metrics.registry.register(ReplicaGauges(supervisor, lambda: supervisor.model_name))
     ctx = AppContext(supervisor, metrics, gate or StaticKeyGate(lambda: supervisor.args.api_key),
                      chat_template=load_chat_template(args.chat_template))
 
@@ -77,11 +84,13 @@ def create_app(args: ServerArgs, *, client_factory: ClientFactory | None = None,
     app.include_router(openai_router)
     app.include_router(native_router)
     app.include_router(landing_router)
+    app.include_router(load_router)
     # Added first, so it runs inside the access log (which then records its 413s and 400s).
     app.add_middleware(RequestLimitsMiddleware, max_bytes=lambda: supervisor.args.max_request_bytes,
                        on_reject=metrics.record_rejected)
     app.add_middleware(RequestLogMiddleware, record=metrics.record_http,
                        log_bodies=lambda: supervisor.args.log_requests)
+    app.add_middleware(RequestIdMiddleware)
     app.state.admin = _wire_admin(app, ctx, args, gate is None, flag_args)
     return app
 
@@ -97,6 +106,9 @@ def _wire_admin(app: FastAPI, ctx: AppContext, args: ServerArgs, use_key_gate: b
                              static_api_key=args.api_key, flag_args=flag_args)
     if use_key_gate:
         ctx.gate = admin_ctx.gate  # API keys and rate limits from the console's DB
+    from app.admin.replica_audit import attach as audit_replicas
+
+    audit_replicas(ctx.supervisor, admin_ctx)
     if args.admin_port:
         return AdminParts(admin_ctx, create_admin_app(admin_ctx))
     mount_admin(app, admin_ctx)

@@ -32,7 +32,7 @@ _COMMON_OFF_ONLY = frozenset({
     "modalities", "session_params", "session_id", "lora_path", "lora_id", "custom_logit_processor",
     "custom_params", "positional_embed_overrides", "bootstrap_host", "bootstrap_port", "bootstrap_room",
     "bootstrap_pair_key", "decode_tp_size", "routed_dp_rank", "data_parallel_rank", "disagg_prefill_dp_rank",
-    "require_reasoning", "max_thinking_tokens", "priority", "extra_key", "cache_salt", "return_entropy",
+    "require_reasoning", "max_thinking_tokens", "extra_key", "cache_salt", "return_entropy",
     "return_prompt_token_ids", "need_wait_for_mm_inputs", "num_items_assigned", "encoder_urls",
     "max_dynamic_patch", "min_dynamic_patch", "image_max_dynamic_patch", "video_max_dynamic_patch",
     "images_config", "mm_processor_kwargs", "multi_item_delimiter_indices", "token_indices_to_pool", "kv_hints",

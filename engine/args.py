@@ -17,7 +17,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-SCHEDULE_POLICIES = ("fcfs", "lpm")
+SCHEDULE_POLICIES = ("fcfs", "lpm", "priority")
+LB_POLICIES = ("round_robin", "min-load", "cache-aware", "min-latency", "weighted")
 ATTENTION_BACKENDS = ("torch_native", "triton", "flashinfer")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float", "bf16", "fp16", "fp32")
 FP32_DTYPES = ("float32", "float", "fp32")
@@ -88,6 +89,22 @@ class ServerArgs:
     nnodes: int = 1
     node_rank: int = 0
     dist_init_addr: str | None = None
+    # Data parallelism (app/replicas): dp_size replicas of tp_size GPUs each, replica i on GPUs
+    # base_gpu_id + i*tp_size ... (+tp_size - 1).
+    base_gpu_id: int = 0
+    load_balancing_policy: str = "cache-aware"
+    # cache-aware: a match of at least cache_threshold of the prompt routes to that replica, unless the
+    # loads (outstanding tokens) differ by more than balance_abs_threshold AND by a factor above
+    # balance_rel_threshold; then the least loaded replica wins.
+    cache_threshold: float = 0.5
+    balance_abs_threshold: int = 4096
+    balance_rel_threshold: float = 1.5
+    max_tree_size: int = 1 << 20
+    replica_weights: str | None = None
+    health_check_interval: float = 5.0
+    max_unhealthy_gpus: int | None = None
+    # --schedule-policy priority: a waiting request gains one priority level per this many seconds.
+    priority_aging_interval: float = 1.0
     # How long SIGTERM waits for in-flight requests before exiting.
     drain_timeout: float = 30.0
     # Largest HTTP request body accepted (413 above it); bounds what one request can make the API process hold.
@@ -134,6 +151,33 @@ class ServerArgs:
         return "flashinfer" if importlib.util.find_spec("flashinfer") is not None else "triton"
 
     @property
+    def normalized_lb_policy(self) -> str:
+        """`round-robin`, `min_load`, ... are accepted; the canonical spellings are LB_POLICIES."""
+        name = self.load_balancing_policy.strip().lower().replace("_", "-")
+        return "round_robin" if name == "round-robin" else name
+
+    @property
+    def parsed_replica_weights(self) -> list[float]:
+        """One weight per replica for `weighted` (default: all 1)."""
+        if not self.replica_weights:
+            return [1.0] * self.dp_size
+        try:
+            weights = [float(w) for w in self.replica_weights.split(",")]
+        except ValueError:
+            raise ArgsError(f"--replica-weights must be comma-separated numbers, got {self.replica_weights!r}") from None
+        if len(weights) != self.dp_size or any(w <= 0 for w in weights):
+            raise ArgsError(f"--replica-weights needs {self.dp_size} positive numbers (one per replica), "
+                            f"got {self.replica_weights!r}")
+        return weights
+
+    @property
+    def resolved_max_unhealthy_gpus(self) -> int:
+        """Default: serve (and report healthy) while at least one replica is up."""
+        if self.max_unhealthy_gpus is not None:
+            return self.max_unhealthy_gpus
+        return (self.dp_size - 1) * self.tp_size
+
+    @property
     def world_size(self) -> int:
         return self.tp_size
 
@@ -162,7 +206,25 @@ class ServerArgs:
 
         need(bool(self.model_path), "--model-path is required (or set MODEL_PATH)")
         need(self.tp_size >= 1, f"--tp-size must be >= 1, got {self.tp_size}")
-        need(self.dp_size == 1, f"--dp-size {self.dp_size} is not supported yet (only 1)")
+        need(self.dp_size >= 1, f"--dp-size must be >= 1, got {self.dp_size}")
+        need(self.dp_size == 1 or self.nnodes == 1, "--dp-size > 1 with --nnodes > 1 is not supported; "
+             "put replicas on several hosts behind sglang-router instead")
+        need(self.normalized_lb_policy in LB_POLICIES,
+             f"--load-balancing-policy must be one of {', '.join(LB_POLICIES)}, got {self.load_balancing_policy!r}")
+        need(0.0 <= self.cache_threshold <= 1.0, f"--cache-threshold must be in [0, 1], got {self.cache_threshold}")
+        need(self.balance_abs_threshold >= 0,
+             f"--balance-abs-threshold must be >= 0, got {self.balance_abs_threshold}")
+        need(self.balance_rel_threshold >= 1.0,
+             f"--balance-rel-threshold must be >= 1, got {self.balance_rel_threshold}")
+        need(self.max_tree_size >= 1, f"--max-tree-size must be >= 1, got {self.max_tree_size}")
+        need(self.base_gpu_id >= 0, f"--base-gpu-id must be >= 0, got {self.base_gpu_id}")
+        need(self.health_check_interval > 0,
+             f"--health-check-interval must be > 0, got {self.health_check_interval}")
+        need(self.max_unhealthy_gpus is None or self.max_unhealthy_gpus >= 0,
+             f"--max-unhealthy-gpus must be >= 0, got {self.max_unhealthy_gpus}")
+        need(self.priority_aging_interval > 0,
+             f"--priority-aging-interval must be > 0, got {self.priority_aging_interval}")
+        _ = self.parsed_replica_weights  # raises ArgsError on a malformed list
         need(0 < self.port < 65536, f"--port must be in 1..65535, got {self.port}")
         need(0.0 < self.mem_fraction_static < 1.0,
              f"--mem-fraction-static must be in (0, 1), got {self.mem_fraction_static}")
@@ -211,11 +273,24 @@ class ServerArgs:
 
 
 # ---- command line -----------------------------------------------------------------------------
-_FLAG_ALIASES = {"tp_size": ["--tp"], "dp_size": ["--dp"]}
+_FLAG_ALIASES = {"tp_size": ["--tp"], "dp_size": ["--dp"], "load_balancing_policy": ["--load-balance-method"],
+                 "mem_fraction_static": ["--gpu-memory-utilization-limit"]}
 _HELP = {
     "model_path": "model directory (HF layout: config.json, *.safetensors, tokenizer); env MODEL_PATH",
     "chunked_prefill_size": "max prompt tokens per prefill step; -1 turns chunking off",
-    "mem_fraction_static": "GPU memory fraction for weights + KV cache",
+    "mem_fraction_static": "fraction of the GPU this instance may take for weights + KV cache (two instances "
+                           "at 0.5 share one GPU); alias --gpu-memory-utilization-limit",
+    "load_balancing_policy": "with --dp-size: round_robin | min-load | cache-aware | min-latency | weighted "
+                             "(default cache-aware); alias --load-balance-method",
+    "cache_threshold": "cache-aware: prefix match (fraction of the prompt) that routes to a replica (default 0.5)",
+    "balance_abs_threshold": "cache-aware: outstanding-token gap above which min-load decides (default 4096)",
+    "balance_rel_threshold": "cache-aware: load ratio above which min-load decides (default 1.5)",
+    "max_tree_size": "cache-aware: tokens kept per replica in the router's approximate prefix tree",
+    "replica_weights": "weighted: comma-separated weight per replica, e.g. 3,1",
+    "health_check_interval": "with --dp-size: seconds between replica probes (default 5)",
+    "max_unhealthy_gpus": "with --dp-size: /health stays 200 while at most this many GPUs are out "
+                          "(default: all but one replica)",
+    "priority_aging_interval": "--schedule-policy priority: seconds of waiting that add one priority level",
     "max_total_tokens": "KV cache capacity in tokens (CPU default is sized from RAM)",
     "max_request_bytes": "largest HTTP request body accepted, in bytes (413 above it; default 8 MiB)",
     "grammar_backend": "xgrammar | llguidance | none (llguidance: optional package; none: constrained "

@@ -319,6 +319,7 @@ class EngineClient:
         return_text_in_logprobs: bool = False,
         stream: bool = False,
         progress: Callable[[int], None] | None = None,
+        priority: int = 0,
     ) -> AsyncIterator[dict[str, Any]]:
         """Runs one sequence; yields native `/generate` dicts with cumulative `text`/`output_ids`.
 
@@ -341,7 +342,8 @@ class EngineClient:
                           stream=stream, detok=detok)
         msg = GenerateReqMsg(
             rid=rid, input_ids=list(input_ids), sampling=sampling.to_dict(), return_logprob=return_logprob,
-            logprob_start_len=logprob_start_len, top_logprobs_num=top_logprobs_num, stream=stream)
+            logprob_start_len=logprob_start_len, top_logprobs_num=top_logprobs_num, stream=stream,
+            priority=priority)
         data = encode(msg)  # a value msgpack cannot carry fails here, before any bookkeeping exists
         finished = sent = False
         # Registered before the send (the first output may arrive before send() returns) and removed on

@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from engine.args import ServerArgs
+from engine.args import ArgsError, ServerArgs
 from engine.client import EngineClient
 from engine.grammar import check_grammar_spec
 from engine.sampling_params import SamplingParams
@@ -27,6 +27,10 @@ class EngineRequestError(ValueError):
 class Engine:
     def __init__(self, **kwargs: Any) -> None:
         self.server_args = ServerArgs(**kwargs)
+        if self.server_args.dp_size > 1:  # replicas are an API-process feature (app/replicas)
+            raise ArgsError("Engine runs one engine group; --dp-size > 1 needs `tessera serve`")
+        if self.server_args.node_rank > 0:
+            raise ArgsError("Engine runs on node 0; start other nodes with `tessera serve --node-rank K`")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tessera-engine-loop", daemon=True)
         self._thread.start()

@@ -24,6 +24,7 @@ class GenerateReqMsg:
     logprob_start_len: int = -1
     top_logprobs_num: int = 0
     stream: bool = False
+    priority: int = 0  # --schedule-policy priority: higher is admitted first
 
 
 @dataclass

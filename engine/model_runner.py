@@ -32,6 +32,18 @@ class OutOfMemoryAtStartError(RuntimeError):
     pass
 
 
+# Kept free on the device beyond the KV cache: activations, NCCL buffers, CUDA graphs' workspace.
+GPU_RESERVE_BYTES = 512 << 20
+
+
+def kv_budget_bytes(total: int, free_before: int, free_after: int, fraction: float) -> float:
+    """Bytes for the KV cache: this instance may take `fraction` of the device (--mem-fraction-static, alias
+    --gpu-memory-utilization-limit) counting only its own use (weights loaded since `free_before`), so two
+    instances at 0.5 share one GPU; never more than is actually free, less a reserve."""
+    own = free_before - free_after
+    return min(total * fraction - own, free_after - GPU_RESERVE_BYTES)
+
+
 class ModelRunner:
     def __init__(self, args: ServerArgs, model_config: ModelConfig, tp: TPContext, device: torch.device) -> None:
         self.args = args
@@ -90,7 +102,7 @@ class ModelRunner:
     def _gpu_kv_tokens(self, free_before: int, total: int, bpt: int) -> int:
         free_after, _ = torch.cuda.mem_get_info(self.device)
         used_by_others = total - free_before
-        budget = total * self.args.mem_fraction_static - (total - free_after)
+        budget = kv_budget_bytes(total, free_before, free_after, self.args.mem_fraction_static)
         tokens = int(budget // bpt)
         if self.args.max_total_tokens is not None:
             tokens = min(tokens, self.args.max_total_tokens)

@@ -30,7 +30,7 @@ logger = logging.getLogger("engine")
 
 def _pick_device(args: ServerArgs, local_rank: int) -> torch.device:
     if args.resolved_device == "cuda":
-        return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+        return torch.device("cuda", (args.base_gpu_id + local_rank) % max(torch.cuda.device_count(), 1))
     return torch.device("cpu")
 
 
@@ -89,7 +89,7 @@ def _build(args: ServerArgs, ipc: IpcConfig, rank: int, send_msg):
 
     device = _pick_device(args, rank)
     if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.tp_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // (args.tp_size * args.dp_size)))
     addr = args.dist_init_addr or f"127.0.0.1:{ipc.dist_port}"
     tp = init_tp(rank, args.tp_size, device.type, addr)
     torch.manual_seed(args.random_seed if args.random_seed is not None else 0)

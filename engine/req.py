@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ class Req:
     stream: bool = False
     arrival: int = 0
     grammar: Any = None  # engine.grammar.manager.GrammarState for constrained requests
+    priority: int = 0
+    arrival_time: float = field(default_factory=time.monotonic)  # for priority aging
 
     output_ids: list[int] = field(default_factory=list)
     # KV bookkeeping: row in ReqToTokenPool; the first `kv_len` tokens of fill_ids have KV there,

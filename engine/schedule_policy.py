@@ -3,6 +3,7 @@ decode batch cannot get KV slots. The whole policy fits on one screen."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from engine.kv_manager import KVManager
@@ -27,7 +28,18 @@ class PrefillPlan:
     chunked: Req | None  # a request whose prompt continues in a later step
 
 
-def order_waiting(waiting: list[Req], policy: str, kv: KVManager) -> list[Req]:
+def effective_priority(req: Req, now: float, aging_s: float) -> int:
+    """The aging rule of `--schedule-policy priority`: a waiting request gains one level per `aging_s`
+    seconds it has waited, so a flood of higher-priority requests delays a low one by at most
+    (difference in priority) x aging_s, never forever."""
+    return req.priority + int((now - req.arrival_time) / aging_s)
+
+
+def order_waiting(waiting: list[Req], policy: str, kv: KVManager, priority_aging_s: float = 1.0) -> list[Req]:
+    if policy == "priority" and len(waiting) > 1:
+        # Highest (aged) priority first; equal priority keeps arrival order (FCFS).
+        now = time.monotonic()
+        return sorted(waiting, key=lambda r: (-effective_priority(r, now, priority_aging_s), r.arrival))
     if policy == "lpm" and len(waiting) > 1:
         # Longest cached prefix first: it needs the fewest new tokens and keeps hot prefixes hot.
         lens = {id(r): kv.match(r) for r in waiting}
@@ -36,12 +48,13 @@ def order_waiting(waiting: list[Req], policy: str, kv: KVManager) -> list[Req]:
 
 
 def plan_prefill(waiting: list[Req], chunked: Req | None, num_running: int, kv: KVManager, policy: str,
-                 max_running: int, chunk_size: int, headroom_per_req: int) -> PrefillPlan:
+                 max_running: int, chunk_size: int, headroom_per_req: int,
+                 priority_aging_s: float = 1.0) -> PrefillPlan:
     """Admits requests while rows, the token budget and KV slots allow. Each admitted request
     gets its row, cached prefix and KV slots for `extend_len` tokens."""
     budget = chunk_size if chunk_size > 0 else 1 << 62
     plan = PrefillPlan(reqs=[], chunked=None)
-    candidates = ([chunked] if chunked is not None else []) + order_waiting(waiting, policy, kv)
+    candidates = ([chunked] if chunked is not None else []) + order_waiting(waiting, policy, kv, priority_aging_s)
     for req in candidates:
         if budget <= 0:
             break

@@ -117,7 +117,8 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
                                      f"{self.runner.max_total_tokens}")
         req = Req(rid=msg.rid, origin_input_ids=list(msg.input_ids), sampling=sampling,
                   return_logprob=msg.return_logprob, logprob_start_len=msg.logprob_start_len,
-                  top_logprobs_num=msg.top_logprobs_num, stream=msg.stream, arrival=self._arrivals)
+                  top_logprobs_num=msg.top_logprobs_num, stream=msg.stream, arrival=self._arrivals,
+                  priority=msg.priority)
         if sampling.grammar is None:
             self.waiting.append(req)
         elif (reason := self.grammar.admit(req)) is not None:  # else it waits in the grammar queue
@@ -185,7 +186,8 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
     def _next_batch(self) -> ScheduleBatch | None:
         if self.waiting or self.chunked:
             plan = plan_prefill(self.waiting, self.chunked, len(self.running), self.kv, self.args.schedule_policy,
-                                self.runner.max_running_requests, self.args.chunked_prefill_size, DECODE_HEADROOM)
+                                self.runner.max_running_requests, self.args.chunked_prefill_size, DECODE_HEADROOM,
+                                priority_aging_s=self.args.priority_aging_interval)
             if plan.reqs:
                 self.chunked = plan.chunked
                 for req in plan.reqs:

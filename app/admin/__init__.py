@@ -56,10 +56,11 @@ def _routers() -> list[Any]:
         pages_deploy,
         pages_keys,
         pages_main,
+        pages_replicas,
     )
 
     return [api_auth.router, api_keys.router, api_deploy.router, api_observe.router, pages_auth.router,
-            pages_keys.router, pages_deploy.router, pages_main.router]
+            pages_keys.router, pages_deploy.router, pages_main.router, pages_replicas.router]
 
 
 def mount_admin(app: FastAPI, ctx: AdminContext) -> None:

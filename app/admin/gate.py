@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import select
 
 from app.admin.history import RequestTally
-from app.admin.limiter import Limits, RateLimiter, Ticket
+from app.admin.limiter import Limits, Ticket
 from app.admin.security import KeyHasher, tokens_equal
+from app.admin.shared_limiter import make_limiter
 from app.db.clock import utcnow
 from app.db.database import Database
 from app.db.models import ApiKey
@@ -96,7 +97,7 @@ class KeyGate:
         # changes made through this process's console call `invalidate()` and apply at once.
         self._cache_ttl_s = cache_ttl_s
         self._clock = clock
-        self.limiter = RateLimiter(clock)
+        self.limiter = make_limiter(db, clock)  # shared by all replicas when the DB is PostgreSQL
         self._snapshot: _KeySnapshot | None = None
         self._lock: asyncio.Lock | None = None
         self._refresh_lock: asyncio.Lock | None = None

@@ -35,7 +35,8 @@ def dashboard(request: Request, op: Operator = Depends(page_operator),
     h = rt.history
     return render(rt, request, "pages/dashboard.html", op=op, title="Dashboard", active="dashboard",
                   model_name=status.get("model_name"), state=status.get("state"), interval_s=h.interval_s,
-                  window_min=round(h.window_s / 60), max_points=max(1, int(h.window_s / h.interval_s)))
+                  window_min=round(h.window_s / 60), max_points=max(1, int(h.window_s / h.interval_s)),
+                  replicas=status.get("replicas") or [])
 
 
 @router.get("/usage")

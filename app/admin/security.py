@@ -30,6 +30,11 @@ def _write_private(path: Path, text: str) -> None:
 def load_or_create_secret(data_dir: str) -> bytes:
     """The HMAC secret for API key digests, kept in `<data_dir>/secret_key` (never in the DB, so a leaked
     DB alone does not allow offline guessing of keys)."""
+    shared = os.environ.get("TESSERA_SECRET_KEY")  # replicas on one database must share it
+    if shared:
+        if len(shared.strip()) < 32:
+            raise RuntimeError("TESSERA_SECRET_KEY is too short to be a server secret (32 characters at least)")
+        return shared.strip().encode()
     path = Path(data_dir) / "secret_key"
     if path.exists():
         value = path.read_text().strip()

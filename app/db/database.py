@@ -57,7 +57,10 @@ def create_db_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    if url.startswith(("postgresql://", "postgres://")):
+        # The driver we ship is psycopg 3; SQLAlchemy's default for a bare postgresql:// is psycopg2.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return create_engine(url, pool_pre_ping=True, pool_size=16, max_overflow=16)
 
 
 def run_migrations(engine: Engine) -> None:

@@ -150,6 +150,20 @@ class AuditLog(Base):
     user_agent: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
+class RateEvent(Base):
+    """One admitted request of a rate-limited key, for limits shared by every replica on PostgreSQL
+    (`app.admin.shared_limiter`): `ts` in database-clock epoch seconds, `open` while it runs."""
+
+    __tablename__ = "rate_events"
+    __table_args__ = (Index("ix_rate_events_key_ts", "key_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[float] = mapped_column(Float)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+    open: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
 class Setting(Base):
     """Console settings as JSON values (e.g. retention days)."""
 

@@ -123,7 +123,7 @@ class FakeEngineClient:
     async def generate(self, input_ids: list[int], sampling: SamplingParams, rid: str | None = None,
                        return_logprob: bool = False, logprob_start_len: int = -1, top_logprobs_num: int = 0,
                        return_text_in_logprobs: bool = False, stream: bool = False,
-                       progress: Any = None) -> AsyncIterator[dict[str, Any]]:
+                       progress: Any = None, priority: int = 0) -> AsyncIterator[dict[str, Any]]:
         self._check()
         rid = rid or uuid.uuid4().hex
         if rid in self._queues:
