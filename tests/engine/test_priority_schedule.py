@@ -78,10 +78,15 @@ def test_low_priority_is_not_starved(client):
 
     async def scenario() -> tuple[list[str], float]:
         done: list[str] = []
-        t0 = time.monotonic()
-        low = asyncio.create_task(_run(client.client, "low", 2, 0, done))
         flood: list[asyncio.Task] = []
         i = 0
+        # The flood goes first: a "low" that reached an idle engine would run at once, which is no test.
+        while sum(not t.done() for t in flood) < 3:
+            flood.append(asyncio.create_task(_run(client.client, f"high{i}", 6, 8, done)))
+            i += 1
+        await asyncio.sleep(0.3)
+        t0 = time.monotonic()
+        low = asyncio.create_task(_run(client.client, "low", 2, 0, done))
         while not low.done() and time.monotonic() - t0 < 40:
             while sum(not t.done() for t in flood) < 3:  # keep the queue full of higher priority
                 flood.append(asyncio.create_task(_run(client.client, f"high{i}", 6, 8, done)))
