@@ -85,7 +85,9 @@ def run_batch(engine, prompts, params) -> tuple[float, int, dict]:
     elapsed = time.perf_counter() - t0
     after = engine.get_server_info()
     steps = after["num_forward_steps"] - before["num_forward_steps"]
-    return elapsed, sum(len(o["output_ids"]) for o in outs), {"steps": steps, "outs": outs}
+    host = {k: round(after.get(k, 0) - before.get(k, 0), 4)
+            for k in ("num_overlapped_steps", "grammar_mask_fill_s", "grammar_accept_s")}
+    return elapsed, sum(len(o["output_ids"]) for o in outs), {"steps": steps, "outs": outs, **host}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -130,7 +132,10 @@ def main(argv: list[str] | None = None) -> dict:
         plain_runs, con_runs = [], []
         for _ in range(ns.reps):
             plain_runs.append(run_batch(engine, prompts, plain)[:2])
-            con_runs.append(run_batch(engine, prompts, constrained)[:2])
+            con = run_batch(engine, prompts, constrained)
+            con_runs.append(con[:2])
+            host = {k: v for k, v in con[2].items() if k != "outs"}
+            print(f"constrained run: {con[0]:.3f} s, host {host}", flush=True)
         t_plain, n_plain = statistics.median(t for t, _ in plain_runs), plain_runs[0][1]
         t_con, n_con = statistics.median(t for t, _ in con_runs), con_runs[0][1]
         engine.generate(input_ids=jump_prompts[:2], sampling_params=fixed)

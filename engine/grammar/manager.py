@@ -67,6 +67,12 @@ class GrammarManager:
             # worker thread would hold the import lock and the GIL while the batch is running.
             self.service.prepare()
         self.queue: list[tuple[Req, Any, float]] = []  # (req, future, deadline)
+        self._pinned: list[torch.Tensor] = []  # two page-locked host bitmasks, used in turn (CUDA only)
+        self._turn = 0
+        # Host time spent on masks and matcher updates (reported by /get_server_info; the overlap
+        # scheduler hides it behind the forward pass only while it stays shorter than one).
+        self.mask_fill_s = 0.0
+        self.accept_s = 0.0
 
     # ---- admission ------------------------------------------------------------------------
     def admit(self, req: Req) -> dict[str, Any] | None:
@@ -140,16 +146,38 @@ class GrammarManager:
         rows = [i for i, r in enumerate(reqs) if r.grammar is not None and not r.finished]
         if not rows or not self.tp.is_first:
             return None  # other ranks' samples are replaced by rank 0's broadcast
+        t0 = time.perf_counter()
         backend = self.service.backend
-        bitmask = backend.bitmask(len(reqs))
+        bitmask = self._host_bitmask(len(reqs), device)
         backend.fill([reqs[i].grammar.matcher for i in rows], bitmask, rows)
-        return unpack_bitmask(bitmask, self.vocab_size, device)
+        allowed = unpack_bitmask(bitmask, self.vocab_size, device)
+        self.mask_fill_s += time.perf_counter() - t0
+        return allowed
+
+    def _host_bitmask(self, rows: int, device: torch.device) -> torch.Tensor:
+        """An all-allowed host bitmask for `rows` rows. On CUDA it is page-locked: a copy from pageable
+        memory synchronises the stream first, which would make the CPU wait for the forward pass that
+        the mask fill is meant to overlap. Two buffers alternate, so a fill never overwrites the one a
+        still-queued copy reads."""
+        backend = self.service.backend
+        if device.type != "cuda":
+            return backend.bitmask(rows)
+        self._turn ^= 1
+        if len(self._pinned) < 2 or self._pinned[self._turn].shape[0] < rows:
+            cap = max(rows, 2 * self._pinned[0].shape[0] if self._pinned else 64)
+            self._pinned = [backend.bitmask(cap).pin_memory() for _ in range(2)]
+        buf = self._pinned[self._turn][:rows]
+        buf.fill_(-1)
+        return buf
 
     def accept(self, req: Req, token: int) -> dict[str, Any] | None:
         state = req.grammar
         if state is None:
             return None
-        if not state.matcher.accept_token(token):
+        t0 = time.perf_counter()
+        ok = state.matcher.accept_token(token)
+        self.accept_s += time.perf_counter() - t0
+        if not ok:
             return {"type": "abort", "message": f"token {token} violates the {state.kind} grammar"}
         if state.matcher.is_terminated():
             return {"type": "stop", "matched": token}
@@ -168,6 +196,8 @@ class GrammarManager:
             # replaces the decode step that samples the next token
             "jump_forward_steps_saved": jump.num_tokens if jump else 0,
             "num_grammar_queue_reqs": len(self.queue),
+            "grammar_mask_fill_s": round(self.mask_fill_s, 4),
+            "grammar_accept_s": round(self.accept_s, 4),
             "grammar_compiles": self.service.num_compiles,
             "grammar_cache_hits": self.service.num_cache_hits,
             "grammar_compile_p50_s": times[len(times) // 2] if times else 0.0,
