@@ -171,3 +171,17 @@ def test_dead_server_is_one_line() -> None:
 def test_server_info_and_flush(backend) -> None:
     assert lang.get_server_info(backend)["model_info"]["model_path"] == backend.get_model_name()
     assert backend.flush_cache()["success"] is True
+
+
+def test_openai_select_names_the_missing_capability() -> None:
+    import httpx
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error": {"message": "echo is not supported with logprobs"}})
+
+    oai = lang.OpenAI("m", base_url="http://openai.invalid/v1", api_key="k")
+    oai.http._client = httpx.Client(transport=httpx.MockTransport(handler))
+    state = pick.run(backend=oai)
+    err = state.error()
+    assert isinstance(err, lang.LangError)
+    assert "needs prompt logprobs" in str(err) and "echo is not supported with logprobs" in str(err)
