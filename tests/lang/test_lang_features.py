@@ -184,4 +184,5 @@ def test_openai_select_names_the_missing_capability() -> None:
     state = pick.run(backend=oai)
     err = state.error()
     assert isinstance(err, lang.LangError)
-    assert "needs prompt logprobs" in str(err) and "echo is not supported with logprobs" in str(err)
+    assert "needs prompt logprobs" in str(err) and "constrained decoding" in str(err)
+    assert "echo is not supported with logprobs" in str(err)
