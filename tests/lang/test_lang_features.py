@@ -186,3 +186,20 @@ def test_openai_select_names_the_missing_capability() -> None:
     assert isinstance(err, lang.LangError)
     assert "needs prompt logprobs" in str(err) and "constrained decoding" in str(err)
     assert "echo is not supported with logprobs" in str(err)
+
+
+def test_run_batch_precaches_the_constant_prefix(backend, posts) -> None:
+    intro = "You answer questions about Python's standard library in one short sentence, no more.\n"
+
+    @lang.function
+    def ask(s, q, style="plain"):
+        s += lang.system(intro)
+        s += "Question (" + style + "): " + q + lang.gen("a", max_tokens=1, temperature=0)
+
+    states = ask.run_batch([("What is os?",), ("What is sys?", "short")], backend=backend)
+    assert [s.error() for s in states] == [None, None]
+    first_path, first = posts[0]
+    # Traced up to the first expression that uses an argument: the whole constant system turn.
+    system_prefix, system_suffix = backend.get_chat_template().role_prefix_and_suffix["system"]
+    assert first == {"text": system_prefix + intro + system_suffix, "sampling_params": {"max_new_tokens": 0}}
+    assert len(posts) == 3
