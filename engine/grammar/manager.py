@@ -67,6 +67,8 @@ class GrammarManager:
             # worker thread would hold the import lock and the GIL while the batch is running.
             self.service.prepare()
         self.queue: list[tuple[Req, Any, float]] = []  # (req, future, deadline)
+        self._pinned: list[torch.Tensor] = []  # two page-locked host bitmasks, used in turn (CUDA only)
+        self._turn = 0
 
     # ---- admission ------------------------------------------------------------------------
     def admit(self, req: Req) -> dict[str, Any] | None:
@@ -141,9 +143,25 @@ class GrammarManager:
         if not rows or not self.tp.is_first:
             return None  # other ranks' samples are replaced by rank 0's broadcast
         backend = self.service.backend
-        bitmask = backend.bitmask(len(reqs))
+        bitmask = self._host_bitmask(len(reqs), device)
         backend.fill([reqs[i].grammar.matcher for i in rows], bitmask, rows)
         return unpack_bitmask(bitmask, self.vocab_size, device)
+
+    def _host_bitmask(self, rows: int, device: torch.device) -> torch.Tensor:
+        """An all-allowed host bitmask for `rows` rows. On CUDA it is page-locked: a copy from pageable
+        memory synchronises the stream first, which would make the CPU wait for the forward pass that
+        the mask fill is meant to overlap. Two buffers alternate, so a fill never overwrites the one a
+        still-queued copy reads."""
+        backend = self.service.backend
+        if device.type != "cuda":
+            return backend.bitmask(rows)
+        self._turn ^= 1
+        if len(self._pinned) < 2 or self._pinned[self._turn].shape[0] < rows:
+            cap = max(rows, 2 * self._pinned[0].shape[0] if self._pinned else 64)
+            self._pinned = [backend.bitmask(cap).pin_memory() for _ in range(2)]
+        buf = self._pinned[self._turn][:rows]
+        buf.fill_(-1)
+        return buf
 
     def accept(self, req: Req, token: int) -> dict[str, Any] | None:
         state = req.grammar
