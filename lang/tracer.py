@@ -43,10 +43,15 @@ class _TraceState:
             for item in expr.items:
                 self._add(item)
         elif isinstance(expr, RoleBegin):
-            prefix, _ = self.backend.get_chat_template().get_prefix_and_suffix(expr.role, self.messages)
-            self.text += prefix
+            # As the executor writes turns (a template's default system turn included).
+            template = self.backend.get_chat_template()
+            if not self.messages and expr.role != "system" and template.default_system_prompt:
+                self._add(ExprList([RoleBegin("system"), Text(template.default_system_prompt), RoleEnd("system")]))
+            self.text += template.get_prefix_and_suffix(expr.role, self.messages)[0]
         elif isinstance(expr, RoleEnd):
-            raise _Stop  # the suffix follows content we cannot know
+            # Reached only when the whole turn was constant.
+            self.text += self.backend.get_chat_template().get_prefix_and_suffix(expr.role, self.messages)[1]
+            self.messages.append({"role": expr.role})
         else:
             raise _Stop
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from lang.errors import ServerError, ServerUnreachable
 
-# Generation can take minutes; only connecting is expected to be quick. Waiting for a free pooled
-# connection never times out: run_batch bounds its own concurrency.
-_TIMEOUT = httpx.Timeout(connect=10.0, read=900.0, write=60.0, pool=None)
+if TYPE_CHECKING:
+    import httpx
+
 MAX_CONNECTIONS = 512
 
 
@@ -33,7 +31,7 @@ def error_message(response: httpx.Response) -> str:
     return json.dumps(body)[:500]
 
 
-def _reason(exc: httpx.HTTPError) -> str:
+def _reason(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0]
 
@@ -42,10 +40,16 @@ class HttpClient:
     """A thread-safe pooled client bound to a base URL and an optional bearer key."""
 
     def __init__(self, base_url: str, api_key: str | None = None) -> None:
+        import httpx  # here, not at module level: httpx is most of `import lang`'s time
+
+        self._errors = httpx.HTTPError
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=64)
-        self._client = httpx.Client(headers=headers, timeout=_TIMEOUT, limits=limits)
+        # Generation can take minutes; only connecting is expected to be quick. Waiting for a free pooled
+        # connection never times out: run_batch bounds its own concurrency.
+        timeout = httpx.Timeout(connect=10.0, read=900.0, write=60.0, pool=None)
+        self._client = httpx.Client(headers=headers, timeout=timeout, limits=limits)
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -54,7 +58,7 @@ class HttpClient:
         url = self.url(path)
         try:
             response = self._client.request(method, url, json=payload)
-        except httpx.HTTPError as exc:
+        except self._errors as exc:
             raise ServerUnreachable(url, _reason(exc)) from None
         if response.status_code != 200:
             raise ServerError(response.status_code, error_message(response), url)
@@ -88,7 +92,7 @@ class HttpClient:
                         err = event["error"]
                         raise ServerError(200, err.get("message", str(err)) if isinstance(err, dict) else str(err), url)
                     yield event
-        except httpx.HTTPError as exc:
+        except self._errors as exc:
             raise ServerUnreachable(url, _reason(exc)) from None
 
     def close(self) -> None:

@@ -24,6 +24,15 @@ _EXTRAS = {"top_k": -1, "min_p": 0.0, "ignore_eos": False, "stop_token_ids": [],
            "json_schema": None, "min_new_tokens": 0}
 
 
+class _Refused(Exception):
+    """The server does not give prompt logprobs."""
+
+
+def _regex_literal(text: str) -> str:
+    # Only the metacharacters: grammar engines reject escapes like "\ " that re.escape writes.
+    return "".join("\\" + ch if ch in ".^$*+?{}[]|()\\" else ch for ch in text)
+
+
 def _meta(body: dict[str, Any], choice: dict[str, Any]) -> dict[str, Any]:
     usage = body.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
@@ -101,22 +110,46 @@ class OpenAI(BaseBackend):
                 if piece:
                     yield piece, _meta(event, choice)
 
-    def _prompt_logprobs(self, prompts: list[str], what: str) -> list[dict[str, Any]]:
+    def _prompt_logprobs(self, prompts: list[str]) -> list[dict[str, Any]]:
         try:
             obj = self.http.post("/completions", {"model": self.model, "prompt": prompts, "max_tokens": 0,
                                                   "echo": True, "logprobs": 1, "temperature": 0})
         except ServerError as exc:
-            raise LangError(f"select() on the OpenAI backend needs prompt logprobs ({what}: /v1/completions with "
-                            f"echo=true and logprobs), which {self.base_url} refused: {exc.message}") from None
+            raise _Refused(exc.message) from None
         out = sorted(obj["choices"], key=lambda c: c.get("index", 0))
         if any(not (c.get("logprobs") or {}).get("token_logprobs") for c in out):
-            raise LangError(f"select() on the OpenAI backend needs prompt logprobs, and {self.base_url} returned none")
+            raise _Refused("the response carries no prompt logprobs")
         return [c["logprobs"] for c in out]
 
+    def _select_constrained(self, s: Any, choices: list[str], why_not_logprobs: str) -> ChoicesDecision:
+        """Greedy generation constrained to the choices (a `regex` alternation), for servers without
+        prompt logprobs."""
+        pattern = "(" + "|".join(_regex_literal(c) for c in choices) + ")"
+        body = {"model": self.model, "prompt": s.text_, "max_tokens": max(len(c) for c in choices) + 8,
+                "temperature": 0, "regex": pattern}
+        try:
+            obj = self.http.post("/completions", body)
+        except ServerError as exc:
+            raise LangError(f"select() on the OpenAI backend needs prompt logprobs (/v1/completions with echo and "
+                            f"logprobs) or constrained decoding ('regex'); {self.base_url} offers neither: "
+                            f"{why_not_logprobs}; {exc.message}") from None
+        text = obj["choices"][0]["text"]
+        if text not in choices:
+            raise LangError(f"select(): {self.base_url} ignored the 'regex' constraint (answered {text!r})")
+        return ChoicesDecision(text, {"constrained": True, "pattern": pattern, **_meta(obj, obj["choices"][0])})
+
     def select(self, s: Any, choices: list[str], temperature: float, method: ChoicesMethod) -> ChoicesDecision:
-        """The tokens that spell each choice (those ending after the context) scored in one request."""
+        """The tokens that spell each choice (those ending after the context) scored in one request;
+        without prompt logprobs, greedy decoding constrained to the choices."""
         text = s.text_
-        scored = self._prompt_logprobs([text + c for c in choices], "choices after the context")
+        try:
+            scored = self._prompt_logprobs([text + c for c in choices])
+        except _Refused as refused:
+            if method.requires_unconditional_logprobs:
+                raise LangError(f"select(choices_method={method.name}) on the OpenAI backend needs prompt "
+                                f"logprobs (/v1/completions with echo and logprobs), which {self.base_url} "
+                                f"refused: {refused}") from None
+            return self._select_constrained(s, choices, str(refused))
         input_lps = []
         for lp in scored:
             entries = []
@@ -127,7 +160,7 @@ class OpenAI(BaseBackend):
         normalized = [sum(e[0] or 0.0 for e in entries) / max(len(entries), 1) for entries in input_lps]
         unconditional = None
         if method.requires_unconditional_logprobs:
-            alone = self._prompt_logprobs(list(choices), "choices without context")
+            alone = self._prompt_logprobs(list(choices))
             unconditional = [[[lp_, None, tok] for tok, lp_ in zip(lp["tokens"], lp["token_logprobs"])] for lp in alone]
             # Both sides must cover the same tokens: align on the choice's own tokens from the end.
             for i, (inp, unc) in enumerate(zip(input_lps, unconditional)):

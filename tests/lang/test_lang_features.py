@@ -171,3 +171,35 @@ def test_dead_server_is_one_line() -> None:
 def test_server_info_and_flush(backend) -> None:
     assert lang.get_server_info(backend)["model_info"]["model_path"] == backend.get_model_name()
     assert backend.flush_cache()["success"] is True
+
+
+def test_openai_select_names_the_missing_capability() -> None:
+    import httpx
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error": {"message": "echo is not supported with logprobs"}})
+
+    oai = lang.OpenAI("m", base_url="http://openai.invalid/v1", api_key="k")
+    oai.http._client = httpx.Client(transport=httpx.MockTransport(handler))
+    state = pick.run(backend=oai)
+    err = state.error()
+    assert isinstance(err, lang.LangError)
+    assert "needs prompt logprobs" in str(err) and "constrained decoding" in str(err)
+    assert "echo is not supported with logprobs" in str(err)
+
+
+def test_run_batch_precaches_the_constant_prefix(backend, posts) -> None:
+    intro = "You answer questions about Python's standard library in one short sentence, no more.\n"
+
+    @lang.function
+    def ask(s, q, style="plain"):
+        s += lang.system(intro)
+        s += "Question (" + style + "): " + q + lang.gen("a", max_tokens=1, temperature=0)
+
+    states = ask.run_batch([("What is os?",), ("What is sys?", "short")], backend=backend)
+    assert [s.error() for s in states] == [None, None]
+    first_path, first = posts[0]
+    # Traced up to the first expression that uses an argument: the whole constant system turn.
+    system_prefix, system_suffix = backend.get_chat_template().role_prefix_and_suffix["system"]
+    assert first == {"text": system_prefix + intro + system_suffix, "sampling_params": {"max_new_tokens": 0}}
+    assert len(posts) == 3

@@ -71,14 +71,14 @@ def _reference_select(model_path: str, prefix: str, choices: list[str]) -> list[
     return scores
 
 
-def test_select_picks_the_logprob_reference_choice(backend, tiny_llama) -> None:
+def test_select_picks_the_logprob_reference_choice(backend, lang_server) -> None:
     choices = ["yes", "no", "maybe"]
     decided = 0
     for question in ("What is a list?", "Is a tuple mutable?", "Why use sets?"):
         state = qa.run(question=question)
         verdict = state["verdict"]
         prefix = state.text()[: -len(verdict)]
-        want = _reference_select(tiny_llama, prefix, choices)
+        want = _reference_select(lang_server.model_path, prefix, choices)
         got = state.get_meta_info("verdict")["normalized_prompt_logprobs"]
         assert got == pytest.approx(want, abs=2e-3), (question, got, want)
         ranked = sorted(want, reverse=True)
