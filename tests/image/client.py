@@ -1,6 +1,6 @@
 """What a user does against a running container, for tests/image/acceptance.sh (host side, real clients).
 
-  client.py URL first STATE    wait for the first answer (prints seconds waited), static API key works,
+  client.py URL first STATE    wait for the first answer (prints its epoch time), static API key works,
                                anonymous is refused, console login + password change, issue an API key
   client.py URL inflight KEY MARKER   one long streamed generation; touches MARKER once tokens flow,
                                prints its finish reason and token count (the container is stopped
@@ -34,13 +34,14 @@ def chat(url: str, key: str, max_tokens: int = 8, **extra):
 
 
 def wait_first_answer(url: str, key: str, timeout: float = 300) -> float:
-    """Until the engine serves (refused connections: the server starts; 503: the engine loads)."""
+    """Until the engine serves (refused connections: the server starts; 503: the engine loads); returns
+    the wall-clock time of the first answer."""
     t0 = time.monotonic()
     while True:
         try:
             r = chat(url, key)
             check(bool(r.choices[0].message.content) and r.usage.completion_tokens > 0, "empty completion")
-            return time.monotonic() - t0
+            return time.time()
         except (APIStatusError, APIConnectionError, httpx.HTTPError) as exc:
             if isinstance(exc, APIStatusError) and exc.status_code != 503:
                 raise
@@ -55,7 +56,7 @@ def login(http: httpx.Client, password: str) -> dict:
 
 
 def first(url: str, state: dict) -> None:
-    waited = wait_first_answer(url, state["static_key"])
+    answered_at = wait_first_answer(url, state["static_key"])
     try:
         chat(url, "sk-wrong")
         check(False, "a wrong key was accepted")
@@ -74,7 +75,7 @@ def first(url: str, state: dict) -> None:
         check(r.status_code == 201, f"issue key: {r.status_code} {r.text}")
         state.update(issued_key=r.json()["key"], admin_password=new_password)
     check(bool(chat(url, state["issued_key"]).choices[0].message.content), "issued key")
-    print(f"{waited:.1f}")
+    print(f"{answered_at:.3f}")
 
 
 def inflight(url: str, key: str, marker: str) -> None:
