@@ -15,9 +15,11 @@ mkdir -p "$WORK"
 PY="${PYTHON:-$REPO/.venv/bin/python}"
 T0=$(date +%s)
 IMG=localhost/tessera-test:cpu
-RUN=(podman --runtime runc)  # crun cannot set rlimits here; runc can, given explicit ulimits
+RUN=(quiet_podman --runtime runc)  # crun cannot set rlimits here; runc can, given explicit ulimits
 LIMITS=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
 
+# Without systemd podman cannot schedule health checks (they are run by hand here) and says so each time.
+quiet_podman() { podman "$@" 2> >(grep -v 'unable to get systemd connection' >&2); }
 say() { printf '[%4ds] %s\n' $(($(date +%s) - T0)) "$*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 declare -A PIDS
@@ -185,7 +187,7 @@ registry_checks() {
     fail "anonymous push succeeded"
   fi
   [[ "$out" == *401* || "$out" == *"authentication required"* || "$out" == *unauthorized* ]] || fail "anonymous push: $out"
-  echo "anonymous push refused: $(echo "$out" | tail -n 1 | cut -c1-120)"
+  echo "anonymous push refused: $(echo "$out" | grep -o 'unauthorized[^"]*' | head -n 1)"
 
   ref=$(docker/publish.sh push "$IMG" "$REG/tessera:0.1.0-cpu")
   digest="${ref#*@}"
@@ -209,7 +211,7 @@ PY
   SIGN_BY="$FPR" docker/publish.sh sign "$ref"
   local unsigned; unsigned=$(docker/publish.sh push localhost/unsigned:1 "$REG/tessera:unsigned")
   if docker/publish.sh verify "$unsigned" "$WORK/policy.json" 2>"$WORK/reject.err"; then fail "unsigned image accepted"; fi
-  echo "unsigned rejected: $(cut -c1-150 "$WORK/reject.err")"
+  echo "unsigned image rejected by the policy: $(grep -o 'Source image rejected[^"]*' "$WORK/reject.err")"
 
   # Pull by digest, under the signature policy, into an empty store: the same image id.
   pull_empty() {
