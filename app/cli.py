@@ -44,6 +44,9 @@ def _serve(ns: argparse.Namespace) -> int:
             load_chat_template(args.chat_template)
         except ChatTemplateError as exc:
             raise ArgsError(str(exc)) from None
+        from app.startup_checks import check_startup
+
+        check_startup(args)  # before the data dir or the database is touched
     except ArgsError as exc:
         print(f"tessera serve: error: {exc}", file=sys.stderr)
         return 2

@@ -4,21 +4,31 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from app.context import AppContext
 from app.errors import APIError
-from app.generation import EngineReq, collect_many, engine_error, expand_n, parse_sampling, warm_prefix
+from app.generation import (
+    EngineReq,
+    ProgressFor,
+    collect_many,
+    engine_error,
+    expand_n,
+    parse_sampling,
+    warm_prefix,
+)
 from app.openai_protocol import ChatCompletionRequest, CompletionRequest
 from app.request_scope import GenScope
+from app.structured.constraints import Grammar
 
 # SamplingParams names → the OpenAI names a client used, for error messages.
 RENAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens", "sampling_seed": "seed"}
 
 
-def sampling_from(body: ChatCompletionRequest | CompletionRequest, max_tokens: int) -> dict[str, Any]:
+def sampling_from(body: ChatCompletionRequest | CompletionRequest, max_tokens: int,
+                  grammar: Grammar | None = None) -> dict[str, Any]:
+    """SGLang sampling keys; `grammar` is the request's one constraint (app.structured.constraints)."""
     raw: dict[str, Any] = {
         "max_new_tokens": max_tokens,
         "min_new_tokens": min(body.min_tokens, max_tokens),
@@ -34,24 +44,20 @@ def sampling_from(body: ChatCompletionRequest | CompletionRequest, max_tokens: i
         "repetition_penalty": body.repetition_penalty,
         "logit_bias": body.logit_bias,
         "sampling_seed": body.seed,
-        "regex": body.regex,
-        "ebnf": body.ebnf,
-        "json_schema": body.json_schema,
         "skip_special_tokens": body.skip_special_tokens,
         "no_stop_trim": body.no_stop_trim,
     }
     if body.min_tokens > max_tokens:
         raw["min_new_tokens"] = body.min_tokens  # let validation name it
-    fmt = getattr(body, "response_format", None)
-    if fmt is not None and fmt.type != "text":
-        # Grammar-constrained decoding takes a JSON schema; json_object is "any object".
-        schema = fmt.json_schema.schema_ if fmt.type == "json_schema" and fmt.json_schema else None
-        raw["json_schema"] = json.dumps(schema if schema is not None else {"type": "object"})
+    if grammar is not None:
+        raw.update(grammar.sampling_keys())
     return raw
 
 
-def parse_openai_sampling(raw: dict[str, Any]) -> Any:
-    return parse_sampling(raw, RENAMES)
+def parse_openai_sampling(raw: dict[str, Any], grammar: Grammar | None = None,
+                          vocab_size: int | None = None) -> Any:
+    # A grammar error names the field the client used (response_format, tool_choice, ...).
+    return parse_sampling(raw, {**RENAMES, **({grammar.kind: grammar.param} if grammar else {})}, vocab_size)
 
 
 @dataclass
@@ -80,9 +86,9 @@ class RunPlan:
                                         for p, ids in enumerate(self.prompts)))
         return [int(f.get("meta_info", {}).get("cached_tokens", 0)) for f in finals]
 
-    async def run(self, client: Any) -> tuple[list[dict[str, Any]], list[int]]:
+    async def run(self, client: Any, progress_for: ProgressFor | None = None) -> tuple[list[dict[str, Any]], list[int]]:
         warmed = await self.warm_up(client)
-        finals = await collect_many(client, self.flat)
+        finals = await collect_many(client, self.flat, progress_for)
         return finals, self.cached(warmed, finals)
 
     def cached(self, warmed: list[int] | None, finals: list[dict[str, Any]]) -> list[int]:

@@ -1,8 +1,9 @@
 """Pydantic models of the OpenAI request bodies Tessera accepts.
 
-Every model forbids extra keys, so an unsupported parameter is a 400 that names it instead of being
+Every model forbids extra keys, so an unknown parameter is a 400 that names it instead of being
 silently ignored. OpenAI parameters we do not implement are accepted only as `null` (some clients
-send every key); any other value is named in the 400.
+send every key); SGLang's extra keys (`sglang-router` forwards its whole schema) follow
+app.sglang_compat: accepted at their off value, a 400 naming them otherwise.
 """
 
 from __future__ import annotations
@@ -11,20 +12,32 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from app.sglang_compat import OPENAI_IGNORED, OPENAI_OFF_ONLY, strip_sglang_keys
+from app.structured.protocol import Tool, ToolCall, ToolChoice
+
 # OpenAI parameters not implemented: fine when null, a 400 naming them otherwise.
 _NULL_OK = frozenset({
     "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "audio", "modalities",
-    "prediction", "service_tier", "store", "metadata", "reasoning_effort", "web_search_options", "suffix",
+    "prediction", "service_tier", "store", "metadata", "web_search_options", "suffix",
     "best_of", "logit_bias", "user", "stream_options", "response_format", "seed", "stop",
 })
+# Message keys of SGLang's message models (tool calls, reasoning), fine when null.
+_MESSAGE_NULL_OK = frozenset({"tool_call_id", "phase", "reasoning_content", "tool_calls", "tools", "prefix"})
 
 TokenId = Annotated[StrictInt, Field(ge=0)]
 
 
 def _drop_nulls(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: v for k, v in data.items() if not (v is None and k in _NULL_OK)}
-    return data
+    if not isinstance(data, dict):
+        return data
+    data = strip_sglang_keys(data, OPENAI_IGNORED, OPENAI_OFF_ONLY)
+    if not data.get("tools"):
+        # Without tools, "auto" / "none" and the parallel-calls switch ask for nothing (SGLang's defaults).
+        if data.get("tool_choice") in ("auto", "none"):
+            data.pop("tool_choice")
+        if isinstance(data.get("parallel_tool_calls"), bool):
+            data.pop("parallel_tool_calls")
+    return {k: v for k, v in data.items() if not (v is None and k in _NULL_OK)}
 
 
 class _Strict(BaseModel):
@@ -32,7 +45,9 @@ class _Strict(BaseModel):
 
 
 class StreamOptions(_Strict):
-    include_usage: bool = False
+    include_usage: bool | None = False
+    # SGLang's: usage on every chunk. Accepted when off.
+    continuous_usage_stats: Literal[False] | None = False
 
 
 class JsonSchemaSpec(_Strict):
@@ -45,21 +60,56 @@ class JsonSchemaSpec(_Strict):
 class ResponseFormat(_Strict):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaSpec | None = None
+    # SGLang's documents send `{"type": "json_object", "schema": {...}}`: honoured, not ignored.
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _check(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type 'json_schema' needs a 'json_schema' object ({name, schema, strict})")
+        return self
 
 
 class ChatMessage(_Strict):
     role: str
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # assistant turns of a tool-using chat
+    tool_call_id: str | None = None  # role "tool": which call this result answers
+    reasoning_content: str | None = None  # echoed back by some clients; not rendered
+
+    @model_validator(mode="before")
+    @classmethod
+    def _echoed(cls, data: Any) -> Any:
+        # `messages.append(response.choices[0].message)` sends back the SDK's view of our answer.
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in ("refusal", "annotations", "parsed")
+                    and not (k in ("audio", "function_call") and v is None)}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (v is None and k in _MESSAGE_NULL_OK)}
+        return data
 
     @field_validator("role")
     @classmethod
     def _role(cls, role: str) -> str:
-        if role in ("tool", "function"):
-            raise ValueError(f"role '{role}' is not supported (tool calling is not supported)")
-        if role not in ("system", "developer", "user", "assistant"):
-            raise ValueError(f"unknown role '{role}'; use system, developer, user or assistant")
+        if role == "function":
+            raise ValueError("role 'function' (the deprecated functions API) is not supported; use 'tool'")
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            raise ValueError(f"unknown role '{role}'; use system, developer, user, assistant or tool")
         return role
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessage:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id it answers")
+        return self
 
     @field_validator("content")
     @classmethod
@@ -105,7 +155,7 @@ class _SamplingFields(_Strict):
     min_tokens: int = Field(default=0, ge=0)
     regex: str | None = None
     ebnf: str | None = None
-    json_schema: str | None = None
+    json_schema: str | dict[str, Any] | None = None
     skip_special_tokens: bool = True
     no_stop_trim: bool = False
     rid: str | None = None
@@ -147,6 +197,11 @@ class ChatCompletionRequest(_SamplingFields):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
     continue_final_message: bool = False
+    # Extra variables for the chat template (SGLang's; e.g. `enable_thinking` for Qwen3's template).
+    chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> ChatCompletionRequest:

@@ -33,6 +33,8 @@ class FakeBehaviour:
     context_length: int = 512
     # Token ids to "generate" instead of the built-in sequence (e.g. the tokenization of a text).
     script: list[int] | None = None
+    # A scripted output ends like a real model's: "stop" on EOS once the script is spent.
+    stop_after_script: bool = False
 
 
 class FakeEngineClient:
@@ -83,6 +85,10 @@ class FakeEngineClient:
     def num_inflight(self) -> int:
         return len(self._queues)
 
+    @property
+    def inflight_rids(self) -> list[str]:
+        return list(self._queues)
+
     async def abort(self, rid: str) -> None:
         self._aborted.add(rid)
 
@@ -116,7 +122,8 @@ class FakeEngineClient:
 
     async def generate(self, input_ids: list[int], sampling: SamplingParams, rid: str | None = None,
                        return_logprob: bool = False, logprob_start_len: int = -1, top_logprobs_num: int = 0,
-                       return_text_in_logprobs: bool = False, stream: bool = False) -> AsyncIterator[dict[str, Any]]:
+                       return_text_in_logprobs: bool = False, stream: bool = False,
+                       progress: Any = None) -> AsyncIterator[dict[str, Any]]:
         self._check()
         rid = rid or uuid.uuid4().hex
         if rid in self._queues:
@@ -154,7 +161,11 @@ class FakeEngineClient:
             return {"text": text, "output_ids": list(out_ids), "meta_info": meta}
 
         try:
+            script = self.behaviour.script
             for i in range(sampling.max_new_tokens):
+                if script and self.behaviour.stop_after_script and i == len(script):
+                    yield result({"type": "stop", "matched": self.tokenizer.eos_token_id})
+                    return
                 await asyncio.sleep(self.behaviour.step_s)
                 if not queue.empty():
                     item = queue.get_nowait()
@@ -163,9 +174,10 @@ class FakeEngineClient:
                     self._aborted.discard(rid)
                     yield result({"type": "abort", "message": "aborted"})
                     return
-                script = self.behaviour.script
                 tid = script[i % len(script)] if script else self.token_at(input_ids, i, vocab)
                 out_ids.append(tid)
+                if progress is not None:
+                    progress(len(out_ids))
                 if detok:
                     detok.add([tid], is_final=i == sampling.max_new_tokens - 1)
                 if stream and i < sampling.max_new_tokens - 1:

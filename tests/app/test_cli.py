@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -76,3 +77,28 @@ def test_admin_migrate_bad_database_is_one_line(tmp_path) -> None:
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tessera admin migrate: error:"), res.stderr
+
+
+def test_tp_size_that_cannot_split_the_model_fails_before_the_data_dir(tiny_llama, tmp_path) -> None:
+    data = tmp_path / "data"
+    res = _run("serve", "--model-path", tiny_llama, "--device", "cpu", "--tp-size", "3", "--data-dir", str(data),
+               "--port", str(free_port()))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--tp-size 3 must divide the model's attention heads" in lines[0], res.stderr
+    assert not data.exists()
+
+
+def test_busy_port_is_reported_before_the_database_or_engine(tiny_llama, tmp_path) -> None:
+    data = tmp_path / "data"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        t0 = time.monotonic()
+        res = _run("serve", "--model-path", tiny_llama, "--device", "cpu", "--data-dir", str(data),
+                   "--port", str(port))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port} is already in use" in lines[0], res.stderr
+    assert not data.exists() and time.monotonic() - t0 < 30
