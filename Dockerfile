@@ -34,6 +34,8 @@ LABEL org.opencontainers.image.title="tessera" \
       ai.tessera.flavor="${FLAVOR}"
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # FlashInfer JIT-compiles its attention kernels with nvcc + a host C++ compiler on first use (cuda only).
+# DL3008 (unpinned apt package): Debian stable only ships security fixes of g++, and pinning an exact
+# version breaks the build as soon as the mirror drops it.
 # hadolint ignore=DL3008
 RUN if [ "${FLAVOR}" = cuda ]; then \
       apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*; \

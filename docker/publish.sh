@@ -30,7 +30,9 @@ case "$cmd" in
     need skopeo
     digestfile="$(mktemp)"; trap 'rm -f "$digestfile"' EXIT
     # shellcheck disable=SC2046  # creds expands to zero or one word
-    skopeo copy -q "${tls[@]}" $(creds dest) --digestfile "$digestfile" "$(local_ref "$1")" "docker://$2" >&2 \
+    # Docker v2 schema 2 manifests: what every client pulls, keeps HEALTHCHECK, and the manifest an archive
+    # round trip (save/load) reproduces, so the digest survives an air gap.
+    skopeo copy -q "${tls[@]}" $(creds dest) --format v2s2 --digestfile "$digestfile" "$(local_ref "$1")" "docker://$2" >&2 \
       || die "push to $2 failed (credentials? REGISTRY_USER/REGISTRY_PASSWORD)"
     echo "${2%:*}@$(cat "$digestfile")"
     ;;
@@ -55,7 +57,7 @@ case "$cmd" in
     # Policy checks run when an image is pulled; pulling the manifest and config only is enough.
     # shellcheck disable=SC2046
     if skopeo --policy "${2:-$here/policy.json}" --registries.d "${REGISTRIES_D:-$here/registries.d}" \
-        copy -q "${tls[@]}" $(creds src) "docker://$1" "dir:$tmp" 2>"$tmp/err"; then
+        copy -q "${tls[@]}" $(creds src) "docker://$1" "dir:$tmp/image" 2>"$tmp/err"; then
       echo "verified: $1"
     else
       echo "rejected: $1: $(tail -n 1 "$tmp/err")" >&2; exit 1

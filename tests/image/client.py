@@ -1,9 +1,10 @@
 """What a user does against a running container, for tests/image/acceptance.sh (host side, real clients).
 
-  client.py URL first STATE    wait for the first answer (prints seconds waited), static API key works,
+  client.py URL first STATE    wait for the first answer (prints its epoch time), static API key works,
                                anonymous is refused, console login + password change, issue an API key
-  client.py URL inflight       one long generation; prints its finish reason and token count (the
-                               container is stopped while it runs: a draining server finishes it)
+  client.py URL inflight KEY MARKER   one long streamed generation; touches MARKER once tokens flow,
+                               prints its finish reason and token count (the container is stopped
+                               while it runs: a draining server finishes it)
   client.py URL after STATE    after a restart on the same volume: the issued key and new password work
 STATE is a JSON file: the static key and admin password in, the issued key and new password added.
 """
@@ -15,7 +16,7 @@ import sys
 import time
 
 import httpx
-from openai import APIStatusError, AuthenticationError, OpenAI
+from openai import APIConnectionError, APIStatusError, AuthenticationError, OpenAI
 
 PROMPT = [{"role": "user", "content": "Tell me about lists"}]
 
@@ -33,14 +34,15 @@ def chat(url: str, key: str, max_tokens: int = 8, **extra):
 
 
 def wait_first_answer(url: str, key: str, timeout: float = 300) -> float:
-    """Until the engine serves (a 503 means it is still loading)."""
+    """Until the engine serves (refused connections: the server starts; 503: the engine loads); returns
+    the wall-clock time of the first answer."""
     t0 = time.monotonic()
     while True:
         try:
             r = chat(url, key)
             check(bool(r.choices[0].message.content) and r.usage.completion_tokens > 0, "empty completion")
-            return time.monotonic() - t0
-        except (APIStatusError, httpx.HTTPError) as exc:
+            return time.time()
+        except (APIStatusError, APIConnectionError, httpx.HTTPError) as exc:
             if isinstance(exc, APIStatusError) and exc.status_code != 503:
                 raise
             check(time.monotonic() - t0 < timeout, f"no answer within {timeout}s: {exc}")
@@ -54,7 +56,7 @@ def login(http: httpx.Client, password: str) -> dict:
 
 
 def first(url: str, state: dict) -> None:
-    waited = wait_first_answer(url, state["static_key"])
+    answered_at = wait_first_answer(url, state["static_key"])
     try:
         chat(url, "sk-wrong")
         check(False, "a wrong key was accepted")
@@ -73,12 +75,24 @@ def first(url: str, state: dict) -> None:
         check(r.status_code == 201, f"issue key: {r.status_code} {r.text}")
         state.update(issued_key=r.json()["key"], admin_password=new_password)
     check(bool(chat(url, state["issued_key"]).choices[0].message.content), "issued key")
-    print(f"{waited:.1f}")
+    print(f"{answered_at:.3f}")
 
 
-def inflight(url: str, key: str) -> None:
-    r = chat(url, key, max_tokens=200, extra_body={"ignore_eos": True})
-    print(r.choices[0].finish_reason, r.usage.completion_tokens)
+def inflight(url: str, key: str, marker: str) -> None:
+    """Streams one long generation; touches `marker` once tokens flow (the cue to stop the container)."""
+    client = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
+    model = client.models.list().data[0].id
+    stream = client.chat.completions.create(model=model, messages=PROMPT, max_tokens=100, temperature=0, stream=True,
+                                            stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+    finish, tokens = None, None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            open(marker, "a").close()
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
+        if chunk.usage:
+            tokens = chunk.usage.completion_tokens
+    print(finish, tokens)
 
 
 def after(url: str, state: dict) -> None:
@@ -91,7 +105,7 @@ def after(url: str, state: dict) -> None:
 def main() -> None:
     url, mode = sys.argv[1], sys.argv[2]
     if mode == "inflight":
-        inflight(url, sys.argv[3])
+        inflight(url, sys.argv[3], sys.argv[4])
         return
     path = sys.argv[3]
     with open(path) as f:
