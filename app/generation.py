@@ -61,8 +61,8 @@ def parse_sampling(raw: dict[str, Any], rename: dict[str, str] | None = None,
         if vocab_size:
             params.validate(vocab_size)
         return params
-    except GrammarSpecError as exc:
-        raise bad_request(str(exc), exc.param) from None
+    except GrammarSpecError as exc:  # named as the client spelled it (response_format, tool_choice, ...)
+        raise bad_request(str(exc), (rename or {}).get(exc.param or "", exc.param)) from None
     except SamplingParamsError as exc:
         param = (rename or {}).get(exc.param or "", exc.param)
         message = str(exc)
