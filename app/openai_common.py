@@ -7,19 +7,15 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from app.context import AppContext
-from app.errors import APIError
 from app.generation import (
     EngineReq,
     ProgressFor,
     collect_many,
-    engine_error,
     expand_n,
     parse_sampling,
     warm_prefix,
 )
 from app.openai_protocol import ChatCompletionRequest, CompletionRequest
-from app.request_scope import GenScope
 from app.structured.constraints import Grammar
 
 # SamplingParams names → the OpenAI names a client used, for error messages.
@@ -101,18 +97,3 @@ class RunPlan:
     @property
     def engine_rids(self) -> set[str]:
         return {r.rid for r in self.flat}
-
-
-async def close_scope(ctx: AppContext, scope: GenScope, rid: str | None) -> None:
-    """Ends a chat or completion request: forgets its rid group (for /abort_request) and settles its scope."""
-    if rid:
-        ctx.rid_groups.pop(rid, None)
-    await scope.close()
-
-
-async def fail_scope(ctx: AppContext, scope: GenScope, rid: str | None, exc: BaseException) -> APIError | None:
-    """A chat or completion request failed before its response began: records the failure, ends the
-    scope, and returns the OpenAI-shaped error to raise instead of `exc` (None: re-raise `exc`)."""
-    scope.fail(exc)
-    await close_scope(ctx, scope, rid)
-    return engine_error(exc)

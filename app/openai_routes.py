@@ -10,9 +10,10 @@ from fastapi.responses import Response
 
 from app.context import AppContext
 from app.errors import bad_request
-from app.openai_chat import create_chat_completion
-from app.openai_completions import create_completion
+from app.openai_chat import CHAT
+from app.openai_completions import COMPLETION
 from app.openai_protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from app.openai_request import serve
 from app.request_scope import authorize, model_not_found
 
 router = APIRouter(prefix="/v1")
@@ -20,12 +21,12 @@ router = APIRouter(prefix="/v1")
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    return await create_chat_completion(body, request)
+    return await serve(CHAT, body, request)
 
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    return await create_completion(body, request)
+    return await serve(COMPLETION, body, request)
 
 
 def _model_card(ctx: AppContext) -> dict[str, Any]:
