@@ -13,7 +13,6 @@ from app.structured.constraints import (
     Grammar,
     after_reasoning,
     auto_tools_grammar,
-    check_grammar,
     check_tools,
     request_grammar,
 )
@@ -103,7 +102,6 @@ def plan_chat(body: Any, tool_call_parser: str | None, reasoning_parser: str | N
         grammar = auto_tools_grammar(tools, parser.marker, *parser.constrain, parallel=body.parallel_tool_calls)
     thinking = (body.chat_template_kwargs or {}).get("enable_thinking", True) is not False
     if grammar is not None and reasoning_parser and thinking:
-        check_grammar(grammar)
         grammar = after_reasoning(grammar, END)
     template_tools = [t.model_dump(exclude_none=True) for t in tools] if tools and choice != "none" else None
     return ChatStructure(grammar, template_tools, parser, reasoning_parser, single_call=not body.parallel_tool_calls)

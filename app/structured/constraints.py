@@ -165,7 +165,10 @@ def request_grammar(body: Any) -> Grammar | None:
         what = f"tool_choice {_choice_text(body.tool_choice)}" if b == "tool_choice" else b
         raise bad_request(f"'{a}' and {what!r} cannot be used together: each constrains the whole output",
                           a if b == "tool_choice" else b)
-    return found[0] if found else None
+    if not found:
+        return None
+    check_grammar(found[0])  # here, so the 400 names the field the client used
+    return found[0]
 
 
 def _choice_text(choice: Any) -> str:
