@@ -61,7 +61,7 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest
                          return_text_in_logprobs=True)
     if body.rid:
         ctx.rid_groups[body.rid] = plan.engine_rids
-    return plan, lambda: structure.shaper(prompt_text)
+    return plan, lambda: structure.shaper(prompt_text, client.tokenizer)
 
 
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:

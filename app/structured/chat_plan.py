@@ -56,6 +56,14 @@ def template_messages(messages: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def special_token_texts(tokenizer: Any) -> list[str]:
+    """Every special token's text (EOS, end-of-turn, ...), longest first."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    texts = {tok.content for tok in decoder.values() if getattr(tok, "special", False)}
+    texts.update(getattr(tokenizer, "all_special_tokens", []) or [])
+    return sorted((t for t in texts if t), key=len, reverse=True)
+
+
 @dataclass
 class ChatStructure:
     grammar: Grammar | None
@@ -64,11 +72,15 @@ class ChatStructure:
     reasoning_parser: str | None
     single_call: bool = False  # parallel_tool_calls: false
 
-    def shaper(self, prompt_text: str) -> OutputShaper | None:
+    def shaper(self, prompt_text: str, tokenizer: Any = None) -> OutputShaper | None:
         if self.tool_parser is None and self.reasoning_parser is None:
             return None
         reasoning = make_reasoning_parser(self.reasoning_parser, prompt_text) if self.reasoning_parser else None
-        return OutputShaper(reasoning, self.tool_parser, max_calls=1 if self.single_call else None)
+        drop: tuple[str, ...] = ()
+        if self.keep_special_tokens and tokenizer is not None:
+            marker = getattr(self.tool_parser, "marker", None)
+            drop = tuple(t for t in special_token_texts(tokenizer) if t != marker)
+        return OutputShaper(reasoning, self.tool_parser, max_calls=1 if self.single_call else None, drop=drop)
 
     @property
     def keep_special_tokens(self) -> bool:
