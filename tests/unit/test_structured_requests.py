@@ -156,3 +156,33 @@ def test_auto_calls_are_constrained_once_the_marker_appears() -> None:
     assert plan_chat(chat(tools=[WEATHER]), "llama3", None, None).grammar is None  # special-token marker
     # A grammar the client asked for wins; the call is then parsed, not constrained.
     assert plan_chat(chat(tools=[WEATHER], regex="x"), "qwen", None, None).grammar.kind == "regex"
+
+
+# A Qwen-2.5-style template, cut down: tools in the system turn, calls as <tool_call> JSON, results as a user turn.
+QWEN_LIKE = (
+    "{% if tools %}<|im_start|>system\n# Tools\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}{% if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant\n"
+    "{% for c in m.tool_calls %}<tool_call>\n{\"name\": \"{{ c.function.name }}\", \"arguments\": "
+    "{{ c.function.arguments | tojson }}}\n</tool_call>{% endfor %}<|im_end|>\n"
+    "{% elif m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}\n</tool_response><|im_end|>\n"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_tools_and_tool_history_render_through_the_template(tiny_llama) -> None:
+    from transformers import AutoTokenizer
+
+    from app.chat_template import render_chat_text
+
+    body = ChatCompletionRequest(model="m", tools=[WEATHER], messages=[
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "X"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}])
+    plan = plan_chat(body, None, None, QWEN_LIKE)
+    text = render_chat_text(AutoTokenizer.from_pretrained(tiny_llama), QWEN_LIKE, template_messages(body.messages),
+                            tools=plan.tools)
+    assert '"name": "get_weather"' in text.split("<|im_end|>")[0]  # the tool list, in the system turn
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "X"}}\n</tool_call>' in text
+    assert "<tool_response>\nsunny\n</tool_response>" in text and text.endswith("<|im_start|>assistant\n")
+    assert plan.tool_parser.name == "qwen"  # the default parser follows the template
