@@ -71,11 +71,14 @@ class ChatStructure:
     tool_parser: ToolParser | None
     reasoning_parser: str | None
     single_call: bool = False  # parallel_tool_calls: false
+    grammar_after_reasoning: bool = False
 
     def shaper(self, prompt_text: str, tokenizer: Any = None) -> OutputShaper | None:
         if self.tool_parser is None and self.reasoning_parser is None:
             return None
-        reasoning = make_reasoning_parser(self.reasoning_parser, prompt_text) if self.reasoning_parser else None
+        reasoning = None
+        if self.reasoning_parser:
+            reasoning = make_reasoning_parser(self.reasoning_parser, prompt_text, self.grammar_after_reasoning)
         drop: tuple[str, ...] = ()
         if self.keep_special_tokens and tokenizer is not None:
             marker = getattr(self.tool_parser, "marker", None)
@@ -113,7 +116,9 @@ def plan_chat(body: Any, tool_call_parser: str | None, reasoning_parser: str | N
             and choice == "auto"):
         grammar = auto_tools_grammar(tools, parser.marker, *parser.constrain, parallel=body.parallel_tool_calls)
     thinking = (body.chat_template_kwargs or {}).get("enable_thinking", True) is not False
-    if grammar is not None and reasoning_parser and thinking:
+    wrapped = grammar is not None and bool(reasoning_parser) and thinking
+    if wrapped:
         grammar = after_reasoning(grammar, END)
     template_tools = [t.model_dump(exclude_none=True) for t in tools] if tools and choice != "none" else None
-    return ChatStructure(grammar, template_tools, parser, reasoning_parser, single_call=not body.parallel_tool_calls)
+    return ChatStructure(grammar, template_tools, parser, reasoning_parser, single_call=not body.parallel_tool_calls,
+                         grammar_after_reasoning=wrapped)

@@ -166,15 +166,31 @@ def test_structured_400s(sdk, qwen_server, tiny_llama) -> None:
     assert httpx.get(qwen_server.base_url + "/health").status_code == 200
 
 
-def test_llama3_format_and_reasoning(tiny_llama, tmp_path_factory) -> None:
+@pytest.fixture(scope="module")
+def think_model(tiny_llama, tmp_path_factory) -> str:
+    """The tiny Llama with `<think>` / `</think>` as single tokens, so a logit bias can end its reasoning."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = str(tmp_path_factory.mktemp("think_model"))
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    tok.add_tokens(["<think>", "</think>"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    model.resize_token_embeddings(len(tok))
+    tok.save_pretrained(out)
+    model.save_pretrained(out)
+    return out
+
+
+def test_llama3_format_and_reasoning(think_model, tmp_path_factory) -> None:
     """A second server: `--tool-call-parser llama3 --reasoning-parser qwen3`."""
-    proc = ServerProc(tiny_llama, tmp_path_factory.mktemp("structured") / "llama3.log",
+    proc = ServerProc(think_model, tmp_path_factory.mktemp("structured") / "llama3.log",
                       "--tool-call-parser", "llama3", "--reasoning-parser", "qwen3").start()
     try:
         sdk = openai.OpenAI(base_url=proc.base_url + "/v1", api_key="x", max_retries=0, timeout=120)
+        model = think_model
         no_think = {"chat_template_kwargs": {"enable_thinking": False}}
         forced = r'\{"name": "get_weather", "parameters": \{"city": "Oslo", "unit": "f"\}\}'
-        out = sdk.chat.completions.create(model=tiny_llama, messages=ASK, tools=TOOLS, max_tokens=200, temperature=0,
+        out = sdk.chat.completions.create(model=model, messages=ASK, tools=TOOLS, max_tokens=200, temperature=0,
                                           extra_body={"regex": forced, **no_think})
         call = out.choices[0].message.tool_calls[0]
         assert out.choices[0].finish_reason == "tool_calls" and out.choices[0].message.content is None
@@ -182,7 +198,7 @@ def test_llama3_format_and_reasoning(tiny_llama, tmp_path_factory) -> None:
                                                                              {"city": "Oslo", "unit": "f"})
         # Reasoning: the text inside <think> ... </think> becomes reasoning_content, in messages and deltas.
         thinking = r"<think>\n[a-z]{1,8}\n</think>\n\n(yes|no)"
-        kwargs = dict(model=tiny_llama, messages=ASK, max_tokens=40, temperature=0,
+        kwargs = dict(model=model, messages=ASK, max_tokens=40, temperature=0,
                       extra_body={"regex": thinking, **no_think})
         msg = sdk.chat.completions.create(**kwargs).choices[0].message
         assert re.fullmatch(r"[a-z]{1,8}\n", msg.model_extra["reasoning_content"]) and msg.content in ("yes", "no")
@@ -192,5 +208,20 @@ def test_llama3_format_and_reasoning(tiny_llama, tmp_path_factory) -> None:
             reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
             content += delta.content or ""
         assert (reasoning, content) == (msg.model_extra["reasoning_content"], msg.content)
+        # With thinking on, the schema applies after </think> only: free reasoning, then the JSON. The bias
+        # makes the random model close its reasoning soon; the grammar alone makes the answer valid.
+        end_id = httpx.post(proc.base_url + "/v1/tokenize", json={"prompt": "</think>",
+                                                                   "add_special_tokens": False}).json()["tokens"]
+        assert len(end_id) == 1
+        schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}},
+                  "required": ["n"], "additionalProperties": False}
+        for seed in (0, 1):
+            out = sdk.chat.completions.create(
+                model=model, messages=ASK, max_tokens=120, temperature=1.0, seed=seed, logit_bias={str(end_id[0]): 6},
+                response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}})
+            msg = out.choices[0].message
+            assert out.choices[0].finish_reason == "stop", msg
+            assert set(json.loads(msg.content)) == {"n"} and "</think>" not in (msg.model_extra["reasoning_content"]
+                                                                                 or "")
     finally:
         proc.stop()

@@ -123,6 +123,9 @@ def test_grammar_starts_after_reasoning() -> None:
     assert g.kind == "structural_tag" and g.param == "response_format"
     assert accepts(g, '<think>\nfree {text\n</think>\n\n{"a": 1}')
     assert not accepts(g, '{"a": 1}') and not accepts(g, '<think>x</think>not json')
+    # The output then always has the shape `reasoning</think>answer`, with or without an opening <think>.
+    msg = plan.shaper("").message('free text</think>\n{"a": 1}')
+    assert (msg["reasoning_content"], msg["content"]) == ("free text", '{"a": 1}')
     off = plan_chat(chat(response_format={"type": "json_object"}, chat_template_kwargs={"enable_thinking": False}),
                     None, "qwen3", None)
     assert off.grammar.kind == "json_schema"
