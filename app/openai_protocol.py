@@ -203,6 +203,7 @@ class CompletionRequest(_SamplingFields):
     max_tokens: int | None = Field(default=16, ge=0)
     logprobs: int | None = Field(default=None, ge=0, le=20)
     echo: bool = False
+    response_format: ResponseFormat | None = None  # as SGLang's and vLLM's completions accept it
     best_of: int | None = None
     suffix: str | None = None
 

@@ -66,6 +66,8 @@ def test_response_formats() -> None:
 def test_extras_and_conflicts() -> None:
     assert request_grammar(CompletionRequest(model="m", prompt="p", regex="[ab]+")).kind == "regex"
     assert request_grammar(CompletionRequest(model="m", prompt="p", ebnf='root ::= "x"')).kind == "ebnf"
+    assert request_grammar(CompletionRequest(model="m", prompt="p", response_format={"type": "json_object"})).param \
+        == "response_format"
     e = err(lambda: request_grammar(chat(regex="a", json_schema='{"type": "object"}')))
     assert e.param == "json_schema" and "'regex'" in e.message
     e = err(lambda: request_grammar(chat(regex="a", response_format={"type": "json_object"})))
