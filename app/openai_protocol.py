@@ -178,6 +178,7 @@ class ChatCompletionRequest(_SamplingFields):
     response_format: ResponseFormat | None = None
     continue_final_message: bool = False
     chat_template_kwargs: dict[str, Any] | None = None  # e.g. {"enable_thinking": false} (Qwen3)
+    separate_reasoning: bool = True  # SGLang: false leaves the reasoning inside `content`
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True

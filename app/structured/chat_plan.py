@@ -120,5 +120,6 @@ def plan_chat(body: Any, tool_call_parser: str | None, reasoning_parser: str | N
     if wrapped:
         grammar = after_reasoning(grammar, END)
     template_tools = [t.model_dump(exclude_none=True) for t in tools] if tools and choice != "none" else None
-    return ChatStructure(grammar, template_tools, parser, reasoning_parser, single_call=not body.parallel_tool_calls,
+    split = reasoning_parser if body.separate_reasoning else None
+    return ChatStructure(grammar, template_tools, parser, split, single_call=not body.parallel_tool_calls,
                          grammar_after_reasoning=wrapped)

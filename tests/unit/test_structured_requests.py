@@ -128,6 +128,8 @@ def test_grammar_starts_after_reasoning() -> None:
     # The output then always has the shape `reasoning</think>answer`, with or without an opening <think>.
     msg = plan.shaper("").message('free text</think>\n{"a": 1}')
     assert (msg["reasoning_content"], msg["content"]) == ("free text", '{"a": 1}')
+    whole = plan_chat(chat(response_format={"type": "json_object"}, separate_reasoning=False), None, "qwen3", None)
+    assert whole.grammar.kind == "structural_tag" and whole.shaper("") is None
     off = plan_chat(chat(response_format={"type": "json_object"}, chat_template_kwargs={"enable_thinking": False}),
                     None, "qwen3", None)
     assert off.grammar.kind == "json_schema"
