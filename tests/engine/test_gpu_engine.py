@@ -96,4 +96,5 @@ def test_bf16_agrees_with_triton_eager(gpu_llama: str, reference_bf16: list[list
     assert all(len(g) == len(r) for g, r in zip(got, reference_bf16))
     score = greedy_agreement(got, reference_bf16)
     print(f"bf16 {config}: agreement with triton eager {score:.3f}")
-    assert score >= 0.8, f"{config}: bf16 greedy agrees with triton eager on only {score:.0%} of tokens"
+    # Measured 0.963 (graphs + overlap) and 0.970 (flashinfer) on the H100: keep the bar just under that.
+    assert score >= 0.95, f"{config}: bf16 greedy agrees with triton eager on only {score:.0%} of tokens"
