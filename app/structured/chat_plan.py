@@ -3,6 +3,7 @@ chat template sees (tools, tool-call history), and how each choice's output is p
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -56,12 +57,13 @@ def template_messages(messages: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def special_token_texts(tokenizer: Any) -> list[str]:
+@functools.lru_cache(maxsize=8)
+def special_token_texts(tokenizer: Any) -> tuple[str, ...]:
     """Every special token's text (EOS, end-of-turn, ...), longest first."""
     decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
     texts = {tok.content for tok in decoder.values() if getattr(tok, "special", False)}
     texts.update(getattr(tokenizer, "all_special_tokens", []) or [])
-    return sorted((t for t in texts if t), key=len, reverse=True)
+    return tuple(sorted((t for t in texts if t), key=len, reverse=True))
 
 
 @dataclass
