@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     reset = admin_sub.add_parser("reset-password", help="set a new random admin password and print it")
     reset.add_argument("--data-dir", default=os.environ.get("TESSERA_DATA_DIR", ServerArgs.data_dir))
     reset.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    migrate = admin_sub.add_parser("migrate", help="bring the console database to the current schema")
+    migrate.add_argument("--data-dir", default=os.environ.get("TESSERA_DATA_DIR", ServerArgs.data_dir))
+    migrate.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     return parser
 
 
@@ -41,6 +44,9 @@ def _serve(ns: argparse.Namespace) -> int:
             load_chat_template(args.chat_template)
         except ChatTemplateError as exc:
             raise ArgsError(str(exc)) from None
+        from app.startup_checks import check_startup
+
+        check_startup(args)  # before the data dir or the database is touched
     except ArgsError as exc:
         print(f"tessera serve: error: {exc}", file=sys.stderr)
         return 2
@@ -67,6 +73,17 @@ def _admin(ns: argparse.Namespace) -> int:
         password = reset_password(ns.data_dir, ns.database_url)
         print(f"new admin password: {password}")
         print(f"(also written to {os.path.join(ns.data_dir, 'admin_password')}; it must be changed at next login)")
+        return 0
+    if ns.admin_command == "migrate":
+        from app.admin.cli import migrate
+
+        try:
+            revision = migrate(ns.data_dir, ns.database_url)
+        except Exception as exc:  # an operator-facing command: one line, never a traceback
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(f"tessera admin migrate: error: {reason}", file=sys.stderr)
+            return 1
+        print(f"database schema at {revision}")
         return 0
     return 2
 

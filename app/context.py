@@ -32,11 +32,12 @@ class AppContext:
         return self.supervisor.model_name
 
     def accepts_model(self, model: str | None) -> bool:
-        """OpenAI requests must name the served model (its path is accepted as an alias)."""
+        """OpenAI requests must name the served model (its path, with or without a trailing slash, is an alias)."""
         if model is None:
             return True
         args = self.args
-        return model in (args.resolved_served_model_name, args.model_path, args.model_path.rstrip("/"))
+        return model in (args.resolved_served_model_name, args.model_path, args.model_path.rstrip("/")) or (
+            model.rstrip("/") == args.model_path.rstrip("/"))
 
     def context_length(self) -> int:
         """The running engine's context length (0 while unknown)."""

@@ -107,19 +107,41 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     return (f"{param}: {msg}" if param else msg), param
 
 
+_REASON_BY_STATUS = {400: "invalid_request", 401: "unauthorized", 403: "unauthorized", 404: "not_found",
+                     405: "invalid_request", 413: "too_large", 422: "invalid_request", 429: "rate_limited",
+                     503: "unavailable"}
+
+
+def rejection_reason(status: int, code: Any = None) -> str | None:
+    """The `reason` label of tessera_rejected_requests_total for an error answer (None: not a rejection)."""
+    if code == "context_length_exceeded":
+        return "context_length"
+    return _REASON_BY_STATUS.get(status)
+
+
+def _count_rejected(request: Request, status: int, code: Any = None) -> None:
+    metrics = getattr(getattr(request.app.state, "ctx", None), "metrics", None)
+    reason = rejection_reason(status, code)
+    if metrics is not None and reason is not None and hasattr(metrics, "record_rejected"):
+        metrics.record_rejected(reason)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        _count_rejected(request, exc.status, exc.code)
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = validation_message(list(exc.errors()))
+        _count_rejected(request, 400)
         return JSONResponse(error_body(message, "invalid_request_error", param), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         status = exc.status_code
+        _count_rejected(request, status)
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if status == 404:
             message = "Not found: no such route."
@@ -130,6 +152,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         mapped = as_api_error(exc)
         if mapped is not None:
+            _count_rejected(request, mapped.status, mapped.code)
             return mapped.response()
         # Logged with its traceback for the operator; the client only learns that it failed.
         logger.exception("unhandled error on %s %s", request.method, request.url.path)

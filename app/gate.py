@@ -78,3 +78,9 @@ class StaticKeyGate:
 def estimate_prompt_tokens(text_chars: int) -> int:
     """OpenAI's rate-limit estimate (characters / 4) used before the prompt is tokenized."""
     return text_chars // 4 + 1
+
+
+# What a chat request without max_tokens holds against its key's TPM limit besides its prompt (it may run to
+# the end of the context; holding all of that would refuse most chats on a TPM-limited key). It settles to
+# the real count when the request ends. Documented in docs/api-keys.md.
+UNBOUNDED_RESERVE_TOKENS = 256

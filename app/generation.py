@@ -8,22 +8,28 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from fastapi import Request
 
 from app.errors import APIError, bad_request
-from engine.client import EngineDeadError
+from engine.client import EngineDeadError, RequestCutOffError
+from engine.grammar import GrammarSpecError, check_grammar_spec
 from engine.sampling_params import SamplingParams, SamplingParamsError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+ProgressFor = Callable[[str], Callable[[int], None]]
 
 
-class ClientDisconnected(Exception):
-    """The HTTP client went away; its engine requests were aborted."""
+class ClientDisconnected(APIError):
+    """The HTTP client went away; its engine requests were aborted. Recorded as 499 (nginx's "client
+    closed request"); nobody reads the response."""
+
+    def __init__(self) -> None:
+        super().__init__(499, "The client closed the request before it finished.", code="client_closed_request")
 
 
 @dataclass
@@ -43,10 +49,20 @@ def new_rid() -> str:
     return uuid.uuid4().hex
 
 
-def parse_sampling(raw: dict[str, Any], rename: dict[str, str] | None = None) -> SamplingParams:
-    """SamplingParams.from_dict with errors as 400s naming the parameter the client sent."""
+def parse_sampling(raw: dict[str, Any], rename: dict[str, str] | None = None,
+                   vocab_size: int | None = None) -> SamplingParams:
+    """SamplingParams.from_dict (plus the vocabulary checks when `vocab_size` is known) with errors as
+    400s naming the parameter the client sent."""
     try:
-        return SamplingParams.from_dict(raw)
+        params = SamplingParams.from_dict(raw)
+        if params.grammar is not None:
+            # Bad or unenforceable grammars are 400s here, before anything reaches the engine.
+            check_grammar_spec(*params.grammar)
+        if vocab_size:
+            params.validate(vocab_size)
+        return params
+    except GrammarSpecError as exc:  # named as the client spelled it (response_format, tool_choice, ...)
+        raise bad_request(str(exc), (rename or {}).get(exc.param or "", exc.param)) from None
     except SamplingParamsError as exc:
         param = (rename or {}).get(exc.param or "", exc.param)
         message = str(exc)
@@ -63,10 +79,9 @@ def check_prompt(input_ids: list[int], max_new_tokens: int, model_info: dict[str
     if not input_ids:
         raise bad_request("The prompt is empty (it tokenizes to no tokens).", param)
     vocab = model_info.get("vocab_size")
-    if vocab:
-        bad = next((t for t in input_ids if t >= vocab), None)
-        if bad is not None:
-            raise bad_request(f"token id {bad} is outside the vocabulary (size {vocab})", param)
+    bad = next((t for t in input_ids if t < 0 or (vocab and t >= vocab)), None)
+    if bad is not None:
+        raise bad_request(f"token id {bad} is outside the vocabulary (size {vocab})", param)
     limit = model_info.get("max_context_length")
     if limit and len(input_ids) + max_new_tokens > limit:
         raise APIError(
@@ -74,6 +89,14 @@ def check_prompt(input_ids: list[int], max_new_tokens: int, model_info: dict[str
                  f"{len(input_ids) + max_new_tokens} tokens ({len(input_ids)} in the prompt, {max_new_tokens} "
                  f"for the completion). Please reduce the prompt or {max_tokens_param}.",
             param=param if len(input_ids) >= limit else max_tokens_param, code="context_length_exceeded")
+
+
+def check_request_fields(fn: Any, *args: Any) -> None:
+    """Runs one of engine.request_checks' checks; its error becomes a 400 naming the field."""
+    try:
+        fn(*args)
+    except SamplingParamsError as exc:
+        raise bad_request(str(exc), exc.param) from None
 
 
 def remaining_context(input_ids: list[int], model_info: dict[str, Any]) -> int:
@@ -103,6 +126,8 @@ async def warm_prefix(client: Any, input_ids: list[int], rid: str) -> dict[str, 
 
 
 def engine_error(exc: BaseException) -> APIError | None:
+    if isinstance(exc, RequestCutOffError):
+        return APIError(503, str(exc), code="server_shutting_down", headers={"Retry-After": "1"})
     if isinstance(exc, EngineDeadError):
         return APIError(503, f"The engine stopped while the request was running ({exc}); retry.",
                         code="engine_unavailable", headers={"Retry-After": "1"})
@@ -122,10 +147,12 @@ def stream_error(exc: Exception) -> APIError:
     return APIError(500, "internal server error", code="internal_error")
 
 
-async def stream_many(client: Any, reqs: list[EngineReq], stream: bool) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+async def stream_many(client: Any, reqs: list[EngineReq], stream: bool,
+                      progress_for: ProgressFor | None = None) -> AsyncIterator[tuple[int, dict[str, Any]]]:
     """Runs the sequences concurrently; yields (index, cumulative dict) as outputs arrive.
 
-    Closing this iterator cancels every sequence, which aborts them in the engine.
+    Closing this iterator cancels every sequence, which aborts them in the engine. `progress_for(rid)`
+    gives each sequence's token-count callback (usage settles to the tokens produced, also when aborted).
     """
     queue: asyncio.Queue[tuple[int, dict[str, Any] | None, BaseException | None]] = asyncio.Queue()
 
@@ -133,13 +160,23 @@ async def stream_many(client: Any, reqs: list[EngineReq], stream: bool) -> Async
         try:
             gen = client.generate(r.input_ids, r.sampling, rid=r.rid, return_logprob=r.return_logprob,
                                   logprob_start_len=r.logprob_start_len, top_logprobs_num=r.top_logprobs_num,
-                                  return_text_in_logprobs=r.return_text_in_logprobs, stream=stream)
+                                  return_text_in_logprobs=r.return_text_in_logprobs, stream=stream,
+                                  **({"progress": progress_for(r.rid)} if progress_for else {}))
             async with contextlib.aclosing(gen) as items:
                 async for item in items:
+                    rejected = request_rejection(item)
+                    if rejected is not None:
+                        raise rejected
                     queue.put_nowait((i, item, None))
             queue.put_nowait((i, None, None))
         except Exception as exc:
             queue.put_nowait((i, None, exc))
+        except BaseException:
+            # A cancellation from below (not from stream_many, which is the only one that cancels pumps
+            # and no longer reads the queue) must still end the consumer: a pump that vanishes silently
+            # leaves its HTTP request waiting forever.
+            queue.put_nowait((i, None, EngineDeadError("the request was cancelled inside the server")))
+            raise
 
     tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(reqs)]
     try:
@@ -158,9 +195,20 @@ async def stream_many(client: Any, reqs: list[EngineReq], stream: bool) -> Async
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def collect_many(client: Any, reqs: list[EngineReq]) -> list[dict[str, Any]]:
+def request_rejection(item: dict[str, Any]) -> APIError | None:
+    """An engine abort that carries an HTTP status (a grammar that failed to compile or timed out)
+    is that client error, not a finished generation."""
+    reason = (item.get("meta_info") or {}).get("finish_reason") or {}
+    if reason.get("type") == "abort" and isinstance(reason.get("status_code"), int):
+        return APIError(reason["status_code"], str(reason.get("message", "request rejected")),
+                        param=reason.get("param"))
+    return None
+
+
+async def collect_many(client: Any, reqs: list[EngineReq],
+                       progress_for: ProgressFor | None = None) -> list[dict[str, Any]]:
     finals: list[dict[str, Any]] = [{} for _ in reqs]
-    async with contextlib.aclosing(stream_many(client, reqs, stream=False)) as items:
+    async with contextlib.aclosing(stream_many(client, reqs, stream=False, progress_for=progress_for)) as items:
         async for i, item in items:
             finals[i] = item
     return finals

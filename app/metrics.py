@@ -1,8 +1,9 @@
 """Prometheus metrics (`/metrics`) and the live snapshot the admin dashboard reads.
 
 One CollectorRegistry per app (tests build many apps in one process). Request-level series come
-from the engine client's `on_output` hook; engine gauges come from the supervisor's cached
-`get_server_info` poll, so a scrape never waits on the engine.
+from the engine client's `on_output` hook (TTFT is taken when the engine reports the first token, which it
+does for non-streaming requests too); engine gauges come from the supervisor's cached `get_server_info`
+poll, so a scrape never waits on the engine.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ from prometheus_client.registry import Collector
 from app.gpu_metrics import NvmlCollector
 
 PREFIX = "tessera"
+# The dashboard's "TTFT median" covers the first tokens of the last five minutes (a time window, not the
+# last N requests, so an idle server does not keep showing an old burst).
+TTFT_WINDOW_S = 300.0
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 # Engine stats exported as gauges: (key in get_server_info, metric name, help).
 _ENGINE_GAUGES = (
     ("num_running_reqs", "num_running_reqs", "Requests running in the engine"),
     ("num_queued_reqs", "num_queue_reqs", "Requests waiting in the engine queue"),
+    ("num_grammar_queue_reqs", "num_grammar_queue_reqs", "Requests waiting for their grammar to compile"),
     ("token_usage", "token_usage", "Fraction of KV cache slots in use (0..1)"),
     ("kv_used_tokens", "kv_used_tokens", "KV cache slots in use"),
     ("kv_total_tokens", "kv_total_tokens", "KV cache capacity in tokens"),
@@ -85,11 +90,17 @@ class Metrics:
                              buckets=_ITL_BUCKETS, registry=r)
         self.e2e = Histogram(f"{PREFIX}_e2e_request_latency_seconds", "Engine request latency, end to end", label,
                              buckets=_LATENCY_BUCKETS, registry=r)
+        # Reliability: engine restarts after a death, and requests refused before reaching the engine.
+        self.engine_restarts = Counter(f"{PREFIX}_engine_restarts", "Engine restart attempts after an engine death",
+                                       label, registry=r)
+        self.rejected_requests = Counter(f"{PREFIX}_rejected_requests", "Requests refused with an error status, by "
+                                         "reason", [*label, "reason"], registry=r)
         r.register(_EngineGauges(engine_info, model_name))
         if enable_gpu:
             r.register(NvmlCollector(PREFIX, model_name))
         self._timing: dict[str, _ReqTiming] = {}
-        self._recent_ttft: deque[float] = deque(maxlen=256)
+        # (monotonic time, ttft) of recent first tokens: the dashboard's median covers TTFT_WINDOW_S.
+        self._recent_ttft: deque[tuple[float, float]] = deque(maxlen=100_000)
 
     # ---- engine hook ------------------------------------------------------------------------
     def attach(self, client: Any) -> None:
@@ -107,7 +118,7 @@ class Metrics:
             if timing.last is None:
                 ttft = now - timing.created
                 self.ttft.labels(name).observe(ttft)
-                self._recent_ttft.append(ttft)
+                self._recent_ttft.append((time.monotonic(), ttft))
             else:
                 gap = (now - timing.last) / num_new
                 for _ in range(num_new):
@@ -123,8 +134,21 @@ class Metrics:
             self.num_requests.labels(name, reason).inc()
             self.e2e.labels(name).observe(now - timing.created)
 
+    def recent_ttfts(self, now: float | None = None) -> list[float]:
+        """TTFTs of the requests whose first token came in the last TTFT_WINDOW_S seconds."""
+        cutoff = (time.monotonic() if now is None else now) - TTFT_WINDOW_S
+        while self._recent_ttft and self._recent_ttft[0][0] < cutoff:
+            self._recent_ttft.popleft()
+        return [t for _, t in self._recent_ttft]
+
     def record_http(self, route: str, status: int) -> None:
         self.http_requests.labels(self._model_name(), route, str(status)).inc()
+
+    def record_restart(self) -> None:
+        self.engine_restarts.labels(self._model_name()).inc()
+
+    def record_rejected(self, reason: str) -> None:
+        self.rejected_requests.labels(self._model_name(), reason).inc()
 
     # ---- outputs ----------------------------------------------------------------------------
     def render(self) -> bytes:
@@ -133,7 +157,7 @@ class Metrics:
     def snapshot(self) -> dict[str, Any]:
         """MetricsSourceProtocol: the dashboard's live numbers."""
         info = self._engine_info()
-        recent = list(self._recent_ttft)
+        recent = self.recent_ttfts()
         return {
             "num_running_reqs": int(info.get("num_running_reqs", 0) or 0),
             "num_queued_reqs": int(info.get("num_queued_reqs", 0) or 0),

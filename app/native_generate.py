@@ -15,11 +15,11 @@ from fastapi.responses import JSONResponse, Response
 
 from app.context import AppContext
 from app.errors import bad_request
-from app.gate import estimate_prompt_tokens
 from app.generation import (
     EngineReq,
     abort_on_disconnect,
     check_prompt,
+    check_request_fields,
     collect_many,
     engine_error,
     expand_n,
@@ -31,7 +31,9 @@ from app.generation import (
     warm_prefix,
 )
 from app.native_protocol import GenerateRequest, NativeItem, split_items
+from app.request_limits import check_sequence_count, tokenize_bounded
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
+from engine.request_checks import check_logprob_args
 
 
 @dataclass
@@ -42,7 +44,7 @@ class _Plan:
     user_rids: list[str]
 
 
-def _tokenize(tokenizer: Any, items: list[NativeItem]) -> list[list[int]]:
+def _tokenize(tokenizer: Any, items: list[NativeItem], limit: int | None) -> list[list[int]]:
     out = []
     for item in items:
         if item.input_ids is not None:
@@ -51,20 +53,23 @@ def _tokenize(tokenizer: Any, items: list[NativeItem]) -> list[list[int]]:
             raise bad_request("Text prompts need a tokenizer; this server runs with --skip-tokenizer-init. "
                               "Send 'input_ids'.", "text")
         else:
-            out.append(list(tokenizer(item.text)["input_ids"]))
+            out.append(tokenize_bounded(lambda t: list(tokenizer(t)["input_ids"]), item.text or "", limit, "text"))
     return out
 
 
 async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, items: list[NativeItem],
                    batched: bool) -> _Plan:
     client = scope.client
-    all_ids = await asyncio.to_thread(_tokenize, client.tokenizer, items)
     param = "text" if body.text is not None else "input_ids"
+    check_sequence_count(len(items), param)  # before any tokenization work
+    limit = client.model_info.get("max_context_length")
+    all_ids = await asyncio.to_thread(_tokenize, client.tokenizer, items, limit)
+    vocab = client.model_info.get("vocab_size")
     flat: list[EngineReq] = []
     warm: list[tuple[list[int], str]] = []
-    user_rids: list[str] = []
+    groups: dict[str, set[str]] = {}  # client rid -> engine rids, registered only once every check passed
     for item, ids in zip(items, all_ids, strict=True):
-        sampling = parse_sampling(item.sampling)
+        sampling = parse_sampling(item.sampling, vocab_size=vocab)
         # As SGLang does: the prompt must fit, and max_new_tokens is clipped to the room left.
         check_prompt(ids, 0, client.model_info, param, "max_new_tokens")
         room = remaining_context(ids, client.model_info)
@@ -72,44 +77,29 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, item
             check_prompt(ids, 1, client.model_info, param, "max_new_tokens")
         sampling.max_new_tokens = min(sampling.max_new_tokens, room)
         sampling.min_new_tokens = min(sampling.min_new_tokens, sampling.max_new_tokens)
-        if item.return_logprob and item.logprob_start_len >= len(ids):
-            raise bad_request(f"logprob_start_len ({item.logprob_start_len}) must be below the prompt length "
-                              f"({len(ids)})", "logprob_start_len")
-        if item.top_logprobs_num < 0:
-            raise bad_request("top_logprobs_num must be >= 0", "top_logprobs_num")
+        check_request_fields(check_logprob_args, item.return_logprob, item.logprob_start_len, item.top_logprobs_num,
+                             len(ids), vocab)
         rid = item.rid or new_rid()
         reqs = expand_n(EngineReq(ids, sampling, rid, item.return_logprob, item.logprob_start_len,
                                   item.top_logprobs_num, body.return_text_in_logprobs), sampling.n)
         if sampling.n > 1 and not ctx.args.disable_radix_cache:
             warm.append((ids, rid))
         if item.rid:
-            user_rids.append(item.rid)
-            ctx.rid_groups[item.rid] = {r.rid for r in reqs}
+            groups[item.rid] = {r.rid for r in reqs}
         flat.extend(reqs)
+        scope.planned_prompt_tokens += len(ids) * len(reqs)
+        scope.reserve_tokens += (len(ids) + sampling.max_new_tokens) * len(reqs)
+        check_sequence_count(len(flat), param)
     if batched and isinstance(body.rid, str):
         # One rid for a whole batch: /abort_request with it aborts every item.
-        user_rids.append(body.rid)
-        ctx.rid_groups[body.rid] = {r.rid for r in flat}
-    return _Plan(flat, warm, batched or len(flat) > 1, user_rids)
+        groups[body.rid] = {r.rid for r in flat}
+    ctx.rid_groups.update(groups)
+    return _Plan(flat, warm, batched or len(flat) > 1, list(groups))
 
 
-def _as_count(value: Any, default: int) -> int:
-    # Runs before validation (admission comes first), so any JSON value may arrive here.
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
-
-
-def _reserve(items: list[NativeItem]) -> int:
-    total = 0
-    for item in items:
-        prompt = len(item.input_ids) if item.input_ids is not None else estimate_prompt_tokens(len(item.text or ""))
-        sp = item.sampling
-        total += prompt + _as_count(sp.get("max_new_tokens"), 128) * _as_count(sp.get("n"), 1)
-    return total
-
-
-async def _run(client: Any, plan: _Plan) -> list[dict[str, Any]]:
-    await asyncio.gather(*(warm_prefix(client, ids, rid) for ids, rid in plan.warm))
-    return await collect_many(client, plan.flat)
+async def _run(scope: GenScope, plan: _Plan) -> list[dict[str, Any]]:
+    await asyncio.gather(*(warm_prefix(scope.client, ids, rid) for ids, rid in plan.warm))
+    return await collect_many(scope.client, plan.flat, scope.progress_for)
 
 
 def _account(scope: GenScope, results: list[dict[str, Any]]) -> None:
@@ -122,14 +112,15 @@ def _account(scope: GenScope, results: list[dict[str, Any]]) -> None:
 async def generate(body: GenerateRequest, request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     items, batched = split_items(body)
-    scope = await GenScope(ctx, request, None, _reserve(items), check_model=False).open()
+    scope = await GenScope(ctx, request, None, check_model=False).open()
     plan: _Plan | None = None
     try:
         plan = await _prepare(ctx, scope, body, items, batched)
+        await scope.admit(scope.reserve_tokens)
         if body.stream:
             return ManagedStream(_stream(scope, plan), on_close=lambda: _close(ctx, scope, plan),
-                                 headers=scope.headers)
-        results = await abort_on_disconnect(request, _run(scope.client, plan))
+                                 headers=scope.headers, gen_scope=scope)
+        results = await abort_on_disconnect(request, _run(scope, plan))
     except BaseException as exc:
         scope.fail(exc)
         await _close(ctx, scope, plan)
@@ -152,7 +143,8 @@ async def _stream(scope: GenScope, plan: _Plan) -> AsyncIterator[str]:
     finals: dict[int, dict[str, Any]] = {}
     try:
         await asyncio.gather(*(warm_prefix(scope.client, ids, rid) for ids, rid in plan.warm))
-        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True)) as items:
+        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True,
+                                                   progress_for=scope.progress_for)) as items:
             async for k, item in items:
                 if plan.batched:
                     item = {**item, "index": k}

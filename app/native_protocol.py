@@ -1,8 +1,8 @@
 """The native `/generate` body (SGLang's GenerateReqInput, the parts Tessera implements).
 
-SGLang's own frontend sends several keys on every call that ask for features we do not have
-(images, LoRA, hidden states, ...); they are accepted while "off" (null / false / empty) and
-named in a 400 otherwise.
+SGLang's clients and `sglang-router` send the whole schema on every call; keys for features we do not
+have (images, LoRA, hidden states, ...) are accepted while "off" and named in a 400 otherwise
+(app.sglang_compat).
 """
 
 from __future__ import annotations
@@ -13,14 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from app.errors import bad_request
-
-_OFF_ONLY = ("image_data", "video_data", "audio_data", "modalities", "lora_path", "lora_id",
-             "custom_logit_processor", "return_hidden_states", "session_params", "input_embeds",
-             "token_ids_logprob", "bootstrap_host", "bootstrap_port", "bootstrap_room", "data_parallel_rank",
-             "return_routed_experts", "routed_dp_rank", "priority")
-# Keys with no effect here whatever their value (bookkeeping switches of SGLang's server).
-_IGNORED = ("log_metrics", "no_logs", "stream_interval", "return_bytes", "background")
-
+from app.sglang_compat import NATIVE_IGNORED, NATIVE_OFF_ONLY, strip_sglang_keys
 
 
 class GenerateRequest(BaseModel):
@@ -35,23 +28,15 @@ class GenerateRequest(BaseModel):
     top_logprobs_num: int | list[int] = Field(default=0)
     return_text_in_logprobs: bool = False
     stream: bool = False
+    # SGLang's documents also put `regex` at the top level: an alias of sampling_params.regex.
+    regex: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _strip_off_keys(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        clean = {}
-        for key, value in data.items():
-            if key in _IGNORED:
-                continue
-            if key in _OFF_ONLY:
-                if value in (None, False, [], {}, ""):
-                    continue
-                # Not a ValueError: pydantic lets it through, so the 400 can name the key.
-                raise bad_request(f"'{key}' is not supported by this server", key)
-            clean[key] = value
-        return clean
+        data = strip_sglang_keys(data, NATIVE_IGNORED, NATIVE_OFF_ONLY)
+        # SGLang's defaults for the logprob switches are null ("not set"): ours then apply.
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
 @dataclass
@@ -73,6 +58,15 @@ def _pick(value: Any, i: int, count: int, name: str) -> Any:
             raise bad_request(f"'{name}' has {len(value)} entries but there are {count} prompts", name)
         return value[i]
     return value
+
+
+def _with_regex(sampling: dict[str, Any], regex: str | None) -> dict[str, Any]:
+    if regex is None:
+        return sampling
+    if sampling.get("regex") not in (None, "", regex):
+        raise bad_request("'regex' is given both at the top level and in sampling_params with different "
+                          "values", "regex")
+    return {**sampling, "regex": regex}
 
 
 def split_items(req: GenerateRequest) -> tuple[list[NativeItem], bool]:
@@ -106,7 +100,7 @@ def split_items(req: GenerateRequest) -> tuple[list[NativeItem], bool]:
         if batched and isinstance(rid, str):
             rid = f"{rid}-{i}"
         items.append(NativeItem(
-            text=texts[i], input_ids=ids[i], sampling=dict(sampling or {}), rid=rid,
+            text=texts[i], input_ids=ids[i], sampling=_with_regex(dict(sampling or {}), req.regex), rid=rid,
             return_logprob=bool(_pick(req.return_logprob, i, count, "return_logprob")),
             logprob_start_len=int(_pick(req.logprob_start_len, i, count, "logprob_start_len")),
             top_logprobs_num=int(_pick(req.top_logprobs_num, i, count, "top_logprobs_num")),

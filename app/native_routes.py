@@ -1,4 +1,4 @@
-"""SGLang's native routes besides /generate, plus the probes (/health, /health_generate, /ready)
+"""SGLang's native routes besides /generate, plus the probes (/health, /health_generate, /ready, /live)
 and Prometheus' /metrics."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from app.errors import APIError, bad_request, unavailable
 from app.native_generate import generate
 from app.native_protocol import GenerateRequest
 from app.request_scope import authorize
+from app.role_markers import compute_role_markers
 from engine.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -35,11 +36,22 @@ def _ctx(request: Request) -> AppContext:
     return request.app.state.ctx
 
 
+def _role_markers(ctx: AppContext) -> dict[str, Any] | None:
+    # Rendered once per tokenizer (a restart with another model brings a new one).
+    tokenizer = getattr(ctx.supervisor.client, "tokenizer", None)
+    cached = ctx.extras.get("role_markers")
+    if cached is None or cached[0] is not tokenizer:
+        cached = (tokenizer, compute_role_markers(tokenizer, ctx.chat_template))
+        ctx.extras["role_markers"] = cached
+    return cached[1]
+
+
 def _model_info(ctx: AppContext) -> dict[str, Any]:
     args = ctx.args
     engine_info = dict(getattr(ctx.supervisor.client, "model_info", None) or {})
     return {
         **engine_info,
+        "chat_template_roles": _role_markers(ctx),
         "model_path": args.model_path,
         "tokenizer_path": args.resolved_tokenizer_path,
         "served_model_name": ctx.model_name,
@@ -71,6 +83,7 @@ async def get_server_info(request: Request) -> dict[str, Any]:
         with contextlib.suppress(Exception):  # a slow or dying engine: fall back to the last poll
             info = await asyncio.wait_for(client.get_server_info(), 5.0)
     args = {k: v for k, v in ctx.args.to_dict().items() if k != "api_key"}
+    args["served_model_name"] = ctx.model_name  # resolved, as SGLang reports it (routers read it)
     return {
         **args,
         **info,
@@ -101,9 +114,15 @@ async def flush_cache(request: Request) -> JSONResponse:
 
 
 class AbortRequest(BaseModel):
+    """SGLang's AbortReq. Its bookkeeping keys (set by SGLang's own processes) change nothing here."""
+
     model_config = ConfigDict(extra="forbid")
-    rid: str = ""
+    rid: str | None = ""
     abort_all: bool = False
+    finished_reason: dict[str, Any] | None = None
+    abort_message: str | None = None
+    weight_versions: Any = None
+    http_worker_ipc: str | None = None
 
 
 @router.post("/abort_request")
@@ -118,33 +137,53 @@ async def abort_request(body: AbortRequest, request: Request) -> dict[str, Any]:
     else:
         if not body.rid:
             raise bad_request("Give 'rid' or 'abort_all': true.", "rid")
-        rids = ctx.rid_groups.get(body.rid, set()) | {body.rid}
+        running = set(client.inflight_rids)
+        rids = (ctx.rid_groups.get(body.rid, set()) | {body.rid}) & running
+        if not rids:
+            # SGLang answers 200 whatever the rid; the body says nothing was aborted, and why.
+            return {"success": False, "aborted": [],
+                    "message": f"No running request has rid {body.rid!r} (unknown or already finished)."}
     for rid in rids:
         await client.abort(rid)
     return {"success": True, "aborted": sorted(rids)}
 
 
+def _require_serving(ctx: AppContext) -> None:
+    """SGLang's probe contract: 503 while the engine starts, restarts, drains or has failed."""
+    sup = ctx.supervisor
+    client = sup.client
+    if not sup.is_ready or client is None or not client.is_alive:
+        detail = f": {sup.error}" if sup.state == "failed" and sup.error else ""
+        raise unavailable(f"Not serving: the engine is {sup.state}{detail}.")
+
+
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    """Liveness: the API process runs. A failed engine (that did not recover) is a 503."""
-    sup = _ctx(request).supervisor
-    if sup.state == "failed":
-        raise unavailable(f"The engine failed: {sup.error}")
-    return JSONResponse({"status": "ok", "state": sup.state})
+    """200 only when a generation would be served (routers and load balancers route on this)."""
+    ctx = _ctx(request)
+    _require_serving(ctx)
+    return JSONResponse({"status": "ok", "state": ctx.supervisor.state})
 
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    sup = _ctx(request).supervisor
-    if not sup.is_ready:
-        raise unavailable(f"Not ready: the engine is {sup.state}.")
-    return JSONResponse({"status": "ready", "model": sup.model_name})
+    """Kubernetes readiness: the same contract as /health."""
+    ctx = _ctx(request)
+    _require_serving(ctx)
+    return JSONResponse({"status": "ready", "model": ctx.supervisor.model_name})
+
+
+@router.get("/live")
+async def live(request: Request) -> JSONResponse:
+    """Liveness: the API process answers, whatever the engine is doing (weights may load for minutes)."""
+    return JSONResponse({"status": "alive", "state": _ctx(request).supervisor.state})
 
 
 @router.get("/health_generate")
 async def health_generate(request: Request) -> JSONResponse:
     """A one-token generation through the whole engine; 503 if it does not finish in time."""
     ctx = _ctx(request)
+    _require_serving(ctx)
     async with ctx.supervisor.lease() as client:
         tok = client.tokenizer
         first = getattr(tok, "bos_token_id", None) if tok is not None else None

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from app.chat_template import render_chat_text, tokenize_prompt
 from app.context import AppContext
 from app.errors import bad_request
-from app.gate import estimate_prompt_tokens
+from app.gate import UNBOUNDED_RESERVE_TOKENS
 from app.generation import (
     abort_on_disconnect,
     check_prompt,
@@ -44,17 +44,23 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest
     prompt_text = await asyncio.to_thread(render_chat_text, client.tokenizer, ctx.chat_template,
                                           template_messages(body.messages), body.continue_final_message,
                                           structure.tools, body.chat_template_kwargs)
-    input_ids = await asyncio.to_thread(tokenize_prompt, client.tokenizer, prompt_text)
+    input_ids = await asyncio.to_thread(tokenize_prompt, client.tokenizer, prompt_text,
+                                        client.model_info.get("max_context_length"))
     max_tokens = body.requested_max_tokens
+    reserve = max_tokens
     if max_tokens is None:
-        # "Up to the end of the context", but a prompt that fills the context is still an error.
+        # "Up to the end of the context", but a prompt that fills the context is still an error. The rate
+        # limiter holds a documented estimate instead of the whole context, and settles to the real count.
         max_tokens = max(remaining_context(input_ids, client.model_info), 1)
+        reserve = min(max_tokens, UNBOUNDED_RESERVE_TOKENS)
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     check_prompt(input_ids, max_tokens, client.model_info, "messages", param)
+    scope.planned_prompt_tokens = len(input_ids)
+    scope.reserve_tokens = len(input_ids) + reserve * body.n
     raw = sampling_from(body, max_tokens, structure.grammar)
     if structure.keep_special_tokens:
         raw["skip_special_tokens"] = False
-    sampling = parse_openai_sampling(raw, structure.grammar)
+    sampling = parse_openai_sampling(raw, structure.grammar, client.model_info.get("vocab_size"))
     rid = body.rid or new_rid()
     plan = RunPlan.build([input_ids], sampling, rid, body.n, not ctx.args.disable_radix_cache,
                          return_logprob=body.logprobs, top_logprobs_num=body.top_logprobs or 0,
@@ -66,15 +72,15 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest
 
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    chars = sum(len(m.text()) for m in body.messages)
-    budget = body.requested_max_tokens if body.requested_max_tokens is not None else ctx.context_length()
-    scope = await GenScope(ctx, request, body.model, estimate_prompt_tokens(chars) + budget * body.n).open()
+    scope = await GenScope(ctx, request, body.model).open()
     try:
         plan, shapers = await _prepare(ctx, scope, body)
+        await scope.admit(scope.reserve_tokens)
         if body.stream:
-            return ManagedStream(_stream(ctx, scope, body, plan, shapers), on_close=lambda: close_scope(ctx, scope, body.rid),
-                                 headers=scope.headers)
-        finals, cached = await abort_on_disconnect(request, plan.run(scope.client))
+            return ManagedStream(_stream(ctx, scope, body, plan, shapers),
+                                 on_close=lambda: close_scope(ctx, scope, body.rid),
+                                 headers=scope.headers, gen_scope=scope)
+        finals, cached = await abort_on_disconnect(request, plan.run(scope.client, scope.progress_for))
     except BaseException as exc:
         mapped = await fail_scope(ctx, scope, body.rid, exc)
         if mapped is not None:
@@ -121,7 +127,8 @@ async def _stream(ctx: AppContext, scope: GenScope, body: ChatCompletionRequest,
             yield chunk({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                          "finish_reason": None})
         first_meta: dict[str, Any] = {}
-        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True)) as items:
+        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True,
+                                                   progress_for=scope.progress_for)) as items:
             async for i, item in items:
                 meta = item["meta_info"]
                 if i == 0:

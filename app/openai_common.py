@@ -9,7 +9,15 @@ from typing import Any
 
 from app.context import AppContext
 from app.errors import APIError
-from app.generation import EngineReq, collect_many, engine_error, expand_n, parse_sampling, warm_prefix
+from app.generation import (
+    EngineReq,
+    ProgressFor,
+    collect_many,
+    engine_error,
+    expand_n,
+    parse_sampling,
+    warm_prefix,
+)
 from app.openai_protocol import ChatCompletionRequest, CompletionRequest
 from app.request_scope import GenScope
 from app.structured.constraints import Grammar
@@ -46,9 +54,10 @@ def sampling_from(body: ChatCompletionRequest | CompletionRequest, max_tokens: i
     return raw
 
 
-def parse_openai_sampling(raw: dict[str, Any], grammar: Grammar | None = None) -> Any:
+def parse_openai_sampling(raw: dict[str, Any], grammar: Grammar | None = None,
+                          vocab_size: int | None = None) -> Any:
     # A grammar error names the field the client used (response_format, tool_choice, ...).
-    return parse_sampling(raw, {**RENAMES, **({grammar.kind: grammar.param} if grammar else {})})
+    return parse_sampling(raw, {**RENAMES, **({grammar.kind: grammar.param} if grammar else {})}, vocab_size)
 
 
 @dataclass
@@ -77,9 +86,9 @@ class RunPlan:
                                         for p, ids in enumerate(self.prompts)))
         return [int(f.get("meta_info", {}).get("cached_tokens", 0)) for f in finals]
 
-    async def run(self, client: Any) -> tuple[list[dict[str, Any]], list[int]]:
+    async def run(self, client: Any, progress_for: ProgressFor | None = None) -> tuple[list[dict[str, Any]], list[int]]:
         warmed = await self.warm_up(client)
-        finals = await collect_many(client, self.flat)
+        finals = await collect_many(client, self.flat, progress_for)
         return finals, self.cached(warmed, finals)
 
     def cached(self, warmed: list[int] | None, finals: list[dict[str, Any]]) -> list[int]:

@@ -14,13 +14,21 @@ from fastapi.responses import JSONResponse, Response
 
 from app.context import AppContext
 from app.errors import bad_request
-from app.gate import estimate_prompt_tokens
-from app.generation import abort_on_disconnect, check_prompt, new_rid, stream_error, stream_many
+from app.generation import (
+    abort_on_disconnect,
+    check_prompt,
+    check_request_fields,
+    new_rid,
+    stream_error,
+    stream_many,
+)
 from app.openai_common import RunPlan, close_scope, fail_scope, parse_openai_sampling, sampling_from
 from app.openai_format import completion_logprobs, finish_reason, matched_stop, new_id, now_s, sglext, usage
 from app.openai_protocol import CompletionRequest
+from app.request_limits import check_sequence_count, tokenize_bounded
 from app.request_scope import SSE_DONE, GenScope, ManagedStream, sse
 from app.structured.constraints import request_grammar
+from engine.request_checks import check_input_ids
 
 
 @dataclass
@@ -37,7 +45,8 @@ def _prompt_list(prompt: Any) -> list[str | list[int]]:
     return list(prompt)
 
 
-def _tokenize_all(tokenizer: Any, prompts: list[str | list[int]], echo: bool) -> tuple[list[list[int]], list[str]]:
+def _tokenize_all(tokenizer: Any, prompts: list[str | list[int]], echo: bool,
+                  limit: int | None = None) -> tuple[list[list[int]], list[str]]:
     """Blocking: runs in a thread."""
     ids, texts = [], []
     for p in prompts:
@@ -45,7 +54,7 @@ def _tokenize_all(tokenizer: Any, prompts: list[str | list[int]], echo: bool) ->
             if tokenizer is None:
                 raise bad_request("Text prompts need a tokenizer; this server runs with --skip-tokenizer-init.",
                                   "prompt")
-            ids.append(list(tokenizer(p)["input_ids"]))
+            ids.append(tokenize_bounded(lambda t: list(tokenizer(t)["input_ids"]), p, limit, "prompt"))
             texts.append(p)
         else:
             ids.append(list(p))
@@ -56,12 +65,20 @@ def _tokenize_all(tokenizer: Any, prompts: list[str | list[int]], echo: bool) ->
 async def _prepare(ctx: AppContext, scope: GenScope, body: CompletionRequest) -> _Prepared:
     client = scope.client
     prompts = _prompt_list(body.prompt)
-    ids, texts = await asyncio.to_thread(_tokenize_all, client.tokenizer, prompts, body.echo)
+    check_sequence_count(len(prompts) * body.n, "prompt")
+    for p in prompts:  # before echo decodes them: an id past the vocabulary must be a 400, not a decode error
+        if not isinstance(p, str):
+            check_request_fields(check_input_ids, p, client.model_info.get("vocab_size"), "prompt")
+    ids, texts = await asyncio.to_thread(_tokenize_all, client.tokenizer, prompts, body.echo,
+                                         client.model_info.get("max_context_length"))
     max_tokens = body.max_tokens if body.max_tokens is not None else 16
     for p in ids:
         check_prompt(p, max_tokens, client.model_info, "prompt")
+    scope.planned_prompt_tokens = sum(len(p) for p in ids)
+    scope.reserve_tokens = scope.planned_prompt_tokens + max_tokens * body.n * len(ids)
     grammar = request_grammar(body)
-    sampling = parse_openai_sampling(sampling_from(body, max_tokens, grammar), grammar)
+    sampling = parse_openai_sampling(sampling_from(body, max_tokens, grammar), grammar,
+                                     client.model_info.get("vocab_size"))
     want_lp = body.logprobs is not None
     plan = RunPlan.build(ids, sampling, body.rid or new_rid(), body.n, not ctx.args.disable_radix_cache,
                          return_logprob=want_lp, top_logprobs_num=body.logprobs or 0,
@@ -71,22 +88,16 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: CompletionRequest) ->
     return _Prepared(plan, texts)
 
 
-def _estimate(body: CompletionRequest) -> int:
-    total = 0
-    for p in _prompt_list(body.prompt):
-        total += estimate_prompt_tokens(len(p)) if isinstance(p, str) else len(p)
-    return total + (body.max_tokens or 0) * body.n * len(_prompt_list(body.prompt))
-
-
 async def create_completion(body: CompletionRequest, request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    scope = await GenScope(ctx, request, body.model, _estimate(body)).open()
+    scope = await GenScope(ctx, request, body.model).open()
     try:
         prep = await _prepare(ctx, scope, body)
+        await scope.admit(scope.reserve_tokens)
         if body.stream:
             return ManagedStream(_stream(ctx, scope, body, prep), on_close=lambda: close_scope(ctx, scope, body.rid),
-                                 headers=scope.headers)
-        finals, cached = await abort_on_disconnect(request, prep.plan.run(scope.client))
+                                 headers=scope.headers, gen_scope=scope)
+        finals, cached = await abort_on_disconnect(request, prep.plan.run(scope.client, scope.progress_for))
     except BaseException as exc:
         mapped = await fail_scope(ctx, scope, body.rid, exc)
         if mapped is not None:
@@ -131,7 +142,8 @@ async def _stream(ctx: AppContext, scope: GenScope, body: CompletionRequest, pre
     started, completion, first_meta = [False] * num, [0] * num, [{} for _ in plan.prompts]
     try:
         warmed = await plan.warm_up(scope.client)
-        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True)) as items:
+        async with contextlib.aclosing(stream_many(scope.client, plan.flat, stream=True,
+                                                   progress_for=scope.progress_for)) as items:
             async for k, item in items:
                 meta = item["meta_info"]
                 if k % plan.n == 0:

@@ -1,8 +1,9 @@
 """Pydantic models of the OpenAI request bodies Tessera accepts.
 
-Every model forbids extra keys, so an unsupported parameter is a 400 that names it instead of being
+Every model forbids extra keys, so an unknown parameter is a 400 that names it instead of being
 silently ignored. OpenAI parameters we do not implement are accepted only as `null` (some clients
-send every key); any other value is named in the 400.
+send every key); SGLang's extra keys (`sglang-router` forwards its whole schema) follow
+app.sglang_compat: accepted at their off value, a 400 naming them otherwise.
 """
 
 from __future__ import annotations
@@ -11,22 +12,32 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from app.sglang_compat import OPENAI_IGNORED, OPENAI_OFF_ONLY, strip_sglang_keys
 from app.structured.protocol import Tool, ToolCall, ToolChoice
 
 # OpenAI parameters not implemented: fine when null, a 400 naming them otherwise.
 _NULL_OK = frozenset({
     "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "audio", "modalities",
-    "prediction", "service_tier", "store", "metadata", "reasoning_effort", "web_search_options", "suffix",
+    "prediction", "service_tier", "store", "metadata", "web_search_options", "suffix",
     "best_of", "logit_bias", "user", "stream_options", "response_format", "seed", "stop",
 })
+# Message keys of SGLang's message models (tool calls, reasoning), fine when null.
+_MESSAGE_NULL_OK = frozenset({"tool_call_id", "phase", "reasoning_content", "tool_calls", "tools", "prefix"})
 
 TokenId = Annotated[StrictInt, Field(ge=0)]
 
 
 def _drop_nulls(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: v for k, v in data.items() if not (v is None and k in _NULL_OK)}
-    return data
+    if not isinstance(data, dict):
+        return data
+    data = strip_sglang_keys(data, OPENAI_IGNORED, OPENAI_OFF_ONLY)
+    if not data.get("tools"):
+        # Without tools, "auto" / "none" and the parallel-calls switch ask for nothing (SGLang's defaults).
+        if data.get("tool_choice") in ("auto", "none"):
+            data.pop("tool_choice")
+        if isinstance(data.get("parallel_tool_calls"), bool):
+            data.pop("parallel_tool_calls")
+    return {k: v for k, v in data.items() if not (v is None and k in _NULL_OK)}
 
 
 class _Strict(BaseModel):
@@ -34,7 +45,9 @@ class _Strict(BaseModel):
 
 
 class StreamOptions(_Strict):
-    include_usage: bool = False
+    include_usage: bool | None = False
+    # SGLang's: usage on every chunk. Accepted when off.
+    continuous_usage_stats: Literal[False] | None = False
 
 
 class JsonSchemaSpec(_Strict):
@@ -72,6 +85,13 @@ class ChatMessage(_Strict):
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if k not in ("refusal", "annotations", "parsed")
                     and not (k in ("audio", "function_call") and v is None)}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (v is None and k in _MESSAGE_NULL_OK)}
         return data
 
     @field_validator("role")
@@ -177,7 +197,8 @@ class ChatCompletionRequest(_SamplingFields):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
     continue_final_message: bool = False
-    chat_template_kwargs: dict[str, Any] | None = None  # e.g. {"enable_thinking": false} (Qwen3)
+    # Extra variables for the chat template (SGLang's; e.g. `enable_thinking` for Qwen3's template).
+    chat_template_kwargs: dict[str, Any] | None = None
     separate_reasoning: bool = True  # SGLang: false leaves the reasoning inside `content`
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None

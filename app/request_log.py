@@ -15,7 +15,7 @@ MAX_LOGGED_BODY = 16 * 1024
 KNOWN_ROUTES = frozenset({
     "/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/tokenize", "/v1/detokenize", "/generate",
     "/get_model_info", "/model_info", "/get_server_info", "/server_info", "/flush_cache", "/abort_request",
-    "/health", "/health_generate", "/ready", "/metrics",
+    "/health", "/health_generate", "/ready", "/live", "/metrics",
 })
 
 
@@ -58,8 +58,15 @@ class RequestLogMiddleware:
             self.record(route, status)
             client = scope.get("client") or ("-", 0)
             elapsed = time.perf_counter() - start
+            outcome = scope.get("tessera.outcome")  # set by app.request_scope when a request fails
+            shown = f"{status} (ended {outcome})" if outcome and not outcome.startswith(str(status)) else str(status)
             if capture and body:
-                logger.info("%s %s %s %d %.3fs body=%s", client[0], scope.get("method"), path, status, elapsed,
+                logger.info("%s %s %s %s %.3fs body=%s", client[0], scope.get("method"), path, shown, elapsed,
                             body.decode("utf-8", "replace"))
-            elif route not in ("/metrics", "/health", "/ready"):
-                logger.info("%s %s %s %d %.3fs", client[0], scope.get("method"), path, status, elapsed)
+            elif route not in ("/metrics", "/health", "/ready", "/live"):
+                # The console polls its JSON twins every few seconds: successful reads go to DEBUG so the
+                # access log shows traffic and changes, not the dashboard's heartbeat.
+                polling = (scope.get("method") == "GET" and status < 400 and path.startswith("/admin/")
+                           and (path.startswith("/admin/api/") or path.endswith("/status")))
+                logger.log(logging.DEBUG if polling else logging.INFO, "%s %s %s %s %.3fs", client[0],
+                           scope.get("method"), path, shown, elapsed)

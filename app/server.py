@@ -1,8 +1,9 @@
 """The API process: `create_app` (the FastAPI app factory) and `run_server` (uvicorn + signals).
 
 The HTTP port opens at once and answers 503 until the engine is ready; one log line with the URL says
-when it is. SIGTERM/SIGINT: stop taking requests (503), let in-flight ones finish for up to
-`--drain-timeout` seconds, stop the engine, exit 0. A second signal exits at once.
+when it is. SIGTERM/SIGINT (Ctrl-C): stop taking requests (503), let in-flight ones finish for up to
+`--drain-timeout` seconds, end the rest with an error answer, stop the engine, exit 0. A second
+signal ends the open requests at once.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from app.chat_template import load_chat_template
 from app.context import AppContext
 from app.errors import install_error_handlers
 from app.gate import RequestGate, StaticKeyGate
+from app.landing import router as landing_router
 from app.metrics import Metrics
 from app.native_routes import router as native_router
 from app.openai_routes import router as openai_router
+from app.request_limits import RequestLimitsMiddleware
 from app.request_log import RequestLogMiddleware
 from app.supervisor import ClientFactory, Supervisor
 from engine.args import ServerArgs
 
 logger = logging.getLogger("tessera")
+CUT_OFF_GRACE_S = 5.0  # after the drain timeout: time for cut-off requests to write their error and settle
 
 
 @dataclass
@@ -50,6 +54,7 @@ def create_app(args: ServerArgs, *, client_factory: ClientFactory | None = None,
     supervisor = Supervisor(args, client_factory)
     metrics = Metrics(lambda: supervisor.model_name, lambda: supervisor.last_info)
     supervisor.client_hooks.append(metrics.attach)
+    supervisor.on_restart.append(metrics.record_restart)
     ctx = AppContext(supervisor, metrics, gate or StaticKeyGate(lambda: supervisor.args.api_key),
                      chat_template=load_chat_template(args.chat_template))
 
@@ -71,6 +76,10 @@ def create_app(args: ServerArgs, *, client_factory: ClientFactory | None = None,
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(native_router)
+    app.include_router(landing_router)
+    # Added first, so it runs inside the access log (which then records its 413s and 400s).
+    app.add_middleware(RequestLimitsMiddleware, max_bytes=lambda: supervisor.args.max_request_bytes,
+                       on_reject=metrics.record_rejected)
     app.add_middleware(RequestLogMiddleware, record=metrics.record_http,
                        log_bodies=lambda: supervisor.args.log_requests)
     app.state.admin = _wire_admin(app, ctx, args, gate is None, flag_args)
@@ -116,6 +125,7 @@ class _Server(uvicorn.Server):
         self._peers = peers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task | None = None
+        self._signals = 0
 
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -123,11 +133,21 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # Not recorded in _captured_signals: uvicorn would re-raise it after shutdown (exit code -15).
-        if self._drain_task is not None or self._loop is None:
+        # SIGINT (Ctrl-C) and SIGTERM both drain. A second signal cuts the open requests off (each still
+        # gets an error answer) and exits; only a third forces uvicorn out without its shutdown steps.
+        self._signals += 1
+        if self._loop is None or self._signals >= 3:
             self.force_exit = True
             self.exit_now()
             return
-        self._loop.call_soon_threadsafe(self._start_drain)
+        self._loop.call_soon_threadsafe(self._start_drain if self._signals == 1 else self._cut_off_now)
+
+    def _cut_off_now(self) -> None:
+        sup = self._app.state.ctx.supervisor
+        sup.begin_drain()
+        num = sup.cut_off("The server is shutting down now (a second stop signal).")
+        logger.warning("second stop signal: %d request(s) ended with an error; exiting", num)
+        self.exit_now()
 
     def _start_drain(self) -> None:
         self._drain_task = asyncio.ensure_future(self._drain())
@@ -138,7 +158,14 @@ class _Server(uvicorn.Server):
         timeout = sup.args.drain_timeout
         logger.info("shutting down: draining %d request(s) for up to %.0fs", sup.inflight, timeout)
         if not await sup.wait_idle(timeout):
-            logger.warning("drain timeout: %d request(s) still running are cut off", sup.inflight)
+            # Every open request gets a proper answer (an error event + [DONE], or a 503 body) and settles
+            # its usage before the port closes, instead of being cancelled mid-write.
+            num = sup.cut_off(f"The server is shutting down: its drain timeout ({timeout:g}s) expired before "
+                              "this request finished.")
+            logger.warning("drain timeout: %d request(s) still running were ended with an error", num)
+            if not await sup.wait_idle(CUT_OFF_GRACE_S):
+                logger.warning("%d request(s) did not end within %.0fs of the cut-off", sup.inflight,
+                               CUT_OFF_GRACE_S)
         self.exit_now()
 
     def exit_now(self) -> None:

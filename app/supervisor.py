@@ -47,6 +47,8 @@ class Supervisor:
         # Called with each new client before it serves (metrics hook into on_output here).
         self.client_hooks: list[Callable[[Any], None]] = []
         self.on_ready: list[Callable[[], None]] = []
+        self.on_restart: list[Callable[[], None]] = []  # each restart attempt after an engine death
+        self._starting: Any = None  # a client whose start() is running (stopped by shutdown)
         self._factory = client_factory or _default_factory
         self._start_timeout = start_timeout
         self._lock = asyncio.Lock()
@@ -129,8 +131,16 @@ class Supervisor:
         drained = await self._drain(self.args.drain_timeout if drain_timeout is None else drain_timeout)
         if not drained:
             logger.warning("drain timeout: %d request(s) still running are cut off", self.inflight)
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        # Wait for them: a restart cancelled mid-start stops its new ranks on the way out, and must have
+        # done so before this process exits (SIGTERM during a restart must not orphan an engine).
+        await asyncio.gather(*tasks, return_exceptions=True)
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            with contextlib.suppress(Exception):
+                await starting.stop(grace_s=0.0)
         await self._stop_client("stopping engine")
         self.state = "draining"
 
@@ -141,6 +151,11 @@ class Supervisor:
 
     async def wait_idle(self, timeout: float) -> bool:
         return await self._drain(timeout)
+
+    def cut_off(self, reason: str) -> int:
+        """Ends every request still running in the engine with a clean error (drain timeout)."""
+        client = self.client
+        return client.cut_off(reason) if client is not None and hasattr(client, "cut_off") else 0
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[Any]:
@@ -185,12 +200,16 @@ class Supervisor:
         for hook in self.client_hooks:
             hook(client)
         t0 = time.monotonic()
+        self._starting = client
         try:
             await client.start(timeout=self._start_timeout)
         except Exception as exc:
             self.state, self.error = "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             self._note(f"engine failed to start: {self.error}")
             raise
+        finally:
+            if self._starting is client:
+                self._starting = None
         self.args, self.client, self.error = args, client, None
         client.on_death.append(self._on_death)
         self._note(f"engine ready in {time.monotonic() - t0:.1f}s")
@@ -231,6 +250,8 @@ class Supervisor:
                     self._note(f"engine died: {reason}")
                     await self._stop_client("cleaning up dead engine")
                 self.restarts += 1
+                for cb in self.on_restart:
+                    cb()
                 try:
                     await self._start_client(self.args, "restarting")
                     return

@@ -23,7 +23,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float", "bf16", "fp
 FP32_DTYPES = ("float32", "float", "fp32")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 DEVICES = ("auto", "cpu", "cuda")
-GRAMMAR_BACKENDS = ("xgrammar", "none")
+GRAMMAR_BACKENDS = ("xgrammar", "llguidance", "none")
 # Output formats the API process parses (app/structured); named here so a typo fails at start.
 TOOL_CALL_PARSERS = ("llama3", "qwen", "hermes", "mistral")
 REASONING_PARSERS = ("qwen3", "deepseek-r1")
@@ -64,6 +64,12 @@ class ServerArgs:
     load_format: str = "auto"
     attention_backend: str | None = None
     grammar_backend: str = "xgrammar"
+    # Structured generation (engine/grammar): a compile slower than this fails its request alone.
+    grammar_compile_timeout: float = 30.0
+    # JSON grammars allow no free whitespace by default; N allows up to N whitespace characters
+    # between tokens of the JSON text.
+    constrained_json_max_whitespace_cnt: int | None = None
+    enable_jump_forward: bool = False
     cuda_graph_max_bs: int = 256
     disable_cuda_graph: bool = False
     disable_overlap_schedule: bool = False
@@ -84,6 +90,8 @@ class ServerArgs:
     dist_init_addr: str | None = None
     # How long SIGTERM waits for in-flight requests before exiting.
     drain_timeout: float = 30.0
+    # Largest HTTP request body accepted (413 above it); bounds what one request can make the API process hold.
+    max_request_bytes: int = 8 * 1024 * 1024
     # Admin console (app/admin).
     data_dir: str = "./data"
     models_dir: str | None = None
@@ -100,7 +108,12 @@ class ServerArgs:
 
     @property
     def resolved_served_model_name(self) -> str:
-        return self.served_model_name or self.model_path.rstrip("/")
+        """The model directory's name (`demo`, `Llama-3.1-8B-Instruct`) unless one is given; requests
+        may still name the full path (the API accepts both)."""
+        if self.served_model_name:
+            return self.served_model_name
+        path = self.model_path.rstrip("/")
+        return path.rsplit("/", 1)[-1] or path
 
     @property
     def resolved_device(self) -> str:
@@ -172,6 +185,10 @@ class ServerArgs:
              f"--attention-backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention_backend!r}")
         need(self.grammar_backend in GRAMMAR_BACKENDS,
              f"--grammar-backend must be one of {', '.join(GRAMMAR_BACKENDS)}, got {self.grammar_backend!r}")
+        need(self.grammar_compile_timeout > 0,
+             f"--grammar-compile-timeout must be > 0, got {self.grammar_compile_timeout}")
+        need(self.constrained_json_max_whitespace_cnt is None or self.constrained_json_max_whitespace_cnt >= 1,
+             f"--constrained-json-max-whitespace-cnt must be >= 1, got {self.constrained_json_max_whitespace_cnt}")
         need(self.tool_call_parser is None or self.tool_call_parser in TOOL_CALL_PARSERS,
              f"--tool-call-parser must be one of {', '.join(TOOL_CALL_PARSERS)}, got {self.tool_call_parser!r}")
         need(self.reasoning_parser is None or self.reasoning_parser in REASONING_PARSERS,
@@ -184,6 +201,7 @@ class ServerArgs:
         need(self.nnodes == 1 or self.dist_init_addr is not None, "--dist-init-addr is required when --nnodes > 1")
         need(self.tp_size % self.nnodes == 0, f"--tp-size {self.tp_size} must be a multiple of --nnodes {self.nnodes}")
         need(self.drain_timeout >= 0, f"--drain-timeout must be >= 0, got {self.drain_timeout}")
+        need(self.max_request_bytes >= 1024, f"--max-request-bytes must be >= 1024, got {self.max_request_bytes}")
         need(self.admin_port is None or 0 < self.admin_port < 65536,
              f"--admin-port must be in 1..65535, got {self.admin_port}")
         if self.device == "cpu" and self.attention_backend in ("triton", "flashinfer"):
@@ -199,6 +217,13 @@ _HELP = {
     "chunked_prefill_size": "max prompt tokens per prefill step; -1 turns chunking off",
     "mem_fraction_static": "GPU memory fraction for weights + KV cache",
     "max_total_tokens": "KV cache capacity in tokens (CPU default is sized from RAM)",
+    "max_request_bytes": "largest HTTP request body accepted, in bytes (413 above it; default 8 MiB)",
+    "grammar_backend": "xgrammar | llguidance | none (llguidance: optional package; none: constrained "
+                       "requests get a 400)",
+    "grammar_compile_timeout": "seconds a grammar may compile before its request fails (default 30)",
+    "constrained_json_max_whitespace_cnt": "allow up to N whitespace characters between JSON tokens "
+                                           "(default: none, fixed separators)",
+    "enable_jump_forward": "append the grammar's forced continuation in one extend step",
     "tool_call_parser": "format of the model's own tool calls: llama3 | qwen | hermes | mistral (default: "
                         "from the chat template: <tool_call> → qwen, [TOOL_CALLS] → mistral, <|python_tag|> → llama3)",
     "reasoning_parser": "split <think>...</think> into reasoning_content: qwen3 | deepseek-r1",

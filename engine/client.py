@@ -9,6 +9,7 @@ its caller as native `/generate` dicts. If a rank process dies, every in-flight 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import tempfile
@@ -45,6 +46,8 @@ from engine.sampling_params import SamplingParams
 from engine.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
+# How long an abandoned request waits for the engine to report the tokens it had produced.
+ABORT_REPLY_TIMEOUT_S = 5.0
 
 
 class EngineStartError(RuntimeError):
@@ -53,6 +56,10 @@ class EngineStartError(RuntimeError):
 
 class EngineDeadError(RuntimeError):
     """The engine process died while the request was in flight."""
+
+
+class RequestCutOffError(RuntimeError):
+    """The request was ended by the server (the shutdown drain timed out), not by the engine."""
 
 
 @dataclass
@@ -92,6 +99,9 @@ class EngineClient:
         self._ctx: zmq.asyncio.Context | None = None
         self._tmpdir: tempfile.TemporaryDirectory | None = None
         self._stopping = False
+        # Resolved when the engine dies or stops: a send racing it must not wait for a peer that is gone.
+        self._dead: asyncio.Future | None = None
+        self._death_reason = "engine is not running"
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self, timeout: float = 600.0) -> None:
@@ -109,6 +119,7 @@ class EngineClient:
             output_addr=f"ipc://{self._tmpdir.name}/out",
             dist_port=find_free_port(),
         )
+        self._dead = asyncio.get_running_loop().create_future()
         self._ctx = zmq.asyncio.Context()
         self._send = self._ctx.socket(zmq.PUSH)
         self._send.bind(ipc.request_addr)
@@ -122,7 +133,8 @@ class EngineClient:
         try:
             await self._wait_ready(timeout)
         except BaseException:
-            await self.stop()
+            # Not serving yet (or cancelled by a shutdown mid-restart): nothing to drain, stop the ranks now.
+            await self.stop(grace_s=2.0)
             raise
         self.is_alive = True
         self._tasks = [asyncio.create_task(self._recv_loop()), asyncio.create_task(self._watchdog())]
@@ -143,9 +155,12 @@ class EngineClient:
             if time.monotonic() > deadline:
                 raise EngineStartError(f"engine did not become ready within {timeout:.0f}s")
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Asks rank 0 to shut down, waits up to `grace_s`, then kills what is left. Every step runs
+        even when the calling task is being cancelled, so no rank outlives a stop."""
         self._stopping = True
         self.is_alive = False
+        self._mark_dead("engine stopped")
         for task in self._tasks:
             task.cancel()
         if self._ctx is not None and any(p.is_alive() for p in self._procs):
@@ -153,12 +168,14 @@ class EngineClient:
                 await self._send.send(encode(ShutdownReqMsg()), flags=zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + grace_s
         for proc in self._procs:
             while proc.is_alive() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if proc.is_alive():
-                proc.kill()
+                try:
+                    await asyncio.sleep(0.05)
+                except asyncio.CancelledError:
+                    deadline = 0.0  # cancelled mid-stop: kill now rather than leave ranks behind
+            proc.kill()
             proc.join(timeout=5)
         self._procs = []
         self._fail_all("engine stopped")
@@ -180,10 +197,48 @@ class EngineClient:
                 reason = f"engine process {dead[0].name} died (exit code {dead[0].exitcode})"
                 logger.error(reason)
                 self.is_alive = False
+                self._mark_dead(reason)
                 self._fail_all(reason)
                 for cb in self.on_death:
                     cb(reason)
                 return
+
+    def _mark_dead(self, reason: str) -> None:
+        self._death_reason = reason
+        if self._dead is not None and not self._dead.done():
+            self._dead.set_result(reason)
+
+    async def _send_msg(self, msg: Any) -> None:
+        """Sends to rank 0, or raises EngineDeadError if the engine dies first (a PUSH socket whose peer
+        is gone would wait forever)."""
+        data = msg if isinstance(msg, bytes) else encode(msg)
+        self._check_alive()
+        try:
+            send = asyncio.ensure_future(self._send.send(data))
+        except zmq.ZMQError as exc:  # the socket was closed by a stop() that raced this send
+            raise EngineDeadError(f"{self._death_reason} ({exc})") from None
+        dead = self._dead
+        if dead is not None:
+            await asyncio.wait({send, dead}, return_when=asyncio.FIRST_COMPLETED)
+        elif not send.done():
+            await asyncio.wait({send})
+        # pyzmq cancels a pending send when stop() destroys the context: that is the engine going away,
+        # not this task being cancelled, and must not surface as a CancelledError nobody handles.
+        if send.done() and not send.cancelled():
+            if isinstance(send.exception(), zmq.ZMQError):
+                raise EngineDeadError(f"{self._death_reason} ({send.exception()})")
+            send.result()
+            return
+        send.cancel()
+        raise EngineDeadError(self._death_reason)
+
+    def cut_off(self, reason: str) -> int:
+        """Ends every in-flight request now with RequestCutOffError (the server's drain timed out);
+        their generators abort them in the engine. Returns how many were cut off."""
+        states = list(self._states.values())
+        for state in states:
+            state.queue.put_nowait(RequestCutOffError(reason))
+        return len(states)
 
     def _fail_all(self, reason: str) -> None:
         for state in list(self._states.values()):
@@ -222,7 +277,11 @@ class EngineClient:
         if fut is None or fut.done():
             fut = asyncio.get_running_loop().create_future()
             self._pending[key] = fut
-            await self._send.send(encode(msg))
+            try:
+                await self._send_msg(msg)
+            except BaseException:
+                self._pending.pop(key, None)
+                raise
         return await asyncio.wait_for(asyncio.shield(fut), timeout)
 
     def _check_alive(self) -> None:
@@ -238,7 +297,8 @@ class EngineClient:
 
     async def abort(self, rid: str) -> None:
         if self.is_alive:
-            await self._send.send(encode(AbortReqMsg(rid=rid)))
+            with contextlib.suppress(EngineDeadError, zmq.ZMQError):
+                await self._send_msg(AbortReqMsg(rid=rid))
 
     @property
     def num_inflight(self) -> int:
@@ -258,11 +318,13 @@ class EngineClient:
         top_logprobs_num: int = 0,
         return_text_in_logprobs: bool = False,
         stream: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Runs one sequence; yields native `/generate` dicts with cumulative `text`/`output_ids`.
 
         With stream=False only the final dict is yielded. The final dict has `finish_reason` set.
         Closing the iterator early (a client disconnect) aborts the request in the engine.
+        `progress(n)` is called with the number of tokens generated so far, also after an abort.
         """
         self._check_alive()
         if not isinstance(input_ids, (list, tuple)) or not all(
@@ -277,17 +339,24 @@ class EngineClient:
         state = ReqState(rid=rid, input_ids=list(input_ids), sampling=sampling,
                           return_logprob=return_logprob, return_text_in_logprobs=return_text_in_logprobs,
                           stream=stream, detok=detok)
-        self._states[rid] = state
-        await self._send.send(encode(GenerateReqMsg(
+        msg = GenerateReqMsg(
             rid=rid, input_ids=list(input_ids), sampling=sampling.to_dict(), return_logprob=return_logprob,
-            logprob_start_len=logprob_start_len, top_logprobs_num=top_logprobs_num, stream=stream)))
-        finished = False
+            logprob_start_len=logprob_start_len, top_logprobs_num=top_logprobs_num, stream=stream)
+        data = encode(msg)  # a value msgpack cannot carry fails here, before any bookkeeping exists
+        finished = sent = False
+        # Registered before the send (the first output may arrive before send() returns) and removed on
+        # every way out of this generator: a rid must never stay "in flight" after its caller is gone.
+        self._states[rid] = state
         try:
+            sent = True  # from here the engine may hold the request: leaving early must abort it
+            await self._send_msg(data)
             while True:
                 item = await state.queue.get()
                 if isinstance(item, Exception):
                     raise item
                 result = self._absorb(state, item)
+                if progress is not None:
+                    progress(len(state.output_ids))
                 if item.finished:
                     finished = True
                     yield result
@@ -296,8 +365,49 @@ class EngineClient:
                     yield result
         finally:
             if not finished:
-                self._states.pop(rid, None)
-                await self.abort(rid)
+                if sent:
+                    await self._abort_and_count(state, progress)
+                elif self._states.get(rid) is state:
+                    del self._states[rid]
+                    self._notify_end(state, "the request ended before the engine finished it")
+
+    async def _abort_and_count(self, state: ReqState, progress: Callable[[int], None] | None) -> None:
+        """Aborts an abandoned request; with `progress`, waits briefly for the engine's last output so the
+        caller learns how many tokens were really produced (usage and rate limits settle to that)."""
+        done = False
+        try:
+            await self.abort(state.rid)
+            if progress is None or not self.is_alive:
+                return
+            deadline = time.monotonic() + ABORT_REPLY_TIMEOUT_S
+            while True:
+                item = await asyncio.wait_for(state.queue.get(), max(deadline - time.monotonic(), 0.001))
+                if isinstance(item, Exception):
+                    return
+                state.output_ids.extend(item.new_token_ids)
+                progress(len(state.output_ids))
+                if item.finished:
+                    done = True
+                    return
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            pass
+        finally:
+            if self._states.get(state.rid) is state:
+                del self._states[state.rid]
+                if not done:  # the engine's own final output was not seen: release listeners' state
+                    self._notify_end(state, "the request ended before the engine finished it")
+
+    def _notify_end(self, state: ReqState, message: str) -> None:
+        """Tells `on_output` listeners (metrics) that a request left early, so their per-request state is
+        released: the engine's own abort output arrives after the rid is gone and is dropped."""
+        out = ReqOutput(rid=state.rid, new_token_ids=[], finished=True,
+                        finish_reason={"type": "abort", "message": message}, prompt_tokens=len(state.input_ids),
+                        completion_tokens=len(state.output_ids))
+        for cb in self.on_output:
+            try:
+                cb(state, out)
+            except Exception:  # a listener's bug must not break the request's cleanup
+                logger.exception("on_output listener failed")
 
     def _absorb(self, state: ReqState, out: ReqOutput) -> dict[str, Any]:
         if out.new_token_ids and state.first_token_time is None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.args import ServerArgs
 from engine.client import EngineClient
+from engine.grammar import check_grammar_spec
 from engine.sampling_params import SamplingParams
 
 
@@ -78,7 +79,11 @@ class Engine:
         params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(ids)
         if len(params) != len(ids):
             raise EngineRequestError("sampling_params list must match the number of prompts")
-        return [list(x) for x in ids], [SamplingParams.from_dict(p) for p in params], is_batch
+        parsed = [SamplingParams.from_dict(p) for p in params]
+        for sp in parsed:
+            if sp.grammar is not None:
+                check_grammar_spec(*sp.grammar)  # raises GrammarSpecError (a SamplingParamsError)
+        return [list(x) for x in ids], parsed, is_batch
 
     async def _one(self, ids, sp, **kw) -> list[dict[str, Any]]:
         """All n samples of one prompt; with n > 1 the prompt is prefilled once and shared."""

@@ -95,5 +95,18 @@ class KVManager:
         req.req_pool_idx, req.last_node = None, None
         req.kv_len = req.tree_owned_len = 0
 
+    def discard(self, req: Req) -> None:
+        """Ends a failed request's hold on KV without sharing it: its slots may be half-written, so
+        they are freed instead of entering the radix tree."""
+        if req.req_pool_idx is None:
+            return
+        slots = self.req_pool.read(req.req_pool_idx, req.kv_len)
+        self.allocator.free(slots[req.tree_owned_len:])
+        if not self.tree.disable:
+            self.tree.dec_lock_ref(req.last_node)
+        self.req_pool.free(req.req_pool_idx)
+        req.req_pool_idx, req.last_node = None, None
+        req.kv_len = req.tree_owned_len = 0
+
     def flush(self) -> bool:
         return self.tree.flush()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.args import ArgsError, ServerArgs
+from engine.weight_files import safetensors_files
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,6 @@ def create_model_config(args: ServerArgs, device: str) -> ModelConfig:
 def preflight(args: ServerArgs) -> None:
     """Checks the model directory before any process starts: config readable, architecture
     supported, heads divisible by TP, weight files present. Raises with one line."""
-    from engine.model_loader import safetensors_files
-
     create_model_config(args, "cpu")
     if args.load_format != "dummy":
         safetensors_files(args.model_path)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import glob
-import json
 import logging
-import os
 from collections.abc import Iterator
 
 import torch
@@ -13,30 +10,9 @@ import torch
 from engine.distributed.parallel_state import TPContext
 from engine.model_config import ModelConfig
 from engine.models.registry import resolve_model_class
+from engine.weight_files import WeightLoadError, safetensors_files
 
 logger = logging.getLogger(__name__)
-
-
-class WeightLoadError(RuntimeError):
-    pass
-
-
-def safetensors_files(model_path: str) -> list[str]:
-    index = os.path.join(model_path, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        with open(index) as f:
-            names = sorted(set(json.load(f)["weight_map"].values()))
-        files = [os.path.join(model_path, n) for n in names]
-        missing = [f for f in files if not os.path.isfile(f)]
-        if missing:
-            raise WeightLoadError(f"weight file(s) listed in model.safetensors.index.json are missing: "
-                                  f"{', '.join(os.path.basename(m) for m in missing)}")
-        return files
-    files = sorted(glob.glob(os.path.join(model_path, "*.safetensors")))
-    if not files:
-        raise WeightLoadError(f"no *.safetensors weight files in {model_path!r} "
-                              "(use --load-format dummy for random weights)")
-    return files
 
 
 def iterate_weights(files: list[str]) -> Iterator[tuple[str, torch.Tensor]]:

@@ -8,8 +8,13 @@ finishes at step N has already been given a row in step N+1: that row is ignored
 it wrote is released with the request (stream order keeps later users of that slot behind it).
 
 Only "plain" decode rows are chained: no logprobs, penalties, logit bias, sampling seed (its noise
-depends on the host's output count) or pending min_new_tokens; everything else goes through the
-scheduler's in-order path, as do prefills and retraction.
+depends on the host's output count), pending min_new_tokens or jump-forward; everything else goes
+through the scheduler's in-order path, as do prefills and retraction.
+
+Grammar-constrained rows are chained too: step N+1's forward is queued before step N's tokens are
+read, and its sampling waits until they are (`InflightDecode.logits` holds the pending logits); the
+host then advances the matchers with step N's tokens and fills step N+1's mask while the GPU still
+runs that forward, so the mask costs no GPU idle time.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ def overlap_enabled(args, device: torch.device) -> bool:
 
 def is_plain(req: Req) -> bool:
     sp = req.sampling
-    return not (req.return_logprob or sp.logit_bias or sp.frequency_penalty or sp.presence_penalty
+    return not ((req.grammar is not None and not req.grammar.chainable) or req.return_logprob or sp.logit_bias or sp.frequency_penalty or sp.presence_penalty
                 or sp.repetition_penalty != 1.0 or sp.sampling_seed is not None
                 or len(req.output_ids) < sp.min_new_tokens)
 
@@ -49,9 +54,10 @@ def is_chainable(batch: ScheduleBatch) -> bool:
 class InflightDecode:
     """A launched decode step: its sampled ids on the device and their host copy in flight."""
     batch: ScheduleBatch
-    next_ids_gpu: torch.Tensor  # [B] int64
-    next_ids_host: torch.Tensor  # [B] int64, pinned on CUDA, filled by an async copy
+    next_ids_gpu: torch.Tensor | None  # [B] int64
+    next_ids_host: torch.Tensor | None  # [B] int64, pinned on CUDA, filled by an async copy
     done: torch.cuda.Event | None
+    logits: torch.Tensor | None = None  # set while sampling waits for the previous step's tokens
 
     @classmethod
     def start(cls, batch: ScheduleBatch, next_ids_gpu: torch.Tensor) -> InflightDecode:
@@ -95,10 +101,19 @@ class OverlapMixin:
             req.extend_len = 1
         return ScheduleBatch(ForwardMode.DECODE, reqs, decode_slots=slots, input_ids_gpu=ids)
 
-    def _launch(self, batch: ScheduleBatch) -> InflightDecode:
+    def _launch(self, batch: ScheduleBatch, defer_grammar: bool = False) -> InflightDecode:
+        """Queues the forward; samples at once unless `defer_grammar` and a row has a grammar whose
+        matcher still waits for the previous step's token (then `_sample_deferred` finishes it)."""
         fb = build_forward_batch(batch, self.kv.req_pool, self.runner.device)
         logits = self.runner.forward(fb)
-        ids = self.tp.broadcast_tensor(self.sampler.choose(logits, batch.reqs, self.eos_ids))
+        if defer_grammar and any(r.grammar is not None for r in batch.reqs):
+            return InflightDecode(batch, None, None, None, logits=logits)
+        return self._sample_deferred(InflightDecode(batch, None, None, None, logits=logits))
+
+    def _sample_deferred(self, inflight: InflightDecode) -> InflightDecode:
+        batch, logits = inflight.batch, inflight.logits
+        allowed = self.grammar.allowed(batch.reqs, logits.device)
+        ids = self.tp.broadcast_tensor(self.sampler.choose(logits, batch.reqs, self.eos_ids, allowed))
         return InflightDecode.start(batch, ids)
 
     def _commit(self, inflight: InflightDecode) -> None:
@@ -110,11 +125,12 @@ class OverlapMixin:
                 continue  # finished or aborted after this step was launched: its row is void
             req.output_ids.append(token)
             num_new += 1
-            reason = self.stop_checker.check(req)
+            reason = self.grammar.accept(req, token) or self.stop_checker.check(req)
             if reason is not None:
                 self.running.remove(req)
                 self._finish(req, reason)
         self.num_generated += num_new
         self._throughput_window.append((time.monotonic(), num_new))
-        self._emit([r for r in batch.reqs if not r.finished and r.stream])
+        # Non-streaming requests still report their first token, so TTFT is measured when it is produced.
+        self._emit([r for r in batch.reqs if not r.finished and (r.stream or r.sent_len == 0)])
 

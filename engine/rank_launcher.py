@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from engine.args import ServerArgs
+from engine.parent_watch import PARENT_PID_ENV
 
 
 def local_ranks(args: ServerArgs) -> range:
@@ -20,11 +21,14 @@ class RankProcess:
 
     def __init__(self, rank: int, payload: str) -> None:
         self.name = f"tessera-rank{rank}"
-        env = {**os.environ, "TESSERA_RANK_PAYLOAD": payload}
+        env = {**os.environ, "TESSERA_RANK_PAYLOAD": payload, PARENT_PID_ENV: str(os.getpid())}
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+        # Own session, so its own process group: a terminal's Ctrl-C (sent to the foreground group)
+        # reaches only the API process, which drains and stops the ranks; they die with it (parent_watch).
+        # PR_SET_PDEATHSIG follows the spawning *thread*: spawn from a thread that lives as long as the client.
         self.popen = subprocess.Popen([sys.executable, "-m", "engine.rank_process", str(rank)], env=env,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid = self.popen.pid
 
     def is_alive(self) -> bool:
@@ -35,7 +39,12 @@ class RankProcess:
         return self.popen.poll()
 
     def kill(self) -> None:
-        self.popen.kill()
+        if self.popen.poll() is None:
+            self.popen.kill()
+
+    def terminate(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
 
     def join(self, timeout: float | None = None) -> None:
         try:

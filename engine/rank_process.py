@@ -7,18 +7,23 @@ is reported to the client as one line (EngineErrorMsg) instead of a traceback.
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-import traceback
+from engine.parent_watch import die_with_parent
 
-import torch
-import zmq
+if __name__ == "__main__":
+    die_with_parent()  # before the slow imports below: a supervisor that dies meanwhile must not orphan us
 
-from engine.args import ServerArgs
-from engine.distributed.parallel_state import destroy_tp, init_tp
-from engine.ipc import IpcConfig
-from engine.messages import EngineErrorMsg, ReadyMsg, ShutdownReqMsg, decode, encode
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+
+import torch  # noqa: E402
+import zmq  # noqa: E402
+
+from engine.args import ServerArgs  # noqa: E402
+from engine.distributed.parallel_state import destroy_tp, init_tp  # noqa: E402
+from engine.ipc import IpcConfig  # noqa: E402
+from engine.messages import EngineErrorMsg, ReadyMsg, ShutdownReqMsg, decode, encode  # noqa: E402
 
 logger = logging.getLogger("engine")
 
@@ -134,7 +139,7 @@ def _loop(scheduler, tp, recv) -> None:
                 return
             scheduler.handle(msg)
         if scheduler.has_work:
-            scheduler.step()
+            scheduler.step_safely()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ class Req:
     top_logprobs_num: int = 0
     stream: bool = False
     arrival: int = 0
+    grammar: Any = None  # engine.grammar.manager.GrammarState for constrained requests
 
     output_ids: list[int] = field(default_factory=list)
     # KV bookkeeping: row in ReqToTokenPool; the first `kv_len` tokens of fill_ids have KV there,

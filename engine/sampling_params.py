@@ -7,8 +7,14 @@ those are accepted. A key whose non-off value asks for something not built yet r
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+# Every integer crosses the msgpack boundary to the engine and lands in int64 tensors.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT_KEYS = ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty")
+_INT_KEYS = ("max_new_tokens", "min_new_tokens", "n", "top_k", "sampling_seed")
 
 
 class SamplingParamsError(ValueError):
@@ -20,7 +26,9 @@ class SamplingParamsError(ValueError):
 
 
 # Keys SGLang defines that ask for features not built yet: accepted only when "off".
-_UNSUPPORTED_WHEN_SET = ("stop_regex", "regex", "json_schema", "ebnf", "structural_tag", "custom_params")
+_UNSUPPORTED_WHEN_SET = ("stop_regex", "custom_params")
+# Grammar constraints (engine/grammar): at most one per request.
+GRAMMAR_KEYS = ("json_schema", "regex", "ebnf", "structural_tag")
 _IGNORED_KEYS = ("spaces_between_special_tokens", "no_stop_trim", "skip_special_tokens", "stream_interval")
 
 
@@ -44,6 +52,21 @@ class SamplingParams:
     spaces_between_special_tokens: bool = True
     logit_bias: dict[int, float] = field(default_factory=dict)
     sampling_seed: int | None = None
+    # Structured generation: JSON text ("$$ANY$$" = any JSON), a regex, an EBNF grammar, or a
+    # structural tag (JSON text). Mutually exclusive.
+    json_schema: str | None = None
+    regex: str | None = None
+    ebnf: str | None = None
+    structural_tag: str | None = None
+
+    @property
+    def grammar(self) -> tuple[str, str] | None:
+        """(kind, spec) of the request's grammar constraint, or None."""
+        for key in GRAMMAR_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                return key, value
+        return None
 
     @property
     def is_greedy(self) -> bool:
@@ -68,9 +91,10 @@ class SamplingParams:
             raise SamplingParamsError(f"unknown sampling parameter(s): {', '.join(unknown)}", unknown[0])
         clean: dict[str, Any] = {}
         for key, value in raw.items():
-            if value is None:
+            if value is None or (key in GRAMMAR_KEYS and value in ("", {}, [])):
                 continue
             clean[key] = value
+        _check_grammar_keys(clean)
         params = cls(**clean)
         try:
             params._check_types()
@@ -102,6 +126,41 @@ class SamplingParams:
         if self.sampling_seed is not None and (not isinstance(self.sampling_seed, int)
                                                or isinstance(self.sampling_seed, bool)):
             raise SamplingParamsError("sampling_seed must be an integer", "sampling_seed")
+        for key in _INT_KEYS:
+            value = getattr(self, key)
+            if value is not None and not INT64_MIN <= value <= INT64_MAX:
+                raise SamplingParamsError(f"{key} is out of range (it must fit in a signed 64-bit integer)", key)
+        for key in _FLOAT_KEYS:
+            # NaN passes every range comparison and inf poisons the logits: both are refused by name.
+            try:
+                finite = math.isfinite(float(getattr(self, key)))
+            except OverflowError:  # an integer too large for a float
+                finite = False
+            if not finite:
+                raise SamplingParamsError(f"{key} must be a finite number, got {getattr(self, key)!r}", key)
+        self._check_token_lists()
+
+    def _check_token_lists(self) -> None:
+        """stop_token_ids and logit_bias keys are token ids; logit_bias values are finite numbers."""
+        for tok in self.stop_token_ids or []:
+            if not isinstance(tok, int) or isinstance(tok, bool) or not 0 <= tok <= INT64_MAX:
+                raise SamplingParamsError(f"stop_token_ids must be non-negative token ids, got {tok!r}",
+                                          "stop_token_ids")
+        for key, value in (self.logit_bias or {}).items():
+            try:
+                tok = int(key)
+            except (TypeError, ValueError):
+                raise SamplingParamsError(f"logit_bias keys must be token ids, got {key!r}", "logit_bias") from None
+            if not 0 <= tok <= INT64_MAX:
+                raise SamplingParamsError(f"logit_bias key {key!r} is not a valid token id", "logit_bias")
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise SamplingParamsError(f"logit_bias values must be numbers, got {value!r}", "logit_bias")
+            try:
+                finite = math.isfinite(float(value))
+            except OverflowError:
+                finite = False
+            if not finite:
+                raise SamplingParamsError(f"logit_bias values must be finite, got {value!r}", "logit_bias")
 
     def _normalise(self) -> None:
         if isinstance(self.stop, str):
@@ -153,6 +212,24 @@ class SamplingParams:
         if self.sampling_seed is not None and not isinstance(self.sampling_seed, int):
             bad("sampling_seed must be an integer", "sampling_seed")
         if vocab_size is not None:
-            for tok in [*self.stop_token_ids, *self.logit_bias]:
-                if tok >= vocab_size:
-                    bad(f"token id {tok} is outside the vocabulary (size {vocab_size})", "logit_bias")
+            for name, toks in (("stop_token_ids", self.stop_token_ids), ("logit_bias", list(self.logit_bias))):
+                for tok in toks:
+                    if not 0 <= tok < vocab_size:
+                        bad(f"token id {tok} in {name} is outside the vocabulary (0..{vocab_size - 1})", name)
+
+
+def _check_grammar_keys(clean: dict[str, Any]) -> None:
+    """One grammar at most; each a string (a JSON schema or structural tag may come as an object
+    and is serialised, as SGLang's own clients sometimes send them)."""
+    import json
+
+    given = [k for k in GRAMMAR_KEYS if k in clean]
+    if len(given) > 1:
+        raise SamplingParamsError(f"'{given[0]}' and '{given[1]}' cannot be used together: "
+                                  "give at most one of json_schema, regex, ebnf, structural_tag", given[1])
+    for key in given:
+        value = clean[key]
+        if key in ("json_schema", "structural_tag") and isinstance(value, (dict, list, bool)):
+            clean[key] = json.dumps(value)
+        elif not isinstance(value, str):
+            raise SamplingParamsError(f"{key} must be a string, got {type(value).__name__}", key)

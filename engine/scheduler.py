@@ -20,7 +20,9 @@ import torch
 
 from engine.batch_builder import ScheduleBatch, build_forward_batch
 from engine.distributed.parallel_state import TPContext
+from engine.fault_isolation import FaultIsolationMixin
 from engine.forward_batch import ForwardMode
+from engine.grammar.manager import GrammarManager
 from engine.kv_manager import KVManager
 from engine.messages import (
     AbortReqMsg,
@@ -35,7 +37,8 @@ from engine.messages import (
 from engine.model_runner import ModelRunner
 from engine.overlap import InflightDecode, OverlapMixin, is_chainable, overlap_enabled
 from engine.req import Req
-from engine.sampling.sampler import Sampler
+from engine.request_checks import check_request
+from engine.sampling.sampler import SampleOutput, Sampler
 from engine.sampling_params import SamplingParams, SamplingParamsError
 from engine.schedule_policy import pick_retractions, plan_prefill
 from engine.stop_checker import StopChecker
@@ -46,7 +49,7 @@ logger = logging.getLogger(__name__)
 DECODE_HEADROOM = 8
 
 
-class Scheduler(OverlapMixin):
+class Scheduler(FaultIsolationMixin, OverlapMixin):
     def __init__(self, args, runner: ModelRunner, tp: TPContext, tokenizer, eos_ids: list[int],
                  send: Callable[[Any], None]) -> None:
         self.args = args
@@ -59,6 +62,7 @@ class Scheduler(OverlapMixin):
         self.kv = KVManager(runner.kv_pool, runner.req_pool, args.disable_radix_cache)
         self.sampler = Sampler(runner.device, args.random_seed)
         self.stop_checker = StopChecker(tokenizer, eos_ids, self.context_len)
+        self.grammar = GrammarManager(args, tokenizer, self.vocab_size, eos_ids, tp, self.context_len)
         self.waiting: list[Req] = []
         self.running: list[Req] = []
         self.chunked: Req | None = None
@@ -69,6 +73,9 @@ class Scheduler(OverlapMixin):
         self.overlap = overlap_enabled(args, runner.device)
         self._inflight: InflightDecode | None = None  # a launched decode step whose tokens are unread
         self.num_overlapped_steps = 0
+        self.num_failed_reqs = 0
+        self._step_reqs: list[Req] = []
+        self.num_forward_steps = 0
 
     # ---- messages -------------------------------------------------------------------------
     def handle(self, msg: Any) -> None:
@@ -95,7 +102,8 @@ class Scheduler(OverlapMixin):
         self._arrivals += 1
         try:
             sampling = SamplingParams.from_dict(msg.sampling)
-            sampling.validate(self.vocab_size)
+            check_request(msg.input_ids, sampling, msg.return_logprob, msg.logprob_start_len, msg.top_logprobs_num,
+                          self.vocab_size)
         except SamplingParamsError as exc:
             return self._reject(msg, str(exc))
         n = len(msg.input_ids)
@@ -107,11 +115,13 @@ class Scheduler(OverlapMixin):
         if n + 1 > self.runner.max_total_tokens:
             return self._reject(msg, f"the prompt has {n} tokens but the KV cache holds only "
                                      f"{self.runner.max_total_tokens}")
-        if any(not isinstance(t, int) or t < 0 or t >= self.vocab_size for t in msg.input_ids):
-            return self._reject(msg, f"input_ids must be in 0..{self.vocab_size - 1}")
-        self.waiting.append(Req(rid=msg.rid, origin_input_ids=list(msg.input_ids), sampling=sampling,
-                                return_logprob=msg.return_logprob, logprob_start_len=msg.logprob_start_len,
-                                top_logprobs_num=msg.top_logprobs_num, stream=msg.stream, arrival=self._arrivals))
+        req = Req(rid=msg.rid, origin_input_ids=list(msg.input_ids), sampling=sampling,
+                  return_logprob=msg.return_logprob, logprob_start_len=msg.logprob_start_len,
+                  top_logprobs_num=msg.top_logprobs_num, stream=msg.stream, arrival=self._arrivals)
+        if sampling.grammar is None:
+            self.waiting.append(req)
+        elif (reason := self.grammar.admit(req)) is not None:  # else it waits in the grammar queue
+            self._finish(req, reason)
 
     def _reject(self, msg: GenerateReqMsg, message: str) -> None:
         self._reply(BatchOutMsg(outputs=[ReqOutput(rid=msg.rid, new_token_ids=[], finished=True,
@@ -119,6 +129,9 @@ class Scheduler(OverlapMixin):
                                                    prompt_tokens=len(msg.input_ids))]))
 
     def _abort(self, rid: str) -> None:
+        queued = self.grammar.remove(rid)
+        if queued is not None:
+            self._finish(queued, {"type": "abort", "message": "aborted"})
         for queue in (self.waiting, self.running):
             for req in list(queue):
                 if req.rid == rid:
@@ -131,27 +144,43 @@ class Scheduler(OverlapMixin):
     # ---- one iteration --------------------------------------------------------------------
     @property
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.chunked or self._inflight)
+        return bool(self.waiting or self.running or self.chunked or self._inflight or self.grammar.queue)
 
     def step(self) -> None:
+        if self.grammar.queue:
+            self._admit_compiled()
         if self._inflight is not None:
             prev, self._inflight = self._inflight, None
+            self._step_reqs = list(prev.batch.reqs)
             chained = self._chain_decode(prev)
             if chained is not None:
-                self._inflight = self._launch(chained)  # queued behind prev on the GPU
+                self._inflight = self._launch(chained, defer_grammar=True)  # queued behind prev on the GPU
                 self.num_overlapped_steps += 1
+                self.num_forward_steps += 1
             self._commit(prev)  # waits for prev's tokens only
             if chained is not None:
+                if self._inflight.logits is not None:  # grammar masks fill while the forward runs
+                    self._inflight = self._sample_deferred(self._inflight)
                 return
         batch = self._next_batch()
         if batch is None:
             return
+        self._step_reqs = list(batch.reqs)
+        self.num_forward_steps += 1
         if self.overlap and is_chainable(batch):
             self._inflight = self._launch(batch)
             return
         fb = build_forward_batch(batch, self.kv.req_pool, self.runner.device)
         logits = self.runner.forward(fb)
         self._process(batch, logits)
+
+    def _admit_compiled(self) -> None:
+        ready, failed = self.grammar.poll()
+        self.waiting.extend(ready)
+        for req, reason in failed:
+            self._finish(req, reason)
+        if not (self.waiting or self.running or self.chunked or self._inflight):
+            self.grammar.wait_briefly()  # only compiles pending: don't spin
 
     def _next_batch(self) -> ScheduleBatch | None:
         if self.waiting or self.chunked:
@@ -207,29 +236,41 @@ class Scheduler(OverlapMixin):
             sample_rows.append(row0 + n_rows - 1)
         if sample_reqs:
             rows = logits if len(sample_rows) == logits.shape[0] else logits[sample_rows]
-            if any(r.return_logprob for r in sample_reqs):
-                out = self.sampler.sample(rows, sample_reqs, self.eos_ids)
-                next_ids = out.next_ids
-                if self.tp.size > 1:
-                    next_ids = self.tp.broadcast_tensor(torch.tensor(next_ids, device=logits.device)).tolist()
-            else:
-                out = None
-                next_ids = self.tp.broadcast_tensor(self.sampler.choose(rows, sample_reqs, self.eos_ids)).tolist()
+            sample_reqs, parts = self.sample_isolated(self._sample_rows, rows, sample_reqs)
+            next_ids = [t for part in parts for t in part.next_ids]
+            out_lps = [x for part in parts for x in part.logprobs]
+            out_tops = [x for part in parts for x in part.top_logprobs]
             for i, req in enumerate(sample_reqs):
                 req.output_ids.append(next_ids[i])
-                if out is not None and req.return_logprob:
-                    req.pending_output_logprobs.append([out.logprobs[i], next_ids[i]])
-                    req.pending_output_top.append(out.top_logprobs[i])
+                if req.return_logprob:
+                    req.pending_output_logprobs.append([out_lps[i], next_ids[i]])
+                    req.pending_output_top.append(out_tops[i])
                 self.num_generated += 1
-                reason = self.stop_checker.check(req)
+                reason = self.grammar.accept(req, next_ids[i]) or self.stop_checker.check(req)
                 if reason is not None:
                     if req in self.running:
                         self.running.remove(req)
                     self._finish(req, reason)
+                elif self.grammar.jump_forward(req):
+                    if req in self.running:  # its forced tokens are computed in one extend step
+                        self.running.remove(req)
+                    self.waiting.append(req)
                 elif req not in self.running:
                     self.running.append(req)
         self._throughput_window.append((time.monotonic(), len(sample_reqs)))
-        self._emit([r for r in batch.reqs if not r.finished and r.stream])
+        # Non-streaming requests still report their first token, so TTFT is measured when it is produced.
+        self._emit([r for r in batch.reqs if not r.finished and (r.stream or r.sent_len == 0)])
+
+    def _sample_rows(self, rows: torch.Tensor, reqs: list[Req]) -> SampleOutput:
+        """Next tokens of `rows` (identical on every TP rank); logprobs only when a request asks."""
+        allowed = self.grammar.allowed(reqs, rows.device)
+        if any(r.return_logprob for r in reqs):
+            out = self.sampler.sample(rows, reqs, self.eos_ids, allowed)
+            if self.tp.size > 1:
+                out.next_ids = self.tp.broadcast_tensor(torch.tensor(out.next_ids, device=rows.device)).tolist()
+            return out
+        next_ids = self.tp.broadcast_tensor(self.sampler.choose(rows, reqs, self.eos_ids, allowed)).tolist()
+        return SampleOutput(next_ids=next_ids, logprobs=[0.0] * len(reqs), top_logprobs=[None] * len(reqs))
 
     def _collect_input_logprobs(self, req: Req, rows: torch.Tensor, pos0: int) -> None:
         """rows[j] holds the distribution after prompt position pos0 + j, predicting token pos0 + j + 1."""
@@ -303,6 +344,9 @@ class Scheduler(OverlapMixin):
             "num_generated_tokens": self.num_generated,
             "num_retractions": self.num_retractions,
             "num_overlapped_steps": self.num_overlapped_steps,
+            "num_failed_reqs": self.num_failed_reqs,
+            "num_forward_steps": self.num_forward_steps,
+            **self.grammar.stats(),
             "max_total_tokens": self.runner.max_total_tokens,
             "max_running_requests": self.runner.max_running_requests,
         }

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
+
+# Triton picks interpreter vs compiler when a module decorates its kernels. `kernels/` sets the
+# interpreter default itself, but a test that imports triton first (SGLang's own modules do) would
+# freeze compiled mode for the whole session on a machine without CUDA.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from tests.fixtures.tiny_models import cached_tiny_model
 

@@ -16,3 +16,17 @@ def reset_password(data_dir: str, database_url: str | None = None) -> str:
         return reset_admin_password(db, data_dir, Passwords())
     finally:
         db.close()
+
+
+def migrate(data_dir: str, database_url: str | None = None) -> str:
+    """`tessera admin migrate`: `alembic upgrade head` (what the server also does at start; the container
+    entry point runs it first so a schema problem is reported before any weights load). Returns the
+    revision the database is at."""
+    from sqlalchemy import text
+
+    db = Database.open(data_dir, database_url)
+    try:
+        with db.engine.connect() as conn:
+            return str(conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+    finally:
+        db.close()

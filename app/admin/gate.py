@@ -187,6 +187,11 @@ class KeyGate:
             self._lock = asyncio.Lock()
         async with self._lock:
             decision = self.limiter.try_acquire(rec.id, rec.limits, reserve_tokens)
+        if decision.reason == "too_large":
+            # A 400, not a 429: SDKs retry 429s (the OpenAI SDK honours Retry-After), and this can never fit.
+            self._record_refusal(rec, model, 400)
+            raise GateError(400, decision.message or "Request too large.", "request_too_large",
+                            {**decision.headers, "x-should-retry": "false"}, error_type="invalid_request_error")
         if decision.ticket is None:
             self._record_refusal(rec, model, 429)
             headers = dict(decision.headers)
@@ -194,6 +199,16 @@ class KeyGate:
             raise GateError(429, decision.message or "Rate limit reached.", "rate_limit_exceeded", headers,
                             error_type=decision.reason)
         return Admission("key", rec.id, rec.name, model, reserve_tokens, decision.headers, ticket=decision.ticket)
+
+    async def record_refusal(self, authorization: str | None, model: str, status_code: int) -> None:
+        """Records a request refused before admission (bad input, unknown model, bad key): no limit is
+        charged, but the usage log shows it under the key that sent it."""
+        try:
+            kind, rec = await self._identify(authorization)
+        except GateError:
+            kind, rec = "unauthorized", None
+        self._record(UsageEvent(model=model, auth=kind, key_id=rec.id if rec else None, prompt_tokens=0,
+                                completion_tokens=0, cached_tokens=0, latency_ms=0.0, status_code=status_code))
 
     def _record(self, event: UsageEvent) -> None:
         self.tally.count(event.status_code)

@@ -57,7 +57,7 @@ class Ticket:
 class Decision:
     ticket: Ticket | None  # None when refused
     headers: dict[str, str]
-    reason: str | None = None  # requests | tokens | concurrency
+    reason: str | None = None  # requests | tokens | concurrency | too_large (can never fit: do not retry)
     message: str | None = None
 
 
@@ -104,8 +104,9 @@ class RateLimiter:
             refusal = ("requests", f"Rate limit reached for requests per min (RPM): limit {limits.rpm}", wait)
         elif limits.tpm is not None and win.tokens_sum + reserve_tokens > limits.tpm:
             if reserve_tokens > limits.tpm:
-                refusal = ("tokens", f"Request too large: {reserve_tokens} tokens requested (prompt + max tokens), "
-                                     f"tokens per min (TPM) limit {limits.tpm}", WINDOW_S)
+                refusal = ("too_large", f"Request too large: {reserve_tokens} tokens requested (prompt + max "
+                                        f"tokens), more than this key's tokens per min (TPM) limit {limits.tpm}. "
+                                        "Reduce the prompt or max_tokens.", 0.0)
             else:
                 # Wait until enough of the oldest reservations leave the window to fit this one.
                 need, wait = win.tokens_sum + reserve_tokens - limits.tpm, 0.0
@@ -121,7 +122,8 @@ class RateLimiter:
         if refusal is not None:
             reason, message, wait = refusal
             headers = self._headers(win, limits, now)
-            headers["retry-after"] = str(max(1, math.ceil(wait)))
+            if reason != "too_large":  # waiting never helps a request larger than the limit
+                headers["retry-after"] = str(max(1, math.ceil(wait)))
             return Decision(ticket=None, headers=headers, reason=reason, message=message)
         win.requests.append(now)
         entry = _TokenEntry(now, reserve_tokens)

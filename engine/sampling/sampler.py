@@ -46,7 +46,8 @@ def apply_penalties(logits: torch.Tensor, reqs: list[Req]) -> torch.Tensor:
 
 def mask_stop_tokens(logits: torch.Tensor, reqs: list[Req], eos_ids: list[int]) -> torch.Tensor:
     for i, req in enumerate(reqs):
-        if len(req.output_ids) < req.sampling.min_new_tokens:
+        # A grammar decides where its output may end; masking EOS there could leave no token at all.
+        if len(req.output_ids) < req.sampling.min_new_tokens and req.grammar is None:
             stop = list(req.sampling.stop_token_ids) + ([] if req.sampling.ignore_eos else eos_ids)
             if stop:
                 logits[i, torch.tensor(stop, device=logits.device)] = float("-inf")
@@ -95,12 +96,16 @@ class Sampler:
         return False
 
     @torch.no_grad()
-    def choose(self, logits: torch.Tensor, reqs: list[Req], eos_ids: list[int]) -> torch.Tensor:
+    def choose(self, logits: torch.Tensor, reqs: list[Req], eos_ids: list[int],
+               allowed: torch.Tensor | None = None) -> torch.Tensor:
         """Next token per row as a device tensor [B] int64; no host sync, so overlap scheduling can
-        queue the next step behind it. `logits` [B, V] is not modified."""
+        queue the next step behind it. `logits` [B, V] is not modified. `allowed` [B, V] bool is the
+        grammar mask (engine.grammar), applied after penalties so nothing can re-enable a token."""
         logits = logits.float()  # [B, V]
         if self.edits_logits(reqs):
             logits = mask_stop_tokens(apply_penalties(logits.clone(), reqs), reqs, eos_ids)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
         next_ids = logits.argmax(dim=-1)
         if all(r.sampling.is_greedy for r in reqs):
             return next_ids
@@ -116,8 +121,10 @@ class Sampler:
         return torch.where(greedy_mask, next_ids, sampled)
 
     @torch.no_grad()
-    def sample(self, logits: torch.Tensor, reqs: list[Req], eos_ids: list[int]) -> SampleOutput:
-        next_ids = self.choose(logits, reqs, eos_ids)
+    def sample(self, logits: torch.Tensor, reqs: list[Req], eos_ids: list[int],
+               allowed: torch.Tensor | None = None) -> SampleOutput:
+        """Logprobs are the model's raw distribution, before any grammar mask."""
+        next_ids = self.choose(logits, reqs, eos_ids, allowed)
         if not any(r.return_logprob for r in reqs):
             # The full-vocab log_softmax is only worth its pass over [B, V] when someone reads it.
             return SampleOutput(next_ids=next_ids.tolist(), logprobs=[0.0] * len(reqs), top_logprobs=[None] * len(reqs))

@@ -23,7 +23,8 @@ def server(tiny_llama, tmp_path_factory) -> ServerProc:
 
 @pytest.fixture(scope="session")
 def model_name(tiny_llama) -> str:
-    return tiny_llama
+    """The served name: the model directory's name (requests may still use the full path)."""
+    return Path(tiny_llama).name
 
 
 @pytest.fixture

@@ -85,6 +85,10 @@ class FakeEngineClient:
     def num_inflight(self) -> int:
         return len(self._queues)
 
+    @property
+    def inflight_rids(self) -> list[str]:
+        return list(self._queues)
+
     async def abort(self, rid: str) -> None:
         self._aborted.add(rid)
 
@@ -118,7 +122,8 @@ class FakeEngineClient:
 
     async def generate(self, input_ids: list[int], sampling: SamplingParams, rid: str | None = None,
                        return_logprob: bool = False, logprob_start_len: int = -1, top_logprobs_num: int = 0,
-                       return_text_in_logprobs: bool = False, stream: bool = False) -> AsyncIterator[dict[str, Any]]:
+                       return_text_in_logprobs: bool = False, stream: bool = False,
+                       progress: Any = None) -> AsyncIterator[dict[str, Any]]:
         self._check()
         rid = rid or uuid.uuid4().hex
         if rid in self._queues:
@@ -171,6 +176,8 @@ class FakeEngineClient:
                     return
                 tid = script[i % len(script)] if script else self.token_at(input_ids, i, vocab)
                 out_ids.append(tid)
+                if progress is not None:
+                    progress(len(out_ids))
                 if detok:
                     detok.add([tid], is_final=i == sampling.max_new_tokens - 1)
                 if stream and i < sampling.max_new_tokens - 1:

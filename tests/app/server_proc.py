@@ -31,14 +31,20 @@ class ServerProc:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 240.0) -> ServerProc:
+        self.start_background()
+        self.wait_ready(timeout)
+        return self
+
+    def start_background(self, **popen_kwargs: object) -> ServerProc:
+        """Spawns the server without waiting for it (chaos tests signal it while it starts)."""
         cmd = [sys.executable, "-m", "app.cli", "serve", "--model-path", self.model_path, "--device", "cpu",
                "--port", str(self.port), *self.flags]
         if "--admin-port" not in self.flags and "--data-dir" not in self.flags:
             cmd.append("--disable-admin")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self.wait_ready(timeout)
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     **popen_kwargs)  # type: ignore[call-overload]
         return self
 
     def wait_ready(self, timeout: float) -> None:
@@ -70,6 +76,8 @@ class ServerProc:
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
+            if self.proc is not None:
+                self._log.close()
             return
         try:
             self.terminate(30)

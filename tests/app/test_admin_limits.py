@@ -104,6 +104,9 @@ async def test_tpm_reserve_and_settle(app) -> None:
     with pytest.raises(GateError) as err:
         await gate.admit(auth, "m", 5000)
     assert "too large" in err.value.message
+    # ... with a status the OpenAI SDK never retries, and no Retry-After (waiting cannot help).
+    assert err.value.status == 400 and err.value.code == "request_too_large"
+    assert "Retry-After" not in err.value.headers and err.value.headers["x-should-retry"] == "false"
     # Everything leaves the window after 60 s.
     clock.now += 61
     c = await gate.admit(auth, "m", 900)

@@ -23,9 +23,13 @@ def test_503_while_starting_then_ready(tiny_llama) -> None:
         r = h.http.post("/v1/chat/completions", json={"model": tiny_llama, **CHAT})
         err = assert_openai_error(r, 503)
         assert "starting" in err["message"] and r.headers["retry-after"]
-        assert h.http.get("/health").status_code == 200
+        # SGLang's probe contract: /health is 503 until a generation would be served; /live is the process.
+        assert_openai_error(h.http.get("/health"), 503)
+        assert_openai_error(h.http.get("/health_generate"), 503)
         assert_openai_error(h.http.get("/ready"), 503)
+        assert h.http.get("/live").status_code == 200
         h.wait_ready()
+        assert h.http.get("/health").status_code == 200
         assert h.http.post("/v1/chat/completions", json={"model": tiny_llama, **CHAT}).status_code == 200
 
 
@@ -40,7 +44,7 @@ def test_static_api_key(tiny_llama) -> None:
         ok = {"Authorization": "Bearer sekrit"}
         assert h.http.post("/v1/chat/completions", json=body, headers=ok).status_code == 200
         assert h.http.get("/v1/models", headers=ok).status_code == 200
-        for open_path in ("/health", "/ready", "/metrics"):
+        for open_path in ("/health", "/ready", "/live", "/metrics"):
             assert h.http.get(open_path).status_code == 200
 
 
@@ -57,6 +61,7 @@ def test_validation_errors_name_the_parameter(tiny_llama) -> None:
             ({"model": tiny_llama, "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
              "messages.0.content"),
             ({"model": tiny_llama, **CHAT, "max_tokens": 600}, "max_tokens"),
+            ({"model": tiny_llama, **CHAT, "regex": "("}, "regex"),
             ({"model": tiny_llama, **CHAT, "tool_choice": "required"}, "tool_choice"),
         ]
         for body, param in cases:
@@ -191,6 +196,10 @@ def test_flush_cache_refused_while_running(tiny_llama) -> None:
         assert "running" in assert_openai_error(h.http.post("/flush_cache"), 400)["message"]
         assert h.http.post("/abort_request", json={"rid": "r1"}).json()["aborted"] == ["r1"]
         worker.join(10)
+        # An unknown (or finished) rid: SGLang's 200, with a body that says nothing was aborted.
+        r = h.http.post("/abort_request", json={"rid": "r1", "abort_message": None})
+        assert r.status_code == 200 and r.json()["success"] is False and r.json()["aborted"] == []
+        assert "r1" in r.json()["message"]
         assert h.http.post("/flush_cache").status_code == 200
 
 

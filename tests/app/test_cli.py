@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -55,3 +56,49 @@ def test_engine_start_failure_exits_1_with_reason(tmp_path) -> None:
                "--disable-admin")
     assert res.returncode == 1
     assert "engine failed to start" in res.stderr
+
+
+def test_admin_migrate(tmp_path) -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(REPO / "migrations"))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    res = _run("admin", "migrate", "--data-dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"database schema at {head}" and (tmp_path / "tessera.db").exists()
+    again = _run("admin", "migrate", "--data-dir", str(tmp_path))  # idempotent
+    assert again.returncode == 0 and again.stdout == res.stdout
+
+
+def test_admin_migrate_bad_database_is_one_line(tmp_path) -> None:
+    res = _run("admin", "migrate", "--data-dir", str(tmp_path), "--database-url", "nosuchdb://x/y")
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tessera admin migrate: error:"), res.stderr
+
+
+def test_tp_size_that_cannot_split_the_model_fails_before_the_data_dir(tiny_llama, tmp_path) -> None:
+    data = tmp_path / "data"
+    res = _run("serve", "--model-path", tiny_llama, "--device", "cpu", "--tp-size", "3", "--data-dir", str(data),
+               "--port", str(free_port()))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--tp-size 3 must divide the model's attention heads" in lines[0], res.stderr
+    assert not data.exists()
+
+
+def test_busy_port_is_reported_before_the_database_or_engine(tiny_llama, tmp_path) -> None:
+    data = tmp_path / "data"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        t0 = time.monotonic()
+        res = _run("serve", "--model-path", tiny_llama, "--device", "cpu", "--data-dir", str(data),
+                   "--port", str(port))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port} is already in use" in lines[0], res.stderr
+    assert not data.exists() and time.monotonic() - t0 < 30

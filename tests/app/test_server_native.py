@@ -163,10 +163,11 @@ def test_generate_errors(server, body, param) -> None:
     assert err["type"] == "invalid_request_error" and err["param"] == param and err["message"]
 
 
-def test_info_routes(server, model_name) -> None:
+def test_info_routes(server, model_name, tiny_llama) -> None:
     for path in ("/get_model_info", "/model_info"):
         info = httpx.get(server.base_url + path).json()
-        assert info["model_path"] == model_name and info["is_generation"] is True
+        assert info["model_path"] == tiny_llama and info["is_generation"] is True
+        assert info["served_model_name"] == model_name
         assert info["max_context_length"] == 512
     for path in ("/get_server_info", "/server_info"):
         info = httpx.get(server.base_url + path).json()
@@ -217,6 +218,41 @@ def test_metrics(server, model_name) -> None:
                  "tessera_e2e_request_latency_seconds_bucket"):
         assert f"{name}{{" in text, name
     assert f'model_name="{model_name}"' in text
+
+
+def _samples(server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(server.base_url + "/metrics").text
+    return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "model_name"))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_metric_values_after_known_traffic_and_engine_time_ttft(server) -> None:
+    """Counters move by exactly what one request did; TTFT is when the first token came, not the end,
+    also for a non-streaming request (its meta_info and the histogram agree)."""
+    before = _samples(server)
+    out = httpx.post(server.base_url + "/generate", timeout=120, json={
+        "text": "Counting tokens", "sampling_params": {"max_new_tokens": 120, "ignore_eos": True}}).json()
+    meta = out["meta_info"]
+    after = _samples(server)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert meta["completion_tokens"] == 120
+    assert delta("tessera_generation_tokens_total") == 120
+    assert delta("tessera_prompt_tokens_total") == meta["prompt_tokens"]
+    assert delta("tessera_cached_tokens_total") == meta["cached_tokens"]
+    assert delta("tessera_num_requests_total", finish_reason="length") == 1
+    assert delta("tessera_http_requests_total", route="/generate", status="200") == 1
+    assert delta("tessera_time_to_first_token_seconds_count") == 1
+    assert delta("tessera_e2e_request_latency_seconds_count") == 1
+    assert delta("tessera_inter_token_latency_seconds_count") == 119
+    # 120 decode steps come after the first token: its time is a small part of the whole.
+    assert 0 < meta["ttft"] < 0.5 * meta["e2e_latency"]
+    assert 0 < delta("tessera_time_to_first_token_seconds_sum") < 0.5 * delta("tessera_e2e_request_latency_seconds_sum")
 
 
 def test_error_shapes_everywhere(server) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -225,3 +226,43 @@ def test_disconnect_non_streaming_aborts(server, model_name) -> None:
     # Only an abort stops the request before its 450 tokens.
     assert info["num_generated_tokens"] - before < 450
     assert info["num_running_reqs"] == 0 and info["num_inflight_http_requests"] == 0
+
+
+def _stop_case(server, model_name) -> tuple[str, str, str]:
+    """A prompt, a stop string taken from the middle of its greedy continuation, and the text before it."""
+    prompt = "The quick brown fox number 3 jumps over"
+    full = httpx.post(server.base_url + "/v1/completions", timeout=60, json={
+        "model": model_name, "prompt": prompt, "max_tokens": 16, "temperature": 0, "ignore_eos": True}).json()
+    text = full["choices"][0]["text"]
+    stop = text[6:9]
+    assert len(text) > 12 and stop.strip(), text
+    return prompt, stop, text[: text.index(stop)]
+
+
+def test_stop_strings_on_the_real_server(server, model_name) -> None:
+    prompt, stop, before = _stop_case(server, model_name)
+    sdk = openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    kwargs = dict(model=model_name, prompt=prompt, max_tokens=16, temperature=0, extra_body={"ignore_eos": True})
+    out = sdk.completions.create(**kwargs, stop=[stop, "never-there"])
+    assert out.choices[0].text == before and out.choices[0].finish_reason == "stop"
+    chunks = list(sdk.completions.create(**kwargs, stop=stop, stream=True))
+    pieces = [c.choices[0].text for c in chunks if c.choices]
+    assert "".join(pieces) == before and stop not in "".join(pieces)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    # Chat streams trim the same way.
+    chat = dict(model=model_name, messages=[{"role": "user", "content": "hi"}], max_tokens=16, temperature=0,
+                extra_body={"ignore_eos": True})
+    full = sdk.chat.completions.create(**chat).choices[0].message.content
+    chat_stop = full[5:8]
+    if chat_stop.strip():
+        streamed = list(sdk.chat.completions.create(**chat, stop=chat_stop, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == full[: full.index(chat_stop)]
+        assert [c.choices[0].finish_reason for c in streamed if c.choices][-1] == "stop"
+    # Native streaming: cumulative text never shows the stop string; the final chunk names it.
+    with httpx.stream("POST", server.base_url + "/generate", timeout=60, json={
+            "text": prompt, "stream": True,
+            "sampling_params": {"max_new_tokens": 16, "temperature": 0, "ignore_eos": True, "stop": stop}}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert all(stop not in e["text"] for e in events)
+    assert events[-1]["text"] == before
+    assert events[-1]["meta_info"]["finish_reason"] == {"type": "stop", "matched": stop}

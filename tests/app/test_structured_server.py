@@ -15,7 +15,6 @@ from pydantic import BaseModel, Field
 from tests.app.server_proc import ServerProc
 
 pytest.importorskip("xgrammar")
-pytest.importorskip("engine.grammar.spec_check")  # until the engine side of issue 11 is merged
 
 
 class Address(BaseModel):

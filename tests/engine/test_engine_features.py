@@ -140,7 +140,8 @@ def test_long_prompt_fails_alone(engine):
 
 
 @pytest.mark.parametrize("params,param", [({"max_new_tokens": -1}, "max_new_tokens"), ({"top_p": 0.0}, "top_p"),
-                                          ({"top_p": 1.5}, "top_p"), ({"regex": "a+"}, "regex")])
+                                          ({"top_p": 1.5}, "top_p"), ({"regex": "("}, "regex"),
+                                          ({"regex": "a+", "ebnf": 'root ::= "a"'}, "ebnf")])
 def test_bad_sampling_params(engine, params, param):
     with pytest.raises(SamplingParamsError) as err:
         engine.generate(input_ids=[1, 2, 3], sampling_params=params)
@@ -222,5 +223,5 @@ def test_malformed_input_ids_are_rejected_and_engine_survives(engine):
         engine.generate(input_ids=["a", "b"], sampling_params={"max_new_tokens": 2})
     out = engine.generate(input_ids=[10**9], sampling_params={"max_new_tokens": 2})
     assert out["meta_info"]["finish_reason"]["type"] == "abort"
-    assert "input_ids must be in" in out["meta_info"]["finish_reason"]["message"]
+    assert "outside the vocabulary" in out["meta_info"]["finish_reason"]["message"]
     assert engine.generate(input_ids=[5, 6], sampling_params={"max_new_tokens": 2, **GREEDY})["output_ids"]

@@ -31,8 +31,8 @@ def brainstorm(s, topic):
     s += "Best: " + sgl.gen("best", max_tokens=4, temperature=0)
 
 
-def test_model_info_and_server_info(backend, tiny_llama) -> None:
-    assert backend.get_model_name() == tiny_llama
+def test_model_info_and_server_info(backend, lang_server) -> None:
+    assert backend.get_model_name() == lang_server.model_path
     assert "num_running_reqs" in backend.get_server_info()
 
 
@@ -46,6 +46,46 @@ def test_gen_and_select(backend, lang_server) -> None:
     again = qa.run(question="What is a list?")
     assert (again["answer"], again["verdict"]) == (state["answer"], state["verdict"])
     assert state.text().startswith("Q: What is a list?\nA:")
+
+
+def _reference_select(model_path: str, prefix: str, choices: list[str]) -> list[float]:
+    """SGLang's token-length-normalized choice scores (RuntimeEndpoint.select, token healing included),
+    computed with HF transformers on the same weights and tokenizer."""
+    import torch
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(model_path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    start = max(len(tok(prefix)["input_ids"]) - 2, 0)
+    scores = []
+    for choice in choices:
+        ids = tok(prefix + choice)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+        entries = [(None if pos == 0 else logp[pos - 1, ids[pos]].item(), ids[pos]) for pos in range(start, len(ids))]
+        values = [lp for lp, _ in entries if lp]
+        score = sum(values) / len(values)
+        if prefix.endswith(tok.decode([entries[0][1]])):  # no token healing happened: drop the extra token
+            score = (score * len(entries) - (entries[0][0] or 0.0)) / (len(entries) - 1)
+        scores.append(score)
+    return scores
+
+
+def test_select_picks_the_logprob_reference_choice(backend, tiny_llama) -> None:
+    choices = ["yes", "no", "maybe"]
+    decided = 0
+    for question in ("What is a list?", "Is a tuple mutable?", "Why use sets?"):
+        state = qa.run(question=question)
+        verdict = state["verdict"]
+        prefix = state.text()[: -len(verdict)]
+        want = _reference_select(tiny_llama, prefix, choices)
+        got = state.get_meta_info("verdict")["normalized_prompt_logprobs"]
+        assert got == pytest.approx(want, abs=2e-3), (question, got, want)
+        ranked = sorted(want, reverse=True)
+        if ranked[0] - ranked[1] > 0.01:  # a clear winner: the server's pick must be the reference's
+            assert verdict == choices[want.index(ranked[0])], (question, want)
+            decided += 1
+    assert decided >= 1
 
 
 def test_fork(backend) -> None:

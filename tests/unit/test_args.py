@@ -18,6 +18,9 @@ from engine.args import ArgsError, ServerArgs, add_cli_args, args_from_namespace
     ({"model_path": "/does/not/exist"}, "does not exist"),
     ({"device": "cpu", "attention_backend": "triton"}, "needs a CUDA device"),
     ({"nnodes": 2}, "--dist-init-addr"),
+    ({"grammar_backend": "outlines"}, "--grammar-backend"),
+    ({"grammar_compile_timeout": 0}, "--grammar-compile-timeout"),
+    ({"constrained_json_max_whitespace_cnt": 0}, "--constrained-json-max-whitespace-cnt"),
 ])
 def test_invalid_args_fail_with_one_line(kwargs, fragment, tiny_llama):
     kwargs.setdefault("model_path", tiny_llama)

@@ -1,0 +1,107 @@
+"""A request that raises inside a rank fails alone (its rid gets an abort finish with the error), the
+others finish normally, the rank keeps serving and no KV slot leaks. In-process scheduler on the tiny
+model (TP 1), with a fault injected for one request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.args import ServerArgs
+from engine.ipc import IpcConfig, find_free_port
+from engine.messages import BatchOutMsg, GenerateReqMsg
+from engine.sampling_params import SamplingParams
+
+
+@pytest.fixture(scope="module")
+def rank(tiny_llama):
+    from engine.rank_process import _build
+
+    sent: list[Any] = []
+    args = ServerArgs(model_path=tiny_llama, device="cpu", max_total_tokens=4096)
+    scheduler, _tp, _info = _build(args, IpcConfig("", "", find_free_port()), 0, sent.append)
+    return scheduler, sent
+
+
+def _submit(scheduler, rid: str, prompt: list[int], max_new_tokens: int = 5, **extra: Any) -> None:
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0, ignore_eos=True)
+    scheduler.handle(GenerateReqMsg(rid=rid, input_ids=prompt, sampling=sampling.to_dict(), **extra))
+
+
+def _run(scheduler, sent: list[Any]) -> dict[str, Any]:
+    sent.clear()
+    for _ in range(200):
+        if not scheduler.has_work:
+            break
+        scheduler.step_safely()
+    return {o.rid: o for m in sent if isinstance(m, BatchOutMsg) for o in m.outputs if o.finished}
+
+
+def _free(scheduler) -> int:
+    return scheduler.kv.allocator.num_free + scheduler.kv.tree.evictable_size
+
+
+def test_sampling_error_fails_only_that_request(rank, monkeypatch) -> None:
+    scheduler, sent = rank
+    _submit(scheduler, "ref", [5, 6, 7, 8])
+    reference = _run(scheduler, sent)["ref"]
+    free_before = _free(scheduler)
+    real = scheduler.sampler.choose
+
+    def choose(logits, reqs, eos_ids):
+        if any(r.rid == "bad" for r in reqs):
+            raise RuntimeError("injected sampling fault")
+        return real(logits, reqs, eos_ids)
+
+    monkeypatch.setattr(scheduler.sampler, "choose", choose)
+    _submit(scheduler, "good", [5, 6, 7, 8])
+    _submit(scheduler, "bad", [9, 10, 11])
+    _submit(scheduler, "also-good", [12, 13])
+    outs = _run(scheduler, sent)
+    assert outs["bad"].finish_reason["type"] == "abort"
+    assert "injected sampling fault" in outs["bad"].finish_reason["message"]
+    assert outs["good"].finish_reason == {"type": "length", "length": 5}
+    assert outs["also-good"].finish_reason == {"type": "length", "length": 5}
+    assert outs["good"].new_token_ids == reference.new_token_ids  # unaffected by its failed neighbour
+    assert scheduler.num_failed_reqs >= 1
+    assert _free(scheduler) == free_before  # the failed request's KV was returned too
+
+
+def test_forward_error_fails_that_step_and_the_rank_serves_on(rank, monkeypatch) -> None:
+    scheduler, sent = rank
+    free_before = _free(scheduler)
+    real = scheduler.runner.forward
+    calls = {"n": 0}
+
+    def forward(fb):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected forward fault")
+        return real(fb)
+
+    monkeypatch.setattr(scheduler.runner, "forward", forward)
+    _submit(scheduler, "victim", [20, 21, 22])
+    outs = _run(scheduler, sent)
+    assert outs["victim"].finish_reason["type"] == "abort" and "injected forward fault" in outs["victim"].finish_reason[
+        "message"]
+    _submit(scheduler, "after", [20, 21, 22])
+    outs = _run(scheduler, sent)
+    assert outs["after"].finish_reason == {"type": "length", "length": 5}
+    assert _free(scheduler) == free_before
+
+
+def test_invalid_values_are_refused_by_the_rank_itself(rank) -> None:
+    """Defence in depth: values the API process refuses are refused by the rank too, without raising."""
+    scheduler, sent = rank
+    sent.clear()
+    scheduler.handle(GenerateReqMsg(rid="bias", input_ids=[1, 2], sampling={"max_new_tokens": 2,
+                                                                            "logit_bias": {"-99999": 1.0}}))
+    scheduler.handle(GenerateReqMsg(rid="tops", input_ids=[1, 2], sampling={"max_new_tokens": 2},
+                                    return_logprob=True, top_logprobs_num=5000))
+    scheduler.handle(GenerateReqMsg(rid="ids", input_ids=[1, -3], sampling={"max_new_tokens": 2}))
+    outs = {o.rid: o for m in sent if isinstance(m, BatchOutMsg) for o in m.outputs}
+    for rid, needle in (("bias", "logit_bias"), ("tops", "top_logprobs_num"), ("ids", "outside the vocabulary")):
+        assert outs[rid].finished and outs[rid].finish_reason["type"] == "abort"
+        assert needle in outs[rid].finish_reason["message"], outs[rid].finish_reason
+    assert not scheduler.has_work
