@@ -159,6 +159,8 @@ class _SamplingFields(_Strict):
     skip_special_tokens: bool = True
     no_stop_trim: bool = False
     rid: str | None = None
+    # SGLang: false leaves the reasoning inside `content` (chat with --reasoning-parser; no effect elsewhere).
+    separate_reasoning: bool = True
     # SGLang: add `sglext.cached_tokens_details` to the response (bench_serving's --cache-report sends it).
     return_cached_tokens_details: bool = False
 
@@ -199,7 +201,6 @@ class ChatCompletionRequest(_SamplingFields):
     continue_final_message: bool = False
     # Extra variables for the chat template (SGLang's; e.g. `enable_thinking` for Qwen3's template).
     chat_template_kwargs: dict[str, Any] | None = None
-    separate_reasoning: bool = True  # SGLang: false leaves the reasoning inside `content`
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True
