@@ -43,6 +43,8 @@ for s in "$@"; do
     profile) stage profile 150 python3 bench/profile_step.py --batch-sizes 1 --prefill-reqs 1 --prefill-len 128 ;;
     tp2) stage tp2 540 python3 bench/tp_bench.py --tp 2 --runs 2 ;;
     tp4) stage tp4 540 python3 bench/tp_bench.py --tp 4 --runs 2 ;;  # needs nvidia-h200-x4
+    grammar-bench) stage grammar-bench 300 python3 bench/grammar_bench.py --model-path bench/models/llama-3.1-8b \
+                     --load-format dummy --engine-args '{"attention_backend": "triton"}' ;;
     suite) stage suite 420 python3 bench/run_suite.py ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
