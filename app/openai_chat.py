@@ -54,7 +54,7 @@ class ChatEndpoint:
                              return_text_in_logprobs=True,
                              priority=check_priority(body.priority, ctx.args.schedule_policy))
         return Prepared(plan, len(input_ids) + reserve * body.n,
-                        new_shaper=lambda: structure.shaper(prompt_text))
+                        new_shaper=lambda: structure.shaper(prompt_text, client.tokenizer))
 
     def choices(self, body: ChatCompletionRequest, prepared: Prepared,
                 finals: list[dict[str, Any]]) -> list[dict[str, Any]]:

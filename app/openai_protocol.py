@@ -161,6 +161,8 @@ class _SamplingFields(_Strict):
     rid: str | None = None
     # Extra field: --schedule-policy priority admits higher values first.
     priority: StrictInt | None = None
+    # SGLang: false leaves the reasoning inside `content` (chat with --reasoning-parser; no effect elsewhere).
+    separate_reasoning: bool = True
     # SGLang: add `sglext.cached_tokens_details` to the response (bench_serving's --cache-report sends it).
     return_cached_tokens_details: bool = False
 
@@ -226,6 +228,7 @@ class CompletionRequest(_SamplingFields):
     max_tokens: int | None = Field(default=16, ge=0)
     logprobs: int | None = Field(default=None, ge=0, le=20)
     echo: bool = False
+    response_format: ResponseFormat | None = None  # as SGLang's and vLLM's completions accept it
     best_of: int | None = None
     suffix: str | None = None
 

@@ -42,9 +42,9 @@ _COMMON_OFF_ONLY = frozenset({
 NATIVE_IGNORED = _COMMON_IGNORED | {"model"}
 NATIVE_OFF_ONLY = _COMMON_OFF_ONLY
 
-# /v1/chat/completions and /v1/completions. Reasoning is only split out by a reasoning parser, which this
-# server does not run, so the two reasoning switches change nothing (SGLang behaves the same without one).
-OPENAI_IGNORED = _COMMON_IGNORED | {"separate_reasoning", "stream_reasoning"}
+# /v1/chat/completions and /v1/completions. `separate_reasoning` is a chat field (--reasoning-parser);
+# `stream_reasoning` changes nothing: reasoning deltas always stream as they come.
+OPENAI_IGNORED = _COMMON_IGNORED | {"stream_reasoning"}
 OPENAI_OFF_ONLY = _COMMON_OFF_ONLY | {
     "return_spec_tokens_details", "return_token_ids", "return_meta_info", "return_input_ids_in_sglext",
     "return_output_ids_in_sglext", "input_ids", "stop_regex", "thinking", "task", "reasoning_effort",

@@ -31,11 +31,21 @@ class OutputShaper:
     reasoning: ReasoningParser | None = None
     tools: ToolParser | None = None
     max_calls: int | None = None  # 1 with parallel_tool_calls: false (later calls are dropped)
+    # Special tokens' text, cut from the end of the output when a format keeps special tokens for its marker:
+    # the EOS / end-of-turn token must not end up in the content. Only at the end (where the engine stops),
+    # so a step costs O(number of tokens), and mid-stream it is a hold-back: streaming stays append-only.
+    drop: tuple[str, ...] = ()
     _sent_reasoning: str = ""
     _sent_content: str = ""
     _sent_calls: list[_SentCall] = field(default_factory=list)
 
     def _parse(self, text: str, final: bool) -> tuple[str, ToolSnap]:
+        cut = True
+        while cut:
+            cut = False
+            for token in self.drop:
+                if text.endswith(token):
+                    text, cut = text[:-len(token)], True
         reasoning, answer = self.reasoning.split(text, final) if self.reasoning else ("", text)
         snap = self.tools.snapshot(answer, final) if self.tools else ToolSnap(answer)
         if self.max_calls is not None:

@@ -3,6 +3,7 @@ chat template sees (tools, tool-call history), and how each choice's output is p
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,6 @@ from app.structured.constraints import (
     Grammar,
     after_reasoning,
     auto_tools_grammar,
-    check_grammar,
     check_tools,
     request_grammar,
 )
@@ -57,6 +57,15 @@ def template_messages(messages: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def special_token_texts(tokenizer: Any) -> tuple[str, ...]:
+    """Every special token's text (EOS, end-of-turn, ...), longest first."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    texts = {tok.content for tok in decoder.values() if getattr(tok, "special", False)}
+    texts.update(getattr(tokenizer, "all_special_tokens", []) or [])
+    return tuple(sorted((t for t in texts if t), key=len, reverse=True))
+
+
 @dataclass
 class ChatStructure:
     grammar: Grammar | None
@@ -64,12 +73,19 @@ class ChatStructure:
     tool_parser: ToolParser | None
     reasoning_parser: str | None
     single_call: bool = False  # parallel_tool_calls: false
+    grammar_after_reasoning: bool = False
 
-    def shaper(self, prompt_text: str) -> OutputShaper | None:
+    def shaper(self, prompt_text: str, tokenizer: Any = None) -> OutputShaper | None:
         if self.tool_parser is None and self.reasoning_parser is None:
             return None
-        reasoning = make_reasoning_parser(self.reasoning_parser, prompt_text) if self.reasoning_parser else None
-        return OutputShaper(reasoning, self.tool_parser, max_calls=1 if self.single_call else None)
+        reasoning = None
+        if self.reasoning_parser:
+            reasoning = make_reasoning_parser(self.reasoning_parser, prompt_text, self.grammar_after_reasoning)
+        drop: tuple[str, ...] = ()
+        if self.keep_special_tokens and tokenizer is not None:
+            marker = getattr(self.tool_parser, "marker", None)
+            drop = tuple(t for t in special_token_texts(tokenizer) if t != marker)
+        return OutputShaper(reasoning, self.tool_parser, max_calls=1 if self.single_call else None, drop=drop)
 
     @property
     def keep_special_tokens(self) -> bool:
@@ -102,8 +118,10 @@ def plan_chat(body: Any, tool_call_parser: str | None, reasoning_parser: str | N
             and choice == "auto"):
         grammar = auto_tools_grammar(tools, parser.marker, *parser.constrain, parallel=body.parallel_tool_calls)
     thinking = (body.chat_template_kwargs or {}).get("enable_thinking", True) is not False
-    if grammar is not None and reasoning_parser and thinking:
-        check_grammar(grammar)
+    wrapped = grammar is not None and bool(reasoning_parser) and thinking
+    if wrapped:
         grammar = after_reasoning(grammar, END)
     template_tools = [t.model_dump(exclude_none=True) for t in tools] if tools and choice != "none" else None
-    return ChatStructure(grammar, template_tools, parser, reasoning_parser, single_call=not body.parallel_tool_calls)
+    split = reasoning_parser if body.separate_reasoning else None
+    return ChatStructure(grammar, template_tools, parser, split, single_call=not body.parallel_tool_calls,
+                         grammar_after_reasoning=wrapped)

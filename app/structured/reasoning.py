@@ -40,10 +40,11 @@ class ReasoningParser:
         return body[:idx], body[idx + len(self.end):].lstrip()
 
 
-def make_reasoning_parser(name: str, prompt_text: str = "") -> ReasoningParser:
+def make_reasoning_parser(name: str, prompt_text: str = "", forced: bool = False) -> ReasoningParser:
     """`prompt_text` is the rendered prompt: a template that ends it with `<think>` (R1, Qwen3
-    thinking variants) starts the output inside the reasoning."""
+    thinking variants) starts the output inside the reasoning; so does a grammar that was placed after
+    the reasoning (`forced`), since the output then has the shape `reasoning</think>answer`."""
     if name not in REASONING_PARSERS:
         raise ValueError(f"unknown reasoning parser {name!r}; use one of {', '.join(REASONING_PARSERS)}")
-    forced = name == "deepseek-r1" or prompt_text.rstrip().endswith(START)
+    forced = forced or name == "deepseek-r1" or prompt_text.rstrip().endswith(START)
     return ReasoningParser(name, forced)

@@ -22,7 +22,16 @@ SAMPLING_KEYS = ["max_new_tokens", "min_new_tokens", "n", "stop", "stop_token_id
 OPENAI_KEYS = ["model", "n", "stream", "stream_options", "stop", "seed", "temperature", "top_p", "presence_penalty",
                "frequency_penalty", "logit_bias", "user", "top_k", "min_p", "ignore_eos", "stop_token_ids",
                "repetition_penalty", "min_tokens", "regex", "max_tokens", "logprobs", "tools", "bogus"]
-CHAT_KEYS = [*OPENAI_KEYS, "messages", "max_completion_tokens", "top_logprobs", "response_format"]
+CHAT_KEYS = [*OPENAI_KEYS, "messages", "max_completion_tokens", "top_logprobs", "response_format", "tool_choice",
+             "parallel_tool_calls", "chat_template_kwargs"]
+SCHEMA = st.fixed_dictionaries({"type": st.sampled_from(["object", "string", "x"]),
+                                "properties": st.dictionaries(st.sampled_from(["a", "b"]), JSON, max_size=2)}) | JSON
+TOOL = st.fixed_dictionaries({"type": st.sampled_from(["function", "x"]), "function": st.fixed_dictionaries(
+    {"name": st.sampled_from(["f", "g", "bad name"]), "parameters": SCHEMA})}) | JSON
+TOOL_CALL_MESSAGE = st.fixed_dictionaries({"role": st.sampled_from(["assistant", "tool"]), "content": st.none(),
+                                           "tool_call_id": st.text(max_size=4), "tool_calls": st.lists(
+    st.fixed_dictionaries({"id": st.text(max_size=4), "type": st.just("function"), "function": st.fixed_dictionaries(
+        {"name": st.text(max_size=4), "arguments": st.text(max_size=12) | JSON})}) | JSON, max_size=2)})
 COMPLETION_KEYS = [*OPENAI_KEYS, "prompt", "echo", "best_of", "suffix"]
 NATIVE_KEYS = ["text", "input_ids", "sampling_params", "rid", "return_logprob", "logprob_start_len",
                "top_logprobs_num", "return_text_in_logprobs", "stream", "image_data", "bogus"]
@@ -30,14 +39,19 @@ NATIVE_KEYS = ["text", "input_ids", "sampling_params", "rid", "return_logprob", 
 
 def value_for(key: str) -> st.SearchStrategy[Any]:
     special = {
-        "messages": st.lists(MESSAGE, max_size=3) | JSON,
+        "messages": st.lists(MESSAGE | TOOL_CALL_MESSAGE, max_size=3) | JSON,
+        "tools": st.lists(TOOL, max_size=2) | JSON,
+        "tool_choice": st.sampled_from(["none", "auto", "required", {"type": "function", "function": {"name": "f"}}])
+        | JSON,
         "prompt": st.text(max_size=20) | st.lists(st.integers(-2, 400), max_size=5) | JSON,
         "input_ids": st.lists(st.integers(-2, 400), max_size=5) | st.lists(st.lists(st.integers(0, 400), max_size=3),
                                                                           max_size=2) | JSON,
         "sampling_params": st.dictionaries(st.sampled_from(SAMPLING_KEYS), JSON | st.integers(0, 8), max_size=4)
         | JSON,
         "stream_options": st.fixed_dictionaries({"include_usage": JSON}) | JSON,
-        "response_format": st.fixed_dictionaries({"type": st.sampled_from(["text", "json_object", "x"])}) | JSON,
+        "response_format": st.fixed_dictionaries({"type": st.sampled_from(["text", "json_object", "x"])})
+        | st.fixed_dictionaries({"type": st.just("json_schema"), "json_schema": st.fixed_dictionaries(
+            {"name": st.just("x"), "schema": SCHEMA})}) | JSON,
     }
     return special.get(key, JSON)
 

@@ -66,6 +66,8 @@ def test_response_formats() -> None:
 def test_extras_and_conflicts() -> None:
     assert request_grammar(CompletionRequest(model="m", prompt="p", regex="[ab]+")).kind == "regex"
     assert request_grammar(CompletionRequest(model="m", prompt="p", ebnf='root ::= "x"')).kind == "ebnf"
+    assert request_grammar(CompletionRequest(model="m", prompt="p", response_format={"type": "json_object"})).param \
+        == "response_format"
     e = err(lambda: request_grammar(chat(regex="a", json_schema='{"type": "object"}')))
     assert e.param == "json_schema" and "'regex'" in e.message
     e = err(lambda: request_grammar(chat(regex="a", response_format={"type": "json_object"})))
@@ -123,6 +125,11 @@ def test_grammar_starts_after_reasoning() -> None:
     assert g.kind == "structural_tag" and g.param == "response_format"
     assert accepts(g, '<think>\nfree {text\n</think>\n\n{"a": 1}')
     assert not accepts(g, '{"a": 1}') and not accepts(g, '<think>x</think>not json')
+    # The output then always has the shape `reasoning</think>answer`, with or without an opening <think>.
+    msg = plan.shaper("").message('free text</think>\n{"a": 1}')
+    assert (msg["reasoning_content"], msg["content"]) == ("free text", '{"a": 1}')
+    whole = plan_chat(chat(response_format={"type": "json_object"}, separate_reasoning=False), None, "qwen3", None)
+    assert whole.grammar.kind == "structural_tag" and whole.shaper("") is None
     off = plan_chat(chat(response_format={"type": "json_object"}, chat_template_kwargs={"enable_thinking": False}),
                     None, "qwen3", None)
     assert off.grammar.kind == "json_schema"
@@ -156,3 +163,33 @@ def test_auto_calls_are_constrained_once_the_marker_appears() -> None:
     assert plan_chat(chat(tools=[WEATHER]), "llama3", None, None).grammar is None  # special-token marker
     # A grammar the client asked for wins; the call is then parsed, not constrained.
     assert plan_chat(chat(tools=[WEATHER], regex="x"), "qwen", None, None).grammar.kind == "regex"
+
+
+# A Qwen-2.5-style template, cut down: tools in the system turn, calls as <tool_call> JSON, results as a user turn.
+QWEN_LIKE = (
+    "{% if tools %}<|im_start|>system\n# Tools\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}{% if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant\n"
+    "{% for c in m.tool_calls %}<tool_call>\n{\"name\": \"{{ c.function.name }}\", \"arguments\": "
+    "{{ c.function.arguments | tojson }}}\n</tool_call>{% endfor %}<|im_end|>\n"
+    "{% elif m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}\n</tool_response><|im_end|>\n"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_tools_and_tool_history_render_through_the_template(tiny_llama) -> None:
+    from transformers import AutoTokenizer
+
+    from app.chat_template import render_chat_text
+
+    body = ChatCompletionRequest(model="m", tools=[WEATHER], messages=[
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "X"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}])
+    plan = plan_chat(body, None, None, QWEN_LIKE)
+    text = render_chat_text(AutoTokenizer.from_pretrained(tiny_llama), QWEN_LIKE, template_messages(body.messages),
+                            tools=plan.tools)
+    assert '"name": "get_weather"' in text.split("<|im_end|>")[0]  # the tool list, in the system turn
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "X"}}\n</tool_call>' in text
+    assert "<tool_response>\nsunny\n</tool_response>" in text and text.endswith("<|im_start|>assistant\n")
+    assert plan.tool_parser.name == "qwen"  # the default parser follows the template

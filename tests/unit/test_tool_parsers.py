@@ -145,3 +145,16 @@ def test_single_call_when_parallel_calls_are_off() -> None:
     assert [name for name, _ in _calls(msg)] == ["get_weather"]
     streamed = _replay(OutputShaper(tools=make_parser("qwen"), max_calls=1), QWEN, 5)
     assert [c["name"] for c in streamed["calls"]] == ["get_weather"]
+
+
+def test_special_tokens_kept_for_the_marker_are_dropped_from_the_answer(tiny_llama) -> None:
+    from transformers import AutoTokenizer
+
+    from app.structured.chat_plan import ChatStructure, special_token_texts
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    assert "</s>" in special_token_texts(tok) and "<|end|>" in special_token_texts(tok)
+    shaper = ChatStructure(None, None, make_parser("llama3"), None).shaper("", tok)
+    msg = shaper.message('<|python_tag|>{"name": "f", "parameters": {}}<|end|></s>')
+    assert _calls(msg) == [("f", {})] and msg["content"] is None
+    assert ChatStructure(None, None, make_parser("mistral"), None).shaper("", tok).message("Hi.</s>")["content"] == "Hi."
