@@ -22,6 +22,15 @@ from engine.req import Req
 logger = logging.getLogger(__name__)
 
 
+def is_communication_failure(exc: BaseException) -> bool:
+    """A collective failed (a peer rank or node died): no request is to blame and the group cannot go on."""
+    dist_error = getattr(torch.distributed, "DistError", None)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    text = str(exc)
+    return any(marker in text for marker in ("gloo", "NCCL", "Connection reset by peer", "Connection closed by peer"))
+
+
 class FaultIsolationMixin:
     """Expects Scheduler's attributes: running, waiting, chunked, kv, _inflight, _finish."""
 
@@ -40,6 +49,8 @@ class FaultIsolationMixin:
         try:
             self.step()  # type: ignore[attr-defined]
         except Exception as exc:
+            if is_communication_failure(exc):
+                raise  # a lost peer rank breaks the group for every request: the rank dies and is restarted
             reqs = self._step_reqs or self._in_progress()
             logger.exception("a scheduler step failed; failing its %d request(s), the engine keeps serving",
                              len(reqs))

@@ -167,12 +167,14 @@ def test_client_leaving_mid_stream_is_settled_to_the_tokens_produced(admin_serve
 
 def test_non_streaming_disconnect_recorded_without_traceback(admin_server, console, model_name) -> None:
     key_id, secret = console.new_key("impatient", tpm=100_000)
-    body = {"text": "Dictionaries map keys to values", "sampling_params": {"max_new_tokens": 450, "ignore_eos": True}}
+    # Four sequences of 450 tokens: long enough that an idle machine cannot finish them in the timeout.
+    body = {"text": "Dictionaries map keys to values",
+            "sampling_params": {"max_new_tokens": 450, "ignore_eos": True, "n": 4}}
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(admin_server.base_url + "/generate", headers=_auth(secret), json=body, timeout=1.5)
+        httpx.post(admin_server.base_url + "/generate", headers=_auth(secret), json=body, timeout=1.0)
     status, prompt, completion = console.rows(key_id, 1)[0]
     assert status == 499 and prompt > 0
-    assert 0 < completion < 450
+    assert 0 < completion < 4 * 450
     assert console.window(key_id)["tokens"] == prompt + completion
     log = Path(admin_server.log_path).read_text()
     assert "Traceback" not in log and " 500 " not in log

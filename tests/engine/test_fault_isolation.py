@@ -49,10 +49,10 @@ def test_sampling_error_fails_only_that_request(rank, monkeypatch) -> None:
     free_before = _free(scheduler)
     real = scheduler.sampler.choose
 
-    def choose(logits, reqs, eos_ids):
+    def choose(logits, reqs, eos_ids, allowed=None):
         if any(r.rid == "bad" for r in reqs):
             raise RuntimeError("injected sampling fault")
-        return real(logits, reqs, eos_ids)
+        return real(logits, reqs, eos_ids, allowed)
 
     monkeypatch.setattr(scheduler.sampler, "choose", choose)
     _submit(scheduler, "good", [5, 6, 7, 8])

@@ -61,11 +61,11 @@ def test_higher_priority_first_fcfs_within(client):
         done: list[str] = []
         # The blocker holds the single running slot while the others queue behind it. Priorities are
         # far apart so aging during the test (a few levels) cannot reorder them.
-        tasks = [asyncio.create_task(_run(client.client, "blocker", 40, 1000, done))]
-        await asyncio.sleep(0.05)
+        tasks = [asyncio.create_task(_run(client.client, "blocker", 240, 1000, done))]
+        await asyncio.sleep(0.02)
         for rid, prio in (("p100", 100), ("p500a", 500), ("p300", 300), ("p500b", 500), ("p0", 0)):
             tasks.append(asyncio.create_task(_run(client.client, rid, 4, prio, done)))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.002)  # all queued long before the 240-token blocker ends, even on an idle box
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
         return done
 
@@ -82,16 +82,16 @@ def test_low_priority_is_not_starved(client):
         i = 0
         # The flood goes first: a "low" that reached an idle engine would run at once, which is no test.
         while sum(not t.done() for t in flood) < 3:
-            flood.append(asyncio.create_task(_run(client.client, f"high{i}", 6, 8, done)))
+            flood.append(asyncio.create_task(_run(client.client, f"high{i}", 40, 8, done)))
             i += 1
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.02)
         t0 = time.monotonic()
         low = asyncio.create_task(_run(client.client, "low", 2, 0, done))
         while not low.done() and time.monotonic() - t0 < 40:
             while sum(not t.done() for t in flood) < 3:  # keep the queue full of higher priority
-                flood.append(asyncio.create_task(_run(client.client, f"high{i}", 6, 8, done)))
+                flood.append(asyncio.create_task(_run(client.client, f"high{i}", 40, 8, done)))
                 i += 1
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.005)
         waited = time.monotonic() - t0
         for _ in range(2):  # the flood goes on after "low" finished
             flood.append(asyncio.create_task(_run(client.client, f"high{i}", 6, 8, done)))
