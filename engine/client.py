@@ -16,14 +16,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from engine.args import ServerArgs
-from engine.detokenizer import IncrementalDetokenizer, hold_back_partial_stop, trim_stop_string
+from engine.detokenizer import IncrementalDetokenizer
 from engine.ipc import IpcConfig, find_free_port
 from engine.messages import (
     AbortReqMsg,
@@ -42,6 +41,7 @@ from engine.messages import (
 )
 from engine.model_config import preflight
 from engine.rank_launcher import RankProcess, local_ranks
+from engine.req_state import ReqState, absorb
 from engine.sampling_params import SamplingParams
 from engine.tokenizer import load_tokenizer
 
@@ -60,28 +60,6 @@ class EngineDeadError(RuntimeError):
 
 class RequestCutOffError(RuntimeError):
     """The request was ended by the server (the shutdown drain timed out), not by the engine."""
-
-
-@dataclass
-class ReqState:
-    """Client-side state of one in-flight request; `on_output` callbacks receive it (public, stable:
-    rid, input_ids, sampling, created (perf_counter at submission), output_ids)."""
-
-    rid: str
-    input_ids: list[int]
-    sampling: SamplingParams
-    return_logprob: bool
-    return_text_in_logprobs: bool
-    stream: bool
-    detok: IncrementalDetokenizer | None
-    created: float = field(default_factory=time.perf_counter)
-    output_ids: list[int] = field(default_factory=list)
-    output_logprobs: list[list[Any]] = field(default_factory=list)
-    output_top_logprobs: list[Any] = field(default_factory=list)
-    input_logprobs: list[list[Any]] | None = None
-    input_top_logprobs: list[Any] | None = None
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-    first_token_time: float | None = None
 
 
 class EngineClient:
@@ -356,7 +334,7 @@ class EngineClient:
                 item = await state.queue.get()
                 if isinstance(item, Exception):
                     raise item
-                result = self._absorb(state, item)
+                result = absorb(state, item, self.tokenizer)
                 if progress is not None:
                     progress(len(state.output_ids))
                 if item.finished:
@@ -410,49 +388,3 @@ class EngineClient:
                 cb(state, out)
             except Exception:  # a listener's bug must not break the request's cleanup
                 logger.exception("on_output listener failed")
-
-    def _absorb(self, state: ReqState, out: ReqOutput) -> dict[str, Any]:
-        if out.new_token_ids and state.first_token_time is None:
-            state.first_token_time = time.perf_counter()
-        state.output_ids.extend(out.new_token_ids)
-        if out.output_logprobs:
-            state.output_logprobs.extend(out.output_logprobs)
-        if out.output_top_logprobs:
-            state.output_top_logprobs.extend(out.output_top_logprobs)
-        if out.input_logprobs is not None:
-            state.input_logprobs = out.input_logprobs
-            state.input_top_logprobs = out.input_top_logprobs
-        text = ""
-        finish_reason = out.finish_reason
-        if state.detok is not None:
-            text = state.detok.add(out.new_token_ids, is_final=out.finished)
-            stop = state.sampling.stop
-            if stop and not state.sampling.no_stop_trim:
-                text, matched = trim_stop_string(text, stop)
-                if matched is not None and out.finished and finish_reason and finish_reason.get("type") == "stop":
-                    finish_reason = {"type": "stop", "matched": matched}
-                if not out.finished:
-                    text = hold_back_partial_stop(text, stop)
-        meta: dict[str, Any] = {
-            "id": state.rid,
-            "finish_reason": finish_reason if out.finished else None,
-            "prompt_tokens": out.prompt_tokens or len(state.input_ids),
-            "completion_tokens": len(state.output_ids),
-            "cached_tokens": out.cached_tokens,
-            "e2e_latency": time.perf_counter() - state.created,
-        }
-        if state.first_token_time is not None:
-            meta["ttft"] = state.first_token_time - state.created
-        if state.return_logprob:
-            meta["input_token_logprobs"] = self._with_text(state.input_logprobs or [], state)
-            meta["output_token_logprobs"] = self._with_text(state.output_logprobs, state)
-            meta["input_top_logprobs"] = [self._with_text(t, state) if t else None
-                                          for t in (state.input_top_logprobs or [])]
-            meta["output_top_logprobs"] = [self._with_text(t, state) if t else None
-                                           for t in state.output_top_logprobs]
-        return {"text": text, "output_ids": list(state.output_ids), "meta_info": meta}
-
-    def _with_text(self, pairs: list[list[Any]], state: ReqState) -> list[list[Any]]:
-        if not state.return_text_in_logprobs or self.tokenizer is None:
-            return [[lp, tid, None] for lp, tid in pairs]
-        return [[lp, tid, self.tokenizer.decode([tid])] for lp, tid in pairs]

@@ -6,6 +6,7 @@ spell the choice (after the context), and returns the index of the pick plus wha
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,16 +17,17 @@ class ChoicesDecision:
     meta_info: dict[str, Any] = field(default_factory=dict)
 
 
-class ChoicesMethod:
+class ChoicesMethod(ABC):
     """Base class; `name` is what `choices_method="..."` accepts."""
 
     name = ""
     requires_unconditional_logprobs = False
 
+    @abstractmethod
     def __call__(self, *, choices: list[str], normalized_prompt_logprobs: list[float],
                  input_token_logprobs: list[list[Any]], output_token_logprobs: list[list[Any]],
                  unconditional_token_logprobs: list[list[Any]] | None = None) -> ChoicesDecision:
-        raise NotImplementedError
+        """Picks one of `choices`; each method implements it."""
 
     def __repr__(self) -> str:
         return self.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,26 +11,30 @@ from lang.choices import ChoicesDecision, ChoicesMethod
 from lang.ir import SamplingParams
 
 
-class BaseBackend:
+class BaseBackend(ABC):
     chat_template: ChatTemplate
 
     def get_chat_template(self) -> ChatTemplate:
         return self.chat_template
 
+    @abstractmethod
     def get_model_name(self) -> str:
-        raise NotImplementedError
+        """Implemented by every backend."""
 
     def cache_prefix(self, prefix: str) -> None:
         """Prefill `prefix` so later requests find it in the prefix cache (no-op where unsupported)."""
 
+    @abstractmethod
     def generate(self, s: Any, params: SamplingParams) -> tuple[Any, dict[str, Any]]:
-        raise NotImplementedError
+        """Implemented by every backend."""
 
+    @abstractmethod
     def generate_stream(self, s: Any, params: SamplingParams) -> Iterator[tuple[str, dict[str, Any]]]:
-        raise NotImplementedError
+        """Implemented by every backend."""
 
+    @abstractmethod
     def select(self, s: Any, choices: list[str], temperature: float, method: ChoicesMethod) -> ChoicesDecision:
-        raise NotImplementedError
+        """Implemented by every backend."""
 
     def flush_cache(self) -> Any:
         return None
