@@ -35,7 +35,11 @@ for s in "$@"; do
     engine-tests) stage engine-tests 300 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k "not flashinfer" ;;
     flashinfer-tests) stage flashinfer-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k flashinfer ;;
     gemv-bench) stage gemv-bench 300 python3 bench/gemv_bench.py ;;
+    fp8-kernel-tests) stage fp8-kernel-tests 300 python3 -m pytest -q -m gpu -o addopts="" $XDIST tests/kernels/test_fp8.py ;;
+    fp8-gemv-bench) stage fp8-gemv-bench 300 python3 bench/fp8_gemv_bench.py ;;
     single) stage single 150 python3 bench/single_stream.py --engine-args '{"attention_backend": "triton"}' ;;
+    single-fp8) stage single-fp8 200 python3 bench/single_stream.py \
+                  --engine-args '{"quantization": "fp8", "attention_backend": "triton"}' ;;
     single-unfused) stage single-unfused 150 python3 bench/single_stream.py \
                       --engine-args '{"attention_backend": "triton", "disable_fused_gemv": true}' ;;
     single-flashinfer) stage single-flashinfer 300 python3 bench/single_stream.py \

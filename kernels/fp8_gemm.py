@@ -3,7 +3,7 @@
 Activations are quantized per token (dynamic, `kernels.fp8_quant.per_token_quant_fp8`) or with the
 checkpoint's static per-tensor `input_scale`; weight scales are per output channel ([N], a per-tensor
 scale is expanded to [N] at load). Both go to `_scaled_mm` as row-wise scales (`scale_a` [M, 1],
-`scale_b` [1, N]), the one scaling mode that serves every checkpoint layout; its output is bf16/fp16.
+`scale_b` [1, N]), the one scaling mode that serves every checkpoint layout; its output is bf16.
 
 cuBLASLt / CUTLASS want K and N multiples of 16 (the weight is [N, K] row-major, i.e. `mat2 = w.t()`
 is column-major as `_scaled_mm` requires). M is padded to a multiple of 16 inside the activation
@@ -57,8 +57,9 @@ def fp8_linear_scaled_mm(
         q_x, x_scale = per_token_quant_fp8(x, pad_rows_to=M_PAD)
     else:
         q_x, x_scale = static_quant_fp8(x, input_scale, pad_rows_to=M_PAD)
-    out = torch._scaled_mm(q_x, w_q.t(), scale_a=x_scale, scale_b=w_scale.view(1, n), out_dtype=x.dtype)
-    out = out[:m]
+    # Row-wise scaling produces bf16 only (an fp16 model gets its result cast back).
+    out = torch._scaled_mm(q_x, w_q.t(), scale_a=x_scale, scale_b=w_scale.view(1, n), out_dtype=torch.bfloat16)
+    out = out[:m].to(x.dtype)
     # Bias after the GEMM: `_scaled_mm`'s fused bias is not available for every scaling mode.
     return out + bias if bias is not None else out
 
