@@ -104,3 +104,33 @@ def test_bad_awq_configs_fail_with_one_line(tiny_model_factory, tmp_path):
         with open(config_path, "w") as f:
             json.dump({**config, "quantization_config": {**config["quantization_config"], **override}}, f)
         _one_line_error(_args(pair.awq_dir), match)
+
+
+def test_awq_dummy_weights_for_benchmarks(tmp_path):
+    """`--load-format dummy --quantization awq` on a config-only directory (bench/models): AWQ-shaped random
+    weights (group 128) that keep activations finite."""
+    import math
+
+    import torch
+    import transformers
+
+    from engine.distributed.parallel_state import TPContext
+    from engine.model_config import create_model_config
+    from engine.model_loader import load_model
+
+    transformers.LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                             torch_dtype="bfloat16", architectures=["LlamaForCausalLM"]).save_pretrained(tmp_path)
+    args = _args(str(tmp_path), load_format="dummy", quantization="awq", skip_tokenizer_init=True)
+    model_config = create_model_config(args, "cpu")
+    assert model_config.quant_config.group_size == 128
+    model = load_model(args.model_path, "dummy", model_config, TPContext(), torch.device("cpu"))
+    weight = model.layers[0].mlp.down_proj.weight  # dequantized at load on the CPU
+    assert weight.shape == (256, 512) and torch.isfinite(weight).all()
+    assert 0.005 < weight.abs().max().item() <= 15 * 0.0013 and weight.std().item() > 1e-3
+    with Engine(model_path=str(tmp_path), device="cpu", load_format="dummy", quantization="awq",
+                skip_tokenizer_init=True) as engine:
+        out = engine.generate(input_ids=list(range(5, 40)), sampling_params={**GREEDY, "max_new_tokens": 4},
+                              return_logprob=True)
+    assert len(out["output_ids"]) == 4
+    assert all(math.isfinite(lp) for lp, _, _ in out["meta_info"]["output_token_logprobs"])

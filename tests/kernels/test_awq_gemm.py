@@ -56,7 +56,7 @@ CPU_SHAPES = [(64, 48, 32), (128, 64, 64)]  # (K, N, group)
 def test_gemv_interpreter(dtype: torch.dtype, k: int, n: int, group: int) -> None:
     packed, gen = _packed(k, n, group, dtype, "cpu")
     x = torch.randn(1, k, generator=gen).to(dtype)
-    for cfg in (AwqGemvConfig(block_n=16, block_k=16, split_k=3), AwqGemvConfig(block_n=64, block_k=32)):
+    for cfg in (AwqGemvConfig(block_n=16, block_k=16, split_k=3), AwqGemvConfig(block_n=64, block_k=32), None):
         got = awq_gemv(x, *packed, group, config=cfg)
         assert got.shape == (1, n) and got.dtype == dtype
         torch.testing.assert_close(got.float(), _reference(x, packed, group), **_tol(dtype, k))
@@ -71,6 +71,7 @@ def test_gemm_and_dequant_interpreter(dtype: torch.dtype, k: int, n: int, group:
     got = awq_gemm(x, *packed, group, config=AwqGemmConfig(block_m=16, block_n=32, block_k=16, num_warps=4))
     assert got.shape == (m, n) and got.dtype == dtype
     torch.testing.assert_close(got.float(), _reference(x, packed, group), **_tol(dtype, k))
+    torch.testing.assert_close(awq_gemm(x, *packed, group).float(), _reference(x, packed, group), **_tol(dtype, k))
     dense = awq_dequantize(*packed, group)
     torch.testing.assert_close(dense, dequantize_awq(*packed, group), atol=0, rtol=0)
 
