@@ -28,7 +28,7 @@ from bench.gemv_bench import shapes  # noqa: E402
 from bench.kernels_bench import bench_us  # noqa: E402
 from bench.roofline import copy_bandwidth_tbs  # noqa: E402
 from engine.quant.awq import dequantize_awq  # noqa: E402
-from kernels.awq_gemm import AwqGemvConfig, awq_dequantize, awq_gemm, awq_gemv  # noqa: E402
+from kernels.awq_gemm import AwqGemvConfig, awq_dequantize, awq_gemm, awq_gemv, gemv_locks  # noqa: E402
 
 DTYPE = torch.bfloat16
 GROUP = 128
@@ -62,11 +62,13 @@ def bench_gemv(name: str, n: int, k: int, quick: bool) -> dict:
     x = torch.randn(1, k, device="cuda").to(DTYPE)
     bf16_us = bench_us(lambda: [F.linear(x, w) for w in dense], calls_per_graph=1) / len(dense)
     ref = x.float() @ dequantize_awq(*awq[0], GROUP).float()
+    locks = gemv_locks(n, x.device)  # as each engine layer holds (allocated outside the graph)
     results = []
     for cfg in gemv_configs(quick):
         try:
             err = (awq_gemv(x, *awq[0], GROUP, config=cfg).float() - ref).abs().max().item()
-            us = bench_us(lambda cfg=cfg: [awq_gemv(x, *w, GROUP, config=cfg) for w in awq], calls_per_graph=1) / len(awq)
+            us = bench_us(lambda cfg=cfg: [awq_gemv(x, *w, GROUP, config=cfg, locks=locks) for w in awq],
+                          calls_per_graph=1) / len(awq)
         except Exception as exc:  # noqa: BLE001 - a config that does not compile is skipped, loudly
             print(json.dumps({"op": name, "config": str(cfg), "error": str(exc).splitlines()[0][:160]}))
             continue

@@ -10,7 +10,8 @@ Three entry points, all fp32-accumulating with the dequantisation in registers:
 - `awq_gemv`: one row (batch-1 decode), split over K so a 4096-wide output still fills the GPU. Inside a
   group the scale and zero factor out, `sum_k x_k (q_k - z) s = s (sum_k x_k q_k - z sum_k x_k)`, so the
   inner loop is an int->float convert and an FMA per weight. Partial sums go to an fp32 [split_k, N]
-  buffer summed in a fixed order: the result is the same bits run to run (no atomics).
+  buffer; the last split to finish a column block (an arrival counter) sums them in a fixed order, so
+  the result is the same bits run to run and the whole op is one launch.
 - `awq_gemm`: M rows (prefill chunks, batched decode), `tl.dot` on dequantised [BLOCK_K, BLOCK_N] tiles.
 - `awq_dequantize`: W as a dense [K, N] matrix (for very large M, dequantise once + cuBLAS; and tests).
 """
@@ -29,7 +30,7 @@ PACK = 8  # int4 values per int32
 
 
 class AwqGemvConfig(NamedTuple):
-    block_n: int = 256  # output columns per program (a multiple of 8: whole packs)
+    block_n: int = 256  # output columns per program (a power of 2 >= 8: whole packs)
     block_k: int = 32  # K rows per loop step; must divide the group size
     num_warps: int = 4
     split_k: int | None = None  # None: enough K splits for ~4 programs per SM
@@ -51,8 +52,8 @@ def _nibble_shifts(offs_n):
 
 
 @triton.jit
-def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, N, K, K_PER_SPLIT,
-                     GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr, N, K, K_PER_SPLIT,
+                     GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     PACKS: tl.constexpr = BLOCK_N // 8
@@ -77,7 +78,20 @@ def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, N, K, K_PER_SPLIT,
         z = ((zp[:, None] >> shifts[None, :]) & 0xF).to(tl.float32)  # [PACKS, 8]
         s = tl.load(sc_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)  # [PACKS, 8]
         acc += s * (xq - z * tl.sum(xk, axis=0))
-    tl.store(part_ptr + pid_k * N + offs_n, acc, mask=mask_n)
+    if SPLIT_K == 1:
+        tl.store(out_ptr + offs_n, acc.to(out_ptr.dtype.element_ty), mask=mask_n)
+    else:
+        tl.store(part_ptr + pid_k * N + offs_n, acc, mask=mask_n)
+        # The last of this column block's SPLIT_K programs to arrive (acq_rel: the others' partials are
+        # visible to it) sums the partials in split order, so the result is the same bits every run, and
+        # resets the counter for the next launch. One launch, no separate reduce or cast kernel.
+        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros((PACKS, 8), dtype=tl.float32)
+            for s in range(SPLIT_K):
+                total += tl.load(part_ptr + s * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
+            tl.store(out_ptr + offs_n, total.to(out_ptr.dtype.element_ty), mask=mask_n)
+            tl.atomic_xchg(lock_ptr + pid_n, 0)
 
 
 @triton.jit
@@ -148,25 +162,40 @@ def _block_k(group_size: int, want: int) -> int:
     return block
 
 
+def gemv_locks(n: int, device: torch.device) -> torch.Tensor:
+    """Split-K arrival counters for outputs up to `n` wide, enough for any block_n: zeros that every
+    launch leaves zeroed. Allocate once per layer at load; launches then allocate nothing but their fp32
+    partials (CUDA-graph friendly)."""
+    return torch.zeros(triton.cdiv(n, PACK), dtype=torch.int32, device=device)
+
+
 def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
-             group_size: int, config: AwqGemvConfig | None = None) -> torch.Tensor:
-    """x [1, K] -> [1, N] in x's dtype."""
+             group_size: int, config: AwqGemvConfig | None = None,
+             locks: torch.Tensor | None = None) -> torch.Tensor:
+    """x [1, K] -> [1, N] in x's dtype. `locks`: from `gemv_locks` (a zeroed buffer is made if None);
+    two launches must not share one concurrently (one per layer, one stream, is safe)."""
     k, n = _check_packed(qweight, qzeros, scales, group_size)
     _check_x(x, k, scales)
     assert x.shape[0] == 1, f"x: awq_gemv takes one row, got {x.shape[0]}"
     cfg = config or AwqGemvConfig()
-    assert cfg.block_n % PACK == 0 and (cfg.block_n & (cfg.block_n - 1)) == 0, f"{cfg}: block_n a power of 2 >= 8"
+    assert cfg.block_n >= PACK and (cfg.block_n & (cfg.block_n - 1)) == 0, f"{cfg}: block_n a power of 2 >= 8"
     block_k = _block_k(group_size, cfg.block_k)
     num_n = triton.cdiv(n, cfg.block_n)
     num_k_blocks = k // block_k
     split = cfg.split_k or max(1, min(num_k_blocks, triton.cdiv(4 * device_num_sms(x.device), num_n)))
     k_per_split = triton.cdiv(num_k_blocks, split) * block_k
     split = triton.cdiv(k, k_per_split)
-    partials = torch.empty((split, n), dtype=torch.float32, device=x.device)
-    _awq_gemv_kernel[(num_n, split)](x, qweight, qzeros, scales, partials, n, k, k_per_split, GROUP=group_size,
-                                     BLOCK_N=cfg.block_n, BLOCK_K=block_k, num_warps=cfg.num_warps)
-    out = partials[0] if split == 1 else partials.sum(0)
-    return out.to(x.dtype).unsqueeze(0)
+    out = torch.empty((1, n), dtype=x.dtype, device=x.device)
+    partials = out
+    if split > 1:
+        partials = torch.empty((split, n), dtype=torch.float32, device=x.device)
+        if locks is None:
+            locks = gemv_locks(n, x.device)
+        assert locks.dtype == torch.int32 and locks.numel() >= num_n, f"locks: need {num_n} int32 counters"
+    _awq_gemv_kernel[(num_n, split)](x, qweight, qzeros, scales, partials, locks if locks is not None else out,
+                                     out, n, k, k_per_split, GROUP=group_size, BLOCK_N=cfg.block_n,
+                                     BLOCK_K=block_k, SPLIT_K=split, num_warps=cfg.num_warps)
+    return out
 
 
 def default_gemm_config(m: int) -> AwqGemmConfig:

@@ -132,6 +132,11 @@ class AWQLinearMethod(LinearMethod):
 
     def process_weights_after_loading(self, layer: nn.Module) -> None:
         if layer.qweight.is_cuda:
+            from kernels.awq_gemm import gemv_locks
+
+            # The batch-1 GEMV's split-K arrival counters: allocated here, never inside a CUDA-graph capture.
+            layer.register_buffer("awq_gemv_locks", gemv_locks(layer.scales.shape[1], layer.scales.device),
+                                  persistent=False)
             return
         weight = dequantize_awq(layer.qweight, layer.qzeros, layer.scales, self.group_size)  # [in, out]
         for name in ("qweight", "qzeros", "scales"):
@@ -149,7 +154,7 @@ class AWQLinearMethod(LinearMethod):
             x = x.contiguous()
         packed = (layer.qweight, layer.qzeros, layer.scales, self.group_size)
         if x.shape[0] == 1:
-            out = awq_gemv(x, *packed)
+            out = awq_gemv(x, *packed, locks=layer.awq_gemv_locks)
         elif x.shape[0] >= DEQUANT_MATMUL_MIN_ROWS:
             out = x @ awq_dequantize(*packed)
         else:

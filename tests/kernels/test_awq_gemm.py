@@ -12,7 +12,7 @@ import torch
 
 from engine.quant.awq import dequantize_awq, unpack_int4
 from engine.quant.awq_pack import pack_int4, quantize_awq
-from kernels.awq_gemm import AwqGemmConfig, AwqGemvConfig, awq_dequantize, awq_gemm, awq_gemv
+from kernels.awq_gemm import AwqGemmConfig, AwqGemvConfig, awq_dequantize, awq_gemm, awq_gemv, gemv_locks
 
 
 def _packed(k: int, n: int, group: int, dtype: torch.dtype, device: str, seed: int = 0):
@@ -57,9 +57,11 @@ def test_gemv_interpreter(dtype: torch.dtype, k: int, n: int, group: int) -> Non
     packed, gen = _packed(k, n, group, dtype, "cpu")
     x = torch.randn(1, k, generator=gen).to(dtype)
     for cfg in (AwqGemvConfig(block_n=16, block_k=16, split_k=3), AwqGemvConfig(block_n=64, block_k=32), None):
-        got = awq_gemv(x, *packed, group, config=cfg)
+        locks = gemv_locks(n, x.device)
+        got = awq_gemv(x, *packed, group, config=cfg, locks=locks)
         assert got.shape == (1, n) and got.dtype == dtype
         torch.testing.assert_close(got.float(), _reference(x, packed, group), **_tol(dtype, k))
+        assert not locks.any(), "the split-K arrival counters must be left at zero for the next launch"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -102,7 +104,10 @@ def test_awq_kernels_gpu(dtype: torch.dtype, k: int, n: int, m: int) -> None:
     got = awq_gemv(x, *packed, group) if m == 1 else awq_gemm(x, *packed, group)
     torch.testing.assert_close(got.float(), ref, **_tol(dtype, k))
     if m == 1:
-        assert torch.equal(got, awq_gemv(x, *packed, group)), "split-K must reduce in a fixed order"
+        locks = gemv_locks(n, x.device)
+        for _ in range(3):
+            assert torch.equal(got, awq_gemv(x, *packed, group, locks=locks)), "split-K must reduce in a fixed order"
+        assert not locks.any()
         torch.testing.assert_close(awq_gemm(x, *packed, group).float(), ref, **_tol(dtype, k))
     if m == 512:  # the dequantize + cuBLAS path of large prefills
         torch.testing.assert_close((x @ awq_dequantize(*packed, group)).float(), ref, **_tol(dtype, k))
