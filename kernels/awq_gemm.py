@@ -85,7 +85,8 @@ def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
         # The last of this column block's SPLIT_K programs to arrive (acq_rel: the others' partials are
         # visible to it) sums the partials in split order, so the result is the same bits every run, and
         # resets the counter for the next launch. One launch, no separate reduce or cast kernel.
-        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel")
+        tl.debug_barrier()  # every thread's partial stores precede the (single-thread, releasing) arrival
+        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
         if arrived == SPLIT_K - 1:
             total = tl.zeros((PACKS, 8), dtype=tl.float32)
             for s in range(SPLIT_K):
