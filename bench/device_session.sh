@@ -42,6 +42,12 @@ for s in "$@"; do
                   --engine-args '{"quantization": "fp8", "attention_backend": "triton"}' ;;
     single-unfused) stage single-unfused 150 python3 bench/single_stream.py \
                       --engine-args '{"attention_backend": "triton", "disable_fused_gemv": true}' ;;
+    single-awq) stage single-awq 240 python3 bench/single_stream.py --quantization awq \
+                  --engine-args '{"attention_backend": "triton"}' ;;
+    awq-kernel-tests) stage awq-kernel-tests 420 python3 -m pytest -q -m gpu -o addopts="" $XDIST \
+                        tests/kernels/test_awq_gemm.py ;;
+    awq-engine-test) stage awq-engine-test 300 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine/test_gpu_awq.py ;;
+    awq-bench) stage awq-bench 480 python3 bench/awq_bench.py ;;
     single-flashinfer) stage single-flashinfer 300 python3 bench/single_stream.py \
                          --engine-args '{"attention_backend": "flashinfer"}' ;;
     profile) stage profile 150 python3 bench/profile_step.py --batch-sizes 1 --prefill-reqs 1 --prefill-len 128 ;;

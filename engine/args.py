@@ -23,6 +23,8 @@ ATTENTION_BACKENDS = ("torch_native", "triton", "flashinfer")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float", "bf16", "fp16", "fp32")
 FP32_DTYPES = ("float32", "float", "fp32")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
+# --quantization: weight quantization families (engine/quant); the checkpoint's quantization_config must agree.
+QUANTIZATIONS = ("awq", "fp8")
 DEVICES = ("auto", "cpu", "cuda")
 GRAMMAR_BACKENDS = ("xgrammar", "llguidance", "none")
 # Output formats the API process parses (app/structured); named here so a typo fails at start.
@@ -63,6 +65,8 @@ class ServerArgs:
     dtype: str = "auto"
     device: str = "auto"
     load_format: str = "auto"
+    # Weight quantization (engine/quant); default: whatever config.json's quantization_config says.
+    quantization: str | None = None
     attention_backend: str | None = None
     grammar_backend: str = "xgrammar"
     # Structured generation (engine/grammar): a compile slower than this fails its request alone.
@@ -243,6 +247,8 @@ class ServerArgs:
         need(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         need(self.load_format in LOAD_FORMATS,
              f"--load-format must be one of {', '.join(LOAD_FORMATS)}, got {self.load_format!r}")
+        need(self.quantization is None or self.quantization in QUANTIZATIONS,
+             f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
         need(self.attention_backend is None or self.attention_backend in ATTENTION_BACKENDS,
              f"--attention-backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention_backend!r}")
         need(self.grammar_backend in GRAMMAR_BACKENDS,
@@ -302,6 +308,9 @@ _HELP = {
     "tool_call_parser": "format of the model's own tool calls: llama3 | qwen | hermes | mistral (default: "
                         "from the chat template: <tool_call> → qwen, [TOOL_CALLS] → mistral, <|python_tag|> → llama3)",
     "reasoning_parser": "split <think>...</think> into reasoning_content: qwen3 | deepseek-r1",
+    "quantization": "awq | fp8: weight quantization; default: auto-detected from config.json's "
+                    "quantization_config (a flag that disagrees with the checkpoint is an error; fp8 on a "
+                    "16-bit checkpoint quantizes at load)",
     "attention_backend": "torch_native | triton | flashinfer (default: flashinfer on CUDA when importable and "
                          "--dtype is not float32, else triton; torch_native on CPU)",
 }

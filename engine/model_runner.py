@@ -77,6 +77,7 @@ class ModelRunner:
         self.model.attn_backend = self.attn_backend
         # Batch-1 decode through fused Triton GEMVs (norms/SiLU as prologues, residual adds as epilogues).
         self.model.fused_gemv = not args.disable_fused_gemv and self.model.supports_fused_gemv()
+        self.model.lm_head_gemv = not args.disable_fused_gemv and self.model.supports_lm_head_gemv()
         logger.info("rank %d: KV cache %d tokens (%.2f GiB), max running requests %d, attention %s",
                     tp.rank, max_tokens, max_tokens * bpt / GiB, self.max_running_requests,
                     args.resolved_attention_backend)
