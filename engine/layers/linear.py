@@ -44,6 +44,8 @@ class _LinearBase(nn.Module):
             self.bias = None
         for param in self.parameters(recurse=False):
             param.weight_loader = self._load
+        # A method whose checkpoint tensors come in several shapes wraps these loaders (FP8 scales).
+        self.quant_method.attach_loaders(self)
 
     def _load(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: int | None = None) -> None:
         _default_loader(param, loaded)

@@ -17,6 +17,8 @@ How to add a method (e.g. FP8):
      packed sub-matrix, e.g. a per-tensor scale each for q, k and v: stored at index shard_id of dim 0).
      `in_features` is the per-rank input size; `out_features` lists the per-rank output size of every
      packed sub-matrix (q, k, v or gate, up), one entry for an ordinary layer.
+   - `attach_loaders(layer)` (optional): wrap the layer's `weight_loader`s once they are set, for a
+     checkpoint tensor that comes in more than one shape (FP8 scales: scalar or per-channel).
    - `process_weights_after_loading(layer)`: repack/convert once after all tensors loaded (also after
      dummy fill); weights are on the device by then.
    - `apply(layer, x, bias)`: y = x W^T (+ bias) for x [T, in_features] -> [T, sum(out_features)]. A
@@ -62,6 +64,11 @@ class LinearMethod(ABC):
     @abstractmethod
     def create_weights(self, layer: nn.Module, in_features: int, out_features: list[int],
                        dtype: torch.dtype) -> None: ...
+
+    def attach_loaders(self, layer: nn.Module) -> None:
+        """Called once the layer has set every parameter's `weight_loader` (its TP slicing): a method
+        may wrap them, e.g. to accept a checkpoint tensor in more than one shape. Default: as set."""
+        return None
 
     def process_weights_after_loading(self, layer: nn.Module) -> None:
         return None
