@@ -36,6 +36,7 @@ for s in "$@"; do
     flashinfer-tests) stage flashinfer-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k flashinfer ;;
     gemv-bench) stage gemv-bench 300 python3 bench/gemv_bench.py ;;
     fp8-kernel-tests) stage fp8-kernel-tests 300 python3 -m pytest -q -m gpu -o addopts="" $XDIST tests/kernels/test_fp8.py ;;
+    fp8-engine-test) stage fp8-engine-test 300 python3 -m pytest -q -m gpu -o addopts="" -rA -s tests/engine/test_gpu_fp8.py ;;
     fp8-gemv-bench) stage fp8-gemv-bench 300 python3 bench/fp8_gemv_bench.py ;;
     single) stage single 150 python3 bench/single_stream.py --engine-args '{"attention_backend": "triton"}' ;;
     single-fp8) stage single-fp8 200 python3 bench/single_stream.py \
