@@ -64,11 +64,9 @@ def _fill_dummy(model: torch.nn.Module) -> None:
         elif not param.is_floating_point():
             info = torch.iinfo(param.dtype)
             param.random_(info.min, info.max, generator=gen)
-        elif param.dtype.itemsize == 1:  # float8: no uniform_ kernel; draw in fp32, round once
-            low, high = layout.dummy_range if layout is not None and layout.dummy_range else (-0.02, 0.02)
-            param.copy_(torch.empty(param.shape, dtype=torch.float32, device=param.device).uniform_(
-                low, high, generator=gen))
-        elif layout is not None and layout.dummy_range is not None:
-            param.uniform_(*layout.dummy_range, generator=gen)
         else:
-            param.uniform_(-0.02, 0.02, generator=gen)
+            low, high = layout.dummy_range if layout is not None and layout.dummy_range else (-0.02, 0.02)
+            if param.element_size() == 1:  # float8 has no uniform_: draw in fp32, round on the copy
+                param.copy_(torch.empty(param.shape, device=param.device).uniform_(low, high, generator=gen))
+            else:
+                param.uniform_(low, high, generator=gen)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from engine.quant.awq import AWQ_PACK_ORDER, PACK
@@ -23,13 +22,13 @@ class AWQPacked(NamedTuple):
 
 def pack_int4(values: torch.Tensor) -> torch.Tensor:
     """[R, C] ints in 0..15 -> [R, C/8] int32; nibble i of pack j holds column 8j + AWQ_PACK_ORDER[i]."""
-    v = values.to(torch.int64).numpy().astype(np.uint32)
+    v = values.to(torch.int64)
     rows, cols = v.shape
-    packed = np.zeros((rows, cols // PACK), dtype=np.uint32)
+    packed = torch.zeros(rows, cols // PACK, dtype=torch.int64)  # unsigned 32-bit values, wrapped below
     for j in range(cols // PACK):
         for i, col in enumerate(AWQ_PACK_ORDER):
-            packed[:, j] |= v[:, j * PACK + col] << np.uint32(4 * i)
-    return torch.from_numpy(packed.view(np.int32).copy())
+            packed[:, j] |= v[:, j * PACK + col] << (4 * i)
+    return torch.where(packed >= 1 << 31, packed - (1 << 32), packed).to(torch.int32)
 
 
 def quantize_awq(weight: torch.Tensor, group_size: int) -> AWQPacked:

@@ -25,8 +25,11 @@ How to add a method (e.g. FP8):
      row-parallel layer calls it with bias=None and adds its bias after the all-reduce.
    - `supports_fused_gemv`: leave False unless the layer keeps a plain model-dtype `.weight` [out, in]
      (the batch-1 fused GEMV path in engine/models/llama.py reads `.weight` directly).
-3. Dummy weights (`--load-format dummy`): integer parameters get random bits; give float parameters whose
-   uniform(-0.02, 0.02) default is wrong (scales) a `dummy_range` in their ShardLayout.
+3. Dummy weights (`--load-format dummy`): integer parameters get random bits, float ones (float8 included,
+   drawn in fp32) uniform(-0.02, 0.02); give a parameter whose range that is wrong (scales) a `dummy_range`
+   in its ShardLayout. `process_weights_after_loading` runs after the dummy fill too.
+4. Tests: build a tiny checkpoint in your format from the tiny HF models (see tests/fixtures/awq_checkpoint.py
+   and tests/engine/test_awq_engine.py) and compare with HF transformers on the dequantized weights.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class QuantConfig(ABC):
     @classmethod
     def from_flag(cls, is_dummy_load: bool) -> QuantConfig:
         """`--quantization NAME` on a checkpoint without `quantization_config`. Default: refused."""
-        raise ArgsError(f"--quantization {cls.name} needs a {cls.name} checkpoint (config.json "
+        raise ArgsError(f"--quantization {cls.name} needs a checkpoint quantized with {cls.name} (config.json "
                         f"quantization_config); this model has none")
 
     def check_model(self, hf_config, tp_size: int) -> None:

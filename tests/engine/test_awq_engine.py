@@ -84,7 +84,7 @@ def _one_line_error(args: ServerArgs, match: str) -> None:
 
 def test_bad_awq_configs_fail_with_one_line(tiny_model_factory, tmp_path):
     base = tiny_model_factory("llama")
-    _one_line_error(_args(base, quantization="awq"), "--quantization awq needs a awq checkpoint")
+    _one_line_error(_args(base, quantization="awq"), "--quantization awq needs a checkpoint quantized with awq")
     pair = build_awq_pair(base, str(tmp_path / "g32"), group_size=32)
     _one_line_error(_args(pair.awq_dir, quantization="fp8"), "--quantization fp8 does not match.*'awq'")
     preflight(_args(pair.awq_dir, quantization="awq"))  # agreeing flag: fine
