@@ -148,15 +148,18 @@ def _gemv_split_k_kernel(
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
     offs_k0 = tl.arange(0, BLOCK_K)
 
+    # k_per_split is a multiple of BLOCK_K (the launcher rounds it), so EVEN_K tiles stay whole, and
+    # no slice is empty. The first weight tile is requested before the RMSNorm statistics: a slice is
+    # only a few tiles long, and the row's sum of squares (an L2 round trip and a block reduction)
+    # would otherwise delay every program's first DRAM request.
+    k_begin = pid_k * k_per_split
+    k_end = tl.minimum(k_begin + k_per_split, K)
+    w_first = _load_w(w_rows, k_begin + offs_k0, mask_n, K, EVEN_N, EVEN_K)
     rstd = 1.0
     if PROLOGUE == 1:
         rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
-
-    # k_per_split is a multiple of BLOCK_K (the launcher rounds it), so EVEN_K tiles stay whole.
-    k_begin = pid_k * k_per_split
-    k_end = tl.minimum(k_begin + k_per_split, K)
-    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-    for k0 in tl.range(k_begin, k_end, BLOCK_K, num_stages=NUM_STAGES):
+    acc = w_first.to(tl.float32) * _load_x(x_ptr, norm_w_ptr, k_begin + offs_k0, K, rstd, dtype, PROLOGUE)[None, :]
+    for k0 in tl.range(k_begin + BLOCK_K, k_end, BLOCK_K, num_stages=NUM_STAGES):
         w = _load_w(w_rows, k0 + offs_k0, mask_n, K, EVEN_N, EVEN_K)
         acc += w.to(tl.float32) * _load_x(x_ptr, norm_w_ptr, k0 + offs_k0, K, rstd, dtype, PROLOGUE)[None, :]
     tl.store(part_ptr + pid_k * N + offs_n, tl.sum(acc, 1), mask=mask_n)
