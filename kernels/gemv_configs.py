@@ -9,11 +9,17 @@ the H100. `bench/gemv_bench.py --sweep` times candidates per projection shape on
 Keys: `device_key` = torch's device name and SM count (an H100 PCIe and an H100 SXM differ in both);
 then "NxK" of the weight. The table holds 16-bit tiles (the fused path runs only for fp16/bf16);
 a shape or device not in it gets `default_config(k)`.
+
+`TESSERA_GEMV_TUNED=<path to a sweep's gemv_tuned.json>` overlays that file on `TUNED` (read once per
+process, inherited by the engine's rank processes): a device session can sweep and then measure the
+engine with the winners in the same call, before anything is pasted.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 from typing import NamedTuple
 
 import torch
@@ -65,9 +71,16 @@ def validate(cfg: GemvConfig) -> GemvConfig:
     return cfg
 
 
+TUNED_ENV = "TESSERA_GEMV_TUNED"
+
+
 @functools.cache
 def _tuned(device_name: str, n: int, k: int) -> GemvConfig | None:
-    entry = TUNED.get(device_name, {}).get(shape_key(n, k))
+    entries = dict(TUNED.get(device_name, {}))
+    if os.environ.get(TUNED_ENV):
+        with open(os.environ[TUNED_ENV]) as f:
+            entries.update(json.load(f).get(device_name, {}))
+    entry = entries.get(shape_key(n, k))
     return validate(GemvConfig(**entry)) if entry is not None else None
 
 

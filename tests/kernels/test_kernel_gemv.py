@@ -6,6 +6,8 @@ The reference is what the model computes without fusion: HF RMSNorm, then `F.lin
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,7 +111,7 @@ def test_split_k_matches_single_pass_and_leaves_counters_zero(prologue: str) -> 
     assert int(_split_k_counters(x.device).abs().sum()) == 0
 
 
-def test_pick_config_uses_the_device_table(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pick_config_uses_the_device_table(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from kernels import gemv_configs
 
     monkeypatch.setattr(gemv_configs, "TUNED", {"Fake GPU/7sm": {"96x64": {
@@ -119,6 +121,13 @@ def test_pick_config_uses_the_device_table(monkeypatch: pytest.MonkeyPatch) -> N
         assert gemv_configs._tuned("Fake GPU/7sm", 96, 64) == GemvConfig(16, 32, 4, 2, 2)
         assert gemv_configs._tuned("Fake GPU/7sm", 96, 128) is None  # other shapes: default
         assert gemv_configs._tuned("Other GPU/7sm", 96, 64) is None
+        # A sweep's output file overlays the table (device sessions measure the engine with it).
+        sweep_out = tmp_path / "gemv_tuned.json"
+        sweep_out.write_text(json.dumps({"Other GPU/7sm": {"96x64": {"block_n": 4, "block_k": 64, "num_warps": 2}}}))
+        monkeypatch.setenv(gemv_configs.TUNED_ENV, str(sweep_out))
+        gemv_configs._tuned.cache_clear()
+        assert gemv_configs._tuned("Other GPU/7sm", 96, 64) == GemvConfig(4, 64, 2)
+        assert gemv_configs._tuned("Fake GPU/7sm", 96, 64) == GemvConfig(16, 32, 4, 2, 2)
         # CPU tensors (the interpreter) always take the defaults.
         assert gemv_configs.pick_config(torch.device("cpu"), 96, 64) == gemv_configs.default_config(64)
     finally:
