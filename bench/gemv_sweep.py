@@ -109,7 +109,7 @@ def _compile_one(item: tuple[int, int, str, tuple]) -> str | None:
         return f"{n}x{k} {cfg}: {str(exc).splitlines()[0][:160]}"
 
 
-def precompile(items: list[tuple[int, int, str, GemvConfig]], jobs: int, timeout_s: float = 150) -> None:
+def precompile(items: list[tuple[int, int, str, GemvConfig]], jobs: int, timeout_s: float = 90) -> None:
     """Compile every (shape, kind, tile) in `jobs` spawned processes. Best effort: whatever did not
     finish compiles in the timing loop instead."""
     if jobs <= 1 or not items:

@@ -46,8 +46,8 @@ PROLOGUE_NONE = 0
 PROLOGUE_RMSNORM = 1
 PROLOGUE_SILU_MUL = 2
 
-# Arrival counters for split-K row blocks, per device; 64K row blocks covers N up to 64K rows at
-# BLOCK_N = 1 (split-K is for small N; the launcher checks).
+# Arrival counters for split-K row blocks, per device: 64K int32 (256 KiB) covers every row block a
+# grid can hold (split-K is for small N; the launcher checks).
 _COUNTERS_LEN = 1 << 16
 _counters: dict[torch.device, torch.Tensor] = {}
 
@@ -241,7 +241,8 @@ def fused_gemv(
     if split_k == 1:
         _gemv_kernel[(n_blocks,)](*args, n, k, weight.stride(0), eps, **meta)
         return out
-    assert n_blocks <= _COUNTERS_LEN, f"split-K over {n_blocks} row blocks: at most {_COUNTERS_LEN} (raise block_n)"
+    # Row blocks are grid axis 1 (at most 65535) and index the counters.
+    assert n_blocks < _COUNTERS_LEN, f"split-K over {n_blocks} row blocks: at most {_COUNTERS_LEN - 1} (raise block_n)"
     partials = torch.empty((split_k, n), dtype=torch.float32, device=x.device)
     _gemv_split_k_kernel[(split_k, n_blocks)](
         *args, partials, _split_k_counters(x.device), n, k, weight.stride(0), eps, tiles_per_split * cfg.block_k,
