@@ -38,6 +38,15 @@ for s in "$@"; do
     fp8-kernel-tests) stage fp8-kernel-tests 300 python3 -m pytest -q -m gpu -o addopts="" $XDIST tests/kernels/test_fp8.py ;;
     fp8-engine-test) stage fp8-engine-test 300 python3 -m pytest -q -m gpu -o addopts="" -rA -s tests/engine/test_gpu_fp8.py ;;
     fp8-gemv-bench) stage fp8-gemv-bench 300 python3 bench/fp8_gemv_bench.py ;;
+    # Per-device GEMV tiles (split-K for the small projections): writes $OUT/gemv_tuned.json, a
+    # kernels/gemv_configs.py TUNED entry; single-tuned then runs the engine with it (TESSERA_GEMV_TUNED).
+    gemv-sweep) stage gemv-sweep 200 python3 bench/gemv_bench.py --sweep --out "$OUT/gemv_tuned.json" ;;
+    gemv-gpu-test) stage gemv-gpu-test 150 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
+                     tests/kernels/test_kernel_gpu.py -k gemv ;;
+    single-tuned) if [ -f "$OUT/gemv_tuned.json" ]; then
+                    stage single-tuned 150 env TESSERA_GEMV_TUNED="$OUT/gemv_tuned.json" python3 bench/single_stream.py \
+                      --engine-args '{"attention_backend": "triton"}'
+                  else echo "single-tuned: no $OUT/gemv_tuned.json (run gemv-sweep first)"; fi ;;
     single) stage single 150 python3 bench/single_stream.py --engine-args '{"attention_backend": "triton"}' ;;
     single-fp8) stage single-fp8 200 python3 bench/single_stream.py \
                   --engine-args '{"quantization": "fp8", "attention_backend": "triton"}' ;;
@@ -56,6 +65,10 @@ for s in "$@"; do
     tp4) stage tp4 540 python3 bench/tp_bench.py --tp 4 --runs 2 ;;  # needs nvidia-h200-x4
     grammar-bench) stage grammar-bench 300 python3 bench/grammar_bench.py --model-path bench/models/llama-3.1-8b \
                      --load-format dummy --engine-args '{"attention_backend": "triton"}' ;;
+    # the real 131 K Tekken vocabulary (bench/tekken_tokenizer.py; build it here and carry it as .exp/tekken-hf)
+    grammar-bench-tekken) stage grammar-bench-tekken 300 python3 bench/grammar_bench.py \
+                            --model-path bench/models/llama-3.1-8b --load-format dummy --tokenizer-path .exp/tekken-hf \
+                            --engine-args '{"attention_backend": "triton"}' ;;
     suite) stage suite 420 python3 bench/run_suite.py ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
