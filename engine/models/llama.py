@@ -120,16 +120,26 @@ class LlamaDecoderLayer(nn.Module):
         the norms run as GEMV prologues and the residual adds as epilogues, so the same rounding steps
         as `forward` happen, only without their own launches. Returns the updated stream.
         """
-        from kernels.gemv import fused_gemv
-
         attn, mlp = self.self_attn, self.mlp
-        qkv = fused_gemv(stream, attn.qkv_proj.weight, norm_weight=self.input_layernorm.weight,
-                         eps=self.input_layernorm.eps, bias=attn.qkv_proj.bias)
+        qkv = _row_gemv(attn.qkv_proj, stream, norm_weight=self.input_layernorm.weight,
+                        eps=self.input_layernorm.eps, bias=attn.qkv_proj.bias)
         out = attn.attend(positions, *attn.split_qkv(qkv), fb, rotary, attn_backend)
-        stream = fused_gemv(out, attn.o_proj.weight, bias=attn.o_proj.bias, residual=stream)
-        gate_up = fused_gemv(stream, mlp.gate_up_proj.weight, norm_weight=self.post_attention_layernorm.weight,
-                             eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias)
-        return fused_gemv(gate_up, mlp.down_proj.weight, silu_mul=True, bias=mlp.down_proj.bias, residual=stream)
+        stream = _row_gemv(attn.o_proj, out, bias=attn.o_proj.bias, residual=stream)
+        gate_up = _row_gemv(mlp.gate_up_proj, stream, norm_weight=self.post_attention_layernorm.weight,
+                            eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias)
+        return _row_gemv(mlp.down_proj, gate_up, silu_mul=True, bias=mlp.down_proj.bias, residual=stream)
+
+
+def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    """One fused batch-1 GEMV through `linear`'s weight: 16-bit (`kernels.gemv`) or FP8 with its per-row
+    scales (`kernels.fp8_gemv`, same prologues and epilogues)."""
+    if linear.weight.dtype == torch.float8_e4m3fn:
+        from kernels.fp8_gemv import fp8_gemv
+
+        return fp8_gemv(x, linear.weight, linear.weight_scale, **kwargs)
+    from kernels.gemv import fused_gemv
+
+    return fused_gemv(x, linear.weight, **kwargs)
 
 
 class LlamaForCausalLM(nn.Module):
@@ -167,13 +177,15 @@ class LlamaForCausalLM(nn.Module):
 
     def supports_fused_gemv(self) -> bool:
         """The fused path needs the whole projection on this rank (TP 1: o/down epilogues add the residual
-        before any all-reduce), a 16-bit model on CUDA (fp32 keeps the exact cuBLAS path), and plain `.weight`
-        matrices: quantized layers (engine/quant) run their own kernels through the unfused path."""
+        before any all-reduce), a 16-bit model on CUDA (fp32 keeps the exact cuBLAS path), and layers whose
+        method supports it: plain 16-bit `.weight`, or FP8 `.weight` + `.weight_scale` (`_row_gemv`); other
+        quantized layers (engine/quant) run their own kernels through the unfused path."""
         linears = [m for m in self.layers.modules() if hasattr(m, "quant_method")]
         if not all(m.quant_method.supports_fused_gemv for m in linears):
             return False
-        weight = self.layers[0].self_attn.qkv_proj.weight
-        return self.tp.size == 1 and weight.is_cuda and weight.dtype in (torch.float16, torch.bfloat16)
+        # The activations' dtype (FP8 layers keep float8 weights but compute in the model dtype).
+        act = self.embed_tokens.weight
+        return self.tp.size == 1 and act.is_cuda and act.dtype in (torch.float16, torch.bfloat16)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, fb: ForwardBatch) -> torch.Tensor:
         hidden = self.embed_tokens(input_ids)  # [T, hidden]

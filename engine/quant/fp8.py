@@ -19,7 +19,8 @@ kernel contract (row-wise scales) serves every layout.
 Activations: dynamic per-token e4m3 scales by default. A static checkpoint's `input_scale`s are used as
 given (packed shards share one input, so the largest of their scales, as calibrated per module, is
 the one that cannot clip). Dispatch (`Fp8LinearMethod.apply`): on CUDA one row goes through the
-weight-only FP8 GEMV (`kernels.fp8_gemv`; activations stay 16-bit), more rows through `_scaled_mm`
+weight-only FP8 GEMV (`kernels.fp8_gemv`; activations stay 16-bit; at TP 1 the model's fused batch-1
+path calls it with the norm / SiLU prologues and residual epilogue), more rows through `_scaled_mm`
 (`kernels.fp8_gemm`); on CPU the weights are dequantized to the compute dtype (`fp8_linear_ref`).
 """
 
@@ -171,6 +172,10 @@ def _make_input_scale_loader():
 # -------------------------------------------------------------------------------- methods
 class Fp8LinearMethod(LinearMethod):
     """FP8 weights as stored in the checkpoint (or dummy-filled), per-output-row fp32 scales."""
+
+    # Batch-1 decode may run these layers in the fused GEMV path (`engine.models.llama._row_gemv`:
+    # `kernels.fp8_gemv` with the RMSNorm / SiLU prologues and residual epilogue).
+    supports_fused_gemv = True
 
     def __init__(self, static_activations: bool = False) -> None:
         self.static_activations = static_activations

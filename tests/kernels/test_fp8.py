@@ -98,6 +98,35 @@ def test_fp8_gemv_matches_reference_interpreter(n: int, k: int, config: Fp8GemvC
     torch.testing.assert_close(fp8_gemv(x, q, s, config=config), (x.float() @ dequantize(q, s).t()).to(dtype), **tol)
 
 
+@pytest.mark.parametrize("split_k", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_fp8_gemv_prologues_match_unfused_interpreter(split_k: int, dtype: torch.dtype) -> None:
+    """RMSNorm prologue, and SiLU-and-mul prologue with the residual epilogue (in place too): the same
+    expressions the unfused model computes, with the dequantized weight."""
+    from kernel_ref import rmsnorm_ref
+
+    n, k = 40, 96
+    cfg = Fp8GemvConfig(block_n=8, block_k=32, num_warps=2, split_k=split_k)
+    q, s = quantize_weight_per_channel(_weight(n, k, seed=5))
+    w = dequantize(q, s)
+    gen = torch.Generator().manual_seed(6)
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
+
+    x = (3 * torch.randn(1, k, generator=gen)).to(dtype)
+    gamma = (1 + 0.2 * torch.randn(k, generator=gen)).to(dtype)
+    expected = (rmsnorm_ref(x, gamma, 1e-5).float() @ w.t()).to(dtype)
+    torch.testing.assert_close(fp8_gemv(x, q, s, norm_weight=gamma, eps=1e-5, config=cfg), expected, **tol)
+
+    gate_up = torch.randn(1, 2 * k, generator=gen).to(dtype)
+    residual = torch.randn(1, n, generator=gen).to(dtype)
+    gate, up = gate_up.chunk(2, dim=-1)
+    act = (F.silu(gate.float()).to(dtype).float() * up.float()).to(dtype)
+    expected = (residual.float() + (act.float() @ w.t()).to(dtype).float()).to(dtype)
+    torch.testing.assert_close(fp8_gemv(gate_up, q, s, silu_mul=True, residual=residual, config=cfg), expected, **tol)
+    fp8_gemv(gate_up, q, s, silu_mul=True, residual=residual, out=residual, config=cfg)
+    torch.testing.assert_close(residual, expected, **tol)
+
+
 def test_fp8_gemv_rejects_bad_inputs() -> None:
     q, s = quantize_weight_per_channel(_weight(16, 32, seed=4))
     with pytest.raises(AssertionError, match="x: expected shape"):
@@ -184,3 +213,25 @@ def test_fp8_gemv_gpu(n: int, k: int, split_k: int | None) -> None:
     got = fp8_gemv(x, q, s, bias, config=cfg)
     ref = x.float() @ dequantize(q, s).t() + bias.float()
     torch.testing.assert_close(got.float(), ref[0:1], rtol=1.6e-2, atol=1e-2 * ref.abs().mean().item())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("n", "k"), LLAMA8B_SHAPES)
+@pytest.mark.parametrize("split_k", [None, 4])
+def test_fp8_gemv_prologues_gpu(n: int, k: int, split_k: int | None) -> None:
+    from kernel_ref import rmsnorm_ref
+
+    _, q, s = _quantized_weight(n, k, per_channel=True)
+    w = dequantize(q, s)
+    cfg = None if split_k is None else default_config(n, k, torch.device("cuda"))._replace(split_k=split_k)
+    x = (3 * torch.randn(1, k, device="cuda")).bfloat16()
+    gamma = (1 + 0.2 * torch.randn(k, device="cuda")).bfloat16()
+    ref = rmsnorm_ref(x, gamma, 1e-5).float() @ w.t()
+    got = fp8_gemv(x, q, s, norm_weight=gamma, eps=1e-5, config=cfg)
+    torch.testing.assert_close(got.float(), ref, rtol=1.6e-2, atol=1e-2 * ref.abs().mean().item())
+    gate_up = torch.randn(1, 2 * k, device="cuda").bfloat16()
+    residual = torch.randn(1, n, device="cuda").bfloat16()
+    gate, up = gate_up.chunk(2, dim=-1)
+    ref = residual.float() + (F.silu(gate) * up).float() @ w.t()
+    got = fp8_gemv(gate_up, q, s, silu_mul=True, residual=residual, config=cfg)
+    torch.testing.assert_close(got.float(), ref, rtol=1.6e-2, atol=1e-2 * ref.abs().mean().item())
