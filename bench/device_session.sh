@@ -70,6 +70,7 @@ for s in "$@"; do
                             --model-path bench/models/llama-3.1-8b --load-format dummy --tokenizer-path .exp/tekken-hf \
                             --engine-args '{"attention_backend": "triton"}' ;;
     suite) stage suite 420 python3 bench/run_suite.py ;;
+    suite-awq) stage suite 540 python3 bench/run_suite.py --skip-hf --quantizations awq ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

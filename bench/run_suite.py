@@ -103,6 +103,12 @@ def print_table(res: dict) -> None:
         rows += [("single stream 512/256: decode tok/s", s["decode_tok_s"], ">= 170 (H100)",
                   f"{100 * s['decode_tok_s'] / roof['decode_tok_s']:.0f}% of roofline"),
                  ("single stream: TTFT (ms)", s["ttft_ms"], "", "")]
+        targets = {"awq": ">= 2.5x bf16", "fp8": ">= 1.8x bf16"}
+        for key in sorted(k for k in res if k.startswith("single_stream_")):
+            scheme, q = key.removeprefix("single_stream_"), res[key]
+            rows += [(f"single stream {scheme}: decode tok/s", q["decode_tok_s"], targets.get(scheme, ""),
+                      f"{q['decode_tok_s'] / s['decode_tok_s']:.2f}x bf16"),
+                     (f"single stream {scheme}: TTFT (ms)", q["ttft_ms"], "", "")]
     if "offline" in res:
         o = res["offline"]
         hf = res.get("hf_baseline", {})
@@ -147,6 +153,8 @@ def main() -> None:
     parser.add_argument("--online-rate", type=float, default=4.0)
     parser.add_argument("--hf-timeout", type=float, default=150.0)
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--quantizations", default="",
+                        help="comma-separated weight quantizations (awq, fp8) to run single-stream with, after bf16")
     parser.add_argument("--out", default=os.environ.get("OUT", os.path.join(ROOT, "bench", "out")))
     ns = parser.parse_args()
 
@@ -191,6 +199,12 @@ def main() -> None:
         sp = res["shared_prefix"]
         sp["speedup"] = round(sp["radix_off"]["elapsed_s"] / sp["radix_on"]["elapsed_s"], 2)
         print("shared prefix radix off:", json.dumps(sp["radix_off"]), flush=True)
+    for scheme in filter(None, ns.quantizations.split(",")):
+        # Same workload, dummy weights in that format: the decode speed-up over bf16 is the figure that matters.
+        with Engine(**{**kwargs, "quantization": scheme}) as engine:
+            res[f"single_stream_{scheme}"] = run_single_stream(engine, vocab, size.single_in, size.single_out,
+                                                               size.single_runs)
+        print(f"single stream {scheme}:", json.dumps(res[f"single_stream_{scheme}"]), flush=True)
     if not ns.skip_hf:
         res["hf_baseline"] = run_hf(ns.model, size, ns.hf_timeout)
         print("hf baseline:", json.dumps(res["hf_baseline"]), flush=True)

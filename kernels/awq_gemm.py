@@ -9,7 +9,8 @@ Layout (AutoAWQ `WQLinear_GEMM`; K = in features, N = out features, G = group si
 Three entry points, all fp32-accumulating with the dequantisation in registers:
 - `awq_gemv`: one row (batch-1 decode), split over K so a 4096-wide output still fills the GPU. Inside a
   group the scale and zero factor out, `sum_k x_k (q_k - z) s = s (sum_k x_k q_k - z sum_k x_k)`, so the
-  inner loop is an int->float convert and an FMA per weight. Partial sums go to an fp32 [split_k, N]
+  inner loop is a shift, a mask, an exact int->float trick and an FMA per weight, with one cross-thread
+  reduction per group; splits hold whole groups. Partial sums go to an fp32 [split_k, N]
   buffer; the last split to finish a column block (an arrival counter) sums them in a fixed order, so
   the result is the same bits run to run and the whole op is one launch.
 - `awq_gemm`: M rows (prefill chunks, batched decode), `tl.dot` on dequantised [BLOCK_K, BLOCK_N] tiles.
@@ -52,7 +53,7 @@ def _nibble_shifts(offs_n):
 
 
 @triton.jit
-def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr, N, K, K_PER_SPLIT,
+def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr, N, K, K_PER_SPLIT, stride_q,
                      GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -64,20 +65,30 @@ def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
     mask_p = offs_p < N // 8
     mask_n = offs_n < N
     acc = tl.zeros((PACKS, 8), dtype=tl.float32)
-    k_start = pid_k * K_PER_SPLIT
+    k_start = pid_k * K_PER_SPLIT  # splits hold whole groups
     k_end = tl.minimum(k_start + K_PER_SPLIT, K)
-    for k0 in range(k_start, k_end, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        xk = tl.load(x_ptr + offs_k).to(tl.float32)  # [BLOCK_K]; K is a multiple of BLOCK_K
-        packed = tl.load(qw_ptr + offs_k[:, None] * (N // 8) + offs_p[None, :], mask=mask_p[None, :], other=0,
-                         eviction_policy="evict_first")  # [BLOCK_K, PACKS] int32
-        q = ((packed[:, :, None] >> shifts[None, None, :]) & 0xF).to(tl.float32)  # [BLOCK_K, PACKS, 8]
-        xq = tl.sum(q * xk[:, None, None], axis=0)  # [PACKS, 8]
-        g = k0 // GROUP  # a BLOCK_K step never straddles groups (BLOCK_K divides GROUP)
-        zp = tl.load(qz_ptr + g * (N // 8) + offs_p, mask=mask_p, other=0)  # [PACKS]
+    for g0 in range(k_start, k_end, GROUP):
+        # Within a group: per-thread sums of x*q and of x, no cross-thread traffic; the one reduction over
+        # K and the group's scale and zero come after (sum_k x (q - z) s = s (sum_k x q - z sum_k x)).
+        xq3 = tl.zeros((BLOCK_K, PACKS, 8), dtype=tl.float32)
+        xs2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+        for kk in range(0, GROUP, BLOCK_K):
+            offs_k = g0 + kk + tl.arange(0, BLOCK_K)
+            # x in the same [BLOCK_K, PACKS] layout as the weights: each thread loads only its own rows.
+            xk = tl.load(x_ptr + offs_k[:, None] + 0 * offs_p[None, :]).to(tl.float32)
+            packed = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask_p[None, :], other=0,
+                             eviction_policy="evict_first")  # [BLOCK_K, PACKS] int32
+            # int4 -> fp32 without the (quarter-rate) int-to-float convert: OR the nibble into the mantissa
+            # of 2^23, then subtract 2^23; both steps are exact.
+            nib = (packed[:, :, None] >> shifts[None, None, :]) & 0xF
+            q = (nib | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0  # [BLOCK_K, PACKS, 8]
+            xq3 += q * xk[:, :, None]
+            xs2 += xk
+        g = g0 // GROUP
+        zp = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_p, other=0)  # [PACKS]
         z = ((zp[:, None] >> shifts[None, :]) & 0xF).to(tl.float32)  # [PACKS, 8]
         s = tl.load(sc_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)  # [PACKS, 8]
-        acc += s * (xq - z * tl.sum(xk, axis=0))
+        acc += s * (tl.sum(xq3, axis=0) - z * tl.sum(xs2, axis=0)[:, None])
     if SPLIT_K == 1:
         tl.store(out_ptr + offs_n, acc.to(out_ptr.dtype.element_ty), mask=mask_n)
     else:
@@ -89,14 +100,14 @@ def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
         arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
         if arrived == SPLIT_K - 1:
             total = tl.zeros((PACKS, 8), dtype=tl.float32)
-            for s in range(SPLIT_K):
-                total += tl.load(part_ptr + s * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
+            for split_idx in range(SPLIT_K):
+                total += tl.load(part_ptr + split_idx * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
             tl.store(out_ptr + offs_n, total.to(out_ptr.dtype.element_ty), mask=mask_n)
             tl.atomic_xchg(lock_ptr + pid_n, 0)
 
 
 @triton.jit
-def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, out_ptr, M, N, K, stride_xm, stride_om,
+def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, out_ptr, M, N, K, stride_xm, stride_om, stride_q,
                      GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                      DOT_PRECISION: tl.constexpr, NUM_STAGES: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -111,9 +122,9 @@ def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, out_ptr, M, N, K, stride_xm,
     for k0 in tl.range(0, K, BLOCK_K, num_stages=NUM_STAGES):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
-        packed = tl.load(qw_ptr + offs_k[:, None] * (N // 8) + offs_p[None, :], mask=mask_n[None, :], other=0)
+        packed = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask_n[None, :], other=0)
         g = k0 // GROUP
-        zp = tl.load(qz_ptr + g * (N // 8) + offs_p, mask=mask_n, other=0)
+        zp = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_n, other=0)
         s = tl.load(sc_ptr + g * N + offs_n, mask=mask_n, other=0.0)  # [BLOCK_N], x's dtype
         q = (packed >> shifts[None, :]) & 0xF
         z = (zp >> shifts) & 0xF
@@ -182,9 +193,9 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     assert cfg.block_n >= PACK and (cfg.block_n & (cfg.block_n - 1)) == 0, f"{cfg}: block_n a power of 2 >= 8"
     block_k = _block_k(group_size, cfg.block_k)
     num_n = triton.cdiv(n, cfg.block_n)
-    num_k_blocks = k // block_k
-    split = cfg.split_k or max(1, min(num_k_blocks, triton.cdiv(4 * device_num_sms(x.device), num_n)))
-    k_per_split = triton.cdiv(num_k_blocks, split) * block_k
+    num_groups = k // group_size
+    split = cfg.split_k or max(1, min(num_groups, triton.cdiv(4 * device_num_sms(x.device), num_n)))
+    k_per_split = triton.cdiv(num_groups, split) * group_size  # whole groups per split
     split = triton.cdiv(k, k_per_split)
     out = torch.empty((1, n), dtype=x.dtype, device=x.device)
     partials = out
@@ -194,7 +205,7 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
             locks = gemv_locks(n, x.device)
         assert locks.dtype == torch.int32 and locks.numel() >= num_n, f"locks: need {num_n} int32 counters"
     _awq_gemv_kernel[(num_n, split)](x, qweight, qzeros, scales, partials, locks if locks is not None else out,
-                                     out, n, k, k_per_split, GROUP=group_size, BLOCK_N=cfg.block_n,
+                                     out, n, k, k_per_split, n // PACK, GROUP=group_size, BLOCK_N=cfg.block_n,
                                      BLOCK_K=block_k, SPLIT_K=split, num_warps=cfg.num_warps)
     return out
 
@@ -219,7 +230,9 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     cfg = config or default_gemm_config(m)
     block_k = _block_k(group_size, cfg.block_k)
     grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(n, cfg.block_n))
-    _awq_gemm_kernel[grid](x, qweight, qzeros, scales, out, m, n, k, x.stride(0), out.stride(0),
+    # The packed row stride is an argument (not N // 8 in-kernel) so Triton sees it divisible by 16 and
+    # vectorises the qweight loads.
+    _awq_gemm_kernel[grid](x, qweight, qzeros, scales, out, m, n, k, x.stride(0), out.stride(0), n // PACK,
                            GROUP=group_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k,
                            DOT_PRECISION=dot_precision(x.dtype), NUM_STAGES=cfg.num_stages,
                            num_warps=cfg.num_warps)

@@ -26,13 +26,19 @@ GREEDY = {"max_new_tokens": NEW_TOKENS, "temperature": 0, "ignore_eos": True}
 LOGPROB_ATOL = 1e-3
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2"])
-def awq_pair(request, tiny_model_factory, tmp_path_factory):
-    # llama keeps layer 1's MLP in full precision, as a checkpoint's modules_to_not_convert would.
-    skip = ("model.layers.1.mlp",) if request.param == "llama" else ()
-    pair = build_awq_pair(tiny_model_factory(request.param), str(tmp_path_factory.mktemp(f"awq_{request.param}")),
-                          group_size=32, modules_to_not_convert=skip)
-    return request.param, pair
+@pytest.fixture(scope="module")
+def awq_pairs(tiny_model_factory, tmp_path_factory):
+    """arch -> AWQPair, built once per module on first use."""
+    pairs = {}
+
+    def get(arch: str):
+        if arch not in pairs:
+            # llama keeps layer 1's MLP in full precision, as a checkpoint's modules_to_not_convert would.
+            skip = ("model.layers.1.mlp",) if arch == "llama" else ()
+            pairs[arch] = build_awq_pair(tiny_model_factory(arch), str(tmp_path_factory.mktemp(f"awq_{arch}")),
+                                         group_size=32, modules_to_not_convert=skip)
+        return pairs[arch]
+    return get
 
 
 def _check_against_hf(pair, prompts, **engine_args) -> None:
@@ -50,23 +56,23 @@ def _check_against_hf(pair, prompts, **engine_args) -> None:
     assert worst < LOGPROB_ATOL, f"prompt logprobs differ from HF by up to {worst:.2e}"
 
 
-def test_awq_matches_hf_dequantized(awq_pair):
-    arch, pair = awq_pair
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_awq_matches_hf_dequantized(awq_pairs, arch):
+    pair = awq_pairs(arch)
     vocab = hf_model(pair.reference_dir).config.vocab_size
     _check_against_hf(pair, make_prompts(vocab, seed=3)[:8])
 
 
-def test_awq_tp2_matches_hf_dequantized(awq_pair):
-    arch, pair = awq_pair
-    if arch != "llama":
-        pytest.skip("one architecture is enough for the TP split")
+def test_awq_tp2_matches_hf_dequantized(awq_pairs):
+    pair = awq_pairs("llama")  # one architecture is enough for the TP split
     vocab = hf_model(pair.reference_dir).config.vocab_size
     _check_against_hf(pair, make_prompts(vocab, seed=4)[:6], tp_size=2)
 
 
-def test_quantization_changes_the_model(awq_pair, tiny_model_factory):
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_quantization_changes_the_model(awq_pairs, tiny_model_factory, arch):
     """The reference really is the quantized model: int4 moves the logits of the fp32 original."""
-    arch, pair = awq_pair
+    pair = awq_pairs(arch)
     prompt = make_prompts(hf_model(pair.reference_dir).config.vocab_size, seed=5)[0]
     diff = (hf_prompt_logprobs(pair.reference_dir, prompt) - hf_prompt_logprobs(tiny_model_factory(arch), prompt))
     assert diff.abs().max().item() > 10 * LOGPROB_ATOL
