@@ -67,7 +67,7 @@ def batch1(name: str, n: int, k: int, quick: bool) -> dict:
     for cfg in [default_config(n, k, x.device)] + candidate_configs(quick):
         try:
             err = float((fp8_gemv(x, *fp8[0], config=cfg).float() - ref).abs().max())
-            us = graph_us([lambda q=q, s=s: fp8_gemv(x, q, s, out=out, config=cfg) for q, s in fp8]) / copies
+            us = graph_us([lambda q=q, s=s, c=cfg: fp8_gemv(x, q, s, out=out, config=c) for q, s in fp8]) / copies
         except Exception as exc:  # noqa: BLE001 - a config that does not compile is skipped, loudly
             print(json.dumps({"op": name, "config": cfg._asdict(), "error": str(exc).splitlines()[0][:160]}))
             continue

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.engine.test_fused_decode import test_fused_single_row_decode_matches_layer_path as check_fused_decode
+from tests.engine.test_fused_decode import (
+    test_fused_single_row_decode_matches_layer_path as check_fused_decode,
+)
 from tests.fixtures.fp8_checkpoints import write_fp8_checkpoint
 
 
