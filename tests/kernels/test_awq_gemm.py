@@ -70,9 +70,13 @@ def test_gemv_interpreter(dtype: torch.dtype, k: int, n: int, group: int) -> Non
 def test_gemm_and_dequant_interpreter(dtype: torch.dtype, k: int, n: int, group: int, m: int) -> None:
     packed, gen = _packed(k, n, group, dtype, "cpu", seed=1)
     x = torch.randn(m, k, generator=gen).to(dtype)
-    got = awq_gemm(x, *packed, group, config=AwqGemmConfig(block_m=16, block_n=32, block_k=16, num_warps=4))
-    assert got.shape == (m, n) and got.dtype == dtype
-    torch.testing.assert_close(got.float(), _reference(x, packed, group), **_tol(dtype, k))
+    for split_k in (1, 3):
+        locks = gemv_locks(n, x.device)
+        cfg = AwqGemmConfig(block_m=16, block_n=32, block_k=16, num_warps=4, split_k=split_k)
+        got = awq_gemm(x, *packed, group, config=cfg, locks=locks)
+        assert got.shape == (m, n) and got.dtype == dtype
+        torch.testing.assert_close(got.float(), _reference(x, packed, group), **_tol(dtype, k))
+        assert not locks.any()
     torch.testing.assert_close(awq_gemm(x, *packed, group).float(), _reference(x, packed, group), **_tol(dtype, k))
     dense = awq_dequantize(*packed, group)
     torch.testing.assert_close(dense, dequantize_awq(*packed, group), atol=0, rtol=0)
