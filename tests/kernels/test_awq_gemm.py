@@ -7,6 +7,8 @@ zero or group index in the kernels shows up here. CPU: the Triton interpreter on
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -15,10 +17,15 @@ from engine.quant.awq_pack import pack_int4, quantize_awq
 from kernels.awq_gemm import AwqGemmConfig, AwqGemvConfig, awq_dequantize, awq_gemm, awq_gemv, gemv_locks
 
 
+@functools.cache
+def _packed_cpu(k: int, n: int, group: int, seed: int):
+    weight = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) / k ** 0.5  # [out, in]
+    return quantize_awq(weight, group)
+
+
 def _packed(k: int, n: int, group: int, dtype: torch.dtype, device: str, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    weight = torch.randn(n, k, generator=gen) / k ** 0.5  # [out, in]
-    p = quantize_awq(weight, group)
+    p = _packed_cpu(k, n, group, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
     return (p.qweight.to(device), p.qzeros.to(device), p.scales.to(dtype).to(device)), gen
 
 
