@@ -1,4 +1,4 @@
-"""Drives one rank's Scheduler in-process on the CPU with scripted arrivals: request i arrives before
+"""Drives one rank's Scheduler in-process (CPU unless `device` says otherwise) with scripted arrivals: request i arrives before
 scheduler step `arrive_at[i]`. Steps, not seconds, so a staggered-arrival test does not depend on the
 machine's speed, and the same script can run under different scheduler settings."""
 
@@ -33,10 +33,11 @@ class Arrival:
 
 
 class SchedulerHarness:
-    def __init__(self, model_path: str, **overrides: Any) -> None:
-        args = ServerArgs(model_path=model_path, device="cpu", random_seed=0, **overrides)
+    def __init__(self, model_path: str, device: str = "cpu", **overrides: Any) -> None:
+        args = ServerArgs(model_path=model_path, device=device, random_seed=0, **overrides)
         self.args = args
-        self.runner = ModelRunner(args, create_model_config(args, "cpu"), TPContext(), torch.device("cpu"))
+        torch_device = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
+        self.runner = ModelRunner(args, create_model_config(args, device), TPContext(), torch_device)
         self.tokenizer = load_tokenizer(args.resolved_tokenizer_path, False)
         eos = eos_token_ids(self.tokenizer, self.runner.model_config.hf_config)
         self.results: dict[str, ReqResult] = {}
