@@ -34,6 +34,9 @@ for s in "$@"; do
                          tests/engine/test_gpu_flashinfer_graphs.py -k padded ;;
     engine-tests) stage engine-tests 300 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k "not flashinfer" ;;
     flashinfer-tests) stage flashinfer-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k flashinfer ;;
+    # The hybrid backend and mixed chunks on the GPU (also part of flashinfer-tests / engine-tests).
+    hybrid-tests) stage hybrid-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA -k "hybrid or mixed" \
+                    tests/engine/test_gpu_flashinfer_hybrid.py tests/engine/test_gpu_engine.py ;;
     gemv-bench) stage gemv-bench 300 python3 bench/gemv_bench.py ;;
     single) stage single 150 python3 bench/single_stream.py --engine-args '{"attention_backend": "triton"}' ;;
     single-unfused) stage single-unfused 150 python3 bench/single_stream.py \

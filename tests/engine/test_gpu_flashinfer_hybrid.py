@@ -1,4 +1,4 @@
-"""The hybrid attention backend on the GPU (`pytest -m gpu -o addopts="" tests/engine/test_gpu_hybrid.py`):
+"""The hybrid attention backend on the GPU (`pytest -m gpu -o addopts="" tests/engine/test_gpu_flashinfer_hybrid.py`):
 FlashInfer prefill, triton decode up to the threshold, FlashInfer decode above it, each decode side in
 its own CUDA-graph set. The threshold (100 tokens) sits inside the workload, so sequences cross it while
 they decode and both graph sets replay. bf16 (FlashInfer has no fp32 kernels), so it is compared with
