@@ -4,6 +4,7 @@ machine's speed, and the same script can run under different scheduler settings.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,3 +73,19 @@ def generate_msg(rid: str, input_ids: list[int], **sampling: Any) -> GenerateReq
     extra = {k: sampling.pop(k) for k in ("return_logprob", "logprob_start_len", "top_logprobs_num", "stream")
              if k in sampling}
     return GenerateReqMsg(rid=rid, input_ids=input_ids, sampling={"temperature": 0, **sampling}, **extra)
+
+
+# Small chunks so the workload's prompts span several steps and decodes run beside them.
+STAGGERED_CHUNK = 24
+
+
+def staggered_workload(vocab_limit: int = 300) -> list[Arrival]:
+    """Eight requests, prompts of 5-69 tokens, one every 3 steps while earlier ones decode;
+    request i asks for 12 + 3i tokens (ignore_eos)."""
+    rng = random.Random(7)
+    arrivals = []
+    for i in range(8):
+        prompt = [rng.randrange(10, vocab_limit) for _ in range(rng.randrange(5, 70))]
+        arrivals.append(Arrival(step=3 * i, msg=generate_msg(f"r{i}", prompt, max_new_tokens=12 + 3 * i,
+                                                             ignore_eos=True)))
+    return arrivals

@@ -14,8 +14,7 @@ from engine.attention.hybrid import HybridAttentionBackend
 from engine.attention.torch_native import TorchNativeAttentionBackend
 from engine.forward_batch import ForwardMode
 from engine.hybrid_graphs import HybridGraphRunner
-from tests.engine.scheduler_harness import SchedulerHarness
-from tests.engine.test_mixed_chunk import CHUNK, _workload
+from tests.engine.scheduler_harness import STAGGERED_CHUNK, SchedulerHarness, staggered_workload
 
 
 class FakeBackend(BaseAttentionBackend):
@@ -111,8 +110,8 @@ class CountingTorchNative(TorchNativeAttentionBackend):
 
 @pytest.mark.parametrize("mixed", [False, True])
 def test_hybrid_of_torch_native_gives_the_same_greedy_tokens(tiny_llama, mixed: bool):
-    kwargs = {"chunked_prefill_size": CHUNK, "context_length": 512, "enable_mixed_chunk": mixed}
-    ref = SchedulerHarness(tiny_llama, **kwargs).run(_workload())
+    kwargs = {"chunked_prefill_size": STAGGERED_CHUNK, "context_length": 512, "enable_mixed_chunk": mixed}
+    ref = SchedulerHarness(tiny_llama, **kwargs).run(staggered_workload())
     harness = SchedulerHarness(tiny_llama, **kwargs)
     pool = harness.runner.kv_pool
     subs = [CountingTorchNative(pool) for _ in range(3)]
@@ -120,6 +119,6 @@ def test_hybrid_of_torch_native_gives_the_same_greedy_tokens(tiny_llama, mixed: 
     hybrid = HybridAttentionBackend(pool, *subs, long_context_threshold=60,
                                     names=("torch_native", "torch_native", "torch_native"))
     harness.runner.attn_backend = harness.runner.model.attn_backend = hybrid
-    got = harness.run(_workload())
+    got = harness.run(staggered_workload())
     assert all(s.num_tokens > 0 for s in subs), [s.num_tokens for s in subs]
     assert {rid: r.output_ids for rid, r in got.items()} == {rid: r.output_ids for rid, r in ref.items()}

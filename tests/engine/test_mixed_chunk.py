@@ -6,7 +6,6 @@ with the radix cache on and off and with the overlap scheduler."""
 from __future__ import annotations
 
 import math
-import random
 import re
 
 import pytest
@@ -14,9 +13,9 @@ import pytest
 from engine.args import MIN_MIXED_PREFILL_TOKENS, ArgsError, ServerArgs
 from engine.mixed_chunk import mixed_prefill_budget
 from engine.overlap import CPU_OVERLAP_ENV
+from tests.engine.scheduler_harness import STAGGERED_CHUNK as CHUNK
 from tests.engine.scheduler_harness import Arrival, SchedulerHarness, generate_msg
-
-CHUNK = 24  # small chunks so prompts span several steps and decodes ride along with them
+from tests.engine.scheduler_harness import staggered_workload as _workload
 
 
 def test_budget_rule():
@@ -34,17 +33,6 @@ def test_budget_rule():
 def test_step_tokens_validated():
     with pytest.raises(ArgsError, match="mixed-chunk-step-tokens"):
         ServerArgs(model_path="/x", load_format="dummy", mixed_chunk_step_tokens=MIN_MIXED_PREFILL_TOKENS - 1)
-
-
-def _workload(vocab_limit: int = 300) -> list[Arrival]:
-    """Eight requests, different prompt lengths, arriving every few steps while earlier ones decode."""
-    rng = random.Random(7)
-    arrivals = []
-    for i in range(8):
-        prompt = [rng.randrange(10, vocab_limit) for _ in range(rng.randrange(5, 70))]
-        arrivals.append(Arrival(step=3 * i, msg=generate_msg(f"r{i}", prompt, max_new_tokens=12 + 3 * i,
-                                                             ignore_eos=True)))
-    return arrivals
 
 
 def _run(model: str, arrivals: list[Arrival], **overrides) -> tuple[dict, SchedulerHarness]:
@@ -74,7 +62,8 @@ def test_mixed_with_overlap_scheduler(tiny_llama, monkeypatch):
     assert {rid: r.output_ids for rid, r in got.items()} == {rid: r.output_ids for rid, r in ref.items()}
 
 
-def test_logprobs_grammar_and_stop_strings_ride_along(tiny_llama):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_logprobs_grammar_and_stop_strings_ride_along(tiny_llama, monkeypatch, overlap: bool):
     base = _workload()
     # Where the stop string comes from: what request r1 writes unconstrained (tokens 4..6 of its output).
     ref0, plain0 = _run(tiny_llama, base)
@@ -89,7 +78,10 @@ def test_logprobs_grammar_and_stop_strings_ride_along(tiny_llama):
                                 ignore_eos=True, stop=[stop])),
     ]
     ref, _ = _run(tiny_llama, base + special)
+    if overlap:  # grammar rows chain through the overlap path between mixed steps
+        monkeypatch.setenv(CPU_OVERLAP_ENV, "1")
     got, harness = _run(tiny_llama, base + special, enable_mixed_chunk=True)
+    assert harness.scheduler.overlap == overlap
     assert harness.scheduler.num_mixed_steps > 0
     for rid in ref:
         assert got[rid].output_ids == ref[rid].output_ids, rid
