@@ -282,6 +282,9 @@ class ServerArgs:
         need(self.max_request_bytes >= 1024, f"--max-request-bytes must be >= 1024, got {self.max_request_bytes}")
         need(self.admin_port is None or 0 < self.admin_port < 65536,
              f"--admin-port must be in 1..65535, got {self.admin_port}")
+        if self.attention_backend in ("flashinfer", "hybrid") and self.dtype in FP32_DTYPES:
+            raise ArgsError(f"--attention-backend {self.attention_backend} needs --dtype bfloat16 or float16 "
+                            "(FlashInfer has no float32 kernels); use triton for float32")
         if self.device == "cpu" and self.attention_backend in ("triton", "flashinfer", "hybrid"):
             raise ArgsError(f"--attention-backend {self.attention_backend} needs a CUDA device; use torch_native on CPU")
         if self.load_format != "dummy" and not os.path.exists(self.model_path):

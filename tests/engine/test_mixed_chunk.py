@@ -30,9 +30,13 @@ def test_budget_rule():
     assert mixed_prefill_budget(-1, 1536, 5000) == MIN_MIXED_PREFILL_TOKENS
 
 
-def test_step_tokens_validated():
+def test_flags_validated():
     with pytest.raises(ArgsError, match="mixed-chunk-step-tokens"):
         ServerArgs(model_path="/x", load_format="dummy", mixed_chunk_step_tokens=MIN_MIXED_PREFILL_TOKENS - 1)
+    with pytest.raises(ArgsError, match="hybrid-long-context-threshold"):
+        ServerArgs(model_path="/x", load_format="dummy", hybrid_long_context_threshold=0)
+    with pytest.raises(ArgsError, match="no float32 kernels"):
+        ServerArgs(model_path="/x", load_format="dummy", device="cuda", attention_backend="hybrid", dtype="float32")
 
 
 def _run(model: str, arrivals: list[Arrival], **overrides) -> tuple[dict, SchedulerHarness]:
