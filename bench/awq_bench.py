@@ -90,7 +90,8 @@ def bench_rows(name: str, n: int, k: int, m: int) -> dict:
     x = torch.randn(m, k, device="cuda").to(DTYPE)
     flops = 2 * m * n * k
     res = {"op": name, "m": m, "n": n, "k": k}
-    for label, fn in (("bf16", lambda: F.linear(x, dense)), ("awq_gemm", lambda: awq_gemm(x, *awq, GROUP)),
+    locks = gemv_locks(n, x.device)
+    for label, fn in (("bf16", lambda: F.linear(x, dense)), ("awq_gemm", lambda: awq_gemm(x, *awq, GROUP, locks=locks)),
                       ("dequant_matmul", lambda: x @ awq_dequantize(*awq, GROUP))):
         us = bench_us(fn, calls_per_graph=2)
         res[f"{label}_us"] = round(us, 2)

@@ -13,7 +13,8 @@ Three entry points, all fp32-accumulating with the dequantisation in registers:
   reduction per group; splits hold whole groups. Partial sums go to an fp32 [split_k, N]
   buffer; the last split to finish a column block (an arrival counter) sums them in a fixed order, so
   the result is the same bits run to run and the whole op is one launch.
-- `awq_gemm`: M rows (prefill chunks, batched decode), `tl.dot` on dequantised [BLOCK_K, BLOCK_N] tiles.
+- `awq_gemm`: M rows (prefill chunks, batched decode), `tl.dot` on dequantised [BLOCK_K, BLOCK_N] tiles;
+  with few rows (a small decode batch) K is split the same way so the weight streams through every SM.
 - `awq_dequantize`: W as a dense [K, N] matrix (for very large M, dequantise once + cuBLAS; and tests).
 """
 
@@ -43,6 +44,7 @@ class AwqGemmConfig(NamedTuple):
     block_k: int  # must divide the group size
     num_warps: int
     num_stages: int = 2
+    split_k: int | None = None  # None: split K only when the tiles alone would leave SMs idle
 
 
 @triton.jit
@@ -107,11 +109,13 @@ def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
 
 
 @triton.jit
-def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, out_ptr, M, N, K, stride_xm, stride_om, stride_q,
+def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr, M, N, K, K_PER_SPLIT,
+                     stride_xm, stride_om, stride_q,
                      GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     DOT_PRECISION: tl.constexpr, NUM_STAGES: tl.constexpr):
+                     SPLIT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, NUM_STAGES: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_p = offs_n // 8  # each int32 is read by its 8 columns' threads (one coalesced transaction)
@@ -119,7 +123,9 @@ def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, out_ptr, M, N, K, stride_xm,
     mask_m = offs_m < M
     mask_n = offs_n < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in tl.range(0, K, BLOCK_K, num_stages=NUM_STAGES):
+    k_start = pid_k * K_PER_SPLIT
+    k_end = tl.minimum(k_start + K_PER_SPLIT, K)
+    for k0 in tl.range(k_start, k_end, BLOCK_K, num_stages=NUM_STAGES):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
         packed = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask_n[None, :], other=0)
@@ -130,8 +136,22 @@ def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, out_ptr, M, N, K, stride_xm,
         z = (zp >> shifts) & 0xF
         w = (q - z[None, :]).to(s.dtype) * s[None, :]  # [BLOCK_K, BLOCK_N]; (q - z) is exact in 16 bits
         acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
-    tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
-             mask=mask_m[:, None] & mask_n[None, :])
+    mask = mask_m[:, None] & mask_n[None, :]
+    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    if SPLIT_K == 1:
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    else:  # few rows: split K so the weight streams through every SM; reduced as in the GEMV
+        part_ptrs = part_ptr + offs_m[:, None] * N + offs_n[None, :]
+        tl.store(part_ptrs + pid_k * M * N, acc, mask=mask)
+        tl.debug_barrier()
+        tile = pid_m * tl.num_programs(1) + pid_n
+        arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for split_idx in range(SPLIT_K):
+                total += tl.load(part_ptrs + split_idx * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+            tl.store(out_ptrs, total.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.atomic_xchg(lock_ptr + tile, 0)
 
 
 @triton.jit
@@ -219,8 +239,9 @@ def default_gemm_config(m: int) -> AwqGemmConfig:
 
 
 def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
-             group_size: int, config: AwqGemmConfig | None = None) -> torch.Tensor:
-    """x [M, K] -> [M, N] in x's dtype."""
+             group_size: int, config: AwqGemmConfig | None = None,
+             locks: torch.Tensor | None = None) -> torch.Tensor:
+    """x [M, K] -> [M, N] in x's dtype. `locks` as for `awq_gemv` (needed only when K is split)."""
     k, n = _check_packed(qweight, qzeros, scales, group_size)
     _check_x(x, k, scales)
     m = x.shape[0]
@@ -229,13 +250,28 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         return out
     cfg = config or default_gemm_config(m)
     block_k = _block_k(group_size, cfg.block_k)
-    grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(n, cfg.block_n))
+    num_m, num_n = triton.cdiv(m, cfg.block_m), triton.cdiv(n, cfg.block_n)
+    num_k_blocks = k // block_k
+    split = cfg.split_k
+    if split is None:
+        sms = device_num_sms(x.device)
+        split = 1 if num_m * num_n >= sms or m > 64 else min(num_k_blocks, triton.cdiv(2 * sms, num_m * num_n))
+    k_per_split = triton.cdiv(num_k_blocks, split) * block_k
+    split = triton.cdiv(k, k_per_split)
+    partials = out
+    if split > 1:
+        partials = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
+        if locks is None:
+            locks = torch.zeros(num_m * num_n, dtype=torch.int32, device=x.device)
+        assert locks.dtype == torch.int32 and locks.numel() >= num_m * num_n, (
+            f"locks: need {num_m * num_n} int32 counters")
     # The packed row stride is an argument (not N // 8 in-kernel) so Triton sees it divisible by 16 and
     # vectorises the qweight loads.
-    _awq_gemm_kernel[grid](x, qweight, qzeros, scales, out, m, n, k, x.stride(0), out.stride(0), n // PACK,
-                           GROUP=group_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k,
-                           DOT_PRECISION=dot_precision(x.dtype), NUM_STAGES=cfg.num_stages,
-                           num_warps=cfg.num_warps)
+    _awq_gemm_kernel[(num_m, num_n, split)](
+        x, qweight, qzeros, scales, partials, locks if locks is not None else out, out, m, n, k, k_per_split,
+        x.stride(0), out.stride(0), n // PACK,
+        GROUP=group_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SPLIT_K=split,
+        DOT_PRECISION=dot_precision(x.dtype), NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
     return out
 
 

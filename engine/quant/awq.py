@@ -134,7 +134,8 @@ class AWQLinearMethod(LinearMethod):
         if layer.qweight.is_cuda:
             from kernels.awq_gemm import gemv_locks
 
-            # The batch-1 GEMV's split-K arrival counters: allocated here, never inside a CUDA-graph capture.
+            # Split-K arrival counters (GEMV, small-M GEMM): allocated here, never inside a CUDA-graph capture.
+            # N/8 counters cover the GEMM's tiles too (block_m 16 at M <= 64: 4 * N/128 <= N/8).
             layer.register_buffer("awq_gemv_locks", gemv_locks(layer.scales.shape[1], layer.scales.device),
                                   persistent=False)
             return
@@ -158,7 +159,7 @@ class AWQLinearMethod(LinearMethod):
         elif x.shape[0] >= DEQUANT_MATMUL_MIN_ROWS:
             out = x @ awq_dequantize(*packed)
         else:
-            out = awq_gemm(x, *packed)
+            out = awq_gemm(x, *packed, locks=layer.awq_gemv_locks)
         if bias is not None:
             out += bias
         return out.reshape(*shape[:-1], out.shape[-1])

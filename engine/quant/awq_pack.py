@@ -22,12 +22,11 @@ class AWQPacked(NamedTuple):
 
 def pack_int4(values: torch.Tensor) -> torch.Tensor:
     """[R, C] ints in 0..15 -> [R, C/8] int32; nibble i of pack j holds column 8j + AWQ_PACK_ORDER[i]."""
-    v = values.to(torch.int64)
-    rows, cols = v.shape
+    rows, cols = values.shape
+    v = values.to(torch.int64).reshape(rows, cols // PACK, PACK)  # [R, packs, column within the pack]
     packed = torch.zeros(rows, cols // PACK, dtype=torch.int64)  # unsigned 32-bit values, wrapped below
-    for j in range(cols // PACK):
-        for i, col in enumerate(AWQ_PACK_ORDER):
-            packed[:, j] |= v[:, j * PACK + col] << (4 * i)
+    for i, col in enumerate(AWQ_PACK_ORDER):
+        packed |= v[:, :, col] << (4 * i)
     return torch.where(packed >= 1 << 31, packed - (1 << 32), packed).to(torch.int32)
 
 

@@ -7,6 +7,8 @@ zero or group index in the kernels shows up here. CPU: the Triton interpreter on
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -15,10 +17,15 @@ from engine.quant.awq_pack import pack_int4, quantize_awq
 from kernels.awq_gemm import AwqGemmConfig, AwqGemvConfig, awq_dequantize, awq_gemm, awq_gemv, gemv_locks
 
 
+@functools.cache
+def _packed_cpu(k: int, n: int, group: int, seed: int):
+    weight = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) / k ** 0.5  # [out, in]
+    return quantize_awq(weight, group)
+
+
 def _packed(k: int, n: int, group: int, dtype: torch.dtype, device: str, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    weight = torch.randn(n, k, generator=gen) / k ** 0.5  # [out, in]
-    p = quantize_awq(weight, group)
+    p = _packed_cpu(k, n, group, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
     return (p.qweight.to(device), p.qzeros.to(device), p.scales.to(dtype).to(device)), gen
 
 
@@ -70,9 +77,13 @@ def test_gemv_interpreter(dtype: torch.dtype, k: int, n: int, group: int) -> Non
 def test_gemm_and_dequant_interpreter(dtype: torch.dtype, k: int, n: int, group: int, m: int) -> None:
     packed, gen = _packed(k, n, group, dtype, "cpu", seed=1)
     x = torch.randn(m, k, generator=gen).to(dtype)
-    got = awq_gemm(x, *packed, group, config=AwqGemmConfig(block_m=16, block_n=32, block_k=16, num_warps=4))
-    assert got.shape == (m, n) and got.dtype == dtype
-    torch.testing.assert_close(got.float(), _reference(x, packed, group), **_tol(dtype, k))
+    for split_k in (1, 3):
+        locks = gemv_locks(n, x.device)
+        cfg = AwqGemmConfig(block_m=16, block_n=32, block_k=16, num_warps=4, split_k=split_k)
+        got = awq_gemm(x, *packed, group, config=cfg, locks=locks)
+        assert got.shape == (m, n) and got.dtype == dtype
+        torch.testing.assert_close(got.float(), _reference(x, packed, group), **_tol(dtype, k))
+        assert not locks.any()
     torch.testing.assert_close(awq_gemm(x, *packed, group).float(), _reference(x, packed, group), **_tol(dtype, k))
     dense = awq_dequantize(*packed, group)
     torch.testing.assert_close(dense, dequantize_awq(*packed, group), atol=0, rtol=0)
