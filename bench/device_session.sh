@@ -74,6 +74,7 @@ for s in "$@"; do
                             --engine-args '{"attention_backend": "triton"}' ;;
     suite) stage suite 420 python3 bench/run_suite.py ;;
     suite-awq) stage suite 540 python3 bench/run_suite.py --skip-hf --quantizations awq ;;
+    suite-quant) stage suite 600 python3 bench/run_suite.py --skip-hf --quantizations awq,fp8 ;;
     # Long context, one request: TTFT and decode tok/s at 8k / 32k / 100k on the default backend (hybrid
     # when flashinfer is installed), with the weights + KV decode roofline; long-context-triton for comparison.
     long-context) stage long-context 480 python3 bench/long_context.py ;;
