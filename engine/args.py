@@ -22,6 +22,9 @@ LB_POLICIES = ("round_robin", "min-load", "cache-aware", "min-latency", "weighte
 ATTENTION_BACKENDS = ("torch_native", "triton", "flashinfer")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float", "bf16", "fp16", "fp32")
 FP32_DTYPES = ("float32", "float", "fp32")
+# KV cache storage: auto = the model's dtype; fp8_e4m3 halves the bytes per token (per-layer scales).
+# "bfloat16" and "fp8" are accepted spellings of bf16 and fp8_e4m3 (SGLang / vLLM use them).
+KV_CACHE_DTYPES = ("auto", "bf16", "bfloat16", "fp8_e4m3", "fp8")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 DEVICES = ("auto", "cpu", "cuda")
 GRAMMAR_BACKENDS = ("xgrammar", "llguidance", "none")
@@ -61,6 +64,7 @@ class ServerArgs:
     disable_radix_cache: bool = False
     page_size: int = 1
     dtype: str = "auto"
+    kv_cache_dtype: str = "auto"
     device: str = "auto"
     load_format: str = "auto"
     attention_backend: str | None = None
@@ -149,6 +153,10 @@ class ServerArgs:
         if self.dtype in FP32_DTYPES:
             return "triton"  # FlashInfer has no fp32 kernels
         return "flashinfer" if importlib.util.find_spec("flashinfer") is not None else "triton"
+
+    @property
+    def kv_cache_is_fp8(self) -> bool:
+        return self.kv_cache_dtype in ("fp8_e4m3", "fp8")
 
     @property
     def normalized_lb_policy(self) -> str:
@@ -240,6 +248,8 @@ class ServerArgs:
              f"--schedule-policy must be one of {', '.join(SCHEDULE_POLICIES)}, got {self.schedule_policy!r}")
         need(self.page_size == 1, f"--page-size {self.page_size} is not supported yet (only 1)")
         need(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        need(self.kv_cache_dtype in KV_CACHE_DTYPES,
+             f"--kv-cache-dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {self.kv_cache_dtype!r}")
         need(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         need(self.load_format in LOAD_FORMATS,
              f"--load-format must be one of {', '.join(LOAD_FORMATS)}, got {self.load_format!r}")
@@ -302,6 +312,8 @@ _HELP = {
     "tool_call_parser": "format of the model's own tool calls: llama3 | qwen | hermes | mistral (default: "
                         "from the chat template: <tool_call> → qwen, [TOOL_CALLS] → mistral, <|python_tag|> → llama3)",
     "reasoning_parser": "split <think>...</think> into reasoning_content: qwen3 | deepseek-r1",
+    "kv_cache_dtype": "KV cache storage: auto (the model's dtype) | bf16 | fp8_e4m3 (twice the tokens per GB; "
+                      "per-layer k/v scales from the checkpoint, else 1.0)",
     "attention_backend": "torch_native | triton | flashinfer (default: flashinfer on CUDA when importable and "
                          "--dtype is not float32, else triton; torch_native on CPU)",
 }
