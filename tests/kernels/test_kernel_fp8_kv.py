@@ -14,7 +14,14 @@ from engine.attention import AttentionLayerSpec
 from engine.attention.torch_native import TorchNativeAttentionBackend
 from engine.attention.triton_backend import TritonAttentionBackend
 from engine.mem.kv_pool import FP8_E4M3_MAX, FP8_KV_DTYPE, quantize_fp8
-from kernels import apply_rotary, build_rope_cache, decode_attention, extend_attention, rotary_kv_store, store_kv
+from kernels import (
+    apply_rotary,
+    build_rope_cache,
+    decode_attention,
+    extend_attention,
+    rotary_kv_store,
+    store_kv,
+)
 
 # Deliberately not powers of two: x / scale must round the same way in Triton (div_rn) and torch.
 K_SCALE, V_SCALE = 0.37, 1.9
