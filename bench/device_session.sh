@@ -43,6 +43,15 @@ for s in "$@"; do
         --kv-dtypes bf16,fp8_e4m3 --attention-backend $b --num-prompts 16 --prompt-len 1024 --steps 64 \
         --out "$OUT/kv_accuracy.jsonl"; done' ;;
     gemv-bench) stage gemv-bench 300 python3 bench/gemv_bench.py ;;
+    # Per-device GEMV tiles (split-K for the small projections): writes $OUT/gemv_tuned.json, a
+    # kernels/gemv_configs.py TUNED entry; single-tuned then runs the engine with it (TESSERA_GEMV_TUNED).
+    gemv-sweep) stage gemv-sweep 200 python3 bench/gemv_bench.py --sweep --out "$OUT/gemv_tuned.json" ;;
+    gemv-gpu-test) stage gemv-gpu-test 150 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
+                     tests/kernels/test_kernel_gpu.py -k gemv ;;
+    single-tuned) if [ -f "$OUT/gemv_tuned.json" ]; then
+                    stage single-tuned 150 env TESSERA_GEMV_TUNED="$OUT/gemv_tuned.json" python3 bench/single_stream.py \
+                      --engine-args '{"attention_backend": "triton"}'
+                  else echo "single-tuned: no $OUT/gemv_tuned.json (run gemv-sweep first)"; fi ;;
     single) stage single 150 python3 bench/single_stream.py --engine-args '{"attention_backend": "triton"}' ;;
     single-unfused) stage single-unfused 150 python3 bench/single_stream.py \
                       --engine-args '{"attention_backend": "triton", "disable_fused_gemv": true}' ;;
@@ -53,6 +62,10 @@ for s in "$@"; do
     tp4) stage tp4 540 python3 bench/tp_bench.py --tp 4 --runs 2 ;;  # needs nvidia-h200-x4
     grammar-bench) stage grammar-bench 300 python3 bench/grammar_bench.py --model-path bench/models/llama-3.1-8b \
                      --load-format dummy --engine-args '{"attention_backend": "triton"}' ;;
+    # the real 131 K Tekken vocabulary (bench/tekken_tokenizer.py; build it here and carry it as .exp/tekken-hf)
+    grammar-bench-tekken) stage grammar-bench-tekken 300 python3 bench/grammar_bench.py \
+                            --model-path bench/models/llama-3.1-8b --load-format dummy --tokenizer-path .exp/tekken-hf \
+                            --engine-args '{"attention_backend": "triton"}' ;;
     suite) stage suite 420 python3 bench/run_suite.py ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
