@@ -39,7 +39,7 @@ def test_fp8_kv_logits_close_to_fp32_kv(tiny_llama) -> None:
     runners = {d: build_runner(tiny_llama, d, CPU, max_total_tokens=4096) for d in ("auto", "bf16", "fp8_e4m3")}
     assert runners["fp8_e4m3"].kv_pool.dtype == FP8_KV_DTYPE and runners["auto"].kv_pool.dtype == torch.float32
     prompts = _random_prompts(runners["auto"].model_config.vocab_size, 16, seed=0)
-    bf16, fp8 = measure(runners, prompts, steps=24)
+    bf16, fp8 = measure(runners, prompts, steps=24, free_running=False)
     assert bf16.rel_rms_logit_err < 0.02 and bf16.top1_agreement >= 0.97, bf16
     # fp8 loses more than bf16 but stays close (and is really in use: the error is not zero)
     assert 0 < fp8.rel_rms_logit_err < 0.15, fp8
@@ -51,7 +51,7 @@ def test_fp8_kv_greedy_on_demo_model() -> None:
     demo = os.path.join(os.path.dirname(__file__), "..", "..", "models", "demo")
     runners = {d: build_runner(demo, d, CPU, max_total_tokens=4096) for d in ("auto", "fp8_e4m3")}
     prompts = text_prompts(demo, 4, 96, seed=0)
-    (fp8,) = measure(runners, prompts, steps=24)
+    (fp8,) = measure(runners, prompts, steps=24, free_running=False)
     # Per-step greedy agreement: given the same context, fp8 picks fp32's greedy token (measured 0.98).
     assert fp8.top1_agreement >= 0.95 and fp8.mean_kl < 0.01, fp8
 
@@ -105,7 +105,8 @@ def test_checkpoint_kv_scales_are_loaded(tiny_llama, tmp_path) -> None:
     # 16-bit pools ignore scales
     assert build_runner(str(ckpt), "bf16", CPU, max_total_tokens=1024).kv_pool.k_scales == [1.0, 1.0]
     reference = build_runner(tiny_llama, "auto", CPU, max_total_tokens=1024)
-    (scaled,) = measure({"auto": reference, "fp8": runner}, _random_prompts(384, 6, seed=1), steps=8)
+    (scaled,) = measure({"auto": reference, "fp8": runner}, _random_prompts(384, 6, seed=1), steps=8,
+                        free_running=False)
     assert scaled.rel_rms_logit_err < 0.15 and scaled.top1_agreement >= 0.8, scaled
 
 

@@ -51,7 +51,7 @@ def test_fp8_logits_close_to_bf16_kv(gpu_llama: str, backend: str) -> None:
     assert all(r.graph_runner is not None for r in runners.values())
     rng = random.Random(0)
     prompts = [[rng.randrange(10, 384) for _ in range(rng.randrange(5, 600))] for _ in range(12)]
-    (fp8,) = measure(runners, prompts, steps=32)
+    (fp8,) = measure(runners, prompts, steps=32)  # free-running greedy printed, not asserted
     print(f"{backend}: {fp8}")
     assert 0 < fp8.rel_rms_logit_err < 0.15, fp8
     assert fp8.mean_kl < 0.02 and fp8.top1_agreement >= 0.8, fp8
