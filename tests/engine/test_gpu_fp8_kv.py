@@ -1,5 +1,5 @@
-"""FP8 KV cache on the GPU (`pytest -m gpu -o addopts="" tests/engine/test_gpu_fp8_kv.py`): triton and
-flashinfer backends, CUDA graphs and overlap scheduling, against bf16 KV on the same backend.
+"""FP8 KV cache on the GPU (`pytest -m gpu -o addopts="" tests/engine/test_gpu_fp8_kv.py`): triton,
+flashinfer and hybrid backends, CUDA graphs and overlap scheduling, against bf16 KV on the same backend.
 
 Thresholds come from the CPU measurement on random tiny models (tests/engine/test_fp8_kv.py: relative
 RMS logit error ~0.08, teacher-forced top-1 ~0.87) with headroom; the GPU numbers are printed (-s / -rA)
@@ -20,7 +20,7 @@ from tests.engine.hf_reference import greedy_agreement
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
-BACKENDS = ["triton", "flashinfer"]
+BACKENDS = ["triton", "flashinfer", "hybrid"]  # hybrid: flashinfer prefill, triton decode
 CUDA = torch.device("cuda", 0)
 
 
@@ -32,7 +32,7 @@ def gpu_llama(tmp_path_factory) -> str:
 
 
 def _needs(backend: str) -> None:
-    if backend == "flashinfer":
+    if backend in ("flashinfer", "hybrid"):
         pytest.importorskip("flashinfer")
 
 
