@@ -26,6 +26,8 @@ FP32_DTYPES = ("float32", "float", "fp32")
 # "bfloat16" and "fp8" are accepted spellings of bf16 and fp8_e4m3 (SGLang / vLLM use them).
 KV_CACHE_DTYPES = ("auto", "bf16", "bfloat16", "fp8_e4m3", "fp8")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
+# --quantization: weight quantization families (engine/quant); the checkpoint's quantization_config must agree.
+QUANTIZATIONS = ("awq", "fp8")
 DEVICES = ("auto", "cpu", "cuda")
 GRAMMAR_BACKENDS = ("xgrammar", "llguidance", "none")
 # Output formats the API process parses (app/structured); named here so a typo fails at start.
@@ -74,6 +76,8 @@ class ServerArgs:
     kv_cache_dtype: str = "auto"
     device: str = "auto"
     load_format: str = "auto"
+    # Weight quantization (engine/quant); default: whatever config.json's quantization_config says.
+    quantization: str | None = None
     attention_backend: str | None = None
     # hybrid: decode batches whose longest sequence exceeds this many tokens use FlashInfer's decode
     # kernel, shorter ones triton's (engine/attention/hybrid.py).
@@ -269,6 +273,8 @@ class ServerArgs:
         need(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         need(self.load_format in LOAD_FORMATS,
              f"--load-format must be one of {', '.join(LOAD_FORMATS)}, got {self.load_format!r}")
+        need(self.quantization is None or self.quantization in QUANTIZATIONS,
+             f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
         need(self.attention_backend is None or self.attention_backend in ATTENTION_BACKENDS,
              f"--attention-backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention_backend!r}")
         need(self.grammar_backend in GRAMMAR_BACKENDS,
@@ -333,6 +339,9 @@ _HELP = {
     "reasoning_parser": "split <think>...</think> into reasoning_content: qwen3 | deepseek-r1",
     "kv_cache_dtype": "KV cache storage: auto (the model's dtype) | bf16 | fp8_e4m3 (twice the tokens per GB; "
                       "per-layer k/v scales from the checkpoint, else 1.0)",
+    "quantization": "awq | fp8: weight quantization; default: auto-detected from config.json's "
+                    "quantization_config (a flag that disagrees with the checkpoint is an error; fp8 on a "
+                    "16-bit checkpoint quantizes at load)",
     "attention_backend": "torch_native | triton | flashinfer | hybrid (default: hybrid on CUDA when flashinfer "
                          "is importable and --dtype is not float32, else triton; torch_native on CPU). hybrid: "
                          "flashinfer prefill, triton decode up to --hybrid-long-context-threshold tokens, "

@@ -108,6 +108,7 @@ class ModelRunner:
         self.model.attn_backend = self.attn_backend
         # Batch-1 decode through fused Triton GEMVs (norms/SiLU as prologues, residual adds as epilogues).
         self.model.fused_gemv = not args.disable_fused_gemv and self.model.supports_fused_gemv()
+        self.model.lm_head_gemv = not args.disable_fused_gemv and self.model.supports_lm_head_gemv()
         kv_dtype_name = str(self.kv_dtype).removeprefix("torch.")
         logger.info("rank %d: KV cache %d tokens (%.2f GiB, %s, %d bytes per token), max running requests %d, "
                     "attention %s", tp.rank, max_tokens, max_tokens * bpt / GiB, kv_dtype_name, bpt,
