@@ -34,6 +34,14 @@ for s in "$@"; do
                          tests/engine/test_gpu_flashinfer_graphs.py -k padded ;;
     engine-tests) stage engine-tests 300 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k "not flashinfer" ;;
     flashinfer-tests) stage flashinfer-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k flashinfer ;;
+    # FP8 KV cache: kernels and backends vs torch references, engine (triton, flashinfer, hybrid; graphs),
+    # then the accuracy report on the 8B shape (dummy weights) for each backend.
+    fp8-kv-tests) stage fp8-kv-tests 540 python3 -m pytest -q -m gpu -o addopts="" -rA -s \
+      tests/kernels/test_kernel_fp8_kv.py tests/engine/test_gpu_fp8_kv.py ;;
+    fp8-kv-accuracy) stage fp8-kv-accuracy 540 env OUT="$OUT" bash -c 'for b in triton flashinfer hybrid; do
+      python3 bench/kv_accuracy.py --model-path bench/models/llama-3.1-8b --load-format dummy --device cuda \
+        --kv-dtypes bf16,fp8_e4m3 --attention-backend $b --num-prompts 16 --prompt-len 1024 --steps 64 \
+        --out "$OUT/kv_accuracy.jsonl"; done' ;;
     # The hybrid backend and mixed chunks on the GPU (also part of flashinfer-tests / engine-tests).
     hybrid-tests) stage hybrid-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA -k "hybrid or mixed" \
                     tests/engine/test_gpu_flashinfer_hybrid.py tests/engine/test_gpu_engine.py ;;

@@ -22,6 +22,9 @@ LB_POLICIES = ("round_robin", "min-load", "cache-aware", "min-latency", "weighte
 ATTENTION_BACKENDS = ("torch_native", "triton", "flashinfer", "hybrid")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float", "bf16", "fp16", "fp32")
 FP32_DTYPES = ("float32", "float", "fp32")
+# KV cache storage: auto = the model's dtype; fp8_e4m3 halves the bytes per token (per-layer scales).
+# "bfloat16" and "fp8" are accepted spellings of bf16 and fp8_e4m3 (SGLang / vLLM use them).
+KV_CACHE_DTYPES = ("auto", "bf16", "bfloat16", "fp8_e4m3", "fp8")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 # --quantization: weight quantization families (engine/quant); the checkpoint's quantization_config must agree.
 QUANTIZATIONS = ("awq", "fp8")
@@ -70,6 +73,7 @@ class ServerArgs:
     disable_radix_cache: bool = False
     page_size: int = 1
     dtype: str = "auto"
+    kv_cache_dtype: str = "auto"
     device: str = "auto"
     load_format: str = "auto"
     # Weight quantization (engine/quant); default: whatever config.json's quantization_config says.
@@ -167,6 +171,10 @@ class ServerArgs:
         return "hybrid" if importlib.util.find_spec("flashinfer") is not None else "triton"
 
     @property
+    def kv_cache_is_fp8(self) -> bool:
+        return self.kv_cache_dtype in ("fp8_e4m3", "fp8")
+
+    @property
     def normalized_lb_policy(self) -> str:
         """`round-robin`, `min_load`, ... are accepted; the canonical spellings are LB_POLICIES."""
         name = self.load_balancing_policy.strip().lower().replace("_", "-")
@@ -260,6 +268,8 @@ class ServerArgs:
              f"--schedule-policy must be one of {', '.join(SCHEDULE_POLICIES)}, got {self.schedule_policy!r}")
         need(self.page_size == 1, f"--page-size {self.page_size} is not supported yet (only 1)")
         need(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        need(self.kv_cache_dtype in KV_CACHE_DTYPES,
+             f"--kv-cache-dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {self.kv_cache_dtype!r}")
         need(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         need(self.load_format in LOAD_FORMATS,
              f"--load-format must be one of {', '.join(LOAD_FORMATS)}, got {self.load_format!r}")
@@ -327,6 +337,8 @@ _HELP = {
     "tool_call_parser": "format of the model's own tool calls: llama3 | qwen | hermes | mistral (default: "
                         "from the chat template: <tool_call> → qwen, [TOOL_CALLS] → mistral, <|python_tag|> → llama3)",
     "reasoning_parser": "split <think>...</think> into reasoning_content: qwen3 | deepseek-r1",
+    "kv_cache_dtype": "KV cache storage: auto (the model's dtype) | bf16 | fp8_e4m3 (twice the tokens per GB; "
+                      "per-layer k/v scales from the checkpoint, else 1.0)",
     "quantization": "awq | fp8: weight quantization; default: auto-detected from config.json's "
                     "quantization_config (a flag that disagrees with the checkpoint is an error; fp8 on a "
                     "16-bit checkpoint quantizes at load)",
