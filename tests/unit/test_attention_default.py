@@ -53,7 +53,7 @@ def test_cpu_default_is_torch_native(flashinfer_present, present: bool) -> None:
 def test_auto_device_follows_cuda_availability(flashinfer_present, monkeypatch) -> None:
     flashinfer_present(True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert _backend() == "hybrid"
+    assert _backend() == "triton"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _backend() == "torch_native"
 
