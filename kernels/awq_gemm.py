@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import device_num_sms, dot_precision
+from kernels.quant_gemv_configs import AWQ_TUNED_ENV, tuned_entry
 
 PACK = 8  # int4 values per int32
 
@@ -36,6 +37,7 @@ class AwqGemvConfig(NamedTuple):
     block_k: int = 32  # K rows per loop step; must divide the group size
     num_warps: int = 4
     split_k: int | None = None  # None: enough K splits for ~4 programs per SM
+    num_stages: int = 3  # Triton's software pipelining of the group loop (3 is Triton's launch default)
 
 
 class AwqGemmConfig(NamedTuple):
@@ -74,7 +76,9 @@ def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
         # K and the group's scale and zero come after (sum_k x (q - z) s = s (sum_k x q - z sum_k x)).
         xq3 = tl.zeros((BLOCK_K, PACKS, 8), dtype=tl.float32)
         xs2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        for kk in range(0, GROUP, BLOCK_K):
+        # Unrolled (a group is a few chunks): all of a group's weight loads can be issued before the
+        # first FMA, so a program keeps GROUP rows in flight instead of one BLOCK_K chunk per round trip.
+        for kk in tl.static_range(0, GROUP, BLOCK_K):
             offs_k = g0 + kk + tl.arange(0, BLOCK_K)
             # x in the same [BLOCK_K, PACKS] layout as the weights: each thread loads only its own rows.
             xk = tl.load(x_ptr + offs_k[:, None] + 0 * offs_p[None, :]).to(tl.float32)
@@ -209,6 +213,13 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     k, n = _check_packed(qweight, qzeros, scales, group_size)
     _check_x(x, k, scales)
     assert x.shape[0] == 1, f"x: awq_gemv takes one row, got {x.shape[0]}"
+    if config is None:
+        # This device's swept tile (kernels.quant_gemv_configs: AWQ_TUNED / TESSERA_AWQ_GEMV_TUNED), keyed
+        # by the logical [N, K]; tiles whose block_k does not divide this group size fall back to defaults.
+        entry = tuned_entry(AWQ_TUNED_ENV, x.device, n, k)
+        config = AwqGemvConfig(**entry) if entry is not None else None
+        if config is not None and group_size % min(config.block_k, group_size):
+            config = None
     cfg = config or AwqGemvConfig()
     assert cfg.block_n >= PACK and (cfg.block_n & (cfg.block_n - 1)) == 0, f"{cfg}: block_n a power of 2 >= 8"
     block_k = _block_k(group_size, cfg.block_k)
@@ -226,7 +237,8 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         assert locks.dtype == torch.int32 and locks.numel() >= num_n, f"locks: need {num_n} int32 counters"
     _awq_gemv_kernel[(num_n, split)](x, qweight, qzeros, scales, partials, locks if locks is not None else out,
                                      out, n, k, k_per_split, n // PACK, GROUP=group_size, BLOCK_N=cfg.block_n,
-                                     BLOCK_K=block_k, SPLIT_K=split, num_warps=cfg.num_warps)
+                                     BLOCK_K=block_k, SPLIT_K=split, num_warps=cfg.num_warps,
+                                     num_stages=cfg.num_stages)
     return out
 
 

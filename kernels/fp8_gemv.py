@@ -35,6 +35,7 @@ from kernels.gemv import (  # noqa: I001
     _load_x,
     _row_rstd,
 )
+from kernels.quant_gemv_configs import FP8_TUNED_ENV, tuned_entry
 
 
 class Fp8GemvConfig(NamedTuple):
@@ -43,6 +44,11 @@ class Fp8GemvConfig(NamedTuple):
     num_warps: int
     num_stages: int = 1
     split_k: int = 1  # programs sharing one row block along K
+    # 1: tensor-core variant (x as the one live row of a [16, BLOCK_K] fp16 tile, `tl.dot` with the
+    # fp16-converted weight tile). The CUDA-core loop needs two conversions per weight (e4m3x2 -> f16x2,
+    # then f16 -> f32, both on the SM's narrow conversion pipe: ~2.8e12 weights/s on an H200, about the
+    # rate measured); mma takes the f16 weights as they are. 16-bit x only; block_n, block_k >= 16.
+    use_dot: int = 0
 
 
 @triton.jit
@@ -52,6 +58,7 @@ def _fp8_gemv_kernel(
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr, SPLIT: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
+    USE_DOT: tl.constexpr = False,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -67,18 +74,36 @@ def _fp8_gemv_kernel(
     if PROLOGUE == 1:
         rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
 
-    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-    for k0 in tl.range(k_begin, k_end, BLOCK_K, num_stages=NUM_STAGES):
-        offs_k = k0 + offs_k0
-        # Weights are streamed once per step: evict_first keeps x (and the KV cache) in L2.
-        if EVEN_N and EVEN_K:
-            w = tl.load(w_rows + offs_k[None, :], eviction_policy="evict_first")
-        else:
-            w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & (offs_k < k_end)[None, :], other=0.0,
-                        eviction_policy="evict_first")
-        # x past this split's k_end meets zero weights; past K it is masked inside _load_x.
-        acc += w.to(tl.float32) * _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE)[None, :]
-    y = tl.sum(acc, 1)  # [BLOCK_N], unscaled
+    if USE_DOT:
+        # x goes through fp16 scaled by 2^-8 (exact; bf16 values up to 2^24 stay finite, products and
+        # sums are fp32 in the mma), as row 0 of a 16-row tile (mma's smallest M); rows 1..15 are zero.
+        rows = tl.arange(0, 16)
+        acc_d = tl.zeros([16, BLOCK_N], dtype=tl.float32)
+        w_cols = w_ptr + offs_n.to(tl.int64)[None, :] * stride_wn  # the weight tile as [BLOCK_K, BLOCK_N]
+        for k0 in tl.range(k_begin, k_end, BLOCK_K, num_stages=NUM_STAGES):
+            offs_k = k0 + offs_k0
+            if EVEN_N and EVEN_K:
+                wt = tl.load(w_cols + offs_k[:, None], eviction_policy="evict_first")
+            else:
+                wt = tl.load(w_cols + offs_k[:, None], mask=(offs_k < k_end)[:, None] & mask_n[None, :], other=0.0,
+                             eviction_policy="evict_first")
+            xk = _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE) * 0.00390625
+            a = tl.where(rows[:, None] == 0, xk[None, :], 0.0).to(tl.float16)
+            acc_d = tl.dot(a, wt.to(tl.float16), acc_d)
+        y = tl.sum(tl.where(rows[:, None] == 0, acc_d, 0.0), 0) * 256.0  # [BLOCK_N], unscaled
+    else:
+        acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        for k0 in tl.range(k_begin, k_end, BLOCK_K, num_stages=NUM_STAGES):
+            offs_k = k0 + offs_k0
+            # Weights are streamed once per step: evict_first keeps x (and the KV cache) in L2.
+            if EVEN_N and EVEN_K:
+                w = tl.load(w_rows + offs_k[None, :], eviction_policy="evict_first")
+            else:
+                w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & (offs_k < k_end)[None, :], other=0.0,
+                            eviction_policy="evict_first")
+            # x past this split's k_end meets zero weights; past K it is masked inside _load_x.
+            acc += w.to(tl.float32) * _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE)[None, :]
+        y = tl.sum(acc, 1)  # [BLOCK_N], unscaled
 
     if SPLIT:
         tl.store(ws_ptr + pid_k * N + offs_n, y, mask=mask_n)
@@ -113,6 +138,13 @@ def default_config(n: int, k: int, device: torch.device) -> Fp8GemvConfig:
         split = min(triton.cdiv(target, blocks), max(k // (4 * cfg.block_k), 1), 8)
         cfg = cfg._replace(split_k=max(split, 1))
     return cfg
+
+
+def pick_config(n: int, k: int, device: torch.device) -> Fp8GemvConfig:
+    """This device's swept tile (`kernels.quant_gemv_configs`: FP8_TUNED, overlaid by the file named in
+    TESSERA_FP8_GEMV_TUNED), else `default_config`."""
+    entry = tuned_entry(FP8_TUNED_ENV, device, n, k)
+    return Fp8GemvConfig(**entry) if entry is not None else default_config(n, k, device)
 
 
 def fp8_gemv(
@@ -153,8 +185,12 @@ def fp8_gemv(
     if out is None:
         out = torch.empty((1, n), dtype=dtype, device=x.device)
     assert out.shape == (1, n) and out.dtype == dtype and out.is_contiguous(), f"out {tuple(out.shape)} {out.dtype}"
-    cfg = config or default_config(n, k, x.device)
+    cfg = config or pick_config(n, k, x.device)
     assert cfg.block_n & (cfg.block_n - 1) == 0 and cfg.block_k & (cfg.block_k - 1) == 0, f"{cfg}: powers of 2"
+    assert cfg.num_warps in (1, 2, 4, 8, 16) and cfg.num_stages >= 1, f"{cfg}: num_warps / num_stages"
+    use_dot = bool(cfg.use_dot) and dtype in (torch.float16, torch.bfloat16)  # fp32 x: the exact FMA loop
+    if use_dot:
+        assert cfg.block_n >= 16 and cfg.block_k >= 16, f"{cfg}: the tensor-core variant needs tiles >= 16"
     split = max(int(cfg.split_k), 1)
     # Each split gets whole K-chunks, so only the last split (or a ragged K) needs masks.
     k_per_split = triton.cdiv(triton.cdiv(k, split), cfg.block_k) * cfg.block_k
@@ -169,7 +205,7 @@ def fp8_gemv(
         SPLIT=split > 1, EVEN_N=n % cfg.block_n == 0,
         EVEN_K=k % k_per_split == 0 and k_per_split % cfg.block_k == 0,
         BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NORM_BLOCK=min(next_pow2(k), 4096),
-        NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps,
+        NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, num_warps=cfg.num_warps,
     )
     if split > 1:
         block = min(next_pow2(n), 1024)

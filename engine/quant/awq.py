@@ -12,6 +12,7 @@ times slower for no gain in what the tests check (the unpack itself is the same 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -28,8 +29,10 @@ PACK = 8  # int4 values per int32
 AWQ_PACK_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 AWQ_UNPACK_NIBBLE = (0, 4, 1, 5, 2, 6, 3, 7)
 # Rows at or above this go through dequantize + cuBLAS (a large prefill is compute-bound; the dequantized
-# copy is one extra pass over the weight). bench/awq_bench.py measures where the Triton GEMM stops winning.
-DEQUANT_MATMUL_MIN_ROWS = 1024
+# copy is one extra pass over the weight). bench/awq_bench.py measures where the Triton GEMM stops winning;
+# `bench/quant_gemv_sweep.py --kind awq` writes its measured crossover to awq_dequant_min_rows.txt, which a
+# device session can try through TESSERA_AWQ_DEQUANT_MIN_ROWS before the constant is changed.
+DEQUANT_MATMUL_MIN_ROWS = int(os.environ.get("TESSERA_AWQ_DEQUANT_MIN_ROWS") or 1024)
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:

@@ -98,6 +98,28 @@ def test_fp8_gemv_matches_reference_interpreter(n: int, k: int, config: Fp8GemvC
     torch.testing.assert_close(fp8_gemv(x, q, s, config=config), (x.float() @ dequantize(q, s).t()).to(dtype), **tol)
 
 
+@pytest.mark.parametrize(("n", "k", "config"), [
+    (48, 96, Fp8GemvConfig(block_n=16, block_k=32, num_warps=4, use_dot=1)),
+    (37, 300, Fp8GemvConfig(block_n=16, block_k=64, num_warps=4, num_stages=2, split_k=2, use_dot=1)),
+])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fp8_gemv_tensor_core_variant_matches_reference_interpreter(n: int, k: int, config: Fp8GemvConfig,
+                                                                    dtype: torch.dtype) -> None:
+    """`use_dot`: x through fp16 (scaled by 2^-8) into an mma with the fp16 weights; large x must not
+    overflow fp16 and ragged N / K must be masked."""
+    q, s = quantize_weight_per_channel(_weight(n, k, seed=8))
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(1, k, generator=gen)
+    x[0, 3] = 6e4  # an outlier near fp16's limit: the 2^-8 scaling keeps it (and bf16's larger ones) finite
+    x = x.to(dtype)
+    expected = (x.float() @ dequantize(q, s).t()).to(dtype)
+    torch.testing.assert_close(fp8_gemv(x, q, s, config=config), expected, atol=2e-2, rtol=1e-2)
+    gamma = (1 + 0.2 * torch.randn(k, generator=gen)).to(dtype)
+    plain = fp8_gemv(x, q, s, norm_weight=gamma, eps=1e-5, config=config._replace(use_dot=0))
+    torch.testing.assert_close(fp8_gemv(x, q, s, norm_weight=gamma, eps=1e-5, config=config), plain,
+                               atol=1e-2, rtol=1e-2)
+
+
 @pytest.mark.parametrize("split_k", [1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_fp8_gemv_prologues_match_unfused_interpreter(split_k: int, dtype: torch.dtype) -> None:
