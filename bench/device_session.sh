@@ -65,6 +65,19 @@ for s in "$@"; do
                       --engine-args '{"attention_backend": "triton", "disable_fused_gemv": true}' ;;
     single-awq) stage single-awq 240 python3 bench/single_stream.py --quantization awq \
                   --engine-args '{"attention_backend": "triton"}' ;;
+    # Quantized batch-1 decode in ~200 s: FP8 + AWQ GEMV tile sweep (one parallel precompile; each shape's
+    # winner lands in $OUT/{fp8,awq}_gemv_tuned.json as soon as it is timed, so a cut-short sweep still
+    # helps), then single-stream decode for each with its overlay. A missing overlay file is ignored by
+    # kernels/quant_gemv_configs.py (defaults), so the single-stream runs happen whatever the sweep did.
+    quant-speed) stage quant-sweep 75 python3 bench/quant_gemv_sweep.py --kind fp8,awq
+                 stage quant-single-fp8 62 env TESSERA_FP8_GEMV_TUNED="$OUT/fp8_gemv_tuned.json" \
+                   python3 bench/single_stream.py --engine-args '{"quantization": "fp8", "attention_backend": "triton"}'
+                 stage quant-single-awq 62 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
+                   TESSERA_AWQ_DEQUANT_MIN_ROWS="$(cat "$OUT/awq_dequant_min_rows.txt" 2>/dev/null)" \
+                   python3 bench/single_stream.py --engine-args '{"quantization": "awq", "attention_backend": "triton"}'
+                 grep -h "layer projections\|dequant_min_rows" "$OUT/quant-sweep.log" | tee -a "$OUT/summary.txt"
+                 for q in fp8 awq; do echo "$q: $(grep -o '"decode_tok_s": [0-9.]*, "ttft_ms": [0-9.]*' \
+                   "$OUT/quant-single-$q.log" | head -1)"; done | tee -a "$OUT/summary.txt" ;;
     awq-kernel-tests) stage awq-kernel-tests 420 python3 -m pytest -q -m gpu -o addopts="" $XDIST \
                         tests/kernels/test_awq_gemm.py ;;
     awq-engine-test) stage awq-engine-test 300 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine/test_gpu_awq.py ;;

@@ -2,6 +2,7 @@
 
     python bench/quant_gemv_sweep.py --kind fp8 [--out $OUT/fp8_gemv_tuned.json]
     python bench/quant_gemv_sweep.py --kind awq [--out $OUT/awq_gemv_tuned.json]
+    python bench/quant_gemv_sweep.py --kind fp8,awq   # both, one parallel precompile: $OUT/{fp8,awq}_gemv_tuned.json
 
 For each decoder projection of the model (Llama-3.1-8B: qkv 6144x4096, o 4096x4096, gate_up 28672x4096,
 down 4096x14336), with the operands the engine passes (FP8: the fused path's RMSNorm / SiLU prologue and
@@ -47,7 +48,7 @@ MIN_GAIN = 0.015
 LAUNCHES = 40
 TRIALS = 3
 FINALISTS = 3
-PREFILL_ROWS = (16, 64, 256, 512)
+PREFILL_ROWS = (64, 256, 512)
 
 # FP8 (block_n, block_k, num_warps, num_stages, split_k). An fp8 tile moves half the bytes of a bf16 tile
 # of the same shape, but the prologue (RMSNorm / SiLU of x, ~8 ops per x element) costs the same per
@@ -171,7 +172,7 @@ def _compile_one(item: tuple) -> str | None:
         return f"{n}x{k} {cfg}: {str(exc).splitlines()[0][:160]}"
 
 
-def precompile(items: list[tuple], jobs: int, timeout_s: float = 45) -> None:
+def precompile(items: list[tuple], jobs: int, timeout_s: float = 40) -> None:
     """Best effort: whatever does not finish in time compiles in the timing loop instead."""
     if jobs <= 1 or not items:
         return
@@ -301,44 +302,29 @@ def awq_prefill_crossover(todo: list[tuple[str, int, int, str]]) -> dict:
             "dequant_min_rows": min_rows}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=["fp8", "awq"], required=True)
-    parser.add_argument("--model", default="bench/models/llama-3.1-8b")
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--jobs", type=int, default=min(12, max(1, (os.cpu_count() or 2) - 2)))
-    parser.add_argument("--ops", default="", help="comma-separated subset of qkv,o,gate_up,down")
-    parser.add_argument("--no-prefill", action="store_true", help="awq: skip the awq_gemm vs dequant timing")
-    args = parser.parse_args()
-    from kernels.gemv_configs import device_key, shape_key
+def _write_atomic(path: Path, text: str) -> None:
+    """A sweep killed by its stage's time limit must not leave a half-written overlay behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
-    torch.manual_seed(0)
+
+def sweep_kind(kind: str, todo: list[tuple[str, int, int, str]], out: Path, dev: str, prefill: bool) -> None:
+    from kernels.gemv_configs import shape_key
+
     t0 = time.perf_counter()
-    dev = device_key(torch.cuda.current_device())
-    ops = [o for o in args.ops.split(",") if o]
-    todo = [s for s in shapes(args.model) if not ops or s[0] in ops]
-    precompile([(args.kind, n, k, pro, tuple(c)) for _, n, k, pro in todo for c in candidates(args.kind, n, k)],
-               args.jobs)
-    out = Path(args.out or Path(os.environ.get("OUT", "bench/out"), f"{args.kind}_gemv_tuned.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
     results, tuned = [], {dev: {}}
     for name, n, k, pro in todo:
-        case = Case(args.kind, n, k, pro)
-        results.append(sweep_shape(case, name, candidates(args.kind, n, k)))
+        case = Case(kind, n, k, pro)
+        results.append(sweep_shape(case, name, candidates(kind, n, k)))
         del case
         torch.cuda.empty_cache()
         if "best_config" in results[-1]:
             # Written after every shape: a sweep cut short by its time limit still leaves its winners so far.
             tuned[dev][shape_key(n, k)] = results[-1]["best_config"]
-            out.write_text(json.dumps(tuned, indent=1) + "\n")
+            _write_atomic(out, json.dumps(tuned, indent=1) + "\n")
     ok = [r for r in results if "best_config" in r]
-    summary = {"kind": args.kind, "device": dev, "sweep_s": round(time.perf_counter() - t0, 1)}
-    if args.kind == "awq" and not args.no_prefill:
-        summary["prefill"] = awq_prefill_crossover(todo)
-        if summary["prefill"]["dequant_min_rows"] is not None:
-            out.with_name("awq_dequant_min_rows.txt").write_text(f"{summary['prefill']['dequant_min_rows']}\n")
-    out.with_name(f"{args.kind}_gemv_sweep.json").write_text(json.dumps({**summary, "shapes": results}, indent=1))
-    print(f"\n{args.kind} {dev}: default tiles vs sweep winner (re-timed, median)")
+    print(f"\n{kind} {dev}: default tiles vs sweep winner (re-timed, median)")
     total_default = total_best = 0.0
     for r in ok:
         total_default += r["default_us"]
@@ -347,10 +333,48 @@ def main() -> None:
               f"{r['gb'] / r['default_us'] * 1e6:6.0f} GB/s | best {r['best_us']:8.2f} us "
               f"{r['gb'] / r['best_us'] * 1e6:6.0f} GB/s  {r['best_config']}")
     if ok:
-        print(f"layer projections: default {total_default:.1f} us, swept {total_best:.1f} us "
-              f"(x{total_default / total_best:.3f})")
-    print(f"wrote {out}; {time.perf_counter() - t0:.1f} s")
+        print(f"{kind} layer projections: default {total_default:.1f} us, swept {total_best:.1f} us "
+              f"(x{total_default / total_best:.3f})", flush=True)
+    summary = {"kind": kind, "device": dev, "sweep_s": round(time.perf_counter() - t0, 1)}
     print(json.dumps({"tuned": tuned, **summary}), flush=True)
+    if kind == "awq" and prefill:
+        summary["prefill"] = awq_prefill_crossover(todo)
+        print(json.dumps({"awq_prefill": summary["prefill"]}), flush=True)
+        if summary["prefill"]["dequant_min_rows"] is not None:
+            _write_atomic(out.with_name("awq_dequant_min_rows.txt"), f"{summary['prefill']['dequant_min_rows']}\n")
+    _write_atomic(out.with_name(f"{kind}_gemv_sweep.json"), json.dumps({**summary, "shapes": results}, indent=1))
+    print(f"wrote {out}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", default="fp8", help="fp8, awq, or fp8,awq (one precompile pool for both)")
+    parser.add_argument("--model", default="bench/models/llama-3.1-8b")
+    parser.add_argument("--out", default=None, help="overlay file (one kind); default $OUT/<kind>_gemv_tuned.json")
+    parser.add_argument("--jobs", type=int, default=min(14, max(1, (os.cpu_count() or 2) - 2)))
+    parser.add_argument("--ops", default="", help="comma-separated subset of qkv,o,gate_up,down")
+    parser.add_argument("--no-prefill", action="store_true", help="awq: skip the awq_gemm vs dequant timing")
+    args = parser.parse_args()
+    from kernels.gemv_configs import device_key
+
+    kinds = [k for k in args.kind.split(",") if k]
+    assert kinds and set(kinds) <= {"fp8", "awq"}, f"--kind: fp8, awq or fp8,awq, got {args.kind!r}"
+    assert args.out is None or len(kinds) == 1, "--out names one kind's file"
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    dev = device_key(torch.cuda.current_device())
+    ops = [o for o in args.ops.split(",") if o]
+    todo = [s for s in shapes(args.model) if not ops or s[0] in ops]
+    precompile([(kind, n, k, pro, tuple(c)) for kind in kinds for _, n, k, pro in todo
+                for c in candidates(kind, n, k)], args.jobs)
+    for kind in kinds:
+        out = Path(args.out or Path(os.environ.get("OUT", "bench/out"), f"{kind}_gemv_tuned.json"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            sweep_kind(kind, todo, out, dev, prefill=not args.no_prefill)
+        except Exception as exc:  # noqa: BLE001 - one kind failing must not cost the other its sweep
+            print(json.dumps({"kind": kind, "sweep_failed": str(exc)[:300]}), flush=True)
+    print(f"sweeps done in {time.perf_counter() - t0:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
