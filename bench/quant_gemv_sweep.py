@@ -75,7 +75,10 @@ AWQ_TILES = [(128, 32, 4, None, 3), (128, 64, 4, None, 3), (128, 64, 8, None, 3)
              (256, 32, 8, None, 3), (512, 32, 8, None, 3), (64, 32, 4, None, 3), (64, 64, 4, None, 3),
              (128, 128, 8, None, 3), (256, 16, 4, None, 3), (256, 32, 4, None, 1), (256, 32, 4, None, 2),
              (128, 64, 4, None, 1), (128, 32, 4, 8, 3), (256, 32, 4, 8, 3), (128, 64, 4, 4, 3),
-             (512, 64, 8, None, 3), (64, 128, 4, None, 3), (256, 128, 8, None, 3)]
+             (512, 64, 8, None, 3), (64, 128, 4, None, 3)]
+# AWQ through `awq_gemm` with a 16-row tile (use_gemm=1): (block_n, block_k, num_warps, split_k, num_stages).
+AWQ_GEMM_TILES = [(64, 64, 4, None, 3), (128, 64, 4, None, 3), (64, 128, 4, None, 3), (128, 128, 4, None, 2),
+                  (64, 64, 4, 4, 3)]
 
 
 def shapes(model_dir: str) -> list[tuple[str, int, int, str]]:
@@ -100,7 +103,8 @@ def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[F
 
 
 def awq_candidates(n: int, k: int) -> list[AwqGemvConfig]:
-    return list(dict.fromkeys([AwqGemvConfig()] + [AwqGemvConfig(*t) for t in AWQ_TILES]))[:MAX_CONFIGS]
+    gemm = [AwqGemvConfig(*t, use_gemm=1) for t in AWQ_GEMM_TILES]
+    return list(dict.fromkeys([AwqGemvConfig(), *gemm] + [AwqGemvConfig(*t) for t in AWQ_TILES]))[:MAX_CONFIGS]
 
 
 def candidates(kind: str, n: int, k: int) -> list:
@@ -279,6 +283,10 @@ def awq_prefill_crossover(todo: list[tuple[str, int, int, str]]) -> dict:
         locks = gemv_locks(n, torch.device("cuda"))
         for m in PREFILL_ROWS:
             x = torch.randn(m, k, device="cuda").to(DTYPE)
+            # awq_gemm's int4 -> bf16 trick is checked here on the device (the interpreter's bf16 math is off).
+            diff = _rel_diff(awq_gemm(x, *packed, locks=locks), x.float() @ awq_dequantize(*packed).float())
+            print(json.dumps({"op": name, "m": m, "awq_gemm_rel_diff": diff,
+                              "ok": diff < 1e-2 or "MISMATCH: awq_gemm is wrong"}), flush=True)
             calls = (("awq_gemm_us", lambda x=x, p=packed, lk=locks: awq_gemm(x, *p, locks=lk)),
                      ("dequant_matmul_us", lambda x=x, p=packed: x @ awq_dequantize(*p)))
             for label, fn in calls:

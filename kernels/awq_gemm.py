@@ -38,6 +38,9 @@ class AwqGemvConfig(NamedTuple):
     num_warps: int = 4
     split_k: int | None = None  # None: enough K splits for ~4 programs per SM
     num_stages: int = 3  # Triton's software pipelining of the group loop (3 is Triton's launch default)
+    # 1: run the row through `awq_gemm` (x as a 16-row tile, block_n / block_k / warps / stages / split_k
+    # from here): mma instead of one fp32 FMA per weight, weights pipelined through shared memory.
+    use_gemm: int = 0
 
 
 class AwqGemmConfig(NamedTuple):
@@ -116,7 +119,8 @@ def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
 def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr, M, N, K, K_PER_SPLIT,
                      stride_xm, stride_om, stride_q,
                      GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     SPLIT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, NUM_STAGES: tl.constexpr):
+                     SPLIT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, NUM_STAGES: tl.constexpr,
+                     MAGIC_BITS: tl.constexpr = 0):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -138,7 +142,15 @@ def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
         s = tl.load(sc_ptr + g * N + offs_n, mask=mask_n, other=0.0)  # [BLOCK_N], x's dtype
         q = (packed >> shifts[None, :]) & 0xF
         z = (zp >> shifts) & 0xF
-        w = (q - z[None, :]).to(s.dtype) * s[None, :]  # [BLOCK_K, BLOCK_N]; (q - z) is exact in 16 bits
+        if MAGIC_BITS != 0:
+            # int4 -> 16-bit float without the (quarter-rate) int-to-float convert: OR the nibble into the
+            # low mantissa bits of MAGIC (1024 in fp16, 128 in bf16: ulp 1), subtract MAGIC + z. Exact,
+            # so w rounds once (the * s), as the convert path below does.
+            qf = (q | MAGIC_BITS).to(tl.int16).to(s.dtype, bitcast=True)
+            zf = (z | MAGIC_BITS).to(tl.int16).to(s.dtype, bitcast=True)
+            w = (qf - zf[None, :]) * s[None, :]
+        else:
+            w = (q - z[None, :]).to(s.dtype) * s[None, :]  # [BLOCK_K, BLOCK_N]; (q - z) is exact in 16 bits
         acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
     mask = mask_m[:, None] & mask_n[None, :]
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
@@ -222,6 +234,10 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
             config = None
     cfg = config or AwqGemvConfig()
     assert cfg.block_n >= PACK and (cfg.block_n & (cfg.block_n - 1)) == 0, f"{cfg}: block_n a power of 2 >= 8"
+    if cfg.use_gemm:
+        gemm_cfg = AwqGemmConfig(block_m=16, block_n=cfg.block_n, block_k=cfg.block_k, num_warps=cfg.num_warps,
+                                 num_stages=cfg.num_stages, split_k=cfg.split_k)
+        return awq_gemm(x, qweight, qzeros, scales, group_size, config=gemm_cfg, locks=locks)
     block_k = _block_k(group_size, cfg.block_k)
     num_n = triton.cdiv(n, cfg.block_n)
     num_groups = k // group_size
@@ -240,6 +256,10 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
                                      BLOCK_K=block_k, SPLIT_K=split, num_warps=cfg.num_warps,
                                      num_stages=cfg.num_stages)
     return out
+
+
+# Bits of the 16-bit float whose ulp is 1 (fp16 1024.0, bf16 128.0): the awq_gemm int4 -> float trick.
+_MAGIC_BITS = {torch.float16: 0x6400, torch.bfloat16: 0x4300}
 
 
 def default_gemm_config(m: int) -> AwqGemmConfig:
@@ -283,7 +303,8 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         x, qweight, qzeros, scales, partials, locks if locks is not None else out, out, m, n, k, k_per_split,
         x.stride(0), out.stride(0), n // PACK,
         GROUP=group_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SPLIT_K=split,
-        DOT_PRECISION=dot_precision(x.dtype), NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
+        DOT_PRECISION=dot_precision(x.dtype), NUM_STAGES=cfg.num_stages, MAGIC_BITS=_MAGIC_BITS.get(x.dtype, 0),
+        num_warps=cfg.num_warps)
     return out
 
 
