@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.batch_builder import ScheduleBatch
 from engine.req import Req
-from engine.speculative.worker import SpeculativeWorker, SpecStepResult
+from engine.speculative.worker import SpecStepResult, SpeculativeWorker
 
 logger = logging.getLogger(__name__)
 

@@ -65,6 +65,11 @@ def accept(logits: torch.Tensor, reqs: list[Req], drafts: list[list[int]], draft
     return Verdict(tokens=tokens, num_accepted=num_accepted)
 
 
+def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Where the target puts more mass than the draft: what a rejected position is drawn from."""
+    return (p - q).clamp(min=0.0)
+
+
 def _rejection_sample(logits, reqs, drafts, draft_probs, generator, offsets, sampled, tokens, num_accepted) -> None:
     device = logits.device
     row_idx = [offsets[i] + j for i in sampled for j in range(len(drafts[i]) + 1)]
@@ -102,8 +107,8 @@ def _rejection_sample(logits, reqs, drafts, draft_probs, generator, offsets, sam
             else:
                 q = torch.zeros_like(p)
                 q[d[a]] = 1.0
-            residual = (p - q).clamp_(min=0.0)
-            p = residual if float(residual.sum()) > 0 else p
+            rest = residual(p, q)
+            p = rest if float(rest.sum()) > 0 else p
         nxt = int(torch.multinomial(p / p.sum(), 1, generator=generator).item())
         tokens[i] = d[:a] + [nxt]
         num_accepted[i] = a
