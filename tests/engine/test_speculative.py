@@ -1,0 +1,101 @@
+"""Speculative decoding end to end (engine/speculative): greedy output is token-for-token the
+non-speculative output for ngram and draft-model proposers, K in {1, 3, 5}, radix on/off, TP=2, and
+a draft of another architecture; the target as its own draft accepts every draft; stops inside an
+accepted run truncate exactly; sampled requests and fallbacks run; no KV leaks (target or draft)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from engine import Engine
+
+NEW_TOKENS = 20
+GREEDY = {"max_new_tokens": NEW_TOKENS, "temperature": 0, "ignore_eos": True}
+
+
+def make_prompts(vocab: int) -> list[list[int]]:
+    rng = random.Random(1)
+    shared = [rng.randrange(10, vocab) for _ in range(24)]
+    prompts = [shared + [rng.randrange(10, vocab) for _ in range(rng.randrange(1, 9))] for _ in range(3)]
+    prompts += [[rng.randrange(10, vocab) for _ in range(rng.randrange(3, 30))] for _ in range(2)]
+    motif = [rng.randrange(10, vocab) for _ in range(5)]
+    prompts.append(motif * 6)  # repetitive: prompt lookup has something to find
+    return prompts
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def target(request, tiny_model_factory):
+    path = tiny_model_factory(request.param)
+    prompts = make_prompts(384)
+    with Engine(model_path=path, device="cpu", random_seed=0) as engine:
+        expected = [o["output_ids"] for o in engine.generate(input_ids=prompts, sampling_params=GREEDY)]
+    return request.param, path, prompts, expected
+
+
+def _assert_no_leaks(info: dict) -> None:
+    assert info["kv_protected_tokens"] == 0
+    assert info["kv_free_tokens"] + info["kv_evictable_tokens"] == info["kv_total_tokens"]
+    assert info.get("spec_draft_kv_used_tokens", 0) == 0 and info.get("spec_draft_tracked_reqs", 0) == 0
+
+
+CONFIGS = {
+    "ngram_k1": {"speculative_algorithm": "ngram", "speculative_num_draft_tokens": 1},
+    "ngram_k3_no_radix": {"speculative_algorithm": "ngram", "speculative_num_draft_tokens": 3,
+                          "disable_radix_cache": True},
+    "ngram_k5": {"speculative_algorithm": "ngram", "speculative_num_draft_tokens": 5,
+                 "speculative_ngram_min_match": 2},
+    "other_draft_k5_no_radix": {"draft": "other", "speculative_num_draft_tokens": 5, "disable_radix_cache": True},
+    "other_draft_k3_tp2": {"draft": "other", "speculative_num_draft_tokens": 3, "tp_size": 2},
+}
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_greedy_identical_to_non_speculative(target, tiny_model_factory, config):
+    arch, path, prompts, expected = target
+    kwargs = dict(CONFIGS[config])
+    if kwargs.pop("draft", None) == "other":  # a different architecture sharing the tokenizer
+        kwargs["speculative_model"] = tiny_model_factory("qwen2" if arch == "llama" else "llama")
+    with Engine(model_path=path, device="cpu", random_seed=0, **kwargs) as engine:
+        outs = engine.generate(input_ids=prompts, sampling_params=GREEDY)
+        info = engine.get_server_info()
+    got = [o["output_ids"] for o in outs]
+    bad = [i for i, (g, e) in enumerate(zip(got, expected)) if g != e]
+    assert not bad, f"{arch}/{config}: prompt {bad[0]}: {got[bad[0]]} vs {expected[bad[0]]}"
+    assert info["spec_num_verify_steps"] > 0
+    for o in outs:
+        assert o["meta_info"]["finish_reason"] == {"type": "length", "length": NEW_TOKENS}
+    _assert_no_leaks(info)
+
+
+def test_self_draft_accepts_everything_and_truncates_at_stops(target):
+    """The target as its own draft: every draft is accepted, so each verify pass commits K+1 tokens
+    and stops (stop token, max_new_tokens) fall inside accepted runs."""
+    arch, path, prompts, expected = target
+    stop_tok = expected[0][9]  # first occurrence decides where the reference stops
+    cut = expected[0].index(stop_tok) + 1
+    with Engine(model_path=path, device="cpu", random_seed=0, speculative_model=path,
+                speculative_num_draft_tokens=3) as engine:
+        outs = engine.generate(input_ids=prompts, sampling_params=GREEDY)
+        assert [o["output_ids"] for o in outs] == expected
+        meta = outs[0]["meta_info"]
+        assert meta["spec_accept_rate"] == 1.0 and meta["spec_num_correct_drafts"] > 0
+        info = engine.get_server_info()
+        assert info["spec_accept_rate"] == 1.0
+        stopped = engine.generate(input_ids=prompts[0], sampling_params={**GREEDY, "stop_token_ids": [stop_tok]})
+        assert stopped["output_ids"] == expected[0][:cut]
+        assert stopped["meta_info"]["finish_reason"] == {"type": "stop", "matched": stop_tok}
+        short = engine.generate(input_ids=prompts[1], sampling_params={**GREEDY, "max_new_tokens": 7})
+        assert short["output_ids"] == expected[1][:7]
+        chunks = list(engine.generate(input_ids=prompts[2], sampling_params=GREEDY, stream=True))
+        assert sum((c["output_ids"] for c in chunks), []) == expected[2]
+        assert any(len(c["output_ids"]) > 1 for c in chunks)  # a verify pass streams all it accepted
+        # Sampled rows (rejection sampling) and fallback rows (logprobs, penalties) in the same engine.
+        sampled = engine.generate(input_ids=prompts[:3], sampling_params={**GREEDY, "temperature": 0.8, "top_k": 20})
+        assert all(len(o["output_ids"]) == NEW_TOKENS for o in sampled)
+        with_lp = engine.generate(input_ids=prompts[3], sampling_params=GREEDY, return_logprob=True)
+        assert with_lp["output_ids"] == expected[3] and "spec_verify_ct" not in with_lp["meta_info"]
+        info = engine.get_server_info()
+    assert info["spec_num_fallback_steps"] > 0
+    _assert_no_leaks(info)
