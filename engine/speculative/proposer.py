@@ -30,3 +30,13 @@ class BaseProposer(ABC):
 
     def stats(self) -> dict[str, float]:
         return {}
+
+
+class FixedTokenProposer(BaseProposer):
+    """K copies of one token: a benchmark's stand-in for a draft that is always wrong."""
+
+    def __init__(self, token_id: int) -> None:
+        self.token_id = token_id
+
+    def propose(self, reqs: list[Req], max_drafts: list[int]) -> Proposal:
+        return Proposal(drafts=[[self.token_id] * k for k in max_drafts])

@@ -4,6 +4,7 @@ EXTEND pass, accept — and the bookkeeping of target KV slots for drafted posit
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +31,18 @@ def is_speculatable(req: Req) -> bool:
                 or len(req.output_ids) < sp.min_new_tokens)
 
 
+# Benchmarks only (bench/spec_bench.py --modes wrong): propose K copies of this token id, which the
+# target almost never predicts, to measure the mechanics' overhead at ~0 % acceptance.
+FIXED_DRAFT_ENV = "TESSERA_SPEC_FIXED_DRAFT_TOKEN"
+
+
 def create_proposer(args, runner, tp) -> BaseProposer:
+    fixed = os.environ.get(FIXED_DRAFT_ENV)
+    if fixed is not None:
+        from engine.speculative.proposer import FixedTokenProposer
+
+        logger.warning("%s=%s: proposing a fixed token (benchmark mode)", FIXED_DRAFT_ENV, fixed)
+        return FixedTokenProposer(int(fixed))
     if args.speculative_mode == "ngram":
         from engine.speculative.ngram import NgramProposer
 
