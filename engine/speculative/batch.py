@@ -34,16 +34,19 @@ def build_rows_forward_batch(rows: list[TokenRow], req_to_token: torch.Tensor, d
     extend_lens = [len(r.tokens) for r in rows]
     seq_lens = [p + e for p, e in zip(prefix_lens, extend_lens)]
     pool_rows = torch.tensor([r.pool_row for r in rows], dtype=torch.int64)
-    locs = torch.cat([req_to_token[r.pool_row, r.start_pos:r.start_pos + len(r.tokens)].cpu() for r in rows])
 
     def dev(values, dtype) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+
+    # one gather on the device (no per-row host round trip): the KV slot of every new token
+    token_rows = dev([r.pool_row for r in rows for _ in r.tokens], torch.int64)
+    locs = req_to_token[token_rows, dev(positions, torch.int64)]
 
     return ForwardBatch(
         forward_mode=ForwardMode.DECODE if is_decode else ForwardMode.EXTEND, batch_size=len(rows),
         input_ids=dev(input_ids, torch.int64), positions=dev(positions, torch.int64),
         req_pool_indices=pool_rows.to(device), seq_lens=dev(seq_lens, torch.int32),
-        out_cache_loc=locs.to(torch.int64).to(device), req_to_token=req_to_token,
+        out_cache_loc=locs.to(torch.int64), req_to_token=req_to_token,
         prefix_lens=dev(prefix_lens, torch.int32), extend_lens=dev(extend_lens, torch.int32),
         extend_start_loc=dev(starts, torch.int32), seq_lens_cpu=seq_lens, prefix_lens_cpu=prefix_lens,
         extend_lens_cpu=extend_lens, logits_indices=dev(logits_idx, torch.int64),

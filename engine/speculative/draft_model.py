@@ -68,6 +68,12 @@ class DraftModelProposer(BaseProposer):
         self.allocator.free(self.req_pool.read(seq.pool_row, len(seq.tokens)))
         self.req_pool.free(seq.pool_row)
 
+    def _drop_absent(self, present: set[str]) -> None:
+        for rid in [rid for rid in self.seqs if rid not in present]:
+            seq = self.seqs.pop(rid)
+            self.allocator.free(self.req_pool.read(seq.pool_row, len(seq.tokens)))
+            self.req_pool.free(seq.pool_row)
+
     def _truncate(self, seq: DraftSeq, keep: int) -> None:
         if keep < len(seq.tokens):
             self.allocator.free(self.req_pool.req_to_token[seq.pool_row, keep:len(seq.tokens)].to(torch.int64))
@@ -118,7 +124,12 @@ class DraftModelProposer(BaseProposer):
         rows = []
         for i in active:
             row = self._sync(reqs[i])
-            if row is None:  # draft pool or rows exhausted: start these requests over next time
+            if row is None:
+                # Rows or slots ran out: drop the state of requests not in this batch (retracted ones
+                # waiting to resume) and try once more; else start these requests over next time.
+                self._drop_absent({r.rid for r in reqs})
+                row = self._sync(reqs[i])
+            if row is None:
                 for j in active:
                     self.release(reqs[j])
                 return None
