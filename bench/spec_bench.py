@@ -33,6 +33,12 @@ from bench.workloads import random_prompt  # noqa: E402
 TEXT_PROMPTS = ["The list", "A function is", "In the beginning the interpreter", "The dictionary maps",
                 "Exceptions are raised when", "A class defines"]
 
+REPEATED_TEXT = [
+    "A list is a mutable sequence of items. The function returns a new list and leaves the old one alone.",
+    "The dictionary maps keys to values. A key must be hashable, and each key appears at most once.",
+    "Strings can be indexed and sliced; the result is a new string, because strings are immutable.",
+]
+
 
 def make_prompts(workload: str, model_path: str, vocab: int, num: int, input_len: int, seed: int) -> list[list[int]]:
     rng = random.Random(seed)
@@ -43,6 +49,12 @@ def make_prompts(workload: str, model_path: str, vocab: int, num: int, input_len
         return [tok(TEXT_PROMPTS[i % len(TEXT_PROMPTS)])["input_ids"] for i in range(num)]
     if workload == "random":
         return [random_prompt(rng, input_len, vocab) for _ in range(num)]
+    if workload == "repetitive" and os.path.isfile(os.path.join(model_path, "tokenizer.json")):
+        # a trained model copies repeated prose; prompt lookup finds the continuation in the prompt
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_path)
+        return [tok(" ".join([REPEATED_TEXT[i % len(REPEATED_TEXT)]] * 3))["input_ids"] for i in range(num)]
     if workload == "repetitive":
         prompts = []
         for _ in range(num):
@@ -103,8 +115,14 @@ def measure(engine, prompts: list[list[int]], ns) -> dict:
     drafted = after.get("spec_num_draft_tokens", 0) - before.get("spec_num_draft_tokens", 0)
     accepted = after.get("spec_num_accepted_tokens", 0) - before.get("spec_num_accepted_tokens", 0)
     steps = after.get("spec_num_verify_steps", 0) - before.get("spec_num_verify_steps", 0)
+    forwards = after["num_forward_steps"] - before["num_forward_steps"]
+    prefills = len(prompts) if ns.batch == 1 else 1
+    decoded = (len(prompts) if ns.batch == 1 else ns.batch) * (ns.output_len - 1)
+    # Tokens per target decode pass: the speed-up speculation can buy when a target pass costs the same
+    # with K+1 tokens as with 1 (bandwidth-bound GPUs), independent of how busy a shared CPU is.
+    per_pass = decoded / max(forwards - prefills, 1)
     return {"tok_s": round(tok_s, 1), "accept_rate": round(accepted / drafted, 3) if drafted else None,
-            "draft_tokens": drafted, "verify_steps": steps}
+            "draft_tokens": drafted, "verify_steps": steps, "tokens_per_target_pass": round(per_pass, 2)}
 
 
 def main() -> None:
@@ -139,7 +157,7 @@ def main() -> None:
         ratio = f"{r['tok_s'] / base[r['workload']]:.2f}x" if base.get(r["workload"]) else "-"
         rate = "-" if r["accept_rate"] is None else f"{r['accept_rate']:.1%}"
         print(f"| {r['mode']} | {r['workload']} | {r['tok_s']} | {ratio} | {rate} | {r['draft_tokens']} | "
-              f"{r['verify_steps']} |")
+              f"{r['verify_steps']} | {r['tokens_per_target_pass']} |")
 
 
 if __name__ == "__main__":
