@@ -35,6 +35,15 @@ for s in "$@"; do
     engine-tests) stage engine-tests 300 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k "not flashinfer" ;;
     flashinfer-tests) stage flashinfer-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k flashinfer ;;
     gemv-bench) stage gemv-bench 300 python3 bench/gemv_bench.py ;;
+    # Per-device GEMV tiles (split-K for the small projections): writes $OUT/gemv_tuned.json, a
+    # kernels/gemv_configs.py TUNED entry; single-tuned then runs the engine with it (TESSERA_GEMV_TUNED).
+    gemv-sweep) stage gemv-sweep 200 python3 bench/gemv_bench.py --sweep --out "$OUT/gemv_tuned.json" ;;
+    gemv-gpu-test) stage gemv-gpu-test 150 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
+                     tests/kernels/test_kernel_gpu.py -k gemv ;;
+    single-tuned) if [ -f "$OUT/gemv_tuned.json" ]; then
+                    stage single-tuned 150 env TESSERA_GEMV_TUNED="$OUT/gemv_tuned.json" python3 bench/single_stream.py \
+                      --engine-args '{"attention_backend": "triton"}'
+                  else echo "single-tuned: no $OUT/gemv_tuned.json (run gemv-sweep first)"; fi ;;
     single) stage single 150 python3 bench/single_stream.py --engine-args '{"attention_backend": "triton"}' ;;
     single-unfused) stage single-unfused 150 python3 bench/single_stream.py \
                       --engine-args '{"attention_backend": "triton", "disable_fused_gemv": true}' ;;
@@ -54,6 +63,10 @@ for s in "$@"; do
                   --modes base,wrong,ngram --workloads repetitive --batch 8 --num-prompts 8 --input-len 512 \
                   --output-len 256 --engine-args "{\"attention_backend\": \"triton\"}"' ;;
     spec-tests) stage spec-tests 300 python3 -m pytest -q -o addopts="" -rA tests/engine/test_gpu_speculative.py ;;
+    # the real 131 K Tekken vocabulary (bench/tekken_tokenizer.py; build it here and carry it as .exp/tekken-hf)
+    grammar-bench-tekken) stage grammar-bench-tekken 300 python3 bench/grammar_bench.py \
+                            --model-path bench/models/llama-3.1-8b --load-format dummy --tokenizer-path .exp/tekken-hf \
+                            --engine-args '{"attention_backend": "triton"}' ;;
     suite) stage suite 420 python3 bench/run_suite.py ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;

@@ -1,6 +1,10 @@
 """Batch-1 decode projections: cuBLAS + separate small kernels vs the fused Triton GEMV (`kernels.gemv`).
 
     python bench/gemv_bench.py [--model bench/models/llama-3.1-8b] [--quick]
+    python bench/gemv_bench.py --sweep [--out gemv_tuned.json] [--ops qkv,o] [--jobs 12] [--no-stack]
+
+`--sweep`: the per-device tile sweep instead (`bench/gemv_sweep.py`: split-K candidates for the small
+projections, winners written as a `kernels.gemv_configs.TUNED` entry). Without it:
 
 1. Per projection of one layer (qkv with its RMSNorm, o with the residual add, gate/up with its
    RMSNorm, down with SiLU-and-mul and the residual add, the LM head): cuBLAS `F.linear` alone, the
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -74,10 +79,15 @@ class Projection:
                 F.linear(silu_and_mul(self.x), w)
         return [lambda w=w: one(w) for w in self.weights]
 
-    def fused(self, cfg: GemvConfig | None):
+    def kwargs(self) -> dict:
+        """The prologue / epilogue the engine fuses into this projection."""
         kw = {"norm_weight": self.gamma, "eps": EPS} if self.kind == "rms" else {"residual": self.residual}
         if self.kind == "silu_res":
             kw["silu_mul"] = True
+        return kw
+
+    def fused(self, cfg: GemvConfig | None):
+        kw = self.kwargs()
         return [lambda w=w: fused_gemv(self.x, w, out=self.out, config=cfg, **kw)
                 for w in self.weights]
 
@@ -147,7 +157,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sweep", action="store_true", help="per-device tile sweep (bench/gemv_sweep.py)")
+    parser.add_argument("--out", help="--sweep: where to write gemv_tuned.json (default $OUT/gemv_tuned.json)")
+    parser.add_argument("--ops", help="--sweep: comma-separated subset of qkv,o,gate_up,down")
+    parser.add_argument("--jobs", type=int, default=max(1, min(12, (os.cpu_count() or 2) - 2)),
+                        help="--sweep: processes that precompile the candidates (1: compile serially)")
+    parser.add_argument("--no-stack", action="store_true", help="--sweep: skip the all-layers comparison")
     args = parser.parse_args()
+    if args.sweep:
+        from bench.gemv_sweep import run_sweep
+
+        run_sweep(args.model, args.out, args.jobs, args.ops.split(",") if args.ops else None, not args.no_stack)
+        return
     torch.manual_seed(0)
     bw = copy_bandwidth_tbs()
     print(json.dumps({"device": torch.cuda.get_device_name(), "copy_tbs": round(bw, 3)}), flush=True)

@@ -14,7 +14,8 @@
     python bench/grammar_bench.py --model-path bench/models/llama-3.1-8b --load-format dummy   # GPU
 
 A config-only model dir gets a synthetic byte-level BPE tokenizer of the config's vocabulary size
-(bench/synthetic_tokenizer.py). Prints one JSON line and a short table.
+(bench/synthetic_tokenizer.py); `--tokenizer-path` takes a real one instead (bench/tekken_tokenizer.py
+builds Mistral's 131 K Tekken vocabulary), and the model config takes its vocabulary size. Prints one JSON line and a short table.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ def main(argv: list[str] | None = None) -> dict:
     jump_n = ns.jump_requests or (64 if on_gpu else 8)
     tok_path = ns.tokenizer_path or tokenizer_for(ns.model_path, os.path.join(tempfile.gettempdir(), "tessera-tok"))
     tok_path = tok_path or ns.model_path
+    if ns.tokenizer_path:  # e.g. the real 131 K vocabulary of bench/tekken_tokenizer.py
+        from tekken_tokenizer import model_dir_for
+
+        ns.model_path = model_dir_for(ns.model_path, tok_path, os.path.join(tempfile.gettempdir(), "tessera-tok"))
     result: dict = {"device": torch.cuda.get_device_name() if on_gpu else "cpu", "model": ns.model_path,
                     "batch": ns.batch, "output_len": out_len}
     result["compile"] = bench_compile(tok_path, ns.model_path)

@@ -184,14 +184,23 @@ def test_rotary_kv_store_gpu(dtype: torch.dtype) -> None:
         torch.testing.assert_close(k, k_r if write_k else views(qkv)[1], **ulp)
 
 
+# (block_n, block_k, num_warps, num_stages, split_k); None: the launcher's own pick (table or defaults)
+GEMV_TILES = {"picked": None, "pipelined": (16, 512, 4, 3, 1), "split4": (8, 512, 4, 1, 4),
+              "split3_pipelined": (16, 256, 4, 2, 3)}
+
+
+@pytest.mark.parametrize("tiles", GEMV_TILES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fused_gemv_gpu(dtype: torch.dtype) -> None:
+def test_fused_gemv_gpu(dtype: torch.dtype, tiles: str) -> None:
     """Real projection shapes (Llama-3.1-8B, Qwen2.5-7B with its qkv bias) plus random ragged ones, every
-    prologue / epilogue, default tiles and the prefetch variant, vs fp32 math on the same rounded inputs."""
+    prologue / epilogue (incl. bias + residual written in place), for the picked tiles, a pipelined tile
+    and two split-K tiles, vs fp32 math on the same rounded inputs; repeated launches bit-identical."""
     import torch.nn.functional as F
 
-    from kernels.gemv import GemvConfig, default_config, fused_gemv
+    from kernels.gemv import GemvConfig, _split_k_counters, fused_gemv
+    from kernels.gemv_configs import pick_config
 
+    cfg = GemvConfig(*GEMV_TILES[tiles]) if GEMV_TILES[tiles] else None
     rng = _rng("gemv", dtype)
     shapes = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (4608, 3584), (3584, 18944)]
     shapes += [(rng.randrange(1, 3000), rng.randrange(1, 3000)) for _ in range(4)]
@@ -205,15 +214,21 @@ def test_fused_gemv_gpu(dtype: torch.dtype) -> None:
         gate, up = gate_up.float().chunk(2, dim=-1)
         act = (F.silu(gate).to(dtype).float() * up).to(dtype).float()
         normed = rmsnorm_ref(x, gamma, 1e-5).float()
-        for cfg in (None, GemvConfig(16, 512, 4, num_stages=3)):
-            cases = [
-                (fused_gemv(x, w, bias=bias, config=cfg), F.linear(x.float(), w.float(), bias.float())),
-                (fused_gemv(x, w, norm_weight=gamma, eps=1e-5, config=cfg), F.linear(normed, w.float())),
-                (fused_gemv(gate_up, w, silu_mul=True, residual=residual, config=cfg),
-                 residual.float() + F.linear(act, w.float()).to(dtype).float()),
-            ]
-            for got, ref in cases:
-                torch.testing.assert_close(got.float(), ref, **_tol(dtype), msg=f"{n}x{k} {cfg or default_config(k)}")
-        # Deterministic: no split-K atomics, so repeated launches are bit-identical.
-        first = fused_gemv(x, w, norm_weight=gamma, eps=1e-5)
-        assert torch.equal(first, fused_gemv(x, w, norm_weight=gamma, eps=1e-5))
+        in_place = residual.clone()  # out aliasing residual: each output slice has one writer
+        fused_gemv(x, w, norm_weight=gamma, eps=1e-5, bias=bias, residual=in_place, out=in_place, config=cfg)
+        cases = [
+            (fused_gemv(x, w, bias=bias, config=cfg), F.linear(x.float(), w.float(), bias.float())),
+            (fused_gemv(x, w, norm_weight=gamma, eps=1e-5, config=cfg), F.linear(normed, w.float())),
+            (fused_gemv(gate_up, w, silu_mul=True, residual=residual, config=cfg),
+             residual.float() + F.linear(act, w.float()).to(dtype).float()),
+            (in_place, residual.float() + F.linear(normed, w.float(), bias.float()).to(dtype).float()),
+        ]
+        for got, ref in cases:
+            torch.testing.assert_close(got.float(), ref, **_tol(dtype), msg=f"{n}x{k} {cfg or pick_config(w.device, n, k)}")
+        # Deterministic: split-K reduces its partials in a fixed order (no float atomics), so repeated
+        # launches are bit-identical, and the arrival counters are back to zero for the next launch.
+        first = fused_gemv(x, w, norm_weight=gamma, eps=1e-5, config=cfg)
+        for _ in range(3):
+            assert torch.equal(first, fused_gemv(x, w, norm_weight=gamma, eps=1e-5, config=cfg)), f"{n}x{k} {cfg}"
+    torch.cuda.synchronize()
+    assert int(_split_k_counters(w.device).abs().sum()) == 0
