@@ -13,8 +13,8 @@ import torch
 
 from engine.req import Req
 from engine.sampling_params import SamplingParams
-from engine.speculative.ngram import lookup_continuation
 from engine.speculative import verify
+from engine.speculative.ngram import lookup_continuation
 from engine.speculative.verify import accept
 
 V = 6
