@@ -57,10 +57,10 @@ for s in "$@"; do
     # Speculative decoding, 8B shape, dummy weights: the mechanics' overhead at ~0 % acceptance (`wrong`) and
     # the ngram workload; batch 1 streamed, then batch 8. Acceptance rates here mean nothing (dummy weights).
     spec-bench) stage spec-bench 540 bash -c 'python3 bench/spec_bench.py --model-path bench/models/llama-3.1-8b \
-                  --load-format dummy --modes base,wrong,ngram --workloads random,repetitive --num-prompts 3 \
+                  --load-format dummy --modes base,wrong-raw,wrong,ngram --workloads random,repetitive --num-prompts 3 \
                   --input-len 512 --output-len 256 --engine-args "{\"attention_backend\": \"triton\"}" &&
                   python3 bench/spec_bench.py --model-path bench/models/llama-3.1-8b --load-format dummy \
-                  --modes base,wrong,ngram --workloads repetitive --batch 8 --num-prompts 8 --input-len 512 \
+                  --modes base,wrong-raw,wrong,ngram --workloads repetitive --batch 8 --num-prompts 8 --input-len 512 \
                   --output-len 256 --engine-args "{\"attention_backend\": \"triton\"}"' ;;
     spec-tests) stage spec-tests 300 python3 -m pytest -q -o addopts="" -rA tests/engine/test_gpu_speculative.py ;;
     # the real 131 K Tekken vocabulary (bench/tekken_tokenizer.py; build it here and carry it as .exp/tekken-hf)

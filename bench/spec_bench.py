@@ -7,8 +7,9 @@
         --modes base,wrong,ngram --workloads random,repetitive
 
 Modes: `base` (no speculation), `draft` (--draft model), `ngram` (prompt lookup), `wrong` (a proposer
-that always proposes one fixed token, so ~0 % is accepted: what verification costs when it buys
-nothing). Workloads: `text` (prose prompts through the model's tokenizer), `random` (random token
+that always proposes one fixed token, so ~0 % is accepted: what speculation costs when it buys
+nothing, with the default pausing of failing requests), `wrong-raw` (the same with
+`--speculative-min-accept-rate 0`: every step verifies, the bare mechanics' overhead). Workloads: `text` (prose prompts through the model's tokenizer), `random` (random token
 ids), `repetitive` (a 64-token block repeated: prompt lookup finds the continuation in the prompt).
 With `--batch 1` each prompt is streamed and decode tok/s counts tokens after the first over the time
 after the first; with `--batch N` N prompts run together and tok/s is output tokens over wall time.
@@ -73,9 +74,11 @@ def mode_args(mode: str, ns) -> tuple[dict, dict]:
         return {"speculative_model": ns.draft, "speculative_num_draft_tokens": k}, {}
     if mode == "ngram":
         return {"speculative_algorithm": "ngram", "speculative_num_draft_tokens": k}, {}
-    if mode == "wrong":
-        return ({"speculative_algorithm": "ngram", "speculative_num_draft_tokens": k},
-                {"TESSERA_SPEC_FIXED_DRAFT_TOKEN": str(ns.wrong_token)})
+    if mode in ("wrong", "wrong-raw"):  # wrong-raw: no pausing, every step verifies
+        extra = {"speculative_algorithm": "ngram", "speculative_num_draft_tokens": k}
+        if mode == "wrong-raw":
+            extra["speculative_min_accept_rate"] = 0.0
+        return extra, {"TESSERA_SPEC_FIXED_DRAFT_TOKEN": str(ns.wrong_token)}
     raise SystemExit(f"unknown mode {mode}")
 
 
@@ -131,7 +134,7 @@ def main() -> None:
     parser.add_argument("--draft", default="models/demo-draft")
     parser.add_argument("--load-format", default="auto")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--modes", default="base,draft,ngram,wrong")
+    parser.add_argument("--modes", default="base,draft,ngram,wrong,wrong-raw")
     parser.add_argument("--workloads", default="text,repetitive")
     parser.add_argument("--k", type=int, default=4, help="--speculative-num-draft-tokens")
     parser.add_argument("--num-prompts", type=int, default=4)

@@ -124,6 +124,9 @@ class ServerArgs:
     # ngram: the longest (then shorter, down to min) suffix of the sequence found earlier in prompt + output.
     speculative_ngram_max_match: int = 4
     speculative_ngram_min_match: int = 1
+    # A request whose recent acceptance rate falls below this stops speculating for 16..128 tokens, then
+    # probes again (a verify pass that accepts nothing costs more than a decode step); 0 never pauses.
+    speculative_min_accept_rate: float = 0.1
 
     def __post_init__(self) -> None:
         self._validate()
@@ -300,6 +303,8 @@ class ServerArgs:
         if not 1 <= self.speculative_ngram_min_match <= self.speculative_ngram_max_match:
             raise ArgsError(f"--speculative-ngram-min-match ({self.speculative_ngram_min_match}) must be >= 1 and "
                             f"<= --speculative-ngram-max-match ({self.speculative_ngram_max_match})")
+        if not 0.0 <= self.speculative_min_accept_rate <= 1.0:
+            raise ArgsError(f"--speculative-min-accept-rate must be in [0, 1], got {self.speculative_min_accept_rate}")
         if algo == "ngram" and draft:
             raise ArgsError("--speculative-model needs --speculative-algorithm draft (ngram uses no draft model)")
         if self.speculative_mode != "draft":
@@ -369,6 +374,8 @@ _HELP = {
                                     "default 4)",
     "speculative_ngram_max_match": "ngram: longest suffix (tokens) looked up in prompt + output (default 4)",
     "speculative_ngram_min_match": "ngram: shortest suffix that may propose (default 1)",
+    "speculative_min_accept_rate": "a request accepting fewer drafts than this (recent average) pauses speculation "
+                                   "for 16..128 tokens, then probes again; 0 never pauses (default 0.1)",
     "attention_backend": "torch_native | triton | flashinfer (default: flashinfer on CUDA when importable and "
                          "--dtype is not float32, else triton; torch_native on CPU)",
 }

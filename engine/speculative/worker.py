@@ -52,6 +52,18 @@ def create_proposer(args, runner, tp) -> BaseProposer:
     return DraftModelProposer(args, runner, tp)
 
 
+# Pauses (in output tokens) after acceptance falls below --speculative-min-accept-rate: the first, the longest.
+MIN_PAUSE, MAX_PAUSE = 16, 128
+
+
+@dataclass
+class AcceptanceTracker:
+    """Per request: a running average of its acceptance rate and when it may speculate again."""
+    rate: float = 1.0
+    pause: int = 0
+    resume_at: int = 0  # output length from which it speculates again
+
+
 @dataclass
 class SpecStepResult:
     reqs: list[Req]
@@ -69,6 +81,8 @@ class SpeculativeWorker:
         self.generator = generator
         self.context_len = runner.model_config.context_len
         self.proposer = proposer or create_proposer(args, runner, tp)
+        self.min_accept_rate = args.speculative_min_accept_rate
+        self.trackers: dict[str, AcceptanceTracker] = {}
         self.num_verify_steps = 0
         self.num_verify_rows = 0
         self.num_draft_tokens_total = 0
@@ -78,8 +92,23 @@ class SpeculativeWorker:
 
     def max_drafts(self, req: Req) -> int:
         """No drafts past max_new_tokens or the context length (the target token after them is free)."""
+        tracker = self.trackers.get(req.rid)
+        if tracker is not None and len(req.output_ids) < tracker.resume_at:
+            return 0  # paused: its drafts kept failing
         left = min(req.sampling.max_new_tokens - len(req.output_ids), self.context_len - req.fill_len) - 1
         return max(0, min(self.num_draft_tokens, left))
+
+    def _track(self, req: Req, num_drafts: int, num_accepted: int) -> None:
+        if num_drafts == 0 or self.min_accept_rate <= 0:
+            return
+        t = self.trackers.setdefault(req.rid, AcceptanceTracker())
+        t.rate = 0.5 * t.rate + 0.5 * num_accepted / num_drafts
+        if t.rate < self.min_accept_rate:
+            t.pause = min(max(2 * t.pause, MIN_PAUSE), MAX_PAUSE)
+            t.resume_at = len(req.output_ids) + t.pause
+            t.rate = self.min_accept_rate  # one good probe lifts it back over the bar
+        elif num_accepted:
+            t.pause = 0
 
     def run(self, batch: ScheduleBatch) -> SpecStepResult | None:
         """Verifies drafts for every request of a decode batch; None: run the batch as a normal decode
@@ -120,6 +149,8 @@ class SpeculativeWorker:
         self.num_verify_rows += len(reqs)
         self.num_draft_tokens_total += sum(len(d) for d in drafts)
         self.num_accepted_tokens += sum(verdict.num_accepted)
+        for req, d, a in zip(reqs, drafts, verdict.num_accepted):
+            self._track(req, len(d), a)
         return SpecStepResult(reqs=reqs, num_drafts=[len(d) for d in drafts], verdict=verdict)
 
     def _agree(self, verdict: Verdict) -> Verdict:
@@ -141,6 +172,7 @@ class SpeculativeWorker:
             self.kv.allocator.free(self.kv.req_pool.req_to_token[req.req_pool_idx, start:end].to(torch.int64))
 
     def release(self, req: Req) -> None:
+        self.trackers.pop(req.rid, None)
         self.proposer.release(req)
 
     def stats(self) -> dict[str, float]:

@@ -162,3 +162,24 @@ def test_sampled_tokens_follow_the_target_distribution(tiny_model_factory, tmp_p
     assert set(counts) <= set(exact), "a token outside the target's top-k was emitted"
     tv = 0.5 * sum(abs(counts.get(k, 0) / num - p) for k, p in exact.items())
     assert tv < 0.13, f"total variation {tv:.3f} from the target's distribution"  # noise at n=400: ~0.06
+
+
+def test_failing_drafts_pause_speculation(target, monkeypatch):
+    """A proposer whose guesses are (almost) always wrong: output is still exact, and after a few
+    failed verify passes each request pauses speculation (16 tokens, then probes) instead of paying
+    for a verify pass every step."""
+    arch, path, prompts, expected = target
+    if arch != "llama":
+        pytest.skip("covered on llama")
+    from engine.speculative.worker import FIXED_DRAFT_ENV
+
+    monkeypatch.setenv(FIXED_DRAFT_ENV, "7")  # the rank processes inherit it
+    with Engine(model_path=path, device="cpu", random_seed=0, speculative_algorithm="ngram",
+                speculative_num_draft_tokens=3) as engine:
+        outs = engine.generate(input_ids=prompts, sampling_params=GREEDY)
+        info = engine.get_server_info()
+    assert [o["output_ids"] for o in outs] == expected
+    assert info["spec_accept_rate"] < 0.2
+    # 4 failed passes bring the running rate under 0.1, then a 16-token pause: ~5 passes for 20 tokens
+    assert 3 <= info["spec_num_verify_steps"] <= 8, info["spec_num_verify_steps"]
+    _assert_no_leaks(info)

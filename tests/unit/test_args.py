@@ -55,6 +55,7 @@ def test_args_are_frozen(tiny_llama):
     ({"speculative_algorithm": "ngram", "speculative_num_draft_tokens": 17}, "1..16"),
     ({"speculative_algorithm": "ngram", "speculative_ngram_min_match": 5}, "--speculative-ngram-min-match"),
     ({"speculative_model": "/no/such/draft"}, "no readable config.json"),
+    ({"speculative_algorithm": "ngram", "speculative_min_accept_rate": 1.5}, "--speculative-min-accept-rate"),
 ])
 def test_invalid_speculative_args(kwargs, fragment, tiny_llama):
     with pytest.raises(ArgsError) as err:
