@@ -155,7 +155,8 @@ def main() -> None:
         rows += run_mode(mode, ns, vocab, workloads)
         print(json.dumps(rows[-len(workloads):]), flush=True)
     base = {r["workload"]: r["tok_s"] for r in rows if r["mode"] == "base"}
-    print("\n| mode | workload | tok/s | vs base | accept rate | drafts | verify passes |\n|---|---|---|---|---|---|---|")
+    print("\n| mode | workload | tok/s | vs base | accept rate | drafts | verify passes | tokens / target pass |\n"
+          "|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['tok_s'] / base[r['workload']]:.2f}x" if base.get(r["workload"]) else "-"
         rate = "-" if r["accept_rate"] is None else f"{r['accept_rate']:.1%}"
