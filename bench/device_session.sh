@@ -54,14 +54,15 @@ for s in "$@"; do
     tp4) stage tp4 540 python3 bench/tp_bench.py --tp 4 --runs 2 ;;  # needs nvidia-h200-x4
     grammar-bench) stage grammar-bench 300 python3 bench/grammar_bench.py --model-path bench/models/llama-3.1-8b \
                      --load-format dummy --engine-args '{"attention_backend": "triton"}' ;;
-    # Speculative decoding, 8B shape, dummy weights: the mechanics' overhead at ~0 % acceptance (`wrong`) and
-    # the ngram workload; batch 1 streamed, then batch 8. Acceptance rates here mean nothing (dummy weights).
-    spec-bench) stage spec-bench 540 bash -c 'python3 bench/spec_bench.py --model-path bench/models/llama-3.1-8b \
-                  --load-format dummy --modes base,wrong-raw,wrong,ngram --workloads random,repetitive --num-prompts 3 \
-                  --input-len 512 --output-len 256 --engine-args "{\"attention_backend\": \"triton\"}" &&
-                  python3 bench/spec_bench.py --model-path bench/models/llama-3.1-8b --load-format dummy \
-                  --modes base,wrong-raw,wrong,ngram --workloads repetitive --batch 8 --num-prompts 8 --input-len 512 \
-                  --output-len 256 --engine-args "{\"attention_backend\": \"triton\"}"' ;;
+    # Speculative decoding, 8B shape, dummy weights: the mechanics' overhead at ~0 % acceptance (`wrong-raw`: every
+    # step verifies; `wrong`: failing requests pause) and the ngram workload; batch 1 streamed (spec-bench), batch 8
+    # (spec-bench-b8). Acceptance rates here mean nothing (dummy weights). One stage per device call.
+    spec-bench) stage spec-bench 560 python3 bench/spec_bench.py --model-path bench/models/llama-3.1-8b \
+                  --load-format dummy --modes base,wrong-raw,wrong,ngram --workloads random,repetitive --num-prompts 2 \
+                  --input-len 512 --output-len 256 --engine-args '{"attention_backend": "triton"}' ;;
+    spec-bench-b8) stage spec-bench-b8 560 python3 bench/spec_bench.py --model-path bench/models/llama-3.1-8b \
+                     --load-format dummy --modes base,wrong-raw,wrong,ngram --workloads repetitive --batch 8 \
+                     --num-prompts 8 --input-len 512 --output-len 256 --engine-args '{"attention_backend": "triton"}' ;;
     spec-tests) stage spec-tests 300 python3 -m pytest -q -o addopts="" -rA tests/engine/test_gpu_speculative.py ;;
     # the real 131 K Tekken vocabulary (bench/tekken_tokenizer.py; build it here and carry it as .exp/tekken-hf)
     grammar-bench-tekken) stage grammar-bench-tekken 300 python3 bench/grammar_bench.py \
