@@ -34,6 +34,9 @@ for s in "$@"; do
                          tests/engine/test_gpu_flashinfer_graphs.py -k padded ;;
     engine-tests) stage engine-tests 300 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k "not flashinfer" ;;
     flashinfer-tests) stage flashinfer-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k flashinfer ;;
+    # The hybrid backend and mixed chunks on the GPU (also part of flashinfer-tests / engine-tests).
+    hybrid-tests) stage hybrid-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA -k "hybrid or mixed" \
+                    tests/engine/test_gpu_flashinfer_hybrid.py tests/engine/test_gpu_engine.py ;;
     gemv-bench) stage gemv-bench 300 python3 bench/gemv_bench.py ;;
     # Per-device GEMV tiles (split-K for the small projections): writes $OUT/gemv_tuned.json, a
     # kernels/gemv_configs.py TUNED entry; single-tuned then runs the engine with it (TESSERA_GEMV_TUNED).
@@ -69,6 +72,20 @@ for s in "$@"; do
                             --model-path bench/models/llama-3.1-8b --load-format dummy --tokenizer-path .exp/tekken-hf \
                             --engine-args '{"attention_backend": "triton"}' ;;
     suite) stage suite 420 python3 bench/run_suite.py ;;
+    # Long context, one request: TTFT and decode tok/s at 8k / 32k / 100k on the default backend (hybrid
+    # when flashinfer is installed), with the weights + KV decode roofline; long-context-triton for comparison.
+    long-context) stage long-context 480 python3 bench/long_context.py ;;
+    long-context-triton) stage long-context-triton 480 python3 bench/long_context.py \
+                           --engine-args '{"attention_backend": "triton"}' ;;
+    # Tail latency under load: 32 req/s (inputs 256-1024, 256 out), without and with mixed chunks.
+    online-32) stage online-32 570 bash -c 'for extra in "{}" "{\"enable_mixed_chunk\": true}"; do
+                 python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
+                   --engine-args "$extra" || exit 1; done' ;;
+    # The step-token budget of mixed chunks: 1024 / 2048 / 3072 (1536 is the default, run by online-32).
+    online-32-sweep) stage online-32-sweep 570 bash -c 'for n in 1024 2048 3072; do
+                       python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
+                         --engine-args "{\"enable_mixed_chunk\": true, \"mixed_chunk_step_tokens\": $n}" \
+                         || exit 1; done' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

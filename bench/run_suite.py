@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.long_context import format_rows, run_long_context  # noqa: E402
 from bench.roofline import measure  # noqa: E402
 from bench.serving import run_engine_online  # noqa: E402
 from bench.shared_prefix import run_shared_prefix  # noqa: E402
@@ -47,11 +48,14 @@ class Sizes:
     hf_num: int = 64
     hf_out: int = 256
     radix_off: bool = True
+    long_lens: tuple[int, ...] = (8192, 32768, 100_000)  # --long-context
+    long_out: int = 128
 
 
 QUICK = Sizes(single_runs=2, online_num=20, groups=4, per_group=8, hf_num=4, hf_out=32, radix_off=False)
 DRY_RUN = Sizes(single_in=64, single_out=16, single_runs=1, offline_num=16, offline_in=(16, 64), out_len=16,
-                online_num=8, groups=2, per_group=4, prefix_len=64, question_len=8, hf_num=2, hf_out=8)
+                online_num=8, groups=2, per_group=4, prefix_len=64, question_len=8, hf_num=2, hf_out=8,
+                long_lens=(64, 128), long_out=8)
 
 
 def run_offline(engine, prompts: list[list[int]], output_len: int) -> dict:
@@ -125,6 +129,10 @@ def print_table(res: dict) -> None:
             rows.append(("shared prefix speedup on/off", sp["speedup"], ">= 2.5", ""))
         rows.append(("shared prefix cache hit rate", sp["radix_on"]["cache_hit_rate"], ">= 0.90",
                      "max 0.912 cold (first request of each group misses)"))
+    if "long_context" in res:
+        lc = res["long_context"]
+        rows.append(("long context backend", lc["attention_backend"], "", "default backend, one request"))
+        rows += format_rows(lc["rows"])
     rows.append(("suite wall time (s)", res.get("suite_s", ""), "< 480", ""))
     width = max(len(r[0]) for r in rows)
     print("\n" + "=" * 110)
@@ -147,6 +155,9 @@ def main() -> None:
     parser.add_argument("--online-rate", type=float, default=4.0)
     parser.add_argument("--hf-timeout", type=float, default=150.0)
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--long-context", action="store_true",
+                        help="also 8k / 32k / 100k single-request rows on the default backend (one more engine, "
+                             "~2 min; device_session.sh runs them as their own stage, long-context)")
     parser.add_argument("--out", default=os.environ.get("OUT", os.path.join(ROOT, "bench", "out")))
     ns = parser.parse_args()
 
@@ -191,6 +202,15 @@ def main() -> None:
         sp = res["shared_prefix"]
         sp["speedup"] = round(sp["radix_off"]["elapsed_s"] / sp["radix_on"]["elapsed_s"], 2)
         print("shared prefix radix off:", json.dumps(sp["radix_off"]), flush=True)
+    if ns.long_context:
+        # The default backend (not --attention-backend): the long-context rows measure what users get.
+        lc_kwargs = {k: v for k, v in kwargs.items() if k != "attention_backend"}
+        lc_kwargs["context_length"] = max(size.long_lens) + size.long_out + 8
+        copy_tbs = res["roofline"]["copy_tbs"] or None  # 0.0 on a CPU dry run: no roofline
+        with Engine(**lc_kwargs) as engine:
+            res["long_context"] = {"attention_backend": engine.get_server_info().get("attention_backend"),
+                                   "rows": run_long_context(engine, ns.model, vocab, copy_tbs, size.long_lens,
+                                                            size.long_out)}
     if not ns.skip_hf:
         res["hf_baseline"] = run_hf(ns.model, size, ns.hf_timeout)
         print("hf baseline:", json.dumps(res["hf_baseline"]), flush=True)

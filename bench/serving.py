@@ -194,6 +194,13 @@ def run_engine_online(engine, prompts: list[list[int]], rate: float, output_len:
     return asyncio.run_coroutine_threadsafe(main(), engine._loop).result()
 
 
+def summary_line(result: dict, label: str = "") -> str:
+    """The numbers a tail-latency comparison reads, on one line."""
+    return (f"SUMMARY {label} rate {result['request_rate']}: ITL median {result['itl']['median_ms']} / p99 "
+            f"{result['itl']['p99_ms']} ms, TTFT median {result['ttft']['median_ms']} / p99 {result['ttft']['p99_ms']} ms, "
+            f"output {result['output_tok_s']} tok/s ({result['completed']} done, {result['failed']} failed)")
+
+
 def _text_prompts(prompts: list[list[int]], seed: int) -> list[str]:
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in p) for p in prompts]
@@ -224,8 +231,13 @@ def main() -> None:
 
         with Engine(model_path=ns.model_path, load_format="dummy", skip_tokenizer_init=True,
                     **json.loads(ns.engine_args)) as engine:
+            # Warm-up: kernels compile (prefill shapes, mixed batches) before any latency is recorded.
+            engine.generate(input_ids=prompts[:8], sampling_params={"max_new_tokens": 8, "ignore_eos": True})
+            engine.flush_cache()
             for rate in ns.request_rate:
-                print(json.dumps(run_engine_online(engine, prompts, rate, ns.output_len, ns.seed)))
+                result = run_engine_online(engine, prompts, rate, ns.output_len, ns.seed)
+                print(json.dumps(result))
+                print(summary_line(result, ns.engine_args), flush=True)
         return
     send_prompts = _text_prompts(prompts, ns.seed) if ns.prompt_format == "text" else prompts
     for rate in ns.request_rate:

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 SCHEDULE_POLICIES = ("fcfs", "lpm", "priority")
 LB_POLICIES = ("round_robin", "min-load", "cache-aware", "min-latency", "weighted")
-ATTENTION_BACKENDS = ("torch_native", "triton", "flashinfer")
+ATTENTION_BACKENDS = ("torch_native", "triton", "flashinfer", "hybrid")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float", "bf16", "fp16", "fp32")
 FP32_DTYPES = ("float32", "float", "fp32")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
@@ -28,6 +28,9 @@ GRAMMAR_BACKENDS = ("xgrammar", "llguidance", "none")
 # Output formats the API process parses (app/structured); named here so a typo fails at start.
 TOOL_CALL_PARSERS = ("llama3", "qwen", "hermes", "mistral")
 REASONING_PARSERS = ("qwen3", "deepseek-r1")
+# A mixed step always computes at least this many prompt tokens, however many decodes ride along, so
+# prefill keeps moving under any load (engine/mixed_chunk.py).
+MIN_MIXED_PREFILL_TOKENS = 256
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SPECULATIVE_ALGORITHMS = ("draft", "ngram")
 MAX_SPECULATIVE_DRAFT_TOKENS = 16
@@ -59,6 +62,10 @@ class ServerArgs:
     max_running_requests: int | None = None
     max_total_tokens: int | None = None
     chunked_prefill_size: int = 8192
+    # Decodes ride along with a prefill chunk in one extend forward instead of waiting for it
+    # (engine/mixed_chunk.py); while decodes run, a step computes at most mixed_chunk_step_tokens tokens.
+    enable_mixed_chunk: bool = False
+    mixed_chunk_step_tokens: int = 1536
     schedule_policy: str = "fcfs"
     disable_radix_cache: bool = False
     page_size: int = 1
@@ -66,6 +73,9 @@ class ServerArgs:
     device: str = "auto"
     load_format: str = "auto"
     attention_backend: str | None = None
+    # hybrid: decode batches whose longest sequence exceeds this many tokens use FlashInfer's decode
+    # kernel, shorter ones triton's (engine/attention/hybrid.py).
+    hybrid_long_context_threshold: int = 32768
     grammar_backend: str = "xgrammar"
     # Structured generation (engine/grammar): a compile slower than this fails its request alone.
     grammar_compile_timeout: float = 30.0
@@ -161,7 +171,9 @@ class ServerArgs:
             return "torch_native"
         if self.dtype in FP32_DTYPES:
             return "triton"  # FlashInfer has no fp32 kernels
-        return "flashinfer" if importlib.util.find_spec("flashinfer") is not None else "triton"
+        # hybrid: FlashInfer prefill (2x triton's at 100k tokens) and long-context decode, triton's
+        # single-pass decode below the threshold (faster at batch 1); see engine/attention/hybrid.py.
+        return "hybrid" if importlib.util.find_spec("flashinfer") is not None else "triton"
 
     @property
     def normalized_lb_policy(self) -> str:
@@ -256,6 +268,10 @@ class ServerArgs:
              f"--max-total-tokens must be >= 16, got {self.max_total_tokens}")
         need(self.chunked_prefill_size == -1 or self.chunked_prefill_size >= 1,
              f"--chunked-prefill-size must be >= 1 or -1 (off), got {self.chunked_prefill_size}")
+        need(self.mixed_chunk_step_tokens >= MIN_MIXED_PREFILL_TOKENS,
+             f"--mixed-chunk-step-tokens must be >= {MIN_MIXED_PREFILL_TOKENS}, got {self.mixed_chunk_step_tokens}")
+        need(self.hybrid_long_context_threshold >= 1,
+             f"--hybrid-long-context-threshold must be >= 1, got {self.hybrid_long_context_threshold}")
         need(self.schedule_policy in SCHEDULE_POLICIES,
              f"--schedule-policy must be one of {', '.join(SCHEDULE_POLICIES)}, got {self.schedule_policy!r}")
         need(self.page_size == 1, f"--page-size {self.page_size} is not supported yet (only 1)")
@@ -287,7 +303,10 @@ class ServerArgs:
         need(self.admin_port is None or 0 < self.admin_port < 65536,
              f"--admin-port must be in 1..65535, got {self.admin_port}")
         self._validate_speculative()
-        if self.device == "cpu" and self.attention_backend in ("triton", "flashinfer"):
+        if self.attention_backend in ("flashinfer", "hybrid") and self.dtype in FP32_DTYPES:
+            raise ArgsError(f"--attention-backend {self.attention_backend} needs --dtype bfloat16 or float16 "
+                            "(FlashInfer has no float32 kernels); use triton for float32")
+        if self.device == "cpu" and self.attention_backend in ("triton", "flashinfer", "hybrid"):
             raise ArgsError(f"--attention-backend {self.attention_backend} needs a CUDA device; use torch_native on CPU")
         if self.load_format != "dummy" and not os.path.exists(self.model_path):
             raise ArgsError(f"--model-path {self.model_path!r} does not exist")
@@ -376,8 +395,15 @@ _HELP = {
     "speculative_ngram_min_match": "ngram: shortest suffix that may propose (default 1)",
     "speculative_min_accept_rate": "a request accepting fewer drafts than this (recent average) pauses speculation "
                                    "for 16..128 tokens, then probes again; 0 never pauses (default 0.1)",
-    "attention_backend": "torch_native | triton | flashinfer (default: flashinfer on CUDA when importable and "
-                         "--dtype is not float32, else triton; torch_native on CPU)",
+    "attention_backend": "torch_native | triton | flashinfer | hybrid (default: hybrid on CUDA when flashinfer "
+                         "is importable and --dtype is not float32, else triton; torch_native on CPU). hybrid: "
+                         "flashinfer prefill, triton decode up to --hybrid-long-context-threshold tokens, "
+                         "flashinfer decode above",
+    "hybrid_long_context_threshold": "hybrid backend: longest sequence (tokens) of a decode batch up to which "
+                                     "triton decodes; above it flashinfer (default 32768)",
+    "enable_mixed_chunk": "run decodes in the same forward as a prefill chunk (lower ITL tail under load)",
+    "mixed_chunk_step_tokens": "with --enable-mixed-chunk: tokens one step computes while decodes run, decodes "
+                               "counting one each (default 1536; at least 256 prompt tokens per step)",
 }
 
 

@@ -26,12 +26,20 @@ class ScheduleBatch:
     logit_rows: list[tuple[int, int, int]] = field(default_factory=list)
     # requests whose prompt is complete after this step and so sample a token
     samples: list[bool] = field(default_factory=list)
-    # DECODE only: one fresh KV slot per request (host int64), not yet in req_to_token; None means the
+    # DECODE: one fresh KV slot per request (host int64), not yet in req_to_token; None means the
     # slots were already written to req_to_token at position kv_len (the per-request path).
+    # EXTEND with decode rows: the fresh slots of those rows, the same way.
     decode_slots: torch.Tensor | None = None
+    # EXTEND only (engine.mixed_chunk): the last `num_decode_rows` requests are running decodes riding
+    # along with the prefill chunks, one token each over their cached prefix.
+    num_decode_rows: int = 0
     # DECODE only: this step's input tokens already on the device (overlap scheduling chains the
     # previous step's sampled ids here without reading them on the host).
     input_ids_gpu: torch.Tensor | None = None
+
+    @property
+    def num_prefill_reqs(self) -> int:
+        return len(self.reqs) - self.num_decode_rows
 
 
 def build_forward_batch(batch: ScheduleBatch, req_pool: ReqToTokenPool, device: torch.device) -> ForwardBatch:
@@ -42,7 +50,8 @@ def build_forward_batch(batch: ScheduleBatch, req_pool: ReqToTokenPool, device: 
     positions: list[int] = []
     seq_lens, prefix_lens, extend_lens, starts, logits_idx = [], [], [], [], []
     batch.logit_rows, batch.samples = [], []
-    for req in batch.reqs:
+    prefill_reqs = batch.reqs[:batch.num_prefill_reqs]
+    for req in prefill_reqs:
         start_pos, ext = req.kv_len, req.extend_len
         fill = req.fill_ids
         starts.append(len(input_ids))
@@ -62,9 +71,13 @@ def build_forward_batch(batch: ScheduleBatch, req_pool: ReqToTokenPool, device: 
         logits_idx.extend(base + p for p in range(first_row_pos, start_pos + ext))
         batch.samples.append(is_complete)
         req.kv_len = start_pos + ext
+    locs_parts = [req_pool.req_to_token[r.req_pool_idx, p:p + e].to(torch.int64)
+                  for r, p, e in zip(prefill_reqs, prefix_lens, extend_lens)]
+    if batch.num_decode_rows:
+        locs_parts.append(_add_decode_rows(batch, req_pool, device, input_ids, positions, seq_lens, prefix_lens,
+                                           extend_lens, starts, logits_idx))
     rows = torch.tensor([r.req_pool_idx for r in batch.reqs], dtype=torch.int64)
-    locs = torch.cat([req_pool.req_to_token[r.req_pool_idx, p:p + e]
-                      for r, p, e in zip(batch.reqs, prefix_lens, extend_lens)]).to(torch.int64)
+    locs = torch.cat(locs_parts)
 
     def dev(values, dtype) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
@@ -78,6 +91,31 @@ def build_forward_batch(batch: ScheduleBatch, req_pool: ReqToTokenPool, device: 
         seq_lens_cpu=seq_lens, prefix_lens_cpu=prefix_lens, extend_lens_cpu=extend_lens,
         logits_indices=dev(logits_idx, torch.int64),
     )
+
+
+def _add_decode_rows(batch: ScheduleBatch, req_pool: ReqToTokenPool, device: torch.device, input_ids: list[int],
+                     positions: list[int], seq_lens: list[int], prefix_lens: list[int], extend_lens: list[int],
+                     starts: list[int], logits_idx: list[int]) -> torch.Tensor:
+    """Appends the batch's decode rows (one token each) to the extend columns; writes their fresh slots
+    into req_to_token with one indexed store, as the decode path does. Returns those slots (device)."""
+    reqs = batch.reqs[batch.num_prefill_reqs:]
+    pos = [r.kv_len for r in reqs]
+    for req, p in zip(reqs, pos):
+        batch.logit_rows.append((len(logits_idx), 1, p))
+        batch.samples.append(True)
+        logits_idx.append(len(input_ids))
+        starts.append(len(input_ids))
+        input_ids.append(_last_token(req))  # before kv_len moves
+        req.kv_len = p + 1
+    positions.extend(pos)
+    prefix_lens.extend(pos)
+    extend_lens.extend([1] * len(reqs))
+    seq_lens.extend(p + 1 for p in pos)
+    assert batch.decode_slots is not None
+    slots = batch.decode_slots.to(device, torch.int64, non_blocking=True)  # [D]
+    index = torch.tensor([[r.req_pool_idx for r in reqs], pos], dtype=torch.int64).to(device, non_blocking=True)
+    req_pool.req_to_token[index[0], index[1]] = slots.to(torch.int32)
+    return slots
 
 
 def _last_token(req: Req) -> int:

@@ -35,8 +35,10 @@ def capture_batch_sizes(max_bs: int) -> list[int]:
 
 class CudaGraphRunner:
     def __init__(self, model: torch.nn.Module, attn_backend, req_to_token: torch.Tensor, max_bs: int,
-                 device: torch.device, use_graphs: bool = True) -> None:
-        """`use_graphs=False` runs the same padded static-buffer path eagerly (tests it on the CPU)."""
+                 device: torch.device, use_graphs: bool = True, graph_pool=None) -> None:
+        """`use_graphs=False` runs the same padded static-buffer path eagerly (tests it on the CPU).
+        `graph_pool`: another runner's `graph_pool`, to share its memory (runners that never replay at
+        the same time, like the hybrid backend's two decode graph sets)."""
         self.model = model
         self.attn_backend = attn_backend
         self.req_to_token = req_to_token
@@ -58,6 +60,7 @@ class CudaGraphRunner:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self.capture_seconds = 0.0
+        self.graph_pool = graph_pool
         if use_graphs:
             self._capture_all()
         else:
@@ -83,7 +86,7 @@ class CudaGraphRunner:
     @torch.inference_mode()
     def _capture_all(self) -> None:
         t0 = time.perf_counter()
-        pool = None
+        pool = self.graph_pool
         stream = torch.cuda.Stream(self.device)
         for bs in reversed(self.batch_sizes):
             fb = self.static_batches[bs]
@@ -98,6 +101,7 @@ class CudaGraphRunner:
                 out = self._forward(fb)
             pool = graph.pool()
             self.graphs[bs], self.outputs[bs] = graph, out
+        self.graph_pool = pool
         torch.cuda.synchronize(self.device)
         self.capture_seconds = time.perf_counter() - t0
 

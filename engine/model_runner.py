@@ -14,9 +14,11 @@ import torch
 
 from engine.args import ServerArgs
 from engine.attention import create_attention_backend
+from engine.attention.hybrid import HybridAttentionBackend
 from engine.cuda_graph_runner import CudaGraphRunner
 from engine.distributed.parallel_state import TPContext
 from engine.forward_batch import ForwardBatch
+from engine.hybrid_graphs import HybridGraphRunner
 from engine.mem.kv_pool import KVPool
 from engine.mem.req_to_token import ReqToTokenPool
 from engine.model_config import ModelConfig
@@ -73,27 +75,35 @@ class ModelRunner:
         self.kv_pool = KVPool(max_tokens, model_config.num_layers, self.num_kv_heads, model_config.head_dim,
                               model_config.dtype, device)
         self.req_pool = ReqToTokenPool(self.max_running_requests, model_config.context_len + 1, device)
-        self.attn_backend = create_attention_backend(args.resolved_attention_backend, self.kv_pool, str(device))
+        self.attn_backend = create_attention_backend(args.resolved_attention_backend, self.kv_pool, str(device),
+                                                     args.hybrid_long_context_threshold)
         self.model.attn_backend = self.attn_backend
         # Batch-1 decode through fused Triton GEMVs (norms/SiLU as prologues, residual adds as epilogues).
         self.model.fused_gemv = not args.disable_fused_gemv and self.model.supports_fused_gemv()
         logger.info("rank %d: KV cache %d tokens (%.2f GiB), max running requests %d, attention %s",
                     tp.rank, max_tokens, max_tokens * bpt / GiB, self.max_running_requests,
                     args.resolved_attention_backend)
+        if isinstance(self.attn_backend, HybridAttentionBackend):
+            logger.info("rank %d: attention: %s", tp.rank, self.attn_backend.describe())
         self.graph_runner = self._create_graph_runner()
 
-    def _create_graph_runner(self) -> CudaGraphRunner | None:
+    def _create_graph_runner(self) -> CudaGraphRunner | HybridGraphRunner | None:
         if self.device.type != "cuda" or self.args.disable_cuda_graph:
             return None
         backend = self.args.resolved_attention_backend
-        if backend not in ("triton", "flashinfer"):
+        if backend not in ("triton", "flashinfer", "hybrid"):
             # torch_native loops over requests with host lengths inside its forward: nothing to replay.
             logger.info("rank %d: CUDA graphs off: the %s attention backend is not capturable "
                         "(use triton or flashinfer)", self.tp.rank, backend)
             return None
         max_bs = min(self.args.cuda_graph_max_bs, self.max_running_requests)
         free_before, _ = torch.cuda.mem_get_info(self.device)
-        runner = CudaGraphRunner(self.model, self.attn_backend, self.req_pool.req_to_token, max_bs, self.device)
+        if isinstance(self.attn_backend, HybridAttentionBackend):
+            runner = HybridGraphRunner(self.model, self.attn_backend, self.req_pool.req_to_token, max_bs,
+                                       self.device, max_seq_len=self.model_config.context_len)
+        else:
+            runner = CudaGraphRunner(self.model, self.attn_backend, self.req_pool.req_to_token, max_bs,
+                                     self.device)
         free_after, _ = torch.cuda.mem_get_info(self.device)
         logger.info("rank %d: captured CUDA graphs for decode batch sizes %s in %.1fs (%.2f GiB)",
                     self.tp.rank, runner.batch_sizes, runner.capture_seconds, (free_before - free_after) / GiB)

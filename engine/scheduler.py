@@ -34,6 +34,7 @@ from engine.messages import (
     InfoOutMsg,
     ReqOutput,
 )
+from engine.mixed_chunk import add_decode_rows, mixed_prefill_budget
 from engine.model_runner import ModelRunner
 from engine.overlap import InflightDecode, OverlapMixin, is_chainable, overlap_enabled
 from engine.req import Req
@@ -78,6 +79,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
         self._step_reqs: list[Req] = []
         self.num_forward_steps = 0
         self._init_speculative()  # engine.speculative: decode batches may verify drafts
+        self.num_mixed_steps = 0  # prefill steps that carried the running decodes (--enable-mixed-chunk)
 
     # ---- messages -------------------------------------------------------------------------
     def handle(self, msg: Any) -> None:
@@ -189,15 +191,21 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
 
     def _next_batch(self) -> ScheduleBatch | None:
         if self.waiting or self.chunked:
+            mixed = self.args.enable_mixed_chunk
+            chunk_size = (mixed_prefill_budget(self.args.chunked_prefill_size, self.args.mixed_chunk_step_tokens,
+                                               len(self.running)) if mixed else self.args.chunked_prefill_size)
             plan = plan_prefill(self.waiting, self.chunked, len(self.running), self.kv, self.args.schedule_policy,
-                                self.runner.max_running_requests, self.args.chunked_prefill_size, DECODE_HEADROOM,
+                                self.runner.max_running_requests, chunk_size, DECODE_HEADROOM,
                                 priority_aging_s=self.args.priority_aging_interval)
             if plan.reqs:
                 self.chunked = plan.chunked
                 for req in plan.reqs:
                     if req in self.waiting:
                         self.waiting.remove(req)
-                return ScheduleBatch(ForwardMode.EXTEND, plan.reqs)
+                batch = ScheduleBatch(ForwardMode.EXTEND, plan.reqs)
+                if mixed and add_decode_rows(batch, self.running, self.kv):
+                    self.num_mixed_steps += 1
+                return batch
         if not self.running:
             return None
         for req in pick_retractions(self.running, self.kv):
@@ -224,10 +232,11 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
         if any(r.return_logprob for r in batch.reqs):
             logprobs = torch.log_softmax(logits, dim=-1)
         sample_reqs, sample_rows = [], []
-        for req, (row0, n_rows, pos0), samples in zip(batch.reqs, batch.logit_rows, batch.samples):
+        num_prefill = batch.num_prefill_reqs
+        for i, (req, (row0, n_rows, pos0), samples) in enumerate(zip(batch.reqs, batch.logit_rows, batch.samples)):
             if req.wants_input_logprobs and logprobs is not None:
                 self._collect_input_logprobs(req, logprobs[row0:row0 + n_rows], pos0)
-            if batch.mode.is_extend:
+            if batch.mode.is_extend and i < num_prefill:  # decode rows riding along are not prefills
                 # Prefilled tokens become shareable now, not when the request ends, so requests
                 # queued behind it with the same prefix hit the cache.
                 self.kv.cache_unfinished(req)
@@ -355,6 +364,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
             "num_overlapped_steps": self.num_overlapped_steps,
             "num_failed_reqs": self.num_failed_reqs,
             "num_forward_steps": self.num_forward_steps,
+            "num_mixed_steps": self.num_mixed_steps,
             **self.grammar.stats(),
             **self.speculative_stats(),
             "max_total_tokens": self.runner.max_total_tokens,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.grammar.fill_choice import FillChoice
 from engine.grammar.spec_check import ANY_JSON, GrammarSpecError, compiler_message, parse_schema
 
 # xgrammar 0.2.9 writes length-bounded JSON strings (minLength/maxLength, propertyNames) with this
@@ -38,7 +39,9 @@ class XGrammarBackend:
         # Our own cache (keyed by spec, failures included) sits in front; xgrammar's would double it.
         self.compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
         self.max_whitespace_cnt = max_whitespace_cnt
-        self._batch: Any = None
+        self._single: Any = None
+        self._pool: Any = None
+        self.fill_choice = FillChoice()
 
     def _json_kwargs(self) -> dict[str, Any]:
         # Default: no free-running whitespace (fixed ", " / ": " separators), so a weak model cannot
@@ -83,14 +86,19 @@ class XGrammarBackend:
         return self._xgr.allocate_token_bitmask(rows, self.vocab_size)
 
     def fill(self, matchers: list[Any], bitmask: Any, rows: list[int]) -> None:
-        """Fills bitmask[rows[i]] from matchers[i]; large batches fill on xgrammar's C++ threads."""
+        """Fills bitmask[rows[i]] from matchers[i]: larger batches in one C++ call, on one thread or on
+        xgrammar's pool, whichever `fill_choice` measures cheaper."""
         if len(matchers) < 4:
             for matcher, row in zip(matchers, rows):
                 matcher.fill_next_token_bitmask(bitmask, row)
             return
-        if self._batch is None:
-            self._batch = self._xgr.BatchGrammarMatcher("auto")
-        self._batch.batch_fill_next_token_bitmask(matchers, bitmask, rows)
+        if self._single is None:
+            self._single = self._xgr.BatchGrammarMatcher(1)
+            self._pool = self._xgr.BatchGrammarMatcher("auto")
+        self.fill_choice.run(
+            len(rows),
+            lambda: self._single.batch_fill_next_token_bitmask(matchers, bitmask, rows),
+            lambda: self._pool.batch_fill_next_token_bitmask(matchers, bitmask, rows))
 
 
 def make_backend(name: str, tokenizer: Any, vocab_size: int, stop_ids: list[int],

@@ -39,6 +39,11 @@ class CompileService:
             threading.Thread(target=self._work, name=f"grammar-compile-{i}", daemon=True).start()
 
     @property
+    def built_backend(self) -> Any:
+        """The backend if it was built, else None (never builds it)."""
+        return self._backend
+
+    @property
     def backend(self) -> Any:
         """Built on first use (a 128K vocabulary takes about a second); raises if unavailable."""
         with self._backend_lock:

@@ -186,6 +186,10 @@ class GrammarManager:
     def jump_forward(self, req: Req) -> bool:
         return self.jump is not None and req.grammar is not None and self.jump.apply(req)
 
+    def _fill_uses(self) -> list[int]:
+        choice = getattr(self.service.built_backend, "fill_choice", None)
+        return list(choice.uses) if choice is not None else [0, 0]
+
     def stats(self) -> dict[str, Any]:
         times = sorted(self.service.compile_seconds)
         jump = self.jump
@@ -198,6 +202,8 @@ class GrammarManager:
             "num_grammar_queue_reqs": len(self.queue),
             "grammar_mask_fill_s": round(self.mask_fill_s, 4),
             "grammar_accept_s": round(self.accept_s, 4),
+            # how many batch fills ran on one thread / on xgrammar's pool (see fill_choice.py)
+            "grammar_fill_strategy_uses": self._fill_uses(),
             "grammar_compiles": self.service.num_compiles,
             "grammar_cache_hits": self.service.num_cache_hits,
             "grammar_compile_p50_s": times[len(times) // 2] if times else 0.0,

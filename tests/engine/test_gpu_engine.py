@@ -29,6 +29,9 @@ CONFIGS = {
     "triton_graph_overlap": {"attention_backend": "triton"},
     "triton_graph_overlap_small_kv": {"attention_backend": "triton", "max_total_tokens": 700,
                                       "chunked_prefill_size": 64},
+    # Small chunks keep prompts prefilling while earlier ones decode, so decodes ride along (mixed chunks).
+    "triton_graph_overlap_mixed": {"attention_backend": "triton", "enable_mixed_chunk": True,
+                                   "chunked_prefill_size": 64},
 }
 BF16_CONFIGS = {
     "triton_graph_overlap": {"attention_backend": "triton"},
@@ -36,6 +39,8 @@ BF16_CONFIGS = {
     "triton_unfused_gemv": {"attention_backend": "triton", "disable_fused_gemv": True, **EAGER},
     "flashinfer": {"attention_backend": "flashinfer", **EAGER},
     "flashinfer_graph_overlap": {"attention_backend": "flashinfer"},
+    "flashinfer_hybrid_graph_overlap_mixed": {"attention_backend": "hybrid", "hybrid_long_context_threshold": 128,
+                                   "enable_mixed_chunk": True, "chunked_prefill_size": 64},
 }
 
 
@@ -90,7 +95,7 @@ def reference_bf16(gpu_llama) -> list[list[int]]:
 
 @pytest.mark.parametrize("config", list(BF16_CONFIGS))
 def test_bf16_agrees_with_triton_eager(gpu_llama: str, reference_bf16: list[list[int]], config: str) -> None:
-    if BF16_CONFIGS[config]["attention_backend"] == "flashinfer":
+    if BF16_CONFIGS[config]["attention_backend"] in ("flashinfer", "hybrid"):
         pytest.importorskip("flashinfer")
     got = _run(gpu_llama, dtype="bfloat16", **BF16_CONFIGS[config])
     assert all(len(g) == len(r) for g, r in zip(got, reference_bf16))

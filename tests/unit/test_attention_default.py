@@ -1,5 +1,6 @@
-"""The default attention backend: flashinfer on CUDA when it is importable (unless --dtype is float32,
-which it has no kernels for), else triton; torch_native on CPU. An explicit choice always stands."""
+"""The default attention backend: hybrid (flashinfer prefill and long-context decode, triton decode below
+the threshold) on CUDA when flashinfer is importable (unless --dtype is float32, which flashinfer has no
+kernels for), else triton; torch_native on CPU. An explicit choice always stands."""
 
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ def _backend(**kwargs) -> str:
 
 
 @pytest.mark.parametrize("present,dtype,expected", [
-    (True, "auto", "flashinfer"),
-    (True, "bfloat16", "flashinfer"),
-    (True, "fp16", "flashinfer"),
+    (True, "auto", "hybrid"),
+    (True, "bfloat16", "hybrid"),
+    (True, "fp16", "hybrid"),
     (True, "float32", "triton"),
     (False, "auto", "triton"),
     (False, "bfloat16", "triton"),
@@ -53,13 +54,13 @@ def test_cpu_default_is_torch_native(flashinfer_present, present: bool) -> None:
 def test_auto_device_follows_cuda_availability(flashinfer_present, monkeypatch) -> None:
     flashinfer_present(True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert _backend() == "flashinfer"
+    assert _backend() == "hybrid"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _backend() == "torch_native"
 
 
 @pytest.mark.parametrize("present", [True, False])
-@pytest.mark.parametrize("choice", ["triton", "flashinfer", "torch_native"])
+@pytest.mark.parametrize("choice", ["triton", "flashinfer", "hybrid", "torch_native"])
 def test_explicit_choice_stands(flashinfer_present, present: bool, choice: str) -> None:
     flashinfer_present(present)
     assert _backend(device="cuda", attention_backend=choice) == choice
