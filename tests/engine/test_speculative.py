@@ -187,7 +187,7 @@ def test_failing_drafts_pause_speculation(target, monkeypatch):
 
 def test_demo_pair_accepts_real_drafts():
     """The bundled demo model with its trained draft (models/demo-draft): same greedy text, and a real
-    acceptance rate (measured ~24 % on prose prompts at K=4, bench/NOTES.md)."""
+    acceptance rate (measured 24 % on prose prompts at K=4, bench/NOTES.md)."""
     import os
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
