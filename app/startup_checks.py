@@ -32,6 +32,28 @@ def check_model_layout(args: ServerArgs) -> None:
                             f"({heads} q, {kv_heads} kv)")
 
 
+def check_quantization(args: ServerArgs) -> None:
+    """`--quantization` against the checkpoint's `quantization_config`, and the scheme's shape checks (AWQ
+    groups per TP rank). Imports the quantization code (and torch) only when either is present."""
+    try:
+        with open(os.path.join(args.model_path, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return
+    if not isinstance(cfg, dict) or (args.quantization is None and not cfg.get("quantization_config")):
+        return
+    from types import SimpleNamespace
+
+    from engine.quant.config import resolve_quant_config
+
+    text = cfg.get("text_config", cfg)
+    hf_config = SimpleNamespace(**{**text, "quantization_config": cfg.get("quantization_config")})
+    quant_config = resolve_quant_config(hf_config, args.quantization, is_dummy_load=args.load_format == "dummy")
+    if quant_config is not None and all(hasattr(hf_config, a) for a in ("hidden_size", "intermediate_size",
+                                                                         "num_attention_heads", "num_hidden_layers")):
+        quant_config.check_model(hf_config, args.tp_size)
+
+
 def _port_in_use(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -54,4 +76,5 @@ def check_ports_free(args: ServerArgs) -> None:
 
 def check_startup(args: ServerArgs) -> None:
     check_model_layout(args)
+    check_quantization(args)
     check_ports_free(args)

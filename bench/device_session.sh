@@ -34,10 +34,21 @@ for s in "$@"; do
                          tests/engine/test_gpu_flashinfer_graphs.py -k padded ;;
     engine-tests) stage engine-tests 300 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k "not flashinfer" ;;
     flashinfer-tests) stage flashinfer-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine -k flashinfer ;;
+    # FP8 KV cache: kernels and backends vs torch references, engine (triton, flashinfer, hybrid; graphs),
+    # then the accuracy report on the 8B shape (dummy weights) for each backend.
+    fp8-kv-tests) stage fp8-kv-tests 540 python3 -m pytest -q -m gpu -o addopts="" -rA -s \
+      tests/kernels/test_kernel_fp8_kv.py tests/engine/test_gpu_fp8_kv.py ;;
+    fp8-kv-accuracy) stage fp8-kv-accuracy 540 env OUT="$OUT" bash -c 'for b in triton flashinfer hybrid; do
+      python3 bench/kv_accuracy.py --model-path bench/models/llama-3.1-8b --load-format dummy --device cuda \
+        --kv-dtypes bf16,fp8_e4m3 --attention-backend $b --num-prompts 16 --prompt-len 1024 --steps 64 \
+        --out "$OUT/kv_accuracy.jsonl"; done' ;;
     # The hybrid backend and mixed chunks on the GPU (also part of flashinfer-tests / engine-tests).
     hybrid-tests) stage hybrid-tests 420 python3 -m pytest -q -m gpu -o addopts="" -rA -k "hybrid or mixed" \
                     tests/engine/test_gpu_flashinfer_hybrid.py tests/engine/test_gpu_engine.py ;;
     gemv-bench) stage gemv-bench 300 python3 bench/gemv_bench.py ;;
+    fp8-kernel-tests) stage fp8-kernel-tests 300 python3 -m pytest -q -m gpu -o addopts="" $XDIST tests/kernels/test_fp8.py ;;
+    fp8-engine-test) stage fp8-engine-test 300 python3 -m pytest -q -m gpu -o addopts="" -rA -s tests/engine/test_gpu_fp8.py ;;
+    fp8-gemv-bench) stage fp8-gemv-bench 300 python3 bench/fp8_gemv_bench.py ;;
     # Per-device GEMV tiles (split-K for the small projections): writes $OUT/gemv_tuned.json, a
     # kernels/gemv_configs.py TUNED entry; single-tuned then runs the engine with it (TESSERA_GEMV_TUNED).
     gemv-sweep) stage gemv-sweep 200 python3 bench/gemv_bench.py --sweep --out "$OUT/gemv_tuned.json" ;;
@@ -48,8 +59,16 @@ for s in "$@"; do
                       --engine-args '{"attention_backend": "triton"}'
                   else echo "single-tuned: no $OUT/gemv_tuned.json (run gemv-sweep first)"; fi ;;
     single) stage single 150 python3 bench/single_stream.py --engine-args '{"attention_backend": "triton"}' ;;
+    single-fp8) stage single-fp8 200 python3 bench/single_stream.py \
+                  --engine-args '{"quantization": "fp8", "attention_backend": "triton"}' ;;
     single-unfused) stage single-unfused 150 python3 bench/single_stream.py \
                       --engine-args '{"attention_backend": "triton", "disable_fused_gemv": true}' ;;
+    single-awq) stage single-awq 240 python3 bench/single_stream.py --quantization awq \
+                  --engine-args '{"attention_backend": "triton"}' ;;
+    awq-kernel-tests) stage awq-kernel-tests 420 python3 -m pytest -q -m gpu -o addopts="" $XDIST \
+                        tests/kernels/test_awq_gemm.py ;;
+    awq-engine-test) stage awq-engine-test 300 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine/test_gpu_awq.py ;;
+    awq-bench) stage awq-bench 480 python3 bench/awq_bench.py ;;
     single-flashinfer) stage single-flashinfer 300 python3 bench/single_stream.py \
                          --engine-args '{"attention_backend": "flashinfer"}' ;;
     profile) stage profile 150 python3 bench/profile_step.py --batch-sizes 1 --prefill-reqs 1 --prefill-len 128 ;;
@@ -72,6 +91,8 @@ for s in "$@"; do
                             --model-path bench/models/llama-3.1-8b --load-format dummy --tokenizer-path .exp/tekken-hf \
                             --engine-args '{"attention_backend": "triton"}' ;;
     suite) stage suite 420 python3 bench/run_suite.py ;;
+    suite-awq) stage suite 540 python3 bench/run_suite.py --skip-hf --quantizations awq ;;
+    suite-quant) stage suite 600 python3 bench/run_suite.py --skip-hf --quantizations awq,fp8 ;;
     # Long context, one request: TTFT and decode tok/s at 8k / 32k / 100k on the default backend (hybrid
     # when flashinfer is installed), with the weights + KV decode roofline; long-context-triton for comparison.
     long-context) stage long-context 480 python3 bench/long_context.py ;;

@@ -69,8 +69,9 @@ def bench_decode(args: argparse.Namespace) -> None:
     b, s, hq, hkv, d = args.batch, args.seq_len, args.q_heads, args.kv_heads, args.head_dim
     dtype = torch.bfloat16
     num_slots = b * s + 1
-    k_buffer = torch.randn(num_slots, hkv, d, device="cuda", dtype=dtype)
-    v_buffer = torch.randn_like(k_buffer)
+    kv_dtype = torch.float8_e4m3fn if args.kv_dtype == "fp8_e4m3" else dtype
+    k_buffer = torch.randn(num_slots, hkv, d, device="cuda", dtype=dtype).to(kv_dtype)
+    v_buffer = torch.randn_like(k_buffer, dtype=dtype).to(kv_dtype)
     # Shuffled slots, as a long-running server's pool looks: every request's K/V is a gather.
     req_to_token = (torch.randperm(b * s, device="cuda") + 1).to(torch.int32).view(b, s)
     req_pool_indices = torch.arange(b, device="cuda")
@@ -78,7 +79,8 @@ def bench_decode(args: argparse.Namespace) -> None:
     q = torch.randn(b, hq, d, device="cuda", dtype=dtype)
     kv_bytes = 2 * b * s * hkv * d * k_buffer.element_size() + b * s * 4
     default = default_max_kv_splits(b, hkv, q.device)
-    print(f"decode attention  B={b} seq={s} Hq={hq} Hkv={hkv} D={d} bf16, KV read {kv_bytes / 1e6:.1f} MB")
+    print(f"decode attention  B={b} seq={s} Hq={hq} Hkv={hkv} D={d} q bf16, KV {args.kv_dtype}, "
+          f"KV read {kv_bytes / 1e6:.1f} MB")
     for splits in dict.fromkeys([default, 1, 2, 4, 8, 16]):  # default first, no repeats
         def run(splits: int = splits) -> torch.Tensor:
             return decode_attention(q, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens, d**-0.5,
@@ -124,6 +126,8 @@ def main() -> None:
     parser.add_argument("--kv-heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--skip-extend", action="store_true")
+    parser.add_argument("--kv-dtype", choices=["bf16", "fp8_e4m3"], default="bf16",
+                        help="decode attention's pool dtype (fp8: half the bytes read; scales 1.0)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("kernels_bench needs a CUDA GPU")

@@ -107,6 +107,12 @@ def print_table(res: dict) -> None:
         rows += [("single stream 512/256: decode tok/s", s["decode_tok_s"], ">= 170 (H100)",
                   f"{100 * s['decode_tok_s'] / roof['decode_tok_s']:.0f}% of roofline"),
                  ("single stream: TTFT (ms)", s["ttft_ms"], "", "")]
+        targets = {"awq": ">= 2.5x bf16", "fp8": ">= 1.8x bf16"}
+        for key in sorted(k for k in res if k.startswith("single_stream_")):
+            scheme, q = key.removeprefix("single_stream_"), res[key]
+            rows += [(f"single stream {scheme}: decode tok/s", q["decode_tok_s"], targets.get(scheme, ""),
+                      f"{q['decode_tok_s'] / s['decode_tok_s']:.2f}x bf16"),
+                     (f"single stream {scheme}: TTFT (ms)", q["ttft_ms"], "", "")]
     if "offline" in res:
         o = res["offline"]
         hf = res.get("hf_baseline", {})
@@ -155,6 +161,8 @@ def main() -> None:
     parser.add_argument("--online-rate", type=float, default=4.0)
     parser.add_argument("--hf-timeout", type=float, default=150.0)
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--quantizations", default="",
+                        help="comma-separated weight quantizations (awq, fp8) to run single-stream with, after bf16")
     parser.add_argument("--long-context", action="store_true",
                         help="also 8k / 32k / 100k single-request rows on the default backend (one more engine, "
                              "~2 min; device_session.sh runs them as their own stage, long-context)")
@@ -202,6 +210,12 @@ def main() -> None:
         sp = res["shared_prefix"]
         sp["speedup"] = round(sp["radix_off"]["elapsed_s"] / sp["radix_on"]["elapsed_s"], 2)
         print("shared prefix radix off:", json.dumps(sp["radix_off"]), flush=True)
+    for scheme in filter(None, ns.quantizations.split(",")):
+        # Same workload, dummy weights in that format: the decode speed-up over bf16 is the figure that matters.
+        with Engine(**{**kwargs, "quantization": scheme}) as engine:
+            res[f"single_stream_{scheme}"] = run_single_stream(engine, vocab, size.single_in, size.single_out,
+                                                               size.single_runs)
+        print(f"single stream {scheme}:", json.dumps(res[f"single_stream_{scheme}"]), flush=True)
     if ns.long_context:
         # The default backend (not --attention-backend): the long-context rows measure what users get.
         lc_kwargs = {k: v for k, v in kwargs.items() if k != "attention_backend"}

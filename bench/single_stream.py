@@ -1,6 +1,7 @@
 """Single-stream latency: one request at a time, 512 input tokens, 256 output tokens, ignore_eos.
 
     python bench/single_stream.py --model-path bench/models/llama-3.1-8b --load-format dummy
+    python bench/single_stream.py --quantization awq   # AWQ-shaped dummy weights (int4, group 128)
 
 Streams the output so TTFT and the decode rate are separate numbers: decode tok/s counts the tokens
 after the first over the time after the first. Median of `--runs` runs after one warm-up.
@@ -60,15 +61,20 @@ def main() -> None:
     parser.add_argument("--input-len", type=int, default=512)
     parser.add_argument("--output-len", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quantization", choices=["awq", "fp8"], default=None,
+                        help="weight quantization; with --load-format dummy, random weights in that format")
     parser.add_argument("--engine-args", default="{}", help="JSON of extra ServerArgs fields")
     ns = parser.parse_args()
+    engine_args = json.loads(ns.engine_args)
+    if ns.quantization:
+        engine_args["quantization"] = ns.quantization
 
     from engine import Engine
     from engine.model_config import load_hf_config
 
     vocab = load_hf_config(ns.model_path).vocab_size
     with Engine(model_path=ns.model_path, load_format=ns.load_format, skip_tokenizer_init=True,
-                **json.loads(ns.engine_args)) as engine:
+                **engine_args) as engine:
         result = run_single_stream(engine, vocab, ns.input_len, ns.output_len, ns.runs)
     print(json.dumps(result))
 

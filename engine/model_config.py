@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.args import ArgsError, ServerArgs
+from engine.quant.config import resolve_quant_config
 from engine.weight_files import safetensors_files
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class ModelConfig:
     num_kv_heads: int  # whole model, before TP
     head_dim: int
     vocab_size: int
+    # engine.quant QuantConfig (None: unquantized), from config.json's quantization_config and --quantization.
+    quant_config: object | None = None
 
     def kv_heads_per_rank(self, tp_size: int) -> int:
         return self.num_kv_heads // tp_size
@@ -76,17 +79,20 @@ def create_model_config(args: ServerArgs, device: str) -> ModelConfig:
     if num_kv % args.tp_size or hf.num_attention_heads % args.tp_size:
         raise ArgsError(f"--tp-size {args.tp_size} must divide the model's attention heads "
                         f"({hf.num_attention_heads} q, {num_kv} kv)")
+    quant_config = resolve_quant_config(hf, args.quantization, is_dummy_load=args.load_format == "dummy")
+    if quant_config is not None:
+        quant_config.check_model(hf, args.tp_size)
     return ModelConfig(hf_config=hf, dtype=resolve_dtype(args, hf, device), context_len=context_len,
                        num_layers=hf.num_hidden_layers, num_kv_heads=num_kv, head_dim=head_dim,
-                       vocab_size=hf.vocab_size)
+                       vocab_size=hf.vocab_size, quant_config=quant_config)
 
 
 def preflight(args: ServerArgs) -> None:
     """Checks the model directory before any process starts: config readable, architecture
-    supported, heads divisible by TP, weight files present. Raises with one line."""
+    supported, heads divisible by TP, quantization consistent, weight files present. Raises with one line."""
     create_model_config(args, "cpu")
     if args.speculative_mode == "draft":  # the draft loads on every rank too: same checks
         create_model_config(args.replace(model_path=args.speculative_model, speculative_model=None,
-                                         speculative_algorithm=None), "cpu")
+                                         speculative_algorithm=None, quantization=None), "cpu")
     if args.load_format != "dummy":
         safetensors_files(args.model_path)

@@ -10,6 +10,7 @@ import torch
 from engine.distributed.parallel_state import TPContext
 from engine.model_config import ModelConfig
 from engine.models.registry import resolve_model_class
+from engine.quant.base import process_weights_after_loading
 from engine.weight_files import WeightLoadError, safetensors_files
 
 logger = logging.getLogger(__name__)
@@ -32,28 +33,40 @@ def load_model(model_path: str, load_format: str, model_config: ModelConfig, tp:
     torch.set_default_dtype(model_config.dtype)
     try:
         with torch.device(device):
-            model = cls(model_config.hf_config, tp, max_positions=max(model_config.context_len, 1) + 1)
+            model = cls(model_config.hf_config, tp, max_positions=max(model_config.context_len, 1) + 1,
+                        quant_config=model_config.quant_config)
     finally:
         torch.set_default_dtype(prev)
     # rotary tables stay fp32 (built before the dtype switch matters): keep them on the device
     model.eval()
     if load_format == "dummy":
         _fill_dummy(model)
-        return model
-    loaded = model.load_weights(iterate_weights(files))
-    expected = {n for n, _ in model.named_parameters(remove_duplicate=False)}
-    missing = sorted(expected - loaded)
-    if missing:
-        raise WeightLoadError(f"checkpoint is missing {len(missing)} weight(s), e.g. {missing[0]}")
+    else:
+        loaded = model.load_weights(iterate_weights(files))
+        expected = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+        missing = sorted(expected - loaded)
+        if missing:
+            raise WeightLoadError(f"checkpoint is missing {len(missing)} weight(s), e.g. {missing[0]}")
+    # Quantized layers repack / dequantize once their tensors are all in (engine/quant).
+    process_weights_after_loading(model)
     return model
 
 
 @torch.no_grad()
 def _fill_dummy(model: torch.nn.Module) -> None:
-    """Random weights made directly on the device; small so activations stay finite."""
+    """Random weights made directly on the device; small so activations stay finite. Integer (packed
+    quantized) tensors get random bits; a quantized parameter may name its own range (`ShardLayout`)."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
     for name, param in model.named_parameters():
+        layout = getattr(param, "shard_layout", None)
         if name.endswith("norm.weight"):
             param.fill_(1.0)
+        elif not param.is_floating_point():
+            info = torch.iinfo(param.dtype)
+            param.random_(info.min, info.max, generator=gen)
         else:
-            param.uniform_(-0.02, 0.02, generator=gen)
+            low, high = layout.dummy_range if layout is not None and layout.dummy_range else (-0.02, 0.02)
+            if param.element_size() == 1:  # float8 has no uniform_: draw in fp32, round on the copy
+                param.copy_(torch.empty(param.shape, device=param.device).uniform_(low, high, generator=gen))
+            else:
+                param.uniform_(low, high, generator=gen)

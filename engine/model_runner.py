@@ -12,17 +12,19 @@ import time
 import psutil
 import torch
 
-from engine.args import ServerArgs
+from engine.args import ArgsError, ServerArgs
 from engine.attention import create_attention_backend
 from engine.attention.hybrid import HybridAttentionBackend
 from engine.cuda_graph_runner import CudaGraphRunner
 from engine.distributed.parallel_state import TPContext
 from engine.forward_batch import ForwardBatch
 from engine.hybrid_graphs import HybridGraphRunner
-from engine.mem.kv_pool import KVPool
+from engine.mem.kv_pool import FP8_KV_DTYPE, KVPool
+from engine.mem.kv_scales import read_kv_scales
 from engine.mem.req_to_token import ReqToTokenPool
 from engine.model_config import ModelConfig
 from engine.model_loader import load_model
+from engine.weight_files import safetensors_files
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,26 @@ class OutOfMemoryAtStartError(RuntimeError):
 
 # Kept free on the device beyond the KV cache: activations, NCCL buffers, CUDA graphs' workspace.
 GPU_RESERVE_BYTES = 512 << 20
+
+
+def resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: torch.dtype) -> torch.dtype:
+    """--kv-cache-dtype to the pool's storage dtype; auto is the model's dtype."""
+    if kv_cache_dtype in ("fp8_e4m3", "fp8"):
+        return FP8_KV_DTYPE
+    if kv_cache_dtype in ("bf16", "bfloat16"):
+        return torch.bfloat16
+    return model_dtype
+
+
+def check_fp8_kv_device(device: torch.device) -> None:
+    """Triton converts e4m3 in hardware from sm_89 (Ada, Hopper) on; older GPUs cannot read the pool."""
+    if device.type != "cuda":
+        return
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 9):
+        raise ArgsError(
+            f"--kv-cache-dtype fp8_e4m3 needs a GPU of compute capability 8.9 or newer (Ada, Hopper); "
+            f"this one is {major}.{minor}: use --kv-cache-dtype auto")
 
 
 def kv_budget_bytes(total: int, free_before: int, free_after: int, fraction: float) -> float:
@@ -63,8 +85,14 @@ class ModelRunner:
         logger.info("rank %d: weights loaded in %.1fs, %.2f GiB (%s)", tp.rank, time.perf_counter() - t0,
                     weight_bytes / GiB, model_config.dtype)
         self.num_kv_heads = model_config.kv_heads_per_rank(tp.size)
+        self.kv_dtype = resolve_kv_cache_dtype(args.kv_cache_dtype, model_config.dtype)
+        k_scales = v_scales = None
+        if self.kv_dtype == FP8_KV_DTYPE:
+            check_fp8_kv_device(device)
+            k_scales, v_scales = self._kv_scales()
+        # Capacity counts the storage dtype: an fp8 pool holds twice the tokens of a 16-bit one.
         bpt = KVPool.bytes_per_token(model_config.num_layers, self.num_kv_heads, model_config.head_dim,
-                                     model_config.dtype)
+                                     self.kv_dtype)
         if device.type == "cuda":
             max_tokens = self._gpu_kv_tokens(free_before, total, bpt)
         else:
@@ -73,19 +101,34 @@ class ModelRunner:
         self.max_running_requests = min(args.max_running_requests or (256 if device.type == "cpu" else 1024),
                                         max_tokens)
         self.kv_pool = KVPool(max_tokens, model_config.num_layers, self.num_kv_heads, model_config.head_dim,
-                              model_config.dtype, device)
+                              self.kv_dtype, device, k_scales=k_scales, v_scales=v_scales)
         self.req_pool = ReqToTokenPool(self.max_running_requests, model_config.context_len + 1, device)
         self.attn_backend = create_attention_backend(args.resolved_attention_backend, self.kv_pool, str(device),
                                                      args.hybrid_long_context_threshold)
         self.model.attn_backend = self.attn_backend
         # Batch-1 decode through fused Triton GEMVs (norms/SiLU as prologues, residual adds as epilogues).
         self.model.fused_gemv = not args.disable_fused_gemv and self.model.supports_fused_gemv()
-        logger.info("rank %d: KV cache %d tokens (%.2f GiB), max running requests %d, attention %s",
-                    tp.rank, max_tokens, max_tokens * bpt / GiB, self.max_running_requests,
-                    args.resolved_attention_backend)
+        self.model.lm_head_gemv = not args.disable_fused_gemv and self.model.supports_lm_head_gemv()
+        kv_dtype_name = str(self.kv_dtype).removeprefix("torch.")
+        logger.info("rank %d: KV cache %d tokens (%.2f GiB, %s, %d bytes per token), max running requests %d, "
+                    "attention %s", tp.rank, max_tokens, max_tokens * bpt / GiB, kv_dtype_name, bpt,
+                    self.max_running_requests, args.resolved_attention_backend)
         if isinstance(self.attn_backend, HybridAttentionBackend):
             logger.info("rank %d: attention: %s", tp.rank, self.attn_backend.describe())
         self.graph_runner = self._create_graph_runner()
+
+    def _kv_scales(self) -> tuple[list[float] | None, list[float] | None]:
+        """FP8 KV scales: the checkpoint's k_scale / v_scale (`engine.mem.kv_scales`), else 1.0 everywhere."""
+        num_layers = self.model_config.num_layers
+        files = [] if self.args.load_format == "dummy" else safetensors_files(self.args.model_path)
+        scales = read_kv_scales(files, num_layers)
+        if scales is None:
+            logger.warning("rank %d: fp8 KV cache with k/v scales 1.0 (the checkpoint has no k_scale / v_scale); "
+                           "K and V beyond +-448 saturate", self.tp.rank)
+            return None, None
+        logger.info("rank %d: fp8 KV cache with the checkpoint's scales (%d tensors; k %.3g..%.3g, v %.3g..%.3g)",
+                    self.tp.rank, scales.num_found, min(scales.k), max(scales.k), min(scales.v), max(scales.v))
+        return scales.k, scales.v
 
     def _create_graph_runner(self) -> CudaGraphRunner | HybridGraphRunner | None:
         if self.device.type != "cuda" or self.args.disable_cuda_graph:

@@ -8,6 +8,8 @@ import torch
 import triton
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# KV pools may also hold fp8 (e4m3, per-layer scales: `engine.mem.kv_pool`).
+KV_DTYPES = (*FLOAT_DTYPES, torch.float8_e4m3fn)
 
 
 def next_pow2(n: int) -> int:
@@ -32,10 +34,10 @@ def device_num_sms(device: torch.device) -> int:
     return num_sms(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def check_rows(name: str, t: torch.Tensor, ndim: int) -> None:
+def check_rows(name: str, t: torch.Tensor, ndim: int, dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES) -> None:
     """Rows may be strided (views of a fused QKV output), but each row must be one dense run."""
     assert t.dim() == ndim, f"{name}: expected {ndim} dims, got shape {tuple(t.shape)}"
-    assert t.dtype in FLOAT_DTYPES, f"{name}: unsupported dtype {t.dtype}"
+    assert t.dtype in dtypes, f"{name}: unsupported dtype {t.dtype}"
     dense = 1
     for d in range(ndim - 1, 0, -1):
         assert t.stride(d) == dense or t.shape[d] == 1, (

@@ -16,6 +16,10 @@ saves one launch per layer (~2.5 us plus a graph node) for a few hundred ns of m
 A request gets about `min(max_kv_splits, ceil(seq_len / min_split_len))` splits, computed in
 the kernels from `seq_lens`, so the host never reads lengths and the launch is CUDA-graph safe as long
 as `max_kv_splits` is fixed for the captured batch size.
+
+An fp8 (e4m3) pool holds `k / k_scale` and `v / v_scale`: rows are upcast to q's dtype after the
+load, `k_scale` is folded into the softmax scale and `v_scale` into the output (both per-tensor,
+so neither costs a multiply per element).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import check_index, check_rows, device_num_sms, dot_precision, next_pow2
+from kernels._common import KV_DTYPES, check_index, check_rows, device_num_sms, dot_precision, next_pow2
 
 LOG2E = 1.4426950408889634
 
@@ -50,9 +54,9 @@ def _decode_stage1_kernel(
     stride_pob, stride_poh, stride_pos,
     stride_plb, stride_plh,
     stride_ob, stride_oh,
-    qk_scale_log2, max_kv_splits, min_split_len,
+    qk_scale_log2, v_scale, max_kv_splits, min_split_len,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, KV_FP8: tl.constexpr,
     SINGLE_PASS: tl.constexpr, MERGE_H: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr,
 ):
     b = tl.program_id(0)
@@ -81,7 +85,8 @@ def _decode_stage1_kernel(
 
     q = tl.load(q_ptr + b * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :],
                 mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_H, BLOCK_D]
-    q = q.to(k_buf_ptr.dtype.element_ty)
+    if not KV_FP8:  # a 16-bit pool sets the dot dtype; fp8 rows are upcast to q's dtype instead
+        q = q.to(k_buf_ptr.dtype.element_ty)
 
     m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)
@@ -93,7 +98,7 @@ def _decode_stage1_kernel(
         slots = tl.load(req_to_token_ptr + req_row * stride_r2t + offs, mask=mask_n, other=0).to(tl.int64)
         kv_mask = mask_n[:, None] & mask_d[None, :]
         k = tl.load(k_buf_ptr + slots[:, None] * stride_kn + kv_head * stride_kh + offs_d[None, :],
-                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+                    mask=kv_mask, other=0.0).to(q.dtype)  # [BLOCK_N, BLOCK_D]
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2  # [BLOCK_H, BLOCK_N]
         qk = tl.where(mask_n[None, :], qk, float("-inf"))
         # Every block holds >= 1 valid key, so m_new is finite and no row sees exp2(-inf - -inf).
@@ -102,9 +107,10 @@ def _decode_stage1_kernel(
         p = tl.exp2(qk - m_new[:, None])  # [BLOCK_H, BLOCK_N]
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_buf_ptr + slots[:, None] * stride_vn + kv_head * stride_vh + offs_d[None, :],
-                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+                    mask=kv_mask, other=0.0).to(q.dtype)  # [BLOCK_N, BLOCK_D]
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
+    acc = acc * v_scale  # the pool holds v / v_scale (1.0 for 16-bit pools)
 
     if SINGLE_PASS:
         if num_splits <= 1:
@@ -216,6 +222,8 @@ def decode_attention(
     seq_lens: torch.Tensor,  # [B] int32/int64, KV length incl. the current token (already stored)
     scaling: float,
     *,
+    k_scale: float = 1.0,  # fp8 pools: the pool holds k / k_scale, v / v_scale
+    v_scale: float = 1.0,
     out: torch.Tensor | None = None,  # [B, Hq, D]
     max_kv_splits: int | None = None,
     min_split_len: int = 64,
@@ -226,8 +234,8 @@ def decode_attention(
     With `counters` (zeroed once by the caller, e.g. the backend; the kernel leaves them zero again) or
     with `max_kv_splits == 1`, there is no stage-2 launch: see the module docstring."""
     check_rows("q", q, 3)
-    check_rows("k_buffer", k_buffer, 3)
-    check_rows("v_buffer", v_buffer, 3)
+    check_rows("k_buffer", k_buffer, 3, KV_DTYPES)
+    check_rows("v_buffer", v_buffer, 3, KV_DTYPES)
     assert k_buffer.is_contiguous() and v_buffer.is_contiguous(), "KV buffers must be contiguous"
     batch_size, num_q_heads, head_dim = q.shape
     num_kv_heads = k_buffer.shape[1]
@@ -254,6 +262,8 @@ def decode_attention(
             "counters must be a contiguous int32 tensor on q's device")
         assert counters.numel() >= batch_size * num_kv_heads, (
             f"counters hold {counters.numel()} < {batch_size * num_kv_heads} (batch x kv heads)")
+    kv_fp8 = k_buffer.dtype == torch.float8_e4m3fn
+    compute_dtype = q.dtype if kv_fp8 else k_buffer.dtype
     group = num_q_heads // num_kv_heads
     block_d = next_pow2(head_dim)
     # Partials stay fp32: they are re-weighted in stage 2 and are small next to the KV reads.
@@ -274,9 +284,9 @@ def decode_attention(
         part_out.stride(0), part_out.stride(1), part_out.stride(2),
         part_lse.stride(0), part_lse.stride(1),
         out.stride(0), out.stride(1),
-        scaling * LOG2E, max_kv_splits, min_split_len,
+        scaling * k_scale * LOG2E, float(v_scale), max_kv_splits, min_split_len,
         GROUP=group, HEAD_DIM=head_dim, BLOCK_H=max(16, next_pow2(group)), BLOCK_D=block_d,
-        BLOCK_N=64 if block_d <= 128 else 32, DOT_PRECISION=dot_precision(k_buffer.dtype),
+        BLOCK_N=64 if block_d <= 128 else 32, DOT_PRECISION=dot_precision(compute_dtype), KV_FP8=kv_fp8,
         SINGLE_PASS=single_pass, MERGE_H=merge_h, BLOCK_S=block_s,
         CHUNK_S=max(1, min(block_s, 4096 // (merge_h * block_d))),
         num_warps=4, num_stages=2,

@@ -7,6 +7,10 @@ every prefix token and new tokens j <= i.
 
 One program per (request, q head, block of BLOCK_M query rows). New K/V are read from the ragged
 tensors rather than the pool: they are contiguous there, so the loads need no gather.
+
+An fp8 (e4m3) pool holds the prefix as `k / k_scale`, `v / v_scale`: prefix rows are upcast after
+the load, `k_scale` is folded into the prefix's softmax scale and `v_scale` into its probabilities
+(p * v_scale, before the P @ V dot). The new tokens come unquantized from the ragged tensors.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import check_index, check_rows, dot_precision, next_pow2
+from kernels._common import KV_DTYPES, check_index, check_rows, dot_precision, next_pow2
 
 LOG2E = 1.4426950408889634
 
@@ -27,7 +31,7 @@ def _extend_attention_kernel(
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
     stride_kbn, stride_kbh, stride_vbn, stride_vbh,
     stride_r2t,
-    qk_scale_log2,
+    qk_scale_log2, prefix_qk_scale_log2, prefix_v_scale,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -65,7 +69,7 @@ def _extend_attention_kernel(
         kv_mask = mask_n[:, None] & mask_d[None, :]
         k = tl.load(k_buf_ptr + slots[:, None] * stride_kbn + kv_head * stride_kbh + offs_d[None, :],
                     mask=kv_mask, other=0.0).to(q.dtype)  # [BLOCK_N, BLOCK_D]
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2  # [BLOCK_M, BLOCK_N]
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * prefix_qk_scale_log2  # [BLOCK_M, BLOCK_N]
         qk = tl.where(mask_n[None, :], qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         alpha = tl.exp2(m_i - m_new)
@@ -73,7 +77,7 @@ def _extend_attention_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_buf_ptr + slots[:, None] * stride_vbn + kv_head * stride_vbh + offs_d[None, :],
                     mask=kv_mask, other=0.0).to(q.dtype)  # [BLOCK_N, BLOCK_D]
-        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v, input_precision=DOT_PRECISION)
+        acc = acc * alpha[:, None] + tl.dot((p * prefix_v_scale).to(q.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
 
     # New tokens, causal. Blocks run in order and block 0 holds key 0, which every row may see, so
@@ -126,14 +130,18 @@ def extend_attention(
     max_extend_len: int,  # host int: max(extend_lens), sizes the grid without a device sync
     scaling: float,
     *,
+    k_scale: float = 1.0,  # fp8 pools: the pool holds the prefix as k / k_scale, v / v_scale
+    v_scale: float = 1.0,
     out: torch.Tensor | None = None,  # [T, Hq, D]
     block_m: int | None = None,
     block_n: int | None = None,
 ) -> torch.Tensor:  # [T, Hq, D], dtype of q_extend
     """Prefill attention: each new token attends to its request's cached prefix and causally to new tokens."""
-    for name, t in (("q_extend", q_extend), ("k_extend", k_extend), ("v_extend", v_extend),
-                    ("k_buffer", k_buffer), ("v_buffer", v_buffer)):
+    for name, t in (("q_extend", q_extend), ("k_extend", k_extend), ("v_extend", v_extend)):
         check_rows(name, t, 3)
+    check_rows("k_buffer", k_buffer, 3, KV_DTYPES)
+    check_rows("v_buffer", v_buffer, 3, KV_DTYPES)
+    assert k_buffer.dtype == v_buffer.dtype, f"k_buffer {k_buffer.dtype} vs v_buffer {v_buffer.dtype}"
     num_tokens, num_q_heads, head_dim = q_extend.shape
     num_kv_heads = k_extend.shape[1]
     assert k_extend.shape == v_extend.shape == (num_tokens, num_kv_heads, head_dim), (
@@ -166,7 +174,7 @@ def extend_attention(
         v_extend.stride(0), v_extend.stride(1), out.stride(0), out.stride(1),
         k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1),
         req_to_token.stride(0),
-        scaling * LOG2E,
+        scaling * LOG2E, scaling * k_scale * LOG2E, float(v_scale),
         GROUP=num_q_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_D=next_pow2(head_dim),
         BLOCK_M=block_m, BLOCK_N=block_n, DOT_PRECISION=dot_precision(k_extend.dtype),
         num_warps=num_warps, num_stages=2,

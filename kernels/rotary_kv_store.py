@@ -4,7 +4,8 @@ For each token t (one program): q[t] is rotated in place (neox / `rotate_half` l
 `kernels.rotary`), k[t] is rotated and written to `k_buffer[loc[t]]` (and, with `write_k`, back into
 k in place, which extend attention reads), and v[t] is copied to `v_buffer[loc[t]]`. Rounding matches
 `apply_rotary` followed by `store_kv` bit for bit: the rotation runs in fp32, is rounded once to the
-input dtype, then cast to the pool dtype. One launch instead of two per layer.
+input dtype, then cast to the pool dtype (an fp8 pool: divided by the layer's scale and saturated,
+as `store_kv` does). One launch instead of two per layer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import check_index, check_rows, next_pow2
+from kernels._common import KV_DTYPES, check_index, check_rows, next_pow2
+from kernels.kv_store import quantize_for_pool
 from kernels.rotary import RopeCache, _rotate_heads
 
 
@@ -21,9 +23,10 @@ from kernels.rotary import RopeCache, _rotate_heads
 def _rotary_kv_store_kernel(
     q_ptr, k_ptr, v_ptr, k_buf_ptr, v_buf_ptr, pos_ptr, loc_ptr, cos_ptr, sin_ptr,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_kbn, stride_vbn, stride_cos, stride_sin,
+    k_scale, v_scale,
     NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HALF: tl.constexpr,
     BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_ROW: tl.constexpr,
-    WRITE_K: tl.constexpr,
+    WRITE_K: tl.constexpr, FP8: tl.constexpr,
 ):
     t = tl.program_id(0).to(tl.int64)
     pos = tl.load(pos_ptr + t).to(tl.int64)
@@ -47,8 +50,8 @@ def _rotary_kv_store_kernel(
     # The pool row is dense: head h, dim d sits at h * HEAD_DIM + d.
     k_out = k_buf_ptr + slot * stride_kbn + offs_hk[:, None] * HEAD_DIM + offs_d[None, :]
     buf_dtype = k_buf_ptr.dtype.element_ty
-    tl.store(k_out, r1.to(buf_dtype), mask=mask_k)
-    tl.store(k_out + HALF, r2.to(buf_dtype), mask=mask_k)
+    tl.store(k_out, quantize_for_pool(r1, k_scale, FP8).to(buf_dtype), mask=mask_k)
+    tl.store(k_out + HALF, quantize_for_pool(r2, k_scale, FP8).to(buf_dtype), mask=mask_k)
     if WRITE_K:
         tl.store(k_in, r1, mask=mask_k)
         tl.store(k_in + HALF, r2, mask=mask_k)
@@ -56,6 +59,7 @@ def _rotary_kv_store_kernel(
     offs_r = tl.arange(0, BLOCK_ROW)
     mask_r = offs_r < NUM_KV_HEADS * HEAD_DIM
     v = tl.load(v_ptr + t * stride_vt + offs_r, mask=mask_r)
+    v = quantize_for_pool(v, v_scale, FP8)
     tl.store(v_buf_ptr + slot * stride_vbn + offs_r, v.to(v_buf_ptr.dtype.element_ty), mask=mask_r)
 
 
@@ -70,14 +74,18 @@ def rotary_kv_store(
     cache: RopeCache,  # cos/sin [max_position, D/2] fp32
     *,
     write_k: bool = False,
+    k_scale: float = 1.0,  # fp8 pools only: the pool holds k / k_scale
+    v_scale: float = 1.0,
 ) -> None:
     """`apply_rotary(q, k, positions, cache); store_kv(k_buffer, v_buffer, loc, k, v)` in one launch
     (k itself keeps its unrotated values unless `write_k`)."""
     check_rows("q", q, 3)
     check_rows("k", k, 3)
     check_rows("v", v, 3)
-    check_rows("k_buffer", k_buffer, 3)
-    check_rows("v_buffer", v_buffer, 3)
+    check_rows("k_buffer", k_buffer, 3, KV_DTYPES)
+    check_rows("v_buffer", v_buffer, 3, KV_DTYPES)
+    assert k_buffer.dtype == v_buffer.dtype, f"k_buffer {k_buffer.dtype} vs v_buffer {v_buffer.dtype}"
+    assert k_scale > 0 and v_scale > 0, f"scales must be positive, got {k_scale}, {v_scale}"
     num_tokens, num_q_heads, head_dim = q.shape
     num_kv_heads = k.shape[1]
     assert head_dim % 2 == 0, f"head_dim {head_dim} must be even"
@@ -98,9 +106,10 @@ def rotary_kv_store(
     _rotary_kv_store_kernel[(num_tokens,)](
         q, k, v, k_buffer, v_buffer, positions, loc, cache.cos, cache.sin,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), k_buffer.stride(0), v_buffer.stride(0),
-        cache.cos.stride(0), cache.sin.stride(0),
+        cache.cos.stride(0), cache.sin.stride(0), float(k_scale), float(v_scale),
         NUM_Q_HEADS=num_q_heads, NUM_KV_HEADS=num_kv_heads, HEAD_DIM=head_dim, HALF=half,
         BLOCK_HQ=next_pow2(num_q_heads), BLOCK_HK=next_pow2(num_kv_heads), BLOCK_HALF=next_pow2(half),
         BLOCK_ROW=next_pow2(num_kv_heads * head_dim), WRITE_K=write_k,
+        FP8=k_buffer.dtype == torch.float8_e4m3fn,
         num_warps=4,
     )

@@ -59,7 +59,8 @@ class BaseAttentionBackend(ABC):
         rotary: tuple | None,  # (positions [T], RopeCache) when the model left rotary to the backend
         rotate_k_in_place: bool,  # the caller reads the new tokens' k from `k` afterwards, not the pool
     ) -> tuple[torch.Tensor, ...]:  # q3 [T, Hq, D], k3, v3 [T, Hkv, D] (views), k_buffer, v_buffer [N, Hkv, D]
-        """Stores the new tokens' K/V in the pool at `out_cache_loc`. With `rotary`, one Triton launch
+        """Stores the new tokens' K/V in the pool at `out_cache_loc` (quantized with the layer's scales
+        when the pool is fp8). With `rotary`, one Triton launch
         rotates q (in place) and k and stores them (`rotary_kv_store`), instead of a rotary launch in the
         model plus a store here. Views, not copies: q/k/v usually slice one fused projection."""
         from kernels import rotary_kv_store, store_kv
@@ -69,12 +70,13 @@ class BaseAttentionBackend(ABC):
         k3 = k.view(num_tokens, layer.num_kv_heads, layer.head_dim)
         v3 = v.view(num_tokens, layer.num_kv_heads, layer.head_dim)
         k_buffer, v_buffer = self.kv_pool.get_kv(layer.layer_id)
+        k_scale, v_scale = self.kv_pool.scales(layer.layer_id)  # an fp8 pool stores x / scale
         if rotary is None:
-            store_kv(k_buffer, v_buffer, forward_batch.out_cache_loc, k3, v3)
+            store_kv(k_buffer, v_buffer, forward_batch.out_cache_loc, k3, v3, k_scale, v_scale)
         else:
             positions, rope_cache = rotary
             rotary_kv_store(q3, k3, v3, k_buffer, v_buffer, positions, forward_batch.out_cache_loc, rope_cache,
-                            write_k=rotate_k_in_place)
+                            write_k=rotate_k_in_place, k_scale=k_scale, v_scale=v_scale)
         return q3, k3, v3, k_buffer, v_buffer
 
     @abstractmethod

@@ -2,7 +2,8 @@
 
 With one token per page, a request's page list is exactly its `req_to_token` row, so the pool needs
 no re-layout: `kv_indptr` is the running sum of `seq_lens` and `kv_indices` concatenates each
-request's row up to its length. Planning (index building + FlashInfer's scheduler) happens once per
+request's row up to its length. An fp8 pool is planned with `kv_data_type=float8_e4m3fn` and run
+with the layer's `k_scale` / `v_scale`. Planning (index building + FlashInfer's scheduler) happens once per
 batch, at the first layer, because `plan` needs the head counts that only the layer spec carries.
 FlashInfer is imported when the backend is built, so the engine imports fine without it. When the
 model hands over its rotary tables, q/k rotation and the K/V store are one Triton launch
@@ -110,7 +111,11 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
         super().__init__(kv_pool)
         self._flashinfer = _import_flashinfer()
         self._workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=kv_pool.device)
-        self._prefill = self._flashinfer.BatchPrefillWithPagedKVCacheWrapper(self._workspace, "NHD")
+        # FA3 (the "auto" choice on Hopper) wants q and KV of one dtype; 16-bit q over an fp8 pool takes
+        # FA2, which upcasts the fp8 rows in the kernel.
+        prefill_kernels = {"backend": DECODE_KERNELS} if kv_pool.is_fp8 else {}
+        self._prefill = self._flashinfer.BatchPrefillWithPagedKVCacheWrapper(self._workspace, "NHD",
+                                                                             **prefill_kernels)
         self._decode = None  # built at first plan: tensor-core use depends on the GQA group size
         self._decode_uses_tensor_cores: bool | None = None
         # CUDA graphs: a decode wrapper per captured batch size, and the layer shape they were planned for.
@@ -238,5 +243,11 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
         self._plan(layer, q.dtype)
         q3 = q3.contiguous()  # FlashInfer wants dense q
         paged_kv = (k_buffer.unsqueeze(1), v_buffer.unsqueeze(1))  # [N, page=1, Hkv, D] (NHD)
-        out = self._wrapper.run(q3, paged_kv)  # [T, Hq, D]
+        scales = {}
+        if self.kv_pool.is_fp8:
+            # The plan took kv_data_type=fp8; run() folds k_scale into sm_scale and multiplies the
+            # output by v_scale (host floats, so a captured graph bakes them in: they never change).
+            k_scale, v_scale = self.kv_pool.scales(layer.layer_id)
+            scales = {"k_scale": k_scale, "v_scale": v_scale}
+        out = self._wrapper.run(q3, paged_kv, **scales)  # [T, Hq, D]
         return out.view(q.shape[0], layer.num_q_heads * layer.head_dim)

@@ -1,6 +1,6 @@
 """Reference attention backend in plain torch: per request, gather the sequence's K/V from the pool
-through `req_to_token` and run causal SDPA for its new tokens. Every other backend is tested
-against this one."""
+through `req_to_token` (dequantized when the pool is fp8) and run causal SDPA for its new tokens.
+Every other backend is tested against this one."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ class TorchNativeAttentionBackend(BaseAttentionBackend):
         fb = forward_batch
         hq, hkv, d = layer.num_q_heads, layer.num_kv_heads, layer.head_dim
         self.kv_pool.store(layer.layer_id, fb.out_cache_loc, k.view(-1, hkv, d), v.view(-1, hkv, d))
-        k_buf, v_buf = self.kv_pool.get_kv(layer.layer_id)
         q = q.view(-1, hq, d)
         out = torch.empty_like(q)  # [T, Hq, D]
         req_rows = fb.req_pool_indices.tolist()
@@ -24,8 +23,8 @@ class TorchNativeAttentionBackend(BaseAttentionBackend):
         for i, row in enumerate(req_rows):
             seq_len, prefix_len, ext = fb.seq_lens_cpu[i], fb.prefix_lens_cpu[i], fb.extend_lens_cpu[i]
             slots = fb.req_to_token[row, :seq_len].long()
-            keys = k_buf[slots].to(q.dtype).transpose(0, 1)  # [Hkv, S, D]
-            vals = v_buf[slots].to(q.dtype).transpose(0, 1)  # [Hkv, S, D]
+            keys, vals = self.kv_pool.load(layer.layer_id, slots, q.dtype)  # dequantized when fp8
+            keys, vals = keys.transpose(0, 1), vals.transpose(0, 1)  # [Hkv, S, D]
             qi = q[start:start + ext].transpose(0, 1)  # [Hq, E, D]
             # query j sits at position prefix_len + j and may see keys 0..prefix_len + j
             key_pos = torch.arange(seq_len, device=q.device)

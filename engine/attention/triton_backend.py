@@ -66,12 +66,14 @@ class TritonAttentionBackend(BaseAttentionBackend):
         q3, k3, v3, k_buffer, v_buffer = self.write_new_kv(q, k, v, layer, fb, rotary,
                                                            rotate_k_in_place=not is_decode)
 
+        k_scale, v_scale = self.kv_pool.scales(layer.layer_id)  # fp8 pools: folded into the kernels' scales
         if is_decode:
             counters = self._decode_counters if num_tokens <= MAX_SINGLE_PASS_BATCH else None
             out = decode_attention(q3, k_buffer, v_buffer, fb.req_to_token, fb.req_pool_indices, fb.seq_lens,
-                                   layer.scaling, max_kv_splits=self._num_kv_splits, counters=counters)
+                                   layer.scaling, k_scale=k_scale, v_scale=v_scale,
+                                   max_kv_splits=self._num_kv_splits, counters=counters)
         else:
             out = extend_attention(q3, k3, v3, k_buffer, v_buffer, fb.req_to_token, fb.req_pool_indices,
                                    fb.prefix_lens, fb.extend_lens, fb.extend_start_loc, self._max_extend_len,
-                                   layer.scaling)
+                                   layer.scaling, k_scale=k_scale, v_scale=v_scale)
         return out.view(num_tokens, layer.num_q_heads * layer.head_dim)

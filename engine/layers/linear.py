@@ -1,21 +1,20 @@
 """Tensor-parallel linear layers.
 
 Column-parallel layers split the output dimension across ranks (no communication); row-parallel
-layers split the input dimension and all-reduce the partial sums. Each parameter carries a
-`weight_loader(param, loaded, shard_id=None)` that copies this rank's slice of a checkpoint tensor.
+layers split the input dimension and all-reduce the partial sums. What a layer stores and how it
+multiplies is its `quant_method` (engine/quant/base.py: unquantized `weight`, AWQ `qweight`/`qzeros`/
+`scales`, ...); the layer owns the TP slicing. Each parameter carries a
+`weight_loader(param, loaded, shard_id=None)` that copies this rank's slice of a checkpoint tensor,
+reading the parameter's `ShardLayout` to know which axes are split and how they are packed.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engine.distributed.parallel_state import TPContext
-
-
-def _param(*shape: int) -> nn.Parameter:
-    return nn.Parameter(torch.empty(*shape), requires_grad=False)
+from engine.quant.base import ShardLayout, add_param, create_linear_method
 
 
 def _default_loader(param: nn.Parameter, loaded: torch.Tensor) -> None:
@@ -24,85 +23,110 @@ def _default_loader(param: nn.Parameter, loaded: torch.Tensor) -> None:
     param.data.copy_(loaded)
 
 
-class ReplicatedLinear(nn.Module):
-    def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
+def _narrow(loaded: torch.Tensor, dim: int, start: int, size: int) -> torch.Tensor:
+    if loaded.dim() <= dim or loaded.shape[dim] < start + size:
+        raise ValueError(f"checkpoint tensor shape {tuple(loaded.shape)} is too small for rows "
+                         f"{start}..{start + size} of dim {dim}")
+    return loaded.narrow(dim, start, size)
+
+
+class _LinearBase(nn.Module):
+    """Creates the weights through the quant method and a bias [out_local] (never quantized)."""
+
+    def __init__(self, in_local: int, out_local_sizes: list[int], bias: bool, quant_config,
+                 checkpoint_names: list[str]) -> None:
         super().__init__()
-        self.weight = _param(out_features, in_features)
-        self.weight.weight_loader = lambda p, w, shard_id=None: _default_loader(p, w)
-        self.bias = None
+        self.quant_method = create_linear_method(quant_config, checkpoint_names)
+        self.quant_method.create_weights(self, in_local, out_local_sizes, torch.get_default_dtype())
         if bias:
-            self.bias = _param(out_features)
-            self.bias.weight_loader = lambda p, w, shard_id=None: _default_loader(p, w)
+            add_param(self, "bias", torch.empty(sum(out_local_sizes)), ShardLayout(output_dim=0))
+        else:
+            self.bias = None
+        for param in self.parameters(recurse=False):
+            param.weight_loader = self._load
+        # A method whose checkpoint tensors come in several shapes wraps these loaders (FP8 scales).
+        self.quant_method.attach_loaders(self)
+
+    def _load(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: int | None = None) -> None:
+        _default_loader(param, loaded)
+
+
+class ReplicatedLinear(_LinearBase):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, quant_config=None,
+                 checkpoint_names: list[str] | None = None) -> None:
+        super().__init__(in_features, [out_features], bias, quant_config, checkpoint_names or [])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return self.quant_method.apply(self, x, self.bias)
 
 
-class ColumnParallelLinear(nn.Module):
+class ColumnParallelLinear(_LinearBase):
     """y = x W^T with W split by output rows; `shard_sizes` lists the logical sub-matrices packed
     into this layer (e.g. gate and up), each split across ranks separately."""
 
-    def __init__(self, in_features: int, shard_sizes: list[int], tp: TPContext, bias: bool = False) -> None:
-        super().__init__()
+    def __init__(self, in_features: int, shard_sizes: list[int], tp: TPContext, bias: bool = False,
+                 quant_config=None, checkpoint_names: list[str] | None = None) -> None:
         for s in shard_sizes:
             if s % tp.size:
                 raise ValueError(f"output size {s} is not divisible by tp_size {tp.size}")
         self.tp = tp
         self.local_sizes = [s // tp.size for s in shard_sizes]
-        out_local = sum(self.local_sizes)
-        self.weight = _param(out_local, in_features)
-        self.weight.weight_loader = self._load
-        self.bias = None
-        if bias:
-            self.bias = _param(out_local)
-            self.bias.weight_loader = self._load
+        super().__init__(in_features, self.local_sizes, bias, quant_config, checkpoint_names or [])
 
     def _load(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: int | None = None) -> None:
+        layout: ShardLayout = param.shard_layout
         idx = shard_id or 0
-        size = self.local_sizes[idx]
-        start = sum(self.local_sizes[:idx])
-        piece = loaded.narrow(0, self.tp.rank * size, size)
-        dst = param.data.narrow(0, start, size)
+        if layout.per_shard:  # one entry per packed sub-matrix, not split across ranks
+            param.data[idx].copy_(loaded.reshape(param.data[idx].shape))
+            return
+        if layout.output_dim is None:
+            _default_loader(param, loaded)
+            return
+        dim, pack = layout.output_dim, layout.output_pack
+        size = self.local_sizes[idx] // pack
+        start = sum(self.local_sizes[:idx]) // pack
+        piece = _narrow(loaded, dim, self.tp.rank * size, size)
+        dst = param.data.narrow(dim, start, size)
         if dst.shape != piece.shape:
             raise ValueError(f"checkpoint tensor shape {tuple(loaded.shape)} does not fit {tuple(param.shape)}")
         dst.copy_(piece)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return self.quant_method.apply(self, x, self.bias)
 
 
 class QKVParallelLinear(ColumnParallelLinear):
     """q, k and v projections packed into one matmul, split across ranks by heads."""
 
     def __init__(self, hidden_size: int, head_dim: int, num_heads: int, num_kv_heads: int, tp: TPContext,
-                 bias: bool = False) -> None:
+                 bias: bool = False, quant_config=None, checkpoint_names: list[str] | None = None) -> None:
         if num_heads % tp.size or num_kv_heads % tp.size:
             raise ValueError(f"attention heads ({num_heads} q, {num_kv_heads} kv) must be divisible by "
                              f"tp_size {tp.size}")
         super().__init__(hidden_size, [num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim],
-                         tp, bias)
+                         tp, bias, quant_config, checkpoint_names)
 
 
-class RowParallelLinear(nn.Module):
+class RowParallelLinear(_LinearBase):
     """y = x W^T with W split by input columns; partial results are summed across ranks."""
 
-    def __init__(self, in_features: int, out_features: int, tp: TPContext, bias: bool = False) -> None:
-        super().__init__()
+    def __init__(self, in_features: int, out_features: int, tp: TPContext, bias: bool = False,
+                 quant_config=None, checkpoint_names: list[str] | None = None) -> None:
         if in_features % tp.size:
             raise ValueError(f"input size {in_features} is not divisible by tp_size {tp.size}")
         self.tp = tp
         self.in_local = in_features // tp.size
-        self.weight = _param(out_features, self.in_local)
-        self.weight.weight_loader = self._load
-        self.bias = None
-        if bias:
-            self.bias = _param(out_features)
-            self.bias.weight_loader = lambda p, w, shard_id=None: _default_loader(p, w)
+        super().__init__(self.in_local, [out_features], bias, quant_config, checkpoint_names or [])
 
     def _load(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: int | None = None) -> None:
-        _default_loader(param, loaded.narrow(1, self.tp.rank * self.in_local, self.in_local))
+        layout: ShardLayout = param.shard_layout
+        if layout.input_dim is None:  # bias, per-tensor scales: whole on every rank
+            _default_loader(param, loaded)
+            return
+        size = self.in_local // layout.input_block
+        _default_loader(param, _narrow(loaded, layout.input_dim, self.tp.rank * size, size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.tp.all_reduce(F.linear(x, self.weight))
+        out = self.tp.all_reduce(self.quant_method.apply(self, x))
         # The bias is added once, after the reduction, so it is not counted tp_size times.
         return out + self.bias if self.bias is not None else out

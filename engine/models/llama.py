@@ -32,14 +32,18 @@ def head_dim_of(config) -> int:
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, config, layer_id: int, tp: TPContext, qkv_bias: bool, qk_norm: bool) -> None:
+    def __init__(self, config, layer_id: int, tp: TPContext, qkv_bias: bool, qk_norm: bool,
+                 quant_config=None) -> None:
         super().__init__()
         self.head_dim = head_dim_of(config)
         num_kv = config.num_key_value_heads
+        prefix = f"model.layers.{layer_id}.self_attn"
         self.qkv_proj = QKVParallelLinear(config.hidden_size, self.head_dim, config.num_attention_heads, num_kv,
-                                          tp, bias=qkv_bias)
+                                          tp, bias=qkv_bias, quant_config=quant_config,
+                                          checkpoint_names=[f"{prefix}.{p}_proj" for p in "qkv"])
         self.o_proj = RowParallelLinear(config.num_attention_heads * self.head_dim, config.hidden_size, tp,
-                                        bias=bool(getattr(config, "attention_bias", False)))
+                                        bias=bool(getattr(config, "attention_bias", False)),
+                                        quant_config=quant_config, checkpoint_names=[f"{prefix}.o_proj"])
         self.spec = AttentionLayerSpec(layer_id=layer_id, num_q_heads=config.num_attention_heads // tp.size,
                                        num_kv_heads=num_kv // tp.size, head_dim=self.head_dim,
                                        scaling=self.head_dim ** -0.5)
@@ -74,12 +78,16 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, config, tp: TPContext) -> None:
+    def __init__(self, config, tp: TPContext, layer_id: int = 0, quant_config=None) -> None:
         super().__init__()
         bias = getattr(config, "mlp_bias", False)
+        prefix = f"model.layers.{layer_id}.mlp"
         self.inter_local = config.intermediate_size // tp.size
-        self.gate_up_proj = ColumnParallelLinear(config.hidden_size, [config.intermediate_size] * 2, tp, bias=bias)
-        self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size, tp, bias=bias)
+        self.gate_up_proj = ColumnParallelLinear(config.hidden_size, [config.intermediate_size] * 2, tp, bias=bias,
+                                                 quant_config=quant_config,
+                                                 checkpoint_names=[f"{prefix}.gate_proj", f"{prefix}.up_proj"])
+        self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size, tp, bias=bias,
+                                           quant_config=quant_config, checkpoint_names=[f"{prefix}.down_proj"])
         self.act_fn = SiluAndMul()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,10 +95,11 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config, layer_id: int, tp: TPContext, qkv_bias: bool, qk_norm: bool) -> None:
+    def __init__(self, config, layer_id: int, tp: TPContext, qkv_bias: bool, qk_norm: bool,
+                 quant_config=None) -> None:
         super().__init__()
-        self.self_attn = LlamaAttention(config, layer_id, tp, qkv_bias, qk_norm)
-        self.mlp = LlamaMLP(config, tp)
+        self.self_attn = LlamaAttention(config, layer_id, tp, qkv_bias, qk_norm, quant_config)
+        self.mlp = LlamaMLP(config, tp, layer_id, quant_config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
@@ -111,29 +120,42 @@ class LlamaDecoderLayer(nn.Module):
         the norms run as GEMV prologues and the residual adds as epilogues, so the same rounding steps
         as `forward` happen, only without their own launches. Returns the updated stream.
         """
-        from kernels.gemv import fused_gemv
-
         attn, mlp = self.self_attn, self.mlp
-        qkv = fused_gemv(stream, attn.qkv_proj.weight, norm_weight=self.input_layernorm.weight,
-                         eps=self.input_layernorm.eps, bias=attn.qkv_proj.bias)
+        qkv = _row_gemv(attn.qkv_proj, stream, norm_weight=self.input_layernorm.weight,
+                        eps=self.input_layernorm.eps, bias=attn.qkv_proj.bias)
         out = attn.attend(positions, *attn.split_qkv(qkv), fb, rotary, attn_backend)
-        stream = fused_gemv(out, attn.o_proj.weight, bias=attn.o_proj.bias, residual=stream)
-        gate_up = fused_gemv(stream, mlp.gate_up_proj.weight, norm_weight=self.post_attention_layernorm.weight,
-                             eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias)
-        return fused_gemv(gate_up, mlp.down_proj.weight, silu_mul=True, bias=mlp.down_proj.bias, residual=stream)
+        stream = _row_gemv(attn.o_proj, out, bias=attn.o_proj.bias, residual=stream)
+        gate_up = _row_gemv(mlp.gate_up_proj, stream, norm_weight=self.post_attention_layernorm.weight,
+                            eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias)
+        return _row_gemv(mlp.down_proj, gate_up, silu_mul=True, bias=mlp.down_proj.bias, residual=stream)
+
+
+def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    """One fused batch-1 GEMV through `linear`'s weight: 16-bit (`kernels.gemv`) or FP8 with its per-row
+    scales (`kernels.fp8_gemv`, same prologues and epilogues)."""
+    if linear.weight.dtype == torch.float8_e4m3fn:
+        from kernels.fp8_gemv import fp8_gemv
+
+        return fp8_gemv(x, linear.weight, linear.weight_scale, **kwargs)
+    from kernels.gemv import fused_gemv
+
+    return fused_gemv(x, linear.weight, **kwargs)
 
 
 class LlamaForCausalLM(nn.Module):
     qkv_bias = False
     qk_norm = False
 
-    def __init__(self, config, tp: TPContext, max_positions: int) -> None:
+    def __init__(self, config, tp: TPContext, max_positions: int, quant_config=None) -> None:
+        """`quant_config`: an engine.quant QuantConfig (None: unquantized); it picks each linear's method.
+        The embedding, norms and LM head are never quantized."""
         super().__init__()
         self.config = config
         self.tp = tp
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, i, tp, self.qkv_bias or getattr(config, "attention_bias", False), self.qk_norm)
+            LlamaDecoderLayer(config, i, tp, self.qkv_bias or getattr(config, "attention_bias", False), self.qk_norm,
+                              quant_config)
             for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
@@ -144,12 +166,26 @@ class LlamaForCausalLM(nn.Module):
         self.attn_backend = None  # set by the model runner
         # Batch-1 decode through `forward_single_row` (set by the model runner, see `supports_fused_gemv`).
         self.fused_gemv = False
+        # Batch-1 LM head through the Triton GEMV even when the layers cannot fuse (quantized layers).
+        self.lm_head_gemv = False
+
+    def supports_lm_head_gemv(self) -> bool:
+        """A [1, H] row through `kernels.gemv` for the (never quantized) LM head: 16-bit weights on CUDA, TP 1
+        (the conditions of the fused path, less the layers' own)."""
+        weight = self.lm_head.weight
+        return self.tp.size == 1 and weight.is_cuda and weight.dtype in (torch.float16, torch.bfloat16)
 
     def supports_fused_gemv(self) -> bool:
         """The fused path needs the whole projection on this rank (TP 1: o/down epilogues add the residual
-        before any all-reduce) and a 16-bit model on CUDA (fp32 keeps the exact cuBLAS path)."""
-        weight = self.layers[0].self_attn.qkv_proj.weight
-        return self.tp.size == 1 and weight.is_cuda and weight.dtype in (torch.float16, torch.bfloat16)
+        before any all-reduce), a 16-bit model on CUDA (fp32 keeps the exact cuBLAS path), and layers whose
+        method supports it: plain 16-bit `.weight`, or FP8 `.weight` + `.weight_scale` (`_row_gemv`); other
+        quantized layers (engine/quant) run their own kernels through the unfused path."""
+        linears = [m for m in self.layers.modules() if hasattr(m, "quant_method")]
+        if not all(m.quant_method.supports_fused_gemv for m in linears):
+            return False
+        # The activations' dtype (FP8 layers keep float8 weights but compute in the model dtype).
+        act = self.embed_tokens.weight
+        return self.tp.size == 1 and act.is_cuda and act.dtype in (torch.float16, torch.bfloat16)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, fb: ForwardBatch) -> torch.Tensor:
         hidden = self.embed_tokens(input_ids)  # [T, hidden]
@@ -164,7 +200,7 @@ class LlamaForCausalLM(nn.Module):
         return hidden
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head.compute_logits(hidden, single_row_gemv=self.fused_gemv)
+        return self.lm_head.compute_logits(hidden, single_row_gemv=self.fused_gemv or self.lm_head_gemv)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Copies checkpoint tensors into this rank's parameters; returns the loaded parameter names."""

@@ -47,7 +47,8 @@ class DraftModelProposer(BaseProposer):
 
         draft_args = args.replace(
             model_path=args.speculative_model, tokenizer_path=None, speculative_algorithm=None,
-            speculative_model=None, context_length=target_runner.model_config.context_len,
+            speculative_model=None, quantization=None,  # the draft's own config.json decides its quantization
+            context_length=target_runner.model_config.context_len,
             max_total_tokens=target_runner.max_total_tokens,
             max_running_requests=target_runner.max_running_requests)
         device = target_runner.device

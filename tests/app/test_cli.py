@@ -89,6 +89,17 @@ def test_tp_size_that_cannot_split_the_model_fails_before_the_data_dir(tiny_llam
     assert not data.exists()
 
 
+def test_quantization_flag_against_the_checkpoint_is_one_line(tiny_llama, tmp_path) -> None:
+    """--quantization awq on a model without an AWQ quantization_config fails before the data dir."""
+    data = tmp_path / "data"
+    res = _run("serve", "--model-path", tiny_llama, "--device", "cpu", "--quantization", "awq",
+               "--data-dir", str(data), "--port", str(free_port()))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--quantization awq needs a checkpoint quantized with awq" in lines[0], res.stderr
+    assert not data.exists()
+
+
 def test_busy_port_is_reported_before_the_database_or_engine(tiny_llama, tmp_path) -> None:
     data = tmp_path / "data"
     with socket.socket() as busy:

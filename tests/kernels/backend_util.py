@@ -16,11 +16,15 @@ class BackendScenario:
     """Requests with cached prefixes already in the pool; `extend_batch` / `decode_batch` add tokens."""
 
     def __init__(self, prefix_lens: list[int], num_layers: int, num_kv_heads: int, head_dim: int,
-                 dtype: torch.dtype, device: str = "cpu", seed: int = 0, extra_tokens: int = 1024) -> None:
+                 dtype: torch.dtype, device: str = "cpu", seed: int = 0, extra_tokens: int = 1024, *,
+                 kv_dtype: torch.dtype | None = None, k_scales: list[float] | None = None,
+                 v_scales: list[float] | None = None) -> None:
+        """`kv_dtype` (default `dtype`) is the pool's storage dtype; scales apply to fp8 pools."""
         torch.manual_seed(seed)
         self.device = device
         capacity = sum(prefix_lens) + extra_tokens
-        self.pool = KVPool(capacity, num_layers, num_kv_heads, head_dim, dtype, device)
+        self.pool = KVPool(capacity, num_layers, num_kv_heads, head_dim, kv_dtype or dtype, device,
+                           k_scales=k_scales, v_scales=v_scales)
         self.req_to_token = torch.zeros(MAX_REQS, MAX_CONTEXT, dtype=torch.int32, device=device)
         self.rows = torch.randperm(MAX_REQS)[: len(prefix_lens)].tolist()
         self.lens = list(prefix_lens)

@@ -14,6 +14,8 @@ from engine.args import ArgsError, ServerArgs, add_cli_args, args_from_namespace
     ({"mem_fraction_static": 1.5}, "--mem-fraction-static"),
     ({"schedule_policy": "random"}, "--schedule-policy"),
     ({"dtype": "int3"}, "--dtype"),
+    ({"kv_cache_dtype": "fp8_e5m2"}, "--kv-cache-dtype"),
+    ({"kv_cache_dtype": "int8"}, "--kv-cache-dtype"),
     ({"chunked_prefill_size": 0}, "--chunked-prefill-size"),
     ({"model_path": "/does/not/exist"}, "does not exist"),
     ({"device": "cpu", "attention_backend": "triton"}, "needs a CUDA device"),
@@ -84,3 +86,13 @@ def test_speculative_draft_must_share_the_vocabulary(tiny_llama, tmp_path):
                             "--speculative-num-draft-tokens", "5"])
     args = args_from_namespace(ns)
     assert (args.speculative_model, args.speculative_num_draft_tokens) == (tiny_llama, 5)
+
+
+@pytest.mark.parametrize("value,is_fp8", [("auto", False), ("bf16", False), ("bfloat16", False),
+                                          ("fp8_e4m3", True), ("fp8", True)])
+def test_kv_cache_dtype_flag(value, is_fp8, tiny_llama):
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    args = args_from_namespace(parser.parse_args(["--model-path", tiny_llama, "--kv-cache-dtype", value]))
+    assert args.kv_cache_dtype == value and args.kv_cache_is_fp8 == is_fp8
+    assert ServerArgs(model_path=tiny_llama).kv_cache_dtype == "auto"

@@ -1,6 +1,5 @@
-"""The default attention backend: hybrid (flashinfer prefill and long-context decode, triton decode below
-the threshold) on CUDA when flashinfer is importable (unless --dtype is float32, which flashinfer has no
-kernels for), else triton; torch_native on CPU. An explicit choice always stands."""
+"""The default attention backend: triton on CUDA (the faster batch-1 decode; hybrid and flashinfer are
+opt-in whether or not flashinfer is importable); torch_native on CPU. An explicit choice always stands."""
 
 from __future__ import annotations
 
@@ -33,9 +32,9 @@ def _backend(**kwargs) -> str:
 
 
 @pytest.mark.parametrize("present,dtype,expected", [
-    (True, "auto", "hybrid"),
-    (True, "bfloat16", "hybrid"),
-    (True, "fp16", "hybrid"),
+    (True, "auto", "triton"),
+    (True, "bfloat16", "triton"),
+    (True, "fp16", "triton"),
     (True, "float32", "triton"),
     (False, "auto", "triton"),
     (False, "bfloat16", "triton"),
@@ -54,7 +53,7 @@ def test_cpu_default_is_torch_native(flashinfer_present, present: bool) -> None:
 def test_auto_device_follows_cuda_availability(flashinfer_present, monkeypatch) -> None:
     flashinfer_present(True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert _backend() == "hybrid"
+    assert _backend() == "triton"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _backend() == "torch_native"
 

@@ -1,0 +1,165 @@
+"""AWQ int4 weights (AutoAWQ GEMM packing, `quant_method: awq`): W = (q - z) * s per group of input rows.
+
+Stored per linear layer as in the checkpoint (layout in kernels/awq_gemm.py): `qweight` int32 [in, out/8],
+`qzeros` int32 [in/G, out/8], `scales` [in/G, out]. TP: column-parallel layers split the packed output
+axis (out/8 columns), row-parallel layers split the input axis by whole groups.
+
+CUDA runs the W4A16 Triton kernels (GEMV at one row, GEMM otherwise). The CPU is the reference path: the
+weight is dequantized once at load into the model dtype and multiplied with `F.linear`. Once, not per
+call: the CPU path exists for tests and the demo, where a per-call unpack would make every step several
+times slower for no gain in what the tests check (the unpack itself is the same torch code either way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.args import ArgsError
+from engine.quant.base import LinearMethod, ShardLayout, UnquantizedLinearMethod, add_param
+from engine.quant.config import QuantConfig
+
+PACK = 8  # int4 values per int32
+# Nibble i of a packed int32 holds column AWQ_PACK_ORDER[i] of its 8 (AutoAWQ's order, made for its
+# CUDA dequant); logical column c therefore sits at nibble AWQ_UNPACK_NIBBLE[c].
+AWQ_PACK_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+AWQ_UNPACK_NIBBLE = (0, 4, 1, 5, 2, 6, 3, 7)
+# Rows at or above this go through dequantize + cuBLAS (a large prefill is compute-bound; the dequantized
+# copy is one extra pass over the weight). bench/awq_bench.py measures where the Triton GEMM stops winning.
+DEQUANT_MATMUL_MIN_ROWS = 1024
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """[R, C/8] int32 (AWQ order) -> [R, C] int32 values in 0..15."""
+    shifts = torch.tensor(AWQ_UNPACK_NIBBLE, dtype=torch.int32, device=packed.device) * 4
+    return ((packed.unsqueeze(-1) >> shifts) & 0xF).reshape(packed.shape[0], -1)
+
+
+def dequantize_awq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                   group_size: int) -> torch.Tensor:
+    """The torch reference: W^T as [in, out] in scales' dtype."""
+    q = unpack_int4(qweight)  # [in, out]
+    z = unpack_int4(qzeros).repeat_interleave(group_size, dim=0)  # [in, out]
+    s = scales.repeat_interleave(group_size, dim=0)
+    return (q - z).to(scales.dtype) * s
+
+
+@dataclass(frozen=True)
+class AWQConfig(QuantConfig):
+    group_size: int = 128
+    modules_to_not_convert: tuple[str, ...] = ()
+
+    name = "awq"
+
+    @classmethod
+    def from_checkpoint(cls, quant_cfg: dict) -> AWQConfig:
+        bits = quant_cfg.get("bits", quant_cfg.get("w_bit", 4))
+        group_size = quant_cfg.get("group_size", quant_cfg.get("q_group_size", 128))
+        version = str(quant_cfg.get("version", "gemm")).lower()
+        if bits != 4:
+            raise ArgsError(f"AWQ with {bits}-bit weights is not supported (only 4-bit)")
+        if version != "gemm":
+            raise ArgsError(f"AWQ version {version!r} is not supported (only AutoAWQ's GEMM packing, 'gemm')")
+        if not quant_cfg.get("zero_point", True):
+            raise ArgsError("AWQ without zero points (zero_point: false) is not supported")
+        if not isinstance(group_size, int) or group_size <= 0 or group_size % PACK:
+            raise ArgsError(f"AWQ group_size must be a positive multiple of 8, got {group_size!r}")
+        return cls(group_size=group_size, modules_to_not_convert=tuple(quant_cfg.get("modules_to_not_convert") or ()))
+
+    @classmethod
+    def from_flag(cls, is_dummy_load: bool) -> AWQConfig:
+        if is_dummy_load:  # benchmarks: AWQ-shaped random weights, AutoAWQ's usual group size
+            return cls()
+        return super().from_flag(is_dummy_load)
+
+    def is_skipped(self, checkpoint_name: str) -> bool:
+        return any(m in checkpoint_name for m in self.modules_to_not_convert)
+
+    def check_model(self, hf_config, tp_size: int) -> None:
+        """Every quantized linear's per-rank input must hold whole groups, its per-rank output whole packs."""
+        head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+        num_kv = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
+        hidden, inter = hf_config.hidden_size, hf_config.intermediate_size
+        q_out, kv_out = hf_config.num_attention_heads * head_dim, num_kv * head_dim
+        # (module, per-rank input, per-rank outputs, how the input was split)
+        shapes = [("q_proj/k_proj/v_proj", hidden, [q_out // tp_size, kv_out // tp_size], ""),
+                  ("o_proj", q_out // tp_size, [hidden], f" = {q_out} / tp_size {tp_size}"),
+                  ("gate_proj/up_proj", hidden, [inter // tp_size], ""),
+                  ("down_proj", inter // tp_size, [hidden], f" = {inter} / tp_size {tp_size}")]
+        for module, in_local, outs, how in shapes:
+            names = [f"model.layers.{i}.{part}" for i in range(hf_config.num_hidden_layers)
+                     for part in module.split("/")]
+            if all(self.is_skipped(n) for n in names):
+                continue
+            if in_local % self.group_size:
+                raise ArgsError(f"AWQ group size {self.group_size} does not divide {module}'s input per rank "
+                                f"({in_local}{how})")
+            if any(o % PACK for o in outs):
+                raise ArgsError(f"AWQ {module}: output per rank {outs} is not a multiple of {PACK} "
+                                f"(tp_size {tp_size})")
+
+    def linear_method(self, checkpoint_names: list[str]) -> LinearMethod:
+        skipped = [self.is_skipped(n) for n in checkpoint_names]
+        if checkpoint_names and all(skipped):
+            return UnquantizedLinearMethod()
+        if any(skipped):
+            raise ArgsError(f"AWQ modules_to_not_convert skips part of a packed layer: {checkpoint_names}")
+        return AWQLinearMethod(self.group_size)
+
+
+class AWQLinearMethod(LinearMethod):
+    def __init__(self, group_size: int) -> None:
+        self.group_size = group_size
+
+    def create_weights(self, layer: nn.Module, in_features: int, out_features: list[int],
+                       dtype: torch.dtype) -> None:
+        g = self.group_size
+        if in_features % g:
+            raise ValueError(f"AWQ group size {g} does not divide the input size per rank {in_features}")
+        if any(o % PACK for o in out_features):
+            raise ValueError(f"AWQ output sizes per rank {out_features} must be multiples of {PACK}")
+        out = sum(out_features)
+        add_param(layer, "qweight", torch.empty(in_features, out // PACK, dtype=torch.int32),
+                  ShardLayout(output_dim=1, input_dim=0, output_pack=PACK))
+        add_param(layer, "qzeros", torch.empty(in_features // g, out // PACK, dtype=torch.int32),
+                  ShardLayout(output_dim=1, input_dim=0, output_pack=PACK, input_block=g))
+        # |q - z| <= 15: dummy scales this small keep dummy weights within the unquantized +-0.02.
+        add_param(layer, "scales", torch.empty(in_features // g, out, dtype=dtype),
+                  ShardLayout(output_dim=1, input_dim=0, input_block=g, dummy_range=(0.0005, 0.0013)))
+
+    def process_weights_after_loading(self, layer: nn.Module) -> None:
+        if layer.qweight.is_cuda:
+            from kernels.awq_gemm import gemv_locks
+
+            # Split-K arrival counters (GEMV, small-M GEMM): allocated here, never inside a CUDA-graph capture.
+            # N/8 counters cover the GEMM's tiles too (block_m 16 at M <= 64: 4 * N/128 <= N/8).
+            layer.register_buffer("awq_gemv_locks", gemv_locks(layer.scales.shape[1], layer.scales.device),
+                                  persistent=False)
+            return
+        weight = dequantize_awq(layer.qweight, layer.qzeros, layer.scales, self.group_size)  # [in, out]
+        for name in ("qweight", "qzeros", "scales"):
+            delattr(layer, name)
+        layer.weight = nn.Parameter(weight.t().contiguous(), requires_grad=False)  # [out, in]
+
+    def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        if not x.is_cuda:
+            return F.linear(x, layer.weight, bias)
+        from kernels.awq_gemm import awq_dequantize, awq_gemm, awq_gemv
+
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        if x.stride(-1) != 1:
+            x = x.contiguous()
+        packed = (layer.qweight, layer.qzeros, layer.scales, self.group_size)
+        if x.shape[0] == 1:
+            out = awq_gemv(x, *packed, locks=layer.awq_gemv_locks)
+        elif x.shape[0] >= DEQUANT_MATMUL_MIN_ROWS:
+            out = x @ awq_dequantize(*packed)
+        else:
+            out = awq_gemm(x, *packed, locks=layer.awq_gemv_locks)
+        if bias is not None:
+            out += bias
+        return out.reshape(*shape[:-1], out.shape[-1])

@@ -1,0 +1,286 @@
+"""W4A16 matmuls on AutoAWQ GEMM-packed weights: `y = x @ dequant(W)` with W int4, group-wise zeros/scales.
+
+Layout (AutoAWQ `WQLinear_GEMM`; K = in features, N = out features, G = group size):
+- `qweight` int32 [K, N/8]: eight 4-bit values per int32 along N, nibble i (bits 4i..4i+3) holding column
+  `8j + (0, 2, 4, 6, 1, 3, 5, 7)[i]`, so logical column c of a pack sits at nibble `c // 2 + 4 * (c % 2)`;
+- `qzeros` int32 [K/G, N/8], packed alike; `scales` [K/G, N] (x's dtype);
+- W[k, n] = (q[k, n] - z[k // G, n]) * s[k // G, n].
+
+Three entry points, all fp32-accumulating with the dequantisation in registers:
+- `awq_gemv`: one row (batch-1 decode), split over K so a 4096-wide output still fills the GPU. Inside a
+  group the scale and zero factor out, `sum_k x_k (q_k - z) s = s (sum_k x_k q_k - z sum_k x_k)`, so the
+  inner loop is a shift, a mask, an exact int->float trick and an FMA per weight, with one cross-thread
+  reduction per group; splits hold whole groups. Partial sums go to an fp32 [split_k, N]
+  buffer; the last split to finish a column block (an arrival counter) sums them in a fixed order, so
+  the result is the same bits run to run and the whole op is one launch.
+- `awq_gemm`: M rows (prefill chunks, batched decode), `tl.dot` on dequantised [BLOCK_K, BLOCK_N] tiles;
+  with few rows (a small decode batch) K is split the same way so the weight streams through every SM.
+- `awq_dequantize`: W as a dense [K, N] matrix (for very large M, dequantise once + cuBLAS; and tests).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._common import device_num_sms, dot_precision
+
+PACK = 8  # int4 values per int32
+
+
+class AwqGemvConfig(NamedTuple):
+    block_n: int = 256  # output columns per program (a power of 2 >= 8: whole packs)
+    block_k: int = 32  # K rows per loop step; must divide the group size
+    num_warps: int = 4
+    split_k: int | None = None  # None: enough K splits for ~4 programs per SM
+
+
+class AwqGemmConfig(NamedTuple):
+    block_m: int
+    block_n: int
+    block_k: int  # must divide the group size
+    num_warps: int
+    num_stages: int = 2
+    split_k: int | None = None  # None: split K only when the tiles alone would leave SMs idle
+
+
+@triton.jit
+def _nibble_shifts(offs_n):
+    # Bit offset of logical column n inside its int32 (AutoAWQ's interleaved order, inverted).
+    c = offs_n % 8
+    return ((c // 2) + (c % 2) * 4) * 4
+
+
+@triton.jit
+def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr, N, K, K_PER_SPLIT, stride_q,
+                     GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    PACKS: tl.constexpr = BLOCK_N // 8
+    offs_p = pid_n * PACKS + tl.arange(0, PACKS)  # packed columns [PACKS]
+    cols = tl.arange(0, 8)
+    shifts = ((cols // 2) + (cols % 2) * 4) * 4  # [8]
+    offs_n = offs_p[:, None] * 8 + cols[None, :]  # [PACKS, 8] logical columns
+    mask_p = offs_p < N // 8
+    mask_n = offs_n < N
+    acc = tl.zeros((PACKS, 8), dtype=tl.float32)
+    k_start = pid_k * K_PER_SPLIT  # splits hold whole groups
+    k_end = tl.minimum(k_start + K_PER_SPLIT, K)
+    for g0 in range(k_start, k_end, GROUP):
+        # Within a group: per-thread sums of x*q and of x, no cross-thread traffic; the one reduction over
+        # K and the group's scale and zero come after (sum_k x (q - z) s = s (sum_k x q - z sum_k x)).
+        xq3 = tl.zeros((BLOCK_K, PACKS, 8), dtype=tl.float32)
+        xs2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+        for kk in range(0, GROUP, BLOCK_K):
+            offs_k = g0 + kk + tl.arange(0, BLOCK_K)
+            # x in the same [BLOCK_K, PACKS] layout as the weights: each thread loads only its own rows.
+            xk = tl.load(x_ptr + offs_k[:, None] + 0 * offs_p[None, :]).to(tl.float32)
+            packed = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask_p[None, :], other=0,
+                             eviction_policy="evict_first")  # [BLOCK_K, PACKS] int32
+            # int4 -> fp32 without the (quarter-rate) int-to-float convert: OR the nibble into the mantissa
+            # of 2^23, then subtract 2^23; both steps are exact.
+            nib = (packed[:, :, None] >> shifts[None, None, :]) & 0xF
+            q = (nib | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0  # [BLOCK_K, PACKS, 8]
+            xq3 += q * xk[:, :, None]
+            xs2 += xk
+        g = g0 // GROUP
+        zp = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_p, other=0)  # [PACKS]
+        z = ((zp[:, None] >> shifts[None, :]) & 0xF).to(tl.float32)  # [PACKS, 8]
+        s = tl.load(sc_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)  # [PACKS, 8]
+        acc += s * (tl.sum(xq3, axis=0) - z * tl.sum(xs2, axis=0)[:, None])
+    if SPLIT_K == 1:
+        tl.store(out_ptr + offs_n, acc.to(out_ptr.dtype.element_ty), mask=mask_n)
+    else:
+        tl.store(part_ptr + pid_k * N + offs_n, acc, mask=mask_n)
+        # The last of this column block's SPLIT_K programs to arrive (acq_rel: the others' partials are
+        # visible to it) sums the partials in split order, so the result is the same bits every run, and
+        # resets the counter for the next launch. One launch, no separate reduce or cast kernel.
+        tl.debug_barrier()  # every thread's partial stores precede the (single-thread, releasing) arrival
+        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros((PACKS, 8), dtype=tl.float32)
+            for split_idx in range(SPLIT_K):
+                total += tl.load(part_ptr + split_idx * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
+            tl.store(out_ptr + offs_n, total.to(out_ptr.dtype.element_ty), mask=mask_n)
+            tl.atomic_xchg(lock_ptr + pid_n, 0)
+
+
+@triton.jit
+def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr, M, N, K, K_PER_SPLIT,
+                     stride_xm, stride_om, stride_q,
+                     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     SPLIT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, NUM_STAGES: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_p = offs_n // 8  # each int32 is read by its 8 columns' threads (one coalesced transaction)
+    shifts = _nibble_shifts(offs_n)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    k_start = pid_k * K_PER_SPLIT
+    k_end = tl.minimum(k_start + K_PER_SPLIT, K)
+    for k0 in tl.range(k_start, k_end, BLOCK_K, num_stages=NUM_STAGES):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
+        packed = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask_n[None, :], other=0)
+        g = k0 // GROUP
+        zp = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_n, other=0)
+        s = tl.load(sc_ptr + g * N + offs_n, mask=mask_n, other=0.0)  # [BLOCK_N], x's dtype
+        q = (packed >> shifts[None, :]) & 0xF
+        z = (zp >> shifts) & 0xF
+        w = (q - z[None, :]).to(s.dtype) * s[None, :]  # [BLOCK_K, BLOCK_N]; (q - z) is exact in 16 bits
+        acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
+    mask = mask_m[:, None] & mask_n[None, :]
+    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    if SPLIT_K == 1:
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    else:  # few rows: split K so the weight streams through every SM; reduced as in the GEMV
+        part_ptrs = part_ptr + offs_m[:, None] * N + offs_n[None, :]
+        tl.store(part_ptrs + pid_k * M * N, acc, mask=mask)
+        tl.debug_barrier()
+        tile = pid_m * tl.num_programs(1) + pid_n
+        arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for split_idx in range(SPLIT_K):
+                total += tl.load(part_ptrs + split_idx * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+            tl.store(out_ptrs, total.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.atomic_xchg(lock_ptr + tile, 0)
+
+
+@triton.jit
+def _awq_dequant_kernel(qw_ptr, qz_ptr, sc_ptr, out_ptr, N, K, GROUP: tl.constexpr,
+                        BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+    offs_k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_p = offs_n // 8
+    shifts = _nibble_shifts(offs_n)
+    mask = (offs_k < K)[:, None] & (offs_n < N)[None, :]
+    packed = tl.load(qw_ptr + offs_k[:, None] * (N // 8) + offs_p[None, :], mask=mask, other=0)
+    g = offs_k // GROUP
+    zp = tl.load(qz_ptr + g[:, None] * (N // 8) + offs_p[None, :], mask=mask, other=0)
+    s = tl.load(sc_ptr + g[:, None] * N + offs_n[None, :], mask=mask, other=0.0)
+    w = (((packed >> shifts[None, :]) & 0xF) - ((zp >> shifts[None, :]) & 0xF)).to(s.dtype) * s
+    tl.store(out_ptr + offs_k[:, None] * N + offs_n[None, :], w, mask=mask)
+
+
+def _check_packed(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int) -> tuple[int, int]:
+    assert qweight.dim() == 2 and qweight.dtype == torch.int32 and qweight.is_contiguous(), (
+        f"qweight: expected contiguous int32 [K, N/8], got {qweight.dtype} {tuple(qweight.shape)}")
+    k, n = qweight.shape[0], qweight.shape[1] * PACK
+    assert group_size > 0 and k % group_size == 0, f"K={k} is not a multiple of the group size {group_size}"
+    assert qzeros.shape == (k // group_size, n // PACK) and qzeros.dtype == torch.int32 and qzeros.is_contiguous(), (
+        f"qzeros: expected contiguous int32 {(k // group_size, n // PACK)}, got {qzeros.dtype} {tuple(qzeros.shape)}")
+    assert scales.shape == (k // group_size, n) and scales.is_contiguous(), (
+        f"scales: expected contiguous {(k // group_size, n)}, got {tuple(scales.shape)}")
+    return k, n
+
+
+def _check_x(x: torch.Tensor, k: int, scales: torch.Tensor) -> None:
+    assert x.dim() == 2 and x.shape[1] == k and x.stride(1) == 1, (
+        f"x: expected [M, {k}] with contiguous rows, got {tuple(x.shape)} strides {x.stride()}")
+    assert x.dtype == scales.dtype, f"x dtype {x.dtype} != scales dtype {scales.dtype}"
+
+
+def _block_k(group_size: int, want: int) -> int:
+    block = min(want, group_size)
+    assert group_size % block == 0, f"group size {group_size} must be a multiple of block_k {block}"
+    return block
+
+
+def gemv_locks(n: int, device: torch.device) -> torch.Tensor:
+    """Split-K arrival counters for outputs up to `n` wide, enough for any block_n: zeros that every
+    launch leaves zeroed. Allocate once per layer at load; launches then allocate nothing but their fp32
+    partials (CUDA-graph friendly)."""
+    return torch.zeros(triton.cdiv(n, PACK), dtype=torch.int32, device=device)
+
+
+def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+             group_size: int, config: AwqGemvConfig | None = None,
+             locks: torch.Tensor | None = None) -> torch.Tensor:
+    """x [1, K] -> [1, N] in x's dtype. `locks`: from `gemv_locks` (a zeroed buffer is made if None);
+    two launches must not share one concurrently (one per layer, one stream, is safe)."""
+    k, n = _check_packed(qweight, qzeros, scales, group_size)
+    _check_x(x, k, scales)
+    assert x.shape[0] == 1, f"x: awq_gemv takes one row, got {x.shape[0]}"
+    cfg = config or AwqGemvConfig()
+    assert cfg.block_n >= PACK and (cfg.block_n & (cfg.block_n - 1)) == 0, f"{cfg}: block_n a power of 2 >= 8"
+    block_k = _block_k(group_size, cfg.block_k)
+    num_n = triton.cdiv(n, cfg.block_n)
+    num_groups = k // group_size
+    split = cfg.split_k or max(1, min(num_groups, triton.cdiv(4 * device_num_sms(x.device), num_n)))
+    k_per_split = triton.cdiv(num_groups, split) * group_size  # whole groups per split
+    split = triton.cdiv(k, k_per_split)
+    out = torch.empty((1, n), dtype=x.dtype, device=x.device)
+    partials = out
+    if split > 1:
+        partials = torch.empty((split, n), dtype=torch.float32, device=x.device)
+        if locks is None:
+            locks = gemv_locks(n, x.device)
+        assert locks.dtype == torch.int32 and locks.numel() >= num_n, f"locks: need {num_n} int32 counters"
+    _awq_gemv_kernel[(num_n, split)](x, qweight, qzeros, scales, partials, locks if locks is not None else out,
+                                     out, n, k, k_per_split, n // PACK, GROUP=group_size, BLOCK_N=cfg.block_n,
+                                     BLOCK_K=block_k, SPLIT_K=split, num_warps=cfg.num_warps)
+    return out
+
+
+def default_gemm_config(m: int) -> AwqGemmConfig:
+    if m <= 16:
+        return AwqGemmConfig(block_m=16, block_n=128, block_k=64, num_warps=4)
+    if m <= 64:
+        return AwqGemmConfig(block_m=64, block_n=128, block_k=64, num_warps=4)
+    return AwqGemmConfig(block_m=128, block_n=128, block_k=32, num_warps=8, num_stages=3)
+
+
+def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+             group_size: int, config: AwqGemmConfig | None = None,
+             locks: torch.Tensor | None = None) -> torch.Tensor:
+    """x [M, K] -> [M, N] in x's dtype. `locks` as for `awq_gemv` (needed only when K is split)."""
+    k, n = _check_packed(qweight, qzeros, scales, group_size)
+    _check_x(x, k, scales)
+    m = x.shape[0]
+    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    if m == 0:
+        return out
+    cfg = config or default_gemm_config(m)
+    block_k = _block_k(group_size, cfg.block_k)
+    num_m, num_n = triton.cdiv(m, cfg.block_m), triton.cdiv(n, cfg.block_n)
+    num_k_blocks = k // block_k
+    split = cfg.split_k
+    if split is None:
+        sms = device_num_sms(x.device)
+        split = 1 if num_m * num_n >= sms or m > 64 else min(num_k_blocks, triton.cdiv(2 * sms, num_m * num_n))
+    k_per_split = triton.cdiv(num_k_blocks, split) * block_k
+    split = triton.cdiv(k, k_per_split)
+    partials = out
+    if split > 1:
+        partials = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
+        if locks is None:
+            locks = torch.zeros(num_m * num_n, dtype=torch.int32, device=x.device)
+        assert locks.dtype == torch.int32 and locks.numel() >= num_m * num_n, (
+            f"locks: need {num_m * num_n} int32 counters")
+    # The packed row stride is an argument (not N // 8 in-kernel) so Triton sees it divisible by 16 and
+    # vectorises the qweight loads.
+    _awq_gemm_kernel[(num_m, num_n, split)](
+        x, qweight, qzeros, scales, partials, locks if locks is not None else out, out, m, n, k, k_per_split,
+        x.stride(0), out.stride(0), n // PACK,
+        GROUP=group_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SPLIT_K=split,
+        DOT_PRECISION=dot_precision(x.dtype), NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
+    return out
+
+
+def awq_dequantize(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                   group_size: int) -> torch.Tensor:
+    """W as [K, N] in scales' dtype."""
+    k, n = _check_packed(qweight, qzeros, scales, group_size)
+    out = torch.empty((k, n), dtype=scales.dtype, device=scales.device)
+    block_k, block_n = 32, 128
+    _awq_dequant_kernel[(triton.cdiv(k, block_k), triton.cdiv(n, block_n))](
+        qweight, qzeros, scales, out, n, k, GROUP=group_size, BLOCK_K=block_k, BLOCK_N=block_n)
+    return out
