@@ -39,8 +39,11 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: run 'sudo apt-get install -y chromium' for the browser tests"; fi; }
 
+# `make run SPEC=1`: the demo model with its trained draft (models/demo-draft) for speculative decoding.
+SPEC    ?=
+SPEC_ARGS := $(if $(SPEC),--speculative-model models/demo-draft --speculative-num-draft-tokens 4)
 run: $(SERVE)
-	.venv/bin/tessera serve --host $(HOST) --port $(PORT)
+	.venv/bin/tessera serve --host $(HOST) --port $(PORT) $(SPEC_ARGS)
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q -x --durations=15

@@ -36,6 +36,11 @@ _ENGINE_GAUGES = (
     ("kv_total_tokens", "kv_total_tokens", "KV cache capacity in tokens"),
     ("cache_hit_rate", "cache_hit_rate", "Prefix cache hit rate (0..1)"),
     ("gen_throughput", "gen_throughput", "Generation throughput (tokens/s)"),
+    # Speculative decoding (absent, so no sample, when it is off).
+    ("spec_accept_rate", "spec_accept_rate", "Speculative decoding: accepted / proposed draft tokens (0..1)"),
+    ("spec_accept_length", "spec_accept_length", "Speculative decoding: tokens committed per request per verify pass"),
+    ("spec_num_draft_tokens", "spec_draft_tokens", "Speculative decoding: draft tokens proposed (cumulative)"),
+    ("spec_num_accepted_tokens", "spec_accepted_tokens", "Speculative decoding: draft tokens accepted (cumulative)"),
 )
 
 

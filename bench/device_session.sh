@@ -89,6 +89,22 @@ for s in "$@"; do
     tp4) stage tp4 540 python3 bench/tp_bench.py --tp 4 --runs 2 ;;  # needs nvidia-h200-x4
     grammar-bench) stage grammar-bench 300 python3 bench/grammar_bench.py --model-path bench/models/llama-3.1-8b \
                      --load-format dummy --engine-args '{"attention_backend": "triton"}' ;;
+    # Speculative decoding, 8B shape, dummy weights: the mechanics' overhead at ~0 % acceptance (`wrong-raw`: every
+    # step verifies; `wrong`: failing requests pause) and the ngram workload; batch 1 streamed (spec-bench), batch 8
+    # (spec-bench-b8). Acceptance rates here mean nothing (dummy weights). One stage per device call.
+    spec-bench) stage spec-bench 560 python3 bench/spec_bench.py --model-path bench/models/llama-3.1-8b \
+                  --load-format dummy --modes base,wrong-raw,wrong,ngram --workloads random,repetitive --num-prompts 2 \
+                  --input-len 512 --output-len 256 --engine-args '{"attention_backend": "triton"}' ;;
+    spec-bench-b8) stage spec-bench-b8 560 python3 bench/spec_bench.py --model-path bench/models/llama-3.1-8b \
+                     --load-format dummy --modes base,wrong-raw,wrong,ngram --workloads repetitive --batch 8 \
+                     --num-prompts 8 --input-len 512 --output-len 256 --engine-args '{"attention_backend": "triton"}' ;;
+    # One call's worth of GPU checks for this session's features on triton (FlashInfer's JIT alone would
+    # take ~2 minutes): FP8 and AWQ engines, FP8 KV, mixed chunks, speculative decoding, per-token FP8 quant.
+    verify-new) stage verify-new 300 python3 -m pytest -q -m gpu -o addopts="" -rA \
+                  tests/engine/test_gpu_fp8.py tests/engine/test_gpu_awq.py tests/engine/test_gpu_fp8_kv.py \
+                  tests/engine/test_gpu_speculative.py tests/engine/test_gpu_engine.py tests/kernels/test_fp8.py \
+                  -k "(test_gpu_fp8 or test_gpu_awq or test_gpu_speculative or mixed or per_token) and not flashinfer and not hybrid" ;;
+    spec-tests) stage spec-tests 300 python3 -m pytest -q -o addopts="" -rA tests/engine/test_gpu_speculative.py ;;
     # the real 131 K Tekken vocabulary (bench/tekken_tokenizer.py; build it here and carry it as .exp/tekken-hf)
     grammar-bench-tekken) stage grammar-bench-tekken 300 python3 bench/grammar_bench.py \
                             --model-path bench/models/llama-3.1-8b --load-format dummy --tokenizer-path .exp/tekken-hf \

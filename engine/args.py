@@ -36,6 +36,8 @@ REASONING_PARSERS = ("qwen3", "deepseek-r1")
 # prefill keeps moving under any load (engine/mixed_chunk.py).
 MIN_MIXED_PREFILL_TOKENS = 256
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+SPECULATIVE_ALGORITHMS = ("draft", "ngram")
+MAX_SPECULATIVE_DRAFT_TOKENS = 16
 
 
 class ArgsError(ValueError):
@@ -131,6 +133,17 @@ class ServerArgs:
     models_dir: str | None = None
     admin_port: int | None = None
     disable_admin: bool = False
+    # Speculative decoding (engine/speculative): a draft model (`draft`, implied by speculative_model) or
+    # prompt lookup (`ngram`) proposes speculative_num_draft_tokens tokens that one target pass verifies.
+    speculative_algorithm: str | None = None
+    speculative_model: str | None = None
+    speculative_num_draft_tokens: int = 4
+    # ngram: the longest (then shorter, down to min) suffix of the sequence found earlier in prompt + output.
+    speculative_ngram_max_match: int = 4
+    speculative_ngram_min_match: int = 1
+    # A request whose recent acceptance rate falls below this stops speculating for 16..128 tokens, then
+    # probes again (a verify pass that accepts nothing costs more than a decode step); 0 never pauses.
+    speculative_min_accept_rate: float = 0.1
 
     def __post_init__(self) -> None:
         self._validate()
@@ -200,6 +213,13 @@ class ServerArgs:
         if self.max_unhealthy_gpus is not None:
             return self.max_unhealthy_gpus
         return (self.dp_size - 1) * self.tp_size
+
+    @property
+    def speculative_mode(self) -> str | None:
+        """`draft`, `ngram` or None (speculation off); a draft model alone implies `draft`."""
+        if self.speculative_algorithm:
+            return self.speculative_algorithm
+        return "draft" if self.speculative_model else None
 
     @property
     def world_size(self) -> int:
@@ -298,6 +318,7 @@ class ServerArgs:
         need(self.max_request_bytes >= 1024, f"--max-request-bytes must be >= 1024, got {self.max_request_bytes}")
         need(self.admin_port is None or 0 < self.admin_port < 65536,
              f"--admin-port must be in 1..65535, got {self.admin_port}")
+        self._validate_speculative()
         if self.attention_backend in ("flashinfer", "hybrid") and self.dtype in FP32_DTYPES:
             raise ArgsError(f"--attention-backend {self.attention_backend} needs --dtype bfloat16 or float16 "
                             "(FlashInfer has no float32 kernels); use triton for float32")
@@ -307,9 +328,52 @@ class ServerArgs:
             raise ArgsError(f"--model-path {self.model_path!r} does not exist")
 
 
+    def _validate_speculative(self) -> None:
+        algo, draft = self.speculative_algorithm, self.speculative_model
+        if algo is not None and algo not in SPECULATIVE_ALGORITHMS:
+            raise ArgsError(f"--speculative-algorithm must be one of {', '.join(SPECULATIVE_ALGORITHMS)}, got {algo!r}")
+        if not 1 <= self.speculative_num_draft_tokens <= MAX_SPECULATIVE_DRAFT_TOKENS:
+            raise ArgsError(f"--speculative-num-draft-tokens must be in 1..{MAX_SPECULATIVE_DRAFT_TOKENS}, "
+                            f"got {self.speculative_num_draft_tokens}")
+        if not 1 <= self.speculative_ngram_min_match <= self.speculative_ngram_max_match:
+            raise ArgsError(f"--speculative-ngram-min-match ({self.speculative_ngram_min_match}) must be >= 1 and "
+                            f"<= --speculative-ngram-max-match ({self.speculative_ngram_max_match})")
+        if not 0.0 <= self.speculative_min_accept_rate <= 1.0:
+            raise ArgsError(f"--speculative-min-accept-rate must be in [0, 1], got {self.speculative_min_accept_rate}")
+        if algo == "ngram" and draft:
+            raise ArgsError("--speculative-model needs --speculative-algorithm draft (ngram uses no draft model)")
+        if self.speculative_mode != "draft":
+            return
+        if not draft:
+            raise ArgsError("--speculative-algorithm draft needs --speculative-model PATH (a draft model sharing "
+                            "the target's tokenizer)")
+        draft_vocab = _config_vocab_size(draft, "--speculative-model")
+        if draft_vocab is None:
+            raise ArgsError(f"--speculative-model {draft!r} has no readable config.json")
+        target_vocab = _config_vocab_size(self.model_path, "--model-path")
+        if target_vocab is not None and target_vocab != draft_vocab:
+            raise ArgsError(f"--speculative-model {draft!r} has vocab_size {draft_vocab} but the target model has "
+                            f"{target_vocab}; the draft must share the target's tokenizer")
+
+
+def _config_vocab_size(model_dir: str, flag: str) -> int | None:
+    """vocab_size from model_dir/config.json (top level or text_config); None when there is no such file."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ArgsError(f"{flag}: cannot read {path}: {exc}".splitlines()[0]) from None
+    vocab = cfg.get("vocab_size", (cfg.get("text_config") or {}).get("vocab_size"))
+    return int(vocab) if isinstance(vocab, int) else None
+
+
 # ---- command line -----------------------------------------------------------------------------
 _FLAG_ALIASES = {"tp_size": ["--tp"], "dp_size": ["--dp"], "load_balancing_policy": ["--load-balance-method"],
-                 "mem_fraction_static": ["--gpu-memory-utilization-limit"]}
+                 "mem_fraction_static": ["--gpu-memory-utilization-limit"],
+                 "speculative_model": ["--speculative-draft-model-path"]}
 _HELP = {
     "model_path": "model directory (HF layout: config.json, *.safetensors, tokenizer); env MODEL_PATH",
     "chunked_prefill_size": "max prompt tokens per prefill step; -1 turns chunking off",
@@ -337,6 +401,16 @@ _HELP = {
     "tool_call_parser": "format of the model's own tool calls: llama3 | qwen | hermes | mistral (default: "
                         "from the chat template: <tool_call> → qwen, [TOOL_CALLS] → mistral, <|python_tag|> → llama3)",
     "reasoning_parser": "split <think>...</think> into reasoning_content: qwen3 | deepseek-r1",
+    "speculative_algorithm": "speculative decoding: draft (a smaller model, --speculative-model) | ngram "
+                             "(prompt lookup, no second model); default off",
+    "speculative_model": "draft model directory sharing the target's tokenizer (implies --speculative-algorithm "
+                         "draft); alias --speculative-draft-model-path",
+    "speculative_num_draft_tokens": "tokens proposed per decode step and verified in one target pass (1..16, "
+                                    "default 4)",
+    "speculative_ngram_max_match": "ngram: longest suffix (tokens) looked up in prompt + output (default 4)",
+    "speculative_ngram_min_match": "ngram: shortest suffix that may propose (default 1)",
+    "speculative_min_accept_rate": "a request accepting fewer drafts than this (recent average) pauses speculation "
+                                   "for 16..128 tokens, then probes again; 0 never pauses (default 0.1)",
     "kv_cache_dtype": "KV cache storage: auto (the model's dtype) | bf16 | fp8_e4m3 (twice the tokens per GB; "
                       "per-layer k/v scales from the checkpoint, else 1.0)",
     "quantization": "awq | fp8: weight quantization; default: auto-detected from config.json's "

@@ -62,6 +62,10 @@ class ReqOutput:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    # Speculative decoding totals so far (SGLang's meta_info names); 0 when the request never speculated.
+    spec_verify_ct: int = 0
+    spec_num_proposed_drafts: int = 0
+    spec_num_correct_drafts: int = 0
     # [logprob, token_id] pairs for new_token_ids; top lists as [[logprob, token_id], ...] per token.
     output_logprobs: list[list[Any]] | None = None
     output_top_logprobs: list[list[list[Any]]] | None = None

@@ -91,5 +91,8 @@ def preflight(args: ServerArgs) -> None:
     """Checks the model directory before any process starts: config readable, architecture
     supported, heads divisible by TP, quantization consistent, weight files present. Raises with one line."""
     create_model_config(args, "cpu")
+    if args.speculative_mode == "draft":  # the draft loads on every rank too: same checks
+        create_model_config(args.replace(model_path=args.speculative_model, speculative_model=None,
+                                         speculative_algorithm=None, quantization=None), "cpu")
     if args.load_format != "dummy":
         safetensors_files(args.model_path)

@@ -34,8 +34,8 @@ CPU_OVERLAP_ENV = "TESSERA_OVERLAP_ON_CPU"
 
 
 def overlap_enabled(args, device: torch.device) -> bool:
-    if args.disable_overlap_schedule:
-        return False
+    if args.disable_overlap_schedule or args.speculative_mode is not None:
+        return False  # speculative steps commit a variable number of tokens: nothing to chain
     return device.type == "cuda" or os.environ.get(CPU_OVERLAP_ENV) == "1"
 
 

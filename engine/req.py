@@ -34,6 +34,10 @@ class Req:
     cached_tokens: int = 0  # reported: prefix reused at first admission
     is_admitted_once: bool = False
     extend_len: int = 0  # tokens this step computes
+    # speculative decoding (engine/speculative): verify passes, drafts proposed and accepted
+    spec_verify_ct: int = 0
+    spec_num_proposed_drafts: int = 0
+    spec_num_correct_drafts: int = 0
 
     finish_reason: dict[str, Any] | None = None
     sent_len: int = 0  # output tokens already reported to the client

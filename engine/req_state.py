@@ -67,6 +67,13 @@ def absorb(state: ReqState, out: ReqOutput, tokenizer: Any) -> dict[str, Any]:
         "cached_tokens": out.cached_tokens,
         "e2e_latency": time.perf_counter() - state.created,
     }
+    if out.spec_verify_ct > 0:
+        # SGLang's names: accept rate counts drafts only; accept length is tokens per verify pass.
+        meta["spec_verify_ct"] = out.spec_verify_ct
+        meta["spec_num_proposed_drafts"] = out.spec_num_proposed_drafts
+        meta["spec_num_correct_drafts"] = out.spec_num_correct_drafts
+        meta["spec_accept_rate"] = out.spec_num_correct_drafts / max(out.spec_num_proposed_drafts, 1)
+        meta["spec_accept_length"] = len(state.output_ids) / out.spec_verify_ct
     if state.first_token_time is not None:
         meta["ttft"] = state.first_token_time - state.created
     if state.return_logprob:

@@ -42,6 +42,7 @@ from engine.request_checks import check_request
 from engine.sampling.sampler import SampleOutput, Sampler
 from engine.sampling_params import SamplingParams, SamplingParamsError
 from engine.schedule_policy import pick_retractions, plan_prefill
+from engine.speculative.scheduler_hook import SpeculativeMixin
 from engine.stop_checker import StopChecker
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ logger = logging.getLogger(__name__)
 DECODE_HEADROOM = 8
 
 
-class Scheduler(FaultIsolationMixin, OverlapMixin):
+class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
     def __init__(self, args, runner: ModelRunner, tp: TPContext, tokenizer, eos_ids: list[int],
                  send: Callable[[Any], None]) -> None:
         self.args = args
@@ -77,6 +78,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
         self.num_failed_reqs = 0
         self._step_reqs: list[Req] = []
         self.num_forward_steps = 0
+        self._init_speculative()  # engine.speculative: decode batches may verify drafts
         self.num_mixed_steps = 0  # prefill steps that carried the running decodes (--enable-mixed-chunk)
 
     # ---- messages -------------------------------------------------------------------------
@@ -170,6 +172,8 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
             return
         self._step_reqs = list(batch.reqs)
         self.num_forward_steps += 1
+        if self._try_speculative(batch):
+            return
         if self.overlap and is_chainable(batch):
             self._inflight = self._launch(batch)
             return
@@ -307,6 +311,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
     def _finish(self, req: Req, reason: dict[str, Any]) -> None:
         req.finish_reason = reason
         self.kv.release(req)
+        self._release_speculative(req)
         self._emit([req])
 
     def _emit(self, reqs: list[Req]) -> None:
@@ -320,7 +325,9 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
                 continue
             out = ReqOutput(rid=req.rid, new_token_ids=new, finished=req.finished, finish_reason=req.finish_reason,
                             prompt_tokens=len(req.origin_input_ids), completion_tokens=len(req.output_ids),
-                            cached_tokens=req.cached_tokens)
+                            cached_tokens=req.cached_tokens, spec_verify_ct=req.spec_verify_ct,
+                            spec_num_proposed_drafts=req.spec_num_proposed_drafts,
+                            spec_num_correct_drafts=req.spec_num_correct_drafts)
             if req.return_logprob:
                 out.output_logprobs, out.output_top_logprobs = req.pending_output_logprobs, req.pending_output_top
                 req.pending_output_logprobs, req.pending_output_top = [], []
@@ -359,6 +366,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin):
             "num_forward_steps": self.num_forward_steps,
             "num_mixed_steps": self.num_mixed_steps,
             **self.grammar.stats(),
+            **self.speculative_stats(),
             "max_total_tokens": self.runner.max_total_tokens,
             "max_running_requests": self.runner.max_running_requests,
         }

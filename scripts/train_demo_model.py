@@ -27,6 +27,14 @@ Training
 
 Run (from the repository root)
     nice -n 10 .venv/bin/python scripts/train_demo_model.py --out models/demo
+
+Draft model for speculative decoding (``--draft``)
+    A much smaller Llama (hidden 128, 2 layers, 2 heads, tied embeddings) that reuses the demo
+    model's tokenizer unchanged (a draft must share the target's vocabulary) and learns from the
+    same text, half from the labels and half by distillation from the demo model's next-token
+    distribution (KL), so its guesses agree with the demo model as often as its size allows:
+        nice -n 10 .venv/bin/python scripts/train_demo_model.py --draft --out models/demo-draft
+    Serve the pair with ``--speculative-model models/demo-draft`` (see README, "Speculative decoding").
 """
 
 from __future__ import annotations
@@ -87,6 +95,23 @@ class TrainArgs:
     seed: int
     num_threads: int
     log_every: int
+    draft: bool = False  # train a draft for `teacher` (its tokenizer, distillation) instead of the demo model
+    teacher: Path = Path("models/demo")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden_size: int = 256
+    intermediate_size: int = 688
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+
+
+DEMO_SHAPE = ModelShape()
+# Small enough that drafting K tokens costs well under one target step; 2 KV heads so TP=2 still splits it.
+DRAFT_SHAPE = ModelShape(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=2)
 
 
 class Doc(NamedTuple):
@@ -175,10 +200,11 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
                                    chat_template=CHAT_TEMPLATE, model_max_length=1024, clean_up_tokenization_spaces=False)
 
 
-def create_model(tokenizer: PreTrainedTokenizerFast, vocab_size: int) -> LlamaForCausalLM:
+def create_model(tokenizer: PreTrainedTokenizerFast, vocab_size: int, shape: ModelShape = DEMO_SHAPE) -> LlamaForCausalLM:
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, rope_theta=10000.0,
+        vocab_size=vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_hidden_layers, num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads, max_position_embeddings=1024, rope_theta=10000.0,
         rms_norm_eps=1e-5, tie_word_embeddings=True, hidden_act="silu", initializer_range=0.02,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -194,8 +220,10 @@ def lr_at(step: int, args: TrainArgs) -> float:
     return args.lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * progress)))
 
 
-def train(model: LlamaForCausalLM, stream: torch.Tensor, args: TrainArgs) -> float:
-    """Train in place on random windows of `stream`; returns the mean loss of the last log window."""
+def train(model: LlamaForCausalLM, stream: torch.Tensor, args: TrainArgs,
+          teacher: LlamaForCausalLM | None = None) -> float:
+    """Train in place on random windows of `stream`; returns the mean loss of the last log window.
+    With a teacher, half the loss is KL(teacher || model) on every position (distillation)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
@@ -209,7 +237,15 @@ def train(model: LlamaForCausalLM, stream: torch.Tensor, args: TrainArgs) -> flo
             group["lr"] = lr_at(step, args)
         starts = torch.randint(0, len(stream) - args.seq_len, (args.batch_size,), generator=gen)
         batch = torch.stack([stream[s:s + args.seq_len] for s in starts.tolist()])  # [B, T]
-        loss = model(input_ids=batch, labels=batch).loss
+        out = model(input_ids=batch, labels=batch)
+        loss = out.loss
+        if teacher is not None:
+            with torch.no_grad():
+                target_logp = torch.log_softmax(teacher(input_ids=batch).logits.float(), dim=-1)
+            logp = torch.log_softmax(out.logits.float(), dim=-1)
+            kl = torch.nn.functional.kl_div(logp.flatten(0, 1), target_logp.flatten(0, 1), log_target=True,
+                                            reduction="batchmean")
+            loss = 0.5 * loss + 0.5 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -265,6 +301,33 @@ def write_readme(out: Path, args: TrainArgs, stats: dict[str, object], samples: 
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 
+def write_draft_readme(out: Path, args: TrainArgs, stats: dict[str, object], samples: list[tuple[str, str]]) -> None:
+    s = DRAFT_SHAPE
+    lines = [
+        "# Tessera demo draft model",
+        "",
+        f"The speculative-decoding draft for `{args.teacher}`: same tokenizer (copied unchanged), a much smaller",
+        "Llama trained by `scripts/train_demo_model.py --draft` on the same text, half cross-entropy and half",
+        "distillation (KL) from the demo model's next-token distribution.",
+        "",
+        f"- Architecture: `LlamaForCausalLM`, hidden {s.hidden_size}, {s.num_hidden_layers} layers, "
+        f"{s.num_attention_heads} heads, {s.num_key_value_heads} KV heads, intermediate {s.intermediate_size}, "
+        "tied embeddings, bfloat16 weights.",
+        f"- Parameters: {stats['num_params']:,}",
+        f"- Training: {args.num_steps} AdamW steps, batch {args.batch_size} x {args.seq_len} tokens, peak lr {args.lr},"
+        f" seed {args.seed}, {args.num_threads} CPU threads; final loss {stats['final_loss']:.3f};"
+        f" {stats['train_s']:.0f} s.",
+        "",
+        "Serve: `tessera serve --model-path models/demo --speculative-model models/demo-draft`.",
+        "Regenerate: `nice -n 10 .venv/bin/python scripts/train_demo_model.py --draft --out models/demo-draft`.",
+        "",
+        "## Greedy samples",
+        "",
+    ]
+    lines += [f"- `{prompt}` -> {text!r}" for prompt, text in samples]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+
+
 def parse_args() -> TrainArgs:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("models/demo"))
@@ -277,10 +340,18 @@ def parse_args() -> TrainArgs:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--draft", action="store_true",
+                   help="train the small speculative-decoding draft for --teacher (default out models/demo-draft, "
+                        "200 steps of 16 x 128 tokens)")
+    p.add_argument("--teacher", type=Path, default=Path("models/demo"))
     a = p.parse_args()
+    if a.draft:  # defaults sized for < 3 minutes on 2 cores
+        a.out = a.out if a.out != Path("models/demo") else Path("models/demo-draft")
+        a.seq_len = a.seq_len if a.seq_len != 256 else 128
+        a.steps = a.steps if a.steps != 400 else 200
     return TrainArgs(out=a.out, vocab_size=a.vocab_size, seq_len=a.seq_len, batch_size=a.batch_size,
                      num_steps=a.steps, warmup_steps=a.warmup_steps, lr=a.lr, seed=a.seed,
-                     num_threads=a.threads, log_every=a.log_every)
+                     num_threads=a.threads, log_every=a.log_every, draft=a.draft, teacher=a.teacher)
 
 
 def main() -> None:
@@ -293,17 +364,22 @@ def main() -> None:
 
     docs = load_docs()
     texts = render_texts(docs, random.Random(args.seed))
-    tokenizer = train_tokenizer(texts, args.vocab_size)
+    teacher = None
+    if args.draft:  # the draft must tokenize exactly as its target does: reuse the target's tokenizer
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(args.teacher)
+        teacher = LlamaForCausalLM.from_pretrained(args.teacher, dtype=torch.float32).eval()
+    else:
+        tokenizer = train_tokenizer(texts, args.vocab_size)
     random.Random(args.seed).shuffle(texts)
     encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
     stream = torch.tensor([i for enc in encodings for i in enc.ids])  # [num_tokens], documents packed
     print(f"{len(docs)} docs, {len(texts)} texts, {len(stream):,} tokens, vocab {len(tokenizer)}", flush=True)
 
-    model = create_model(tokenizer, len(tokenizer))
+    model = create_model(tokenizer, len(tokenizer), DRAFT_SHAPE if args.draft else DEMO_SHAPE)
     num_params = sum(p.numel() for p in model.parameters())
     print(f"model: {num_params:,} parameters", flush=True)
     t_train = time.perf_counter()
-    final_loss = train(model, stream, args)
+    final_loss = train(model, stream, args, teacher)
     train_s = time.perf_counter() - t_train
 
     model.eval()
@@ -320,7 +396,8 @@ def main() -> None:
     for prompt, text in samples:
         print(f"{prompt!r} -> {text!r}")
     total_s = time.perf_counter() - t0
-    write_readme(args.out, args, {"num_params": num_params, "eos_token_id": tokenizer.eos_token_id,
+    write = write_draft_readme if args.draft else write_readme
+    write(args.out, args, {"num_params": num_params, "eos_token_id": tokenizer.eos_token_id,
                                   "num_docs": len(docs), "num_tokens": len(stream), "final_loss": final_loss,
                                   "train_s": train_s, "total_s": total_s}, samples)
     finish_files(args.out)

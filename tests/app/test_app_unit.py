@@ -258,3 +258,19 @@ def test_abort_on_disconnect_helper() -> None:
         assert cancelled.is_set()
 
     asyncio.run(main())
+
+
+def test_speculative_gauges_follow_engine_stats() -> None:
+    from prometheus_client import generate_latest
+
+    from app.metrics import Metrics
+
+    info = {"spec_accept_rate": 0.625, "spec_accept_length": 2.5, "spec_num_draft_tokens": 80,
+            "spec_num_accepted_tokens": 50}
+    text = generate_latest(Metrics(lambda: "m", lambda: info, enable_gpu=False).registry).decode()
+    assert 'tessera_spec_accept_rate{model_name="m"} 0.625' in text
+    assert 'tessera_spec_accept_length{model_name="m"} 2.5' in text
+    assert 'tessera_spec_draft_tokens{model_name="m"} 80.0' in text
+    assert 'tessera_spec_accepted_tokens{model_name="m"} 50.0' in text
+    off = generate_latest(Metrics(lambda: "m", lambda: {}, enable_gpu=False).registry).decode()
+    assert 'tessera_spec_accept_rate{' not in off  # no sample while speculation is off

@@ -50,6 +50,44 @@ def test_args_are_frozen(tiny_llama):
     assert args.replace(tp_size=2).tp_size == 2
 
 
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"speculative_algorithm": "eagle"}, "--speculative-algorithm"),
+    ({"speculative_algorithm": "draft"}, "needs --speculative-model"),
+    ({"speculative_algorithm": "ngram", "speculative_num_draft_tokens": 0}, "--speculative-num-draft-tokens"),
+    ({"speculative_algorithm": "ngram", "speculative_num_draft_tokens": 17}, "1..16"),
+    ({"speculative_algorithm": "ngram", "speculative_ngram_min_match": 5}, "--speculative-ngram-min-match"),
+    ({"speculative_model": "/no/such/draft"}, "no readable config.json"),
+    ({"speculative_algorithm": "ngram", "speculative_min_accept_rate": 1.5}, "--speculative-min-accept-rate"),
+])
+def test_invalid_speculative_args(kwargs, fragment, tiny_llama):
+    with pytest.raises(ArgsError) as err:
+        ServerArgs(model_path=tiny_llama, **kwargs)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_speculative_draft_must_share_the_vocabulary(tiny_llama, tmp_path):
+    import json
+    import shutil
+
+    draft = tmp_path / "draft"
+    shutil.copytree(tiny_llama, draft)
+    cfg = json.loads((draft / "config.json").read_text())
+    cfg["vocab_size"] += 8
+    (draft / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArgsError, match="vocab_size .* the draft must share the target's tokenizer"):
+        ServerArgs(model_path=tiny_llama, speculative_model=str(draft))
+    ok = ServerArgs(model_path=tiny_llama, speculative_model=tiny_llama)
+    assert ok.speculative_mode == "draft"
+    assert ServerArgs(model_path=tiny_llama, speculative_algorithm="ngram").speculative_mode == "ngram"
+    assert ServerArgs(model_path=tiny_llama).speculative_mode is None
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    ns = parser.parse_args(["--model-path", tiny_llama, "--speculative-draft-model-path", tiny_llama,
+                            "--speculative-num-draft-tokens", "5"])
+    args = args_from_namespace(ns)
+    assert (args.speculative_model, args.speculative_num_draft_tokens) == (tiny_llama, 5)
+
+
 @pytest.mark.parametrize("value,is_fp8", [("auto", False), ("bf16", False), ("bfloat16", False),
                                           ("fp8_e4m3", True), ("fp8", True)])
 def test_kv_cache_dtype_flag(value, is_fp8, tiny_llama):

@@ -1,0 +1,53 @@
+"""ForwardBatch for explicit token rows: row i appends `tokens[i]` at positions start_pos.. of its
+req_to_token row, whose slots must already be written there. Unlike engine.batch_builder (which
+reads a Req's fill_ids), the tokens here need not be part of any request yet (drafts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.forward_batch import ForwardBatch, ForwardMode
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    pool_row: int  # row in the ReqToTokenPool
+    start_pos: int  # tokens before this have KV already
+    tokens: list[int]
+
+
+def build_rows_forward_batch(rows: list[TokenRow], req_to_token: torch.Tensor, device: torch.device,
+                             all_logits: bool) -> ForwardBatch:
+    """Logits rows: every position of every row (all_logits) or only each row's last position.
+    When every row has one token the batch is a DECODE batch, so CUDA graphs can replay it."""
+    is_decode = all(len(r.tokens) == 1 for r in rows)
+    input_ids, positions, starts, logits_idx = [], [], [], []
+    for r in rows:
+        starts.append(len(input_ids))
+        input_ids.extend(r.tokens)
+        positions.extend(range(r.start_pos, r.start_pos + len(r.tokens)))
+        first = starts[-1] if all_logits else len(input_ids) - 1
+        logits_idx.extend(range(first, len(input_ids)))
+    prefix_lens = [r.start_pos for r in rows]
+    extend_lens = [len(r.tokens) for r in rows]
+    seq_lens = [p + e for p, e in zip(prefix_lens, extend_lens)]
+    pool_rows = torch.tensor([r.pool_row for r in rows], dtype=torch.int64)
+
+    def dev(values, dtype) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+
+    # one gather on the device (no per-row host round trip): the KV slot of every new token
+    token_rows = dev([r.pool_row for r in rows for _ in r.tokens], torch.int64)
+    locs = req_to_token[token_rows, dev(positions, torch.int64)]
+
+    return ForwardBatch(
+        forward_mode=ForwardMode.DECODE if is_decode else ForwardMode.EXTEND, batch_size=len(rows),
+        input_ids=dev(input_ids, torch.int64), positions=dev(positions, torch.int64),
+        req_pool_indices=pool_rows.to(device), seq_lens=dev(seq_lens, torch.int32),
+        out_cache_loc=locs.to(torch.int64), req_to_token=req_to_token,
+        prefix_lens=dev(prefix_lens, torch.int32), extend_lens=dev(extend_lens, torch.int32),
+        extend_start_loc=dev(starts, torch.int32), seq_lens_cpu=seq_lens, prefix_lens_cpu=prefix_lens,
+        extend_lens_cpu=extend_lens, logits_indices=dev(logits_idx, torch.int64),
+    )
