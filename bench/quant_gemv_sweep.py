@@ -49,6 +49,7 @@ LAUNCHES = 40
 TRIALS = 3
 FINALISTS = 3
 PREFILL_ROWS = (64, 256, 512)
+DEVICE = "cuda"  # the CPU smoke test (tests/unit/test_quant_gemv_sweep.py) runs the logic on "cpu"
 
 # FP8 (block_n, block_k, num_warps, num_stages, split_k). An fp8 tile moves half the bytes of a bf16 tile
 # of the same shape, but the prologue (RMSNorm / SiLU of x, ~8 ops per x element) costs the same per
@@ -93,7 +94,7 @@ def shapes(model_dir: str) -> list[tuple[str, int, int, str]]:
 def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[Fp8GemvConfig]:
     """The default first (what runs without an overlay), then one-pass tiles, then split-K for few rows."""
     tiles = FP8_SHORT_K if k <= 8192 else FP8_LONG_K
-    out = [fp8_default_config(n, k, device or torch.device("cuda"))] + [Fp8GemvConfig(*t) for t in tiles]
+    out = [fp8_default_config(n, k, device or torch.device(DEVICE))] + [Fp8GemvConfig(*t) for t in tiles]
     dot = FP8_DOT_LARGE_N if n > 8192 else FP8_DOT_SMALL_N
     # Tensor-core tiles go right after the default: they are the structural bet, never cut by MAX_CONFIGS.
     out[1:1] = [Fp8GemvConfig(*t) for t in dot]
@@ -118,7 +119,7 @@ class Case:
 
     def __init__(self, kind: str, n: int, k: int, prologue: str, copies: int | None = None) -> None:
         self.kind, self.n, self.k, self.prologue = kind, n, k, prologue
-        dev = "cuda"
+        dev = DEVICE
         self.nbytes = n * k if kind == "fp8" else n * k // 2 + (k // GROUP) * n * 2 + (k // GROUP) * n // 2
         self.copies = copies or max(2, math.ceil(L2_BYTES / self.nbytes))
         if kind == "fp8":
@@ -280,9 +281,9 @@ def awq_prefill_crossover(todo: list[tuple[str, int, int, str]]) -> dict:
     for name, n, k, _ in todo:
         case = Case("awq", n, k, "", copies=1)
         packed = (*case.weights[0], GROUP)
-        locks = gemv_locks(n, torch.device("cuda"))
+        locks = gemv_locks(n, torch.device(DEVICE))
         for m in PREFILL_ROWS:
-            x = torch.randn(m, k, device="cuda").to(DTYPE)
+            x = torch.randn(m, k, device=DEVICE).to(DTYPE)
             # awq_gemm's int4 -> bf16 trick is checked here on the device (the interpreter's bf16 math is off).
             diff = _rel_diff(awq_gemm(x, *packed, locks=locks), x.float() @ awq_dequantize(*packed).float())
             print(json.dumps({"op": name, "m": m, "awq_gemm_rel_diff": diff,

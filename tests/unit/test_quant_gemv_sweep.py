@@ -58,3 +58,39 @@ def test_overlay_file_extends_the_table_and_a_broken_file_is_ignored(tmp_path, m
         assert quant_gemv_configs.tuned_entry(env, CPU, 8, 16) is None, "the CPU never takes device tiles"
     finally:
         quant_gemv_configs._entries.cache_clear()
+
+
+def test_sweep_logic_writes_overlays_the_kernels_accept(tmp_path, monkeypatch) -> None:
+    """The sweep's bookkeeping on the CPU (interpreter kernels, fake timings): every kind writes an overlay
+    whose entries the launchers accept, and the AWQ prefill comparison checks awq_gemm and picks a row count."""
+    import os
+
+    import bench.quant_gemv_sweep as sweep
+    from kernels.awq_gemm import awq_gemv
+    from kernels.fp8_gemv import Fp8GemvConfig, fp8_gemv
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("needs the Triton interpreter (tests/conftest.py sets it on CPU-only machines)")
+    timings = (1e4 * 0.95 ** i for i in range(10_000))  # each call 5 % faster: a later (non-default) tile wins
+    monkeypatch.setattr(sweep, "DEVICE", "cpu")
+    monkeypatch.setattr(sweep, "DTYPE", torch.float16)
+    monkeypatch.setattr(sweep, "PREFILL_ROWS", (3, 20))
+    monkeypatch.setattr(sweep, "L2_BYTES", 1)
+    monkeypatch.setattr(sweep, "graph_of", lambda fns: [fn() for fn in fns] and fns)
+    monkeypatch.setattr(sweep, "time_graph_us", lambda graph, per, launches: float(next(timings)))
+    monkeypatch.setattr(sweep, "candidates", lambda kind, n, k: (
+        sweep.fp8_candidates(n, k, CPU) if kind == "fp8" else sweep.awq_candidates(n, k))[:3])
+    todo = [("o", 64, 256, "res"), ("down", 32, 256, "silu_res")]
+    sweep.sweep_kind("fp8", todo, tmp_path / "fp8_gemv_tuned.json", "cpu/1sm", prefill=False)
+    sweep.sweep_kind("awq", todo[:1], tmp_path / "awq_gemv_tuned.json", "cpu/1sm", prefill=True)
+    fp8 = json.loads((tmp_path / "fp8_gemv_tuned.json").read_text())["cpu/1sm"]
+    awq = json.loads((tmp_path / "awq_gemv_tuned.json").read_text())["cpu/1sm"]
+    assert set(fp8) == {"64x256", "32x256"} and set(awq) == {"64x256"}
+    assert fp8["64x256"] != default_config(64, 256, CPU)._asdict(), "the fake timings make a later tile win"
+    from kernels.fp8_quant import quantize_weight_per_channel
+
+    q, s = quantize_weight_per_channel(torch.randn(64, 256) * 0.05)
+    fp8_gemv(torch.randn(1, 256).half(), q, s, config=Fp8GemvConfig(**fp8["64x256"]))
+    packed = sweep.Case("awq", 64, 256, "", copies=1).weights[0]
+    awq_gemv(torch.randn(1, 256).half(), *packed, 128, config=AwqGemvConfig(**awq["64x256"]))
+    assert (tmp_path / "awq_gemv_sweep.json").exists()
