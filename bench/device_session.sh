@@ -69,10 +69,10 @@ for s in "$@"; do
     # winner lands in $OUT/{fp8,awq}_gemv_tuned.json as soon as it is timed, so a cut-short sweep still
     # helps), then single-stream decode for each with its overlay. A missing overlay file is ignored by
     # kernels/quant_gemv_configs.py (defaults), so the single-stream runs happen whatever the sweep did.
-    quant-speed) stage quant-sweep 75 python3 bench/quant_gemv_sweep.py --kind fp8,awq
-                 stage quant-single-fp8 62 env TESSERA_FP8_GEMV_TUNED="$OUT/fp8_gemv_tuned.json" \
+    quant-speed) stage quant-sweep 80 python3 bench/quant_gemv_sweep.py --kind fp8,awq
+                 stage quant-single-fp8 60 env TESSERA_FP8_GEMV_TUNED="$OUT/fp8_gemv_tuned.json" \
                    python3 bench/single_stream.py --engine-args '{"quantization": "fp8", "attention_backend": "triton"}'
-                 stage quant-single-awq 62 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
+                 stage quant-single-awq 60 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
                    TESSERA_AWQ_DEQUANT_MIN_ROWS="$(cat "$OUT/awq_dequant_min_rows.txt" 2>/dev/null)" \
                    python3 bench/single_stream.py --engine-args '{"quantization": "awq", "attention_backend": "triton"}'
                  grep -h "layer projections\|dequant_min_rows" "$OUT/quant-sweep.log" | tee -a "$OUT/summary.txt"
