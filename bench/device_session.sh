@@ -103,7 +103,8 @@ for s in "$@"; do
     verify-new) stage verify-new 300 python3 -m pytest -q -m gpu -o addopts="" -rA \
                   tests/engine/test_gpu_fp8.py tests/engine/test_gpu_awq.py tests/engine/test_gpu_fp8_kv.py \
                   tests/engine/test_gpu_speculative.py tests/engine/test_gpu_engine.py tests/kernels/test_fp8.py \
-                  -k "(test_gpu_fp8 or test_gpu_awq or test_gpu_speculative or mixed or per_token) and not flashinfer and not hybrid" ;;
+                  -k "(test_gpu_fp8 or test_gpu_awq or test_gpu_speculative or mixed or per_token) and not flashinfer and not hybrid"
+                stage awq-kernel-tests 120 python3 -m pytest -q -m gpu -o addopts="" $XDIST tests/kernels/test_awq_gemm.py ;;
     spec-tests) stage spec-tests 300 python3 -m pytest -q -o addopts="" -rA tests/engine/test_gpu_speculative.py ;;
     # the real 131 K Tekken vocabulary (bench/tekken_tokenizer.py; build it here and carry it as .exp/tekken-hf)
     grammar-bench-tekken) stage grammar-bench-tekken 300 python3 bench/grammar_bench.py \
