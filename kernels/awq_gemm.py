@@ -119,8 +119,7 @@ def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
 def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr, M, N, K, K_PER_SPLIT,
                      stride_xm, stride_om, stride_q,
                      GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     SPLIT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, NUM_STAGES: tl.constexpr,
-                     MAGIC_BITS: tl.constexpr = 0):
+                     SPLIT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, NUM_STAGES: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -142,15 +141,9 @@ def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
         s = tl.load(sc_ptr + g * N + offs_n, mask=mask_n, other=0.0)  # [BLOCK_N], x's dtype
         q = (packed >> shifts[None, :]) & 0xF
         z = (zp >> shifts) & 0xF
-        if MAGIC_BITS != 0:
-            # int4 -> 16-bit float without the (quarter-rate) int-to-float convert: OR the nibble into the
-            # low mantissa bits of MAGIC (1024 in fp16, 128 in bf16: ulp 1), subtract MAGIC + z. Exact,
-            # so w rounds once (the * s), as the convert path below does.
-            qf = (q | MAGIC_BITS).to(tl.int16).to(s.dtype, bitcast=True)
-            zf = (z | MAGIC_BITS).to(tl.int16).to(s.dtype, bitcast=True)
-            w = (qf - zf[None, :]) * s[None, :]
-        else:
-            w = (q - z[None, :]).to(s.dtype) * s[None, :]  # [BLOCK_K, BLOCK_N]; (q - z) is exact in 16 bits
+        # (An exponent trick instead of the int-to-float convert was tried on 2026-12-02 and taken out
+        # again before any GPU run could check it.)
+        w = (q - z[None, :]).to(s.dtype) * s[None, :]  # [BLOCK_K, BLOCK_N]; (q - z) is exact in 16 bits
         acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
     mask = mask_m[:, None] & mask_n[None, :]
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
@@ -258,10 +251,6 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     return out
 
 
-# Bits of the 16-bit float whose ulp is 1 (fp16 1024.0, bf16 128.0): the awq_gemm int4 -> float trick.
-_MAGIC_BITS = {torch.float16: 0x6400, torch.bfloat16: 0x4300}
-
-
 def default_gemm_config(m: int) -> AwqGemmConfig:
     if m <= 16:
         return AwqGemmConfig(block_m=16, block_n=128, block_k=64, num_warps=4)
@@ -303,8 +292,7 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         x, qweight, qzeros, scales, partials, locks if locks is not None else out, out, m, n, k, k_per_split,
         x.stride(0), out.stride(0), n // PACK,
         GROUP=group_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SPLIT_K=split,
-        DOT_PRECISION=dot_precision(x.dtype), NUM_STAGES=cfg.num_stages, MAGIC_BITS=_MAGIC_BITS.get(x.dtype, 0),
-        num_warps=cfg.num_warps)
+        DOT_PRECISION=dot_precision(x.dtype), NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
     return out
 
 
