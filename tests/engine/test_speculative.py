@@ -52,14 +52,13 @@ CONFIGS = {
 
 
 # Qwen2 runs a subset to keep the suite short on 2 cores (each configuration is an engine start).
-QWEN2_CONFIGS = {"ngram_k5", "other_draft_k5_no_radix"}
+QWEN2_CONFIGS = ("ngram_k5", "other_draft_k5_no_radix")
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("target,config", [("llama", c) for c in CONFIGS] + [("qwen2", c) for c in QWEN2_CONFIGS],
+                         indirect=["target"])
 def test_greedy_identical_to_non_speculative(target, tiny_model_factory, config):
     arch, path, prompts, expected = target
-    if arch == "qwen2" and config not in QWEN2_CONFIGS:
-        pytest.skip("covered on llama")
     kwargs = dict(CONFIGS[config])
     if kwargs.pop("draft", None) == "other":  # a different architecture sharing the tokenizer
         kwargs["speculative_model"] = tiny_model_factory("qwen2" if arch == "llama" else "llama")
@@ -164,13 +163,12 @@ def test_sampled_tokens_follow_the_target_distribution(tiny_model_factory, tmp_p
     assert tv < 0.13, f"total variation {tv:.3f} from the target's distribution"  # noise at n=400: ~0.06
 
 
+@pytest.mark.parametrize("target", ["llama"], indirect=True)
 def test_failing_drafts_pause_speculation(target, monkeypatch):
     """A proposer whose guesses are (almost) always wrong: output is still exact, and after a few
     failed verify passes each request pauses speculation (16 tokens, then probes) instead of paying
     for a verify pass every step."""
     arch, path, prompts, expected = target
-    if arch != "llama":
-        pytest.skip("covered on llama")
     from engine.speculative.worker import FIXED_DRAFT_ENV
 
     monkeypatch.setenv(FIXED_DRAFT_ENV, "7")  # the rank processes inherit it
