@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.admin import limiter_calls
 from app.admin.history import RequestTally
 from app.admin.limiter import Limits, Ticket
 from app.admin.security import KeyHasher, tokens_equal
@@ -187,7 +188,7 @@ class KeyGate:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            decision = self.limiter.try_acquire(rec.id, rec.limits, reserve_tokens)
+            decision = await limiter_calls.acquire(self.limiter, rec.id, rec.limits, reserve_tokens)
         if decision.reason == "too_large":
             # A 400, not a 429: SDKs retry 429s (the OpenAI SDK honours Retry-After), and this can never fit.
             self._record_refusal(rec, model, 400)
@@ -233,7 +234,7 @@ class KeyGate:
             if self._lock is None:
                 self._lock = asyncio.Lock()
             async with self._lock:
-                self.limiter.settle(admission.ticket, prompt_tokens + completion_tokens)
+                await limiter_calls.settle(self.limiter, admission.ticket, prompt_tokens + completion_tokens)
         if latency_s is None:
             latency_s = time.monotonic() - admission.started_at
         self._record(UsageEvent(

@@ -32,6 +32,9 @@ class SharedTicket:
 
 
 class SharedRateLimiter:
+    # Every call is a database transaction: app/admin/limiter_calls.py runs it off the event loop.
+    blocking = True
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
