@@ -51,29 +51,31 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def check_schema_subset(schema: Any, pointer: str = "") -> None:
-    """Raises SchemaSubsetError for the first keyword Tessera cannot enforce (depth first)."""
+def check_schema_subset(schema: Any, pointer: str = "", root: Any = None) -> None:
+    """Raises SchemaSubsetError for the first keyword Tessera cannot enforce (depth first). `root` is the
+    whole document (for local $refs); the top-level call leaves it out."""
+    root = schema if root is None else root
     if isinstance(schema, bool):
         return
     if not isinstance(schema, dict):
         raise SchemaSubsetError(pointer, "", f"a schema must be an object or a boolean, got {type(schema).__name__}")
-    _check_node(schema, pointer)
+    _check_node(schema, pointer, root)
     for key in _ONE:
         if isinstance(schema.get(key), (dict, bool)):
-            check_schema_subset(schema[key], f"{pointer}/{key}")
+            check_schema_subset(schema[key], f"{pointer}/{key}", root)
     for key in _MAP:
         if isinstance(schema.get(key), dict):
             for name, sub in schema[key].items():
                 if key == "dependentSchemas":
                     continue  # already refused above
-                check_schema_subset(sub, f"{pointer}/{key}/{_escape(name)}")
+                check_schema_subset(sub, f"{pointer}/{key}/{_escape(name)}", root)
     for key in _LIST:
         if isinstance(schema.get(key), list):
             for i, sub in enumerate(schema[key]):
-                check_schema_subset(sub, f"{pointer}/{key}/{i}")
+                check_schema_subset(sub, f"{pointer}/{key}/{i}", root)
 
 
-def _check_node(schema: dict[str, Any], pointer: str) -> None:
+def _check_node(schema: dict[str, Any], pointer: str, root: Any) -> None:
     def refuse(keyword: str, reason: str) -> None:
         raise SchemaSubsetError(f"{pointer}/{_escape(keyword)}", keyword, reason)
 
@@ -92,8 +94,11 @@ def _check_node(schema: dict[str, Any], pointer: str) -> None:
             refuse(key, "the draft-4 boolean form is not supported; give the bound as a number")
     if isinstance(schema.get("allOf"), list) and len(schema["allOf"]) > 1:
         refuse("allOf", "only a single-branch allOf is supported; merge the branches into one schema")
-    if isinstance(schema.get("oneOf"), list) and len(schema["oneOf"]) > 1:
-        refuse("oneOf", "exclusive alternatives cannot be enforced; use 'anyOf' when the branches are disjoint")
+    if isinstance(schema.get("oneOf"), list) and len(schema["oneOf"]) > 1 and not branches_disjoint(schema["oneOf"],
+                                                                                                    root):
+        refuse("oneOf", "exclusive alternatives cannot be enforced unless the branches are provably disjoint "
+                        "(different types, or a required property with different 'const'/'enum' values in each "
+                        "branch, as in a discriminated union); use 'anyOf' when they are")
     fmt = schema.get("format")
     if fmt is not None and fmt not in FORMATS:
         refuse("format", f"format {fmt!r} is not supported (supported: {', '.join(sorted(FORMATS))})")
@@ -105,3 +110,91 @@ def _check_node(schema: dict[str, Any], pointer: str) -> None:
         refuse("$ref", "only local references ('#' or '#/...') are supported")
     if isinstance(schema.get("items"), list):
         refuse("items", "the array form of 'items' is not supported; use 'prefixItems'")
+
+
+# ---- oneOf whose branches cannot overlap ---------------------------------------------------------------
+# xgrammar compiles oneOf as anyOf. That is exact when no document can match two branches, and two
+# shapes make that provable: branches with disjoint JSON types, and objects that all require one
+# property whose allowed constants differ (pydantic's discriminated unions, OpenAI tool-call variants).
+
+def _resolve(schema: Any, root: Any, depth: int = 0) -> Any:
+    """Follows a local '$ref' ('#' or '#/a/b'); anything unresolvable comes back as None."""
+    while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and depth < 16:
+        ref = schema["$ref"]
+        if not (ref == "#" or ref.startswith("#/")):
+            return None
+        node = root
+        for part in ref[2:].split("/") if ref != "#" else []:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        schema, depth = node, depth + 1
+    return schema
+
+
+def _types(schema: dict[str, Any]) -> set[str] | None:
+    kind = schema.get("type")
+    kinds = {kind} if isinstance(kind, str) else set(kind) if isinstance(kind, list) else None
+    if kinds is not None and "integer" in kinds:
+        kinds.add("number")  # every integer is a number
+    if kinds is not None and "number" in kinds:
+        kinds.add("integer")
+    return kinds
+
+
+def _constants(schema: Any) -> list[Any] | None:
+    """The values a property schema allows, when it lists them ('const' or 'enum')."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return [schema["const"]]
+    if isinstance(schema.get("enum"), list):
+        return list(schema["enum"])
+    return None
+
+
+def _json_key(value: Any) -> str:
+    """Equal JSON values give equal keys (JSON Schema compares 1 and 1.0 as equal numbers)."""
+    import json
+
+    def normal(v: Any) -> Any:
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, list):
+            return [normal(x) for x in v]
+        if isinstance(v, dict):
+            return {k: normal(x) for k, x in v.items()}
+        return v
+
+    return json.dumps(normal(value), sort_keys=True)
+
+
+def _discriminated(branches: list[dict[str, Any]]) -> bool:
+    common = set.intersection(*(set(b.get("required") or []) for b in branches))
+    for name in sorted(common):
+        seen: set[str] = set()
+        for branch in branches:
+            values = _constants((branch.get("properties") or {}).get(name))
+            if values is None:
+                break
+            keys = {_json_key(v) for v in values}
+            if keys & seen:
+                break
+            seen |= keys
+        else:
+            return True
+    return False
+
+
+def branches_disjoint(branches: list[Any], root: Any) -> bool:
+    resolved = [_resolve(b, root) for b in branches]
+    if not all(isinstance(b, dict) for b in resolved):
+        return False
+    kinds = [_types(b) for b in resolved]
+    if all(k is not None for k in kinds):
+        if all(not (kinds[i] & kinds[j]) for i in range(len(kinds)) for j in range(i + 1, len(kinds))):
+            return True
+    if all(b.get("type") == "object" or "properties" in b for b in resolved):
+        return _discriminated(resolved)
+    return False

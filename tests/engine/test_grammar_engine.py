@@ -47,6 +47,16 @@ def test_json_schema_outputs_validate(engine):
     assert len({o["text"] for o in outs}) > 1  # sampling still varies within the grammar
 
 
+def test_discriminated_one_of_outputs_validate(engine):
+    """oneOf is accepted when its branches are provably disjoint; jsonschema checks exactly-one."""
+    from tests.unit.test_grammar_spec import PET_UNION
+
+    outs = engine.generate(input_ids=[[5, 6, 7]] * 4, sampling_params=_sample(4, json_schema=json.dumps(PET_UNION)))
+    for out in outs:
+        assert out["meta_info"]["finish_reason"]["type"] == "stop", out
+        jsonschema.validate(json.loads(out["text"]), PET_UNION)
+
+
 def test_any_json_and_greedy(engine):
     out = engine.generate(input_ids=[9, 10], sampling_params={"max_new_tokens": 200, "temperature": 0,
                                                               "json_schema": "$$ANY$$"})

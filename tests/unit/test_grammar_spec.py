@@ -86,3 +86,43 @@ def test_sampling_params_grammar_keys():
     assert err.value.param == "regex"
     # The dict round trip (client -> engine message) keeps the grammar.
     assert SamplingParams.from_dict(sp.to_dict()).grammar == sp.grammar
+
+
+PET_UNION = {  # what pydantic writes for a discriminated union: oneOf over $refs plus a discriminator
+    "type": "object", "required": ["pet"],
+    "properties": {"pet": {"oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}],
+                           "discriminator": {"propertyName": "kind",
+                                             "mapping": {"cat": "#/$defs/Cat", "dog": "#/$defs/Dog"}}}},
+    "$defs": {
+        "Cat": {"type": "object", "required": ["kind", "lives"], "additionalProperties": False,
+                "properties": {"kind": {"const": "cat", "type": "string"},
+                               "lives": {"type": "integer", "minimum": 0, "maximum": 9}}},
+        "Dog": {"type": "object", "required": ["kind", "good"], "additionalProperties": False,
+                "properties": {"kind": {"enum": ["dog", "puppy"]}, "good": {"type": "boolean"}}}},
+}
+
+
+@pytest.mark.parametrize("schema", [
+    PET_UNION,
+    {"oneOf": [{"type": "integer"}, {"type": "null"}, {"type": "array", "items": {"type": "string"}}]},
+    {"oneOf": [{"type": "object", "required": ["v"], "properties": {"v": {"const": 1}}},
+               {"type": "object", "required": ["v"], "properties": {"v": {"const": "1"}}}]},
+])
+def test_one_of_with_provably_disjoint_branches_passes(schema):
+    check_grammar_spec("json_schema", json.dumps(schema))
+
+
+@pytest.mark.parametrize("branches", [
+    [{"type": "integer"}, {"type": ["string", "number"]}],  # integers are numbers
+    [{"type": "object", "required": ["k"], "properties": {"k": {"const": 1}}},
+     {"type": "object", "required": ["k"], "properties": {"k": {"const": 1.0}}}],  # 1 == 1.0 in JSON Schema
+    [{"type": "object", "required": ["k"], "properties": {"k": {"enum": ["a", "b"]}}},
+     {"type": "object", "required": ["k"], "properties": {"k": {"enum": ["b", "c"]}}}],
+    [{"type": "object", "properties": {"k": {"const": "a"}}},  # not required: {} matches both
+     {"type": "object", "properties": {"k": {"const": "b"}}}],
+    [{"$ref": "#/$defs/missing"}, {"type": "null"}],
+])
+def test_one_of_with_overlapping_branches_is_refused(branches):
+    with pytest.raises(GrammarSpecError) as err:
+        check_grammar_spec("json_schema", json.dumps({"oneOf": branches}))
+    assert err.value.keyword == "oneOf"
