@@ -10,7 +10,8 @@ import os
 import sys
 from typing import NoReturn
 
-from engine.args import ArgsError, ServerArgs, add_cli_args, args_from_namespace
+from engine.args import ArgsError, ServerArgs
+from engine.args_cli import add_cli_args, args_from_namespace
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from engine.args import ArgsError, ServerArgs, add_cli_args, args_from_namespace
+from engine.args import ArgsError, ServerArgs
+from engine.args_cli import add_cli_args, args_from_namespace
 
 
 @pytest.mark.parametrize("kwargs,fragment", [

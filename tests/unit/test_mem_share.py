@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from engine.args import add_cli_args, args_from_namespace
+from engine.args_cli import add_cli_args, args_from_namespace
 from engine.model_runner import GPU_RESERVE_BYTES, kv_budget_bytes
 
 GiB = 1 << 30
