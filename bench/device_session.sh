@@ -100,7 +100,9 @@ for s in "$@"; do
                      --num-prompts 8 --input-len 512 --output-len 256 --engine-args '{"attention_backend": "triton"}' ;;
     # One call's worth of GPU checks for this session's features on triton (FlashInfer's JIT alone would
     # take ~2 minutes): FP8 and AWQ engines, FP8 KV, mixed chunks, speculative decoding, per-token FP8 quant.
-    verify-new) stage verify-new 300 python3 -m pytest -q -m gpu -o addopts="" -rA \
+    # -v -s: every test's verdict and printed agreement reach the log as it finishes (a stage cut off by its
+    # limit loses pytest's final summary; on 2026-12-02 that hid the measured values of 6 failures).
+    verify-new) stage verify-new 540 python3 -m pytest -v -s -m gpu -o addopts="" -rA \
                   tests/engine/test_gpu_fp8.py tests/engine/test_gpu_awq.py tests/engine/test_gpu_fp8_kv.py \
                   tests/engine/test_gpu_speculative.py tests/engine/test_gpu_engine.py tests/kernels/test_fp8.py \
                   -k "(test_gpu_fp8 or test_gpu_awq or test_gpu_speculative or mixed or per_token) and not flashinfer and not hybrid"
