@@ -135,7 +135,7 @@ def precompile(items: list[tuple[int, int, str, GemvConfig]], jobs: int, timeout
 
 # ---- timing ----
 
-def _graph(fns) -> torch.cuda.CUDAGraph:
+def graph_of(fns) -> torch.cuda.CUDAGraph:
     for fn in fns:  # compile / load and allocate outside the capture (split-K counters too)
         fn()
     side = torch.cuda.Stream()
@@ -168,7 +168,7 @@ def time_graph_us(graph: torch.cuda.CUDAGraph, launches_per_replay: int, launche
     return statistics.median(trials)
 
 
-def _relative_diff(got: torch.Tensor, base: torch.Tensor) -> float:
+def relative_diff(got: torch.Tensor, base: torch.Tensor) -> float:
     return float((got.float() - base.float()).abs().max() / base.float().abs().max().clamp_min(1e-6))
 
 
@@ -181,8 +181,8 @@ def sweep_shape(proj: Projection, copy_tbs: float) -> dict:
     for cfg in sweep_candidates(n, k):
         try:
             got = fused_gemv(proj.x, proj.weights[0], config=cfg, **kw)
-            diff = _relative_diff(got, base)
-            graph = _graph(proj.fused(cfg))
+            diff = relative_diff(got, base)
+            graph = graph_of(proj.fused(cfg))
             us = time_graph_us(graph, proj.copies, LAUNCHES)
         except Exception as exc:  # noqa: BLE001 - a tile that does not compile is skipped, loudly
             print(json.dumps({"op": proj.name, "config": cfg._asdict(), "error": str(exc).splitlines()[0][:160]}))

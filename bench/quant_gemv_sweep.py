@@ -36,6 +36,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.gemv_bench import shapes  # noqa: E402
+from bench.gemv_sweep import graph_of, time_graph_us  # noqa: E402  (the bf16 sweep's CUDA-graph timing)
+from bench.gemv_sweep import relative_diff as _rel_diff  # noqa: E402
 from kernels.awq_gemm import AwqGemvConfig  # noqa: E402
 from kernels.fp8_gemv import Fp8GemvConfig  # noqa: E402
 from kernels.fp8_gemv import default_config as fp8_default_config  # noqa: E402
@@ -46,7 +49,6 @@ L2_BYTES = 256 << 20
 MAX_CONFIGS = 16  # x 4 shapes x 2 kinds: ~130 compiles, ~25 s on 14 cores
 MIN_GAIN = 0.015
 LAUNCHES = 40
-TRIALS = 3
 FINALISTS = 3
 PREFILL_ROWS = (64, 256, 512)
 DEVICE = "cuda"  # the CPU smoke test (tests/unit/test_quant_gemv_sweep.py) runs the logic on "cpu"
@@ -77,15 +79,6 @@ AWQ_TILES = [(128, 64, 4, None, 3), (256, 64, 8, None, 3), (128, 32, 4, None, 3)
 # AWQ through `awq_gemm` with a 16-row tile (use_gemm=1): (block_n, block_k, num_warps, split_k, num_stages).
 AWQ_GEMM_TILES = [(64, 64, 4, None, 3), (128, 64, 4, None, 3), (64, 128, 4, None, 3), (128, 128, 4, None, 2),
                   (64, 64, 4, 4, 3)]
-
-
-def shapes(model_dir: str) -> list[tuple[str, int, int, str]]:
-    cfg = json.loads(Path(model_dir, "config.json").read_text())
-    h, inter = cfg["hidden_size"], cfg["intermediate_size"]
-    hd = cfg.get("head_dim") or h // cfg["num_attention_heads"]
-    q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
-    return [("qkv", q + 2 * kv, h, "rms"), ("o", h, q, "res"), ("gate_up", 2 * inter, h, "rms"),
-            ("down", h, inter, "silu_res")]
 
 
 def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[Fp8GemvConfig]:
@@ -196,42 +189,6 @@ def precompile(items: list[tuple], jobs: int, timeout_s: float = 40) -> None:
 
 
 # ---- timing ----
-
-def graph_of(fns) -> torch.cuda.CUDAGraph:
-    for fn in fns:  # compile / load and allocate outside the capture
-        fn()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for fn in fns:
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for fn in fns:
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    return graph
-
-
-def time_graph_us(graph: torch.cuda.CUDAGraph, per_replay: int, launches: int) -> float:
-    reps = max(1, round(launches / per_replay))
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    trials = []
-    for _ in range(TRIALS):
-        start.record()
-        for _ in range(reps):
-            graph.replay()
-        end.record()
-        end.synchronize()
-        trials.append(start.elapsed_time(end) * 1e3 / (reps * per_replay))
-    return statistics.median(trials)
-
-
-def _rel_diff(got: torch.Tensor, base: torch.Tensor) -> float:
-    return float((got.float() - base.float()).abs().max() / base.float().abs().max().clamp_min(1e-6))
-
 
 def sweep_shape(case: Case, name: str, cands: list) -> dict:
     default = cands[0]
@@ -370,7 +327,7 @@ def main() -> None:
     t0 = time.perf_counter()
     dev = device_key(torch.cuda.current_device())
     ops = [o for o in args.ops.split(",") if o]
-    todo = [s for s in shapes(args.model) if not ops or s[0] in ops]
+    todo = [s for s in shapes(args.model) if s[0] != "lm_head" and (not ops or s[0] in ops)]
     precompile([(kind, n, k, pro, tuple(c)) for kind in kinds for _, n, k, pro in todo
                 for c in candidates(kind, n, k)], args.jobs)
     for kind in kinds:
