@@ -107,6 +107,16 @@ for s in "$@"; do
                   tests/engine/test_gpu_speculative.py tests/engine/test_gpu_engine.py tests/kernels/test_fp8.py \
                   -k "(test_gpu_fp8 or test_gpu_awq or test_gpu_speculative or mixed or per_token) and not flashinfer and not hybrid"
                 stage awq-kernel-tests 120 python3 -m pytest -q -m gpu -o addopts="" $XDIST tests/kernels/test_awq_gemm.py ;;
+    # The quantized kernels' accuracy, teacher-forced (tests/engine/quant_accuracy.py; in-process runners with
+    # small KV pools, so xdist can run them side by side), and the per-token activation quantization kernel.
+    verify-quant) stage verify-quant 170 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
+                    tests/engine/test_gpu_fp8.py tests/engine/test_gpu_awq.py tests/kernels/test_fp8.py \
+                    -k "(bf16 or fp16 or per_token) and not fp32" ;;
+    # Whole-engine GPU checks (each Engine sizes its KV pool from free memory: one at a time): speculative
+    # greedy identity, mixed chunks with graphs, fp8 KV graphs + overlap vs eager.
+    verify-engine) stage verify-engine 230 python3 -m pytest -v -s -m gpu -o addopts="" -rA \
+                     tests/engine/test_gpu_speculative.py tests/engine/test_gpu_engine.py tests/engine/test_gpu_fp8_kv.py \
+                     -k "test_gpu_speculative or (mixed and not hybrid) or (graphs_and_overlap and triton)" ;;
     spec-tests) stage spec-tests 300 python3 -m pytest -q -o addopts="" -rA tests/engine/test_gpu_speculative.py ;;
     # the real 131 K Tekken vocabulary (bench/tekken_tokenizer.py; build it here and carry it as .exp/tekken-hf)
     grammar-bench-tekken) stage grammar-bench-tekken 300 python3 bench/grammar_bench.py \

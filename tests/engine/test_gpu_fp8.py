@@ -1,15 +1,18 @@
 """FP8 on CUDA through the engine (`pytest -m gpu -o addopts="" tests/engine/test_gpu_fp8.py`).
 
 The GPU engine tests' Llama, quantized into a compressed-tensors FP8_DYNAMIC checkpoint (per-channel
-scales) and a `quant_method: fp8` per-tensor one. The reference is the unquantized engine on the same
-dequantized weights.
+scales) and a `quant_method: fp8` per-tensor one.
 - fp32: FP8 layers run the dequantize reference path on CUDA (the kernels need 16-bit activations):
-  loading, TP-free packing and CUDA graphs; only summation order differs, so >= 99 % greedy agreement.
-- bf16: the real kernels — the FP8 GEMV at batch-1 decode steps (prompts finish at different lengths,
-  so the last steps run one row), per-token activation quantization + `_scaled_mm` for prefill and
-  batched decode, in CUDA graphs with overlap. W8A8 adds activation rounding (~3 % per element) that
-  the bf16 reference does not have, so the bar is lower (>= 80 %, printed for the record), and the
-  batch-1 decode path (GEMV, weight-only; its prefill is still W8A8) is held to >= 90 % on its own.
+  loading, packing and CUDA graphs through the whole engine; against the unquantized engine on the same
+  dequantized weights only summation order differs, so >= 99 % greedy agreement.
+- bf16: the real kernels (per-token activation quantization + `_scaled_mm` for prefill and batched
+  decode, the weight-only FP8 GEMV at batch-1 decode steps, in CUDA graphs), teacher-forced
+  (tests/engine/quant_accuracy.py) against the same arithmetic in torch on the CPU: W8A8 emulated
+  (`fp8_w8a8_ref`: the activations quantized per token as the kernel does) for more than one row, the
+  weight-only reference for one. Kernel bugs (a wrong scale, layout or row) give errors of order 1; bf16
+  rounding differences between two devices give a few percent. Against the dequantized bf16 model the
+  error is what W8A8 costs: CPU emulation on this model measured 13 % relative RMS logit error,
+  top-1 0.78 (batch 12), 8 % / 0.80 (one request); the bars leave headroom over those.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import pytest
 import torch
 
 from tests.engine.hf_reference import greedy_agreement
+from tests.engine.quant_accuracy import CUDA, random_prompts, teacher_forced
 from tests.engine.test_gpu_engine import EAGER, _run
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module", params=["ct-channel", "fp8-tensor"])
@@ -32,6 +37,19 @@ def fp8_pair(request, tmp_path_factory):
     return write_fp8_checkpoint(base, str(tmp_path_factory.mktemp("gpu_fp8") / request.param), request.param)
 
 
+@pytest.fixture
+def cpu_w8a8(monkeypatch):
+    """The CPU reference path computes what the CUDA kernels compute: W8A8 for > 1 row, weight-only for 1."""
+    import kernels.fp8_gemm as fp8_gemm
+
+    weight_only = fp8_gemm.fp8_linear_ref
+
+    def emulated(x, w_q, w_scale, bias=None):
+        return fp8_gemm.fp8_w8a8_ref(x, w_q, w_scale, bias) if x.shape[0] > 1 else weight_only(x, w_q, w_scale, bias)
+
+    monkeypatch.setattr(fp8_gemm, "fp8_linear_ref", emulated)
+
+
 def test_fp8_fp32_matches_dequantized(fp8_pair) -> None:
     fp8_dir, ref_dir = fp8_pair
     ref = _run(ref_dir, attention_backend="triton", **EAGER)
@@ -40,27 +58,16 @@ def test_fp8_fp32_matches_dequantized(fp8_pair) -> None:
     assert score >= 0.99, f"FP8 fp32: greedy agrees with the dequantized model on only {score:.1%}"
 
 
-def test_fp8_bf16_kernels_agree_with_dequantized(fp8_pair) -> None:
+@pytest.mark.parametrize("batch", [12, 1])  # 1: every decode step through the FP8 GEMV
+def test_fp8_bf16_kernels_match_emulation(fp8_pair, cpu_w8a8, batch: int) -> None:
+    fp8_dir, _ = fp8_pair
+    got = teacher_forced((fp8_dir, CPU), (fp8_dir, CUDA), "bfloat16", random_prompts(batch, seed=batch), steps=32)
+    print(f"FP8 bf16 kernels vs torch emulation, batch {batch}: {got}")
+    assert got.rel_rms_logit_err < 0.08 and got.mean_kl < 0.01 and got.top1_agreement >= 0.85, got
+
+
+def test_fp8_bf16_close_to_dequantized(fp8_pair) -> None:
     fp8_dir, ref_dir = fp8_pair
-    ref = _run(ref_dir, dtype="bfloat16", attention_backend="triton", **EAGER)
-    got = _run(fp8_dir, dtype="bfloat16", attention_backend="triton")
-    score = greedy_agreement(got, ref)
-    print(f"FP8 bf16 graphs+overlap (W8A8 prefill, FP8 GEMV at batch 1): agreement {score:.3f}")
-    assert score >= 0.80, f"FP8 bf16: greedy agrees with the dequantized model on only {score:.0%}"
-
-
-def test_fp8_batch1_gemv_agrees_with_dequantized(fp8_pair) -> None:
-    """One request at a time: its decode steps all run the weight-only FP8 GEMV (prefill is W8A8)."""
-    from engine import Engine
-
-    fp8_dir, ref_dir = fp8_pair
-    prompt = list(range(5, 69))
-    params = {"max_new_tokens": 48, "temperature": 0, "ignore_eos": True}
-    outs = []
-    for path in (ref_dir, fp8_dir):
-        with Engine(model_path=path, device="cuda", dtype="bfloat16", attention_backend="triton",
-                    skip_tokenizer_init=True, random_seed=0) as engine:
-            outs.append(engine.generate(input_ids=prompt, sampling_params=params)["output_ids"])
-    score = greedy_agreement([outs[1]], [outs[0]])
-    print(f"FP8 bf16 batch-1 decode: agreement {score:.3f}")
-    assert score >= 0.90, f"batch-1 FP8 decode agrees on only {score:.0%}"
+    got = teacher_forced((ref_dir, CUDA), (fp8_dir, CUDA), "bfloat16", random_prompts(12, seed=3), steps=32)
+    print(f"FP8 bf16 (W8A8) vs the dequantized bf16 model: {got}")
+    assert got.rel_rms_logit_err < 0.25 and got.mean_kl < 0.05 and got.top1_agreement >= 0.6, got
