@@ -109,7 +109,7 @@ for s in "$@"; do
                 stage awq-kernel-tests 120 python3 -m pytest -q -m gpu -o addopts="" $XDIST tests/kernels/test_awq_gemm.py ;;
     # The quantized kernels' accuracy, teacher-forced (tests/engine/quant_accuracy.py; in-process runners with
     # small KV pools, so xdist can run them side by side), and the per-token activation quantization kernel.
-    verify-quant) stage verify-quant 170 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
+    verify-quant) stage verify-quant 200 python3 -m pytest -v -s -m gpu -o addopts="" -rA \
                     tests/engine/test_gpu_fp8.py tests/engine/test_gpu_awq.py tests/kernels/test_fp8.py \
                     -k "(bf16 or fp16 or per_token) and not fp32" ;;
     # Whole-engine GPU checks (each Engine sizes its KV pool from free memory: one at a time): speculative
@@ -128,6 +128,8 @@ for s in "$@"; do
     # Long context, one request: TTFT and decode tok/s at 8k / 32k / 100k on the default backend (hybrid
     # when flashinfer is installed), with the weights + KV decode roofline; long-context-triton for comparison.
     long-context) stage long-context 480 python3 bench/long_context.py ;;
+    long-context-hybrid) stage long-context-hybrid 330 python3 bench/long_context.py \
+                           --engine-args '{"attention_backend": "hybrid"}' ;;
     long-context-triton) stage long-context-triton 480 python3 bench/long_context.py \
                            --engine-args '{"attention_backend": "triton"}' ;;
     # Tail latency under load: 32 req/s (inputs 256-1024, 256 out), without and with mixed chunks.

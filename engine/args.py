@@ -69,6 +69,9 @@ class ServerArgs:
     # (engine/mixed_chunk.py); while decodes run, a step computes at most mixed_chunk_step_tokens tokens.
     enable_mixed_chunk: bool = False
     mixed_chunk_step_tokens: int = 1536
+    # Decode-first chunked prefill (engine/prefill_interleave.py): while decodes run, a prefill step computes at
+    # most this many prompt tokens and the next step decodes. 0: off (prefill steps go first, whole chunks).
+    interleave_prefill_tokens: int = 0
     schedule_policy: str = "fcfs"
     disable_radix_cache: bool = False
     page_size: int = 1
@@ -281,6 +284,10 @@ class ServerArgs:
              f"--chunked-prefill-size must be >= 1 or -1 (off), got {self.chunked_prefill_size}")
         need(self.mixed_chunk_step_tokens >= MIN_MIXED_PREFILL_TOKENS,
              f"--mixed-chunk-step-tokens must be >= {MIN_MIXED_PREFILL_TOKENS}, got {self.mixed_chunk_step_tokens}")
+        need(self.interleave_prefill_tokens >= 0,
+             f"--interleave-prefill-tokens must be >= 0 (0: off), got {self.interleave_prefill_tokens}")
+        need(not (self.interleave_prefill_tokens and self.enable_mixed_chunk),
+             "--interleave-prefill-tokens and --enable-mixed-chunk are two answers to one problem: choose one")
         need(self.hybrid_long_context_threshold >= 1,
              f"--hybrid-long-context-threshold must be >= 1, got {self.hybrid_long_context_threshold}")
         need(self.schedule_policy in SCHEDULE_POLICIES,

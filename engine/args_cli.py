@@ -62,6 +62,9 @@ _HELP = {
     "enable_mixed_chunk": "run decodes in the same forward as a prefill chunk (lower ITL tail under load)",
     "mixed_chunk_step_tokens": "with --enable-mixed-chunk: tokens one step computes while decodes run, decodes "
                                "counting one each (default 1536; at least 256 prompt tokens per step)",
+    "interleave_prefill_tokens": "while requests decode, a prefill step computes at most N prompt tokens and the "
+                                 "next step is a decode step (bounds the ITL tail under load; decodes keep CUDA "
+                                 "graphs). 0 = off (default)",
 }
 
 

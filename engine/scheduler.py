@@ -37,6 +37,7 @@ from engine.messages import (
 from engine.mixed_chunk import add_decode_rows, mixed_prefill_budget
 from engine.model_runner import ModelRunner
 from engine.overlap import InflightDecode, OverlapMixin, is_chainable, overlap_enabled
+from engine.prefill_interleave import interleaved_chunk_size, prefill_may_run
 from engine.req import Req
 from engine.request_checks import check_request
 from engine.sampling.sampler import SampleOutput, Sampler
@@ -79,6 +80,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
         self._step_reqs: list[Req] = []
         self.num_forward_steps = 0
         self._init_speculative()  # engine.speculative: decode batches may verify drafts
+        self._last_step_prefilled = False  # --interleave-prefill-tokens: the next step owes the decodes
         self.num_mixed_steps = 0  # prefill steps that carried the running decodes (--enable-mixed-chunk)
 
     # ---- messages -------------------------------------------------------------------------
@@ -190,10 +192,13 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
             self.grammar.wait_briefly()  # only compiles pending: don't spin
 
     def _next_batch(self) -> ScheduleBatch | None:
-        if self.waiting or self.chunked:
+        interleave = self.args.interleave_prefill_tokens
+        last_was_prefill, self._last_step_prefilled = self._last_step_prefilled, False
+        if (self.waiting or self.chunked) and prefill_may_run(interleave, len(self.running), last_was_prefill):
             mixed = self.args.enable_mixed_chunk
             chunk_size = (mixed_prefill_budget(self.args.chunked_prefill_size, self.args.mixed_chunk_step_tokens,
-                                               len(self.running)) if mixed else self.args.chunked_prefill_size)
+                                               len(self.running)) if mixed else
+                          interleaved_chunk_size(self.args.chunked_prefill_size, interleave, len(self.running)))
             plan = plan_prefill(self.waiting, self.chunked, len(self.running), self.kv, self.args.schedule_policy,
                                 self.runner.max_running_requests, chunk_size, DECODE_HEADROOM,
                                 priority_aging_s=self.args.priority_aging_interval)
@@ -205,6 +210,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
                 batch = ScheduleBatch(ForwardMode.EXTEND, plan.reqs)
                 if mixed and add_decode_rows(batch, self.running, self.kv):
                     self.num_mixed_steps += 1
+                self._last_step_prefilled = True
                 return batch
         if not self.running:
             return None

@@ -31,8 +31,10 @@ AWQ_UNPACK_NIBBLE = (0, 4, 1, 5, 2, 6, 3, 7)
 # Rows at or above this go through dequantize + cuBLAS (a large prefill is compute-bound; the dequantized
 # copy is one extra pass over the weight). bench/awq_bench.py measures where the Triton GEMM stops winning;
 # `bench/quant_gemv_sweep.py --kind awq` writes its measured crossover to awq_dequant_min_rows.txt, which a
-# device session can try through TESSERA_AWQ_DEQUANT_MIN_ROWS before the constant is changed.
-DEQUANT_MATMUL_MIN_ROWS = int(os.environ.get("TESSERA_AWQ_DEQUANT_MIN_ROWS") or 1024)
+# device session can try through TESSERA_AWQ_DEQUANT_MIN_ROWS before the constant is changed. H200, 8B shape
+# (2026-12-02): at 64 rows the Triton GEMM took 2,687 us per layer vs 1,120 us dequantize + cuBLAS (256 rows:
+# 7,167 vs 1,182), batch-1 TTFT 334 -> 48 ms; below 64 rows it was not measured.
+DEQUANT_MATMUL_MIN_ROWS = int(os.environ.get("TESSERA_AWQ_DEQUANT_MIN_ROWS") or 64)
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
