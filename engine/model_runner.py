@@ -7,6 +7,7 @@ Sizing happens here because it needs the loaded weights: on GPU the KV pool take
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import psutil
@@ -156,6 +157,11 @@ class ModelRunner:
         free_after, _ = torch.cuda.mem_get_info(self.device)
         used_by_others = total - free_before
         budget = kv_budget_bytes(total, free_before, free_after, self.args.mem_fraction_static)
+        draft_bpt, draft_weights = self._draft_model_share()
+        if draft_bpt:
+            # The draft model loads after this pool and holds as many tokens: split the budget so both fit
+            # inside --mem-fraction-static (else its pool takes the activations' headroom: OOM at the first step).
+            budget = (budget - draft_weights) * bpt / (bpt + draft_bpt)
         tokens = int(budget // bpt)
         if self.args.max_total_tokens is not None:
             tokens = min(tokens, self.args.max_total_tokens)
@@ -168,6 +174,22 @@ class ModelRunner:
                 f"{used_by_others / GiB:.1f} GiB, leaving {max(budget, 0) / GiB:.2f} GiB "
                 f"({bpt} bytes per token); raise --mem-fraction-static or use a larger --tp-size")
         return tokens
+
+    def _draft_model_share(self) -> tuple[int, int]:
+        """(KV bytes per token, weight bytes on this rank) of the speculative draft model that will share this
+        device, from its config and checkpoint files; (0, 0) without a draft model."""
+        args = self.args
+        if args.speculative_mode != "draft" or not args.speculative_model:
+            return 0, 0
+        from engine.model_config import create_model_config
+
+        draft_args = args.replace(model_path=args.speculative_model, tokenizer_path=None, speculative_algorithm=None,
+                                  speculative_model=None, quantization=None)
+        cfg = create_model_config(draft_args, self.device.type)
+        kv_dtype = resolve_kv_cache_dtype(args.kv_cache_dtype, cfg.dtype)
+        bpt = KVPool.bytes_per_token(cfg.num_layers, cfg.kv_heads_per_rank(self.tp.size), cfg.head_dim, kv_dtype)
+        files = [] if args.load_format == "dummy" else safetensors_files(args.speculative_model)
+        return bpt, sum(os.path.getsize(f) for f in files) // self.tp.size
 
     def _cpu_kv_tokens(self, bpt: int) -> int:
         avail = psutil.virtual_memory().available
