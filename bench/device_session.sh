@@ -125,8 +125,8 @@ for s in "$@"; do
     suite) stage suite 420 python3 bench/run_suite.py ;;
     suite-awq) stage suite 540 python3 bench/run_suite.py --skip-hf --quantizations awq ;;
     suite-quant) stage suite 600 python3 bench/run_suite.py --skip-hf --quantizations awq,fp8 ;;
-    # Long context, one request: TTFT and decode tok/s at 8k / 32k / 100k on the default backend (hybrid
-    # when flashinfer is installed), with the weights + KV decode roofline; long-context-triton for comparison.
+    # Long context, one request: TTFT and decode tok/s at 8k / 32k / 100k on the default backend (triton),
+    # with the weights + KV decode roofline; -hybrid / -triton name the backend.
     long-context) stage long-context 480 python3 bench/long_context.py ;;
     long-context-hybrid) stage long-context-hybrid 330 python3 bench/long_context.py \
                            --engine-args '{"attention_backend": "hybrid"}' ;;
@@ -141,6 +141,10 @@ for s in "$@"; do
                        python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
                          --engine-args "{\"enable_mixed_chunk\": true, \"mixed_chunk_step_tokens\": $n}" \
                          || exit 1; done' ;;
+    # Decode-first chunked prefill (--interleave-prefill-tokens) at 32 req/s: 1024 / 2048 prompt tokens per step.
+    online-32-interleave) stage online-32-interleave 400 bash -c 'for n in 1024 2048; do
+                            python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
+                              --engine-args "{\"interleave_prefill_tokens\": $n}" || exit 1; done' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

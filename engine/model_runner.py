@@ -217,7 +217,10 @@ class ModelRunner:
     def forward(self, fb: ForwardBatch) -> torch.Tensor:
         """Returns fp32 logits for the rows in fb.logits_indices: [num_logit_rows, vocab]."""
         if self.graph_runner is not None and self.graph_runner.can_run(fb):
-            return self.graph_runner.replay(fb).float()
+            logits = self.graph_runner.replay(fb)  # every row's
+            if fb.logits_indices is not None and fb.logits_indices.numel() != fb.batch_size:
+                logits = logits[fb.logits_indices]  # some rows only (speculative drafts: each row's last)
+            return logits.float()
         self.attn_backend.init_forward_metadata(fb)
         hidden = self.model(fb.input_ids, fb.positions, fb)  # [T, hidden]
         return self.model.compute_logits(hidden[fb.logits_indices]).float()

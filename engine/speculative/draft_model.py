@@ -19,7 +19,7 @@ import torch
 
 from engine.distributed.parallel_state import TPContext
 from engine.req import Req
-from engine.speculative.batch import TokenRow, build_rows_forward_batch
+from engine.speculative.batch import TokenRow, build_rows_forward_batch, decode_rows_limit
 from engine.speculative.proposer import BaseProposer, Proposal
 from engine.speculative.verify import sampling_probs
 
@@ -140,7 +140,9 @@ class DraftModelProposer(BaseProposer):
         draft_probs = None
         if sampled:
             draft_probs = torch.zeros((len(reqs), max_k, self.runner.model_config.vocab_size), device=self.device)
-        fb = build_rows_forward_batch(rows, self.req_pool.req_to_token, self.device, all_logits=False)
+        # Usually one or two tokens per row (the accepted run's last token): a graphed decode batch.
+        fb = build_rows_forward_batch(rows, self.req_pool.req_to_token, self.device, all_logits=False,
+                                      max_decode_rows=decode_rows_limit(self.runner))
         logits = self.runner.forward(fb)  # [len(active), V]
         for step in range(max_k):
             chosen = self._choose(logits, [reqs[i] for i in active], step, active, draft_probs)

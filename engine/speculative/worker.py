@@ -12,7 +12,7 @@ import torch
 from engine.batch_builder import ScheduleBatch
 from engine.kv_manager import KVManager
 from engine.req import Req
-from engine.speculative.batch import TokenRow, build_rows_forward_batch
+from engine.speculative.batch import TokenRow, build_rows_forward_batch, decode_rows_limit
 from engine.speculative.proposer import BaseProposer
 from engine.speculative.verify import Verdict, accept
 
@@ -138,8 +138,9 @@ class SpeculativeWorker:
                 else req.output_ids[req.kv_len - len(req.origin_input_ids)]
             rows.append(TokenRow(req.req_pool_idx, req.kv_len, [last] + d))
         try:
-            fb = build_rows_forward_batch(rows, req_pool.req_to_token, self.runner.device, all_logits=True)
-            logits = self.runner.forward(fb)  # [sum(len(d) + 1), V]; eager (EXTEND), CUDA graphs are decode-only
+            fb = build_rows_forward_batch(rows, req_pool.req_to_token, self.runner.device, all_logits=True,
+                                          max_decode_rows=decode_rows_limit(self.runner))
+            logits = self.runner.forward(fb)  # [sum(len(d) + 1), V]; a graphed decode of one-token rows if they fit
             verdict = self._agree(accept(logits, reqs, drafts, proposal.draft_probs, self.generator))
         except Exception:
             # Nothing was committed (kv_len unchanged); the decode slots are freed with their requests.
