@@ -145,6 +145,11 @@ for s in "$@"; do
     online-32-interleave) stage online-32-interleave 400 bash -c 'for n in 1024 2048; do
                             python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
                               --engine-args "{\"interleave_prefill_tokens\": $n}" || exit 1; done' ;;
+    # Offline 256 requests (inputs 256-1024, 256 out): bf16, FP8 weights, FP8 weights + FP8 KV (target >= 1.3x bf16).
+    offline-fp8) stage offline-fp8 570 bash -c 'g="\"cuda_graph_max_bs\": 256"
+                   for e in "{$g}" "{$g, \"quantization\": \"fp8\"}" "{$g, \"quantization\": \"fp8\", \"kv_cache_dtype\": \"fp8_e4m3\"}"; do
+                     python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
+                       --engine-args "$e" | grep "^{" || exit 1; done';;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac
