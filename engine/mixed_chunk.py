@@ -28,10 +28,14 @@ from engine.kv_manager import KVManager
 from engine.req import Req
 
 
+def chunk_limit(chunked_prefill_size: int) -> int:
+    """Prompt tokens one prefill step may compute at most; `chunked_prefill_size` -1 means unchunked."""
+    return chunked_prefill_size if chunked_prefill_size > 0 else 1 << 62
+
+
 def mixed_prefill_budget(chunked_prefill_size: int, step_tokens: int, num_decodes: int) -> int:
-    """Prompt tokens the next step may compute while `num_decodes` decodes ride along (the rule above).
-    `chunked_prefill_size` -1 means unchunked."""
-    limit = chunked_prefill_size if chunked_prefill_size > 0 else 1 << 62
+    """Prompt tokens the next step may compute while `num_decodes` decodes ride along (the rule above)."""
+    limit = chunk_limit(chunked_prefill_size)
     if num_decodes == 0:
         return limit
     return max(MIN_MIXED_PREFILL_TOKENS, min(limit, step_tokens - num_decodes))

@@ -182,10 +182,9 @@ class ModelRunner:
         if args.speculative_mode != "draft" or not args.speculative_model:
             return 0, 0
         from engine.model_config import create_model_config
+        from engine.speculative.draft_model import draft_server_args
 
-        draft_args = args.replace(model_path=args.speculative_model, tokenizer_path=None, speculative_algorithm=None,
-                                  speculative_model=None, quantization=None)
-        cfg = create_model_config(draft_args, self.device.type)
+        cfg = create_model_config(draft_server_args(args), self.device.type)
         kv_dtype = resolve_kv_cache_dtype(args.kv_cache_dtype, cfg.dtype)
         bpt = KVPool.bytes_per_token(cfg.num_layers, cfg.kv_heads_per_rank(self.tp.size), cfg.head_dim, kv_dtype)
         files = [] if args.load_format == "dummy" else safetensors_files(args.speculative_model)

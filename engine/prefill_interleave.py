@@ -17,10 +17,12 @@ extend path. The rule is a token count, not a measured time, so schedules and ou
 
 from __future__ import annotations
 
+from engine.mixed_chunk import chunk_limit
+
 
 def interleaved_chunk_size(chunked_prefill_size: int, interleave_tokens: int, num_decodes: int) -> int:
-    """Prompt tokens the next prefill step may compute. `chunked_prefill_size` -1 means unchunked."""
-    limit = chunked_prefill_size if chunked_prefill_size > 0 else 1 << 62
+    """Prompt tokens the next prefill step may compute."""
+    limit = chunk_limit(chunked_prefill_size)
     if interleave_tokens <= 0 or num_decodes == 0:
         return limit
     return min(limit, interleave_tokens)

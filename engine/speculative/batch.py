@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 
@@ -27,15 +28,15 @@ class TokenRow:
     tokens: list[int]
 
 
+EAGER_DECODE_ROWS = 64
+
+
 def decode_rows_limit(runner) -> int:
     """How many one-token rows a row batch may expand into: what the runner's CUDA graphs hold (beyond
     that an eager EXTEND pass is cheaper than an eager decode of many rows); eager runners (CPU, graphs
     off) use the same rows up to a fixed bound so they compute what a graphed GPU computes."""
     graphs = getattr(runner, "graph_runner", None)
     return graphs.max_bs if graphs is not None else EAGER_DECODE_ROWS
-
-
-EAGER_DECODE_ROWS = 64
 
 
 def build_rows_forward_batch(rows: list[TokenRow], req_to_token: torch.Tensor, device: torch.device,
@@ -84,8 +85,4 @@ def build_rows_forward_batch(rows: list[TokenRow], req_to_token: torch.Tensor, d
 
 def rows_ends(rows: list[TokenRow]) -> list[int]:
     """Index of each row's last token in the rows' concatenation."""
-    ends, total = [], 0
-    for r in rows:
-        total += len(r.tokens)
-        ends.append(total - 1)
-    return ends
+    return [end - 1 for end in accumulate(len(r.tokens) for r in rows)]
