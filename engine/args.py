@@ -230,6 +230,12 @@ class ServerArgs:
     def replace(self, **changes: Any) -> ServerArgs:
         return dataclasses.replace(self, **changes)
 
+    def for_draft_model(self, **changes: Any) -> ServerArgs:
+        """The speculative draft model's args: these, on the draft's checkpoint, without speculation (the
+        draft's own config.json decides its quantization)."""
+        return self.replace(model_path=self.speculative_model, tokenizer_path=None, speculative_algorithm=None,
+                            speculative_model=None, quantization=None, **changes)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

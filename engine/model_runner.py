@@ -23,7 +23,7 @@ from engine.hybrid_graphs import HybridGraphRunner
 from engine.mem.kv_pool import FP8_KV_DTYPE, KVPool
 from engine.mem.kv_scales import read_kv_scales
 from engine.mem.req_to_token import ReqToTokenPool
-from engine.model_config import ModelConfig
+from engine.model_config import ModelConfig, create_model_config
 from engine.model_loader import load_model
 from engine.weight_files import safetensors_files
 
@@ -181,10 +181,7 @@ class ModelRunner:
         args = self.args
         if args.speculative_mode != "draft" or not args.speculative_model:
             return 0, 0
-        from engine.model_config import create_model_config
-        from engine.speculative.draft_model import draft_server_args
-
-        cfg = create_model_config(draft_server_args(args), self.device.type)
+        cfg = create_model_config(args.for_draft_model(), self.device.type)
         kv_dtype = resolve_kv_cache_dtype(args.kv_cache_dtype, cfg.dtype)
         bpt = KVPool.bytes_per_token(cfg.num_layers, cfg.kv_heads_per_rank(self.tp.size), cfg.head_dim, kv_dtype)
         files = [] if args.load_format == "dummy" else safetensors_files(args.speculative_model)

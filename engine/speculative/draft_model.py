@@ -40,20 +40,13 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
     return i
 
 
-def draft_server_args(args, **overrides):
-    """The draft model's ServerArgs: the target's, on the draft's checkpoint, without speculation (the draft's
-    own config.json decides its quantization)."""
-    return args.replace(model_path=args.speculative_model, tokenizer_path=None, speculative_algorithm=None,
-                        speculative_model=None, quantization=None, **overrides)
-
-
 class DraftModelProposer(BaseProposer):
     def __init__(self, args, target_runner, tp: TPContext) -> None:
         from engine.model_config import create_model_config
         from engine.model_runner import ModelRunner
 
-        draft_args = draft_server_args(
-            args, context_length=target_runner.model_config.context_len,
+        draft_args = args.for_draft_model(
+            context_length=target_runner.model_config.context_len,
             max_total_tokens=target_runner.max_total_tokens,
             max_running_requests=target_runner.max_running_requests)
         device = target_runner.device
