@@ -214,7 +214,7 @@ def main() -> None:
     results = measure(runners, prompts, a.steps)
     first = next(iter(runners.values()))
     setup = {"model_path": a.model_path, "load_format": a.load_format, "device": str(device),
-             "model_dtype": str(first.model_config.dtype), "attention_backend": first.args.resolved_attention_backend,
+             "model_dtype": str(first.model_config.dtype), "attention_backend": first.attention_backend_name,
              "cuda_graphs": first.graph_runner is not None, "num_prompts": len(prompts),
              "prompt_len": a.prompt_len, "steps": a.steps,
              "kv_tokens": {d: r.max_total_tokens for d, r in runners.items()}}

@@ -7,6 +7,7 @@ Invalid values raise `ArgsError` with one line, before any weights load.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -180,9 +181,13 @@ class ServerArgs:
             return "torch_native"
         if self.dtype in FP32_DTYPES:
             return "triton"  # FlashInfer has no fp32 kernels
-        # triton: the faster batch-1 decode on an H200 (238.8 tok/s, 8B shape, 2026-12-02) and verified on
-        # the GPU with this build. hybrid (FlashInfer prefill, 2x triton's at 100 k tokens, and long-context
-        # decode; engine/attention/hybrid.py) stays opt-in until its GPU tests have run.
+        # hybrid when FlashInfer is installed: its decode up to 32k tokens is triton's (batch 1 236.3 vs 236.5
+        # tok/s, 8B shape on an H200), its FlashInfer prefill is 2x triton's at 100k tokens (7.2 vs 14.8 s) and
+        # its long-context decode 1.5x (134 vs 88 tok/s); offline 256 requests the same (8,286 vs 8,264
+        # tok/s). Teacher-forced on the GPU its logits are as close to fp32 as triton's (bench/NOTES.md).
+        # The model runner falls back to triton for head sizes FlashInfer does not build.
+        if importlib.util.find_spec("flashinfer") is not None:
+            return "hybrid"
         return "triton"
 
     @property

@@ -14,7 +14,7 @@ import psutil
 import torch
 
 from engine.args import ArgsError, ServerArgs
-from engine.attention import create_attention_backend
+from engine.attention import attention_backend_for, create_attention_backend
 from engine.attention.hybrid import HybridAttentionBackend
 from engine.cuda_graph_runner import CudaGraphRunner
 from engine.distributed.parallel_state import TPContext
@@ -104,7 +104,8 @@ class ModelRunner:
         self.kv_pool = KVPool(max_tokens, model_config.num_layers, self.num_kv_heads, model_config.head_dim,
                               self.kv_dtype, device, k_scales=k_scales, v_scales=v_scales)
         self.req_pool = ReqToTokenPool(self.max_running_requests, model_config.context_len + 1, device)
-        self.attn_backend = create_attention_backend(args.resolved_attention_backend, self.kv_pool, str(device),
+        self.attention_backend_name = attention_backend_for(args, model_config.head_dim)
+        self.attn_backend = create_attention_backend(self.attention_backend_name, self.kv_pool, str(device),
                                                      args.hybrid_long_context_threshold)
         self.model.attn_backend = self.attn_backend
         # Batch-1 decode through fused Triton GEMVs (norms/SiLU as prologues, residual adds as epilogues).
@@ -113,7 +114,7 @@ class ModelRunner:
         kv_dtype_name = str(self.kv_dtype).removeprefix("torch.")
         logger.info("rank %d: KV cache %d tokens (%.2f GiB, %s, %d bytes per token), max running requests %d, "
                     "attention %s", tp.rank, max_tokens, max_tokens * bpt / GiB, kv_dtype_name, bpt,
-                    self.max_running_requests, args.resolved_attention_backend)
+                    self.max_running_requests, self.attention_backend_name)
         if isinstance(self.attn_backend, HybridAttentionBackend):
             logger.info("rank %d: attention: %s", tp.rank, self.attn_backend.describe())
         self.graph_runner = self._create_graph_runner()
@@ -134,7 +135,7 @@ class ModelRunner:
     def _create_graph_runner(self) -> CudaGraphRunner | HybridGraphRunner | None:
         if self.device.type != "cuda" or self.args.disable_cuda_graph:
             return None
-        backend = self.args.resolved_attention_backend
+        backend = self.attention_backend_name
         if backend not in ("triton", "flashinfer", "hybrid"):
             # torch_native loops over requests with host lengths inside its forward: nothing to replay.
             logger.info("rank %d: CUDA graphs off: the %s attention backend is not capturable "

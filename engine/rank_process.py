@@ -110,7 +110,7 @@ def _build(args: ServerArgs, ipc: IpcConfig, rank: int, send_msg):
         "max_running_requests": runner.max_running_requests,
         "dtype": str(model_config.dtype).removeprefix("torch."),
         "device": device.type,
-        "attention_backend": args.resolved_attention_backend,
+        "attention_backend": runner.attention_backend_name,
         "tp_size": args.tp_size,
         "architectures": list(getattr(model_config.hf_config, "architectures", []) or []),
         "is_generation": True,

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+
 from engine.attention.base import AttentionLayerSpec, BaseAttentionBackend
+
+logger = logging.getLogger(__name__)
+
+# Head sizes FlashInfer 0.6 builds its prefill and decode kernels for.
+FLASHINFER_HEAD_DIMS = (64, 128, 256)
+
+
+def attention_backend_for(args, head_dim: int) -> str:
+    """The backend this model runs on: the chosen (or default) one, except that the default hybrid falls
+    back to triton for a head size FlashInfer has no kernels for (an explicit choice is kept, and fails
+    loudly if FlashInfer cannot serve it)."""
+    name = args.resolved_attention_backend
+    if args.attention_backend is None and name == "hybrid" and head_dim not in FLASHINFER_HEAD_DIMS:
+        logger.info("attention: head size %d has no FlashInfer kernels; using triton (the default hybrid needs "
+                    "one of %s)", head_dim, FLASHINFER_HEAD_DIMS)
+        return "triton"
+    return name
 
 
 def create_attention_backend(name: str, kv_pool, device: str,
@@ -32,4 +51,5 @@ def create_attention_backend(name: str, kv_pool, device: str,
     raise ValueError(f"unknown attention backend {name!r}; choose torch_native, triton, flashinfer or hybrid")
 
 
-__all__ = ["AttentionLayerSpec", "BaseAttentionBackend", "create_attention_backend"]
+__all__ = ["FLASHINFER_HEAD_DIMS", "AttentionLayerSpec", "BaseAttentionBackend", "attention_backend_for",
+           "create_attention_backend"]

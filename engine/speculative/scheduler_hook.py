@@ -25,8 +25,9 @@ class SpeculativeMixin:
         if self.args.speculative_mode is None:
             return
         self.spec = SpeculativeWorker(self.args, self.runner, self.kv, self.tp, self.sampler.generator)
-        logger.info("speculative decoding: %s, %d draft tokens per step (verification runs eager; overlap "
-                    "scheduling off)", self.args.speculative_mode, self.args.speculative_num_draft_tokens)
+        logger.info("speculative decoding: %s, %d draft tokens per step (verification as one-token decode rows, "
+                    "in CUDA graphs while they fit; overlap scheduling off)", self.args.speculative_mode,
+                    self.args.speculative_num_draft_tokens)
 
     def _try_speculative(self, batch: ScheduleBatch) -> bool:
         """True when the decode batch ran speculatively (its tokens are committed)."""

