@@ -30,6 +30,7 @@ class HybridGraphRunner:
             self.long = runner_cls(model, hybrid.pinned(hybrid.decode_long), req_to_token, max_bs, device,
                                    use_graphs=use_graphs, graph_pool=getattr(self.short, "graph_pool", None))
         self.batch_sizes = self.short.batch_sizes
+        self.max_bs = self.short.max_bs  # both sets hold the same sizes (speculative verify rows read it)
         self.capture_seconds = self.short.capture_seconds + (self.long.capture_seconds if self.long else 0.0)
         self.num_long_replays = 0  # how many replays took the long-context set (tests and logs read it)
         self.num_short_replays = 0

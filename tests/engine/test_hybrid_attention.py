@@ -14,6 +14,7 @@ from engine.attention.hybrid import HybridAttentionBackend
 from engine.attention.torch_native import TorchNativeAttentionBackend
 from engine.forward_batch import ForwardMode
 from engine.hybrid_graphs import HybridGraphRunner
+from engine.speculative.batch import decode_rows_limit
 from tests.engine.scheduler_harness import STAGGERED_CHUNK, SchedulerHarness, staggered_workload
 
 
@@ -70,7 +71,7 @@ class FakeGraphRunner:
     def __init__(self, model, attn_backend, req_to_token, max_bs, device, use_graphs=True, graph_pool=None):
         self.attn_backend, self.graph_pool_in = attn_backend, graph_pool
         self.graph_pool = f"pool-of-{attn_backend.backend.name}"
-        self.batch_sizes, self.capture_seconds = [1, 2, 4], 1.0
+        self.batch_sizes, self.max_bs, self.capture_seconds = [1, 2, 4], 4, 1.0
         self.replays = 0
 
     def can_run(self, fb) -> bool:
@@ -91,6 +92,8 @@ def test_graph_runner_picks_its_graph_set_outside_the_graph(hybrid):
     assert runner.replay(_batch(ForwardMode.DECODE, [10, 1001])) == "long"
     assert hybrid._active is hybrid.decode_long  # the replay hook routed the layers' calls
     assert (runner.num_short_replays, runner.num_long_replays) == (1, 1)
+    # Speculative verify rows are sized by what the graphs hold, as with one graph set.
+    assert decode_rows_limit(SimpleNamespace(graph_runner=runner)) == 4
     # No sequence can pass the threshold: the long set is never captured.
     short_only = HybridGraphRunner(None, hybrid, None, 4, "cpu", max_seq_len=1000, runner_cls=FakeGraphRunner)
     assert short_only.long is None
