@@ -162,7 +162,7 @@ container() {
   [ -e "$WORK/streaming" ] || fail "the long request did not start streaming"
   "${RUN[@]}" stop -t 150 "$CTR" >/dev/null
   wait "$client" || { podman logs "$CTR" 2>&1 | tail -n 5; fail "the in-flight request failed during the drain"; }
-  [ "$(cat "$WORK/inflight.out")" = "length 100" ] || fail "in-flight request cut short: $(cat "$WORK/inflight.out")"
+  [ "$(cat "$WORK/inflight.out")" = "length 900" ] || fail "in-flight request cut short: $(cat "$WORK/inflight.out")"
   [ "$(podman inspect --format '{{.State.ExitCode}}' "$CTR")" = 0 ] || fail "exit code after stop is not 0"
   podman logs "$CTR" 2>&1 | grep -q "draining 1 request" || fail "no drain in the log"
   echo "drained one in-flight request, exit 0"

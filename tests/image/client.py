@@ -19,6 +19,7 @@ import httpx
 from openai import APIConnectionError, APIStatusError, AuthenticationError, OpenAI
 
 PROMPT = [{"role": "user", "content": "Tell me about lists"}]
+INFLIGHT_TOKENS = 900
 
 
 def check(cond: bool, what: str) -> None:
@@ -82,7 +83,10 @@ def inflight(url: str, key: str, marker: str) -> None:
     """Streams one long generation; touches `marker` once tokens flow (the cue to stop the container)."""
     client = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
     model = client.models.list().data[0].id
-    stream = client.chat.completions.create(model=model, messages=PROMPT, max_tokens=100, temperature=0, stream=True,
+    # 900 tokens (the demo model holds 1024): several seconds of decoding, so the stop that the first token
+    # cues lands while it runs (100 tokens could finish before `podman stop` reached the server: no drain).
+    stream = client.chat.completions.create(model=model, messages=PROMPT, max_tokens=INFLIGHT_TOKENS, temperature=0,
+                                            stream=True,
                                             stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
     finish, tokens = None, None
     for chunk in stream:
