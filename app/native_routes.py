@@ -84,6 +84,8 @@ async def get_server_info(request: Request) -> dict[str, Any]:
             info = await asyncio.wait_for(client.get_server_info(), 5.0)
     args = {k: v for k, v in ctx.args.to_dict().items() if k != "api_key"}
     args["served_model_name"] = ctx.model_name  # resolved, as SGLang reports it (routers read it)
+    # The backend the engine chose when the flag is unset (SGLang reports its resolved choice too).
+    args["attention_backend"] = sup.engine_info().get("attention_backend") or args.get("attention_backend")
     return {
         **args,
         **info,

@@ -185,6 +185,11 @@ def test_64_concurrent_streams(server, model_name, reference) -> None:
     assert time.monotonic() - t0 < 120
 
 
+def test_server_info_reports_the_attention_backend_in_use(server) -> None:
+    # --attention-backend is unset: the engine's choice (torch_native on the CPU) is reported, not null.
+    assert httpx.get(server.base_url + "/get_server_info").json()["attention_backend"] == "torch_native"
+
+
 def test_disconnect_mid_stream_frees_kv(server, model_name) -> None:
     def held() -> tuple[int, int]:
         info = httpx.get(server.base_url + "/get_server_info").json()
