@@ -26,11 +26,7 @@ from engine.args import MIN_MIXED_PREFILL_TOKENS
 from engine.batch_builder import ScheduleBatch
 from engine.kv_manager import KVManager
 from engine.req import Req
-
-
-def chunk_limit(chunked_prefill_size: int) -> int:
-    """Prompt tokens one prefill step may compute at most; `chunked_prefill_size` -1 means unchunked."""
-    return chunked_prefill_size if chunked_prefill_size > 0 else 1 << 62
+from engine.schedule_policy import chunk_limit
 
 
 def mixed_prefill_budget(chunked_prefill_size: int, step_tokens: int, num_decodes: int) -> int:

@@ -17,7 +17,7 @@ extend path. The rule is a token count, not a measured time, so schedules and ou
 
 from __future__ import annotations
 
-from engine.mixed_chunk import chunk_limit
+from engine.schedule_policy import chunk_limit
 
 
 def interleaved_chunk_size(chunked_prefill_size: int, interleave_tokens: int, num_decodes: int) -> int:

@@ -14,6 +14,11 @@ from engine.req import Req
 IN_BATCH_PREFIX_THRESHOLD = 32
 
 
+def chunk_limit(chunked_prefill_size: int) -> int:
+    """Prompt tokens one prefill step may compute at most; `chunked_prefill_size` -1 means unchunked."""
+    return chunked_prefill_size if chunked_prefill_size > 0 else 1 << 62
+
+
 def _common_prefix_len(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -52,7 +57,7 @@ def plan_prefill(waiting: list[Req], chunked: Req | None, num_running: int, kv: 
                  priority_aging_s: float = 1.0) -> PrefillPlan:
     """Admits requests while rows, the token budget and KV slots allow. Each admitted request
     gets its row, cached prefix and KV slots for `extend_len` tokens."""
-    budget = chunk_size if chunk_size > 0 else 1 << 62
+    budget = chunk_limit(chunk_size)
     plan = PrefillPlan(reqs=[], chunked=None)
     candidates = ([chunked] if chunked is not None else []) + order_waiting(waiting, policy, kv, priority_aging_s)
     for req in candidates:

@@ -86,8 +86,8 @@ def inflight(url: str, key: str, marker: str) -> None:
     # 900 tokens (the demo model holds 1024): several seconds of decoding, so the stop that the first token
     # cues lands while it runs (100 tokens could finish before `podman stop` reached the server: no drain).
     stream = client.chat.completions.create(model=model, messages=PROMPT, max_tokens=INFLIGHT_TOKENS, temperature=0,
-                                            stream=True,
-                                            stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+                                            stream=True, stream_options={"include_usage": True},
+                                            extra_body={"ignore_eos": True})
     finish, tokens = None, None
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
