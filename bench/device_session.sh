@@ -136,13 +136,16 @@ for s in "$@"; do
     online-32) stage online-32 570 bash -c 'for extra in "{}" "{\"enable_mixed_chunk\": true}"; do
                  python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
                    --engine-args "$extra" || exit 1; done' ;;
+    # One mixed step (a 1408-token chunk + 128 decode rows at 640 context) vs the chunk and the decode step apart.
+    profile-mixed) stage profile-mixed 240 python3 bench/profile_step.py --attention-backend hybrid --batch-sizes 128 \
+                     --context 640 --prefill-reqs 1 --prefill-len 1408 --mixed 1408 128 ;;
     # The step-token budget of mixed chunks: 1024 / 2048 / 3072 (1536 is the default, run by online-32).
     online-32-sweep) stage online-32-sweep 570 bash -c 'for n in 1024 2048 3072; do
                        python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
                          --engine-args "{\"enable_mixed_chunk\": true, \"mixed_chunk_step_tokens\": $n}" \
                          || exit 1; done' ;;
     # Decode-first chunked prefill (--interleave-prefill-tokens) at 32 req/s: 1024 / 2048 prompt tokens per step.
-    online-32-interleave) stage online-32-interleave 400 bash -c 'for n in 1024 2048; do
+    online-32-interleave) stage online-32-interleave 570 bash -c 'for n in 1024 2048; do
                             python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
                               --engine-args "{\"interleave_prefill_tokens\": $n}" || exit 1; done' ;;
     # Offline 256 requests (inputs 256-1024, 256 out): bf16, FP8 weights, FP8 weights + FP8 KV (target >= 1.3x bf16).

@@ -75,6 +75,20 @@ def _kernel_table(fn, reps: int = 3, rows: int = 14) -> str:
         return f"(no kernel table: {exc})"
 
 
+def _mixed_step(runner: ModelRunner, chunk: int, decodes: int, context: int) -> dict:
+    """A mixed step (engine/mixed_chunk.py: decodes as one-token extend rows, eager) against the chunk
+    alone plus a graph-replayed decode step: what riding along costs or saves on the GPU."""
+    mixed = _batch(runner, [0] + [context - 1] * decodes, [chunk] + [1] * decodes, ForwardMode.EXTEND)
+    alone = _batch(runner, [0], [chunk], ForwardMode.EXTEND)
+    decode = _batch(runner, [context - 1] * decodes, [1] * decodes, ForwardMode.DECODE)
+    mixed_ms = median_ms(lambda: runner.forward(mixed), 10)
+    alone_ms = median_ms(lambda: runner.forward(alone), 10)
+    decode_ms = median_ms(lambda: runner.forward(decode), 30)
+    print(_kernel_table(lambda: runner.forward(mixed), reps=2), flush=True)
+    return {"mixed_ms": round(mixed_ms, 2), "chunk_alone_ms": round(alone_ms, 2), "decode_step_ms": round(decode_ms, 2),
+            "apart_ms": round(alone_ms + decode_ms, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
@@ -83,14 +97,18 @@ def main() -> None:
     parser.add_argument("--prefill-reqs", type=int, default=8)
     parser.add_argument("--prefill-len", type=int, default=1024)
     parser.add_argument("--attention-backend", default="triton")
+    parser.add_argument("--mixed", type=int, nargs=2, metavar=("CHUNK", "DECODES"),
+                        help="also time one mixed step (a CHUNK-token prompt + DECODES decode rows of --context) "
+                             "against the prefill chunk and the decode step run apart")
     ns = parser.parse_args()
 
     shape = model_shape(ns.model)
     bw, flops = copy_bandwidth_tbs(), matmul_tflops()
     torch.cuda.empty_cache()
+    rows = max(max(ns.batch_sizes), ns.prefill_reqs, ns.mixed[1] + 1 if ns.mixed else 0)
     args = ServerArgs(model_path=ns.model, load_format="dummy", skip_tokenizer_init=True,
-                      attention_backend=ns.attention_backend, cuda_graph_max_bs=max(ns.batch_sizes),
-                      max_running_requests=max(max(ns.batch_sizes), ns.prefill_reqs), max_total_tokens=400_000,
+                      attention_backend=ns.attention_backend, cuda_graph_max_bs=rows,
+                      max_running_requests=rows, max_total_tokens=400_000,
                       context_length=8192)
     runner = ModelRunner(args, create_model_config(args, "cuda"), TPContext(), torch.device("cuda", 0))
     report: dict = {"device": torch.cuda.get_device_name(), "copy_tbs": round(bw, 3), "matmul_tflops": round(flops, 1)}
@@ -113,6 +131,9 @@ def main() -> None:
                          "tok_s": round(tokens * 1e3 / ms), "of_floor": round(floor_ms / ms, 3)}
     print(f"prefill {n}x{ns.prefill_len}: {json.dumps(report['prefill'])}", flush=True)
     print(_kernel_table(lambda: runner.forward(fb), reps=2), flush=True)
+    if ns.mixed:
+        report["mixed"] = _mixed_step(runner, ns.mixed[0], ns.mixed[1], ns.context)
+        print(f"mixed {ns.mixed[0]} + {ns.mixed[1]} decodes: {json.dumps(report['mixed'])}", flush=True)
     out = os.environ.get("OUT")
     if out:
         with open(os.path.join(out, "profile.json"), "w") as f:
