@@ -12,16 +12,26 @@ logger = logging.getLogger(__name__)
 FLASHINFER_HEAD_DIMS = (64, 128, 256)
 
 
+def uses_flashinfer(name: str) -> bool:
+    return name in ("flashinfer", "hybrid")
+
+
 def attention_backend_for(args, head_dim: int) -> str:
     """The backend this model runs on: the chosen (or default) one, except that the default hybrid falls
-    back to triton for a head size FlashInfer has no kernels for (an explicit choice is kept, and fails
-    loudly if FlashInfer cannot serve it)."""
+    back to triton for a head size FlashInfer has no kernels for. An explicit FlashInfer choice that
+    cannot serve the head size is a one-line ArgsError here, not a kernel-build traceback later."""
+    from engine.args import ArgsError
+
     name = args.resolved_attention_backend
-    if args.attention_backend is None and name == "hybrid" and head_dim not in FLASHINFER_HEAD_DIMS:
+    if not uses_flashinfer(name) or head_dim in FLASHINFER_HEAD_DIMS:
+        return name
+    if args.attention_backend is None:
         logger.info("attention: head size %d has no FlashInfer kernels; using triton (the default hybrid needs "
                     "one of %s)", head_dim, FLASHINFER_HEAD_DIMS)
         return "triton"
-    return name
+    sizes = ", ".join(map(str, FLASHINFER_HEAD_DIMS))
+    raise ArgsError(f"--attention-backend {name}: FlashInfer has no kernels for this model's head size {head_dim} "
+                    f"(it builds {sizes}); use --attention-backend triton")
 
 
 def create_attention_backend(name: str, kv_pool, device: str,
@@ -52,4 +62,4 @@ def create_attention_backend(name: str, kv_pool, device: str,
 
 
 __all__ = ["FLASHINFER_HEAD_DIMS", "AttentionLayerSpec", "BaseAttentionBackend", "attention_backend_for",
-           "create_attention_backend"]
+           "create_attention_backend", "uses_flashinfer"]

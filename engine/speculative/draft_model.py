@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.attention import FLASHINFER_HEAD_DIMS, uses_flashinfer
 from engine.distributed.parallel_state import TPContext
 from engine.req import Req
 from engine.speculative.batch import TokenRow, build_rows_forward_batch, decode_rows_limit
@@ -40,6 +41,17 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
     return i
 
 
+def draft_backend_args(draft_args, head_dim: int):
+    """The draft runs on the target's attention backend, unless that is FlashInfer-based and FlashInfer has
+    no kernels for the draft's head size: a small draft often has an odd one (the target's explicit
+    `--attention-backend hybrid` must not make a draft it cannot serve fail the start). Then triton."""
+    if uses_flashinfer(draft_args.resolved_attention_backend) and head_dim not in FLASHINFER_HEAD_DIMS:
+        logger.info("speculative: the draft's head size %d has no FlashInfer kernels; the draft runs on triton",
+                    head_dim)
+        return draft_args.replace(attention_backend="triton")
+    return draft_args
+
+
 class DraftModelProposer(BaseProposer):
     def __init__(self, args, target_runner, tp: TPContext) -> None:
         from engine.model_config import create_model_config
@@ -50,7 +62,9 @@ class DraftModelProposer(BaseProposer):
             max_total_tokens=target_runner.max_total_tokens,
             max_running_requests=target_runner.max_running_requests)
         device = target_runner.device
-        self.runner = ModelRunner(draft_args, create_model_config(draft_args, device.type), tp, device)
+        draft_config = create_model_config(draft_args, device.type)
+        draft_args = draft_backend_args(draft_args, draft_config.head_dim)
+        self.runner = ModelRunner(draft_args, draft_config, tp, device)
         self.tp = tp
         self.device = device
         self.allocator = self.runner.kv_pool.allocator

@@ -9,8 +9,9 @@ import importlib.util
 import pytest
 import torch
 
-from engine.args import ServerArgs
+from engine.args import ArgsError, ServerArgs
 from engine.attention import attention_backend_for
+from engine.speculative.draft_model import draft_backend_args
 
 
 @pytest.fixture
@@ -77,7 +78,38 @@ def test_default_hybrid_falls_back_for_head_sizes_flashinfer_lacks(flashinfer_pr
 
 
 @pytest.mark.parametrize("choice", ["hybrid", "flashinfer", "triton"])
-def test_explicit_choice_is_kept_whatever_the_head_size(flashinfer_present, choice: str) -> None:
+def test_explicit_choice_is_kept_for_head_sizes_flashinfer_builds(flashinfer_present, choice: str) -> None:
     flashinfer_present(True)
     args = ServerArgs(model_path="/no/model", load_format="dummy", device="cuda", attention_backend=choice)
-    assert attention_backend_for(args, 80) == choice
+    assert attention_backend_for(args, 128) == choice
+    if choice == "triton":
+        assert attention_backend_for(args, 80) == "triton"
+
+
+@pytest.mark.parametrize("choice", ["hybrid", "flashinfer"])
+def test_explicit_flashinfer_choice_for_a_head_size_it_lacks_is_one_line_args_error(flashinfer_present,
+                                                                                     choice: str) -> None:
+    flashinfer_present(True)
+    args = ServerArgs(model_path="/no/model", load_format="dummy", device="cuda", attention_backend=choice)
+    with pytest.raises(ArgsError) as info:
+        attention_backend_for(args, 80)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"--attention-backend {choice}" in message and "head size 80" in message and "triton" in message
+
+
+@pytest.mark.parametrize("choice,head_dim,expected", [
+    ("hybrid", 64, "hybrid"),        # FlashInfer builds 64: the draft follows the target
+    ("hybrid", 80, "triton"),        # it does not build 80: the draft alone falls back
+    ("flashinfer", 96, "triton"),
+    ("triton", 80, "triton"),
+    (None, 80, "triton"),            # the default hybrid falls back as for any model
+    (None, 128, "hybrid"),
+])
+def test_draft_model_backend_follows_the_target_where_flashinfer_can_serve_it(
+        flashinfer_present, choice, head_dim: int, expected: str) -> None:
+    flashinfer_present(True)
+    # What `for_draft_model` hands the draft: the target's args on the draft's checkpoint.
+    draft = ServerArgs(model_path="/no/draft", load_format="dummy", device="cuda", attention_backend=choice)
+    draft = draft_backend_args(draft, head_dim)
+    assert attention_backend_for(draft, head_dim) == expected
