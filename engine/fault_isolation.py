@@ -7,6 +7,10 @@ or an unforeseen value. Two layers:
 - any other exception in a step (batch building, the forward pass) fails the requests of that step
   with an error (their rids get an `abort` finish with the message), discards their KV without
   inserting it into the radix cache (it may be half-written), and the loop goes on.
+Two failures no request can be isolated from end the rank instead (the engine is restarted): a lost peer
+rank, and a GPU whose CUDA context the error poisoned (an illegal address or a device-side assert is
+"sticky": every later launch fails too, so going on would fail every request from then on, forever, while
+the process looked alive). The step's requests still get their own error first.
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ import torch
 from engine.req import Req
 
 logger = logging.getLogger(__name__)
+
+
+def device_is_broken(device: torch.device) -> bool:
+    """After a failed step: True when the device can no longer run anything (a poisoned CUDA context).
+    A probe, not a guess from the message: an out-of-memory or a shape error leaves the device usable."""
+    if device.type != "cuda":
+        return False
+    try:
+        torch.cuda.synchronize(device)
+        return torch.ones(1, device=device).add_(1).item() != 2.0
+    except Exception:
+        return True
 
 
 def is_communication_failure(exc: BaseException) -> bool:
@@ -52,6 +68,9 @@ class FaultIsolationMixin:
             if is_communication_failure(exc):
                 raise  # a lost peer rank breaks the group for every request: the rank dies and is restarted
             reqs = self._step_reqs or self._in_progress()
+            if device_is_broken(self.runner.device):  # type: ignore[attr-defined]
+                self._fail_on_broken_device(reqs, exc)
+                raise
             logger.exception("a scheduler step failed; failing its %d request(s), the engine keeps serving",
                              len(reqs))
             if self._inflight is not None:  # a launched overlap step of these requests is void now
@@ -59,6 +78,19 @@ class FaultIsolationMixin:
                 self._inflight = None
             self.fail_reqs(reqs, f"internal error while running the request ({type(exc).__name__}: {exc})"
                            .splitlines()[0])
+
+    def _fail_on_broken_device(self, reqs: list[Req], exc: BaseException) -> None:
+        """The step's requests get the real reason before the rank goes (the others then see the engine
+        restart); no KV bookkeeping, since nothing may touch the device any more."""
+        logger.critical("the GPU can no longer run kernels after this error; the rank exits so that the engine "
+                        "is restarted: %s", f"{type(exc).__name__}: {exc}".splitlines()[0])
+        message = (f"the GPU hit an unrecoverable error while running this request ({type(exc).__name__}: {exc}"
+                   .splitlines()[0] + "); the engine restarts")
+        for req in reqs:
+            if not req.finished:
+                req.finish_reason = {"type": "abort", "message": message}
+                self.num_failed_reqs += 1
+                self._emit([req])  # type: ignore[attr-defined]
 
     def _in_progress(self) -> list[Req]:
         return [*self.running, *([self.chunked] if self.chunked is not None else [])]

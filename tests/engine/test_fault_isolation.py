@@ -105,3 +105,46 @@ def test_invalid_values_are_refused_by_the_rank_itself(rank) -> None:
         assert outs[rid].finished and outs[rid].finish_reason["type"] == "abort"
         assert needle in outs[rid].finish_reason["message"], outs[rid].finish_reason
     assert not scheduler.has_work
+
+
+def test_a_poisoned_gpu_ends_the_rank_after_failing_the_step(tiny_llama, monkeypatch) -> None:
+    """A sticky CUDA error (illegal address, device-side assert) leaves a context where every later launch
+    fails: the step's request gets the real reason, then the step raises so the rank exits and the engine
+    is restarted, instead of living on and failing every request from then on."""
+    import engine.fault_isolation as fault_isolation
+    from engine.rank_process import _build
+
+    sent: list[Any] = []
+    args = ServerArgs(model_path=tiny_llama, device="cpu", max_total_tokens=4096)
+    scheduler, _tp, _info = _build(args, IpcConfig("", "", find_free_port()), 0, sent.append)
+    probed: list[Any] = []
+
+    def device_is_broken(device) -> bool:
+        probed.append(device)
+        return True
+
+    def forward(fb):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(fault_isolation, "device_is_broken", device_is_broken)
+    monkeypatch.setattr(scheduler.runner, "forward", forward)
+    _submit(scheduler, "culprit", [20, 21, 22])
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        for _ in range(10):
+            scheduler.step_safely()
+    assert probed == [scheduler.runner.device]
+    outs = {o.rid: o for m in sent if isinstance(m, BatchOutMsg) for o in m.outputs if o.finished}
+    reason = outs["culprit"].finish_reason
+    assert reason["type"] == "abort"
+    assert "unrecoverable" in reason["message"] and "illegal memory access" in reason["message"]
+
+
+def test_the_device_probe_passes_on_a_working_device() -> None:
+    """Only a device that cannot run a kernel any more is 'broken': the CPU (and a healthy GPU) is not."""
+    import torch
+
+    from engine.fault_isolation import device_is_broken
+
+    assert device_is_broken(torch.device("cpu")) is False
+    if torch.cuda.is_available():
+        assert device_is_broken(torch.device("cuda", 0)) is False
