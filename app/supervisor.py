@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from app.errors import unavailable
+from app.inflight import InflightRequests
 from engine.args import ServerArgs
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class Supervisor:
         self.state = "starting"
         self.error: str | None = None
         self.progress: list[str] = []
-        self.inflight = 0
+        self._inflight = InflightRequests()
         self.last_info: dict[str, Any] = {}
         self.last_info_at = 0.0
         self.restarts = 0
@@ -52,8 +53,6 @@ class Supervisor:
         self._factory = client_factory or _default_factory
         self._start_timeout = start_timeout
         self._lock = asyncio.Lock()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._tasks: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
         self._shutting_down = False
@@ -115,6 +114,11 @@ class Supervisor:
         return self.args.resolved_served_model_name
 
     @property
+    def inflight(self) -> int:
+        """HTTP requests holding the engine now."""
+        return self._inflight.count
+
+    @property
     def is_ready(self) -> bool:
         return self.state == "ready"
 
@@ -162,14 +166,8 @@ class Supervisor:
         """Holds the engine for one HTTP request; 503 unless ready."""
         if self.state != "ready" or self.client is None or not self.client.is_alive:
             raise unavailable(self._unavailable_message())
-        self.inflight += 1
-        self._idle.clear()
-        try:
+        with self._inflight.hold():
             yield self.client
-        finally:
-            self.inflight -= 1
-            if self.inflight == 0:
-                self._idle.set()
 
     def _unavailable_message(self) -> str:
         return {
@@ -180,13 +178,7 @@ class Supervisor:
         }.get(self.state, "The engine is not available.")
 
     async def _drain(self, timeout: float) -> bool:
-        if self.inflight == 0:
-            return True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        return await self._inflight.wait_idle(timeout)
 
     def _note(self, line: str) -> None:
         stamped = f"{time.strftime('%H:%M:%S')} {line}"

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from app.errors import unavailable
+from app.inflight import InflightRequests
 from app.replicas.dispatch import DispatchClient
 from app.replicas.health import HealthMonitor
 from app.replicas.policies import make_policy
@@ -58,10 +59,8 @@ class ReplicaSet:
             rep.sup.on_restart.append(lambda: [cb() for cb in self.on_restart])
         self.dispatch = DispatchClient(self)
         self.monitor = HealthMonitor(self)
-        self.inflight = 0
+        self._inflight = InflightRequests()
         self.progress: list[str] = []
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._shutting_down = False
         self._started = False
         self._announced = False
@@ -167,13 +166,11 @@ class ReplicaSet:
             r.sup.begin_drain()
 
     async def wait_idle(self, timeout: float) -> bool:
-        if self.inflight == 0:
-            return True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        return await self._inflight.wait_idle(timeout)
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight.count
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[DispatchClient]:
@@ -183,14 +180,8 @@ class ReplicaSet:
                                "draining": "The server is shutting down.",
                                "failed": f"The engine is not running: {self.error or 'start failed'}"}.get(
                 state, "No replica is available; retry shortly."))
-        self.inflight += 1
-        self._idle.clear()
-        try:
+        with self._inflight.hold():
             yield self.dispatch
-        finally:
-            self.inflight -= 1
-            if self.inflight == 0:
-                self._idle.set()
 
     # ---- dispatch and health ----------------------------------------------------------------
     def pick(self, input_ids: Sequence[int], exclude: set[int]) -> Replica | None:
