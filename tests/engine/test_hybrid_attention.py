@@ -1,10 +1,11 @@
 """The hybrid attention backend: which sub-backend each batch goes to (unit tests with fakes), that the
 graph runner picks its graph set outside the graph from host lengths, and that a hybrid of three
 torch_native backends gives the torch_native engine's greedy tokens while really switching between
-its decode sub-backends mid-generation."""
+its decode sub-backends mid-generation, speculative verify rows included."""
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +16,13 @@ from engine.attention.torch_native import TorchNativeAttentionBackend
 from engine.forward_batch import ForwardMode
 from engine.hybrid_graphs import HybridGraphRunner
 from engine.speculative.batch import decode_rows_limit
-from tests.engine.scheduler_harness import STAGGERED_CHUNK, SchedulerHarness, staggered_workload
+from tests.engine.scheduler_harness import (
+    STAGGERED_CHUNK,
+    Arrival,
+    SchedulerHarness,
+    generate_msg,
+    staggered_workload,
+)
 
 
 class FakeBackend(BaseAttentionBackend):
@@ -123,5 +130,37 @@ def test_hybrid_of_torch_native_gives_the_same_greedy_tokens(tiny_llama, mixed: 
                                     names=("torch_native", "torch_native", "torch_native"))
     harness.runner.attn_backend = harness.runner.model.attn_backend = hybrid
     got = harness.run(staggered_workload())
+    assert all(s.num_tokens > 0 for s in subs), [s.num_tokens for s in subs]
+    assert {rid: r.output_ids for rid, r in got.items()} == {rid: r.output_ids for rid, r in ref.items()}
+
+
+def repetitive_workload(vocab_limit: int = 300) -> list[Arrival]:
+    """Six requests whose prompts repeat a motif (prompt lookup finds drafts), 20-45 tokens, staggered."""
+    rng = random.Random(11)
+    arrivals = []
+    for i in range(6):
+        motif = [rng.randrange(10, vocab_limit) for _ in range(rng.randrange(3, 7))]
+        prompt = (motif * 12)[: rng.randrange(20, 46)]
+        arrivals.append(Arrival(step=2 * i, msg=generate_msg(f"s{i}", prompt, max_new_tokens=24, ignore_eos=True)))
+    return arrivals
+
+
+def test_hybrid_with_speculative_verify_rows_gives_the_same_greedy_tokens(tiny_llama):
+    """Speculative verification runs as decode rows (engine/speculative/batch.py): on the hybrid backend
+    those rows are routed by their host lengths like any decode batch, on both sides of the threshold,
+    and the output is the non-speculative output."""
+    kwargs = {"context_length": 512, "chunked_prefill_size": STAGGERED_CHUNK}
+    ref = SchedulerHarness(tiny_llama, **kwargs).run(repetitive_workload())
+    harness = SchedulerHarness(tiny_llama, speculative_algorithm="ngram", speculative_num_draft_tokens=3,
+                               speculative_ngram_min_match=1, **kwargs)
+    pool = harness.runner.kv_pool
+    subs = [CountingTorchNative(pool) for _ in range(3)]
+    # Prompts are 20-45 tokens and outputs 24: sequences cross 52 while they decode and verify.
+    hybrid = HybridAttentionBackend(pool, *subs, long_context_threshold=52,
+                                    names=("torch_native", "torch_native", "torch_native"))
+    harness.runner.attn_backend = harness.runner.model.attn_backend = hybrid
+    got = harness.run(repetitive_workload())
+    stats = harness.scheduler.spec.stats()
+    assert stats["spec_num_verify_steps"] > 0 and stats["spec_num_accepted_tokens"] > 0
     assert all(s.num_tokens > 0 for s in subs), [s.num_tokens for s in subs]
     assert {rid: r.output_ids for rid, r in got.items()} == {rid: r.output_ids for rid, r in ref.items()}
