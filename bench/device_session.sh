@@ -139,6 +139,9 @@ for s in "$@"; do
     # One mixed step (a 1408-token chunk + 128 decode rows at 640 context) vs the chunk and the decode step apart.
     profile-mixed) stage profile-mixed 240 python3 bench/profile_step.py --attention-backend hybrid --batch-sizes 128 \
                      --context 640 --prefill-reqs 1 --prefill-len 1408 --mixed 1408 128 ;;
+    # The last 8192-token chunk of a 100k prompt (92k cached): attention vs GEMM time in the kernel table.
+    profile-long-prefill) stage profile-long-prefill 240 python3 bench/profile_step.py --attention-backend hybrid \
+                            --batch-sizes 1 --prefill-reqs 1 --prefill-len 8192 --prefill-prefix 92000 ;;
     # The step-token budget of mixed chunks: 1024 / 2048 / 3072 (1536 is the default, run by online-32).
     online-32-sweep) stage online-32-sweep 570 bash -c 'for n in 1024 2048 3072; do
                        python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \

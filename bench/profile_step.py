@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=640)
     parser.add_argument("--prefill-reqs", type=int, default=8)
     parser.add_argument("--prefill-len", type=int, default=1024)
+    parser.add_argument("--prefill-prefix", type=int, default=0,
+                        help="cached tokens before each prefill chunk (e.g. 92000 with --prefill-len 8192: the last "
+                             "chunk of a 100k prompt, where attention dominates)")
     parser.add_argument("--attention-backend", default="triton")
     parser.add_argument("--mixed", type=int, nargs=2, metavar=("CHUNK", "DECODES"),
                         help="also time one mixed step (a CHUNK-token prompt + DECODES decode rows of --context) "
@@ -108,8 +111,8 @@ def main() -> None:
     rows = max(max(ns.batch_sizes), ns.prefill_reqs, ns.mixed[1] + 1 if ns.mixed else 0)
     args = ServerArgs(model_path=ns.model, load_format="dummy", skip_tokenizer_init=True,
                       attention_backend=ns.attention_backend, cuda_graph_max_bs=rows,
-                      max_running_requests=rows, max_total_tokens=400_000,
-                      context_length=8192)
+                      max_running_requests=rows, max_total_tokens=max(400_000, 2 * (ns.prefill_prefix + ns.prefill_len)),
+                      context_length=max(8192, ns.prefill_prefix + ns.prefill_len))
     runner = ModelRunner(args, create_model_config(args, "cuda"), TPContext(), torch.device("cuda", 0))
     report: dict = {"device": torch.cuda.get_device_name(), "copy_tbs": round(bw, 3), "matmul_tflops": round(flops, 1)}
     for bs in ns.batch_sizes:
@@ -123,13 +126,19 @@ def main() -> None:
         if bs == ns.batch_sizes[0]:
             print(_kernel_table(lambda fb=fb: runner.forward(fb)), flush=True)
     n = ns.prefill_reqs
-    fb = _batch(runner, [0] * n, [ns.prefill_len] * n, ForwardMode.EXTEND)
+    fb = _batch(runner, [ns.prefill_prefix] * n, [ns.prefill_len] * n, ForwardMode.EXTEND)
     ms = median_ms(lambda: runner.forward(fb), 5)
     tokens = n * ns.prefill_len
     floor_ms = 2 * shape.num_params * tokens / (flops * 1e12) * 1e3
-    report["prefill"] = {"tokens": tokens, "ms": round(ms, 2), "matmul_floor_ms": round(floor_ms, 2),
+    # Causal attention: each new token attends to the prefix and to the new tokens before it (QK and PV).
+    attended = n * (ns.prefill_len * ns.prefill_prefix + ns.prefill_len * (ns.prefill_len + 1) / 2)
+    cfg = runner.model_config
+    attn_gflop = 4 * attended * cfg.num_layers * cfg.hf_config.num_attention_heads * cfg.head_dim / 1e9
+    report["prefill"] = {"tokens": tokens, "prefix": ns.prefill_prefix, "ms": round(ms, 2),
+                         "matmul_floor_ms": round(floor_ms, 2), "attention_gflop": round(attn_gflop),
+                         "tflops_with_attention": round((2 * shape.num_params * tokens / 1e9 + attn_gflop) / ms, 1),
                          "tok_s": round(tokens * 1e3 / ms), "of_floor": round(floor_ms / ms, 3)}
-    print(f"prefill {n}x{ns.prefill_len}: {json.dumps(report['prefill'])}", flush=True)
+    print(f"prefill {n}x{ns.prefill_len} after {ns.prefill_prefix}: {json.dumps(report['prefill'])}", flush=True)
     print(_kernel_table(lambda: runner.forward(fb), reps=2), flush=True)
     if ns.mixed:
         report["mixed"] = _mixed_step(runner, ns.mixed[0], ns.mixed[1], ns.context)
