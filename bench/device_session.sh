@@ -136,6 +136,12 @@ for s in "$@"; do
     online-32) stage online-32 570 bash -c 'for extra in "{}" "{\"enable_mixed_chunk\": true}"; do
                  python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
                    --engine-args "$extra" || exit 1; done' ;;
+    # online-32 with TESSERA_STEP_TRACE: every forward's mode, rows, tokens and GPU time (CUDA events) for the
+    # default and interleave-1024 schedules, to fit bench/schedule_sim.py's step-time model to the real runs.
+    online-32-trace) stage online-32-trace 570 bash -c 'for n in 0 1024; do
+                       TESSERA_STEP_TRACE="$OUT/trace-interleave-$n.jsonl" python3 bench/serving.py --backend engine \
+                         --request-rate 32 --num-prompts 400 --engine-args "{\"interleave_prefill_tokens\": $n}" \
+                         || exit 1; done' ;;
     # One mixed step (a 1408-token chunk + 128 decode rows at 640 context) vs the chunk and the decode step apart.
     profile-mixed) stage profile-mixed 240 python3 bench/profile_step.py --attention-backend hybrid --batch-sizes 128 \
                      --context 640 --prefill-reqs 1 --prefill-len 1408 --mixed 1408 128 ;;

@@ -4,18 +4,24 @@ to ITL and output throughput on a GPU, predicted on a CPU.
     python bench/schedule_sim.py --request-rate 32 --num-prompts 400 --engine-args '{"interleave_prefill_tokens": 1024}'
 
 Everything that decides a schedule is the engine's own code (Scheduler, prefill planning, chunking,
-interleaving, mixed chunks, the KV budget); only the model's forward is replaced, by zero logits and a
-step-time model of the Llama-3.1-8B shape on one H200 that advances the clock. The model is fitted to
-the profiles in bench/results/2026-11-22-h200-profile-*.log (decode at batch 1 / 64 / 256, prefill
-chunks at 22.9 us per token) and the batch-1 figure of bench/RESULTS.md:
+interleaving, mixed chunks, overlap chaining, the KV budget); only the model's forward is replaced, by
+zero logits and a GPU step-time model of the Llama-3.1-8B shape on one H200, fitted to the profiles in
+bench/results/2026-11-22-h200-profile-*.log (decode at batch 1 / 64 / 256, prefill at 22.9 us per
+token) and the batch-1 figure of bench/RESULTS.md:
 
-    decode step   = 4.19 ms (batch 1, fused GEMV) or 4.81 ms, + 8.3 us per row + KV bytes / 3.0 TB/s
-    extend step   = max(weight-read floor 3.8 ms, 22.9 us per token) + attention + exposed CPU time
-    attention     = per row, the larger of its FLOPs at 500 TFLOP/s and its KV bytes at 3.0 TB/s
+    decode step = 4.19 ms (batch 1, fused GEMV) or 4.81 ms, + 8.3 us per row + KV bytes / 3.0 TB/s
+    extend step = max(weight-read floor 3.8 ms, 22.9 us per token) + attention
+    attention   = per row, the larger of its FLOPs at 500 TFLOP/s and its KV bytes at 3.0 TB/s
+
+Host and GPU run on one virtual timeline (VirtualClock): the host advances by the scheduler's own Python
+time, measured as it runs here (`cpu_scale` scales it), and by kernel launches; a step that must read
+its predecessor's results first (anything not chained by overlap scheduling) leaves the GPU idle.
 
 A design tool: its figures are predictions to check with `bench/serving.py --backend engine` on the
 device, never results. `--calibrate` runs the four schedules measured on an H200 on 2026-12-02
-(bench/RESULTS.md, "Tail latency, 32 req/s") and prints prediction next to measurement.
+(bench/RESULTS.md, "Tail latency, 32 req/s") and prints prediction next to measurement: it matches the
+default schedule but not yet interleaving or mixed chunks (bench/NOTES.md); `TESSERA_STEP_TRACE`
+(engine/step_trace.py, device stage online-32-trace) records the real step times to fit it to.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import json
 import os
 import random
 import sys
+import time
 
 import torch
 
@@ -54,7 +61,7 @@ MEASURED = {
 
 @dataclasses.dataclass(frozen=True)
 class StepTimeModel:
-    """Milliseconds of one forward of the 8B shape on an H200 (see the module docstring)."""
+    """GPU milliseconds of one forward of the 8B shape on an H200 (see the module docstring)."""
 
     decode_base_bs1_ms: float = 4.19
     decode_base_ms: float = 4.81
@@ -63,73 +70,118 @@ class StepTimeModel:
     weight_floor_ms: float = 3.8
     prefill_per_token_ms: float = 0.0229
     attention_tflops: float = 500.0
-    # A prefill step runs eagerly and synchronously: its kernel launches bound it from below, and its
-    # scheduling and output handling are not hidden behind another step (overlap chains decodes only).
-    extend_launch_floor_ms: float = 8.0
-    extend_cpu_ms: float = 3.0
-    extend_cpu_per_row_ms: float = 0.02
-    # The first decode step after a prefill step: the overlap pipeline restarts, its preparation is exposed.
-    restart_ms: float = 2.0
-    restart_per_row_ms: float = 0.01
     mixed_decode_row_penalty: float = 1.0  # decode rows through the extend kernel vs the decode kernel
+    # Host time to launch an eager forward (an extend step: ~500 kernel launches); a decode graph replay
+    # costs a fraction of a millisecond.
+    extend_launch_ms: float = 6.0
+    decode_launch_ms: float = 0.3
+    # The scheduler's own Python time is measured as it runs here and multiplied by this (the GPU host's
+    # cores are faster than a shared 2-core box: < 1).
+    cpu_scale: float = 1.0
 
     def attention_ms(self, prefix: int, new: int, penalty: float = 1.0) -> float:
         flops = 4 * new * (prefix + new / 2) * (KV_BYTES_PER_TOKEN / 4)  # q width = 4 x KV width (GQA 4)
         byte_s = (prefix + new) * KV_BYTES_PER_TOKEN / (self.kv_read_tbs * 1e12)
         return max(flops / (self.attention_tflops * 1e12), byte_s * penalty) * 1e3
 
-    def step_ms(self, fb, after_extend: bool) -> float:
-        rows = fb.batch_size
+    def gpu_ms(self, fb) -> float:
         if fb.forward_mode.is_decode:
+            rows = fb.batch_size
             base = self.decode_base_bs1_ms if rows == 1 else self.decode_base_ms
             kv = sum(fb.seq_lens_cpu) * KV_BYTES_PER_TOKEN / (self.kv_read_tbs * 1e12) * 1e3
-            restart = self.restart_ms + self.restart_per_row_ms * rows if after_extend else 0.0
-            return base + self.decode_per_row_ms * rows + kv + restart
+            return base + self.decode_per_row_ms * rows + kv
         tokens = sum(fb.extend_lens_cpu)
         attention = sum(self.attention_ms(p, e, self.mixed_decode_row_penalty if e == 1 and p > 0 else 1.0)
                         for p, e in zip(fb.prefix_lens_cpu, fb.extend_lens_cpu))
-        gpu = max(self.weight_floor_ms, self.prefill_per_token_ms * tokens) + attention
-        return max(gpu, self.extend_launch_floor_ms) + self.extend_cpu_ms + self.extend_cpu_per_row_ms * rows
+        return max(self.weight_floor_ms, self.prefill_per_token_ms * tokens) + attention
+
+    def launch_ms(self, fb) -> float:
+        return self.decode_launch_ms if fb.forward_mode.is_decode else self.extend_launch_ms
 
 
 class VirtualClock:
-    def __init__(self) -> None:
-        self.now_ms = 0.0
-        self.last_was_extend = False
+    """Host and GPU on one virtual timeline. The host advances by the scheduler's measured Python time
+    (scaled) and by launches; a forward queues on the GPU behind the previous one; reading a step's
+    results (`_commit` of an overlapped decode, `_process` of an in-order step) waits for that step's
+    end, in launch order, which is where an unchained step leaves the GPU idle."""
+
+    def __init__(self, cpu_scale: float) -> None:
+        self.now_ms = 0.0  # the host's time
+        self.gpu_free_ms = 0.0
+        self.cpu_scale = cpu_scale
+        self.pending_ends: list[float] = []
+        self._wall = time.perf_counter()
+
+    def catch_up(self) -> None:
+        """Adds the host time spent in scheduler code since the last event."""
+        wall = time.perf_counter()
+        self.now_ms += (wall - self._wall) * 1e3 * self.cpu_scale
+        self._wall = wall
+
+    def resume(self) -> None:
+        self._wall = time.perf_counter()
+
+    def launch(self, launch_ms: float, gpu_ms: float) -> None:
+        self.catch_up()
+        start = max(self.now_ms, self.gpu_free_ms)
+        self.now_ms += launch_ms
+        self.gpu_free_ms = max(start + gpu_ms, self.now_ms)
+        self.pending_ends.append(self.gpu_free_ms)
+        self.resume()
+
+    def sync(self) -> None:
+        self.catch_up()
+        if self.pending_ends:
+            self.now_ms = max(self.now_ms, self.pending_ends.pop(0))
+        self.resume()
+
+    def idle_until(self, t_ms: float) -> None:
+        self.now_ms = max(self.now_ms, t_ms)
+        self.resume()
 
 
 def build_scheduler(engine_args: dict, model: StepTimeModel, clock: VirtualClock, on_msg) -> Scheduler:
-    # The 8B shape's KV budget on an H200 at --mem-fraction-static 0.85: ~790k tokens.
-    # As on a GPU: up to 1024 running requests, decode steps chained by overlap scheduling.
+    # The 8B shape's KV budget on an H200 at --mem-fraction-static 0.85: ~790k tokens. As on a GPU: up to
+    # 1024 running requests, decode steps chained by overlap scheduling.
     os.environ[CPU_OVERLAP_ENV] = "1"
     args = ServerArgs(model_path=DEMO_MODEL, device="cpu", skip_tokenizer_init=True, context_length=2048,
                       max_total_tokens=790_000, max_running_requests=1024, random_seed=0, **engine_args)
     runner = ModelRunner(args, create_model_config(args, "cpu"), TPContext(), torch.device("cpu"))
     vocab = runner.model_config.vocab_size
+    scheduler = Scheduler(args, runner, TPContext(), None, [], on_msg)
 
     def forward(fb) -> torch.Tensor:
-        clock.now_ms += model.step_ms(fb, clock.last_was_extend)
-        clock.last_was_extend = not fb.forward_mode.is_decode
+        clock.launch(model.launch_ms(fb), model.gpu_ms(fb))
         return torch.zeros(fb.logits_indices.numel(), vocab)
 
+    def synced(method):
+        def call(*a, **kw):
+            clock.sync()
+            return method(*a, **kw)
+        return call
+
     runner.forward = forward  # type: ignore[method-assign]
-    return Scheduler(args, runner, TPContext(), None, [], on_msg)
+    scheduler._commit = synced(scheduler._commit)  # type: ignore[method-assign]
+    scheduler._process = synced(scheduler._process)  # type: ignore[method-assign]
+    return scheduler
 
 
 def simulate(engine_args: dict, rate: float, num_prompts: int, min_in: int, max_in: int, output_len: int,
              model: StepTimeModel, seed: int = 0) -> dict:
-    clock = VirtualClock()
+    clock = VirtualClock(model.cpu_scale)
     token_times: dict[str, list[float]] = {}
     finished: dict[str, float] = {}
 
     def on_msg(msg) -> None:
         if not isinstance(msg, BatchOutMsg):
             return
+        clock.catch_up()
         for out in msg.outputs:
             if out.new_token_ids:
                 token_times[out.rid].append(clock.now_ms)
             if out.finished:
                 finished[out.rid] = clock.now_ms
+        clock.resume()
 
     scheduler = build_scheduler(engine_args, model, clock, on_msg)
     prompts = offline_prompts(num_prompts, min_in, max_in, 4000, seed)
@@ -141,13 +193,15 @@ def simulate(engine_args: dict, rate: float, num_prompts: int, min_in: int, max_
     arrived: dict[str, float] = {}
     sampling = {"max_new_tokens": output_len, "temperature": 0, "ignore_eos": True}
     pending = list(arrivals)
+    clock.resume()
     while pending or scheduler.has_work:
+        clock.catch_up()
         while pending and pending[0][0] <= clock.now_ms:
             at, rid, prompt = pending.pop(0)
             arrived[rid], token_times[rid] = at, []
             scheduler.handle(GenerateReqMsg(rid=rid, input_ids=prompt, sampling=dict(sampling), stream=True))
         if not scheduler.has_work:
-            clock.now_ms = pending[0][0]
+            clock.idle_until(pending[0][0])
             continue
         scheduler.step()
     ttft = [(token_times[rid][0] - arrived[rid]) / 1e3 for rid in arrived]

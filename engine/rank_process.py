@@ -24,6 +24,7 @@ from engine.args import ServerArgs  # noqa: E402
 from engine.distributed.parallel_state import destroy_tp, init_tp  # noqa: E402
 from engine.ipc import IpcConfig  # noqa: E402
 from engine.messages import EngineErrorMsg, ReadyMsg, ShutdownReqMsg, decode, encode  # noqa: E402
+from engine.step_trace import maybe_trace  # noqa: E402
 
 logger = logging.getLogger("engine")
 
@@ -72,11 +73,14 @@ def run_rank(args_dict: dict, ipc_dict: dict, rank: int) -> None:
             send_msg(EngineErrorMsg(message=f"{type(exc).__name__}: {exc}".splitlines()[0]))
             send.close(linger=2000)
         sys.exit(1)
+    trace = maybe_trace(scheduler.runner, rank)  # TESSERA_STEP_TRACE: one line per forward (off by default)
     if rank == 0:
         send_msg(ReadyMsg(info=info))
     try:
         _loop(scheduler, tp, recv)
     finally:
+        if trace is not None:
+            trace.flush()
         destroy_tp()
         ctx.destroy(linger=1000)
 

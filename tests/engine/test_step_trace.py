@@ -1,0 +1,34 @@
+"""TESSERA_STEP_TRACE: one JSON line per forward of rank 0 (mode, rows, tokens, context), written by a real
+engine run and matching the work it did; nothing is written without the variable."""
+
+from __future__ import annotations
+
+import json
+
+from engine import Engine
+
+
+def test_trace_has_one_line_per_forward(tiny_llama, tmp_path, monkeypatch) -> None:
+    path = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("TESSERA_STEP_TRACE", str(path))
+    prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]
+    with Engine(model_path=tiny_llama, device="cpu", random_seed=0) as engine:
+        engine.generate(input_ids=prompts, sampling_params={"max_new_tokens": 4, "temperature": 0,
+                                                            "ignore_eos": True})
+        steps = engine.get_server_info()["num_forward_steps"]
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == steps
+    extend = [r for r in rows if r["mode"] == "extend"]
+    decode = [r for r in rows if r["mode"] == "decode"]
+    assert sum(r["tokens"] for r in extend) == 8  # both prompts prefilled once
+    # 4 tokens each: the first from the prefill, 3 from decode steps of both rows.
+    assert sum(r["rows"] for r in decode) == 6 and all(r["gpu_ms"] is None for r in rows)
+    assert all(b["t"] >= a["t"] for a, b in zip(rows, rows[1:]))
+
+
+def test_no_trace_without_the_variable(tiny_llama, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("TESSERA_STEP_TRACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with Engine(model_path=tiny_llama, device="cpu", random_seed=0) as engine:
+        engine.generate(input_ids=[[5, 6, 7]], sampling_params={"max_new_tokens": 2, "temperature": 0})
+    assert list(tmp_path.iterdir()) == []
