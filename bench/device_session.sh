@@ -130,6 +130,12 @@ for s in "$@"; do
     long-context) stage long-context 480 python3 bench/long_context.py ;;
     long-context-hybrid) stage long-context-hybrid 330 python3 bench/long_context.py \
                            --engine-args '{"attention_backend": "hybrid"}' ;;
+    # FlashInfer's ragged (dense) kernel for one-request prefill chunks over one run of slots: the GPU test,
+    # then the long-context rows with it (compare with long-context, the paged kernel, in the same call).
+    long-context-dense) stage dense-prefill-test 240 python3 -m pytest -q -m gpu -o addopts="" -rA \
+                          tests/kernels/test_kernel_backends.py -k dense
+                        stage long-context-dense 480 env TESSERA_FLASHINFER_DENSE_PREFILL=2048 \
+                          python3 bench/long_context.py ;;
     long-context-triton) stage long-context-triton 480 python3 bench/long_context.py \
                            --engine-args '{"attention_backend": "triton"}' ;;
     # Tail latency under load: 32 req/s (inputs 256-1024, 256 out), without and with mixed chunks.

@@ -16,10 +16,17 @@ cached prefix). In that mode FlashInfer's plan keeps the kernel grid and workspa
 batch size and only rewrites buffer contents, so `init_forward_metadata_replay` re-plans the wrapper
 (indices built on the device, host lengths from the batch) before every replay. A padded row is one
 page, scratch slot 0, the slot it has just written its own K/V to.
+
+Dense prefill (experimental, off unless TESSERA_FLASHINFER_DENSE_PREFILL=N > 0): a one-request extend
+of at least N new tokens whose KV slots, prefix included, are one ascending run (a long prompt on a
+fresh pool) runs FlashInfer's ragged kernel over `k_buffer[first:first + len]`, a plain tensor, instead
+of the paged kernel's per-token page gathers (FlashInfer's maintainers put the gap at ~10 %; the 100k
+TTFT is mostly this attention). Waiting for its H200 measurement (bench/NOTES.md) before it is a default.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 import torch
@@ -32,6 +39,18 @@ WORKSPACE_BYTES = 128 * 1024 * 1024
 # The tensor-core decode kernel family, fixed (as SGLang does) rather than "auto", which picks FA3 on
 # Hopper: FA3 tiles queries for prefill, and eager and captured decode must run the same kernels.
 DECODE_KERNELS = "fa2"
+
+
+DENSE_PREFILL_ENV = "TESSERA_FLASHINFER_DENSE_PREFILL"
+
+
+def contiguous_slot_range(req_to_token: torch.Tensor, row: torch.Tensor, seq_len: int) -> int | None:
+    """The first KV slot of request `row` when its `seq_len` slots are one ascending run, else None.
+    One host sync (callers use it only before a long prefill step)."""
+    slots = req_to_token[row.to(torch.int64), :seq_len].to(torch.int64)
+    run = (slots - slots[0] == torch.arange(seq_len, device=slots.device)).all()
+    first, is_run = torch.stack([slots[0], run.to(torch.int64)]).tolist()
+    return int(first) if is_run else None
 
 
 class KVIndices(NamedTuple):
@@ -107,9 +126,13 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
     # The model may pass `rotary=(positions, RopeCache)` to `forward` and skip its own rotary launch.
     fuses_rotary = True
 
-    def __init__(self, kv_pool) -> None:
+    def __init__(self, kv_pool, dense_prefill_min_tokens: int | None = None) -> None:
         super().__init__(kv_pool)
         self._flashinfer = _import_flashinfer()
+        self.dense_prefill_min_tokens = (int(os.environ.get(DENSE_PREFILL_ENV, "0"))
+                                         if dense_prefill_min_tokens is None else dense_prefill_min_tokens)
+        self._dense_prefill = None  # the ragged wrapper, built at first use
+        self._dense_first: int | None = None  # first KV slot of the current batch when it runs dense
         self._workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=kv_pool.device)
         # FA3 (the "auto" choice on Hopper) wants q and KV of one dtype; 16-bit q over an fp8 pool takes
         # FA2, which upcasts the fp8 rows in the kernel.
@@ -135,6 +158,14 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
         self._batch, self._graph_bs = fb, None
         self._kv = build_kv_indices(fb.req_to_token, fb.req_pool_indices, fb.seq_lens, fb.seq_lens_cpu)
         self._plan_key = self._wrapper = None
+        self._dense_first = self._dense_start(fb)
+
+    def _dense_start(self, fb: ForwardBatch) -> int | None:
+        """The first KV slot when this batch runs the dense prefill (see the module docstring)."""
+        if (self.dense_prefill_min_tokens <= 0 or fb.forward_mode.is_decode or fb.batch_size != 1
+                or self.kv_pool.is_fp8 or fb.extend_lens_cpu[0] < self.dense_prefill_min_tokens):
+            return None
+        return contiguous_slot_range(fb.req_to_token, fb.req_pool_indices[0], fb.seq_lens_cpu[0])
 
     def init_forward_metadata_capture(self, forward_batch: ForwardBatch) -> None:
         # Every row is padding now. The runner's warm-up forward plans at its first layer, outside the
@@ -147,7 +178,7 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
             self._plan_batch(self._graph_plan_key)
 
     def _start_graph_batch(self, fb: ForwardBatch, seq_lens_cpu: list[int]) -> None:
-        self._batch, self._graph_bs = fb, fb.batch_size
+        self._batch, self._graph_bs, self._dense_first = fb, fb.batch_size, None
         self._kv = build_padded_kv_indices(fb.req_to_token, fb.req_pool_indices, fb.seq_lens, seq_lens_cpu,
                                            fb.batch_size)
         self._plan_key = self._wrapper = None
@@ -206,6 +237,14 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
                                sm_scale=key.scaling, **dtypes)
             if self._graph_bs is not None:
                 self._graph_plan_key = key
+        elif self._dense_first is not None:
+            if self._dense_prefill is None:
+                self._dense_prefill = self._flashinfer.BatchPrefillWithRaggedKVCacheWrapper(self._workspace, "NHD")
+            wrapper = self._dense_prefill
+            qo_indptr = torch.tensor([0, fb.extend_lens_cpu[0]], dtype=torch.int32)
+            kv_indptr = torch.tensor([0, fb.seq_lens_cpu[0]], dtype=torch.int32)
+            self._guarded_plan(wrapper, qo_indptr, kv_indptr, hq, hkv, d, causal=True, sm_scale=key.scaling,
+                               **dtypes)
         else:
             qo_indptr = torch.zeros(fb.batch_size + 1, dtype=torch.int32)
             qo_indptr[1:] = torch.tensor(fb.extend_lens_cpu, dtype=torch.int64).cumsum(0).to(torch.int32)
@@ -249,5 +288,9 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
             # output by v_scale (host floats, so a captured graph bakes them in: they never change).
             k_scale, v_scale = self.kv_pool.scales(layer.layer_id)
             scales = {"k_scale": k_scale, "v_scale": v_scale}
-        out = self._wrapper.run(q3, paged_kv, **scales)  # [T, Hq, D]
+        if self._dense_first is not None:  # one request, its KV one run of slots: read it as a plain tensor
+            kv_range = slice(self._dense_first, self._dense_first + fb.seq_lens_cpu[0])
+            out = self._wrapper.run(q3, k_buffer[kv_range], v_buffer[kv_range])
+        else:
+            out = self._wrapper.run(q3, paged_kv, **scales)  # [T, Hq, D]
         return out.view(q.shape[0], layer.num_q_heads * layer.head_dim)

@@ -18,8 +18,9 @@ class BackendScenario:
     def __init__(self, prefix_lens: list[int], num_layers: int, num_kv_heads: int, head_dim: int,
                  dtype: torch.dtype, device: str = "cpu", seed: int = 0, extra_tokens: int = 1024, *,
                  kv_dtype: torch.dtype | None = None, k_scales: list[float] | None = None,
-                 v_scales: list[float] | None = None) -> None:
-        """`kv_dtype` (default `dtype`) is the pool's storage dtype; scales apply to fp8 pools."""
+                 v_scales: list[float] | None = None, contiguous: bool = False) -> None:
+        """`kv_dtype` (default `dtype`) is the pool's storage dtype; scales apply to fp8 pools. `contiguous`
+        hands slots out in order (one request's slots then form one run, as on a fresh pool)."""
         torch.manual_seed(seed)
         self.device = device
         capacity = sum(prefix_lens) + extra_tokens
@@ -28,9 +29,9 @@ class BackendScenario:
         self.req_to_token = torch.zeros(MAX_REQS, MAX_CONTEXT, dtype=torch.int32, device=device)
         self.rows = torch.randperm(MAX_REQS)[: len(prefix_lens)].tolist()
         self.lens = list(prefix_lens)
-        # Hand out slots in a shuffled order so a request's slots are not contiguous.
+        # Hand out slots in a shuffled order so a request's slots are not contiguous (unless asked).
         all_slots = self.pool.allocator.alloc(capacity)
-        self._free = all_slots[torch.randperm(capacity)]
+        self._free = all_slots if contiguous else all_slots[torch.randperm(capacity)]
         for i, n in enumerate(prefix_lens):
             slots = self._alloc(n)
             self.req_to_token[self.rows[i], :n] = slots.to(device, torch.int32)

@@ -9,7 +9,7 @@ import torch
 from backend_util import BackendScenario, qkv_for
 
 from engine.attention import AttentionLayerSpec
-from engine.attention.flashinfer_backend import build_kv_indices
+from engine.attention.flashinfer_backend import build_kv_indices, contiguous_slot_range
 from engine.attention.torch_native import TorchNativeAttentionBackend
 from engine.attention.triton_backend import TritonAttentionBackend
 
@@ -75,3 +75,42 @@ def test_flashinfer_backend_gpu(heads: tuple[int, int, int]) -> None:
 
     _compare_backends(FlashInferAttentionBackend, torch.bfloat16, "cuda", heads,
                       prefix_lens=[0, 700, 2100], extend_lens=[300, 1, 129], atol=2e-2)
+
+
+def test_contiguous_slot_range() -> None:
+    """The dense-prefill test: a request's slots, prefix included, form one ascending run (or not)."""
+    table = torch.zeros(3, 16, dtype=torch.int32)
+    table[1, :6] = torch.arange(40, 46, dtype=torch.int32)
+    table[2, :6] = torch.tensor([40, 41, 42, 44, 45, 46], dtype=torch.int32)  # a gap
+    assert contiguous_slot_range(table, torch.tensor(1), 6) == 40
+    assert contiguous_slot_range(table, torch.tensor(1), 3) == 40
+    assert contiguous_slot_range(table, torch.tensor(2), 6) is None
+    assert contiguous_slot_range(table, torch.tensor(2), 3) == 40  # the run before the gap
+    table[0, :4] = torch.tensor([9, 8, 7, 6], dtype=torch.int32)  # descending is not a run
+    assert contiguous_slot_range(table, torch.tensor(0), 4) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_flashinfer_dense_prefill_gpu(contiguous: bool) -> None:
+    """A long one-request extend over one run of slots takes FlashInfer's ragged kernel (the causal mask
+    aligned to the end of the prefix) and matches torch_native; scattered slots fall back to paged."""
+    pytest.importorskip("flashinfer")
+    from engine.attention.flashinfer_backend import FlashInferAttentionBackend
+
+    heads, dtype = (32, 8, 128), torch.bfloat16
+    sc = BackendScenario([3000], 2, heads[1], heads[2], dtype, "cuda", extra_tokens=2048, contiguous=contiguous)
+    ref_pool = sc.clone_pool()
+    backend = FlashInferAttentionBackend(sc.pool, dense_prefill_min_tokens=1024)
+    reference = TorchNativeAttentionBackend(ref_pool)
+    layers = [AttentionLayerSpec(i, heads[0], heads[1], heads[2], heads[2] ** -0.5) for i in range(2)]
+    fb = sc.extend_batch([1500])
+    backend.init_forward_metadata(fb)
+    reference.init_forward_metadata(fb)
+    assert (backend._dense_first is not None) == contiguous
+    for layer in layers:
+        q, k, v = qkv_for(fb.num_tokens, heads[0], heads[1], heads[2], dtype, "cuda")
+        out = backend.forward(q, k, v, layer, fb)
+        expected = reference.forward(q, k, v, layer, fb)
+        torch.testing.assert_close(out.float(), expected.float(), atol=2e-2, rtol=2e-2)
+    assert (backend._dense_prefill is not None) == contiguous
