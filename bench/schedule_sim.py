@@ -12,6 +12,7 @@ token) and the batch-1 figure of bench/RESULTS.md:
     decode step = 4.19 ms (batch 1, fused GEMV) or 4.81 ms, + 8.3 us per row + KV bytes / 3.0 TB/s
     extend step = max(weight-read floor 3.8 ms, 22.9 us per token) + attention
     attention   = per row, the larger of its FLOPs at 500 TFLOP/s and its KV bytes at 3.0 TB/s
+    a decode batch above --cuda-graph-max-bs (256) runs eagerly: >= 24 ms of host launches
 
 Host and GPU run on one virtual timeline (VirtualClock): the host advances by the scheduler's own Python
 time, measured as it runs here (`cpu_scale` scales it), and by kernel launches; a step that must read
@@ -75,6 +76,10 @@ class StepTimeModel:
     # costs a fraction of a millisecond.
     extend_launch_ms: float = 6.0
     decode_launch_ms: float = 0.3
+    # A decode batch larger than the captured graphs runs eagerly: ~24 ms of host launches at batch 256
+    # (offline 5,943 tok/s eager vs 8,365 with graphs to 256, bench/NOTES.md 2026-11-22).
+    eager_decode_launch_ms: float = 24.0
+    graph_max_bs: int = 256  # set from --cuda-graph-max-bs
     # The scheduler's own Python time is measured as it runs here and multiplied by this (the GPU host's
     # cores are faster than a shared 2-core box: < 1).
     cpu_scale: float = 1.0
@@ -96,7 +101,9 @@ class StepTimeModel:
         return max(self.weight_floor_ms, self.prefill_per_token_ms * tokens) + attention
 
     def launch_ms(self, fb) -> float:
-        return self.decode_launch_ms if fb.forward_mode.is_decode else self.extend_launch_ms
+        if not fb.forward_mode.is_decode:
+            return self.extend_launch_ms
+        return self.decode_launch_ms if fb.batch_size <= self.graph_max_bs else self.eager_decode_launch_ms
 
 
 class VirtualClock:
@@ -148,6 +155,7 @@ def build_scheduler(engine_args: dict, model: StepTimeModel, clock: VirtualClock
                       max_total_tokens=790_000, max_running_requests=1024, random_seed=0, **engine_args)
     runner = ModelRunner(args, create_model_config(args, "cpu"), TPContext(), torch.device("cpu"))
     vocab = runner.model_config.vocab_size
+    model = dataclasses.replace(model, graph_max_bs=args.cuda_graph_max_bs)
     scheduler = Scheduler(args, runner, TPContext(), None, [], on_msg)
 
     def forward(fb) -> torch.Tensor:
