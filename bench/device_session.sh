@@ -148,6 +148,11 @@ for s in "$@"; do
                        TESSERA_STEP_TRACE="$OUT/trace-interleave-$n.jsonl" python3 bench/serving.py --backend engine \
                          --request-rate 32 --num-prompts 400 --engine-args "{\"interleave_prefill_tokens\": $n}" \
                          || exit 1; done' ;;
+    # The graph-batch cliff at 32 req/s (bench/NOTES.md): decode graphs up to 512 rows, default and interleave 1024.
+    online-32-graphs512) stage online-32-graphs512 570 bash -c 'for n in 0 1024; do
+                           python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
+                             --engine-args "{\"cuda_graph_max_bs\": 512, \"interleave_prefill_tokens\": $n}" \
+                             || exit 1; done' ;;
     # One mixed step (a 1408-token chunk + 128 decode rows at 640 context) vs the chunk and the decode step apart.
     profile-mixed) stage profile-mixed 240 python3 bench/profile_step.py --attention-backend hybrid --batch-sizes 128 \
                      --context 640 --prefill-reqs 1 --prefill-len 1408 --mixed 1408 128 ;;
