@@ -147,6 +147,36 @@ class VirtualClock:
         self.resume()
 
 
+def fit_step_model(rows: list[dict], base: StepTimeModel | None = None) -> StepTimeModel:
+    """The step-time model's GPU coefficients fitted to a TESSERA_STEP_TRACE (engine/step_trace.py):
+    decode steps by least squares on (1, rows, KV bytes) -> base, per-row time and KV bandwidth (batch-1
+    steps fit their own base); prefill steps of >= 256 tokens without decode rows riding along -> time
+    per token. Coefficients a trace cannot determine keep `base`'s values."""
+    import numpy as np
+
+    model = base or StepTimeModel()
+    changes: dict[str, float] = {}
+    decode = [r for r in rows if r["mode"] == "decode" and r.get("gpu_ms") is not None]
+    batched = [r for r in decode if r["rows"] > 1]
+    if len({r["rows"] for r in batched}) >= 3:
+        a = np.array([[1.0, r["rows"], r["context"] * KV_BYTES_PER_TOKEN / 1e9] for r in batched])
+        (intercept, per_row, ms_per_gb), *_ = np.linalg.lstsq(a, np.array([r["gpu_ms"] for r in batched]), rcond=None)
+        changes.update(decode_base_ms=float(intercept), decode_per_row_ms=float(per_row))
+        if ms_per_gb > 0:
+            changes["kv_read_tbs"] = float(1.0 / ms_per_gb)  # ms per GB -> TB/s
+    single = [r["gpu_ms"] for r in decode if r["rows"] == 1]
+    if single:
+        kv_ms = changes.get("kv_read_tbs", model.kv_read_tbs)
+        contexts = [r["context"] for r in decode if r["rows"] == 1]
+        changes["decode_base_bs1_ms"] = float(np.median([g - c * KV_BYTES_PER_TOKEN / (kv_ms * 1e9)
+                                                         for g, c in zip(single, contexts)]))
+    prefill = [r for r in rows if r["mode"] == "extend" and r.get("gpu_ms") is not None and r["tokens"] >= 256
+               and r.get("one_token_rows", 0) == 0]
+    if prefill:
+        changes["prefill_per_token_ms"] = float(np.median([r["gpu_ms"] / r["tokens"] for r in prefill]))
+    return dataclasses.replace(model, **{k: round(v, 6) for k, v in changes.items()})
+
+
 def build_scheduler(engine_args: dict, model: StepTimeModel, clock: VirtualClock, on_msg) -> Scheduler:
     # The 8B shape's KV budget on an H200 at --mem-fraction-static 0.85: ~790k tokens. As on a GPU: up to
     # 1024 running requests, decode steps chained by overlap scheduling.
@@ -238,8 +268,14 @@ def main() -> None:
                         help="JSON of ServerArgs fields; repeat to compare schedules")
     parser.add_argument("--model", default="{}", help="JSON overriding StepTimeModel fields")
     parser.add_argument("--calibrate", action="store_true", help="the four measured schedules, side by side")
+    parser.add_argument("--fit", nargs="+", metavar="TRACE",
+                        help="fit the GPU step times to TESSERA_STEP_TRACE files first (then simulate with them)")
     ns = parser.parse_args()
     model = StepTimeModel(**json.loads(ns.model))
+    if ns.fit:
+        rows = [json.loads(text) for path in ns.fit for text in open(path) if text.strip()]
+        model = fit_step_model(rows, model)
+        print("fitted model: " + json.dumps(dataclasses.asdict(model)), flush=True)
     common = (ns.request_rate, ns.num_prompts, ns.min_input_len, ns.max_input_len, ns.output_len, model)
     if ns.calibrate:
         for label, (extra, measured) in MEASURED.items():

@@ -1,8 +1,9 @@
 """Per-forward trace for tuning schedules: `TESSERA_STEP_TRACE=PATH` makes rank 0 append one JSON line
-per forward to PATH: host time at launch (s, monotonic), mode, rows, new tokens, context tokens, and the
-step's GPU time from CUDA events (ms; null on CPU). Off by default; the events are read in batches
-(one synchronize per 256 steps), so tracing a serving run barely changes it. bench/schedule_sim.py's
-step-time model is fitted to such traces (bench/NOTES.md)."""
+per forward to PATH: host time at launch (s, monotonic), mode, rows, new tokens, context tokens, the
+one-token rows of an extend (decodes riding along in a mixed step) and the step's GPU time from CUDA
+events (ms; null on CPU). Off by default; the events are read in batches (one synchronize per 256
+steps), so tracing a serving run barely changes it. `bench/schedule_sim.py --fit` fits its step-time
+model to such traces."""
 
 from __future__ import annotations
 
@@ -31,9 +32,12 @@ class StepTrace:
         forward = runner.forward
 
         def traced(fb):
-            row = {"t": round(time.monotonic(), 6), "mode": "decode" if fb.forward_mode.is_decode else "extend",
-                   "rows": fb.batch_size, "tokens": int(sum(fb.extend_lens_cpu)) if fb.extend_lens_cpu else fb.batch_size,
-                   "context": int(sum(fb.seq_lens_cpu))}
+            is_decode = fb.forward_mode.is_decode
+            extend_lens = fb.extend_lens_cpu or [1] * fb.batch_size
+            row = {"t": round(time.monotonic(), 6), "mode": "decode" if is_decode else "extend",
+                   "rows": fb.batch_size, "tokens": int(sum(extend_lens)), "context": int(sum(fb.seq_lens_cpu)),
+                   # extend only: one-token rows (decodes riding along in a mixed step)
+                   "one_token_rows": 0 if is_decode else sum(1 for n in extend_lens if n == 1)}
             start = end = None
             if self.timed:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
