@@ -118,17 +118,22 @@ class CountingTorchNative(TorchNativeAttentionBackend):
         return super().forward(q, k, v, layer, forward_batch)
 
 
+def install_counting_hybrid(harness: SchedulerHarness, threshold: int) -> list[CountingTorchNative]:
+    """Puts a hybrid of three counting torch_native backends (one pool) under the harness's model."""
+    pool = harness.runner.kv_pool
+    subs = [CountingTorchNative(pool) for _ in range(3)]
+    hybrid = HybridAttentionBackend(pool, *subs, long_context_threshold=threshold,
+                                    names=("torch_native", "torch_native", "torch_native"))
+    harness.runner.attn_backend = harness.runner.model.attn_backend = hybrid
+    return subs
+
+
 @pytest.mark.parametrize("mixed", [False, True])
 def test_hybrid_of_torch_native_gives_the_same_greedy_tokens(tiny_llama, mixed: bool):
     kwargs = {"chunked_prefill_size": STAGGERED_CHUNK, "context_length": 512, "enable_mixed_chunk": mixed}
     ref = SchedulerHarness(tiny_llama, **kwargs).run(staggered_workload())
     harness = SchedulerHarness(tiny_llama, **kwargs)
-    pool = harness.runner.kv_pool
-    subs = [CountingTorchNative(pool) for _ in range(3)]
-    # Prompts are 5-70 tokens and outputs 12-33: sequences cross 60 while they decode.
-    hybrid = HybridAttentionBackend(pool, *subs, long_context_threshold=60,
-                                    names=("torch_native", "torch_native", "torch_native"))
-    harness.runner.attn_backend = harness.runner.model.attn_backend = hybrid
+    subs = install_counting_hybrid(harness, 60)  # prompts 5-70 tokens, outputs 12-33: decodes cross 60
     got = harness.run(staggered_workload())
     assert all(s.num_tokens > 0 for s in subs), [s.num_tokens for s in subs]
     assert {rid: r.output_ids for rid, r in got.items()} == {rid: r.output_ids for rid, r in ref.items()}
@@ -153,12 +158,7 @@ def test_hybrid_with_speculative_verify_rows_gives_the_same_greedy_tokens(tiny_l
     ref = SchedulerHarness(tiny_llama, **kwargs).run(repetitive_workload())
     harness = SchedulerHarness(tiny_llama, speculative_algorithm="ngram", speculative_num_draft_tokens=3,
                                speculative_ngram_min_match=1, **kwargs)
-    pool = harness.runner.kv_pool
-    subs = [CountingTorchNative(pool) for _ in range(3)]
-    # Prompts are 20-45 tokens and outputs 24: sequences cross 52 while they decode and verify.
-    hybrid = HybridAttentionBackend(pool, *subs, long_context_threshold=52,
-                                    names=("torch_native", "torch_native", "torch_native"))
-    harness.runner.attn_backend = harness.runner.model.attn_backend = hybrid
+    subs = install_counting_hybrid(harness, 52)  # prompts 20-45 tokens, 24 out: decodes and verifies cross 52
     got = harness.run(repetitive_workload())
     stats = harness.scheduler.spec.stats()
     assert stats["spec_num_verify_steps"] > 0 and stats["spec_num_accepted_tokens"] > 0
