@@ -19,8 +19,9 @@ time, measured as it runs here (`cpu_scale` scales it), and by kernel launches; 
 its predecessor's results first (anything not chained by overlap scheduling) leaves the GPU idle.
 
 A design tool: its figures are predictions to check with `bench/serving.py --backend engine` on the
-device, never results. `--calibrate` runs the four schedules measured on an H200 on 2026-12-02
-(bench/RESULTS.md, "Tail latency, 32 req/s") and prints prediction next to measurement: it matches the
+device, never results. `--calibrate` runs the schedules measured on an H200 on 2026-12-02 (read from
+bench/results/2026-12-02-h200-online32.jsonl; bench/RESULTS.md, "Tail latency, 32 req/s") and prints
+prediction next to measurement: it matches the
 default schedule but not yet interleaving or mixed chunks (bench/NOTES.md); `TESSERA_STEP_TRACE`
 (engine/step_trace.py, device stage online-32-trace) records the real step times to fit it to.
 """
@@ -50,14 +51,23 @@ from engine.scheduler import Scheduler  # noqa: E402
 
 DEMO_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "demo")
 KV_BYTES_PER_TOKEN = 131072  # 8B shape: 32 layers x 8 KV heads x 128 x (K, V) x 2 bytes
-# H200 serving runs, 2026-12-02 (triton backend, 400 prompts at 32 req/s, inputs 256-1024, 256 out):
-# ITL median / mean / p99, TTFT median / p99 (ms), output tok/s (bench/results/2026-12-02-h200-online32.jsonl).
-MEASURED = {
-    "default": ({}, (13.2, 27.3, 243.0, 47, 100, 6152)),
-    "mixed 1536": ({"enable_mixed_chunk": True}, (33.6, 57.3, 148.8, 1216, 6354, 4019)),
-    "interleave 1024": ({"interleave_prefill_tokens": 1024}, (38.4, 34.2, 79.0, 138, 556, 5456)),
-    "interleave 2048": ({"interleave_prefill_tokens": 2048}, (33.3, 34.2, 86.0, 76, 204, 5601)),
-}
+# H200 serving runs, 2026-12-02 (triton backend, 400 prompts at 32 req/s, inputs 256-1024, 256 out): each
+# bench/serving.py result line, then its "SUMMARY {engine args} rate ..." line.
+MEASURED_RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "2026-12-02-h200-online32.jsonl")
+
+
+def measured_runs(path: str = MEASURED_RUNS) -> list[tuple[dict, dict]]:
+    """(engine args, bench/serving.py result) of each run in a serving results file."""
+    runs, result = [], None
+    with open(path) as f:
+        for text in f:
+            if text.startswith("{"):
+                result = json.loads(text)
+            elif text.startswith("SUMMARY ") and result is not None:
+                engine_args, _ = json.JSONDecoder().raw_decode(text[len("SUMMARY "):])
+                runs.append((engine_args, result))
+                result = None
+    return runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,7 +264,7 @@ def simulate(engine_args: dict, rate: float, num_prompts: int, min_in: int, max_
 
 
 def line(label: str, r: dict) -> str:
-    return (f"{label:<18} ITL median {r['itl']['median_ms']:7.1f} mean {r['itl']['mean_ms']:6.1f} p99 "
+    return (f"{label:<40} ITL median {r['itl']['median_ms']:7.1f} mean {r['itl']['mean_ms']:6.1f} p99 "
             f"{r['itl']['p99_ms']:7.1f} ms | TTFT median "
             f"{r['ttft']['median_ms']:7.0f} p99 {r['ttft']['p99_ms']:7.0f} ms | {r['output_tok_s']:7.0f} tok/s")
 
@@ -269,7 +279,7 @@ def main() -> None:
     parser.add_argument("--engine-args", action="append", default=None,
                         help="JSON of ServerArgs fields; repeat to compare schedules")
     parser.add_argument("--model", default="{}", help="JSON overriding StepTimeModel fields")
-    parser.add_argument("--calibrate", action="store_true", help="the four measured schedules, side by side")
+    parser.add_argument("--calibrate", action="store_true", help="the measured H200 schedules, side by side")
     parser.add_argument("--fit", nargs="+", metavar="TRACE",
                         help="fit the GPU step times to TESSERA_STEP_TRACE files first (then simulate with them)")
     ns = parser.parse_args()
@@ -280,13 +290,10 @@ def main() -> None:
         print("fitted model: " + json.dumps(dataclasses.asdict(model)), flush=True)
     common = (ns.request_rate, ns.num_prompts, ns.min_input_len, ns.max_input_len, ns.output_len, model)
     if ns.calibrate:
-        for label, (extra, measured) in MEASURED.items():
-            r = simulate(extra, *common)
-            print(line(f"{label} (sim)", r), flush=True)
-            itl50, itl_mean, itl99, ttft50, ttft99, tok_s = measured
-            print(f"{label + ' (H200)':<18} ITL median {itl50:7.1f} mean {itl_mean:6.1f} p99 {itl99:7.1f} ms | "
-                  f"TTFT median {ttft50:7.0f} "
-                  f"p99 {ttft99:7.0f} ms | {tok_s:7.0f} tok/s", flush=True)
+        for extra, measured in measured_runs():
+            label = json.dumps(extra)
+            print(line(f"{label} (sim)", simulate(extra, *common)), flush=True)
+            print(line(f"{label} (H200)", measured), flush=True)
         return
     for spec in ns.engine_args or ["{}"]:
         r = simulate(json.loads(spec), *common)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from engine.args import ArgsError
 from engine.attention.base import AttentionLayerSpec, BaseAttentionBackend
 
 logger = logging.getLogger(__name__)
@@ -12,18 +13,18 @@ logger = logging.getLogger(__name__)
 FLASHINFER_HEAD_DIMS = (64, 128, 256)
 
 
-def uses_flashinfer(name: str) -> bool:
-    return name in ("flashinfer", "hybrid")
+def lacks_flashinfer_kernels(backend: str, head_dim: int) -> bool:
+    """True when `backend` runs FlashInfer kernels (flashinfer, hybrid) and FlashInfer builds none for
+    `head_dim`."""
+    return backend in ("flashinfer", "hybrid") and head_dim not in FLASHINFER_HEAD_DIMS
 
 
 def attention_backend_for(args, head_dim: int) -> str:
     """The backend this model runs on: the chosen (or default) one, except that the default hybrid falls
     back to triton for a head size FlashInfer has no kernels for. An explicit FlashInfer choice that
     cannot serve the head size is a one-line ArgsError here, not a kernel-build traceback later."""
-    from engine.args import ArgsError
-
     name = args.resolved_attention_backend
-    if not uses_flashinfer(name) or head_dim in FLASHINFER_HEAD_DIMS:
+    if not lacks_flashinfer_kernels(name, head_dim):
         return name
     if args.attention_backend is None:
         logger.info("attention: head size %d has no FlashInfer kernels; using triton (the default hybrid needs "
@@ -62,4 +63,4 @@ def create_attention_backend(name: str, kv_pool, device: str,
 
 
 __all__ = ["FLASHINFER_HEAD_DIMS", "AttentionLayerSpec", "BaseAttentionBackend", "attention_backend_for",
-           "create_attention_backend", "uses_flashinfer"]
+           "create_attention_backend", "lacks_flashinfer_kernels"]

@@ -156,9 +156,11 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
     def init_forward_metadata(self, forward_batch: ForwardBatch) -> None:
         fb = forward_batch
         self._batch, self._graph_bs = fb, None
-        self._kv = build_kv_indices(fb.req_to_token, fb.req_pool_indices, fb.seq_lens, fb.seq_lens_cpu)
-        self._plan_key = self._wrapper = None
         self._dense_first = self._dense_start(fb)
+        # The dense prefill reads the pool slice directly: no page table to build.
+        self._kv = None if self._dense_first is not None else build_kv_indices(
+            fb.req_to_token, fb.req_pool_indices, fb.seq_lens, fb.seq_lens_cpu)
+        self._plan_key = self._wrapper = None
 
     def _dense_start(self, fb: ForwardBatch) -> int | None:
         """The first KV slot when this batch runs the dense prefill (see the module docstring)."""
@@ -222,7 +224,7 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
 
     def _plan_batch(self, key: PlanKey) -> None:
         fb, kv = self._batch, self._kv
-        assert fb is not None and kv is not None
+        assert fb is not None and (kv is not None or self._dense_first is not None)
         if fb.seq_lens.is_cuda and torch.cuda.is_current_stream_capturing():
             raise RuntimeError("FlashInfer plan inside a CUDA-graph capture: warm the graph up first")
         hq, hkv, d = key.num_q_heads, key.num_kv_heads, key.head_dim

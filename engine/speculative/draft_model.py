@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.attention import FLASHINFER_HEAD_DIMS, uses_flashinfer
+from engine.attention import lacks_flashinfer_kernels
 from engine.distributed.parallel_state import TPContext
 from engine.req import Req
 from engine.speculative.batch import TokenRow, build_rows_forward_batch, decode_rows_limit
@@ -45,7 +45,7 @@ def draft_backend_args(draft_args, head_dim: int):
     """The draft runs on the target's attention backend, unless that is FlashInfer-based and FlashInfer has
     no kernels for the draft's head size: a small draft often has an odd one (the target's explicit
     `--attention-backend hybrid` must not make a draft it cannot serve fail the start). Then triton."""
-    if uses_flashinfer(draft_args.resolved_attention_backend) and head_dim not in FLASHINFER_HEAD_DIMS:
+    if lacks_flashinfer_kernels(draft_args.resolved_attention_backend, head_dim):
         logger.info("speculative: the draft's head size %d has no FlashInfer kernels; the draft runs on triton",
                     head_dim)
         return draft_args.replace(attention_backend="triton")
