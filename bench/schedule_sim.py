@@ -283,10 +283,16 @@ def main() -> None:
     parser.add_argument("--fit", nargs="+", metavar="TRACE",
                         help="fit the GPU step times to TESSERA_STEP_TRACE files first (then simulate with them)")
     ns = parser.parse_args()
-    model = StepTimeModel(**json.loads(ns.model))
-    if ns.fit:
-        rows = [json.loads(text) for path in ns.fit for text in open(path) if text.strip()]
-        model = fit_step_model(rows, model)
+    try:  # bad input is one line, before any simulation runs
+        model = StepTimeModel(**json.loads(ns.model))
+        schedules = [json.loads(spec) for spec in ns.engine_args or ["{}"]]
+        for extra in schedules:
+            ServerArgs.from_dict({"model_path": DEMO_MODEL, "device": "cpu", **extra})
+        traces = [json.loads(text) for path in ns.fit or [] for text in open(path) if text.strip()]
+    except (OSError, ValueError, TypeError) as exc:  # JSONDecodeError and ArgsError are ValueErrors
+        sys.exit(f"schedule_sim: error: {exc}".splitlines()[0])
+    if traces:
+        model = fit_step_model(traces, model)
         print("fitted model: " + json.dumps(dataclasses.asdict(model)), flush=True)
     common = (ns.request_rate, ns.num_prompts, ns.min_input_len, ns.max_input_len, ns.output_len, model)
     if ns.calibrate:
@@ -295,11 +301,13 @@ def main() -> None:
             print(line(f"{label} (sim)", simulate(extra, *common)), flush=True)
             print(line(f"{label} (H200)", measured), flush=True)
         return
-    for spec in ns.engine_args or ["{}"]:
-        r = simulate(json.loads(spec), *common)
-        print(line(spec, r), flush=True)
+    for extra in schedules:
+        r = simulate(extra, *common)
+        print(line(json.dumps(extra), r), flush=True)
         print("SIM " + json.dumps(r), flush=True)
 
-
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C: the partial run has nothing worth printing
