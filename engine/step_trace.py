@@ -69,6 +69,11 @@ def maybe_trace(runner: Any, rank: int) -> StepTrace | None:
     path = os.environ.get(TRACE_ENV)
     if not path or rank != 0:
         return None
+    try:  # an unwritable path is a warning now, not a failed step at the first flush
+        open(path, "a").close()
+    except OSError as exc:
+        logger.warning("step trace: cannot write %s (%s); not tracing", path, exc.strerror or exc)
+        return None
     trace = StepTrace(path, runner.device)
     trace.wrap(runner)
     return trace

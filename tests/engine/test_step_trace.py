@@ -32,3 +32,24 @@ def test_no_trace_without_the_variable(tiny_llama, tmp_path, monkeypatch) -> Non
     with Engine(model_path=tiny_llama, device="cpu", random_seed=0) as engine:
         engine.generate(input_ids=[[5, 6, 7]], sampling_params={"max_new_tokens": 2, "temperature": 0})
     assert list(tmp_path.iterdir()) == []
+
+
+
+def test_an_unwritable_trace_path_is_a_warning_not_a_failure(tmp_path, monkeypatch, caplog) -> None:
+    """Checked when the rank starts: otherwise the first flush (256 steps in) would fail a serving step."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from engine.step_trace import maybe_trace
+
+    def forward(fb):
+        return None
+
+    runner = SimpleNamespace(device=torch.device("cpu"), forward=forward)
+    monkeypatch.setenv("TESSERA_STEP_TRACE", str(tmp_path / "no-such-dir" / "trace.jsonl"))
+    assert maybe_trace(runner, 0) is None
+    assert runner.forward is forward and "not tracing" in caplog.text
+    monkeypatch.setenv("TESSERA_STEP_TRACE", str(tmp_path / "trace.jsonl"))
+    assert maybe_trace(runner, 1) is None  # rank 0 only
+    assert maybe_trace(runner, 0) is not None and runner.forward is not forward
