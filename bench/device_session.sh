@@ -155,6 +155,13 @@ for s in "$@"; do
         i=$((i + 1)); echo "engine args: $e"
         TESSERA_STEP_TRACE="$OUT/trace-$i.jsonl" python3 bench/serving.py --backend engine --request-rate 32 \
           --num-prompts 400 --engine-args "$e" || exit 1; done' ;;
+    # Decode graphs up to 512 rows (FlashInfer workspace sized for them) with interleave 1024, alone, with 1536.
+    online-32-g512) stage online-32-g512 330 bash -c '
+      for e in "{\"cuda_graph_max_bs\": 512, \"interleave_prefill_tokens\": 1024}" "{\"cuda_graph_max_bs\": 512}" \
+               "{\"cuda_graph_max_bs\": 512, \"interleave_prefill_tokens\": 1536}"; do
+        echo "engine args: $e"
+        python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 --engine-args "$e" || exit 1
+      done' ;;
     # 100k only, dense (ragged) prefill vs the paged kernel, two engines in one call.
     long-context-100k-dense) stage long-context-100k-dense 150 env TESSERA_FLASHINFER_DENSE_PREFILL=2048 \
                                python3 bench/long_context.py --input-lens 100000 ;;

@@ -106,7 +106,8 @@ class ModelRunner:
         self.req_pool = ReqToTokenPool(self.max_running_requests, model_config.context_len + 1, device)
         self.attention_backend_name = attention_backend_for(args, model_config.head_dim)
         self.attn_backend = create_attention_backend(self.attention_backend_name, self.kv_pool, str(device),
-                                                     args.hybrid_long_context_threshold)
+                                                     args.hybrid_long_context_threshold,
+                                                     max_graph_rows=self._graph_max_bs())
         self.model.attn_backend = self.attn_backend
         # Batch-1 decode through fused Triton GEMVs (norms/SiLU as prologues, residual adds as epilogues).
         self.model.fused_gemv = not args.disable_fused_gemv and self.model.supports_fused_gemv()
@@ -141,7 +142,7 @@ class ModelRunner:
             logger.info("rank %d: CUDA graphs off: the %s attention backend is not capturable "
                         "(use triton or flashinfer)", self.tp.rank, backend)
             return None
-        max_bs = min(self.args.cuda_graph_max_bs, self.max_running_requests)
+        max_bs = self._graph_max_bs()
         free_before, _ = torch.cuda.mem_get_info(self.device)
         if isinstance(self.attn_backend, HybridAttentionBackend):
             runner = HybridGraphRunner(self.model, self.attn_backend, self.req_pool.req_to_token, max_bs,
@@ -153,6 +154,9 @@ class ModelRunner:
         logger.info("rank %d: captured CUDA graphs for decode batch sizes %s in %.1fs (%.2f GiB)",
                     self.tp.rank, runner.batch_sizes, runner.capture_seconds, (free_before - free_after) / GiB)
         return runner
+
+    def _graph_max_bs(self) -> int:
+        return min(self.args.cuda_graph_max_bs, self.max_running_requests)
 
     def _gpu_kv_tokens(self, free_before: int, total: int, bpt: int) -> int:
         free_after, _ = torch.cuda.mem_get_info(self.device)

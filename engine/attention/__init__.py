@@ -35,9 +35,10 @@ def attention_backend_for(args, head_dim: int) -> str:
                     f"(it builds {sizes}); use --attention-backend triton")
 
 
-def create_attention_backend(name: str, kv_pool, device: str,
-                             long_context_threshold: int = 32768) -> BaseAttentionBackend:
-    """`long_context_threshold`: hybrid only (decode batches longer than it go to flashinfer)."""
+def create_attention_backend(name: str, kv_pool, device: str, long_context_threshold: int = 32768,
+                             max_graph_rows: int = 256) -> BaseAttentionBackend:
+    """`long_context_threshold`: hybrid only (decode batches longer than it go to flashinfer).
+    `max_graph_rows`: the largest captured decode batch (FlashInfer sizes its workspace for it)."""
     if name == "torch_native":
         from engine.attention.torch_native import TorchNativeAttentionBackend
 
@@ -49,14 +50,14 @@ def create_attention_backend(name: str, kv_pool, device: str,
     if name == "flashinfer":
         from engine.attention.flashinfer_backend import FlashInferAttentionBackend
 
-        return FlashInferAttentionBackend(kv_pool)
+        return FlashInferAttentionBackend(kv_pool, max_graph_rows=max_graph_rows)
     if name == "hybrid":
         from engine.attention.flashinfer_backend import FlashInferAttentionBackend
         from engine.attention.hybrid import HybridAttentionBackend
         from engine.attention.triton_backend import TritonAttentionBackend
 
         # One FlashInfer backend serves prefill and long decode (it keeps its wrappers per mode).
-        flashinfer = FlashInferAttentionBackend(kv_pool)
+        flashinfer = FlashInferAttentionBackend(kv_pool, max_graph_rows=max_graph_rows)
         return HybridAttentionBackend(kv_pool, prefill=flashinfer, decode_short=TritonAttentionBackend(kv_pool),
                                       decode_long=flashinfer, long_context_threshold=long_context_threshold)
     raise ValueError(f"unknown attention backend {name!r}; choose torch_native, triton, flashinfer or hybrid")

@@ -36,6 +36,14 @@ from engine.forward_batch import ForwardBatch
 from kernels import RopeCache
 
 WORKSPACE_BYTES = 128 * 1024 * 1024
+# Rows of a captured decode batch that WORKSPACE_BYTES serves: graph mode sizes FlashInfer's split-KV
+# scratch for the padded batch (at 512 rows it asked for 168 MB of tmp_v alone, measured on an H200).
+WORKSPACE_GRAPH_ROWS = 256
+
+
+def workspace_bytes(max_graph_rows: int) -> int:
+    """The workspace for decode graphs of up to `max_graph_rows` rows: 128 MiB per 256 rows, at least 128 MiB."""
+    return WORKSPACE_BYTES * max(1, -(-max_graph_rows // WORKSPACE_GRAPH_ROWS))
 # The tensor-core decode kernel family, fixed (as SGLang does) rather than "auto", which picks FA3 on
 # Hopper: FA3 tiles queries for prefill, and eager and captured decode must run the same kernels.
 DECODE_KERNELS = "fa2"
@@ -126,14 +134,15 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
     # The model may pass `rotary=(positions, RopeCache)` to `forward` and skip its own rotary launch.
     fuses_rotary = True
 
-    def __init__(self, kv_pool, dense_prefill_min_tokens: int | None = None) -> None:
+    def __init__(self, kv_pool, dense_prefill_min_tokens: int | None = None,
+                 max_graph_rows: int = WORKSPACE_GRAPH_ROWS) -> None:
         super().__init__(kv_pool)
         self._flashinfer = _import_flashinfer()
         self.dense_prefill_min_tokens = (int(os.environ.get(DENSE_PREFILL_ENV, "0"))
                                          if dense_prefill_min_tokens is None else dense_prefill_min_tokens)
         self._dense_prefill = None  # the ragged wrapper, built at first use
         self._dense_first: int | None = None  # first KV slot of the current batch when it runs dense
-        self._workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=kv_pool.device)
+        self._workspace = torch.empty(workspace_bytes(max_graph_rows), dtype=torch.uint8, device=kv_pool.device)
         # FA3 (the "auto" choice on Hopper) wants q and KV of one dtype; 16-bit q over an fp8 pool takes
         # FA2, which upcasts the fp8 rows in the kernel.
         prefill_kernels = {"backend": DECODE_KERNELS} if kv_pool.is_fp8 else {}

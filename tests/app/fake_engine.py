@@ -7,6 +7,7 @@ the engine's incremental detokenizer, and can be told to die or to fail its star
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,9 @@ class FakeBehaviour:
 
     step_s: float = 0.002
     start_delay_s: float = 0.0
+    # When set, start() also waits until the test sets this event: "still starting" without a race
+    # against a timer on a loaded machine.
+    start_gate: threading.Event | None = None
     fail_start: bool = False
     context_length: int = 512
     # Token ids to "generate" instead of the built-in sequence (e.g. the tokenization of a text).
@@ -53,6 +57,8 @@ class FakeEngineClient:
 
     async def start(self, timeout: float = 600.0) -> None:
         await asyncio.sleep(self.behaviour.start_delay_s)
+        while self.behaviour.start_gate is not None and not self.behaviour.start_gate.is_set():
+            await asyncio.sleep(0.01)
         if self.behaviour.fail_start:
             raise EngineStartError("fake engine refused to start")
         if not self.server_args.skip_tokenizer_init:

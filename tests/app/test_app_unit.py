@@ -19,7 +19,8 @@ CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
 
 
 def test_503_while_starting_then_ready(tiny_llama) -> None:
-    with running_app(tiny_llama, FakeBehaviour(start_delay_s=0.5), wait=False) as h:
+    gate = threading.Event()
+    with running_app(tiny_llama, FakeBehaviour(start_gate=gate), wait=False) as h:
         r = h.http.post("/v1/chat/completions", json={"model": tiny_llama, **CHAT})
         err = assert_openai_error(r, 503)
         assert "starting" in err["message"] and r.headers["retry-after"]
@@ -28,6 +29,7 @@ def test_503_while_starting_then_ready(tiny_llama) -> None:
         assert_openai_error(h.http.get("/health_generate"), 503)
         assert_openai_error(h.http.get("/ready"), 503)
         assert h.http.get("/live").status_code == 200
+        gate.set()
         h.wait_ready()
         assert h.http.get("/health").status_code == 200
         assert h.http.post("/v1/chat/completions", json={"model": tiny_llama, **CHAT}).status_code == 200

@@ -99,7 +99,8 @@ def test_flashinfer_dense_prefill_gpu(contiguous: bool) -> None:
     from engine.attention.flashinfer_backend import FlashInferAttentionBackend
 
     heads, dtype = (32, 8, 128), torch.bfloat16
-    sc = BackendScenario([3000], 2, heads[1], heads[2], dtype, "cuda", extra_tokens=2048, contiguous=contiguous)
+    # prefix + extend stays inside the scenario's 4096-token request rows
+    sc = BackendScenario([2000], 2, heads[1], heads[2], dtype, "cuda", extra_tokens=2048, contiguous=contiguous)
     ref_pool = sc.clone_pool()
     backend = FlashInferAttentionBackend(sc.pool, dense_prefill_min_tokens=1024)
     reference = TorchNativeAttentionBackend(ref_pool)

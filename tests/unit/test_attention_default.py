@@ -113,3 +113,14 @@ def test_draft_model_backend_follows_the_target_where_flashinfer_can_serve_it(
     draft = ServerArgs(model_path="/no/draft", load_format="dummy", device="cuda", attention_backend=choice)
     draft = draft_backend_args(draft, head_dim)
     assert attention_backend_for(draft, head_dim) == expected
+
+
+def test_flashinfer_workspace_covers_the_largest_decode_graph() -> None:
+    """Graph-mode FlashInfer sizes its split-KV scratch for the padded batch: with 512-row decode graphs it
+    asked for 167,510,016 bytes of tmp_v alone (H200, 8B shape) and the fixed 128 MiB failed the start."""
+    from engine.attention.flashinfer_backend import WORKSPACE_BYTES, workspace_bytes
+
+    measured_tmp_v_at_512_rows = 167_510_016
+    assert workspace_bytes(1) == workspace_bytes(256) == WORKSPACE_BYTES
+    assert workspace_bytes(512) > measured_tmp_v_at_512_rows
+    assert workspace_bytes(1024) >= 2 * workspace_bytes(512)
