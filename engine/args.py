@@ -93,7 +93,8 @@ class ServerArgs:
     # between tokens of the JSON text.
     constrained_json_max_whitespace_cnt: int | None = None
     enable_jump_forward: bool = False
-    cuda_graph_max_bs: int = 256
+    # None: 512 on GPUs of >= 70 GiB, else 256 (engine/cuda_graph_runner.default_graph_max_bs).
+    cuda_graph_max_bs: int | None = None
     disable_cuda_graph: bool = False
     disable_overlap_schedule: bool = False
     # Batch-1 decode runs fused Triton GEMVs on CUDA (16-bit, TP 1); this keeps cuBLAS + separate kernels.
@@ -324,7 +325,8 @@ class ServerArgs:
              f"--tool-call-parser must be one of {', '.join(TOOL_CALL_PARSERS)}, got {self.tool_call_parser!r}")
         need(self.reasoning_parser is None or self.reasoning_parser in REASONING_PARSERS,
              f"--reasoning-parser must be one of {', '.join(REASONING_PARSERS)}, got {self.reasoning_parser!r}")
-        need(self.cuda_graph_max_bs >= 1, f"--cuda-graph-max-bs must be >= 1, got {self.cuda_graph_max_bs}")
+        need(self.cuda_graph_max_bs is None or self.cuda_graph_max_bs >= 1,
+             f"--cuda-graph-max-bs must be >= 1, got {self.cuda_graph_max_bs}")
         need(self.log_level.lower() in LOG_LEVELS,
              f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         need(self.nnodes >= 1, f"--nnodes must be >= 1, got {self.nnodes}")

@@ -53,8 +53,8 @@ _HELP = {
     "quantization": "awq | fp8: weight quantization; default: auto-detected from config.json's "
                     "quantization_config (a flag that disagrees with the checkpoint is an error; fp8 on a "
                     "16-bit checkpoint quantizes at load)",
-    "attention_backend": "torch_native | triton | flashinfer | hybrid (default: triton on CUDA, torch_native on "
-                         "CPU). hybrid: "
+    "attention_backend": "torch_native | triton | flashinfer | hybrid (default: hybrid on CUDA when FlashInfer "
+                         "is installed, else triton; torch_native on CPU). hybrid: "
                          "flashinfer prefill, triton decode up to --hybrid-long-context-threshold tokens, "
                          "flashinfer decode above",
     "hybrid_long_context_threshold": "hybrid backend: longest sequence (tokens) of a decode batch up to which "
@@ -62,6 +62,8 @@ _HELP = {
     "enable_mixed_chunk": "run decodes in the same forward as a prefill chunk (lower ITL tail under load)",
     "mixed_chunk_step_tokens": "with --enable-mixed-chunk: tokens one step computes while decodes run, decodes "
                                "counting one each (default 1536; at least 256 prompt tokens per step)",
+    "cuda_graph_max_bs": "largest decode batch replayed from a CUDA graph; larger batches run eagerly "
+                         "(default: 512 on GPUs of 70 GiB or more, else 256)",
     "interleave_prefill_tokens": "while requests decode, a prefill step computes at most N prompt tokens and the "
                                  "next step is a decode step (bounds the ITL tail under load; decodes keep CUDA "
                                  "graphs). 0 = off (default)",

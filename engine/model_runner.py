@@ -16,7 +16,7 @@ import torch
 from engine.args import ArgsError, ServerArgs
 from engine.attention import attention_backend_for, create_attention_backend
 from engine.attention.hybrid import HybridAttentionBackend
-from engine.cuda_graph_runner import CudaGraphRunner
+from engine.cuda_graph_runner import CudaGraphRunner, default_graph_max_bs
 from engine.distributed.parallel_state import TPContext
 from engine.forward_batch import ForwardBatch
 from engine.hybrid_graphs import HybridGraphRunner
@@ -156,7 +156,11 @@ class ModelRunner:
         return runner
 
     def _graph_max_bs(self) -> int:
-        return min(self.args.cuda_graph_max_bs, self.max_running_requests)
+        requested = self.args.cuda_graph_max_bs
+        if requested is None:
+            total = torch.cuda.mem_get_info(self.device)[1] if self.device.type == "cuda" else 0
+            requested = default_graph_max_bs(total)
+        return min(requested, self.max_running_requests)
 
     def _gpu_kv_tokens(self, free_before: int, total: int, bpt: int) -> int:
         free_after, _ = torch.cuda.mem_get_info(self.device)
