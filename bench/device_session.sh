@@ -162,6 +162,10 @@ for s in "$@"; do
         echo "engine args: $e"
         python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 --engine-args "$e" || exit 1
       done' ;;
+    # The next budgets (bench/NOTES.md, sixth session: the fitted simulator picks 768), 512-row graphs being the default.
+    online-32-next) stage online-32-next 330 bash -c 'for n in 768 1536; do
+        python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
+          --engine-args "{\"interleave_prefill_tokens\": $n}" || exit 1; done' ;;
     # 100k only, dense (ragged) prefill vs the paged kernel, two engines in one call.
     long-context-100k-dense) stage long-context-100k-dense 150 env TESSERA_FLASHINFER_DENSE_PREFILL=2048 \
                                python3 bench/long_context.py --input-lens 100000 ;;

@@ -45,6 +45,8 @@ WORKSPACE_GRAPH_ROWS = 256
 def workspace_bytes(max_graph_rows: int) -> int:
     """The workspace for decode graphs of up to `max_graph_rows` rows: 128 MiB per 256 rows, at least 128 MiB."""
     return WORKSPACE_BYTES * max(1, -(-max_graph_rows // WORKSPACE_GRAPH_ROWS))
+
+
 # The tensor-core decode kernel family, fixed (as SGLang does) rather than "auto", which picks FA3 on
 # Hopper: FA3 tiles queries for prefill, and eager and captured decode must run the same kernels.
 DECODE_KERNELS = "fa2"
