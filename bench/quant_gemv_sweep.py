@@ -70,6 +70,9 @@ FP8_SPLIT = [(16, 1024, 8, 1, 2), (8, 1024, 4, 1, 2), (32, 512, 8, 1, 2)]
 # Few output rows need split-K to fill 132 SMs with 32-64-row tiles.
 FP8_DOT_SMALL_N = [(32, 256, 4, 3, 1, 1), (32, 256, 4, 3, 2, 1), (64, 256, 4, 3, 2, 1), (64, 128, 4, 4, 4, 1),
                    (16, 512, 4, 3, 1, 1), (32, 512, 4, 2, 2, 1)]
+# The integer-pipe e4m3 conversion (int_convert=1; see kernels/fp8_gemv.py): the one-pass tiles most likely
+# to stream at the memory floor once the conversion pipe no longer caps them. Not yet timed on a GPU.
+FP8_INT = [(16, 1024, 8, 1, 1, 0, 1), (32, 512, 8, 1, 1, 0, 1), (16, 512, 4, 2, 1, 0, 1), (8, 1024, 4, 2, 1, 0, 1)]
 FP8_DOT_LARGE_N = [(64, 256, 4, 3, 1, 1), (128, 128, 4, 3, 1, 1), (32, 256, 4, 3, 1, 1), (32, 512, 4, 2, 1, 1),
                    (16, 512, 4, 3, 1, 1), (64, 128, 4, 4, 1, 1)]
 # AWQ (block_n, block_k, num_warps, split_k or None = auto ~4 programs per SM, num_stages).
@@ -86,8 +89,9 @@ def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[F
     tiles = FP8_SHORT_K if k <= 8192 else FP8_LONG_K
     out = [fp8_default_config(n, k, device or torch.device(DEVICE))] + [Fp8GemvConfig(*t) for t in tiles]
     dot = FP8_DOT_LARGE_N if n > 8192 else FP8_DOT_SMALL_N
-    # Tensor-core tiles go right after the default: they are the structural bet, never cut by MAX_CONFIGS.
-    out[1:1] = [Fp8GemvConfig(*t) for t in dot]
+    # Tensor-core and integer-convert tiles go right after the default: they are the structural bets, never
+    # cut by MAX_CONFIGS.
+    out[1:1] = [Fp8GemvConfig(*t) for t in dot] + [Fp8GemvConfig(*t) for t in FP8_INT]
     if n <= 8192:
         out += [Fp8GemvConfig(*t) for t in FP8_SPLIT]
     return list(dict.fromkeys(out))[:MAX_CONFIGS]

@@ -49,6 +49,9 @@ class Fp8GemvConfig(NamedTuple):
     # then f16 -> f32, both on the SM's narrow conversion pipe: ~2.8e12 weights/s on an H200, about the
     # rate measured); mma takes the f16 weights as they are. 16-bit x only; block_n, block_k >= 16.
     use_dot: int = 0
+    # 1: CUDA-core loop with the e4m3 -> fp32 conversion on the integer pipe (see `_fp8_gemv_kernel`); the
+    # weight is read as int32 words of four e4m3 bytes. Not measured on a GPU yet: a sweep candidate.
+    int_convert: int = 0
 
 
 @triton.jit
@@ -58,7 +61,7 @@ def _fp8_gemv_kernel(
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr, SPLIT: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
-    USE_DOT: tl.constexpr = False,
+    USE_DOT: tl.constexpr = False, INT_CVT: tl.constexpr = False,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -91,6 +94,31 @@ def _fp8_gemv_kernel(
             a = tl.where(rows[:, None] == 0, xk[None, :], 0.0).to(tl.float16)
             acc_d = tl.dot(a, wt.to(tl.float16), acc_d)
         y = tl.sum(tl.where(rows[:, None] == 0, acc_d, 0.0), 0) * 256.0  # [BLOCK_N], unscaled
+    elif INT_CVT:
+        # w_ptr holds int32 words (4 e4m3 bytes, byte j = column 4p + j; stride_wn in words). The plain
+        # loop converts each weight twice on the SM's narrow conversion pipe (e4m3x2 -> f16x2, f16 -> f32),
+        # which caps it near 2.8e12 weights/s on an H200 (72.7 us per layer vs a 51.7 us memory floor).
+        # Here byte j moves to the top (shift), an arithmetic shift right by 4 puts its sign in bit 31 and its
+        # 7 exponent+mantissa bits in bits 26..20, and a mask clears the rest: an fp32 equal to the e4m3 value
+        # times 2^-120 (exact, subnormals included: both formats scale them the same way), in 2-3 integer ops.
+        # x carries 2^64 and the sum 2^56 so that no product of a normal weight falls into fp32 subnormals.
+        KW: tl.constexpr = BLOCK_K // 4
+        offs_w0 = tl.arange(0, KW)
+        acc_w = tl.zeros([BLOCK_N, KW], dtype=tl.float32)
+        for k0 in tl.range(k_begin, k_end, BLOCK_K, num_stages=NUM_STAGES):
+            offs_w = k0 // 4 + offs_w0
+            if EVEN_N and EVEN_K:
+                words = tl.load(w_rows + offs_w[None, :], eviction_policy="evict_first")
+            else:
+                words = tl.load(w_rows + offs_w[None, :], mask=mask_n[:, None] & (offs_w * 4 < k_end)[None, :],
+                                other=0, eviction_policy="evict_first")
+            for j in tl.static_range(4):
+                top = words << (24 - 8 * j)
+                # -2014314496 is 0x87F00000 as an int32: sign bit, 4 exponent bits, 3 mantissa bits
+                w_f = ((top >> 4) & -2014314496).to(tl.float32, bitcast=True)
+                xj = _load_x(x_ptr, norm_w_ptr, offs_w * 4 + j, K, rstd, dtype, PROLOGUE) * 18446744073709551616.0
+                acc_w += w_f * xj[None, :]
+        y = tl.sum(acc_w, 1) * 72057594037927936.0  # 2^56: back to the e4m3 scale; [BLOCK_N], unscaled
     else:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
         for k0 in tl.range(k_begin, k_end, BLOCK_K, num_stages=NUM_STAGES):
@@ -191,6 +219,10 @@ def fp8_gemv(
     use_dot = bool(cfg.use_dot) and dtype in (torch.float16, torch.bfloat16)  # fp32 x: the exact FMA loop
     if use_dot:
         assert cfg.block_n >= 16 and cfg.block_k >= 16, f"{cfg}: the tensor-core variant needs tiles >= 16"
+    int_convert = bool(cfg.int_convert) and not use_dot
+    if int_convert:
+        assert k % 4 == 0 and w_q.stride(0) % 4 == 0 and cfg.block_k >= 4, (
+            f"{cfg}: the integer-convert variant reads rows as int32 words (K and the row stride multiples of 4)")
     split = max(int(cfg.split_k), 1)
     # Each split gets whole K-chunks, so only the last split (or a ragged K) needs masks.
     k_per_split = triton.cdiv(triton.cdiv(k, split), cfg.block_k) * cfg.block_k
@@ -198,14 +230,14 @@ def fp8_gemv(
     ws = torch.empty((split, n), dtype=torch.float32, device=x.device) if split > 1 else out
     dummy = w_scale  # any valid pointer for the operands a specialisation does not read
     _fp8_gemv_kernel[(triton.cdiv(n, cfg.block_n), split)](
-        x, norm_weight if norm_weight is not None else dummy, w_q, w_scale, bias if bias is not None else dummy,
-        residual if residual is not None else out, out, ws,
-        n, k, k_per_split, w_q.stride(0), eps,
+        x, norm_weight if norm_weight is not None else dummy, w_q.view(torch.int32) if int_convert else w_q, w_scale,
+        bias if bias is not None else dummy, residual if residual is not None else out, out, ws,
+        n, k, k_per_split, w_q.stride(0) // 4 if int_convert else w_q.stride(0), eps,
         PROLOGUE=prologue, HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None and split == 1,
         SPLIT=split > 1, EVEN_N=n % cfg.block_n == 0,
         EVEN_K=k % k_per_split == 0 and k_per_split % cfg.block_k == 0,
         BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NORM_BLOCK=min(next_pow2(k), 4096),
-        NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, num_warps=cfg.num_warps,
+        NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, INT_CVT=int_convert, num_warps=cfg.num_warps,
     )
     if split > 1:
         block = min(next_pow2(n), 1024)

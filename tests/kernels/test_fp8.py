@@ -102,6 +102,39 @@ def test_fp8_gemv_matches_reference_interpreter(n: int, k: int, config: Fp8GemvC
 
 
 @pytest.mark.parametrize(("n", "k", "config"), [
+    (48, 96, Fp8GemvConfig(block_n=16, block_k=32, num_warps=4, int_convert=1)),
+    (37, 300, Fp8GemvConfig(block_n=8, block_k=64, num_warps=2, num_stages=2, split_k=2, int_convert=1)),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fp8_gemv_integer_convert_matches_reference_interpreter(n: int, k: int, config: Fp8GemvConfig,
+                                                               dtype: torch.dtype) -> None:
+    """The integer-pipe e4m3 -> fp32 variant against the dequantized reference, with the RMSNorm prologue."""
+    q, s = quantize_weight_per_channel(_weight(n, k, seed=4))
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, k, generator=gen).to(dtype)
+    gamma = (1 + 0.1 * torch.randn(k, generator=gen)).to(dtype)
+    plain = Fp8GemvConfig(block_n=config.block_n, block_k=config.block_k, num_warps=config.num_warps)
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 1e-2}
+    torch.testing.assert_close(fp8_gemv(x, q, s, config=config), (x.float() @ dequantize(q, s).t()).to(dtype), **tol)
+    torch.testing.assert_close(fp8_gemv(x, q, s, norm_weight=gamma, eps=1e-5, config=config),
+                               fp8_gemv(x, q, s, norm_weight=gamma, eps=1e-5, config=plain), **tol)
+
+
+def test_fp8_gemv_integer_convert_decodes_every_e4m3_code_interpreter() -> None:
+    """Every finite e4m3 byte (zeros, subnormals, both signs, 448) decodes to its value: one weight row per
+    code against a one-hot x, in fp32, so each output is exactly that weight's value."""
+    codes = torch.tensor([c for c in range(256) if c not in (0x7F, 0xFF)], dtype=torch.uint8)
+    n, k = codes.numel(), 8
+    q = torch.zeros(n, k, dtype=torch.uint8)
+    q[:, 5] = codes
+    q = q.view(torch.float8_e4m3fn)
+    x = torch.zeros(1, k)
+    x[0, 5] = 1.0
+    got = fp8_gemv(x, q, torch.ones(n), config=Fp8GemvConfig(block_n=16, block_k=8, num_warps=1, int_convert=1))
+    torch.testing.assert_close(got[0], q[:, 5].float(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(("n", "k", "config"), [
     (48, 96, Fp8GemvConfig(block_n=16, block_k=32, num_warps=4, use_dot=1)),
     (37, 300, Fp8GemvConfig(block_n=16, block_k=64, num_warps=4, num_stages=2, split_k=2, use_dot=1)),
 ])
