@@ -25,6 +25,18 @@ if [ -f .exp/fi-cache.tgz ]; then
     find "$FI_BASE/.cache/flashinfer" -exec touch -d "$(date -d '+10 min')" {} + && echo "flashinfer JIT cache restored"
 fi
 
+online_32() {  # online_32 ENGINE_ARGS_JSON...: one in-process serving run at 32 req/s per engine configuration
+  local i=0 e
+  for e in "$@"; do
+    i=$((i + 1))
+    echo "engine args: $e"
+    env ${ONLINE_TRACE:+TESSERA_STEP_TRACE="$OUT/trace-$i.jsonl"} python3 bench/serving.py --backend engine \
+      --request-rate 32 --num-prompts 400 --engine-args "$e" || return 1
+  done
+}
+export -f online_32
+export OUT
+
 stage() {  # stage NAME TIMEOUT_S CMD...
   local name=$1 limit=$2
   shift 2
@@ -135,60 +147,33 @@ for s in "$@"; do
     suite) stage suite 420 python3 bench/run_suite.py ;;
     suite-awq) stage suite 540 python3 bench/run_suite.py --skip-hf --quantizations awq ;;
     suite-quant) stage suite 600 python3 bench/run_suite.py --skip-hf --quantizations awq,fp8 ;;
-    # Long context, one request: TTFT and decode tok/s at 8k / 32k / 100k on the default backend (triton),
+    # Long context, one request: TTFT and decode tok/s at 8k / 32k / 100k on the default backend (hybrid),
     # with the weights + KV decode roofline; -hybrid / -triton name the backend.
     long-context) stage long-context 480 python3 bench/long_context.py ;;
     long-context-hybrid) stage long-context-hybrid 330 python3 bench/long_context.py \
                            --engine-args '{"attention_backend": "hybrid"}' ;;
-    # FlashInfer's ragged (dense) kernel for one-request prefill chunks over one run of slots: the GPU test,
-    # then the long-context rows with it (compare with long-context, the paged kernel, in the same call).
-    long-context-dense) stage dense-prefill-test 240 python3 -m pytest -q -m gpu -o addopts="" -rA \
-                          tests/kernels/test_kernel_backends.py -k dense
-                        stage long-context-dense 480 env TESSERA_FLASHINFER_DENSE_PREFILL=2048 \
-                          python3 bench/long_context.py ;;
     dense-prefill-test) stage dense-prefill-test 200 python3 -m pytest -q -m gpu -o addopts="" -rA \
                           tests/kernels/test_kernel_backends.py -k dense ;;
-    # online-32 on the default backend with step traces, then decode graphs up to 512 rows (the graph-batch
-    # cliff, bench/NOTES.md) alone and with interleave 1024.
-    online-32-graphs-trace) stage online-32-graphs-trace 560 bash -c 'i=0
-      for e in "{}" "{\"cuda_graph_max_bs\": 512}" "{\"cuda_graph_max_bs\": 512, \"interleave_prefill_tokens\": 1024}"; do
-        i=$((i + 1)); echo "engine args: $e"
-        TESSERA_STEP_TRACE="$OUT/trace-$i.jsonl" python3 bench/serving.py --backend engine --request-rate 32 \
-          --num-prompts 400 --engine-args "$e" || exit 1; done' ;;
-    # Decode graphs up to 512 rows (FlashInfer workspace sized for them) with interleave 1024, alone, with 1536.
-    online-32-g512) stage online-32-g512 330 bash -c '
-      for e in "{\"cuda_graph_max_bs\": 512, \"interleave_prefill_tokens\": 1024}" "{\"cuda_graph_max_bs\": 512}" \
-               "{\"cuda_graph_max_bs\": 512, \"interleave_prefill_tokens\": 1536}"; do
-        echo "engine args: $e"
-        python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 --engine-args "$e" || exit 1
-      done' ;;
-    # The next budgets (bench/NOTES.md, sixth session: the fitted simulator picks 768), 512-row graphs being the default.
-    online-32-next) stage online-32-next 330 bash -c 'for n in 768 1536; do
-        python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
-          --engine-args "{\"interleave_prefill_tokens\": $n}" || exit 1; done' ;;
-    # 100k only, dense (ragged) prefill vs the paged kernel, two engines in one call.
-    long-context-100k-dense) stage long-context-100k-dense 150 env TESSERA_FLASHINFER_DENSE_PREFILL=2048 \
-                               python3 bench/long_context.py --input-lens 100000 ;;
+    # 100k only: the default (FlashInfer's dense prefill for one request over one run of slots) and the paged
+    # kernel it replaced, two engines in one call.
     long-context-100k) stage long-context-100k 150 python3 bench/long_context.py --input-lens 100000 ;;
+    long-context-100k-paged) stage long-context-100k-paged 150 env TESSERA_FLASHINFER_DENSE_PREFILL=0 \
+                               python3 bench/long_context.py --input-lens 100000 ;;
     fi-cache-save) stage fi-cache-save 60 bash -c 'tar czf "$OUT/fi-cache.tgz" -C "'"$FI_BASE"'/.cache" flashinfer &&
                      ls -l "$OUT/fi-cache.tgz"' ;;
     long-context-triton) stage long-context-triton 480 python3 bench/long_context.py \
                            --engine-args '{"attention_backend": "triton"}' ;;
-    # Tail latency under load: 32 req/s (inputs 256-1024, 256 out), without and with mixed chunks.
-    online-32) stage online-32 570 bash -c 'for extra in "{}" "{\"enable_mixed_chunk\": true}"; do
-                 python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
-                   --engine-args "$extra" || exit 1; done' ;;
-    # online-32 with TESSERA_STEP_TRACE: every forward's mode, rows, tokens and GPU time (CUDA events) for the
-    # default and interleave-1024 schedules, to fit bench/schedule_sim.py's step-time model to the real runs.
-    online-32-trace) stage online-32-trace 570 bash -c 'for n in 0 1024; do
-                       TESSERA_STEP_TRACE="$OUT/trace-interleave-$n.jsonl" python3 bench/serving.py --backend engine \
-                         --request-rate 32 --num-prompts 400 --engine-args "{\"interleave_prefill_tokens\": $n}" \
-                         || exit 1; done' ;;
-    # The graph-batch cliff at 32 req/s (bench/NOTES.md): decode graphs up to 512 rows, default and interleave 1024.
-    online-32-graphs512) stage online-32-graphs512 570 bash -c 'for n in 0 1024; do
-                           python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
-                             --engine-args "{\"cuda_graph_max_bs\": 512, \"interleave_prefill_tokens\": $n}" \
-                             || exit 1; done' ;;
+    # Tail latency under load: 32 req/s (inputs 256-1024, 256 out), one engine per engine-args JSON (online_32).
+    online-32) stage online-32 570 bash -c 'online_32 "{}" "{\"enable_mixed_chunk\": true}"' ;;
+    # With TESSERA_STEP_TRACE ($OUT/trace-N.jsonl: every forward's mode, rows, tokens and GPU time) for the
+    # default and interleave 1024, to fit bench/schedule_sim.py's step-time model to the real runs.
+    online-32-trace) stage online-32-trace 570 env ONLINE_TRACE=1 bash -c \
+                       'online_32 "{}" "{\"interleave_prefill_tokens\": 1024}"' ;;
+    # The graph-batch cliff (bench/NOTES.md, 2026-12-03): 256-row graphs (the default below 70 GiB) vs the default.
+    online-32-graphs) stage online-32-graphs 570 bash -c 'online_32 "{\"cuda_graph_max_bs\": 256}" "{}"' ;;
+    # The next interleave budgets (bench/NOTES.md, sixth session: the fitted simulator picks 768).
+    online-32-next) stage online-32-next 330 bash -c \
+                      'online_32 "{\"interleave_prefill_tokens\": 768}" "{\"interleave_prefill_tokens\": 1536}"' ;;
     # One mixed step (a 1408-token chunk + 128 decode rows at 640 context) vs the chunk and the decode step apart.
     profile-mixed) stage profile-mixed 240 python3 bench/profile_step.py --attention-backend hybrid --batch-sizes 128 \
                      --context 640 --prefill-reqs 1 --prefill-len 1408 --mixed 1408 128 ;;
@@ -196,14 +181,11 @@ for s in "$@"; do
     profile-long-prefill) stage profile-long-prefill 240 python3 bench/profile_step.py --attention-backend hybrid \
                             --batch-sizes 1 --prefill-reqs 1 --prefill-len 8192 --prefill-prefix 92000 ;;
     # The step-token budget of mixed chunks: 1024 / 2048 / 3072 (1536 is the default, run by online-32).
-    online-32-sweep) stage online-32-sweep 570 bash -c 'for n in 1024 2048 3072; do
-                       python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
-                         --engine-args "{\"enable_mixed_chunk\": true, \"mixed_chunk_step_tokens\": $n}" \
-                         || exit 1; done' ;;
+    online-32-sweep) stage online-32-sweep 570 bash -c 'm="\"enable_mixed_chunk\": true, \"mixed_chunk_step_tokens\""
+                       online_32 "{$m: 1024}" "{$m: 2048}" "{$m: 3072}"' ;;
     # Decode-first chunked prefill (--interleave-prefill-tokens) at 32 req/s: 1024 / 2048 prompt tokens per step.
-    online-32-interleave) stage online-32-interleave 570 bash -c 'for n in 1024 2048; do
-                            python3 bench/serving.py --backend engine --request-rate 32 --num-prompts 400 \
-                              --engine-args "{\"interleave_prefill_tokens\": $n}" || exit 1; done' ;;
+    online-32-interleave) stage online-32-interleave 570 bash -c \
+                            'online_32 "{\"interleave_prefill_tokens\": 1024}" "{\"interleave_prefill_tokens\": 2048}"' ;;
     # Offline 256 requests (inputs 256-1024, 256 out): bf16, FP8 weights, FP8 weights + FP8 KV (target >= 1.3x bf16).
     offline-fp8) stage offline-fp8 570 bash -c 'g="\"cuda_graph_max_bs\": 256"
                    for e in "{$g}" "{$g, \"quantization\": \"fp8\"}" "{$g, \"quantization\": \"fp8\", \"kv_cache_dtype\": \"fp8_e4m3\"}"; do

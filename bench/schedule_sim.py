@@ -161,8 +161,8 @@ class VirtualClock:
 def fit_step_model(rows: list[dict], base: StepTimeModel | None = None) -> StepTimeModel:
     """The step-time model's GPU coefficients fitted to a TESSERA_STEP_TRACE (engine/step_trace.py):
     decode steps up to `base.graph_max_bs` rows (the traced run's graph size) by least squares on (1, rows,
-    KV bytes) -> base, per-row time and KV bandwidth (batch-1 steps fit their own base); prefill steps of >= 256 tokens without decode rows riding along -> time
-    per token. Coefficients a trace cannot determine keep `base`'s values."""
+    KV bytes) -> base, per-row time and KV bandwidth (batch-1 steps fit their own base); prefill steps of
+    >= 256 tokens without decode rows riding along -> time per token. Coefficients a trace cannot determine keep `base`'s values."""
     import numpy as np
 
     model = base or StepTimeModel()

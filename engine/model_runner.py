@@ -78,6 +78,7 @@ class ModelRunner:
             device = torch.device("cuda", torch.cuda.current_device())  # set_device / mem_get_info want an index
         self.device = device
         t0 = time.perf_counter()
+        total = 0
         if device.type == "cuda":
             torch.cuda.set_device(device)
             free_before, total = torch.cuda.mem_get_info(device)
@@ -104,10 +105,12 @@ class ModelRunner:
         self.kv_pool = KVPool(max_tokens, model_config.num_layers, self.num_kv_heads, model_config.head_dim,
                               self.kv_dtype, device, k_scales=k_scales, v_scales=v_scales)
         self.req_pool = ReqToTokenPool(self.max_running_requests, model_config.context_len + 1, device)
+        # The largest captured decode batch (the FlashInfer workspace is sized for it too).
+        self.graph_max_bs = min(args.cuda_graph_max_bs or default_graph_max_bs(total), self.max_running_requests)
         self.attention_backend_name = attention_backend_for(args, model_config.head_dim)
         self.attn_backend = create_attention_backend(self.attention_backend_name, self.kv_pool, str(device),
                                                      args.hybrid_long_context_threshold,
-                                                     max_graph_rows=self._graph_max_bs())
+                                                     max_graph_rows=self.graph_max_bs)
         self.model.attn_backend = self.attn_backend
         # Batch-1 decode through fused Triton GEMVs (norms/SiLU as prologues, residual adds as epilogues).
         self.model.fused_gemv = not args.disable_fused_gemv and self.model.supports_fused_gemv()
@@ -142,7 +145,7 @@ class ModelRunner:
             logger.info("rank %d: CUDA graphs off: the %s attention backend is not capturable "
                         "(use triton or flashinfer)", self.tp.rank, backend)
             return None
-        max_bs = self._graph_max_bs()
+        max_bs = self.graph_max_bs
         free_before, _ = torch.cuda.mem_get_info(self.device)
         if isinstance(self.attn_backend, HybridAttentionBackend):
             runner = HybridGraphRunner(self.model, self.attn_backend, self.req_pool.req_to_token, max_bs,
@@ -154,13 +157,6 @@ class ModelRunner:
         logger.info("rank %d: captured CUDA graphs for decode batch sizes %s in %.1fs (%.2f GiB)",
                     self.tp.rank, runner.batch_sizes, runner.capture_seconds, (free_before - free_after) / GiB)
         return runner
-
-    def _graph_max_bs(self) -> int:
-        requested = self.args.cuda_graph_max_bs
-        if requested is None:
-            total = torch.cuda.mem_get_info(self.device)[1] if self.device.type == "cuda" else 0
-            requested = default_graph_max_bs(total)
-        return min(requested, self.max_running_requests)
 
     def _gpu_kv_tokens(self, free_before: int, total: int, bpt: int) -> int:
         free_after, _ = torch.cuda.mem_get_info(self.device)

@@ -223,6 +223,8 @@ def fp8_gemv(
     if int_convert:
         assert k % 4 == 0 and w_q.stride(0) % 4 == 0 and cfg.block_k >= 4, (
             f"{cfg}: the integer-convert variant reads rows as int32 words (K and the row stride multiples of 4)")
+    # The integer-convert loop reads each row as int32 words: the same storage, a quarter of the stride.
+    w_arg, w_stride = (w_q.view(torch.int32), w_q.stride(0) // 4) if int_convert else (w_q, w_q.stride(0))
     split = max(int(cfg.split_k), 1)
     # Each split gets whole K-chunks, so only the last split (or a ragged K) needs masks.
     k_per_split = triton.cdiv(triton.cdiv(k, split), cfg.block_k) * cfg.block_k
@@ -230,9 +232,9 @@ def fp8_gemv(
     ws = torch.empty((split, n), dtype=torch.float32, device=x.device) if split > 1 else out
     dummy = w_scale  # any valid pointer for the operands a specialisation does not read
     _fp8_gemv_kernel[(triton.cdiv(n, cfg.block_n), split)](
-        x, norm_weight if norm_weight is not None else dummy, w_q.view(torch.int32) if int_convert else w_q, w_scale,
-        bias if bias is not None else dummy, residual if residual is not None else out, out, ws,
-        n, k, k_per_split, w_q.stride(0) // 4 if int_convert else w_q.stride(0), eps,
+        x, norm_weight if norm_weight is not None else dummy, w_arg, w_scale, bias if bias is not None else dummy,
+        residual if residual is not None else out, out, ws,
+        n, k, k_per_split, w_stride, eps,
         PROLOGUE=prologue, HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None and split == 1,
         SPLIT=split > 1, EVEN_N=n % cfg.block_n == 0,
         EVEN_K=k % k_per_split == 0 and k_per_split % cfg.block_k == 0,
