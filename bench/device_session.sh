@@ -171,9 +171,9 @@ for s in "$@"; do
                        'online_32 "{}" "{\"interleave_prefill_tokens\": 1024}"' ;;
     # The graph-batch cliff (bench/NOTES.md, 2026-12-03): 256-row graphs (the default below 70 GiB) vs the default.
     online-32-graphs) stage online-32-graphs 570 bash -c 'online_32 "{\"cuda_graph_max_bs\": 256}" "{}"' ;;
-    # The next interleave budgets (bench/NOTES.md, sixth session: the fitted simulator picks 768).
+    # The next interleave budgets (bench/NOTES.md, sixth session: the fitted simulator picks 768; 640 below it).
     online-32-next) stage online-32-next 330 bash -c \
-                      'online_32 "{\"interleave_prefill_tokens\": 768}" "{\"interleave_prefill_tokens\": 1536}"' ;;
+                      'online_32 "{\"interleave_prefill_tokens\": 768}" "{\"interleave_prefill_tokens\": 640}"' ;;
     # One mixed step (a 1408-token chunk + 128 decode rows at 640 context) vs the chunk and the decode step apart.
     profile-mixed) stage profile-mixed 240 python3 bench/profile_step.py --attention-backend hybrid --batch-sizes 128 \
                      --context 640 --prefill-reqs 1 --prefill-len 1408 --mixed 1408 128 ;;
