@@ -167,6 +167,19 @@ for s in "$@"; do
     online-32) stage online-32 570 bash -c 'online_32 "{}" "{\"enable_mixed_chunk\": true}"' ;;
     # With TESSERA_STEP_TRACE ($OUT/trace-N.jsonl: every forward's mode, rows, tokens and GPU time) for the
     # default and interleave 1024, to fit bench/schedule_sim.py's step-time model to the real runs.
+    # AWQ batch 1 with the nibble-plane GEMV: its GPU test, the AWQ-only tile sweep (planes tiles first), then
+    # single-stream decode with the winners.
+    awq-planes) stage awq-planes-test 150 python3 -m pytest -q -m gpu -o addopts="" -rA \
+                  tests/kernels/test_awq_gemm.py -k planes
+                stage awq-planes-sweep 90 python3 bench/quant_gemv_sweep.py --kind awq --no-prefill
+                stage awq-planes-single 60 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
+                  TESSERA_AWQ_DEQUANT_MIN_ROWS=64 python3 bench/single_stream.py \
+                  --engine-args '{"quantization": "awq", "attention_backend": "triton"}'
+                grep -h "layer projections" "$OUT/awq-planes-sweep.log" | tee -a "$OUT/summary.txt"
+                echo "awq planes: $(grep -o '"decode_tok_s": [0-9.]*' "$OUT/awq-planes-single.log" | head -1)" |
+                  tee -a "$OUT/summary.txt" ;;
+    # The interleave-1024 row again (its 51.1 ms p99 was one run; 768 / 640 came out worse: 67 / 60 ms).
+    online-32-1024) stage online-32-1024 200 bash -c 'online_32 "{\"interleave_prefill_tokens\": 1024}"' ;;
     online-32-trace) stage online-32-trace 570 env ONLINE_TRACE=1 bash -c \
                        'online_32 "{}" "{\"interleave_prefill_tokens\": 1024}"' ;;
     # The graph-batch cliff (bench/NOTES.md, 2026-12-03): 256-row graphs (the default below 70 GiB) vs the default.

@@ -82,6 +82,11 @@ AWQ_TILES = [(128, 64, 4, None, 3), (256, 64, 8, None, 3), (128, 32, 4, None, 3)
 # AWQ through `awq_gemm` with a 16-row tile (use_gemm=1): (block_n, block_k, num_warps, split_k, num_stages).
 AWQ_GEMM_TILES = [(64, 64, 4, None, 3), (128, 64, 4, None, 3), (64, 128, 4, None, 3), (128, 128, 4, None, 2),
                   (64, 64, 4, 4, 3)]
+# The nibble-plane loop (planes=1; see kernels/awq_gemm.py): (block_n, block_k, num_warps, split_k). Each thread
+# holds 16 fp32 tiles of block_k x block_n / 8 / threads values (8 planes x group sum + total), so tiles stay at
+# <= 4 values per thread and tile. Not yet timed on a GPU.
+AWQ_PLANE_TILES = [(256, 16, 4, None), (512, 16, 8, None), (128, 16, 4, None), (256, 32, 8, None),
+                   (128, 32, 4, None), (256, 16, 4, 8)]
 
 
 def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[Fp8GemvConfig]:
@@ -98,8 +103,11 @@ def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[F
 
 
 def awq_candidates(n: int, k: int) -> list[AwqGemvConfig]:
+    """The default first, then the nibble-plane tiles (the structural bet, never cut by MAX_CONFIGS), then the
+    mma route and the older loop's tiles."""
+    planes = [AwqGemvConfig(bn, bk, w, split, 1, planes=1) for bn, bk, w, split in AWQ_PLANE_TILES]
     gemm = [AwqGemvConfig(*t, use_gemm=1) for t in AWQ_GEMM_TILES]
-    return list(dict.fromkeys([AwqGemvConfig(), *gemm] + [AwqGemvConfig(*t) for t in AWQ_TILES]))[:MAX_CONFIGS]
+    return list(dict.fromkeys([AwqGemvConfig(), *planes, *gemm] + [AwqGemvConfig(*t) for t in AWQ_TILES]))[:MAX_CONFIGS]
 
 
 def candidates(kind: str, n: int, k: int) -> list:

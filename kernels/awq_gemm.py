@@ -41,6 +41,9 @@ class AwqGemvConfig(NamedTuple):
     # 1: run the row through `awq_gemm` (x as a 16-row tile, block_n / block_k / warps / stages / split_k
     # from here): mma instead of one fp32 FMA per weight, weights pipelined through shared memory.
     use_gemm: int = 0
+    # 1: the nibble-plane loop (`_awq_gemv_planes_kernel`): 2-D tiles only, ~3 ops per weight, no
+    # cross-thread reduction until the end. Its num_stages is unused (a group's loads are unrolled).
+    planes: int = 0
 
 
 class AwqGemmConfig(NamedTuple):
@@ -108,6 +111,128 @@ def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
         tl.debug_barrier()  # every thread's partial stores precede the (single-thread, releasing) arrival
         arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
         if arrived == SPLIT_K - 1:
+            total = tl.zeros((PACKS, 8), dtype=tl.float32)
+            for split_idx in range(SPLIT_K):
+                total += tl.load(part_ptr + split_idx * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
+            tl.store(out_ptr + offs_n, total.to(out_ptr.dtype.element_ty), mask=mask_n)
+            tl.atomic_xchg(lock_ptr + pid_n, 0)
+
+
+# Where each nibble plane sits and what it is worth. AutoAWQ's nibble i holds column AWQ_ORDER[i] of its pack.
+# Planes 0-4 are masked in place in the word (bits 4i..4i+3, value q * 16^i); planes 5-7 in the word shifted
+# right by 12 (bits 8..19, value q * 2^(8 + 4(i-5))), so every plane's value stays below 2^20 and ORing it into
+# the mantissa of 2^23 gives 2^23 + value exactly.
+
+
+@triton.jit
+def _plane_dot(word, MASK: tl.constexpr, zc, x):
+    # (2^23 + q p) - (2^23 + z p) = (q - z) p, exact; times x. Per weight: a lop3 (and + or), an fsub, an fma.
+    f = ((word & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
+    return (f - zc[None, :]) * x
+
+
+@triton.jit
+def _plane_zero(zword, MASK: tl.constexpr):
+    return ((zword & MASK) | 0x4B000000).to(tl.float32, bitcast=True)  # 2^23 + z p
+
+
+@triton.jit
+def _plane_scale(sc_ptr, g, N, offs_p, mask_p, COL: tl.constexpr, INV_POW: tl.constexpr):
+    # s / p (exact: p is a power of 2), so that sum (q - z) p x * s / p = sum (q - z) x s.
+    return tl.load(sc_ptr + g * N + offs_p * 8 + COL, mask=mask_p, other=0.0).to(tl.float32) * INV_POW
+
+
+@triton.jit
+def _plane_out(dst_ptr, y, offs_p, mask_p, COL: tl.constexpr):
+    tl.store(dst_ptr + offs_p * 8 + COL, y.to(dst_ptr.dtype.element_ty), mask=mask_p)
+
+
+@triton.jit
+def _awq_gemv_planes_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr, N, K, K_PER_SPLIT, stride_q,
+                            GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                            SPLIT_K: tl.constexpr):
+    # The weight tile stays [BLOCK_K, PACKS] int32 as loaded (16-byte loads along the packs); each of the 8
+    # nibble planes is a [BLOCK_K, PACKS] fp32 tile in the same register layout, so nothing is reshaped or
+    # shuffled between threads in the loop. Per group, per plane: g = sum over the group's rows of (q - z) x
+    # (in-thread, rows stay rows), then acc += g * s (elementwise, once per group); the rows are summed across
+    # threads once, at the end. The older `_awq_gemv_kernel` reduced a [BLOCK_K, PACKS, 8] tile every group.
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    PACKS: tl.constexpr = BLOCK_N // 8
+    offs_p = pid_n * PACKS + tl.arange(0, PACKS)
+    mask_p = offs_p < stride_q
+    rows = tl.arange(0, BLOCK_K)
+    a0 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+    a1 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+    a2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+    a3 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+    a4 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+    a5 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+    a6 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+    a7 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+    k_start = pid_k * K_PER_SPLIT  # splits hold whole groups
+    k_end = tl.minimum(k_start + K_PER_SPLIT, K)
+    for g0 in range(k_start, k_end, GROUP):
+        g = g0 // GROUP
+        zw = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_p, other=0)
+        zh = zw >> 12
+        z0 = _plane_zero(zw, 0xF)
+        z1 = _plane_zero(zw, 0xF0)
+        z2 = _plane_zero(zw, 0xF00)
+        z3 = _plane_zero(zw, 0xF000)
+        z4 = _plane_zero(zw, 0xF0000)
+        z5 = _plane_zero(zh, 0xF00)
+        z6 = _plane_zero(zh, 0xF000)
+        z7 = _plane_zero(zh, 0xF0000)
+        g_0 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+        g_1 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+        g_2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+        g_3 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+        g_4 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+        g_5 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+        g_6 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+        g_7 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+        # Unrolled: all of a group's weight loads can be in flight before the first FMA.
+        for kk in tl.static_range(0, GROUP, BLOCK_K):
+            offs_k = g0 + kk + rows
+            # x in the weights' layout: each thread loads only its own rows (an L1 broadcast).
+            xk = tl.load(x_ptr + offs_k[:, None] + 0 * offs_p[None, :]).to(tl.float32)
+            w = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask_p[None, :], other=0,
+                        eviction_policy="evict_first")
+            wh = w >> 12
+            g_0 += _plane_dot(w, 0xF, z0, xk)
+            g_1 += _plane_dot(w, 0xF0, z1, xk)
+            g_2 += _plane_dot(w, 0xF00, z2, xk)
+            g_3 += _plane_dot(w, 0xF000, z3, xk)
+            g_4 += _plane_dot(w, 0xF0000, z4, xk)
+            g_5 += _plane_dot(wh, 0xF00, z5, xk)
+            g_6 += _plane_dot(wh, 0xF000, z6, xk)
+            g_7 += _plane_dot(wh, 0xF0000, z7, xk)
+        # Plane i holds column AWQ_ORDER[i] = (0, 2, 4, 6, 1, 3, 5, 7)[i] of each pack, worth p_i =
+        # (1, 16, 256, 4096, 65536, 256, 4096, 65536)[i] per unit of q.
+        a0 += g_0 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 0, 1.0)[None, :]
+        a1 += g_1 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 2, 0.0625)[None, :]
+        a2 += g_2 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 4, 0.00390625)[None, :]
+        a3 += g_3 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 6, 0.000244140625)[None, :]
+        a4 += g_4 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 1, 0.0000152587890625)[None, :]
+        a5 += g_5 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 3, 0.00390625)[None, :]
+        a6 += g_6 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 5, 0.000244140625)[None, :]
+        a7 += g_7 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 7, 0.0000152587890625)[None, :]
+    dst = out_ptr if SPLIT_K == 1 else part_ptr + pid_k * N
+    _plane_out(dst, tl.sum(a0, axis=0), offs_p, mask_p, 0)
+    _plane_out(dst, tl.sum(a1, axis=0), offs_p, mask_p, 2)
+    _plane_out(dst, tl.sum(a2, axis=0), offs_p, mask_p, 4)
+    _plane_out(dst, tl.sum(a3, axis=0), offs_p, mask_p, 6)
+    _plane_out(dst, tl.sum(a4, axis=0), offs_p, mask_p, 1)
+    _plane_out(dst, tl.sum(a5, axis=0), offs_p, mask_p, 3)
+    _plane_out(dst, tl.sum(a6, axis=0), offs_p, mask_p, 5)
+    _plane_out(dst, tl.sum(a7, axis=0), offs_p, mask_p, 7)
+    if SPLIT_K > 1:  # the last split to arrive sums the partials in split order (as `_awq_gemv_kernel`)
+        tl.debug_barrier()
+        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            offs_n = offs_p[:, None] * 8 + tl.arange(0, 8)[None, :]
+            mask_n = offs_n < N
             total = tl.zeros((PACKS, 8), dtype=tl.float32)
             for split_idx in range(SPLIT_K):
                 total += tl.load(part_ptr + split_idx * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
@@ -244,6 +369,12 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         if locks is None:
             locks = gemv_locks(n, x.device)
         assert locks.dtype == torch.int32 and locks.numel() >= num_n, f"locks: need {num_n} int32 counters"
+    if cfg.planes:
+        _awq_gemv_planes_kernel[(num_n, split)](
+            x, qweight, qzeros, scales, partials, locks if locks is not None else out, out, n, k, k_per_split,
+            n // PACK, GROUP=group_size, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SPLIT_K=split,
+            num_warps=cfg.num_warps)
+        return out
     _awq_gemv_kernel[(num_n, split)](x, qweight, qzeros, scales, partials, locks if locks is not None else out,
                                      out, n, k, k_per_split, n // PACK, GROUP=group_size, BLOCK_N=cfg.block_n,
                                      BLOCK_K=block_k, SPLIT_K=split, num_warps=cfg.num_warps,

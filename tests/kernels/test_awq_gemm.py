@@ -64,7 +64,8 @@ def test_gemv_interpreter(dtype: torch.dtype, k: int, n: int, group: int) -> Non
     packed, gen = _packed(k, n, group, dtype, "cpu")
     x = torch.randn(1, k, generator=gen).to(dtype)
     for cfg in (AwqGemvConfig(block_n=16, block_k=16, split_k=3), AwqGemvConfig(block_n=64, block_k=32), None,
-                AwqGemvConfig(block_n=32, block_k=16, num_stages=2, split_k=2, use_gemm=1)):
+                AwqGemvConfig(block_n=32, block_k=16, num_stages=2, split_k=2, use_gemm=1),
+                AwqGemvConfig(block_n=16, block_k=16, split_k=3, planes=1), AwqGemvConfig(block_n=64, block_k=32, planes=1)):
         locks = gemv_locks(n, x.device)
         got = awq_gemv(x, *packed, group, config=cfg, locks=locks)
         assert got.shape == (1, n) and got.dtype == dtype
@@ -123,3 +124,23 @@ def test_awq_kernels_gpu(dtype: torch.dtype, k: int, n: int, m: int) -> None:
         torch.testing.assert_close(awq_gemm(x, *packed, group).float(), ref, **_tol(dtype, k))
     if m == 512:  # the dequantize + cuBLAS path of large prefills
         torch.testing.assert_close((x @ awq_dequantize(*packed, group)).float(), ref, **_tol(dtype, k))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("k", "n"), GPU_SHAPES)
+def test_awq_gemv_planes_gpu(dtype: torch.dtype, k: int, n: int) -> None:
+    """The nibble-plane loop at model shapes on the device (its int4 -> fp32 trick and plane order), with and
+    without split-K."""
+    group = 128
+    packed, gen = _packed(k, n, group, dtype, "cuda", seed=k + n + 7)
+    x = torch.randn(1, k, generator=gen).to(dtype).cuda()
+    ref = _reference(x, packed, group)
+    for cfg in (AwqGemvConfig(block_n=256, block_k=16, planes=1), AwqGemvConfig(block_n=512, block_k=16, num_warps=8,
+                                                                                 split_k=1, planes=1),
+                AwqGemvConfig(block_n=128, block_k=32, split_k=8, planes=1)):
+        locks = gemv_locks(n, x.device)
+        got = awq_gemv(x, *packed, group, config=cfg, locks=locks)
+        torch.testing.assert_close(got.float(), ref, **_tol(dtype, k))
+        assert torch.equal(got, awq_gemv(x, *packed, group, config=cfg, locks=locks)), "fixed-order split-K"
+        assert not locks.any()

@@ -35,6 +35,7 @@ def test_awq_candidates_bounded_valid_default_first(n: int, k: int) -> None:
     cands = awq_candidates(n, k)
     assert cands[0] == AwqGemvConfig()
     assert len(cands) == len(set(cands)) <= MAX_CONFIGS
+    assert any(c.planes for c in cands), "the nibble-plane loop is always tried"
     for c in cands:
         assert c.block_n >= 8 and c.block_n & (c.block_n - 1) == 0, c
         assert 128 % c.block_k == 0, f"{c}: block_k must divide the group size"
