@@ -169,7 +169,7 @@ for s in "$@"; do
     # default and interleave 1024, to fit bench/schedule_sim.py's step-time model to the real runs.
     # AWQ batch 1 with the nibble-plane GEMV: its GPU test, the AWQ-only tile sweep (planes tiles first), then
     # single-stream decode with the winners.
-    awq-planes) stage awq-planes-test 150 python3 -m pytest -q -m gpu -o addopts="" -rA \
+    awq-planes) stage awq-planes-test 150 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
                   tests/kernels/test_awq_gemm.py -k planes
                 stage awq-planes-sweep 90 python3 bench/quant_gemv_sweep.py --kind awq --no-prefill
                 stage awq-planes-single 60 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
@@ -180,6 +180,12 @@ for s in "$@"; do
                   tee -a "$OUT/summary.txt" ;;
     # The interleave-1024 row again (its 51.1 ms p99 was one run; 768 / 640 came out worse: 67 / 60 ms).
     online-32-1024) stage online-32-1024 200 bash -c 'online_32 "{\"interleave_prefill_tokens\": 1024}"' ;;
+    # Where offline-256's time goes per precision: a 256-row decode step at 768 context and an 8 x 1024 prefill,
+    # bf16 / FP8 weights / FP8 weights + FP8 KV (the offline target sits at 1.25-1.30x of bf16).
+    profile-offline-fp8) stage profile-offline-fp8 300 bash -c 'for e in "{}" "{\"quantization\": \"fp8\"}" \
+                           "{\"quantization\": \"fp8\", \"kv_cache_dtype\": \"fp8_e4m3\"}"; do echo "engine args: $e"
+                           python3 bench/profile_step.py --attention-backend hybrid --batch-sizes 256 --context 768 \
+                             --prefill-reqs 8 --prefill-len 1024 --engine-args "$e" || exit 1; done' ;;
     online-32-trace) stage online-32-trace 570 env ONLINE_TRACE=1 bash -c \
                        'online_32 "{}" "{\"interleave_prefill_tokens\": 1024}"' ;;
     # The graph-batch cliff (bench/NOTES.md, 2026-12-03): 256-row graphs (the default below 70 GiB) vs the default.

@@ -103,7 +103,14 @@ def main() -> None:
     parser.add_argument("--mixed", type=int, nargs=2, metavar=("CHUNK", "DECODES"),
                         help="also time one mixed step (a CHUNK-token prompt + DECODES decode rows of --context) "
                              "against the prefill chunk and the decode step run apart")
+    parser.add_argument("--engine-args", default="{}",
+                        help='extra ServerArgs fields as JSON, e.g. \'{"quantization": "fp8", "kv_cache_dtype": "fp8_e4m3"}\'')
     ns = parser.parse_args()
+    try:
+        extra = json.loads(ns.engine_args)
+        assert isinstance(extra, dict)
+    except (ValueError, AssertionError):
+        parser.error(f"--engine-args: a JSON object, got {ns.engine_args!r}")
 
     shape = model_shape(ns.model)
     bw, flops = copy_bandwidth_tbs(), matmul_tflops()
@@ -112,7 +119,7 @@ def main() -> None:
     args = ServerArgs(model_path=ns.model, load_format="dummy", skip_tokenizer_init=True,
                       attention_backend=ns.attention_backend, cuda_graph_max_bs=rows,
                       max_running_requests=rows, max_total_tokens=max(400_000, 2 * (ns.prefill_prefix + ns.prefill_len)),
-                      context_length=max(8192, ns.prefill_prefix + ns.prefill_len))
+                      context_length=max(8192, ns.prefill_prefix + ns.prefill_len), **extra)
     runner = ModelRunner(args, create_model_config(args, "cuda"), TPContext(), torch.device("cuda", 0))
     report: dict = {"device": torch.cuda.get_device_name(), "copy_tbs": round(bw, 3), "matmul_tflops": round(flops, 1)}
     for bs in ns.batch_sizes:
