@@ -169,15 +169,17 @@ for s in "$@"; do
     # default and interleave 1024, to fit bench/schedule_sim.py's step-time model to the real runs.
     # AWQ batch 1 with the nibble-plane GEMV: its GPU test, the AWQ-only tile sweep (planes tiles first), then
     # single-stream decode with the winners.
-    awq-planes) stage awq-planes-test 150 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
-                  tests/kernels/test_awq_gemm.py -k planes
+    awq-planes) stage awq-planes-test 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
+                  tests/kernels/test_awq_gemm.py tests/engine/test_gpu_awq.py -k "planes or fp16"
                 stage awq-planes-sweep 90 python3 bench/quant_gemv_sweep.py --kind awq --no-prefill
-                stage awq-planes-single 60 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
-                  TESSERA_AWQ_DEQUANT_MIN_ROWS=64 python3 bench/single_stream.py \
-                  --engine-args '{"quantization": "awq", "attention_backend": "triton"}'
-                grep -h "layer projections" "$OUT/awq-planes-sweep.log" | tee -a "$OUT/summary.txt"
-                echo "awq planes: $(grep -o '"decode_tok_s": [0-9.]*' "$OUT/awq-planes-single.log" | head -1)" |
-                  tee -a "$OUT/summary.txt" ;;
+                for f in 1 0; do  # unfused (7 launches per layer), then the fused batch-1 path (4)
+                  stage awq-planes-single-unfused$f 60 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
+                    TESSERA_AWQ_DEQUANT_MIN_ROWS=64 python3 bench/single_stream.py --engine-args \
+                    "{\"quantization\": \"awq\", \"attention_backend\": \"triton\", \"disable_fused_gemv\": $([ $f = 1 ] && echo true || echo false)}"
+                  echo "awq planes, disable_fused_gemv=$f: $(grep -o '"decode_tok_s": [0-9.]*' \
+                    "$OUT/awq-planes-single-unfused$f.log" | head -1)" | tee -a "$OUT/summary.txt"
+                done
+                grep -h "layer projections" "$OUT/awq-planes-sweep.log" | tee -a "$OUT/summary.txt" ;;
     # The interleave-1024 row again (its 51.1 ms p99 was one run; 768 / 640 came out worse: 67 / 60 ms).
     online-32-1024) stage online-32-1024 200 bash -c 'online_32 "{\"interleave_prefill_tokens\": 1024}"' ;;
     # Where offline-256's time goes per precision: a 256-row decode step at 768 context and an 8 x 1024 prefill,

@@ -26,7 +26,15 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import device_num_sms, dot_precision
+from kernels._common import device_num_sms, dot_precision, next_pow2
+from kernels.gemv import (
+    PROLOGUE_NONE,
+    PROLOGUE_RMSNORM,
+    PROLOGUE_SILU_MUL,
+    _epilogue_store,
+    _load_x,
+    _row_rstd,
+)
 from kernels.quant_gemv_configs import AWQ_TUNED_ENV, tuned_entry
 
 PACK = 8  # int4 values per int32
@@ -143,14 +151,24 @@ def _plane_scale(sc_ptr, g, N, offs_p, mask_p, COL: tl.constexpr, INV_POW: tl.co
 
 
 @triton.jit
-def _plane_out(dst_ptr, y, offs_p, mask_p, COL: tl.constexpr):
-    tl.store(dst_ptr + offs_p * 8 + COL, y.to(dst_ptr.dtype.element_ty), mask=mask_p)
+def _plane_out(y, offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, COL: tl.constexpr, SPLIT_K: tl.constexpr,
+               HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr):
+    # One plane's column sums: the epilogue straight to the output, or this split's fp32 partial.
+    offs_n = offs_p * 8 + COL
+    if SPLIT_K == 1:
+        _epilogue_store(y, offs_n, mask_p, bias_ptr, res_ptr, out_ptr, HAS_BIAS, ADD_RESIDUAL)
+    else:
+        tl.store(part_ptr + offs_n, y, mask=mask_p)
 
 
 @triton.jit
-def _awq_gemv_planes_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr, N, K, K_PER_SPLIT, stride_q,
+def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr, res_ptr, part_ptr, lock_ptr, out_ptr,
+                            N, K, K_PER_SPLIT, stride_q, eps,
                             GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                            SPLIT_K: tl.constexpr):
+                            SPLIT_K: tl.constexpr, PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                            ADD_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr):
+    # The prologues (RMSNorm of x, SiLU(gate) * up) and the epilogue (bias, residual) are those of
+    # `kernels.gemv` (its helpers, so the rounding is the same): the batch-1 fused decode path.
     # The weight tile stays [BLOCK_K, PACKS] int32 as loaded (16-byte loads along the packs); each of the 8
     # nibble planes is a [BLOCK_K, PACKS] fp32 tile in the same register layout, so nothing is reshaped or
     # shuffled between threads in the loop. Per group, per plane: g = sum over the group's rows of (q - z) x
@@ -162,6 +180,10 @@ def _awq_gemv_planes_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, o
     offs_p = pid_n * PACKS + tl.arange(0, PACKS)
     mask_p = offs_p < stride_q
     rows = tl.arange(0, BLOCK_K)
+    dtype = out_ptr.dtype.element_ty
+    rstd = 1.0
+    if PROLOGUE == 1:
+        rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
     a0 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
     a1 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
     a2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
@@ -195,8 +217,11 @@ def _awq_gemv_planes_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, o
         # Unrolled: all of a group's weight loads can be in flight before the first FMA.
         for kk in tl.static_range(0, GROUP, BLOCK_K):
             offs_k = g0 + kk + rows
-            # x in the weights' layout: each thread loads only its own rows (an L1 broadcast).
-            xk = tl.load(x_ptr + offs_k[:, None] + 0 * offs_p[None, :]).to(tl.float32)
+            if PROLOGUE == 0:
+                # x in the weights' layout: each thread loads only its own rows (an L1 broadcast).
+                xk = tl.load(x_ptr + offs_k[:, None] + 0 * offs_p[None, :]).to(tl.float32)
+            else:
+                xk = _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE)[:, None]
             w = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask_p[None, :], other=0,
                         eviction_policy="evict_first")
             wh = w >> 12
@@ -218,15 +243,15 @@ def _awq_gemv_planes_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, o
         a5 += g_5 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 3, 0.00390625)[None, :]
         a6 += g_6 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 5, 0.000244140625)[None, :]
         a7 += g_7 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 7, 0.0000152587890625)[None, :]
-    dst = out_ptr if SPLIT_K == 1 else part_ptr + pid_k * N
-    _plane_out(dst, tl.sum(a0, axis=0), offs_p, mask_p, 0)
-    _plane_out(dst, tl.sum(a1, axis=0), offs_p, mask_p, 2)
-    _plane_out(dst, tl.sum(a2, axis=0), offs_p, mask_p, 4)
-    _plane_out(dst, tl.sum(a3, axis=0), offs_p, mask_p, 6)
-    _plane_out(dst, tl.sum(a4, axis=0), offs_p, mask_p, 1)
-    _plane_out(dst, tl.sum(a5, axis=0), offs_p, mask_p, 3)
-    _plane_out(dst, tl.sum(a6, axis=0), offs_p, mask_p, 5)
-    _plane_out(dst, tl.sum(a7, axis=0), offs_p, mask_p, 7)
+    part = part_ptr + pid_k * N
+    _plane_out(tl.sum(a0, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 0, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
+    _plane_out(tl.sum(a1, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 2, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
+    _plane_out(tl.sum(a2, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 4, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
+    _plane_out(tl.sum(a3, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 6, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
+    _plane_out(tl.sum(a4, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 1, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
+    _plane_out(tl.sum(a5, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 3, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
+    _plane_out(tl.sum(a6, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 5, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
+    _plane_out(tl.sum(a7, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 7, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
     if SPLIT_K > 1:  # the last split to arrive sums the partials in split order (as `_awq_gemv_kernel`)
         tl.debug_barrier()
         arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
@@ -236,7 +261,7 @@ def _awq_gemv_planes_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, o
             total = tl.zeros((PACKS, 8), dtype=tl.float32)
             for split_idx in range(SPLIT_K):
                 total += tl.load(part_ptr + split_idx * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
-            tl.store(out_ptr + offs_n, total.to(out_ptr.dtype.element_ty), mask=mask_n)
+            _epilogue_store(total, offs_n, mask_n, bias_ptr, res_ptr, out_ptr, HAS_BIAS, ADD_RESIDUAL)
             tl.atomic_xchg(lock_ptr + pid_n, 0)
 
 
@@ -335,14 +360,36 @@ def gemv_locks(n: int, device: torch.device) -> torch.Tensor:
     return torch.zeros(triton.cdiv(n, PACK), dtype=torch.int32, device=device)
 
 
+# The fused path's tile when the swept one is not a nibble-plane tile (only that loop has the prologues).
+FUSED_DEFAULT = AwqGemvConfig(block_n=256, block_k=16, num_warps=4, planes=1)
+
+
 def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
              group_size: int, config: AwqGemvConfig | None = None,
-             locks: torch.Tensor | None = None) -> torch.Tensor:
+             locks: torch.Tensor | None = None, *,
+             norm_weight: torch.Tensor | None = None,  # [K]: RMSNorm prologue with this gamma
+             eps: float = 1e-6,
+             silu_mul: bool = False,  # x is [1, 2K] (gate | up): SiLU(gate) * up prologue
+             bias: torch.Tensor | None = None,  # [N], added in fp32 before the rounding
+             residual: torch.Tensor | None = None) -> torch.Tensor:  # [1, N]: y += residual
     """x [1, K] -> [1, N] in x's dtype. `locks`: from `gemv_locks` (a zeroed buffer is made if None);
-    two launches must not share one concurrently (one per layer, one stream, is safe)."""
+    two launches must not share one concurrently (one per layer, one stream, is safe). The keyword
+    prologues / epilogue are `kernels.gemv.fused_gemv`'s (same rounding), for the batch-1 fused decode
+    path; they run on the nibble-plane loop."""
     k, n = _check_packed(qweight, qzeros, scales, group_size)
-    _check_x(x, k, scales)
+    assert not (silu_mul and norm_weight is not None), "one prologue at a time"
+    x_len = 2 * k if silu_mul else k
+    assert x.dim() == 2 and x.shape[1] == x_len and x.stride(1) == 1, (
+        f"x: expected [1, {x_len}] with contiguous rows, got {tuple(x.shape)} strides {x.stride()}")
+    assert x.dtype == scales.dtype, f"x dtype {x.dtype} != scales dtype {scales.dtype}"
     assert x.shape[0] == 1, f"x: awq_gemv takes one row, got {x.shape[0]}"
+    fused = silu_mul or norm_weight is not None or bias is not None or residual is not None
+    if norm_weight is not None:
+        assert norm_weight.shape == (k,), f"norm_weight: expected [{k}], got {tuple(norm_weight.shape)}"
+    if bias is not None:
+        assert bias.shape == (n,), f"bias: expected [{n}], got {tuple(bias.shape)}"
+    if residual is not None:
+        assert residual.shape == (1, n) and residual.is_contiguous(), f"residual: expected [1, {n}] contiguous"
     if config is None:
         # This device's swept tile (kernels.quant_gemv_configs: AWQ_TUNED / TESSERA_AWQ_GEMV_TUNED), keyed
         # by the logical [N, K]; tiles whose block_k does not divide this group size fall back to defaults.
@@ -351,6 +398,8 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         if config is not None and group_size % min(config.block_k, group_size):
             config = None
     cfg = config or AwqGemvConfig()
+    if fused and not cfg.planes:
+        cfg = FUSED_DEFAULT
     assert cfg.block_n >= PACK and (cfg.block_n & (cfg.block_n - 1)) == 0, f"{cfg}: block_n a power of 2 >= 8"
     if cfg.use_gemm:
         gemm_cfg = AwqGemmConfig(block_m=16, block_n=cfg.block_n, block_k=cfg.block_k, num_warps=cfg.num_warps,
@@ -370,9 +419,13 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
             locks = gemv_locks(n, x.device)
         assert locks.dtype == torch.int32 and locks.numel() >= num_n, f"locks: need {num_n} int32 counters"
     if cfg.planes:
+        prologue = PROLOGUE_SILU_MUL if silu_mul else PROLOGUE_RMSNORM if norm_weight is not None else PROLOGUE_NONE
         _awq_gemv_planes_kernel[(num_n, split)](
-            x, qweight, qzeros, scales, partials, locks if locks is not None else out, out, n, k, k_per_split,
-            n // PACK, GROUP=group_size, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SPLIT_K=split,
+            x, norm_weight if norm_weight is not None else x, qweight, qzeros, scales,
+            bias if bias is not None else out, residual if residual is not None else out, partials,
+            locks if locks is not None else out, out, n, k, k_per_split, n // PACK, eps,
+            GROUP=group_size, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SPLIT_K=split, PROLOGUE=prologue,
+            HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None, NORM_BLOCK=min(next_pow2(k), 4096),
             num_warps=cfg.num_warps)
         return out
     _awq_gemv_kernel[(num_n, split)](x, qweight, qzeros, scales, partials, locks if locks is not None else out,

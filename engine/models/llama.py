@@ -131,8 +131,14 @@ class LlamaDecoderLayer(nn.Module):
 
 
 def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
-    """One fused batch-1 GEMV through `linear`'s weight: 16-bit (`kernels.gemv`) or FP8 with its per-row
-    scales (`kernels.fp8_gemv`, same prologues and epilogues)."""
+    """One fused batch-1 GEMV through `linear`'s weight: 16-bit (`kernels.gemv`), FP8 with its per-row
+    scales (`kernels.fp8_gemv`) or AWQ int4 (`kernels.awq_gemm.awq_gemv`), all with the same prologues and
+    epilogues."""
+    if hasattr(linear, "qweight"):
+        from kernels.awq_gemm import awq_gemv
+
+        return awq_gemv(x, linear.qweight, linear.qzeros, linear.scales, linear.quant_method.group_size,
+                        locks=linear.awq_gemv_locks, **kwargs)
     if linear.weight.dtype == torch.float8_e4m3fn:
         from kernels.fp8_gemv import fp8_gemv
 
@@ -178,8 +184,9 @@ class LlamaForCausalLM(nn.Module):
     def supports_fused_gemv(self) -> bool:
         """The fused path needs the whole projection on this rank (TP 1: o/down epilogues add the residual
         before any all-reduce), a 16-bit model on CUDA (fp32 keeps the exact cuBLAS path), and layers whose
-        method supports it: plain 16-bit `.weight`, or FP8 `.weight` + `.weight_scale` (`_row_gemv`); other
-        quantized layers (engine/quant) run their own kernels through the unfused path."""
+        method supports it: plain 16-bit `.weight`, FP8 `.weight` + `.weight_scale`, or AWQ `.qweight` /
+        `.qzeros` / `.scales` (`_row_gemv`); other quantized layers run their own kernels through the unfused
+        path."""
         linears = [m for m in self.layers.modules() if hasattr(m, "quant_method")]
         if not all(m.quant_method.supports_fused_gemv for m in linears):
             return False

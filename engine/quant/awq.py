@@ -116,6 +116,11 @@ class AWQConfig(QuantConfig):
 
 
 class AWQLinearMethod(LinearMethod):
+    # Batch-1 decode on CUDA: the packed tensors go straight into `kernels.awq_gemm.awq_gemv` with the RMSNorm /
+    # SiLU prologue and the residual epilogue (engine/models/llama.py `_row_gemv`); 4 launches per layer
+    # instead of 7 (two add-RMSNorms and a SiLU-and-mul less).
+    supports_fused_gemv = True
+
     def __init__(self, group_size: int) -> None:
         self.group_size = group_size
 

@@ -23,9 +23,9 @@ How to add a method (e.g. FP8):
      dummy fill); weights are on the device by then.
    - `apply(layer, x, bias)`: y = x W^T (+ bias) for x [T, in_features] -> [T, sum(out_features)]. A
      row-parallel layer calls it with bias=None and adds its bias after the all-reduce.
-   - `supports_fused_gemv`: leave False unless the layer keeps a plain model-dtype `.weight` [out, in], or
-     an FP8 `.weight` with `.weight_scale` [out] (the batch-1 fused GEMV path in engine/models/llama.py,
-     `_row_gemv`, reads them directly).
+   - `supports_fused_gemv`: leave False unless the layer keeps a plain model-dtype `.weight` [out, in], an
+     FP8 `.weight` with `.weight_scale` [out], or AWQ `.qweight` / `.qzeros` / `.scales` (the batch-1 fused
+     GEMV path in engine/models/llama.py, `_row_gemv`, reads them directly).
 3. Dummy weights (`--load-format dummy`): integer parameters get random bits, float ones (float8 included,
    drawn in fp32) uniform(-0.02, 0.02); give a parameter whose range that is wrong (scales) a `dummy_range`
    in its ShardLayout. `process_weights_after_loading` runs after the dummy fill too.

@@ -144,3 +144,39 @@ def test_awq_gemv_planes_gpu(dtype: torch.dtype, k: int, n: int) -> None:
         torch.testing.assert_close(got.float(), ref, **_tol(dtype, k))
         assert torch.equal(got, awq_gemv(x, *packed, group, config=cfg, locks=locks)), "fixed-order split-K"
         assert not locks.any()
+
+
+def _rmsnorm_ref(x: torch.Tensor, gamma: torch.Tensor, eps: float) -> torch.Tensor:
+    # Rounded as the unfused ops round: normalised row in the model dtype, then times gamma.
+    xf = x.float()
+    normed = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    return (normed.float() * gamma.float()).to(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("split_k", [1, 3])
+def test_gemv_fused_prologues_and_epilogue_interpreter(dtype: torch.dtype, split_k: int) -> None:
+    """The batch-1 fused decode path's AWQ GEMV: RMSNorm / SiLU-and-mul prologue, bias and residual epilogue,
+    against the unfused composition (reference ops, then the dequantized matmul)."""
+    k, n, group = 128, 64, 32
+    packed, gen = _packed(k, n, group, dtype, "cpu", seed=3)
+    cfg = AwqGemvConfig(block_n=32, block_k=16, split_k=split_k, planes=1)
+    x = torch.randn(1, k, generator=gen).to(dtype)
+    gamma = (1 + 0.1 * torch.randn(k, generator=gen)).to(dtype)
+    bias = torch.randn(n, generator=gen).to(dtype)
+    residual = torch.randn(1, n, generator=gen).to(dtype)
+    tol = _tol(dtype, k)
+
+    got = awq_gemv(x, *packed, group, config=cfg, norm_weight=gamma, eps=1e-5, bias=bias)
+    want = _reference(_rmsnorm_ref(x, gamma, 1e-5), packed, group) + bias.float()
+    torch.testing.assert_close(got.float(), want, **tol)
+
+    gate_up = torch.randn(1, 2 * k, generator=gen).to(dtype)
+    act = (torch.nn.functional.silu(gate_up[:, :k].float()).to(dtype).float() * gate_up[:, k:].float()).to(dtype)
+    got = awq_gemv(gate_up, *packed, group, config=cfg, silu_mul=True, residual=residual)
+    want = (_reference(act, packed, group).to(dtype).float() + residual.float())
+    torch.testing.assert_close(got.float(), want, **tol)
+
+    # A tile of the older loop is swapped for the nibble-plane default when a prologue is asked for.
+    got = awq_gemv(x, *packed, group, config=AwqGemvConfig(block_n=16, block_k=16), residual=residual)
+    torch.testing.assert_close(got.float(), (_reference(x, packed, group).to(dtype).float() + residual.float()), **tol)
