@@ -75,16 +75,16 @@ FP8_DOT_SMALL_N = [(32, 256, 4, 3, 1, 1), (32, 256, 4, 3, 2, 1), (64, 256, 4, 3,
 FP8_INT = [(16, 1024, 8, 1, 1, 0, 1), (32, 512, 8, 1, 1, 0, 1), (16, 512, 4, 2, 1, 0, 1), (8, 1024, 4, 2, 1, 0, 1)]
 FP8_DOT_LARGE_N = [(64, 256, 4, 3, 1, 1), (128, 128, 4, 3, 1, 1), (32, 256, 4, 3, 1, 1), (32, 512, 4, 2, 1, 1),
                    (16, 512, 4, 3, 1, 1), (64, 128, 4, 4, 1, 1)]
-# AWQ (block_n, block_k, num_warps, split_k or None = auto ~4 programs per SM, num_stages).
+# AWQ's older loop (planes=0): (block_n, block_k, num_warps, split_k or None = auto ~4 programs per SM, num_stages).
 AWQ_TILES = [(128, 64, 4, None, 3), (256, 64, 8, None, 3), (128, 32, 4, None, 3), (512, 32, 8, None, 3),
              (256, 32, 8, None, 3), (128, 128, 8, None, 3), (64, 64, 4, None, 3), (256, 32, 4, None, 2),
              (128, 32, 4, 8, 3), (256, 32, 4, 8, 3), (512, 64, 8, None, 3)]
 # AWQ through `awq_gemm` with a 16-row tile (use_gemm=1): (block_n, block_k, num_warps, split_k, num_stages).
 AWQ_GEMM_TILES = [(64, 64, 4, None, 3), (128, 64, 4, None, 3), (64, 128, 4, None, 3), (128, 128, 4, None, 2),
                   (64, 64, 4, 4, 3)]
-# The nibble-plane loop (planes=1; see kernels/awq_gemm.py): (block_n, block_k, num_warps, split_k). Each thread
-# holds 16 fp32 tiles of block_k x block_n / 8 / threads values (8 planes x group sum + total), so tiles stay at
-# <= 4 values per thread and tile. Not yet timed on a GPU.
+# The nibble-plane loop (planes=1, the default since it won every shape on an H200 on 2026-12-03; see
+# kernels/awq_gemm.py): (block_n, block_k, num_warps, split_k). Each thread holds 16 fp32 tiles of
+# block_k x block_n / 8 / threads values (8 planes x group sum + total), so tiles stay small.
 AWQ_PLANE_TILES = [(256, 16, 4, None), (512, 16, 8, None), (128, 16, 4, None), (256, 32, 8, None),
                    (128, 32, 4, None), (256, 16, 4, 8)]
 
@@ -107,7 +107,8 @@ def awq_candidates(n: int, k: int) -> list[AwqGemvConfig]:
     mma route and the older loop's tiles."""
     planes = [AwqGemvConfig(bn, bk, w, split, 1, planes=1) for bn, bk, w, split in AWQ_PLANE_TILES]
     gemm = [AwqGemvConfig(*t, use_gemm=1) for t in AWQ_GEMM_TILES]
-    return list(dict.fromkeys([AwqGemvConfig(), *planes, *gemm] + [AwqGemvConfig(*t) for t in AWQ_TILES]))[:MAX_CONFIGS]
+    older = [AwqGemvConfig(*t, planes=0) for t in AWQ_TILES]
+    return list(dict.fromkeys([AwqGemvConfig(), *planes, *gemm, *older]))[:MAX_CONFIGS]
 
 
 def candidates(kind: str, n: int, k: int) -> list:

@@ -7,12 +7,14 @@ Layout (AutoAWQ `WQLinear_GEMM`; K = in features, N = out features, G = group si
 - W[k, n] = (q[k, n] - z[k // G, n]) * s[k // G, n].
 
 Three entry points, all fp32-accumulating with the dequantisation in registers:
-- `awq_gemv`: one row (batch-1 decode), split over K so a 4096-wide output still fills the GPU. Inside a
-  group the scale and zero factor out, `sum_k x_k (q_k - z) s = s (sum_k x_k q_k - z sum_k x_k)`, so the
-  inner loop is a shift, a mask, an exact int->float trick and an FMA per weight, with one cross-thread
-  reduction per group; splits hold whole groups. Partial sums go to an fp32 [split_k, N]
-  buffer; the last split to finish a column block (an arrival counter) sums them in a fixed order, so
-  the result is the same bits run to run and the whole op is one launch.
+- `awq_gemv`: one row (batch-1 decode), split over K so a 4096-wide output still fills the GPU; splits hold
+  whole groups. The default nibble-plane loop keeps each of the 8 nibble positions as its own 2-D tile in the
+  layout the int32 words were loaded in: a mask-and-OR into 2^23's mantissa, one fsub (removing 2^23 and the
+  zero point at once, exactly) and an FMA per weight, the scale once per group, one cross-thread reduction at
+  the end; it also takes the fused decode path's RMSNorm / SiLU prologues and bias / residual epilogue. The
+  older loop (`planes=0`) factors scale and zero out of a group and reduces a 3-D tile every group. Partial
+  sums go to an fp32 [split_k, N] buffer; the last split to finish a column block (an arrival counter) sums
+  them in a fixed order, so the result is the same bits run to run and the whole op is one launch.
 - `awq_gemm`: M rows (prefill chunks, batched decode), `tl.dot` on dequantised [BLOCK_K, BLOCK_N] tiles;
   with few rows (a small decode batch) K is split the same way so the weight streams through every SM.
 - `awq_dequantize`: W as a dense [K, N] matrix (for very large M, dequantise once + cuBLAS; and tests).
@@ -41,17 +43,19 @@ PACK = 8  # int4 values per int32
 
 
 class AwqGemvConfig(NamedTuple):
-    block_n: int = 256  # output columns per program (a power of 2 >= 8: whole packs)
-    block_k: int = 32  # K rows per loop step; must divide the group size
+    # The defaults are the nibble-plane loop's H200 winner for 3 of the 8B shape's 4 projections (2026-12-03).
+    block_n: int = 128  # output columns per program (a power of 2 >= 8: whole packs)
+    block_k: int = 16  # K rows per loop step; must divide the group size
     num_warps: int = 4
     split_k: int | None = None  # None: enough K splits for ~4 programs per SM
-    num_stages: int = 3  # Triton's software pipelining of the group loop (3 is Triton's launch default)
+    num_stages: int = 1  # the older loop only: Triton's software pipelining of the group loop
     # 1: run the row through `awq_gemm` (x as a 16-row tile, block_n / block_k / warps / stages / split_k
     # from here): mma instead of one fp32 FMA per weight, weights pipelined through shared memory.
     use_gemm: int = 0
     # 1: the nibble-plane loop (`_awq_gemv_planes_kernel`): 2-D tiles only, ~3 ops per weight, no
-    # cross-thread reduction until the end. Its num_stages is unused (a group's loads are unrolled).
-    planes: int = 0
+    # cross-thread reduction until the end (its num_stages is unused: a group's loads are unrolled).
+    # 0: the older loop (one [BLOCK_K, PACKS, 8] reduction per group; no fused prologues).
+    planes: int = 1
 
 
 class AwqGemmConfig(NamedTuple):
@@ -361,7 +365,7 @@ def gemv_locks(n: int, device: torch.device) -> torch.Tensor:
 
 
 # The fused path's tile when the swept one is not a nibble-plane tile (only that loop has the prologues).
-FUSED_DEFAULT = AwqGemvConfig(block_n=256, block_k=16, num_warps=4, planes=1)
+FUSED_DEFAULT = AwqGemvConfig()
 
 
 def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,

@@ -63,7 +63,8 @@ CPU_SHAPES = [(64, 48, 32), (128, 64, 64)]  # (K, N, group)
 def test_gemv_interpreter(dtype: torch.dtype, k: int, n: int, group: int) -> None:
     packed, gen = _packed(k, n, group, dtype, "cpu")
     x = torch.randn(1, k, generator=gen).to(dtype)
-    for cfg in (AwqGemvConfig(block_n=16, block_k=16, split_k=3), AwqGemvConfig(block_n=64, block_k=32), None,
+    for cfg in (AwqGemvConfig(block_n=16, block_k=16, split_k=3, planes=0), AwqGemvConfig(block_n=64, block_k=32, planes=0),
+                None,
                 AwqGemvConfig(block_n=32, block_k=16, num_stages=2, split_k=2, use_gemm=1),
                 AwqGemvConfig(block_n=16, block_k=16, split_k=3, planes=1), AwqGemvConfig(block_n=64, block_k=32, planes=1)):
         locks = gemv_locks(n, x.device)
@@ -178,5 +179,5 @@ def test_gemv_fused_prologues_and_epilogue_interpreter(dtype: torch.dtype, split
     torch.testing.assert_close(got.float(), want, **tol)
 
     # A tile of the older loop is swapped for the nibble-plane default when a prologue is asked for.
-    got = awq_gemv(x, *packed, group, config=AwqGemvConfig(block_n=16, block_k=16), residual=residual)
+    got = awq_gemv(x, *packed, group, config=AwqGemvConfig(block_n=16, block_k=16, planes=0), residual=residual)
     torch.testing.assert_close(got.float(), (_reference(x, packed, group).to(dtype).float() + residual.float()), **tol)
