@@ -1,4 +1,4 @@
-"""AWQ W4A16 kernels (`kernels.awq_gemm`) on the decoder projections of a model shape, against bf16 cuBLAS.
+"""AWQ W4A16 kernels (`kernels.awq_gemm`, `kernels.awq_gemv`) on the decoder projections of a model shape, against bf16 cuBLAS.
 
     python bench/awq_bench.py [--model bench/models/llama-3.1-8b] [--quick]
 
@@ -28,7 +28,8 @@ from bench.gemv_bench import shapes  # noqa: E402
 from bench.kernels_bench import bench_us  # noqa: E402
 from bench.roofline import copy_bandwidth_tbs  # noqa: E402
 from engine.quant.awq import dequantize_awq  # noqa: E402
-from kernels.awq_gemm import AwqGemvConfig, awq_dequantize, awq_gemm, awq_gemv, gemv_locks  # noqa: E402
+from kernels.awq_gemm import awq_dequantize, awq_gemm  # noqa: E402
+from kernels.awq_gemv import AwqGemvConfig, awq_gemv, gemv_locks  # noqa: E402
 
 DTYPE = torch.bfloat16
 GROUP = 128

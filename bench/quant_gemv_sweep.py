@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.gemv_bench import shapes  # noqa: E402
 from bench.gemv_sweep import graph_of, time_graph_us  # noqa: E402  (the bf16 sweep's CUDA-graph timing)
 from bench.gemv_sweep import relative_diff as _rel_diff  # noqa: E402
-from kernels.awq_gemm import AwqGemvConfig  # noqa: E402
+from kernels.awq_gemv import AwqGemvConfig  # noqa: E402
 from kernels.fp8_gemv import Fp8GemvConfig  # noqa: E402
 from kernels.fp8_gemv import default_config as fp8_default_config  # noqa: E402
 
@@ -83,7 +83,7 @@ AWQ_TILES = [(128, 64, 4, None, 3), (256, 64, 8, None, 3), (128, 32, 4, None, 3)
 AWQ_GEMM_TILES = [(64, 64, 4, None, 3), (128, 64, 4, None, 3), (64, 128, 4, None, 3), (128, 128, 4, None, 2),
                   (64, 64, 4, 4, 3)]
 # The nibble-plane loop (planes=1, the default since it won every shape on an H200 on 2026-12-03; see
-# kernels/awq_gemm.py): (block_n, block_k, num_warps, split_k). Each thread holds 16 fp32 tiles of
+# kernels/awq_gemv.py): (block_n, block_k, num_warps, split_k). Each thread holds 16 fp32 tiles of
 # block_k x block_n / 8 / threads values (8 planes x group sum + total), so tiles stay small.
 AWQ_PLANE_TILES = [(256, 16, 4, None), (512, 16, 8, None), (128, 16, 4, None), (256, 32, 8, None),
                    (128, 32, 4, None), (256, 16, 4, 8)]
@@ -140,7 +140,7 @@ class Case:
                 self.kw.update(residual=torch.randn(1, n, device=dev).to(DTYPE), silu_mul=prologue == "silu_res")
             self.out = torch.empty(1, n, device=dev, dtype=DTYPE)
         else:
-            from kernels.awq_gemm import gemv_locks
+            from kernels.awq_gemv import gemv_locks
 
             def rand_i32(*shape: int) -> torch.Tensor:
                 return torch.randint(-2**31, 2**31 - 1, shape, dtype=torch.int32, device=dev)
@@ -156,7 +156,7 @@ class Case:
 
             q, s = self.weights[i]
             return fp8_gemv(self.x, q, s, None, out=self.out, config=cfg, **self.kw)
-        from kernels.awq_gemm import awq_gemv
+        from kernels.awq_gemv import awq_gemv
 
         return awq_gemv(self.x, *self.weights[i], GROUP, config=cfg, locks=self.locks)
 
@@ -242,7 +242,8 @@ def sweep_shape(case: Case, name: str, cands: list) -> dict:
 
 def awq_prefill_crossover(todo: list[tuple[str, int, int, str]]) -> dict:
     """awq_gemm vs dequantize + cuBLAS per row count (summed over the layer's projections)."""
-    from kernels.awq_gemm import awq_dequantize, awq_gemm, gemv_locks
+    from kernels.awq_gemm import awq_dequantize, awq_gemm
+    from kernels.awq_gemv import gemv_locks
 
     totals = {m: {"awq_gemm_us": 0.0, "dequant_matmul_us": 0.0} for m in PREFILL_ROWS}
     for name, n, k, _ in todo:

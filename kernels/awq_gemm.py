@@ -6,18 +6,13 @@ Layout (AutoAWQ `WQLinear_GEMM`; K = in features, N = out features, G = group si
 - `qzeros` int32 [K/G, N/8], packed alike; `scales` [K/G, N] (x's dtype);
 - W[k, n] = (q[k, n] - z[k // G, n]) * s[k // G, n].
 
-Three entry points, all fp32-accumulating with the dequantisation in registers:
-- `awq_gemv`: one row (batch-1 decode), split over K so a 4096-wide output still fills the GPU; splits hold
-  whole groups. The default nibble-plane loop keeps each of the 8 nibble positions as its own 2-D tile in the
-  layout the int32 words were loaded in: a mask-and-OR into 2^23's mantissa, one fsub (removing 2^23 and the
-  zero point at once, exactly) and an FMA per weight, the scale once per group, one cross-thread reduction at
-  the end; it also takes the fused decode path's RMSNorm / SiLU prologues and bias / residual epilogue. The
-  older loop (`planes=0`) factors scale and zero out of a group and reduces a 3-D tile every group. Partial
-  sums go to an fp32 [split_k, N] buffer; the last split to finish a column block (an arrival counter) sums
-  them in a fixed order, so the result is the same bits run to run and the whole op is one launch.
+Entry points here, fp32-accumulating with the dequantisation in registers:
 - `awq_gemm`: M rows (prefill chunks, batched decode), `tl.dot` on dequantised [BLOCK_K, BLOCK_N] tiles;
-  with few rows (a small decode batch) K is split the same way so the weight streams through every SM.
+  with few rows (a small decode batch) K is split so the weight streams through every SM. Split-K partials
+  go to an fp32 [split_k, M, N] buffer; the last split to finish a tile (an arrival counter) sums them in a
+  fixed order, so the result is the same bits run to run and the whole op is one launch.
 - `awq_dequantize`: W as a dense [K, N] matrix (for very large M, dequantise once + cuBLAS; and tests).
+The batch-1 GEMV (`awq_gemv`) is `kernels.awq_gemv`; the layout checks here serve both.
 """
 
 from __future__ import annotations
@@ -28,34 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import device_num_sms, dot_precision, next_pow2
-from kernels.gemv import (
-    PROLOGUE_NONE,
-    PROLOGUE_RMSNORM,
-    PROLOGUE_SILU_MUL,
-    _epilogue_store,
-    _load_x,
-    _row_rstd,
-)
-from kernels.quant_gemv_configs import AWQ_TUNED_ENV, tuned_entry
+from kernels._common import device_num_sms, dot_precision
 
 PACK = 8  # int4 values per int32
-
-
-class AwqGemvConfig(NamedTuple):
-    # The defaults are the nibble-plane loop's H200 winner for 3 of the 8B shape's 4 projections (2026-12-03).
-    block_n: int = 128  # output columns per program (a power of 2 >= 8: whole packs)
-    block_k: int = 16  # K rows per loop step; must divide the group size
-    num_warps: int = 4
-    split_k: int | None = None  # None: enough K splits for ~4 programs per SM
-    num_stages: int = 1  # the older loop only: Triton's software pipelining of the group loop
-    # 1: run the row through `awq_gemm` (x as a 16-row tile, block_n / block_k / warps / stages / split_k
-    # from here): mma instead of one fp32 FMA per weight, weights pipelined through shared memory.
-    use_gemm: int = 0
-    # 1: the nibble-plane loop (`_awq_gemv_planes_kernel`): 2-D tiles only, ~3 ops per weight, no
-    # cross-thread reduction until the end (its num_stages is unused: a group's loads are unrolled).
-    # 0: the older loop (one [BLOCK_K, PACKS, 8] reduction per group; no fused prologues).
-    planes: int = 1
 
 
 class AwqGemmConfig(NamedTuple):
@@ -72,201 +42,6 @@ def _nibble_shifts(offs_n):
     # Bit offset of logical column n inside its int32 (AutoAWQ's interleaved order, inverted).
     c = offs_n % 8
     return ((c // 2) + (c % 2) * 4) * 4
-
-
-@triton.jit
-def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr, N, K, K_PER_SPLIT, stride_q,
-                     GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    PACKS: tl.constexpr = BLOCK_N // 8
-    offs_p = pid_n * PACKS + tl.arange(0, PACKS)  # packed columns [PACKS]
-    cols = tl.arange(0, 8)
-    shifts = ((cols // 2) + (cols % 2) * 4) * 4  # [8]
-    offs_n = offs_p[:, None] * 8 + cols[None, :]  # [PACKS, 8] logical columns
-    mask_p = offs_p < N // 8
-    mask_n = offs_n < N
-    acc = tl.zeros((PACKS, 8), dtype=tl.float32)
-    k_start = pid_k * K_PER_SPLIT  # splits hold whole groups
-    k_end = tl.minimum(k_start + K_PER_SPLIT, K)
-    for g0 in range(k_start, k_end, GROUP):
-        # Within a group: per-thread sums of x*q and of x, no cross-thread traffic; the one reduction over
-        # K and the group's scale and zero come after (sum_k x (q - z) s = s (sum_k x q - z sum_k x)).
-        xq3 = tl.zeros((BLOCK_K, PACKS, 8), dtype=tl.float32)
-        xs2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        # Unrolled (a group is a few chunks): all of a group's weight loads can be issued before the
-        # first FMA, so a program keeps GROUP rows in flight instead of one BLOCK_K chunk per round trip.
-        for kk in tl.static_range(0, GROUP, BLOCK_K):
-            offs_k = g0 + kk + tl.arange(0, BLOCK_K)
-            # x in the same [BLOCK_K, PACKS] layout as the weights: each thread loads only its own rows.
-            xk = tl.load(x_ptr + offs_k[:, None] + 0 * offs_p[None, :]).to(tl.float32)
-            packed = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask_p[None, :], other=0,
-                             eviction_policy="evict_first")  # [BLOCK_K, PACKS] int32
-            # int4 -> fp32 without the (quarter-rate) int-to-float convert: OR the nibble into the mantissa
-            # of 2^23, then subtract 2^23; both steps are exact.
-            nib = (packed[:, :, None] >> shifts[None, None, :]) & 0xF
-            q = (nib | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0  # [BLOCK_K, PACKS, 8]
-            xq3 += q * xk[:, :, None]
-            xs2 += xk
-        g = g0 // GROUP
-        zp = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_p, other=0)  # [PACKS]
-        z = ((zp[:, None] >> shifts[None, :]) & 0xF).to(tl.float32)  # [PACKS, 8]
-        s = tl.load(sc_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)  # [PACKS, 8]
-        acc += s * (tl.sum(xq3, axis=0) - z * tl.sum(xs2, axis=0)[:, None])
-    if SPLIT_K == 1:
-        tl.store(out_ptr + offs_n, acc.to(out_ptr.dtype.element_ty), mask=mask_n)
-    else:
-        tl.store(part_ptr + pid_k * N + offs_n, acc, mask=mask_n)
-        # The last of this column block's SPLIT_K programs to arrive (acq_rel: the others' partials are
-        # visible to it) sums the partials in split order, so the result is the same bits every run, and
-        # resets the counter for the next launch. One launch, no separate reduce or cast kernel.
-        tl.debug_barrier()  # every thread's partial stores precede the (single-thread, releasing) arrival
-        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
-        if arrived == SPLIT_K - 1:
-            total = tl.zeros((PACKS, 8), dtype=tl.float32)
-            for split_idx in range(SPLIT_K):
-                total += tl.load(part_ptr + split_idx * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
-            tl.store(out_ptr + offs_n, total.to(out_ptr.dtype.element_ty), mask=mask_n)
-            tl.atomic_xchg(lock_ptr + pid_n, 0)
-
-
-# Where each nibble plane sits and what it is worth. AutoAWQ's nibble i holds column AWQ_ORDER[i] of its pack.
-# Planes 0-4 are masked in place in the word (bits 4i..4i+3, value q * 16^i); planes 5-7 in the word shifted
-# right by 12 (bits 8..19, value q * 2^(8 + 4(i-5))), so every plane's value stays below 2^20 and ORing it into
-# the mantissa of 2^23 gives 2^23 + value exactly.
-
-
-@triton.jit
-def _plane_dot(word, MASK: tl.constexpr, zc, x):
-    # (2^23 + q p) - (2^23 + z p) = (q - z) p, exact; times x. Per weight: a lop3 (and + or), an fsub, an fma.
-    f = ((word & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-    return (f - zc[None, :]) * x
-
-
-@triton.jit
-def _plane_zero(zword, MASK: tl.constexpr):
-    return ((zword & MASK) | 0x4B000000).to(tl.float32, bitcast=True)  # 2^23 + z p
-
-
-@triton.jit
-def _plane_scale(sc_ptr, g, N, offs_p, mask_p, COL: tl.constexpr, INV_POW: tl.constexpr):
-    # s / p (exact: p is a power of 2), so that sum (q - z) p x * s / p = sum (q - z) x s.
-    return tl.load(sc_ptr + g * N + offs_p * 8 + COL, mask=mask_p, other=0.0).to(tl.float32) * INV_POW
-
-
-@triton.jit
-def _plane_out(y, offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, COL: tl.constexpr, SPLIT_K: tl.constexpr,
-               HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr):
-    # One plane's column sums: the epilogue straight to the output, or this split's fp32 partial.
-    offs_n = offs_p * 8 + COL
-    if SPLIT_K == 1:
-        _epilogue_store(y, offs_n, mask_p, bias_ptr, res_ptr, out_ptr, HAS_BIAS, ADD_RESIDUAL)
-    else:
-        tl.store(part_ptr + offs_n, y, mask=mask_p)
-
-
-@triton.jit
-def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr, res_ptr, part_ptr, lock_ptr, out_ptr,
-                            N, K, K_PER_SPLIT, stride_q, eps,
-                            GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                            SPLIT_K: tl.constexpr, PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr,
-                            ADD_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr):
-    # The prologues (RMSNorm of x, SiLU(gate) * up) and the epilogue (bias, residual) are those of
-    # `kernels.gemv` (its helpers, so the rounding is the same): the batch-1 fused decode path.
-    # The weight tile stays [BLOCK_K, PACKS] int32 as loaded (16-byte loads along the packs); each of the 8
-    # nibble planes is a [BLOCK_K, PACKS] fp32 tile in the same register layout, so nothing is reshaped or
-    # shuffled between threads in the loop. Per group, per plane: g = sum over the group's rows of (q - z) x
-    # (in-thread, rows stay rows), then acc += g * s (elementwise, once per group); the rows are summed across
-    # threads once, at the end. The older `_awq_gemv_kernel` reduced a [BLOCK_K, PACKS, 8] tile every group.
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    PACKS: tl.constexpr = BLOCK_N // 8
-    offs_p = pid_n * PACKS + tl.arange(0, PACKS)
-    mask_p = offs_p < stride_q
-    rows = tl.arange(0, BLOCK_K)
-    dtype = out_ptr.dtype.element_ty
-    rstd = 1.0
-    if PROLOGUE == 1:
-        rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
-    a0 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a1 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a3 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a4 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a5 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a6 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a7 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    k_start = pid_k * K_PER_SPLIT  # splits hold whole groups
-    k_end = tl.minimum(k_start + K_PER_SPLIT, K)
-    for g0 in range(k_start, k_end, GROUP):
-        g = g0 // GROUP
-        zw = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_p, other=0)
-        zh = zw >> 12
-        z0 = _plane_zero(zw, 0xF)
-        z1 = _plane_zero(zw, 0xF0)
-        z2 = _plane_zero(zw, 0xF00)
-        z3 = _plane_zero(zw, 0xF000)
-        z4 = _plane_zero(zw, 0xF0000)
-        z5 = _plane_zero(zh, 0xF00)
-        z6 = _plane_zero(zh, 0xF000)
-        z7 = _plane_zero(zh, 0xF0000)
-        g_0 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_1 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_3 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_4 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_5 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_6 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_7 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        # Unrolled: all of a group's weight loads can be in flight before the first FMA.
-        for kk in tl.static_range(0, GROUP, BLOCK_K):
-            offs_k = g0 + kk + rows
-            if PROLOGUE == 0:
-                # x in the weights' layout: each thread loads only its own rows (an L1 broadcast).
-                xk = tl.load(x_ptr + offs_k[:, None] + 0 * offs_p[None, :]).to(tl.float32)
-            else:
-                xk = _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE)[:, None]
-            w = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask_p[None, :], other=0,
-                        eviction_policy="evict_first")
-            wh = w >> 12
-            g_0 += _plane_dot(w, 0xF, z0, xk)
-            g_1 += _plane_dot(w, 0xF0, z1, xk)
-            g_2 += _plane_dot(w, 0xF00, z2, xk)
-            g_3 += _plane_dot(w, 0xF000, z3, xk)
-            g_4 += _plane_dot(w, 0xF0000, z4, xk)
-            g_5 += _plane_dot(wh, 0xF00, z5, xk)
-            g_6 += _plane_dot(wh, 0xF000, z6, xk)
-            g_7 += _plane_dot(wh, 0xF0000, z7, xk)
-        # Plane i holds column AWQ_ORDER[i] = (0, 2, 4, 6, 1, 3, 5, 7)[i] of each pack, worth p_i =
-        # (1, 16, 256, 4096, 65536, 256, 4096, 65536)[i] per unit of q.
-        a0 += g_0 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 0, 1.0)[None, :]
-        a1 += g_1 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 2, 0.0625)[None, :]
-        a2 += g_2 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 4, 0.00390625)[None, :]
-        a3 += g_3 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 6, 0.000244140625)[None, :]
-        a4 += g_4 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 1, 0.0000152587890625)[None, :]
-        a5 += g_5 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 3, 0.00390625)[None, :]
-        a6 += g_6 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 5, 0.000244140625)[None, :]
-        a7 += g_7 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 7, 0.0000152587890625)[None, :]
-    part = part_ptr + pid_k * N
-    _plane_out(tl.sum(a0, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 0, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a1, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 2, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a2, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 4, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a3, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 6, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a4, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 1, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a5, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 3, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a6, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 5, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a7, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 7, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    if SPLIT_K > 1:  # the last split to arrive sums the partials in split order (as `_awq_gemv_kernel`)
-        tl.debug_barrier()
-        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
-        if arrived == SPLIT_K - 1:
-            offs_n = offs_p[:, None] * 8 + tl.arange(0, 8)[None, :]
-            mask_n = offs_n < N
-            total = tl.zeros((PACKS, 8), dtype=tl.float32)
-            for split_idx in range(SPLIT_K):
-                total += tl.load(part_ptr + split_idx * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
-            _epilogue_store(total, offs_n, mask_n, bias_ptr, res_ptr, out_ptr, HAS_BIAS, ADD_RESIDUAL)
-            tl.atomic_xchg(lock_ptr + pid_n, 0)
 
 
 @triton.jit
@@ -357,88 +132,6 @@ def _block_k(group_size: int, want: int) -> int:
     return block
 
 
-def gemv_locks(n: int, device: torch.device) -> torch.Tensor:
-    """Split-K arrival counters for outputs up to `n` wide, enough for any block_n: zeros that every
-    launch leaves zeroed. Allocate once per layer at load; launches then allocate nothing but their fp32
-    partials (CUDA-graph friendly)."""
-    return torch.zeros(triton.cdiv(n, PACK), dtype=torch.int32, device=device)
-
-
-# The fused path's tile when the swept one is not a nibble-plane tile (only that loop has the prologues).
-FUSED_DEFAULT = AwqGemvConfig()
-
-
-def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
-             group_size: int, config: AwqGemvConfig | None = None,
-             locks: torch.Tensor | None = None, *,
-             norm_weight: torch.Tensor | None = None,  # [K]: RMSNorm prologue with this gamma
-             eps: float = 1e-6,
-             silu_mul: bool = False,  # x is [1, 2K] (gate | up): SiLU(gate) * up prologue
-             bias: torch.Tensor | None = None,  # [N], added in fp32 before the rounding
-             residual: torch.Tensor | None = None) -> torch.Tensor:  # [1, N]: y += residual
-    """x [1, K] -> [1, N] in x's dtype. `locks`: from `gemv_locks` (a zeroed buffer is made if None);
-    two launches must not share one concurrently (one per layer, one stream, is safe). The keyword
-    prologues / epilogue are `kernels.gemv.fused_gemv`'s (same rounding), for the batch-1 fused decode
-    path; they run on the nibble-plane loop."""
-    k, n = _check_packed(qweight, qzeros, scales, group_size)
-    assert not (silu_mul and norm_weight is not None), "one prologue at a time"
-    x_len = 2 * k if silu_mul else k
-    assert x.dim() == 2 and x.shape[1] == x_len and x.stride(1) == 1, (
-        f"x: expected [1, {x_len}] with contiguous rows, got {tuple(x.shape)} strides {x.stride()}")
-    assert x.dtype == scales.dtype, f"x dtype {x.dtype} != scales dtype {scales.dtype}"
-    assert x.shape[0] == 1, f"x: awq_gemv takes one row, got {x.shape[0]}"
-    fused = silu_mul or norm_weight is not None or bias is not None or residual is not None
-    if norm_weight is not None:
-        assert norm_weight.shape == (k,), f"norm_weight: expected [{k}], got {tuple(norm_weight.shape)}"
-    if bias is not None:
-        assert bias.shape == (n,), f"bias: expected [{n}], got {tuple(bias.shape)}"
-    if residual is not None:
-        assert residual.shape == (1, n) and residual.is_contiguous(), f"residual: expected [1, {n}] contiguous"
-    if config is None:
-        # This device's swept tile (kernels.quant_gemv_configs: AWQ_TUNED / TESSERA_AWQ_GEMV_TUNED), keyed
-        # by the logical [N, K]; tiles whose block_k does not divide this group size fall back to defaults.
-        entry = tuned_entry(AWQ_TUNED_ENV, x.device, n, k)
-        config = AwqGemvConfig(**entry) if entry is not None else None
-        if config is not None and group_size % min(config.block_k, group_size):
-            config = None
-    cfg = config or AwqGemvConfig()
-    if fused and not cfg.planes:
-        cfg = FUSED_DEFAULT
-    assert cfg.block_n >= PACK and (cfg.block_n & (cfg.block_n - 1)) == 0, f"{cfg}: block_n a power of 2 >= 8"
-    if cfg.use_gemm:
-        gemm_cfg = AwqGemmConfig(block_m=16, block_n=cfg.block_n, block_k=cfg.block_k, num_warps=cfg.num_warps,
-                                 num_stages=cfg.num_stages, split_k=cfg.split_k)
-        return awq_gemm(x, qweight, qzeros, scales, group_size, config=gemm_cfg, locks=locks)
-    block_k = _block_k(group_size, cfg.block_k)
-    num_n = triton.cdiv(n, cfg.block_n)
-    num_groups = k // group_size
-    split = cfg.split_k or max(1, min(num_groups, triton.cdiv(4 * device_num_sms(x.device), num_n)))
-    k_per_split = triton.cdiv(num_groups, split) * group_size  # whole groups per split
-    split = triton.cdiv(k, k_per_split)
-    out = torch.empty((1, n), dtype=x.dtype, device=x.device)
-    partials = out
-    if split > 1:
-        partials = torch.empty((split, n), dtype=torch.float32, device=x.device)
-        if locks is None:
-            locks = gemv_locks(n, x.device)
-        assert locks.dtype == torch.int32 and locks.numel() >= num_n, f"locks: need {num_n} int32 counters"
-    if cfg.planes:
-        prologue = PROLOGUE_SILU_MUL if silu_mul else PROLOGUE_RMSNORM if norm_weight is not None else PROLOGUE_NONE
-        _awq_gemv_planes_kernel[(num_n, split)](
-            x, norm_weight if norm_weight is not None else x, qweight, qzeros, scales,
-            bias if bias is not None else out, residual if residual is not None else out, partials,
-            locks if locks is not None else out, out, n, k, k_per_split, n // PACK, eps,
-            GROUP=group_size, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SPLIT_K=split, PROLOGUE=prologue,
-            HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None, NORM_BLOCK=min(next_pow2(k), 4096),
-            num_warps=cfg.num_warps)
-        return out
-    _awq_gemv_kernel[(num_n, split)](x, qweight, qzeros, scales, partials, locks if locks is not None else out,
-                                     out, n, k, k_per_split, n // PACK, GROUP=group_size, BLOCK_N=cfg.block_n,
-                                     BLOCK_K=block_k, SPLIT_K=split, num_warps=cfg.num_warps,
-                                     num_stages=cfg.num_stages)
-    return out
-
-
 def default_gemm_config(m: int) -> AwqGemmConfig:
     if m <= 16:
         return AwqGemmConfig(block_m=16, block_n=128, block_k=64, num_warps=4)
@@ -450,7 +143,7 @@ def default_gemm_config(m: int) -> AwqGemmConfig:
 def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
              group_size: int, config: AwqGemmConfig | None = None,
              locks: torch.Tensor | None = None) -> torch.Tensor:
-    """x [M, K] -> [M, N] in x's dtype. `locks` as for `awq_gemv` (needed only when K is split)."""
+    """x [M, K] -> [M, N] in x's dtype. `locks`: `kernels.awq_gemv.gemv_locks` (needed only when K is split)."""
     k, n = _check_packed(qweight, qzeros, scales, group_size)
     _check_x(x, k, scales)
     m = x.shape[0]

@@ -1,4 +1,4 @@
-"""Swept tiles for the quantized batch-1 GEMVs (`kernels.fp8_gemv`, `kernels.awq_gemm.awq_gemv`), the
+"""Swept tiles for the quantized batch-1 GEMVs (`kernels.fp8_gemv`, `kernels.awq_gemv.awq_gemv`), the
 FP8 / AWQ counterpart of `kernels.gemv_configs.TUNED`.
 
 Each kernel has a table `{device_key: {"NxK": config fields}}` here (pasted from a sweep) and an env

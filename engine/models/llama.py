@@ -132,10 +132,10 @@ class LlamaDecoderLayer(nn.Module):
 
 def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
     """One fused batch-1 GEMV through `linear`'s weight: 16-bit (`kernels.gemv`), FP8 with its per-row
-    scales (`kernels.fp8_gemv`) or AWQ int4 (`kernels.awq_gemm.awq_gemv`), all with the same prologues and
+    scales (`kernels.fp8_gemv`) or AWQ int4 (`kernels.awq_gemv.awq_gemv`), all with the same prologues and
     epilogues."""
     if hasattr(linear, "qweight"):
-        from kernels.awq_gemm import awq_gemv
+        from kernels.awq_gemv import awq_gemv
 
         return awq_gemv(x, linear.qweight, linear.qzeros, linear.scales, linear.quant_method.group_size,
                         locks=linear.awq_gemv_locks, **kwargs)

@@ -116,7 +116,7 @@ class AWQConfig(QuantConfig):
 
 
 class AWQLinearMethod(LinearMethod):
-    # Batch-1 decode on CUDA: the packed tensors go straight into `kernels.awq_gemm.awq_gemv` with the RMSNorm /
+    # Batch-1 decode on CUDA: the packed tensors go straight into `kernels.awq_gemv.awq_gemv` with the RMSNorm /
     # SiLU prologue and the residual epilogue (engine/models/llama.py `_row_gemv`); 4 launches per layer
     # instead of 7 (two add-RMSNorms and a SiLU-and-mul less).
     supports_fused_gemv = True
@@ -142,7 +142,7 @@ class AWQLinearMethod(LinearMethod):
 
     def process_weights_after_loading(self, layer: nn.Module) -> None:
         if layer.qweight.is_cuda:
-            from kernels.awq_gemm import gemv_locks
+            from kernels.awq_gemv import gemv_locks
 
             # Split-K arrival counters (GEMV, small-M GEMM): allocated here, never inside a CUDA-graph capture.
             # N/8 counters cover the GEMM's tiles too (block_m 16 at M <= 64: 4 * N/128 <= N/8).
@@ -157,7 +157,8 @@ class AWQLinearMethod(LinearMethod):
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         if not x.is_cuda:
             return F.linear(x, layer.weight, bias)
-        from kernels.awq_gemm import awq_dequantize, awq_gemm, awq_gemv
+        from kernels.awq_gemm import awq_dequantize, awq_gemm
+        from kernels.awq_gemv import awq_gemv
 
         shape = x.shape
         x = x.reshape(-1, shape[-1])

@@ -1,4 +1,4 @@
-"""AWQ W4A16 kernels (`kernels.awq_gemm`) vs the torch reference `dequantize_awq` + matmul in fp32.
+"""AWQ W4A16 kernels (`kernels.awq_gemm`, `kernels.awq_gemv`) vs the torch reference `dequantize_awq` + matmul in fp32.
 
 The packed tensors come from `engine.quant.awq_pack` (AutoAWQ's pack loop), so a wrong nibble order,
 zero or group index in the kernels shows up here. CPU: the Triton interpreter on small shapes;
@@ -14,7 +14,8 @@ import torch
 
 from engine.quant.awq import dequantize_awq, unpack_int4
 from engine.quant.awq_pack import pack_int4, quantize_awq
-from kernels.awq_gemm import AwqGemmConfig, AwqGemvConfig, awq_dequantize, awq_gemm, awq_gemv, gemv_locks
+from kernels.awq_gemm import AwqGemmConfig, awq_dequantize, awq_gemm
+from kernels.awq_gemv import AwqGemvConfig, awq_gemv, gemv_locks
 
 
 @functools.cache

@@ -10,7 +10,7 @@ import torch
 
 from bench.quant_gemv_sweep import MAX_CONFIGS, awq_candidates, fp8_candidates
 from kernels import quant_gemv_configs
-from kernels.awq_gemm import AwqGemvConfig
+from kernels.awq_gemv import AwqGemvConfig
 from kernels.fp8_gemv import default_config
 
 LLAMA_8B = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)]
@@ -67,7 +67,7 @@ def test_sweep_logic_writes_overlays_the_kernels_accept(tmp_path, monkeypatch) -
     import os
 
     import bench.quant_gemv_sweep as sweep
-    from kernels.awq_gemm import awq_gemv
+    from kernels.awq_gemv import awq_gemv
     from kernels.fp8_gemv import Fp8GemvConfig, fp8_gemv
 
     # CPU-only machines run the kernels in Triton's interpreter (tests/conftest.py); with a GPU, on it.
