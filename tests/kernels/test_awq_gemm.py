@@ -179,6 +179,9 @@ def test_gemv_fused_prologues_and_epilogue_interpreter(dtype: torch.dtype, split
     want = (_reference(act, packed, group).to(dtype).float() + residual.float())
     torch.testing.assert_close(got.float(), want, **tol)
 
-    # A tile of the older loop is swapped for the nibble-plane default when a prologue is asked for.
-    got = awq_gemv(x, *packed, group, config=AwqGemvConfig(block_n=16, block_k=16, planes=0), residual=residual)
-    torch.testing.assert_close(got.float(), (_reference(x, packed, group).to(dtype).float() + residual.float()), **tol)
+    # A tile of the older loop or of the mma route is swapped for the nibble-plane default when a prologue or
+    # epilogue is asked for.
+    for older in (AwqGemvConfig(block_n=16, block_k=16, planes=0), AwqGemvConfig(block_n=32, block_k=16, use_gemm=1)):
+        got = awq_gemv(x, *packed, group, config=older, residual=residual)
+        torch.testing.assert_close(got.float(), (_reference(x, packed, group).to(dtype).float() + residual.float()),
+                                   **tol)
