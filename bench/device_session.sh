@@ -149,6 +149,18 @@ for s in "$@"; do
     suite-quant) stage suite 600 python3 bench/run_suite.py --skip-hf --quantizations awq,fp8 ;;
     # Long context, one request: TTFT and decode tok/s at 8k / 32k / 100k on the default backend (hybrid),
     # with the weights + KV decode roofline; -hybrid / -triton name the backend.
+    # Eighth session: decode attention's launch shapes (bf16 and fp8 pools; fp16 vs bf16 upcast for fp8) ...
+    decode-tiles) stage decode-tiles 240 bash -c 'python3 bench/kernels_bench.py --sweep-tiles --skip-extend &&
+                    python3 bench/kernels_bench.py --sweep-tiles --skip-extend --kv-dtype fp8_e4m3' ;;
+    decode-tiles-fp8) stage decode-tiles-fp8 150 python3 bench/kernels_bench.py --sweep-tiles --skip-extend \
+                        --kv-dtype fp8_e4m3 ;;
+    decode-gpu-test) stage decode-gpu-test 200 python3 -m pytest -q -m gpu -o addopts="" -rA $XDIST \
+                       tests/kernels/test_kernel_fp8_kv.py tests/kernels/test_kernel_attention.py tests/kernels/test_kernel_gpu.py -k decode ;;
+    # ... and prefills queued behind running decodes plus the sync-free prefill path, against torch_native
+    # (fp32 engine, overlap on), with the fp8 decode kernel's GPU tests.
+    overlap-gpu-test) stage overlap-gpu-test 240 bash -c 'python3 -m pytest -q -m gpu -o addopts="" -rA \
+                        tests/engine/test_gpu_engine.py -k "matches_torch_native and overlap" &&
+                        python3 -m pytest -q -m gpu -o addopts="" -rA tests/kernels/test_kernel_fp8_kv.py -k decode' ;;
     long-context) stage long-context 480 python3 bench/long_context.py ;;
     long-context-hybrid) stage long-context-hybrid 330 python3 bench/long_context.py \
                            --engine-args '{"attention_backend": "hybrid"}' ;;
@@ -156,7 +168,7 @@ for s in "$@"; do
                           tests/kernels/test_kernel_backends.py -k dense ;;
     # 100k only: the default (FlashInfer's dense prefill for one request over one run of slots) and the paged
     # kernel it replaced, two engines in one call.
-    long-context-100k) stage long-context-100k 150 python3 bench/long_context.py --input-lens 100000 ;;
+    long-context-100k) stage long-context-100k 330 python3 bench/long_context.py --input-lens 100000 ;;
     long-context-100k-paged) stage long-context-100k-paged 150 env TESSERA_FLASHINFER_DENSE_PREFILL=0 \
                                python3 bench/long_context.py --input-lens 100000 ;;
     fi-cache-save) stage fi-cache-save 60 bash -c 'tar czf "$OUT/fi-cache.tgz" -C "'"$FI_BASE"'/.cache" flashinfer &&
@@ -169,6 +181,14 @@ for s in "$@"; do
     # default and interleave 1024, to fit bench/schedule_sim.py's step-time model to the real runs.
     # AWQ batch 1 with the nibble-plane GEMV: its GPU test, the AWQ-only tile sweep (planes tiles first), then
     # single-stream decode with the winners.
+    # The lean nibble-plane loop (eighth session): GPU tests, the sweep, then the fused batch-1 path only.
+    awq-lean) stage awq-lean-test 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST \
+                tests/kernels/test_awq_gemm.py tests/engine/test_gpu_awq.py -k "planes or fp16"
+              stage awq-lean-sweep 90 python3 bench/quant_gemv_sweep.py --kind awq --no-prefill
+              stage awq-lean-single 60 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
+                TESSERA_AWQ_DEQUANT_MIN_ROWS=64 python3 bench/single_stream.py --engine-args \
+                '{"quantization": "awq", "attention_backend": "triton"}' ;;
+    online-32-pair) stage online-32-pair 330 bash -c 'online_32 "{}" "{\"interleave_prefill_tokens\": 1024}"' ;;
     awq-planes) stage awq-planes-test 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
                   tests/kernels/test_awq_gemm.py tests/engine/test_gpu_awq.py -k "planes or fp16"
                 stage awq-planes-sweep 90 python3 bench/quant_gemv_sweep.py --kind awq --no-prefill
@@ -208,6 +228,11 @@ for s in "$@"; do
     online-32-interleave) stage online-32-interleave 570 bash -c \
                             'online_32 "{\"interleave_prefill_tokens\": 1024}" "{\"interleave_prefill_tokens\": 2048}"' ;;
     # Offline 256 requests (inputs 256-1024, 256 out): bf16, FP8 weights, FP8 weights + FP8 KV (target >= 1.3x bf16).
+    # bf16 against FP8 weights + FP8 KV only (the 1.3x target), one log.
+    offline-fp8-pair) stage offline-fp8-pair 400 bash -c 'g="\"cuda_graph_max_bs\": 256"
+                   for e in "{$g}" "{$g, \"quantization\": \"fp8\", \"kv_cache_dtype\": \"fp8_e4m3\"}"; do
+                     python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
+                       --engine-args "$e" | grep "^{" || exit 1; done';;
     offline-fp8) stage offline-fp8 570 bash -c 'g="\"cuda_graph_max_bs\": 256"
                    for e in "{$g}" "{$g, \"quantization\": \"fp8\"}" "{$g, \"quantization\": \"fp8\", \"kv_cache_dtype\": \"fp8_e4m3\"}"; do
                      python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \

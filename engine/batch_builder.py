@@ -85,12 +85,21 @@ def build_forward_batch(batch: ScheduleBatch, req_pool: ReqToTokenPool, device: 
     return ForwardBatch(
         forward_mode=batch.mode, batch_size=len(batch.reqs),
         input_ids=dev(input_ids, torch.int64), positions=dev(positions, torch.int64),
-        req_pool_indices=rows.to(device), seq_lens=dev(seq_lens, torch.int32), out_cache_loc=locs.to(device),
+        req_pool_indices=rows.to(device, non_blocking=True), seq_lens=dev(seq_lens, torch.int32), out_cache_loc=locs,
         req_to_token=req_pool.req_to_token, prefix_lens=dev(prefix_lens, torch.int32),
         extend_lens=dev(extend_lens, torch.int32), extend_start_loc=dev(starts, torch.int32),
         seq_lens_cpu=seq_lens, prefix_lens_cpu=prefix_lens, extend_lens_cpu=extend_lens,
-        logits_indices=dev(logits_idx, torch.int64),
+        logits_indices=dev(logits_idx, torch.int64), kv_run_first=_kv_run_first(batch),
     )
+
+
+def _kv_run_first(batch: ScheduleBatch) -> int | None:
+    """The first KV slot of a one-request extend whose whole sequence is one host-known run of slots."""
+    if len(batch.reqs) != 1 or batch.num_decode_rows:
+        return None
+    req = batch.reqs[0]
+    run = req.kv_run
+    return run[0] if run is not None and run[1] == req.kv_len and req.kv_len > 0 else None
 
 
 def _add_decode_rows(batch: ScheduleBatch, req_pool: ReqToTokenPool, device: torch.device, input_ids: list[int],

@@ -48,6 +48,9 @@ class ForwardBatch:
     # Which flattened rows need logits: the last token of each request, or every prompt position
     # from logprob_start_len on for requests that asked for prompt logprobs.
     logits_indices: torch.Tensor  # [num_logit_rows] int64
+    # EXTEND with one request: the first of its KV slots when all `seq_lens_cpu[0]` of them are one ascending
+    # run (the host allocated them so, `Req.kv_run`); None when unknown. FlashInfer's dense prefill needs it.
+    kv_run_first: int | None = None
 
     @property
     def num_tokens(self) -> int:

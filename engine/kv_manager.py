@@ -15,6 +15,22 @@ from engine.radix_cache import RadixCache
 from engine.req import Req
 
 
+def extend_slot_run(run: tuple[int, int] | None, kv_len: int, slots: torch.Tensor) -> tuple[int, int] | None:
+    """The row's slot run after appending host `slots` at position `kv_len`: None unless `run` covers
+    exactly the first `kv_len` positions and `slots` continue it one by one."""
+    if run is None or run[1] != kv_len:
+        return None  # unknown, or the row grew by other means (decode steps, speculative verifies)
+    n = int(slots.numel())
+    if n == 0:
+        return run
+    first = int(slots[0])
+    if (run[1] and first != run[0] + run[1]) or int(slots[-1]) - first != n - 1:
+        return None
+    if n > 2 and not bool((slots[1:] - slots[:-1] == 1).all()):
+        return None
+    return (run[0] if run[1] else first, run[1] + n)
+
+
 class KVManager:
     def __init__(self, kv_pool: KVPool, req_pool: ReqToTokenPool, disable_radix_cache: bool) -> None:
         self.kv_pool = kv_pool
@@ -53,6 +69,8 @@ class KVManager:
         self.tree.inc_lock_ref(match.last_node)
         req.req_pool_idx, req.last_node = row, match.last_node
         req.kv_len = req.tree_owned_len = int(match.indices.numel())
+        # A cached prefix's slots live on the device: whether they form a run is unknown without a sync.
+        req.kv_run = (0, 0) if req.kv_len == 0 else None
         self.req_pool.write(row, 0, match.indices)
         if not req.is_admitted_once:
             req.cached_tokens = req.kv_len
@@ -63,6 +81,7 @@ class KVManager:
         """New KV slots for req's next num_tokens positions, written into its row."""
         slots = self.alloc(num_tokens)
         if slots is not None:
+            req.kv_run = extend_slot_run(req.kv_run, req.kv_len, slots)
             self.req_pool.write(req.req_pool_idx, req.kv_len, slots)
         return slots
 
@@ -74,6 +93,8 @@ class KVManager:
         slots = self.req_pool.read(req.req_pool_idx, req.kv_len)
         already = self.tree.insert(key, slots)
         self.allocator.free(slots[req.tree_owned_len:already])  # duplicates of tree entries
+        if already > req.tree_owned_len:
+            req.kv_run = None  # the row takes the tree's slots for those duplicates
         match = self.tree.match_prefix(key, record_stats=False)
         self.req_pool.write(req.req_pool_idx, 0, match.indices)
         self.tree.dec_lock_ref(req.last_node)
@@ -92,7 +113,7 @@ class KVManager:
             self.allocator.free(slots[req.tree_owned_len:already])
             self.tree.dec_lock_ref(req.last_node)
         self.req_pool.free(req.req_pool_idx)
-        req.req_pool_idx, req.last_node = None, None
+        req.req_pool_idx, req.last_node, req.kv_run = None, None, None
         req.kv_len = req.tree_owned_len = 0
 
     def discard(self, req: Req) -> None:
@@ -105,7 +126,7 @@ class KVManager:
         if not self.tree.disable:
             self.tree.dec_lock_ref(req.last_node)
         self.req_pool.free(req.req_pool_idx)
-        req.req_pool_idx, req.last_node = None, None
+        req.req_pool_idx, req.last_node, req.kv_run = None, None, None
         req.kv_len = req.tree_owned_len = 0
 
     def flush(self) -> bool:

@@ -7,9 +7,14 @@ step) and does the finish checks and output while the GPU works. The price is th
 finishes at step N has already been given a row in step N+1: that row is ignored, and the KV slot
 it wrote is released with the request (stream order keeps later users of that slot behind it).
 
+Prefills are launched the same way (`Scheduler._prefill_before_commit`): a prompt due for a prefill step
+is planned and queued behind the running decode step before that step's tokens are read, so the GPU
+does not idle while the host commits the decode and builds the prefill. When waiting prompts cannot
+start yet (no free row or KV), decode steps keep chaining instead of dropping to the in-order path.
+
 Only "plain" decode rows are chained: no logprobs, penalties, logit bias, sampling seed (its noise
 depends on the host's output count), pending min_new_tokens or jump-forward; everything else goes
-through the scheduler's in-order path, as do prefills and retraction.
+through the scheduler's in-order path, as does retraction.
 
 Grammar-constrained rows are chained too: step N+1's forward is queued before step N's tokens are
 read, and its sampling waits until they are (`InflightDecode.logits` holds the pending logits); the
@@ -79,11 +84,12 @@ class InflightDecode:
 class OverlapMixin:
     """The scheduler's overlap half; expects Scheduler's attributes (kv, runner, sampler, ...)."""
 
-    def _chain_decode(self, prev: InflightDecode) -> ScheduleBatch | None:
+    def _chain_decode(self, prev: InflightDecode, prefill_planned: bool = False) -> ScheduleBatch | None:
         """The decode step after `prev`, fed prev's sampled ids on the device; None when the next
         step must see prev's results first (new requests to admit, KV to retract, a request that
-        needs host-side sampling state)."""
-        if self.waiting or self.chunked:
+        needs host-side sampling state). `prefill_planned`: the caller just tried to plan a prefill
+        for the waiting requests and none could start (no row or KV for them yet)."""
+        if (self.waiting or self.chunked) and not prefill_planned:
             return None  # prefill priority: admission happens on the in-order path
         reqs = [r for r in prev.batch.reqs if not r.finished]
         if not reqs or len(reqs) != len(self.running) or not is_chainable(ScheduleBatch(ForwardMode.DECODE, reqs)):

@@ -31,6 +31,10 @@ class Req:
     kv_len: int = 0
     tree_owned_len: int = 0
     last_node: TreeNode | None = None
+    # (first slot, length) while the row's first `length` slots are the ascending run first..first+length-1,
+    # as the host allocated them (engine.kv_manager.extend_slot_run); None once unknown. A long one-request
+    # prefill over such a run reads the pool as a plain tensor (FlashInfer's dense path) without a device sync.
+    kv_run: tuple[int, int] | None = None
     cached_tokens: int = 0  # reported: prefix reused at first admission
     is_admitted_once: bool = False
     extend_len: int = 0  # tokens this step computes

@@ -82,6 +82,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
         self._init_speculative()  # engine.speculative: decode batches may verify drafts
         self._last_step_prefilled = False  # --interleave-prefill-tokens: the next step owes the decodes
         self.num_mixed_steps = 0  # prefill steps that carried the running decodes (--enable-mixed-chunk)
+        self.num_prefills_before_commit = 0  # prefill steps queued behind a running decode step
 
     # ---- messages -------------------------------------------------------------------------
     def handle(self, msg: Any) -> None:
@@ -159,7 +160,14 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
         if self._inflight is not None:
             prev, self._inflight = self._inflight, None
             self._step_reqs = list(prev.batch.reqs)
-            chained = self._chain_decode(prev)
+            early = self._prefill_before_commit(prev)
+            if early is not None:  # queued behind prev on the GPU; its tokens are read after prev's
+                self.num_prefills_before_commit += 1
+                self._commit(prev)
+                self._process(*early)
+                return
+            # No prefill could be planned just now (or mixed chunks): keep decoding, overlapped.
+            chained = self._chain_decode(prev, prefill_planned=not self.args.enable_mixed_chunk)
             if chained is not None:
                 self._inflight = self._launch(chained, defer_grammar=True)  # queued behind prev on the GPU
                 self.num_overlapped_steps += 1
@@ -183,6 +191,25 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
         logits = self.runner.forward(fb)
         self._process(batch, logits)
 
+    def _prefill_before_commit(self, prev: InflightDecode) -> tuple[ScheduleBatch, torch.Tensor] | None:
+        """Plans and launches the next prefill step while decode step `prev` still runs, so the GPU goes
+        from one to the other without waiting for the host to read prev's tokens (the prompts are other
+        requests; their planning needs nothing prev computes). Not with mixed chunks: those carry the
+        running decodes, whose next input is prev's output. None when no prefill is due."""
+        if self.args.enable_mixed_chunk or not (self.waiting or self.chunked):
+            return None
+        batch = self._next_prefill()
+        if batch is None:
+            return None
+        self._step_reqs = list(batch.reqs)
+        self.num_forward_steps += 1
+        try:
+            logits = self.runner.forward(build_forward_batch(batch, self.kv.req_pool, self.runner.device))
+        except Exception:
+            self._commit(prev)  # prev's tokens are good: deliver them; the prefill's requests fail alone
+            raise
+        return batch, logits
+
     def _admit_compiled(self) -> None:
         ready, failed = self.grammar.poll()
         self.waiting.extend(ready)
@@ -192,6 +219,9 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
             self.grammar.wait_briefly()  # only compiles pending: don't spin
 
     def _next_batch(self) -> ScheduleBatch | None:
+        return self._next_prefill() or self._next_decode()
+
+    def _next_prefill(self) -> ScheduleBatch | None:
         interleave = self.args.interleave_prefill_tokens
         last_was_prefill, self._last_step_prefilled = self._last_step_prefilled, False
         if (self.waiting or self.chunked) and prefill_may_run(interleave, len(self.running), last_was_prefill):
@@ -212,6 +242,9 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
                     self.num_mixed_steps += 1
                 self._last_step_prefilled = True
                 return batch
+        return None
+
+    def _next_decode(self) -> ScheduleBatch | None:
         if not self.running:
             return None
         for req in pick_retractions(self.running, self.kv):
@@ -371,6 +404,7 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
             "num_failed_reqs": self.num_failed_reqs,
             "num_forward_steps": self.num_forward_steps,
             "num_mixed_steps": self.num_mixed_steps,
+            "num_prefills_before_commit": self.num_prefills_before_commit,
             **self.grammar.stats(),
             **self.speculative_stats(),
             "max_total_tokens": self.runner.max_total_tokens,

@@ -48,6 +48,12 @@ class AwqGemvConfig(NamedTuple):
     # cross-thread reduction until the end (its num_stages is unused: a group's loads are unrolled).
     # 0: the older loop (one [BLOCK_K, PACKS, 8] reduction per group; no fused prologues).
     planes: int = 1
+    # 1 (nibble-plane loop only): the lean group loop, from its sm_90 SASS (bench/kernel_sass.py, bench/NOTES.md
+    # 2026-12-03 eighth session). x is loaded as a [BLOCK_K] row vector and broadcast (the [BLOCK_K, PACKS]
+    # x load got its own layout and went through shared memory: 2 bar.syncs per K chunk, which kept a
+    # thread to ~1 weight load in flight); 2^23's exponent is a runtime register, so mask-and-OR is one LOP3
+    # (two immediates took two); weight pointers advance by a scalar instead of being rebuilt per chunk.
+    lean: int = 0
 
 
 @triton.jit
@@ -106,6 +112,8 @@ def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
             tl.atomic_xchg(lock_ptr + pid_n, 0)
 
 
+MAGIC_2P23 = 0x4B000000  # the bits of 2^23 as fp32: a runtime argument (a register) for the lean loop's LOP3
+
 # Where each nibble plane sits and what it is worth. AutoAWQ's nibble i holds column AWQ_ORDER[i] of its pack.
 # Planes 0-4 are masked in place in the word (bits 4i..4i+3, value q * 16^i); planes 5-7 in the word shifted
 # right by 12 (bits 8..19, value q * 2^(8 + 4(i-5))), so every plane's value stays below 2^20 and ORing it into
@@ -117,6 +125,24 @@ def _plane_dot(word, MASK: tl.constexpr, zc, x):
     # (2^23 + q p) - (2^23 + z p) = (q - z) p, exact; times x. Per weight: a lop3 (and + or), an fsub, an fma.
     f = ((word & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
     return (f - zc[None, :]) * x
+
+
+@triton.jit
+def _mask_or(word, MASK: tl.constexpr, magic, ASM: tl.constexpr):
+    # (word & MASK) | magic as fp32 bits. ptxas fused the and/or pair into one LOP3 for ~3 of 4 weights only
+    # (magic in a register); ASM=1 (CUDA) asks for the lop3 itself, ASM=0 is the same op for the interpreter.
+    if ASM:
+        bits = tl.inline_asm_elementwise("lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,r,r", [word, MASK, magic],
+                                         dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        bits = (word & MASK) | magic
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _plane_dot_lean(word, MASK: tl.constexpr, magic, zc, x, ASM: tl.constexpr):
+    # `_plane_dot` with 2^23's bits in a register (`magic`): one LOP3 ((word & MASK) | magic) instead of two.
+    return (_mask_or(word, MASK, magic, ASM) - zc[None, :]) * x
 
 
 @triton.jit
@@ -142,11 +168,103 @@ def _plane_out(y, offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, COL: tl.
 
 
 @triton.jit
+def _plane_zero_lean(zword, MASK: tl.constexpr, magic, ASM: tl.constexpr):
+    return _mask_or(zword, MASK, magic, ASM)  # 2^23 + z p
+
+
+@triton.jit
+def _load_x_lean(x_rows, nw_rows, K, rstd, dtype, PROLOGUE: tl.constexpr):
+    # `kernels.gemv._load_x` (same rounding) without the K mask: a split holds whole groups, so every row
+    # exists, and the caller's row pointers take the chunk offset as an immediate.
+    if PROLOGUE == 1:
+        normed = (tl.load(x_rows).to(tl.float32) * rstd).to(dtype).to(tl.float32)
+        return (normed * tl.load(nw_rows).to(tl.float32)).to(dtype).to(tl.float32)
+    elif PROLOGUE == 2:
+        gate = tl.load(x_rows).to(tl.float32)
+        up = tl.load(x_rows + K).to(tl.float32)
+        act = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32)
+        return (act * up).to(dtype).to(tl.float32)
+    else:
+        return tl.load(x_rows).to(tl.float32)
+
+
+@triton.jit
+def _awq_lean_groups(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, magic, rstd, k_start, k_end,
+                     offs_p, mask_p, rows, a0, a1, a2, a3, a4, a5, a6, a7, dtype, GROUP: tl.constexpr,
+                     BLOCK_K: tl.constexpr, PROLOGUE: tl.constexpr, ASM: tl.constexpr):
+    # The nibble-plane group loop of `_awq_gemv_planes_kernel` (same sums, same order per plane), leaner in
+    # SASS (AwqGemvConfig.lean): x as a [BLOCK_K] vector broadcast along the packs (its slice layout of the
+    # weight tile: no shared-memory round trip, no bar.sync in the loop), one LOP3 per weight, and the
+    # weight pointers built once and advanced by a scalar.
+    w_ptrs = qw_ptr + (k_start + rows)[:, None] * stride_q + offs_p[None, :]
+    x_rows = x_ptr + k_start + rows
+    nw_rows = norm_w_ptr + k_start + rows
+    for g0 in range(k_start, k_end, GROUP):
+        g = g0 // GROUP
+        zw = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_p, other=0)
+        zh = zw >> 12
+        z0 = _plane_zero_lean(zw, 0xF, magic, ASM)
+        z1 = _plane_zero_lean(zw, 0xF0, magic, ASM)
+        z2 = _plane_zero_lean(zw, 0xF00, magic, ASM)
+        z3 = _plane_zero_lean(zw, 0xF000, magic, ASM)
+        z4 = _plane_zero_lean(zw, 0xF0000, magic, ASM)
+        z5 = _plane_zero_lean(zh, 0xF00, magic, ASM)
+        z6 = _plane_zero_lean(zh, 0xF000, magic, ASM)
+        z7 = _plane_zero_lean(zh, 0xF0000, magic, ASM)
+        g_0 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_1 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_2 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_3 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_4 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_5 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_6 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_7 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        # The group's first chunks are requested before any math, then one more per chunk (source order is
+        # what ptxas keeps: with one load per chunk it left a thread ~2 weight loads in flight).
+        wa = tl.load(w_ptrs, mask=mask_p[None, :], other=0)
+        wb = wa
+        wc = wa
+        if BLOCK_K < GROUP:
+            wb = tl.load(w_ptrs + BLOCK_K * stride_q, mask=mask_p[None, :], other=0)
+        if 2 * BLOCK_K < GROUP:
+            wc = tl.load(w_ptrs + 2 * BLOCK_K * stride_q, mask=mask_p[None, :], other=0)
+        for kk in tl.static_range(0, GROUP, BLOCK_K):
+            xk = _load_x_lean(x_rows + kk, nw_rows + kk, K, rstd, dtype, PROLOGUE)[:, None]
+            w = wa
+            wa = wb
+            wb = wc
+            if kk + 3 * BLOCK_K < GROUP:
+                wc = tl.load(w_ptrs + (kk + 3 * BLOCK_K) * stride_q, mask=mask_p[None, :], other=0)
+            wh = w >> 12
+            g_0 += _plane_dot_lean(w, 0xF, magic, z0, xk, ASM)
+            g_1 += _plane_dot_lean(w, 0xF0, magic, z1, xk, ASM)
+            g_2 += _plane_dot_lean(w, 0xF00, magic, z2, xk, ASM)
+            g_3 += _plane_dot_lean(w, 0xF000, magic, z3, xk, ASM)
+            g_4 += _plane_dot_lean(w, 0xF0000, magic, z4, xk, ASM)
+            g_5 += _plane_dot_lean(wh, 0xF00, magic, z5, xk, ASM)
+            g_6 += _plane_dot_lean(wh, 0xF000, magic, z6, xk, ASM)
+            g_7 += _plane_dot_lean(wh, 0xF0000, magic, z7, xk, ASM)
+        w_ptrs += GROUP * stride_q
+        x_rows += GROUP
+        nw_rows += GROUP
+        a0 += g_0 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 0, 1.0)[None, :]
+        a1 += g_1 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 2, 0.0625)[None, :]
+        a2 += g_2 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 4, 0.00390625)[None, :]
+        a3 += g_3 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 6, 0.000244140625)[None, :]
+        a4 += g_4 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 1, 0.0000152587890625)[None, :]
+        a5 += g_5 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 3, 0.00390625)[None, :]
+        a6 += g_6 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 5, 0.000244140625)[None, :]
+        a7 += g_7 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 7, 0.0000152587890625)[None, :]
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@triton.jit
 def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr, res_ptr, part_ptr, lock_ptr, out_ptr,
-                            N, K, K_PER_SPLIT, stride_q, eps,
+                            N, K, K_PER_SPLIT, stride_q, eps, magic,
                             GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                             SPLIT_K: tl.constexpr, PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr,
-                            ADD_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr):
+                            ADD_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr, LEAN: tl.constexpr = 0,
+                            ASM: tl.constexpr = 0):
     # The prologues (RMSNorm of x, SiLU(gate) * up) and the epilogue (bias, residual) are those of
     # `kernels.gemv` (its helpers, so the rounding is the same): the batch-1 fused decode path.
     # The weight tile stays [BLOCK_K, PACKS] int32 as loaded (16-byte loads along the packs); each of the 8
@@ -175,55 +293,60 @@ def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr,
     a7 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
     k_start = pid_k * K_PER_SPLIT  # splits hold whole groups
     k_end = tl.minimum(k_start + K_PER_SPLIT, K)
-    for g0 in range(k_start, k_end, GROUP):
-        g = g0 // GROUP
-        zw = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_p, other=0)
-        zh = zw >> 12
-        z0 = _plane_zero(zw, 0xF)
-        z1 = _plane_zero(zw, 0xF0)
-        z2 = _plane_zero(zw, 0xF00)
-        z3 = _plane_zero(zw, 0xF000)
-        z4 = _plane_zero(zw, 0xF0000)
-        z5 = _plane_zero(zh, 0xF00)
-        z6 = _plane_zero(zh, 0xF000)
-        z7 = _plane_zero(zh, 0xF0000)
-        g_0 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_1 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_3 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_4 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_5 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_6 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        g_7 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-        # Unrolled: all of a group's weight loads can be in flight before the first FMA.
-        for kk in tl.static_range(0, GROUP, BLOCK_K):
-            offs_k = g0 + kk + rows
-            if PROLOGUE == 0:
-                # x in the weights' layout: each thread loads only its own rows (an L1 broadcast).
-                xk = tl.load(x_ptr + offs_k[:, None] + 0 * offs_p[None, :]).to(tl.float32)
-            else:
-                xk = _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE)[:, None]
-            w = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask_p[None, :], other=0,
-                        eviction_policy="evict_first")
-            wh = w >> 12
-            g_0 += _plane_dot(w, 0xF, z0, xk)
-            g_1 += _plane_dot(w, 0xF0, z1, xk)
-            g_2 += _plane_dot(w, 0xF00, z2, xk)
-            g_3 += _plane_dot(w, 0xF000, z3, xk)
-            g_4 += _plane_dot(w, 0xF0000, z4, xk)
-            g_5 += _plane_dot(wh, 0xF00, z5, xk)
-            g_6 += _plane_dot(wh, 0xF000, z6, xk)
-            g_7 += _plane_dot(wh, 0xF0000, z7, xk)
-        # Plane i holds column AWQ_ORDER[i] = (0, 2, 4, 6, 1, 3, 5, 7)[i] of each pack, worth p_i =
-        # (1, 16, 256, 4096, 65536, 256, 4096, 65536)[i] per unit of q.
-        a0 += g_0 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 0, 1.0)[None, :]
-        a1 += g_1 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 2, 0.0625)[None, :]
-        a2 += g_2 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 4, 0.00390625)[None, :]
-        a3 += g_3 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 6, 0.000244140625)[None, :]
-        a4 += g_4 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 1, 0.0000152587890625)[None, :]
-        a5 += g_5 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 3, 0.00390625)[None, :]
-        a6 += g_6 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 5, 0.000244140625)[None, :]
-        a7 += g_7 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 7, 0.0000152587890625)[None, :]
+    if LEAN:
+        a0, a1, a2, a3, a4, a5, a6, a7 = _awq_lean_groups(
+            x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, magic, rstd, k_start, k_end, offs_p, mask_p,
+            rows, a0, a1, a2, a3, a4, a5, a6, a7, dtype, GROUP, BLOCK_K, PROLOGUE, ASM)
+    else:
+        for g0 in range(k_start, k_end, GROUP):
+            g = g0 // GROUP
+            zw = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_p, other=0)
+            zh = zw >> 12
+            z0 = _plane_zero(zw, 0xF)
+            z1 = _plane_zero(zw, 0xF0)
+            z2 = _plane_zero(zw, 0xF00)
+            z3 = _plane_zero(zw, 0xF000)
+            z4 = _plane_zero(zw, 0xF0000)
+            z5 = _plane_zero(zh, 0xF00)
+            z6 = _plane_zero(zh, 0xF000)
+            z7 = _plane_zero(zh, 0xF0000)
+            g_0 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+            g_1 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+            g_2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+            g_3 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+            g_4 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+            g_5 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+            g_6 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+            g_7 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+            # Unrolled: all of a group's weight loads can be in flight before the first FMA.
+            for kk in tl.static_range(0, GROUP, BLOCK_K):
+                offs_k = g0 + kk + rows
+                if PROLOGUE == 0:
+                    # x in the weights' layout: each thread loads only its own rows (an L1 broadcast).
+                    xk = tl.load(x_ptr + offs_k[:, None] + 0 * offs_p[None, :]).to(tl.float32)
+                else:
+                    xk = _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE)[:, None]
+                w = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask_p[None, :], other=0,
+                            eviction_policy="evict_first")
+                wh = w >> 12
+                g_0 += _plane_dot(w, 0xF, z0, xk)
+                g_1 += _plane_dot(w, 0xF0, z1, xk)
+                g_2 += _plane_dot(w, 0xF00, z2, xk)
+                g_3 += _plane_dot(w, 0xF000, z3, xk)
+                g_4 += _plane_dot(w, 0xF0000, z4, xk)
+                g_5 += _plane_dot(wh, 0xF00, z5, xk)
+                g_6 += _plane_dot(wh, 0xF000, z6, xk)
+                g_7 += _plane_dot(wh, 0xF0000, z7, xk)
+            # Plane i holds column AWQ_ORDER[i] = (0, 2, 4, 6, 1, 3, 5, 7)[i] of each pack, worth p_i =
+            # (1, 16, 256, 4096, 65536, 256, 4096, 65536)[i] per unit of q.
+            a0 += g_0 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 0, 1.0)[None, :]
+            a1 += g_1 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 2, 0.0625)[None, :]
+            a2 += g_2 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 4, 0.00390625)[None, :]
+            a3 += g_3 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 6, 0.000244140625)[None, :]
+            a4 += g_4 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 1, 0.0000152587890625)[None, :]
+            a5 += g_5 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 3, 0.00390625)[None, :]
+            a6 += g_6 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 5, 0.000244140625)[None, :]
+            a7 += g_7 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 7, 0.0000152587890625)[None, :]
     part = part_ptr + pid_k * N
     _plane_out(tl.sum(a0, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 0, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
     _plane_out(tl.sum(a1, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 2, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
@@ -309,10 +432,10 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         _awq_gemv_planes_kernel[(num_n, split)](
             x, norm_weight if norm_weight is not None else x, qweight, qzeros, scales,
             bias if bias is not None else out, residual if residual is not None else out, partials,
-            locks if locks is not None else out, out, n, k, k_per_split, n // PACK, eps,
+            locks if locks is not None else out, out, n, k, k_per_split, n // PACK, eps, MAGIC_2P23,
             GROUP=group_size, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SPLIT_K=split, PROLOGUE=prologue,
             HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None, NORM_BLOCK=min(next_pow2(k), 4096),
-            num_warps=cfg.num_warps)
+            LEAN=cfg.lean, ASM=int(x.device.type == "cuda"), num_warps=cfg.num_warps)
         return out
     _awq_gemv_kernel[(num_n, split)](x, qweight, qzeros, scales, partials, locks if locks is not None else out,
                                      out, n, k, k_per_split, n // PACK, GROUP=group_size, BLOCK_N=cfg.block_n,

@@ -17,14 +17,18 @@ A request gets about `min(max_kv_splits, ceil(seq_len / min_split_len))` splits,
 the kernels from `seq_lens`, so the host never reads lengths and the launch is CUDA-graph safe as long
 as `max_kv_splits` is fixed for the captured batch size.
 
-An fp8 (e4m3) pool holds `k / k_scale` and `v / v_scale`: rows are upcast to q's dtype after the
-load, `k_scale` is folded into the softmax scale and `v_scale` into the output (both per-tensor,
-so neither costs a multiply per element).
+An fp8 (e4m3) pool holds `k / k_scale` and `v / v_scale`: `k_scale` is folded into the softmax scale and
+`v_scale` into the output (both per-tensor, so neither costs a multiply per element). With a 16-bit q the
+rows are upcast to fp16, not to q's dtype: Hopper converts e4m3 pairs to f16x2 in one instruction, while
+e4m3 -> bf16 goes through f16 and f32 (three conversions per element, on the narrow conversion pipe, for
+a kernel whose bytes fp8 just halved). Every e4m3 value is exact in fp16; q is clamped to fp16's range
+(once per program) and p in [0, 1] keeps more mantissa in fp16 than in bf16. An fp32 q keeps fp32.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import triton
@@ -56,7 +60,7 @@ def _decode_stage1_kernel(
     stride_ob, stride_oh,
     qk_scale_log2, v_scale, max_kv_splits, min_split_len,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, KV_FP8: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, KV_FP8: tl.constexpr, FP8_AS_FP16: tl.constexpr,
     SINGLE_PASS: tl.constexpr, MERGE_H: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr,
 ):
     b = tl.program_id(0)
@@ -85,8 +89,10 @@ def _decode_stage1_kernel(
 
     q = tl.load(q_ptr + b * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :],
                 mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_H, BLOCK_D]
-    if not KV_FP8:  # a 16-bit pool sets the dot dtype; fp8 rows are upcast to q's dtype instead
+    if not KV_FP8:  # a 16-bit pool sets the dot dtype
         q = q.to(k_buf_ptr.dtype.element_ty)
+    elif FP8_AS_FP16:  # fp8 rows are upcast to fp16 (module docstring); else to q's dtype (fp32)
+        q = tl.minimum(tl.maximum(q.to(tl.float32), -65504.0), 65504.0).to(tl.float16)
 
     m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)
@@ -108,7 +114,7 @@ def _decode_stage1_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_buf_ptr + slots[:, None] * stride_vn + kv_head * stride_vh + offs_d[None, :],
                     mask=kv_mask, other=0.0).to(q.dtype)  # [BLOCK_N, BLOCK_D]
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
     acc = acc * v_scale  # the pool holds v / v_scale (1.0 for 16-bit pools)
 
@@ -208,6 +214,25 @@ def _decode_stage2_kernel(
     tl.store(out_ptr + b * stride_ob + h * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty), mask=mask_d)
 
 
+class DecodeTiles(NamedTuple):
+    """Stage 1's launch shape (`bench/kernels_bench.py --sweep-tiles`)."""
+    # KV rows per loop step. None: 128 for 16-bit / fp8 pools with head_dim <= 128 (fastest of the sweep at
+    # batch 1 / 100k, batch 64 / 1k and batch 256 / 768 on an H200, 2026-12-03: 15-52 % under the old 64;
+    # 72 KB of shared memory for bf16), 64 for fp32 pools, 32 above head_dim 128.
+    block_n: int | None = None
+    num_warps: int = 4
+    # None: 3 for fp8 pools (block 128: 161.8 vs 181.1 us at batch 256 / 768, the best at all three shapes),
+    # 2 for 16-bit pools
+    num_stages: int | None = None
+    fp8_as_fp16: bool = True  # fp8 pools with a 16-bit q: upcast to fp16 (False: to q's dtype, the old way)
+
+
+def _default_block_n(block_d: int, kv_element_size: int) -> int:
+    if block_d > 128:
+        return 32
+    return 128 if kv_element_size <= 2 else 64
+
+
 def default_max_kv_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
     """Enough (request, kv head, split) programs for a few waves over the SMs, capped at 32."""
     return max(1, min(32, math.ceil(4 * device_num_sms(device) / max(batch_size * num_kv_heads, 1))))
@@ -228,6 +253,7 @@ def decode_attention(
     max_kv_splits: int | None = None,
     min_split_len: int = 64,
     counters: torch.Tensor | None = None,  # [>= B * Hkv] int32, all zero: enables the single-launch merge
+    tiles: DecodeTiles | None = None,  # None: DecodeTiles() (bench/kernels_bench.py --sweep-tiles measures others)
 ) -> torch.Tensor:  # [B, Hq, D], dtype of q
     """Attend each request's single query token to KV slots `req_to_token[req_pool_indices[b], :seq_lens[b]]`.
 
@@ -262,8 +288,10 @@ def decode_attention(
             "counters must be a contiguous int32 tensor on q's device")
         assert counters.numel() >= batch_size * num_kv_heads, (
             f"counters hold {counters.numel()} < {batch_size * num_kv_heads} (batch x kv heads)")
+    tiles = tiles or DecodeTiles()
     kv_fp8 = k_buffer.dtype == torch.float8_e4m3fn
-    compute_dtype = q.dtype if kv_fp8 else k_buffer.dtype
+    fp8_as_fp16 = kv_fp8 and q.dtype != torch.float32 and tiles.fp8_as_fp16
+    compute_dtype = torch.float16 if fp8_as_fp16 else q.dtype if kv_fp8 else k_buffer.dtype
     group = num_q_heads // num_kv_heads
     block_d = next_pow2(head_dim)
     # Partials stay fp32: they are re-weighted in stage 2 and are small next to the KV reads.
@@ -286,10 +314,11 @@ def decode_attention(
         out.stride(0), out.stride(1),
         scaling * k_scale * LOG2E, float(v_scale), max_kv_splits, min_split_len,
         GROUP=group, HEAD_DIM=head_dim, BLOCK_H=max(16, next_pow2(group)), BLOCK_D=block_d,
-        BLOCK_N=64 if block_d <= 128 else 32, DOT_PRECISION=dot_precision(compute_dtype), KV_FP8=kv_fp8,
-        SINGLE_PASS=single_pass, MERGE_H=merge_h, BLOCK_S=block_s,
+        BLOCK_N=tiles.block_n or _default_block_n(block_d, k_buffer.element_size()),
+        DOT_PRECISION=dot_precision(compute_dtype),
+        KV_FP8=kv_fp8, FP8_AS_FP16=fp8_as_fp16, SINGLE_PASS=single_pass, MERGE_H=merge_h, BLOCK_S=block_s,
         CHUNK_S=max(1, min(block_s, 4096 // (merge_h * block_d))),
-        num_warps=4, num_stages=2,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages or (3 if kv_fp8 else 2),
     )
     if single_pass:
         return out

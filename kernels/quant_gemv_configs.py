@@ -35,19 +35,20 @@ FP8_TUNED: dict[str, dict[str, dict[str, int]]] = {
         "4096x14336": {"block_n": 16, "block_k": 512, "num_warps": 4, "num_stages": 3, "split_k": 1, "use_dot": 0},
     },
 }
-# device_key -> "NxK" -> AwqGemvConfig fields. H200, `bench/device_session.sh awq-planes` (2026-12-03, seventh
-# session): nibble-plane tiles won every shape (152.0 us per layer with the old loop's default tiles, 123.4 with
-# its swept ones, 115.2 now); batch-1 decode on the fused path 205.4 -> 232.0 tok/s, 8B shape.
+# device_key -> "NxK" -> AwqGemvConfig fields. H200, `bench/device_session.sh awq-lean` (2026-12-03, eighth
+# session): the lean nibble-plane loop won every shape (layer projections 121.0 us with the default tiles ->
+# 82.9 us swept; the seventh session's plane tiles gave 115.2); batch-1 decode on the fused path 232.0 -> 290.1
+# tok/s, 8B shape.
 AWQ_TUNED: dict[str, dict[str, dict[str, int | None]]] = {
     "NVIDIA H200/132sm": {
-        "6144x4096": {"block_n": 128, "block_k": 16, "num_warps": 4, "split_k": None, "num_stages": 1, "use_gemm": 0,
-                      "planes": 1},
-        "4096x4096": {"block_n": 128, "block_k": 16, "num_warps": 4, "split_k": None, "num_stages": 1, "use_gemm": 0,
-                      "planes": 1},
-        "28672x4096": {"block_n": 128, "block_k": 32, "num_warps": 4, "split_k": None, "num_stages": 1, "use_gemm": 0,
-                       "planes": 1},
-        "4096x14336": {"block_n": 128, "block_k": 16, "num_warps": 4, "split_k": None, "num_stages": 1, "use_gemm": 0,
-                       "planes": 1},
+        "6144x4096": {"block_n": 256, "block_k": 16, "num_warps": 4, "split_k": None, "num_stages": 1, "use_gemm": 0,
+                      "planes": 1, "lean": 1},
+        "4096x4096": {"block_n": 128, "block_k": 32, "num_warps": 4, "split_k": None, "num_stages": 1, "use_gemm": 0,
+                      "planes": 1, "lean": 1},
+        "28672x4096": {"block_n": 256, "block_k": 16, "num_warps": 4, "split_k": None, "num_stages": 1, "use_gemm": 0,
+                       "planes": 1, "lean": 1},
+        "4096x14336": {"block_n": 128, "block_k": 32, "num_warps": 4, "split_k": None, "num_stages": 1, "use_gemm": 0,
+                       "planes": 1, "lean": 1},
     },
 }
 

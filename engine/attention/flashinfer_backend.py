@@ -21,8 +21,10 @@ Dense prefill (on by default; TESSERA_FLASHINFER_DENSE_PREFILL=N sets the thresh
 one-request extend of at least N new tokens (default 2048) whose KV slots, prefix included, are one ascending
 run (a long prompt on a fresh or quiet pool) runs FlashInfer's ragged kernel over `k_buffer[first:first +
 len]`, a plain tensor, instead of the paged kernel's per-token page gathers. Measured on an H200 (8B shape,
-100k-token prompt): TTFT 7,231 ms paged vs 6,586 ms dense (-9 %); checking the run costs one host sync per
-such step.
+100k-token prompt): TTFT 7,231 ms paged vs 6,586 ms dense (-9 %). Whether the slots form a run is the host's
+bookkeeping (`ForwardBatch.kv_run_first`, from `Req.kv_run`), so the check costs no device sync and the next
+chunk can be planned while this one runs. A cached prefix's run is unknown (its slots live on the device):
+such a prompt takes the paged kernel.
 """
 
 from __future__ import annotations
@@ -54,15 +56,6 @@ DECODE_KERNELS = "fa2"
 
 DENSE_PREFILL_ENV = "TESSERA_FLASHINFER_DENSE_PREFILL"
 DENSE_PREFILL_MIN_TOKENS = 2048
-
-
-def contiguous_slot_range(req_to_token: torch.Tensor, row: torch.Tensor, seq_len: int) -> int | None:
-    """The first KV slot of request `row` when its `seq_len` slots are one ascending run, else None.
-    One host sync (callers use it only before a long prefill step)."""
-    slots = req_to_token[row.to(torch.int64), :seq_len].to(torch.int64)
-    run = (slots - slots[0] == torch.arange(seq_len, device=slots.device)).all()
-    first, is_run = torch.stack([slots[0], run.to(torch.int64)]).tolist()
-    return int(first) if is_run else None
 
 
 class KVIndices(NamedTuple):
@@ -180,7 +173,7 @@ class FlashInferAttentionBackend(BaseAttentionBackend):
         if (self.dense_prefill_min_tokens <= 0 or fb.forward_mode.is_decode or fb.batch_size != 1
                 or self.kv_pool.is_fp8 or fb.extend_lens_cpu[0] < self.dense_prefill_min_tokens):
             return None
-        return contiguous_slot_range(fb.req_to_token, fb.req_pool_indices[0], fb.seq_lens_cpu[0])
+        return fb.kv_run_first  # the host's bookkeeping: no device sync before a long prefill
 
     def init_forward_metadata_capture(self, forward_batch: ForwardBatch) -> None:
         # Every row is padding now. The runner's warm-up forward plans at its first layer, outside the

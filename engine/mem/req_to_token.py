@@ -23,6 +23,12 @@ class ReqToTokenPool:
         self._free_rows.append(row)
 
     def write(self, row: int, start: int, slots: torch.Tensor) -> None:
+        if slots.device.type == "cpu" and self.req_to_token.is_cuda:
+            # Pinned and asynchronous: a blocking copy from pageable memory would wait for every forward
+            # already queued (the next prefill could then not be planned while the GPU works).
+            slots = slots.to(torch.int32).pin_memory()
+            self.req_to_token[row, start:start + slots.numel()].copy_(slots, non_blocking=True)
+            return
         self.req_to_token[row, start:start + slots.numel()] = slots.to(self.req_to_token.device, torch.int32)
 
     def read(self, row: int, length: int) -> torch.Tensor:

@@ -115,9 +115,11 @@ class Sampler:
         top_k = torch.tensor([r.sampling.top_k if r.sampling.top_k > 0 else vocab for r in reqs])
         top_p = torch.tensor([r.sampling.top_p for r in reqs])
         min_p = torch.tensor([r.sampling.min_p for r in reqs])
-        probs = filter_probs(probs, top_k.to(self.device), top_p.to(self.device), min_p.to(self.device))
+        # non_blocking: a blocking host-to-device copy would wait for the queued forward (no overlap)
+        probs = filter_probs(probs, top_k.to(self.device, non_blocking=True), top_p.to(self.device, non_blocking=True),
+                             min_p.to(self.device, non_blocking=True))
         sampled = (probs / self._noise(reqs, vocab)).argmax(dim=-1)
-        greedy_mask = torch.tensor([r.sampling.is_greedy for r in reqs]).to(self.device)
+        greedy_mask = torch.tensor([r.sampling.is_greedy for r in reqs]).to(self.device, non_blocking=True)
         return torch.where(greedy_mask, next_ids, sampled)
 
     @torch.no_grad()

@@ -41,6 +41,8 @@ def test_overlap_matches_in_order(tiny_llama: str, monkeypatch: pytest.MonkeyPat
     got, info_on = _run(tiny_llama)
     assert info_off["num_overlapped_steps"] == 0
     assert info_on["num_overlapped_steps"] > 0, "overlap never chained a decode step"
+    assert info_off["num_prefills_before_commit"] == 0
+    assert info_on["num_prefills_before_commit"] > 0, "no prefill was queued behind a running decode step"
     assert info_on["num_retractions"] > 0, "the 200-token pool should force retraction"
     assert got == expected
     assert got[-2][1]["type"] == "stop" and len(got[-2][0]) == 6

@@ -44,6 +44,13 @@ class BackendScenario:
         assert slots.numel() == n, "scenario pool too small"
         return slots
 
+    def _run_first(self) -> int | None:
+        """What the scheduler's host bookkeeping would report for the one request: its first slot when
+        its whole sequence is one ascending run (this test helper may read the device table)."""
+        slots = self.req_to_token[self.rows[0], : self.lens[0]].to(torch.int64).cpu()
+        is_run = bool((slots - slots[0] == torch.arange(slots.numel())).all())
+        return int(slots[0]) if is_run else None
+
     def clone_pool(self) -> KVPool:
         return copy.deepcopy(self.pool)
 
@@ -73,6 +80,7 @@ class BackendScenario:
             extend_lens=torch.tensor(extend_lens, dtype=torch.int32, device=dev),
             extend_start_loc=starts.to(dev, torch.int32),
             seq_lens_cpu=list(self.lens),
+            kv_run_first=self._run_first() if len(extend_lens) == 1 else None,
             prefix_lens_cpu=prefix_lens,
             extend_lens_cpu=list(extend_lens),
             logits_indices=(ends - 1).to(dev),

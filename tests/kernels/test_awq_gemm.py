@@ -67,7 +67,10 @@ def test_gemv_interpreter(dtype: torch.dtype, k: int, n: int, group: int) -> Non
     for cfg in (AwqGemvConfig(block_n=16, block_k=16, split_k=3, planes=0), AwqGemvConfig(block_n=64, block_k=32, planes=0),
                 None,
                 AwqGemvConfig(block_n=32, block_k=16, num_stages=2, split_k=2, use_gemm=1),
-                AwqGemvConfig(block_n=16, block_k=16, split_k=3, planes=1), AwqGemvConfig(block_n=64, block_k=32, planes=1)):
+                AwqGemvConfig(block_n=16, block_k=16, split_k=3, planes=1), AwqGemvConfig(block_n=64, block_k=32, planes=1),
+                # The lean group loop (prefetch depth 3 over 2 or 4 chunks per group; one chunk per group).
+                AwqGemvConfig(block_n=16, block_k=16, split_k=3, lean=1), AwqGemvConfig(block_n=64, block_k=8, lean=1),
+                AwqGemvConfig(block_n=32, block_k=32, split_k=2, lean=1)):
         locks = gemv_locks(n, x.device)
         got = awq_gemv(x, *packed, group, config=cfg, locks=locks)
         assert got.shape == (1, n) and got.dtype == dtype
@@ -140,7 +143,11 @@ def test_awq_gemv_planes_gpu(dtype: torch.dtype, k: int, n: int) -> None:
     ref = _reference(x, packed, group)
     for cfg in (AwqGemvConfig(block_n=256, block_k=16, planes=1), AwqGemvConfig(block_n=512, block_k=16, num_warps=8,
                                                                                  split_k=1, planes=1),
-                AwqGemvConfig(block_n=128, block_k=32, split_k=8, planes=1)):
+                AwqGemvConfig(block_n=128, block_k=32, split_k=8, planes=1),
+                # The lean loop (its inline-asm lop3 runs only here, on the device).
+                AwqGemvConfig(lean=1), AwqGemvConfig(block_n=256, block_k=16, lean=1),
+                AwqGemvConfig(block_n=512, block_k=16, num_warps=8, split_k=1, lean=1),
+                AwqGemvConfig(block_n=128, block_k=32, split_k=8, lean=1)):
         locks = gemv_locks(n, x.device)
         got = awq_gemv(x, *packed, group, config=cfg, locks=locks)
         torch.testing.assert_close(got.float(), ref, **_tol(dtype, k))
@@ -157,12 +164,13 @@ def _rmsnorm_ref(x: torch.Tensor, gamma: torch.Tensor, eps: float) -> torch.Tens
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("split_k", [1, 3])
-def test_gemv_fused_prologues_and_epilogue_interpreter(dtype: torch.dtype, split_k: int) -> None:
+@pytest.mark.parametrize("lean", [0, 1])
+def test_gemv_fused_prologues_and_epilogue_interpreter(dtype: torch.dtype, split_k: int, lean: int) -> None:
     """The batch-1 fused decode path's AWQ GEMV: RMSNorm / SiLU-and-mul prologue, bias and residual epilogue,
     against the unfused composition (reference ops, then the dequantized matmul)."""
     k, n, group = 128, 64, 32
     packed, gen = _packed(k, n, group, dtype, "cpu", seed=3)
-    cfg = AwqGemvConfig(block_n=32, block_k=16, split_k=split_k, planes=1)
+    cfg = AwqGemvConfig(block_n=32, block_k=16, split_k=split_k, planes=1, lean=lean)
     x = torch.randn(1, k, generator=gen).to(dtype)
     gamma = (1 + 0.1 * torch.randn(k, generator=gen)).to(dtype)
     bias = torch.randn(n, generator=gen).to(dtype)
@@ -185,3 +193,24 @@ def test_gemv_fused_prologues_and_epilogue_interpreter(dtype: torch.dtype, split
         got = awq_gemv(x, *packed, group, config=older, residual=residual)
         torch.testing.assert_close(got.float(), (_reference(x, packed, group).to(dtype).float() + residual.float()),
                                    **tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("k", "n"), [(4096, 6144), (14336, 4096)])
+def test_awq_gemv_planes_lean_fused_gpu(dtype: torch.dtype, k: int, n: int) -> None:
+    """The lean loop's prologues on the device (inline-asm lop3, unmasked x loads) against its plane loop twin:
+    RMSNorm (qkv), SiLU-and-mul with a residual (down)."""
+    group = 128
+    packed, gen = _packed(k, n, group, dtype, "cuda", seed=k + n + 11)
+    if k == 4096:
+        x = torch.randn(1, k, generator=gen).to(dtype).cuda()
+        kw = {"norm_weight": (1 + 0.1 * torch.randn(k, generator=gen)).to(dtype).cuda(), "eps": 1e-5}
+    else:
+        x = torch.randn(1, 2 * k, generator=gen).to(dtype).cuda()
+        kw = {"silu_mul": True, "residual": torch.randn(1, n, generator=gen).to(dtype).cuda()}
+    for lean_cfg, plane_cfg in ((AwqGemvConfig(lean=1), AwqGemvConfig()),
+                                (AwqGemvConfig(block_n=256, split_k=4, lean=1), AwqGemvConfig(block_n=256, split_k=4))):
+        got = awq_gemv(x, *packed, group, config=lean_cfg, **kw)
+        want = awq_gemv(x, *packed, group, config=plane_cfg, **kw)
+        torch.testing.assert_close(got.float(), want.float(), **_tol(dtype, k))

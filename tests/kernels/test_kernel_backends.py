@@ -9,7 +9,7 @@ import torch
 from backend_util import BackendScenario, qkv_for
 
 from engine.attention import AttentionLayerSpec
-from engine.attention.flashinfer_backend import build_kv_indices, contiguous_slot_range
+from engine.attention.flashinfer_backend import build_kv_indices
 from engine.attention.torch_native import TorchNativeAttentionBackend
 from engine.attention.triton_backend import TritonAttentionBackend
 
@@ -75,19 +75,6 @@ def test_flashinfer_backend_gpu(heads: tuple[int, int, int]) -> None:
 
     _compare_backends(FlashInferAttentionBackend, torch.bfloat16, "cuda", heads,
                       prefix_lens=[0, 700, 2100], extend_lens=[300, 1, 129], atol=2e-2)
-
-
-def test_contiguous_slot_range() -> None:
-    """The dense-prefill test: a request's slots, prefix included, form one ascending run (or not)."""
-    table = torch.zeros(3, 16, dtype=torch.int32)
-    table[1, :6] = torch.arange(40, 46, dtype=torch.int32)
-    table[2, :6] = torch.tensor([40, 41, 42, 44, 45, 46], dtype=torch.int32)  # a gap
-    assert contiguous_slot_range(table, torch.tensor(1), 6) == 40
-    assert contiguous_slot_range(table, torch.tensor(1), 3) == 40
-    assert contiguous_slot_range(table, torch.tensor(2), 6) is None
-    assert contiguous_slot_range(table, torch.tensor(2), 3) == 40  # the run before the gap
-    table[0, :4] = torch.tensor([9, 8, 7, 6], dtype=torch.int32)  # descending is not a run
-    assert contiguous_slot_range(table, torch.tensor(0), 4) is None
 
 
 @pytest.mark.gpu
