@@ -152,7 +152,7 @@ for s in "$@"; do
     # Eighth session: decode attention's launch shapes (bf16 and fp8 pools; fp16 vs bf16 upcast for fp8) ...
     decode-tiles) stage decode-tiles 240 bash -c 'python3 bench/kernels_bench.py --sweep-tiles --skip-extend &&
                     python3 bench/kernels_bench.py --sweep-tiles --skip-extend --kv-dtype fp8_e4m3' ;;
-    decode-tiles-fp8) stage decode-tiles-fp8 150 python3 bench/kernels_bench.py --sweep-tiles --skip-extend \
+    decode-tiles-fp8) stage decode-tiles-fp8 400 python3 bench/kernels_bench.py --sweep-tiles --skip-extend \
                         --kv-dtype fp8_e4m3 ;;
     decode-gpu-test) stage decode-gpu-test 200 python3 -m pytest -q -m gpu -o addopts="" -rA $XDIST \
                        tests/kernels/test_kernel_fp8_kv.py tests/kernels/test_kernel_attention.py tests/kernels/test_kernel_gpu.py -k decode ;;
@@ -228,6 +228,11 @@ for s in "$@"; do
     online-32-interleave) stage online-32-interleave 570 bash -c \
                             'online_32 "{\"interleave_prefill_tokens\": 1024}" "{\"interleave_prefill_tokens\": 2048}"' ;;
     # Offline 256 requests (inputs 256-1024, 256 out): bf16, FP8 weights, FP8 weights + FP8 KV (target >= 1.3x bf16).
+    # Before interleaving can be the default: its cost on the offline workload (256 requests at once).
+    offline-interleave) stage offline-interleave 400 bash -c 'g="\"cuda_graph_max_bs\": 256"
+                   for e in "{$g}" "{$g, \"interleave_prefill_tokens\": 1024}"; do
+                     python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
+                       --engine-args "$e" | grep "^{" || exit 1; done';;
     # bf16 against FP8 weights + FP8 KV only (the 1.3x target), one log.
     offline-fp8-pair) stage offline-fp8-pair 400 bash -c 'g="\"cuda_graph_max_bs\": 256"
                    for e in "{$g}" "{$g, \"quantization\": \"fp8\", \"kv_cache_dtype\": \"fp8_e4m3\"}"; do

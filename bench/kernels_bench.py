@@ -109,7 +109,13 @@ SWEEP_TILES = [DecodeTiles(), DecodeTiles(block_n=64), DecodeTiles(block_n=32, n
 def sweep_decode_tiles(args: argparse.Namespace) -> None:
     # fp8 pools: the bf16 upcast first (a first-measured config has looked slower: order effects show here)
     fp8_old = [DecodeTiles(block_n=64, fp8_as_fp16=False), DecodeTiles(block_n=128, fp8_as_fp16=False)]
-    tiles = (fp8_old + SWEEP_TILES + fp8_old) if args.kv_dtype == "fp8_e4m3" else SWEEP_TILES
+    # fp8_convert (K, V or both converted in the load layout, no LDS.U8): the 4 rows after fp8_old at the
+    # start, again just before fp8_old at the end (the printed line does not show fp8_convert: count rows).
+    fp8_cvt = [DecodeTiles(block_n=128, num_stages=3, fp8_convert=3),
+               DecodeTiles(block_n=128, num_stages=3, fp8_convert=2),
+               DecodeTiles(block_n=64, num_stages=3, fp8_convert=3),
+               DecodeTiles(block_n=128, num_warps=8, num_stages=2, fp8_convert=3)]
+    tiles = (fp8_old + fp8_cvt + SWEEP_TILES + fp8_cvt + fp8_old) if args.kv_dtype == "fp8_e4m3" else SWEEP_TILES
     for batch, context in SWEEP_SHAPES:
         sweep_decode_shape(args, batch, context, tiles)
         torch.cuda.empty_cache()
@@ -141,7 +147,8 @@ def sweep_decode_shape(args: argparse.Namespace, b: int, s: int, tiles: list[Dec
         except Exception as exc:  # a shape that does not compile (shared memory): report and go on
             print(f"  {t}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:80]})")
             continue
-        print(f"  block_n={t.block_n} warps={t.num_warps} stages={t.num_stages} fp16={int(t.fp8_as_fp16)}: "
+        print(f"  block_n={t.block_n} warps={t.num_warps} stages={t.num_stages} fp16={int(t.fp8_as_fp16)} "
+              f"cvt={t.fp8_convert}: "
               f"{us:9.1f} us  {kv_bytes / (us * 1e-6) / 1e12:5.2f} TB/s  max|diff| {err:.2e}")
 
 

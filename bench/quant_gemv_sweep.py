@@ -93,6 +93,13 @@ AWQ_PLANE_TILES = [(256, 16, 4, None), (512, 16, 8, None), (128, 16, 4, None), (
 # tile): (block_n, block_k, num_warps, split_k). Not yet timed on a GPU.
 AWQ_LEAN_TILES = [(128, 16, 4, None), (256, 16, 4, None), (128, 32, 4, None), (512, 16, 8, None),
                   (256, 32, 8, None)]
+# The pipelined lean loop (pipe = weight chunks kept in flight across the group boundary, l2_prefetch = the next
+# group's chunks asked of L2 a group ahead; 2026-12-03 eighth session, prepared from SASS, bench/NOTES.md): the
+# H200 lean winners (256,16,4: qkv / gate_up; 128,32,4: o / down) with and without the L2 prefetch, and the
+# 64-bit-load tile with a deeper ring: (block_n, block_k, num_warps, pipe, l2_prefetch). Not yet timed on a GPU.
+# With these the list reaches MAX_CONFIGS before the mma route and the older loop (10-30x slower on
+# 2026-12-03-h200-s8-awq-lean-sweep.log).
+AWQ_PIPE_TILES = [(256, 16, 4, 3, 1), (128, 32, 4, 2, 1), (256, 16, 4, 3, 0), (128, 32, 4, 3, 0), (128, 16, 4, 4, 1)]
 
 
 def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[Fp8GemvConfig]:
@@ -109,13 +116,15 @@ def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[F
 
 
 def awq_candidates(n: int, k: int) -> list[AwqGemvConfig]:
-    """The default first, then the lean and plain nibble-plane tiles (the structural bets, never cut by
-    MAX_CONFIGS), then the mma route and the older loop's tiles."""
+    """The default first, then the lean, pipelined and plain nibble-plane tiles (the structural bets, never cut
+    by MAX_CONFIGS), then the mma route and the older loop's tiles."""
     lean = [AwqGemvConfig(bn, bk, w, split, 1, planes=1, lean=1) for bn, bk, w, split in AWQ_LEAN_TILES]
+    pipe = [AwqGemvConfig(bn, bk, w, None, 1, planes=1, lean=1, pipe=d, l2_prefetch=l2)
+            for bn, bk, w, d, l2 in AWQ_PIPE_TILES]
     planes = [AwqGemvConfig(bn, bk, w, split, 1, planes=1) for bn, bk, w, split in AWQ_PLANE_TILES]
     gemm = [AwqGemvConfig(*t, use_gemm=1) for t in AWQ_GEMM_TILES]
     older = [AwqGemvConfig(*t, planes=0) for t in AWQ_TILES]
-    return list(dict.fromkeys([AwqGemvConfig(), *lean, *planes, *gemm, *older]))[:MAX_CONFIGS]
+    return list(dict.fromkeys([AwqGemvConfig(), *lean, *pipe, *planes, *gemm, *older]))[:MAX_CONFIGS]
 
 
 def candidates(kind: str, n: int, k: int) -> list:

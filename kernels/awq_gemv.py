@@ -54,6 +54,17 @@ class AwqGemvConfig(NamedTuple):
     # thread to ~1 weight load in flight); 2^23's exponent is a runtime register, so mask-and-OR is one LOP3
     # (two immediates took two); weight pointers advance by a scalar instead of being rebuilt per chunk.
     lean: int = 0
+    # N >= 1 (nibble-plane loop; runs the lean loop's math): the pipelined group loop (`_awq_pipe_groups`).
+    # N weight chunks stay requested across the group boundary (a ring carried by the group loop: chunk
+    # i + N is loaded as chunk i is used, into the next group near a group's end), and the next group's zero
+    # word one group ahead. The lean loop drains at every group end (ptxas does not pipeline across the loop's
+    # back edge) and waits on the zero word at every group start. Same sums in the same order as lean=1.
+    pipe: int = 0
+    # 1 (pipe >= 1, CUDA only: the interpreter skips it): each chunk also asks L2 for the same chunk of the next
+    # group (`prefetch.global.L2`, one per thread and row, no register). A prefetch has no consumer for ptxas
+    # to sink it towards, so it stays a whole group (~1000 instructions) ahead, and the register loads (which
+    # ptxas schedules only ~150-300 instructions before their use) mostly hit L2.
+    l2_prefetch: int = 0
 
 
 @triton.jit
@@ -259,12 +270,157 @@ def _awq_lean_groups(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, 
 
 
 @triton.jit
+def _pipe_load(w_ptrs, g0, k_last, stride_q, mask_p, J: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr):
+    # Chunk J (counted from the group at g0) of this split's weights. Chunks in the group: a constant offset.
+    # Past it (the next group's first chunks): clamped to the split's last chunk, so the loads issued ahead
+    # of the split's end stay in bounds; those chunks are never used.
+    if J * BLOCK_K < GROUP:
+        return tl.load(w_ptrs + J * BLOCK_K * stride_q, mask=mask_p[None, :], other=0)
+    else:
+        off = tl.minimum(g0 + J * BLOCK_K, k_last) - g0
+        return tl.load(w_ptrs + off * stride_q, mask=mask_p[None, :], other=0)
+
+
+@triton.jit
+def _l2_prefetch(ptrs, ASM: tl.constexpr):
+    # prefetch.global.L2 of the line at each pointer (a side effect: kept although its dummy result is unused).
+    if ASM:
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+
+
+@triton.jit
+def _awq_pipe_groups(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, magic, rstd, k_start, k_end,
+                     offs_p, mask_p, rows, a0, a1, a2, a3, a4, a5, a6, a7, dtype, GROUP: tl.constexpr,
+                     BLOCK_K: tl.constexpr, PROLOGUE: tl.constexpr, ASM: tl.constexpr, PIPE: tl.constexpr,
+                     p_start, L2_PREFETCH: tl.constexpr):
+    # `_awq_lean_groups` (same math, same order per plane: the same bits) with its loads software-pipelined
+    # over the whole split (AwqGemvConfig.pipe): a ring of PIPE chunk registers p0.. carried by the group
+    # loop. At the top of a group p0..p{PIPE-1} hold its chunks 0..PIPE-1; using chunk c loads chunk c + PIPE,
+    # which near the group's end is the next group's, so a thread keeps PIPE loads in flight through the
+    # group boundary instead of draining to zero there. The next group's zero word is loaded a group ahead
+    # (its z planes are needed before the group's first FADD). Named registers, not a list: what a Triton
+    # loop carries must be plain tensors; constexpr-guarded slots past PIPE are never assigned in the loop,
+    # so the loop does not carry them. L2_PREFETCH: see AwqGemvConfig.l2_prefetch (row pointers [BLOCK_K] to
+    # the first pack of this program's slice: one line per row for block_n=256, half of one for 128).
+    w_ptrs = qw_ptr + (k_start + rows)[:, None] * stride_q + offs_p[None, :]
+    x_rows = x_ptr + k_start + rows
+    nw_rows = norm_w_ptr + k_start + rows
+    k_last = k_end - BLOCK_K  # the split's last chunk: where the loads past its end are clamped
+    pf_rows = qw_ptr + rows * stride_q + p_start
+    g_last = (k_end - 1) // GROUP
+    p0 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 0, BLOCK_K, GROUP)
+    p1 = p0
+    p2 = p0
+    p3 = p0
+    p4 = p0
+    p5 = p0
+    p6 = p0
+    p7 = p0
+    if PIPE > 1:
+        p1 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 1, BLOCK_K, GROUP)
+    if PIPE > 2:
+        p2 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 2, BLOCK_K, GROUP)
+    if PIPE > 3:
+        p3 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 3, BLOCK_K, GROUP)
+    if PIPE > 4:
+        p4 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 4, BLOCK_K, GROUP)
+    if PIPE > 5:
+        p5 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 5, BLOCK_K, GROUP)
+    if PIPE > 6:
+        p6 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 6, BLOCK_K, GROUP)
+    if PIPE > 7:
+        p7 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 7, BLOCK_K, GROUP)
+    zw = tl.load(qz_ptr + (k_start // GROUP) * stride_q + offs_p, mask=mask_p, other=0)
+    for g0 in range(k_start, k_end, GROUP):
+        g = g0 // GROUP
+        # Clamped like the weight chunks: the last group reloads its own zero word (in bounds, unused).
+        zw_next = tl.load(qz_ptr + tl.minimum(g + 1, g_last) * stride_q + offs_p, mask=mask_p, other=0)
+        zh = zw >> 12
+        z0 = _plane_zero_lean(zw, 0xF, magic, ASM)
+        z1 = _plane_zero_lean(zw, 0xF0, magic, ASM)
+        z2 = _plane_zero_lean(zw, 0xF00, magic, ASM)
+        z3 = _plane_zero_lean(zw, 0xF000, magic, ASM)
+        z4 = _plane_zero_lean(zw, 0xF0000, magic, ASM)
+        z5 = _plane_zero_lean(zh, 0xF00, magic, ASM)
+        z6 = _plane_zero_lean(zh, 0xF000, magic, ASM)
+        z7 = _plane_zero_lean(zh, 0xF0000, magic, ASM)
+        g_0 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_1 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_2 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_3 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_4 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_5 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_6 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        g_7 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
+        for c in tl.static_range(0, GROUP // BLOCK_K):
+            if L2_PREFETCH:  # the same chunk of the next group (clamped at the split's end, like the loads)
+                _l2_prefetch(pf_rows + tl.minimum(g0 + GROUP + c * BLOCK_K, k_last) * stride_q, ASM)
+            xk = _load_x_lean(x_rows + c * BLOCK_K, nw_rows + c * BLOCK_K, K, rstd, dtype, PROLOGUE)[:, None]
+            # Rotate the ring and refill its tail with chunk c + PIPE (SSA renames: no moves in SASS).
+            w = p0
+            nxt = _pipe_load(w_ptrs, g0, k_last, stride_q, mask_p, c + PIPE, BLOCK_K, GROUP)
+            if PIPE == 1:
+                p0 = nxt
+            else:
+                p0 = p1
+            if PIPE == 2:
+                p1 = nxt
+            elif PIPE > 2:
+                p1 = p2
+            if PIPE == 3:
+                p2 = nxt
+            elif PIPE > 3:
+                p2 = p3
+            if PIPE == 4:
+                p3 = nxt
+            elif PIPE > 4:
+                p3 = p4
+            if PIPE == 5:
+                p4 = nxt
+            elif PIPE > 5:
+                p4 = p5
+            if PIPE == 6:
+                p5 = nxt
+            elif PIPE > 6:
+                p5 = p6
+            if PIPE == 7:
+                p6 = nxt
+            elif PIPE > 7:
+                p6 = p7
+            if PIPE == 8:
+                p7 = nxt
+            wh = w >> 12
+            g_0 += _plane_dot_lean(w, 0xF, magic, z0, xk, ASM)
+            g_1 += _plane_dot_lean(w, 0xF0, magic, z1, xk, ASM)
+            g_2 += _plane_dot_lean(w, 0xF00, magic, z2, xk, ASM)
+            g_3 += _plane_dot_lean(w, 0xF000, magic, z3, xk, ASM)
+            g_4 += _plane_dot_lean(w, 0xF0000, magic, z4, xk, ASM)
+            g_5 += _plane_dot_lean(wh, 0xF00, magic, z5, xk, ASM)
+            g_6 += _plane_dot_lean(wh, 0xF000, magic, z6, xk, ASM)
+            g_7 += _plane_dot_lean(wh, 0xF0000, magic, z7, xk, ASM)
+        w_ptrs += GROUP * stride_q
+        x_rows += GROUP
+        nw_rows += GROUP
+        zw = zw_next
+        a0 += g_0 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 0, 1.0)[None, :]
+        a1 += g_1 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 2, 0.0625)[None, :]
+        a2 += g_2 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 4, 0.00390625)[None, :]
+        a3 += g_3 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 6, 0.000244140625)[None, :]
+        a4 += g_4 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 1, 0.0000152587890625)[None, :]
+        a5 += g_5 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 3, 0.00390625)[None, :]
+        a6 += g_6 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 5, 0.000244140625)[None, :]
+        a7 += g_7 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 7, 0.0000152587890625)[None, :]
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@triton.jit
 def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr, res_ptr, part_ptr, lock_ptr, out_ptr,
                             N, K, K_PER_SPLIT, stride_q, eps, magic,
                             GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                             SPLIT_K: tl.constexpr, PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr,
                             ADD_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr, LEAN: tl.constexpr = 0,
-                            ASM: tl.constexpr = 0):
+                            ASM: tl.constexpr = 0, PIPE: tl.constexpr = 0, L2_PREFETCH: tl.constexpr = 0):
     # The prologues (RMSNorm of x, SiLU(gate) * up) and the epilogue (bias, residual) are those of
     # `kernels.gemv` (its helpers, so the rounding is the same): the batch-1 fused decode path.
     # The weight tile stays [BLOCK_K, PACKS] int32 as loaded (16-byte loads along the packs); each of the 8
@@ -293,7 +449,12 @@ def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr,
     a7 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
     k_start = pid_k * K_PER_SPLIT  # splits hold whole groups
     k_end = tl.minimum(k_start + K_PER_SPLIT, K)
-    if LEAN:
+    if PIPE:
+        a0, a1, a2, a3, a4, a5, a6, a7 = _awq_pipe_groups(
+            x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, magic, rstd, k_start, k_end, offs_p, mask_p,
+            rows, a0, a1, a2, a3, a4, a5, a6, a7, dtype, GROUP, BLOCK_K, PROLOGUE, ASM, PIPE, pid_n * PACKS,
+            L2_PREFETCH)
+    elif LEAN:
         a0, a1, a2, a3, a4, a5, a6, a7 = _awq_lean_groups(
             x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, magic, rstd, k_start, k_end, offs_p, mask_p,
             rows, a0, a1, a2, a3, a4, a5, a6, a7, dtype, GROUP, BLOCK_K, PROLOGUE, ASM)
@@ -410,6 +571,7 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     if fused and (cfg.use_gemm or not cfg.planes):
         cfg = AwqGemvConfig()  # only the nibble-plane loop has the prologues and the epilogue
     assert cfg.block_n >= PACK and (cfg.block_n & (cfg.block_n - 1)) == 0, f"{cfg}: block_n a power of 2 >= 8"
+    assert 0 <= cfg.pipe <= 8, f"{cfg}: pipe is 0 (off) or 1..8 chunks in flight"
     if cfg.use_gemm:
         gemm_cfg = AwqGemmConfig(block_m=16, block_n=cfg.block_n, block_k=cfg.block_k, num_warps=cfg.num_warps,
                                  num_stages=cfg.num_stages, split_k=cfg.split_k)
@@ -435,7 +597,8 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
             locks if locks is not None else out, out, n, k, k_per_split, n // PACK, eps, MAGIC_2P23,
             GROUP=group_size, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SPLIT_K=split, PROLOGUE=prologue,
             HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None, NORM_BLOCK=min(next_pow2(k), 4096),
-            LEAN=cfg.lean, ASM=int(x.device.type == "cuda"), num_warps=cfg.num_warps)
+            LEAN=cfg.lean, ASM=int(x.device.type == "cuda"), PIPE=cfg.pipe,
+            L2_PREFETCH=cfg.l2_prefetch, num_warps=cfg.num_warps)
         return out
     _awq_gemv_kernel[(num_n, split)](x, qweight, qzeros, scales, partials, locks if locks is not None else out,
                                      out, n, k, k_per_split, n // PACK, GROUP=group_size, BLOCK_N=cfg.block_n,

@@ -49,6 +49,24 @@ def _split_layout(seq_len, max_kv_splits, min_split_len):
 
 
 @triton.jit
+def _e4m3_to_f16(x, ASM: tl.constexpr):
+    """e4m3 -> fp16 (exact), converted in the layout `x` was loaded in (`DecodeTiles.fp8_convert`).
+
+    Triton's own cast is hoisted below the layout conversion to the dot operand (moving fp8 moves half the
+    bytes), and for V (the MMA's B operand wants 4 rows of one column per thread) that conversion is one
+    `LDS.U8` per element. An inline asm that is not pure cannot be moved across that conversion, so the
+    conversion happens on fp16 instead: 128-bit shared stores and `ldmatrix(.trans)`. Same `cvt` as Triton's
+    (two elements per instruction). ASM=0 (the interpreter, which cannot run asm) is the plain cast."""
+    if ASM:
+        # 4 bytes in one register (element 0 lowest) -> two f16x2 registers (elements 0, 1 in $0).
+        return tl.inline_asm_elementwise(
+            "{ .reg .b16 lo, hi; mov.b32 {lo, hi}, $2; cvt.rn.f16x2.e4m3x2 $0, lo; cvt.rn.f16x2.e4m3x2 $1, hi; }",
+            "=r,=r,r", [x.to(tl.uint8, bitcast=True)], dtype=tl.float16, is_pure=False, pack=4)
+    else:
+        return x.to(tl.float16)
+
+
+@triton.jit
 def _decode_stage1_kernel(
     q_ptr, k_buf_ptr, v_buf_ptr, req_to_token_ptr, req_pool_idx_ptr, seq_lens_ptr,
     part_out_ptr, part_lse_ptr, out_ptr, counter_ptr,
@@ -62,6 +80,7 @@ def _decode_stage1_kernel(
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, KV_FP8: tl.constexpr, FP8_AS_FP16: tl.constexpr,
     SINGLE_PASS: tl.constexpr, MERGE_H: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr,
+    FP8_CONVERT: tl.constexpr, ASM: tl.constexpr,
 ):
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -104,7 +123,11 @@ def _decode_stage1_kernel(
         slots = tl.load(req_to_token_ptr + req_row * stride_r2t + offs, mask=mask_n, other=0).to(tl.int64)
         kv_mask = mask_n[:, None] & mask_d[None, :]
         k = tl.load(k_buf_ptr + slots[:, None] * stride_kn + kv_head * stride_kh + offs_d[None, :],
-                    mask=kv_mask, other=0.0).to(q.dtype)  # [BLOCK_N, BLOCK_D]
+                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        if FP8_CONVERT & 1:  # fp8 pool, fp16 compute: convert before the layout change (DecodeTiles)
+            k = _e4m3_to_f16(k, ASM)
+        else:
+            k = k.to(q.dtype)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2  # [BLOCK_H, BLOCK_N]
         qk = tl.where(mask_n[None, :], qk, float("-inf"))
         # Every block holds >= 1 valid key, so m_new is finite and no row sees exp2(-inf - -inf).
@@ -113,7 +136,11 @@ def _decode_stage1_kernel(
         p = tl.exp2(qk - m_new[:, None])  # [BLOCK_H, BLOCK_N]
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_buf_ptr + slots[:, None] * stride_vn + kv_head * stride_vh + offs_d[None, :],
-                    mask=kv_mask, other=0.0).to(q.dtype)  # [BLOCK_N, BLOCK_D]
+                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        if FP8_CONVERT & 2:
+            v = _e4m3_to_f16(v, ASM)
+        else:
+            v = v.to(q.dtype)
         acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
     acc = acc * v_scale  # the pool holds v / v_scale (1.0 for 16-bit pools)
@@ -225,6 +252,12 @@ class DecodeTiles(NamedTuple):
     # 2 for 16-bit pools
     num_stages: int | None = None
     fp8_as_fp16: bool = True  # fp8 pools with a 16-bit q: upcast to fp16 (False: to q's dtype, the old way)
+    # fp8 pools upcast to fp16: which tiles convert in their load layout through `_e4m3_to_f16` (bit 0: K,
+    # bit 1: V; 3: both) rather than Triton's cast, which it moves after the layout change to the dot operand
+    # (one LDS.U8 per V element). SASS, block 128 / 4 warps / 3 stages: 1100 -> 738 (V) / 693 (both)
+    # instructions per loop iteration, 207 -> 144 / 115 registers, 41 -> 73 KB shared, but the fp16 tile
+    # makes a second trip through shared memory (bench/NOTES.md, 2026-12-03 eighth session). 0 until measured.
+    fp8_convert: int = 0
 
 
 def _default_block_n(block_d: int, kv_element_size: int) -> int:
@@ -291,6 +324,7 @@ def decode_attention(
     tiles = tiles or DecodeTiles()
     kv_fp8 = k_buffer.dtype == torch.float8_e4m3fn
     fp8_as_fp16 = kv_fp8 and q.dtype != torch.float32 and tiles.fp8_as_fp16
+    assert 0 <= tiles.fp8_convert <= 3, f"fp8_convert {tiles.fp8_convert}: a K (1) / V (2) bit mask"
     compute_dtype = torch.float16 if fp8_as_fp16 else q.dtype if kv_fp8 else k_buffer.dtype
     group = num_q_heads // num_kv_heads
     block_d = next_pow2(head_dim)
@@ -318,6 +352,7 @@ def decode_attention(
         DOT_PRECISION=dot_precision(compute_dtype),
         KV_FP8=kv_fp8, FP8_AS_FP16=fp8_as_fp16, SINGLE_PASS=single_pass, MERGE_H=merge_h, BLOCK_S=block_s,
         CHUNK_S=max(1, min(block_s, 4096 // (merge_h * block_d))),
+        FP8_CONVERT=tiles.fp8_convert if fp8_as_fp16 else 0, ASM=int(q.device.type == "cuda"),
         num_warps=tiles.num_warps, num_stages=tiles.num_stages or (3 if kv_fp8 else 2),
     )
     if single_pass:

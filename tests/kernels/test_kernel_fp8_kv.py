@@ -173,6 +173,17 @@ def test_decode_attention_fp8_clamps_bf16_q_to_fp16_range() -> None:
         torch.testing.assert_close(out[i].float(), ref, atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.parametrize("q_dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_decode_attention_fp8_convert_in_load_layout(q_dtype: torch.dtype) -> None:
+    """DecodeTiles.fp8_convert (K and V converted by `_e4m3_to_f16`): the interpreter runs its plain-cast
+    branch (the inline asm is CUDA only: test_decode_attention_fp8_gpu); an fp32 q ignores the option."""
+    tol = FP32_TOL if q_dtype == torch.float32 else BF16_TOL if q_dtype == torch.bfloat16 else HALF_TOL
+    _check_decode(q_dtype, (8, 2, 64), [1, 19, 70], "cpu", tol, max_kv_splits=3, min_split_len=8,
+                  tiles=DecodeTiles(block_n=16, fp8_convert=3))
+    with pytest.raises(AssertionError, match="fp8_convert"):
+        _check_decode(q_dtype, (8, 2, 64), [3], "cpu", tol, tiles=DecodeTiles(fp8_convert=4))
+
+
 @pytest.mark.parametrize("q_dtype", [torch.float32, torch.float16])
 def test_extend_attention_fp8(q_dtype: torch.dtype) -> None:
     tol = FP32_TOL if q_dtype == torch.float32 else HALF_TOL
@@ -226,8 +237,15 @@ def test_decode_attention_fp8_gpu(heads: tuple[int, int, int]) -> None:
     _check_decode(torch.bfloat16, heads, seq_lens, "cuda", tol,
                   counters=torch.zeros(len(seq_lens) * heads[1], dtype=torch.int32, device="cuda"))
     # The bf16 upcast the fp16 one replaced stays selectable for the kernels_bench sweep; and other tiles.
+    # fp8_convert: the inline-asm e4m3 -> fp16 conversion in the load layout (K, V, both), at the tiles the
+    # sweep times; bf16 q with fp8_as_fp16=False ignores it.
     for tiles in (DecodeTiles(fp8_as_fp16=False), DecodeTiles(block_n=32, num_warps=2, num_stages=3),
-                  DecodeTiles(block_n=128, num_warps=8, num_stages=2)):
+                  DecodeTiles(block_n=128, num_warps=8, num_stages=2),
+                  DecodeTiles(block_n=128, num_stages=3, fp8_convert=3), DecodeTiles(fp8_convert=2),
+                  DecodeTiles(fp8_convert=1), DecodeTiles(block_n=64, num_stages=3, fp8_convert=3),
+                  DecodeTiles(block_n=128, num_warps=8, num_stages=2, fp8_convert=3),
+                  DecodeTiles(block_n=32, num_warps=2, num_stages=3, fp8_convert=3),
+                  DecodeTiles(fp8_as_fp16=False, fp8_convert=3)):
         _check_decode(torch.bfloat16, heads, seq_lens, "cuda", tol, tiles=tiles)
 
 
