@@ -6,6 +6,8 @@
   zero point at once, exactly) and an FMA per weight, the scale once per group, one cross-thread reduction at
   the end. It also runs the fused decode path's RMSNorm / SiLU prologues and bias / residual epilogue
   (`kernels.gemv`'s helpers, same rounding).
+  `lean=1` runs its group loop leaner in SASS, `pipe=N` also keeps N weight loads in flight across groups
+  (both in `kernels.awq_planes`, with the per-plane helpers).
 - The older loop (`planes=0`) factors scale and zero out of a group and reduces a 3-D tile every group.
 - `use_gemm=1` runs the row through `kernels.awq_gemm.awq_gemm` as a 16-row tile.
 
@@ -23,6 +25,16 @@ import triton.language as tl
 
 from kernels._common import device_num_sms, next_pow2
 from kernels.awq_gemm import PACK, AwqGemmConfig, _block_k, _check_packed, _check_x, awq_gemm
+from kernels.awq_planes import (
+    MAGIC_2P23,
+    _add_scaled_planes,
+    _awq_lean_groups,
+    _awq_pipe_groups,
+    _plane_dot,
+    _plane_out,
+    _plane_zero,
+    _zero_tiles,
+)
 from kernels.gemv import (
     PROLOGUE_NONE,
     PROLOGUE_RMSNORM,
@@ -123,297 +135,6 @@ def _awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
             tl.atomic_xchg(lock_ptr + pid_n, 0)
 
 
-MAGIC_2P23 = 0x4B000000  # the bits of 2^23 as fp32: a runtime argument (a register) for the lean loop's LOP3
-
-# Where each nibble plane sits and what it is worth. AutoAWQ's nibble i holds column AWQ_ORDER[i] of its pack.
-# Planes 0-4 are masked in place in the word (bits 4i..4i+3, value q * 16^i); planes 5-7 in the word shifted
-# right by 12 (bits 8..19, value q * 2^(8 + 4(i-5))), so every plane's value stays below 2^20 and ORing it into
-# the mantissa of 2^23 gives 2^23 + value exactly.
-
-
-@triton.jit
-def _plane_dot(word, MASK: tl.constexpr, zc, x):
-    # (2^23 + q p) - (2^23 + z p) = (q - z) p, exact; times x. Per weight: a lop3 (and + or), an fsub, an fma.
-    f = ((word & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-    return (f - zc[None, :]) * x
-
-
-@triton.jit
-def _mask_or(word, MASK: tl.constexpr, magic, ASM: tl.constexpr):
-    # (word & MASK) | magic as fp32 bits. ptxas fused the and/or pair into one LOP3 for ~3 of 4 weights only
-    # (magic in a register); ASM=1 (CUDA) asks for the lop3 itself, ASM=0 is the same op for the interpreter.
-    if ASM:
-        bits = tl.inline_asm_elementwise("lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,r,r", [word, MASK, magic],
-                                         dtype=tl.int32, is_pure=True, pack=1)
-    else:
-        bits = (word & MASK) | magic
-    return bits.to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _plane_dot_lean(word, MASK: tl.constexpr, magic, zc, x, ASM: tl.constexpr):
-    # `_plane_dot` with 2^23's bits in a register (`magic`): one LOP3 ((word & MASK) | magic) instead of two.
-    return (_mask_or(word, MASK, magic, ASM) - zc[None, :]) * x
-
-
-@triton.jit
-def _plane_zero(zword, MASK: tl.constexpr):
-    return ((zword & MASK) | 0x4B000000).to(tl.float32, bitcast=True)  # 2^23 + z p
-
-
-@triton.jit
-def _plane_scale(sc_ptr, g, N, offs_p, mask_p, COL: tl.constexpr, INV_POW: tl.constexpr):
-    # s / p (exact: p is a power of 2), so that sum (q - z) p x * s / p = sum (q - z) x s.
-    return tl.load(sc_ptr + g * N + offs_p * 8 + COL, mask=mask_p, other=0.0).to(tl.float32) * INV_POW
-
-
-@triton.jit
-def _plane_out(y, offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, COL: tl.constexpr, SPLIT_K: tl.constexpr,
-               HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr):
-    # One plane's column sums: the epilogue straight to the output, or this split's fp32 partial.
-    offs_n = offs_p * 8 + COL
-    if SPLIT_K == 1:
-        _epilogue_store(y, offs_n, mask_p, bias_ptr, res_ptr, out_ptr, HAS_BIAS, ADD_RESIDUAL)
-    else:
-        tl.store(part_ptr + offs_n, y, mask=mask_p)
-
-
-@triton.jit
-def _plane_zero_lean(zword, MASK: tl.constexpr, magic, ASM: tl.constexpr):
-    return _mask_or(zword, MASK, magic, ASM)  # 2^23 + z p
-
-
-@triton.jit
-def _load_x_lean(x_rows, nw_rows, K, rstd, dtype, PROLOGUE: tl.constexpr):
-    # `kernels.gemv._load_x` (same rounding) without the K mask: a split holds whole groups, so every row
-    # exists, and the caller's row pointers take the chunk offset as an immediate.
-    if PROLOGUE == 1:
-        normed = (tl.load(x_rows).to(tl.float32) * rstd).to(dtype).to(tl.float32)
-        return (normed * tl.load(nw_rows).to(tl.float32)).to(dtype).to(tl.float32)
-    elif PROLOGUE == 2:
-        gate = tl.load(x_rows).to(tl.float32)
-        up = tl.load(x_rows + K).to(tl.float32)
-        act = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32)
-        return (act * up).to(dtype).to(tl.float32)
-    else:
-        return tl.load(x_rows).to(tl.float32)
-
-
-@triton.jit
-def _awq_lean_groups(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, magic, rstd, k_start, k_end,
-                     offs_p, mask_p, rows, a0, a1, a2, a3, a4, a5, a6, a7, dtype, GROUP: tl.constexpr,
-                     BLOCK_K: tl.constexpr, PROLOGUE: tl.constexpr, ASM: tl.constexpr):
-    # The nibble-plane group loop of `_awq_gemv_planes_kernel` (same sums, same order per plane), leaner in
-    # SASS (AwqGemvConfig.lean): x as a [BLOCK_K] vector broadcast along the packs (its slice layout of the
-    # weight tile: no shared-memory round trip, no bar.sync in the loop), one LOP3 per weight, and the
-    # weight pointers built once and advanced by a scalar.
-    w_ptrs = qw_ptr + (k_start + rows)[:, None] * stride_q + offs_p[None, :]
-    x_rows = x_ptr + k_start + rows
-    nw_rows = norm_w_ptr + k_start + rows
-    for g0 in range(k_start, k_end, GROUP):
-        g = g0 // GROUP
-        zw = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_p, other=0)
-        zh = zw >> 12
-        z0 = _plane_zero_lean(zw, 0xF, magic, ASM)
-        z1 = _plane_zero_lean(zw, 0xF0, magic, ASM)
-        z2 = _plane_zero_lean(zw, 0xF00, magic, ASM)
-        z3 = _plane_zero_lean(zw, 0xF000, magic, ASM)
-        z4 = _plane_zero_lean(zw, 0xF0000, magic, ASM)
-        z5 = _plane_zero_lean(zh, 0xF00, magic, ASM)
-        z6 = _plane_zero_lean(zh, 0xF000, magic, ASM)
-        z7 = _plane_zero_lean(zh, 0xF0000, magic, ASM)
-        g_0 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_1 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_2 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_3 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_4 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_5 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_6 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_7 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        # The group's first chunks are requested before any math, then one more per chunk (source order is
-        # what ptxas keeps: with one load per chunk it left a thread ~2 weight loads in flight).
-        wa = tl.load(w_ptrs, mask=mask_p[None, :], other=0)
-        wb = wa
-        wc = wa
-        if BLOCK_K < GROUP:
-            wb = tl.load(w_ptrs + BLOCK_K * stride_q, mask=mask_p[None, :], other=0)
-        if 2 * BLOCK_K < GROUP:
-            wc = tl.load(w_ptrs + 2 * BLOCK_K * stride_q, mask=mask_p[None, :], other=0)
-        for kk in tl.static_range(0, GROUP, BLOCK_K):
-            xk = _load_x_lean(x_rows + kk, nw_rows + kk, K, rstd, dtype, PROLOGUE)[:, None]
-            w = wa
-            wa = wb
-            wb = wc
-            if kk + 3 * BLOCK_K < GROUP:
-                wc = tl.load(w_ptrs + (kk + 3 * BLOCK_K) * stride_q, mask=mask_p[None, :], other=0)
-            wh = w >> 12
-            g_0 += _plane_dot_lean(w, 0xF, magic, z0, xk, ASM)
-            g_1 += _plane_dot_lean(w, 0xF0, magic, z1, xk, ASM)
-            g_2 += _plane_dot_lean(w, 0xF00, magic, z2, xk, ASM)
-            g_3 += _plane_dot_lean(w, 0xF000, magic, z3, xk, ASM)
-            g_4 += _plane_dot_lean(w, 0xF0000, magic, z4, xk, ASM)
-            g_5 += _plane_dot_lean(wh, 0xF00, magic, z5, xk, ASM)
-            g_6 += _plane_dot_lean(wh, 0xF000, magic, z6, xk, ASM)
-            g_7 += _plane_dot_lean(wh, 0xF0000, magic, z7, xk, ASM)
-        w_ptrs += GROUP * stride_q
-        x_rows += GROUP
-        nw_rows += GROUP
-        a0 += g_0 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 0, 1.0)[None, :]
-        a1 += g_1 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 2, 0.0625)[None, :]
-        a2 += g_2 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 4, 0.00390625)[None, :]
-        a3 += g_3 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 6, 0.000244140625)[None, :]
-        a4 += g_4 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 1, 0.0000152587890625)[None, :]
-        a5 += g_5 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 3, 0.00390625)[None, :]
-        a6 += g_6 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 5, 0.000244140625)[None, :]
-        a7 += g_7 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 7, 0.0000152587890625)[None, :]
-    return a0, a1, a2, a3, a4, a5, a6, a7
-
-
-@triton.jit
-def _pipe_load(w_ptrs, g0, k_last, stride_q, mask_p, J: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr):
-    # Chunk J (counted from the group at g0) of this split's weights. Chunks in the group: a constant offset.
-    # Past it (the next group's first chunks): clamped to the split's last chunk, so the loads issued ahead
-    # of the split's end stay in bounds; those chunks are never used.
-    if J * BLOCK_K < GROUP:
-        return tl.load(w_ptrs + J * BLOCK_K * stride_q, mask=mask_p[None, :], other=0)
-    else:
-        off = tl.minimum(g0 + J * BLOCK_K, k_last) - g0
-        return tl.load(w_ptrs + off * stride_q, mask=mask_p[None, :], other=0)
-
-
-@triton.jit
-def _l2_prefetch(ptrs, ASM: tl.constexpr):
-    # prefetch.global.L2 of the line at each pointer (a side effect: kept although its dummy result is unused).
-    if ASM:
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
-                                  is_pure=False, pack=1)
-
-
-@triton.jit
-def _awq_pipe_groups(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, magic, rstd, k_start, k_end,
-                     offs_p, mask_p, rows, a0, a1, a2, a3, a4, a5, a6, a7, dtype, GROUP: tl.constexpr,
-                     BLOCK_K: tl.constexpr, PROLOGUE: tl.constexpr, ASM: tl.constexpr, PIPE: tl.constexpr,
-                     p_start, L2_PREFETCH: tl.constexpr):
-    # `_awq_lean_groups` (same math, same order per plane: the same bits) with its loads software-pipelined
-    # over the whole split (AwqGemvConfig.pipe): a ring of PIPE chunk registers p0.. carried by the group
-    # loop. At the top of a group p0..p{PIPE-1} hold its chunks 0..PIPE-1; using chunk c loads chunk c + PIPE,
-    # which near the group's end is the next group's, so a thread keeps PIPE loads in flight through the
-    # group boundary instead of draining to zero there. The next group's zero word is loaded a group ahead
-    # (its z planes are needed before the group's first FADD). Named registers, not a list: what a Triton
-    # loop carries must be plain tensors; constexpr-guarded slots past PIPE are never assigned in the loop,
-    # so the loop does not carry them. L2_PREFETCH: see AwqGemvConfig.l2_prefetch (row pointers [BLOCK_K] to
-    # the first pack of this program's slice: one line per row for block_n=256, half of one for 128).
-    w_ptrs = qw_ptr + (k_start + rows)[:, None] * stride_q + offs_p[None, :]
-    x_rows = x_ptr + k_start + rows
-    nw_rows = norm_w_ptr + k_start + rows
-    k_last = k_end - BLOCK_K  # the split's last chunk: where the loads past its end are clamped
-    pf_rows = qw_ptr + rows * stride_q + p_start
-    g_last = (k_end - 1) // GROUP
-    p0 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 0, BLOCK_K, GROUP)
-    p1 = p0
-    p2 = p0
-    p3 = p0
-    p4 = p0
-    p5 = p0
-    p6 = p0
-    p7 = p0
-    if PIPE > 1:
-        p1 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 1, BLOCK_K, GROUP)
-    if PIPE > 2:
-        p2 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 2, BLOCK_K, GROUP)
-    if PIPE > 3:
-        p3 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 3, BLOCK_K, GROUP)
-    if PIPE > 4:
-        p4 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 4, BLOCK_K, GROUP)
-    if PIPE > 5:
-        p5 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 5, BLOCK_K, GROUP)
-    if PIPE > 6:
-        p6 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 6, BLOCK_K, GROUP)
-    if PIPE > 7:
-        p7 = _pipe_load(w_ptrs, k_start, k_last, stride_q, mask_p, 7, BLOCK_K, GROUP)
-    zw = tl.load(qz_ptr + (k_start // GROUP) * stride_q + offs_p, mask=mask_p, other=0)
-    for g0 in range(k_start, k_end, GROUP):
-        g = g0 // GROUP
-        # Clamped like the weight chunks: the last group reloads its own zero word (in bounds, unused).
-        zw_next = tl.load(qz_ptr + tl.minimum(g + 1, g_last) * stride_q + offs_p, mask=mask_p, other=0)
-        zh = zw >> 12
-        z0 = _plane_zero_lean(zw, 0xF, magic, ASM)
-        z1 = _plane_zero_lean(zw, 0xF0, magic, ASM)
-        z2 = _plane_zero_lean(zw, 0xF00, magic, ASM)
-        z3 = _plane_zero_lean(zw, 0xF000, magic, ASM)
-        z4 = _plane_zero_lean(zw, 0xF0000, magic, ASM)
-        z5 = _plane_zero_lean(zh, 0xF00, magic, ASM)
-        z6 = _plane_zero_lean(zh, 0xF000, magic, ASM)
-        z7 = _plane_zero_lean(zh, 0xF0000, magic, ASM)
-        g_0 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_1 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_2 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_3 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_4 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_5 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_6 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        g_7 = tl.zeros((BLOCK_K, offs_p.shape[0]), dtype=tl.float32)
-        for c in tl.static_range(0, GROUP // BLOCK_K):
-            if L2_PREFETCH:  # the same chunk of the next group (clamped at the split's end, like the loads)
-                _l2_prefetch(pf_rows + tl.minimum(g0 + GROUP + c * BLOCK_K, k_last) * stride_q, ASM)
-            xk = _load_x_lean(x_rows + c * BLOCK_K, nw_rows + c * BLOCK_K, K, rstd, dtype, PROLOGUE)[:, None]
-            # Rotate the ring and refill its tail with chunk c + PIPE (SSA renames: no moves in SASS).
-            w = p0
-            nxt = _pipe_load(w_ptrs, g0, k_last, stride_q, mask_p, c + PIPE, BLOCK_K, GROUP)
-            if PIPE == 1:
-                p0 = nxt
-            else:
-                p0 = p1
-            if PIPE == 2:
-                p1 = nxt
-            elif PIPE > 2:
-                p1 = p2
-            if PIPE == 3:
-                p2 = nxt
-            elif PIPE > 3:
-                p2 = p3
-            if PIPE == 4:
-                p3 = nxt
-            elif PIPE > 4:
-                p3 = p4
-            if PIPE == 5:
-                p4 = nxt
-            elif PIPE > 5:
-                p4 = p5
-            if PIPE == 6:
-                p5 = nxt
-            elif PIPE > 6:
-                p5 = p6
-            if PIPE == 7:
-                p6 = nxt
-            elif PIPE > 7:
-                p6 = p7
-            if PIPE == 8:
-                p7 = nxt
-            wh = w >> 12
-            g_0 += _plane_dot_lean(w, 0xF, magic, z0, xk, ASM)
-            g_1 += _plane_dot_lean(w, 0xF0, magic, z1, xk, ASM)
-            g_2 += _plane_dot_lean(w, 0xF00, magic, z2, xk, ASM)
-            g_3 += _plane_dot_lean(w, 0xF000, magic, z3, xk, ASM)
-            g_4 += _plane_dot_lean(w, 0xF0000, magic, z4, xk, ASM)
-            g_5 += _plane_dot_lean(wh, 0xF00, magic, z5, xk, ASM)
-            g_6 += _plane_dot_lean(wh, 0xF000, magic, z6, xk, ASM)
-            g_7 += _plane_dot_lean(wh, 0xF0000, magic, z7, xk, ASM)
-        w_ptrs += GROUP * stride_q
-        x_rows += GROUP
-        nw_rows += GROUP
-        zw = zw_next
-        a0 += g_0 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 0, 1.0)[None, :]
-        a1 += g_1 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 2, 0.0625)[None, :]
-        a2 += g_2 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 4, 0.00390625)[None, :]
-        a3 += g_3 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 6, 0.000244140625)[None, :]
-        a4 += g_4 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 1, 0.0000152587890625)[None, :]
-        a5 += g_5 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 3, 0.00390625)[None, :]
-        a6 += g_6 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 5, 0.000244140625)[None, :]
-        a7 += g_7 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 7, 0.0000152587890625)[None, :]
-    return a0, a1, a2, a3, a4, a5, a6, a7
-
-
 @triton.jit
 def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr, res_ptr, part_ptr, lock_ptr, out_ptr,
                             N, K, K_PER_SPLIT, stride_q, eps, magic,
@@ -471,14 +192,7 @@ def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr,
             z5 = _plane_zero(zh, 0xF00)
             z6 = _plane_zero(zh, 0xF000)
             z7 = _plane_zero(zh, 0xF0000)
-            g_0 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-            g_1 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-            g_2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-            g_3 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-            g_4 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-            g_5 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-            g_6 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-            g_7 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+            g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7 = _zero_tiles(BLOCK_K, PACKS)
             # Unrolled: all of a group's weight loads can be in flight before the first FMA.
             for kk in tl.static_range(0, GROUP, BLOCK_K):
                 offs_k = g0 + kk + rows
@@ -498,16 +212,8 @@ def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr,
                 g_5 += _plane_dot(wh, 0xF00, z5, xk)
                 g_6 += _plane_dot(wh, 0xF000, z6, xk)
                 g_7 += _plane_dot(wh, 0xF0000, z7, xk)
-            # Plane i holds column AWQ_ORDER[i] = (0, 2, 4, 6, 1, 3, 5, 7)[i] of each pack, worth p_i =
-            # (1, 16, 256, 4096, 65536, 256, 4096, 65536)[i] per unit of q.
-            a0 += g_0 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 0, 1.0)[None, :]
-            a1 += g_1 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 2, 0.0625)[None, :]
-            a2 += g_2 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 4, 0.00390625)[None, :]
-            a3 += g_3 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 6, 0.000244140625)[None, :]
-            a4 += g_4 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 1, 0.0000152587890625)[None, :]
-            a5 += g_5 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 3, 0.00390625)[None, :]
-            a6 += g_6 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 5, 0.000244140625)[None, :]
-            a7 += g_7 * _plane_scale(sc_ptr, g, N, offs_p, mask_p, 7, 0.0000152587890625)[None, :]
+            a0, a1, a2, a3, a4, a5, a6, a7 = _add_scaled_planes(sc_ptr, g, N, offs_p, mask_p, g_0, g_1, g_2, g_3,
+                                                                g_4, g_5, g_6, g_7, a0, a1, a2, a3, a4, a5, a6, a7)
     part = part_ptr + pid_k * N
     _plane_out(tl.sum(a0, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 0, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
     _plane_out(tl.sum(a1, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 2, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
