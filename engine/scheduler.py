@@ -163,8 +163,12 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
             early = self._prefill_before_commit(prev)
             if early is not None:  # queued behind prev on the GPU; its tokens are read after prev's
                 self.num_prefills_before_commit += 1
+                batch, logits = early
+                # A commit that raises leaves the launched prefill unread: fault isolation fails both steps.
+                self._step_reqs = [*prev.batch.reqs, *batch.reqs]
                 self._commit(prev)
-                self._process(*early)
+                self._step_reqs = list(batch.reqs)
+                self._process(batch, logits)
                 return
             # No prefill could be planned just now (or mixed chunks): keep decoding, overlapped.
             chained = self._chain_decode(prev, prefill_planned=not self.args.enable_mixed_chunk)

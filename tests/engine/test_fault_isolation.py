@@ -148,3 +148,94 @@ def test_the_device_probe_passes_on_a_working_device() -> None:
     assert device_is_broken(torch.device("cpu")) is False
     if torch.cuda.is_available():
         assert device_is_broken(torch.device("cuda", 0)) is False
+
+
+def _tokens_of(rid: str, sent: list[Any]) -> list[int]:
+    return [t for m in sent if isinstance(m, BatchOutMsg) for o in m.outputs if o.rid == rid for t in o.new_token_ids]
+
+
+def _decode_then_submit(scheduler, monkeypatch, late_rid: str) -> None:
+    """Overlap on (as on CUDA): 'runner' decodes with a step in flight when `late_rid` arrives, so the late
+    prompt's prefill is launched before that decode step is committed (`Scheduler._prefill_before_commit`)."""
+    monkeypatch.setattr(scheduler, "overlap", True)
+    _submit(scheduler, "runner", [30, 31, 32], max_new_tokens=12)
+    for _ in range(3):
+        scheduler.step_safely()
+    assert scheduler._inflight is not None, "the decode step should be in flight"
+    _submit(scheduler, late_rid, [40, 41, 42, 43])
+
+
+def test_a_prefill_launched_before_a_commit_fails_alone(rank, monkeypatch) -> None:
+    scheduler, sent = rank
+    _submit(scheduler, "runner", [30, 31, 32], max_new_tokens=12)
+    _run(scheduler, sent)
+    reference = _tokens_of("runner", sent)
+    free_before = _free(scheduler)
+    real = scheduler.runner.forward
+
+    counts = {"launched": 0, "committed": 0}
+    at_prefill: dict[str, int] = {}
+    real_commit, real_launch = scheduler._commit, scheduler._launch
+
+    def forward(fb):
+        if fb.forward_mode.is_extend and fb.input_ids.tolist() == [40, 41, 42, 43]:
+            at_prefill.update(counts)
+            raise RuntimeError("injected prefill fault")
+        return real(fb)
+
+    def launch(*args, **kwargs):
+        counts["launched"] += 1
+        return real_launch(*args, **kwargs)
+
+    def commit(inflight):
+        counts["committed"] += 1
+        return real_commit(inflight)
+
+    monkeypatch.setattr(scheduler.runner, "forward", forward)
+    monkeypatch.setattr(scheduler, "_launch", launch)
+    monkeypatch.setattr(scheduler, "_commit", commit)
+    early_before = scheduler.num_prefills_before_commit
+    sent.clear()
+    _decode_then_submit(scheduler, monkeypatch, "late")
+    before_run = list(sent)
+    outs = _run(scheduler, sent)
+    assert scheduler.num_prefills_before_commit == early_before  # it raised inside the early launch
+    # When the late prompt's prefill was launched, one decode step was still uncommitted (in flight).
+    assert at_prefill["launched"] == at_prefill["committed"] + 1, at_prefill
+    assert outs["late"].finish_reason["type"] == "abort" and "injected prefill fault" in outs["late"].finish_reason[
+        "message"]
+    assert outs["runner"].finish_reason == {"type": "length", "length": 12}
+    # The decode step in flight was committed before the failure was raised: no token lost or repeated.
+    assert _tokens_of("runner", before_run + sent) == reference and len(reference) == 12
+    assert _free(scheduler) == free_before
+
+
+def test_a_commit_failure_behind_an_early_prefill_fails_both_steps_and_serves_on(rank, monkeypatch) -> None:
+    scheduler, sent = rank
+    free_before = _free(scheduler)
+    real = scheduler.stop_checker.check
+    armed = {"on": False}
+
+    def check(req):
+        if armed["on"] and req.rid == "runner":
+            raise RuntimeError("injected commit fault")
+        return real(req)
+
+    monkeypatch.setattr(scheduler.stop_checker, "check", check)
+    real_prefill = scheduler._prefill_before_commit
+
+    def prefill_then_arm(prev):
+        early = real_prefill(prev)
+        armed["on"] = early is not None
+        return early
+
+    monkeypatch.setattr(scheduler, "_prefill_before_commit", prefill_then_arm)
+    _decode_then_submit(scheduler, monkeypatch, "late2")
+    outs = _run(scheduler, sent)
+    assert outs["runner"].finish_reason["type"] == "abort"
+    assert outs["late2"].finish_reason["type"] == "abort"  # its prefill was launched, never read
+    monkeypatch.setattr(scheduler, "_prefill_before_commit", real_prefill)
+    armed["on"] = False
+    _submit(scheduler, "after2", [20, 21, 22])
+    assert _run(scheduler, sent)["after2"].finish_reason == {"type": "length", "length": 5}
+    assert _free(scheduler) == free_before
