@@ -258,6 +258,60 @@ def awq_launch(shape: str, prologue: int, cfg_text: str, dtype: str, sms: int, g
     return fn, sig, consts, cfg.num_warps, per_iter, desc
 
 
+_FP8_PROLOGUES = {"qkv": 1, "o": 0, "gate_up": 1, "down": 2}  # what the fused decode path passes (bench/gemv_bench.py)
+
+
+def fp8_launch(shape: str, prologue: int | None, cfg_text: str, dtype: str, sms: int):
+    """kernels.fp8_gemv.fp8_gemv's launch: (fn, sig, consts, num_warps, num_stages, weights per thread per K-loop
+    iteration, description). `--config` empty: the H200 FP8_TUNED tile of the shape, else `default_config`."""
+    import triton
+
+    from kernels import fp8_gemv as mod
+    from kernels.quant_gemv_configs import FP8_TUNED
+
+    n, k = (int(v) for v in shape.split("x"))
+    mod.device_num_sms = lambda device: sms  # default_config's split-K choice for an H200 on a CPU box
+    if cfg_text == "default":
+        cfg = mod.default_config(n, k, _FakeCuda(sms))
+    elif cfg_text:
+        cfg = mod.Fp8GemvConfig(**{key: _num(v) for key, v in _kv(cfg_text).items()})
+    else:
+        entry = FP8_TUNED["NVIDIA H200/132sm"].get(f"{n}x{k}")
+        cfg = mod.Fp8GemvConfig(**entry) if entry else mod.default_config(n, k, _FakeCuda(sms))
+    if prologue is None:  # the engine's prologue for the Llama-8B shape, else none
+        names = {(6144, 4096): "qkv", (4096, 4096): "o", (28672, 4096): "gate_up", (4096, 14336): "down"}
+        prologue = _FP8_PROLOGUES.get(names.get((n, k), ""), 0)
+    residual = prologue != 1  # o / down add the residual stream; qkv / gate_up do not
+    split = max(int(cfg.split_k), 1)
+    k_per_split = triton.cdiv(triton.cdiv(k, split), cfg.block_k) * cfg.block_k
+    split = triton.cdiv(k, k_per_split)
+    use_dot = bool(cfg.use_dot) and dtype in ("fp16", "bf16")
+    int_cvt = bool(cfg.int_convert) and not use_dot
+    fn = mod._fp8_gemv_kernel
+    consts = {"PROLOGUE": prologue, "HAS_BIAS": False, "ADD_RESIDUAL": residual and split == 1, "SPLIT": split > 1,
+              "EVEN_N": n % cfg.block_n == 0, "EVEN_K": k % k_per_split == 0 and k_per_split % cfg.block_k == 0,
+              "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k, "NORM_BLOCK": min(triton.next_power_of_2(k), 4096),
+              "NUM_STAGES": cfg.num_stages, "USE_DOT": use_dot, "INT_CVT": int_cvt}
+    ptr = f"*{dtype}:D"
+    sig = {"x_ptr": ptr, "norm_w_ptr": ptr if prologue == 1 else "*fp32:D",
+           "w_ptr": "*i32:D" if int_cvt else "*fp8e4nv:D", "scale_ptr": "*fp32:D", "bias_ptr": "*fp32:D",
+           "res_ptr": ptr, "out_ptr": ptr, "ws_ptr": "*fp32:D" if split > 1 else ptr,
+           "N": "i32:D", "K": "i32:D", "K_PER_SPLIT": "i32:D", "stride_wn": "i32:D", "eps": "fp32"}
+    per_iter = cfg.block_n * cfg.block_k / (32 * cfg.num_warps)  # weights per thread per K-chunk
+    desc = f"fp8 {n}x{k} prologue={prologue} residual={residual} {cfg} split={split} k_per_split={k_per_split}"
+    return fn, sig, consts, cfg.num_warps, cfg.num_stages, per_iter, desc
+
+
+class _FakeCuda:
+    """A torch.device stand-in for `default_config` on a CPU box (its SM count is patched in)."""
+
+    type = "cuda"
+    index = 0
+
+    def __init__(self, sms: int) -> None:
+        self.sms = sms
+
+
 def main() -> None:
     os.environ["TRITON_INTERPRET"] = "0"  # kernels/__init__ defaults to the interpreter without CUDA
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -268,13 +322,21 @@ def main() -> None:
     p_awq.add_argument("--config", default="", help="AwqGemvConfig fields, e.g. block_n=128,block_k=16")
     p_awq.add_argument("--dtype", default="fp16")
     p_awq.add_argument("--sms", type=int, default=132, help="SMs for the launcher's split-K choice (H200: 132)")
+    p_fp8 = sub.add_parser("fp8", help="kernels.fp8_gemv's kernel as fp8_gemv launches it")
+    p_fp8.add_argument("--shape", default="6144x4096", help="N x K of the weight")
+    p_fp8.add_argument("--prologue", type=int, default=None,
+                       help="0 none, 1 RMSNorm, 2 SiLU-and-mul (default: the engine's for a Llama-8B shape)")
+    p_fp8.add_argument("--config", default="",
+                       help="Fp8GemvConfig fields, or 'default' (default_config); empty: the H200 FP8_TUNED tile")
+    p_fp8.add_argument("--dtype", default="bf16")
+    p_fp8.add_argument("--sms", type=int, default=132)
     p_gen = sub.add_parser("generic", help="any kernel: module:function, --sig, --const")
     p_gen.add_argument("kernel", help="e.g. kernels.gemv:_gemv_kernel")
     p_gen.add_argument("--sig", default="", help="name=type[:D],... for the runtime arguments")
     p_gen.add_argument("--const", default="", help="name=value,... constexprs")
     p_gen.add_argument("--num-warps", type=int, default=4)
     p_gen.add_argument("--weights-per-iter", type=float, default=None, help="per thread, for the per-weight column")
-    for p in (p_awq, p_gen):
+    for p in (p_awq, p_fp8, p_gen):
         p.add_argument("--num-stages", type=int, default=3)
         p.add_argument("--loop", type=int, default=None, help="loop index to histogram (default: the largest)")
         p.add_argument("--out", default="bench/out/sass")
@@ -286,6 +348,13 @@ def main() -> None:
                                                                 args.sms)
         tag = args.tag or f"awq_{args.shape}_p{args.prologue}" + (
             "_" + args.config.replace("=", "").replace(",", "_") if args.config else "")
+    elif args.mode == "fp8":
+        # The launcher leaves the compile option num_stages at Triton's default (3, --num-stages); the tile's
+        # NUM_STAGES reaches the K loop through tl.range.
+        fn, sig, consts, num_warps, _, per_iter, desc = fp8_launch(args.shape, args.prologue, args.config,
+                                                                   args.dtype, args.sms)
+        tag = args.tag or f"fp8_{args.shape}_p{consts['PROLOGUE']}" + (
+            "_" + args.config.replace("=", "").replace(",", "_") if args.config else "_tuned")
     else:
         mod_name, fn_name = args.kernel.split(":")
         fn = getattr(importlib.import_module(mod_name), fn_name)
