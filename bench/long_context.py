@@ -118,7 +118,7 @@ def main() -> None:
         print("attention backend:", backend, "copy bandwidth TB/s:", copy_tbs, flush=True)
         from engine.args import ServerArgs
 
-        chunk = extra.get("chunked_prefill_size", ServerArgs.__dataclass_fields__["chunked_prefill_size"].default)
+        chunk = extra.get("chunked_prefill_size", ServerArgs.chunked_prefill_size)
         rows = run_long_context(engine, ns.model_path, vocab, copy_tbs, ns.input_lens, ns.output_len, chunk=chunk)
     for name, value, target, ref in format_rows(rows):
         print(f"{name:40s} | {value!s:>10} | {target:>16} | {ref}")

@@ -7,7 +7,7 @@ step) and does the finish checks and output while the GPU works. The price is th
 finishes at step N has already been given a row in step N+1: that row is ignored, and the KV slot
 it wrote is released with the request (stream order keeps later users of that slot behind it).
 
-Prefills are launched the same way (`Scheduler._prefill_before_commit`): a prompt due for a prefill step
+Prefills are launched the same way (`OverlapMixin._prefill_before_commit`): a prompt due for a prefill step
 is planned and queued behind the running decode step before that step's tokens are read, so the GPU
 does not idle while the host commits the decode and builds the prefill. When waiting prompts cannot
 start yet (no free row or KV), decode steps keep chaining instead of dropping to the in-order path.
@@ -140,3 +140,21 @@ class OverlapMixin:
         # Non-streaming requests still report their first token, so TTFT is measured when it is produced.
         self._emit([r for r in batch.reqs if not r.finished and (r.stream or r.sent_len == 0)])
 
+    def _prefill_before_commit(self, prev: InflightDecode) -> tuple[ScheduleBatch, torch.Tensor] | None:
+        """Plans and launches the next prefill step while decode step `prev` still runs, so the GPU goes
+        from one to the other without waiting for the host to read prev's tokens (the prompts are other
+        requests; their planning needs nothing prev computes). Not with mixed chunks: those carry the
+        running decodes, whose next input is prev's output. None when no prefill is due."""
+        if self.args.enable_mixed_chunk or not (self.waiting or self.chunked):
+            return None
+        batch = self._next_prefill()
+        if batch is None:
+            return None
+        self._step_reqs = list(batch.reqs)
+        self.num_forward_steps += 1
+        try:
+            logits = self.runner.forward(build_forward_batch(batch, self.kv.req_pool, self.runner.device))
+        except Exception:
+            self._commit(prev)  # prev's tokens are good: deliver them; the prefill's requests fail alone
+            raise
+        return batch, logits

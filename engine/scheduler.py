@@ -2,7 +2,7 @@
 
 Each iteration: take new messages (rank 0 receives them and fans them out so all ranks stay in
 lockstep), build the next batch (prefill chunks of waiting requests first, else one decode step for
-all running requests, retracting some if KV runs out), run the model, sample, check finishes and
+all running requests, retracting some if KV runs out: `engine.batch_selection`), run the model, sample, check finishes and
 report new tokens. Finished requests release their KV at once.
 
 Overlap scheduling (CUDA, unless `--disable-overlap-schedule`; see `engine.overlap`): decode step
@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from engine.batch_builder import ScheduleBatch, build_forward_batch
+from engine.batch_selection import BatchSelectionMixin
 from engine.distributed.parallel_state import TPContext
 from engine.fault_isolation import FaultIsolationMixin
-from engine.forward_batch import ForwardMode
 from engine.grammar.manager import GrammarManager
 from engine.kv_manager import KVManager
 from engine.messages import (
@@ -34,25 +34,19 @@ from engine.messages import (
     InfoOutMsg,
     ReqOutput,
 )
-from engine.mixed_chunk import add_decode_rows, mixed_prefill_budget
 from engine.model_runner import ModelRunner
 from engine.overlap import InflightDecode, OverlapMixin, is_chainable, overlap_enabled
-from engine.prefill_interleave import interleaved_chunk_size, prefill_may_run
 from engine.req import Req
 from engine.request_checks import check_request
 from engine.sampling.sampler import SampleOutput, Sampler
 from engine.sampling_params import SamplingParams, SamplingParamsError
-from engine.schedule_policy import pick_retractions, plan_prefill
 from engine.speculative.scheduler_hook import SpeculativeMixin
 from engine.stop_checker import StopChecker
 
 logger = logging.getLogger(__name__)
 
-# KV slots kept free per running request when admitting new prefills, so decodes rarely retract.
-DECODE_HEADROOM = 8
 
-
-class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
+class Scheduler(FaultIsolationMixin, BatchSelectionMixin, OverlapMixin, SpeculativeMixin):
     def __init__(self, args, runner: ModelRunner, tp: TPContext, tokenizer, eos_ids: list[int],
                  send: Callable[[Any], None]) -> None:
         self.args = args
@@ -195,25 +189,6 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
         logits = self.runner.forward(fb)
         self._process(batch, logits)
 
-    def _prefill_before_commit(self, prev: InflightDecode) -> tuple[ScheduleBatch, torch.Tensor] | None:
-        """Plans and launches the next prefill step while decode step `prev` still runs, so the GPU goes
-        from one to the other without waiting for the host to read prev's tokens (the prompts are other
-        requests; their planning needs nothing prev computes). Not with mixed chunks: those carry the
-        running decodes, whose next input is prev's output. None when no prefill is due."""
-        if self.args.enable_mixed_chunk or not (self.waiting or self.chunked):
-            return None
-        batch = self._next_prefill()
-        if batch is None:
-            return None
-        self._step_reqs = list(batch.reqs)
-        self.num_forward_steps += 1
-        try:
-            logits = self.runner.forward(build_forward_batch(batch, self.kv.req_pool, self.runner.device))
-        except Exception:
-            self._commit(prev)  # prev's tokens are good: deliver them; the prefill's requests fail alone
-            raise
-        return batch, logits
-
     def _admit_compiled(self) -> None:
         ready, failed = self.grammar.poll()
         self.waiting.extend(ready)
@@ -221,54 +196,6 @@ class Scheduler(FaultIsolationMixin, OverlapMixin, SpeculativeMixin):
             self._finish(req, reason)
         if not (self.waiting or self.running or self.chunked or self._inflight):
             self.grammar.wait_briefly()  # only compiles pending: don't spin
-
-    def _next_batch(self) -> ScheduleBatch | None:
-        return self._next_prefill() or self._next_decode()
-
-    def _next_prefill(self) -> ScheduleBatch | None:
-        interleave = self.args.interleave_prefill_tokens
-        last_was_prefill, self._last_step_prefilled = self._last_step_prefilled, False
-        if (self.waiting or self.chunked) and prefill_may_run(interleave, len(self.running), last_was_prefill):
-            mixed = self.args.enable_mixed_chunk
-            chunk_size = (mixed_prefill_budget(self.args.chunked_prefill_size, self.args.mixed_chunk_step_tokens,
-                                               len(self.running)) if mixed else
-                          interleaved_chunk_size(self.args.chunked_prefill_size, interleave, len(self.running)))
-            plan = plan_prefill(self.waiting, self.chunked, len(self.running), self.kv, self.args.schedule_policy,
-                                self.runner.max_running_requests, chunk_size, DECODE_HEADROOM,
-                                priority_aging_s=self.args.priority_aging_interval)
-            if plan.reqs:
-                self.chunked = plan.chunked
-                for req in plan.reqs:
-                    if req in self.waiting:
-                        self.waiting.remove(req)
-                batch = ScheduleBatch(ForwardMode.EXTEND, plan.reqs)
-                if mixed and add_decode_rows(batch, self.running, self.kv):
-                    self.num_mixed_steps += 1
-                self._last_step_prefilled = True
-                return batch
-        return None
-
-    def _next_decode(self) -> ScheduleBatch | None:
-        if not self.running:
-            return None
-        for req in pick_retractions(self.running, self.kv):
-            self.running.remove(req)
-            self.waiting.append(req)
-            self.num_retractions += 1
-            logger.info("KV cache full: retracted %s after %d tokens", req.rid, len(req.output_ids))
-        reqs = list(self.running)
-        slots = self.kv.alloc(len(reqs))
-        if slots is not None:  # one allocation and one req_to_token store for the whole batch
-            for req in reqs:
-                req.extend_len = 1
-            return ScheduleBatch(ForwardMode.DECODE, reqs, decode_slots=slots)
-        for req in list(self.running):
-            req.extend_len = 1
-            if self.kv.extend(req, 1) is None:
-                # Only a lone request whose sequence outgrew the whole cache gets here.
-                self.running.remove(req)
-                self._finish(req, {"type": "abort", "message": "the KV cache is too small for this sequence"})
-        return ScheduleBatch(ForwardMode.DECODE, list(self.running)) if self.running else None
 
     def _process(self, batch: ScheduleBatch, logits: torch.Tensor) -> None:
         logprobs = None

@@ -30,9 +30,9 @@ from kernels.awq_planes import (
     _add_scaled_planes,
     _awq_lean_groups,
     _awq_pipe_groups,
-    _plane_dot,
-    _plane_out,
-    _plane_zero,
+    _plane_dots,
+    _planes_out,
+    _zero_planes,
     _zero_tiles,
 )
 from kernels.gemv import (
@@ -160,14 +160,7 @@ def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr,
     if PROLOGUE == 1:
         rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
     # Eight named tiles, not a list: what a Triton loop carries must be plain tensors.
-    a0 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a1 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a2 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a3 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a4 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a5 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a6 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
-    a7 = tl.zeros((BLOCK_K, PACKS), dtype=tl.float32)
+    a0, a1, a2, a3, a4, a5, a6, a7 = _zero_tiles(BLOCK_K, PACKS)
     k_start = pid_k * K_PER_SPLIT  # splits hold whole groups
     k_end = tl.minimum(k_start + K_PER_SPLIT, K)
     if PIPE:
@@ -183,15 +176,7 @@ def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr,
         for g0 in range(k_start, k_end, GROUP):
             g = g0 // GROUP
             zw = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_p, other=0)
-            zh = zw >> 12
-            z0 = _plane_zero(zw, 0xF)
-            z1 = _plane_zero(zw, 0xF0)
-            z2 = _plane_zero(zw, 0xF00)
-            z3 = _plane_zero(zw, 0xF000)
-            z4 = _plane_zero(zw, 0xF0000)
-            z5 = _plane_zero(zh, 0xF00)
-            z6 = _plane_zero(zh, 0xF000)
-            z7 = _plane_zero(zh, 0xF0000)
+            z0, z1, z2, z3, z4, z5, z6, z7 = _zero_planes(zw, magic, 0, ASM)
             g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7 = _zero_tiles(BLOCK_K, PACKS)
             # Unrolled: all of a group's weight loads can be in flight before the first FMA.
             for kk in tl.static_range(0, GROUP, BLOCK_K):
@@ -203,26 +188,12 @@ def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr,
                     xk = _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE)[:, None]
                 w = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask_p[None, :], other=0,
                             eviction_policy="evict_first")
-                wh = w >> 12
-                g_0 += _plane_dot(w, 0xF, z0, xk)
-                g_1 += _plane_dot(w, 0xF0, z1, xk)
-                g_2 += _plane_dot(w, 0xF00, z2, xk)
-                g_3 += _plane_dot(w, 0xF000, z3, xk)
-                g_4 += _plane_dot(w, 0xF0000, z4, xk)
-                g_5 += _plane_dot(wh, 0xF00, z5, xk)
-                g_6 += _plane_dot(wh, 0xF000, z6, xk)
-                g_7 += _plane_dot(wh, 0xF0000, z7, xk)
+                g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7 = _plane_dots(
+                    w, xk, magic, z0, z1, z2, z3, z4, z5, z6, z7, g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7, 0, ASM)
             a0, a1, a2, a3, a4, a5, a6, a7 = _add_scaled_planes(sc_ptr, g, N, offs_p, mask_p, g_0, g_1, g_2, g_3,
                                                                 g_4, g_5, g_6, g_7, a0, a1, a2, a3, a4, a5, a6, a7)
-    part = part_ptr + pid_k * N
-    _plane_out(tl.sum(a0, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 0, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a1, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 2, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a2, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 4, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a3, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 6, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a4, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 1, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a5, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 3, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a6, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 5, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
-    _plane_out(tl.sum(a7, axis=0), offs_p, mask_p, part, bias_ptr, res_ptr, out_ptr, 7, SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
+    _planes_out(a0, a1, a2, a3, a4, a5, a6, a7, offs_p, mask_p, part_ptr + pid_k * N, bias_ptr, res_ptr, out_ptr,
+                SPLIT_K, HAS_BIAS, ADD_RESIDUAL)
     if SPLIT_K > 1:  # the last split to arrive sums the partials in split order (as `_awq_gemv_kernel`)
         tl.debug_barrier()
         arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")

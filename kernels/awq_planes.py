@@ -19,13 +19,6 @@ MAGIC_2P23 = 0x4B000000  # the bits of 2^23 as fp32: a runtime argument (a regis
 
 
 @triton.jit
-def _plane_dot(word, MASK: tl.constexpr, zc, x):
-    # (2^23 + q p) - (2^23 + z p) = (q - z) p, exact; times x. Per weight: a lop3 (and + or), an fsub, an fma.
-    f = ((word & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-    return (f - zc[None, :]) * x
-
-
-@triton.jit
 def _mask_or(word, MASK: tl.constexpr, magic, ASM: tl.constexpr):
     # (word & MASK) | magic as fp32 bits. ptxas fused the and/or pair into one LOP3 for ~3 of 4 weights only
     # (magic in a register); ASM=1 (CUDA) asks for the lop3 itself, ASM=0 is the same op for the interpreter.
@@ -38,14 +31,18 @@ def _mask_or(word, MASK: tl.constexpr, magic, ASM: tl.constexpr):
 
 
 @triton.jit
-def _plane_dot_lean(word, MASK: tl.constexpr, magic, zc, x, ASM: tl.constexpr):
-    # `_plane_dot` with 2^23's bits in a register (`magic`): one LOP3 ((word & MASK) | magic) instead of two.
-    return (_mask_or(word, MASK, magic, ASM) - zc[None, :]) * x
+def _plane_bits(word, MASK: tl.constexpr, magic, LEAN: tl.constexpr, ASM: tl.constexpr):
+    # (word & MASK) | 2^23's bits, as fp32: 2^23 + (a plane's value), exact. LEAN: 2^23 comes in a register
+    # (`magic`), one LOP3; else as an immediate (the and / or pair, two LOP3s).
+    if LEAN:
+        return _mask_or(word, MASK, magic, ASM)
+    return ((word & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
 
 
 @triton.jit
-def _plane_zero(zword, MASK: tl.constexpr):
-    return ((zword & MASK) | 0x4B000000).to(tl.float32, bitcast=True)  # 2^23 + z p
+def _plane_dot(word, MASK: tl.constexpr, magic, zc, x, LEAN: tl.constexpr, ASM: tl.constexpr):
+    # (2^23 + q p) - (2^23 + z p) = (q - z) p, exact; times x. Per weight: the LOP3(s), an fsub, an fma.
+    return (_plane_bits(word, MASK, magic, LEAN, ASM) - zc[None, :]) * x
 
 
 @triton.jit
@@ -66,11 +63,6 @@ def _plane_out(y, offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, COL: tl.
 
 
 @triton.jit
-def _plane_zero_lean(zword, MASK: tl.constexpr, magic, ASM: tl.constexpr):
-    return _mask_or(zword, MASK, magic, ASM)  # 2^23 + z p
-
-
-@triton.jit
 def _load_x_lean(x_rows, nw_rows, K, rstd, dtype, PROLOGUE: tl.constexpr):
     # `kernels.gemv._load_x` (same rounding) without the K mask: a split holds whole groups, so every row
     # exists, and the caller's row pointers take the chunk offset as an immediate.
@@ -87,13 +79,13 @@ def _load_x_lean(x_rows, nw_rows, K, rstd, dtype, PROLOGUE: tl.constexpr):
 
 
 @triton.jit
-def _lean_zero_planes(zw, magic, ASM: tl.constexpr):
+def _zero_planes(zw, magic, LEAN: tl.constexpr, ASM: tl.constexpr):
     # The 8 planes' 2^23 + z p of one group's zero word (planes 5-7 from the word shifted right by 12).
     zh = zw >> 12
-    return (_plane_zero_lean(zw, 0xF, magic, ASM), _plane_zero_lean(zw, 0xF0, magic, ASM),
-            _plane_zero_lean(zw, 0xF00, magic, ASM), _plane_zero_lean(zw, 0xF000, magic, ASM),
-            _plane_zero_lean(zw, 0xF0000, magic, ASM), _plane_zero_lean(zh, 0xF00, magic, ASM),
-            _plane_zero_lean(zh, 0xF000, magic, ASM), _plane_zero_lean(zh, 0xF0000, magic, ASM))
+    return (_plane_bits(zw, 0xF, magic, LEAN, ASM), _plane_bits(zw, 0xF0, magic, LEAN, ASM),
+            _plane_bits(zw, 0xF00, magic, LEAN, ASM), _plane_bits(zw, 0xF000, magic, LEAN, ASM),
+            _plane_bits(zw, 0xF0000, magic, LEAN, ASM), _plane_bits(zh, 0xF00, magic, LEAN, ASM),
+            _plane_bits(zh, 0xF000, magic, LEAN, ASM), _plane_bits(zh, 0xF0000, magic, LEAN, ASM))
 
 
 @triton.jit
@@ -103,16 +95,39 @@ def _zero_tiles(BLOCK_K: tl.constexpr, PACKS: tl.constexpr):
 
 
 @triton.jit
-def _lean_plane_dots(w, xk, magic, z0, z1, z2, z3, z4, z5, z6, z7, g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7,
-                     ASM: tl.constexpr):
+def _plane_dots(w, xk, magic, z0, z1, z2, z3, z4, z5, z6, z7, g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7,
+                LEAN: tl.constexpr, ASM: tl.constexpr):
     # One chunk of words into the 8 plane sums (planes 5-7 from the words shifted right by 12).
     wh = w >> 12
-    return (g_0 + _plane_dot_lean(w, 0xF, magic, z0, xk, ASM), g_1 + _plane_dot_lean(w, 0xF0, magic, z1, xk, ASM),
-            g_2 + _plane_dot_lean(w, 0xF00, magic, z2, xk, ASM), g_3 + _plane_dot_lean(w, 0xF000, magic, z3, xk, ASM),
-            g_4 + _plane_dot_lean(w, 0xF0000, magic, z4, xk, ASM),
-            g_5 + _plane_dot_lean(wh, 0xF00, magic, z5, xk, ASM),
-            g_6 + _plane_dot_lean(wh, 0xF000, magic, z6, xk, ASM),
-            g_7 + _plane_dot_lean(wh, 0xF0000, magic, z7, xk, ASM))
+    return (g_0 + _plane_dot(w, 0xF, magic, z0, xk, LEAN, ASM), g_1 + _plane_dot(w, 0xF0, magic, z1, xk, LEAN, ASM),
+            g_2 + _plane_dot(w, 0xF00, magic, z2, xk, LEAN, ASM),
+            g_3 + _plane_dot(w, 0xF000, magic, z3, xk, LEAN, ASM),
+            g_4 + _plane_dot(w, 0xF0000, magic, z4, xk, LEAN, ASM),
+            g_5 + _plane_dot(wh, 0xF00, magic, z5, xk, LEAN, ASM),
+            g_6 + _plane_dot(wh, 0xF000, magic, z6, xk, LEAN, ASM),
+            g_7 + _plane_dot(wh, 0xF0000, magic, z7, xk, LEAN, ASM))
+
+
+@triton.jit
+def _planes_out(a0, a1, a2, a3, a4, a5, a6, a7, offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr,
+                SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr):
+    # Each plane's column sums (one cross-thread reduction) to its columns AWQ_ORDER[i] of the packs.
+    _plane_out(tl.sum(a0, axis=0), offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, 0, SPLIT_K, HAS_BIAS,
+               ADD_RESIDUAL)
+    _plane_out(tl.sum(a1, axis=0), offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, 2, SPLIT_K, HAS_BIAS,
+               ADD_RESIDUAL)
+    _plane_out(tl.sum(a2, axis=0), offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, 4, SPLIT_K, HAS_BIAS,
+               ADD_RESIDUAL)
+    _plane_out(tl.sum(a3, axis=0), offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, 6, SPLIT_K, HAS_BIAS,
+               ADD_RESIDUAL)
+    _plane_out(tl.sum(a4, axis=0), offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, 1, SPLIT_K, HAS_BIAS,
+               ADD_RESIDUAL)
+    _plane_out(tl.sum(a5, axis=0), offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, 3, SPLIT_K, HAS_BIAS,
+               ADD_RESIDUAL)
+    _plane_out(tl.sum(a6, axis=0), offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, 5, SPLIT_K, HAS_BIAS,
+               ADD_RESIDUAL)
+    _plane_out(tl.sum(a7, axis=0), offs_p, mask_p, part_ptr, bias_ptr, res_ptr, out_ptr, 7, SPLIT_K, HAS_BIAS,
+               ADD_RESIDUAL)
 
 
 @triton.jit
@@ -144,7 +159,7 @@ def _awq_lean_groups(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, 
     for g0 in range(k_start, k_end, GROUP):
         g = g0 // GROUP
         zw = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_p, other=0)
-        z0, z1, z2, z3, z4, z5, z6, z7 = _lean_zero_planes(zw, magic, ASM)
+        z0, z1, z2, z3, z4, z5, z6, z7 = _zero_planes(zw, magic, 1, ASM)
         g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7 = _zero_tiles(BLOCK_K, offs_p.shape[0])
         # The group's first chunks are requested before any math, then one more per chunk (source order is
         # what ptxas keeps: with one load per chunk it left a thread ~2 weight loads in flight).
@@ -162,8 +177,8 @@ def _awq_lean_groups(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, 
             wb = wc
             if kk + 3 * BLOCK_K < GROUP:
                 wc = tl.load(w_ptrs + (kk + 3 * BLOCK_K) * stride_q, mask=mask_p[None, :], other=0)
-            g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7 = _lean_plane_dots(
-                w, xk, magic, z0, z1, z2, z3, z4, z5, z6, z7, g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7, ASM)
+            g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7 = _plane_dots(
+                w, xk, magic, z0, z1, z2, z3, z4, z5, z6, z7, g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7, 1, ASM)
         w_ptrs += GROUP * stride_q
         x_rows += GROUP
         nw_rows += GROUP
@@ -239,7 +254,7 @@ def _awq_pipe_groups(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, 
         g = g0 // GROUP
         # Clamped like the weight chunks: the last group reloads its own zero word (in bounds, unused).
         zw_next = tl.load(qz_ptr + tl.minimum(g + 1, g_last) * stride_q + offs_p, mask=mask_p, other=0)
-        z0, z1, z2, z3, z4, z5, z6, z7 = _lean_zero_planes(zw, magic, ASM)
+        z0, z1, z2, z3, z4, z5, z6, z7 = _zero_planes(zw, magic, 1, ASM)
         g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7 = _zero_tiles(BLOCK_K, offs_p.shape[0])
         for c in tl.static_range(0, GROUP // BLOCK_K):
             if L2_PREFETCH:  # the same chunk of the next group (clamped at the split's end, like the loads)
@@ -278,8 +293,8 @@ def _awq_pipe_groups(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, 
                 p6 = p7
             if PIPE == 8:
                 p7 = nxt
-            g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7 = _lean_plane_dots(
-                w, xk, magic, z0, z1, z2, z3, z4, z5, z6, z7, g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7, ASM)
+            g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7 = _plane_dots(
+                w, xk, magic, z0, z1, z2, z3, z4, z5, z6, z7, g_0, g_1, g_2, g_3, g_4, g_5, g_6, g_7, 1, ASM)
         w_ptrs += GROUP * stride_q
         x_rows += GROUP
         nw_rows += GROUP

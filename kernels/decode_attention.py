@@ -260,10 +260,10 @@ class DecodeTiles(NamedTuple):
     fp8_convert: int = 0
 
 
-def _default_block_n(block_d: int, kv_element_size: int) -> int:
-    if block_d > 128:
-        return 32
-    return 128 if kv_element_size <= 2 else 64
+def _launch_shape(tiles: DecodeTiles, block_d: int, kv_element_size: int) -> tuple[int, int]:
+    """(block_n, num_stages) of stage 1: `tiles`' own, or the defaults `DecodeTiles` describes."""
+    block_n = tiles.block_n or (32 if block_d > 128 else 128 if kv_element_size <= 2 else 64)
+    return block_n, tiles.num_stages or (3 if kv_element_size == 1 else 2)
 
 
 def default_max_kv_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
@@ -328,6 +328,7 @@ def decode_attention(
     compute_dtype = torch.float16 if fp8_as_fp16 else q.dtype if kv_fp8 else k_buffer.dtype
     group = num_q_heads // num_kv_heads
     block_d = next_pow2(head_dim)
+    block_n, num_stages = _launch_shape(tiles, block_d, k_buffer.element_size())
     # Partials stay fp32: they are re-weighted in stage 2 and are small next to the KV reads.
     part_out = torch.empty((batch_size, num_q_heads, max_kv_splits, head_dim), dtype=torch.float32,
                            device=q.device)  # [B, Hq, S, D]
@@ -348,12 +349,11 @@ def decode_attention(
         out.stride(0), out.stride(1),
         scaling * k_scale * LOG2E, float(v_scale), max_kv_splits, min_split_len,
         GROUP=group, HEAD_DIM=head_dim, BLOCK_H=max(16, next_pow2(group)), BLOCK_D=block_d,
-        BLOCK_N=tiles.block_n or _default_block_n(block_d, k_buffer.element_size()),
-        DOT_PRECISION=dot_precision(compute_dtype),
+        BLOCK_N=block_n, DOT_PRECISION=dot_precision(compute_dtype),
         KV_FP8=kv_fp8, FP8_AS_FP16=fp8_as_fp16, SINGLE_PASS=single_pass, MERGE_H=merge_h, BLOCK_S=block_s,
         CHUNK_S=max(1, min(block_s, 4096 // (merge_h * block_d))),
         FP8_CONVERT=tiles.fp8_convert if fp8_as_fp16 else 0, ASM=int(q.device.type == "cuda"),
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages or (3 if kv_fp8 else 2),
+        num_warps=tiles.num_warps, num_stages=num_stages,
     )
     if single_pass:
         return out

@@ -156,7 +156,7 @@ def _tokens_of(rid: str, sent: list[Any]) -> list[int]:
 
 def _decode_then_submit(scheduler, monkeypatch, late_rid: str) -> None:
     """Overlap on (as on CUDA): 'runner' decodes with a step in flight when `late_rid` arrives, so the late
-    prompt's prefill is launched before that decode step is committed (`Scheduler._prefill_before_commit`)."""
+    prompt's prefill is launched before that decode step is committed (`OverlapMixin._prefill_before_commit`)."""
     monkeypatch.setattr(scheduler, "overlap", True)
     _submit(scheduler, "runner", [30, 31, 32], max_new_tokens=12)
     for _ in range(3):
