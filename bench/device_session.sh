@@ -169,6 +169,10 @@ for s in "$@"; do
     # 100k only: the default (FlashInfer's dense prefill for one request over one run of slots) and the paged
     # kernel it replaced, two engines in one call.
     long-context-100k) stage long-context-100k 330 python3 bench/long_context.py --input-lens 100000 ;;
+    # Ninth session: 100k with larger prefill chunks (16k / 32k tokens: fewer chunk boundaries), one engine each.
+    long-context-100k-chunks) stage long-context-100k-chunks 330 bash -c 'for c in 16384 32768; do
+                                python3 bench/long_context.py --input-lens 100000 \
+                                  --engine-args "{\"chunked_prefill_size\": $c}" | grep "^{" || exit 1; done' ;;
     long-context-100k-paged) stage long-context-100k-paged 150 env TESSERA_FLASHINFER_DENSE_PREFILL=0 \
                                python3 bench/long_context.py --input-lens 100000 ;;
     fi-cache-save) stage fi-cache-save 60 bash -c 'tar czf "$OUT/fi-cache.tgz" -C "'"$FI_BASE"'/.cache" flashinfer &&
@@ -188,6 +192,17 @@ for s in "$@"; do
               stage awq-lean-single 60 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
                 TESSERA_AWQ_DEQUANT_MIN_ROWS=64 python3 bench/single_stream.py --engine-args \
                 '{"quantization": "awq", "attention_backend": "triton"}' ;;
+    # Ninth session: the new defaults (interleave 1024 below a 4096-token backlog, 16384-token chunks on this GPU)
+    # against the old ones (no interleaving, 8192-token chunks), online at 32 req/s and offline (256 at once).
+    online-32-defaults) stage online-32-defaults 330 bash -c \
+                          'online_32 "{}" "{\"interleave_prefill_tokens\": 0, \"chunked_prefill_size\": 8192}"' ;;
+    offline-defaults) stage offline-defaults 400 bash -c 'g="\"cuda_graph_max_bs\": 256"
+                   for e in "{$g}" "{$g, \"interleave_prefill_tokens\": 0, \"chunked_prefill_size\": 8192}"; do
+                     python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
+                       --engine-args "$e" | grep "^{" || exit 1; done';;
+    offline-fp8-kv) stage offline-fp8-kv 200 python3 bench/offline.py --model-path bench/models/llama-3.1-8b \
+                      --load-format dummy --engine-args \
+                      '{"cuda_graph_max_bs": 256, "quantization": "fp8", "kv_cache_dtype": "fp8_e4m3"}' ;;
     online-32-pair) stage online-32-pair 330 bash -c 'online_32 "{}" "{\"interleave_prefill_tokens\": 1024}"' ;;
     awq-planes) stage awq-planes-test 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
                   tests/kernels/test_awq_gemm.py tests/engine/test_gpu_awq.py -k "planes or fp16"

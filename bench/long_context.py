@@ -116,9 +116,7 @@ def main() -> None:
     with Engine(model_path=ns.model_path, load_format="dummy", skip_tokenizer_init=True, **extra) as engine:
         backend = engine.get_server_info().get("attention_backend")
         print("attention backend:", backend, "copy bandwidth TB/s:", copy_tbs, flush=True)
-        from engine.args import ServerArgs
-
-        chunk = extra.get("chunked_prefill_size", ServerArgs.chunked_prefill_size)
+        chunk = engine.get_server_info()["chunked_prefill_size"]  # the engine's own default unless given
         rows = run_long_context(engine, ns.model_path, vocab, copy_tbs, ns.input_lens, ns.output_len, chunk=chunk)
     for name, value, target, ref in format_rows(rows):
         print(f"{name:40s} | {value!s:>10} | {target:>16} | {ref}")

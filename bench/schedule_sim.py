@@ -48,6 +48,7 @@ from engine.messages import BatchOutMsg, GenerateReqMsg  # noqa: E402
 from engine.model_config import create_model_config  # noqa: E402
 from engine.model_runner import ModelRunner  # noqa: E402
 from engine.overlap import CPU_OVERLAP_ENV  # noqa: E402
+from engine.schedule_policy import default_chunked_prefill_size  # noqa: E402
 from engine.scheduler import Scheduler  # noqa: E402
 
 DEMO_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "demo")
@@ -201,6 +202,7 @@ def build_scheduler(engine_args: dict, model: StepTimeModel, clock: VirtualClock
     # An H200 (141 GB): the engine's own default when --cuda-graph-max-bs is not given.
     graph_max_bs = args.cuda_graph_max_bs or default_graph_max_bs(141 * 1000**3)
     model = dataclasses.replace(model, graph_max_bs=graph_max_bs)
+    runner.chunked_prefill_size = args.chunked_prefill_size or default_chunked_prefill_size(141 * 1000**3)
     scheduler = Scheduler(args, runner, TPContext(), None, [], on_msg)
 
     def forward(fb) -> torch.Tensor:

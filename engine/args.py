@@ -35,6 +35,9 @@ REASONING_PARSERS = ("qwen3", "deepseek-r1")
 # A mixed step always computes at least this many prompt tokens, however many decodes ride along, so
 # prefill keeps moving under any load (engine/mixed_chunk.py).
 MIN_MIXED_PREFILL_TOKENS = 256
+# The interleave budget when --interleave-prefill-tokens is not given: measured on an H200 (8B, 32 req/s) as
+# the largest budget that keeps ITL p99 under 50 ms; 768 / 640 starved the prefill (bench/RESULTS.md).
+DEFAULT_INTERLEAVE_PREFILL_TOKENS = 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SPECULATIVE_ALGORITHMS = ("draft", "ngram")
 MAX_SPECULATIVE_DRAFT_TOKENS = 16
@@ -65,14 +68,18 @@ class ServerArgs:
     mem_fraction_static: float = 0.85
     max_running_requests: int | None = None
     max_total_tokens: int | None = None
-    chunked_prefill_size: int = 8192
+    # None: engine.schedule_policy.default_chunked_prefill_size (16384 on GPUs of >= 120 GiB, else 8192).
+    chunked_prefill_size: int | None = None
     # Decodes ride along with a prefill chunk in one extend forward instead of waiting for it
     # (engine/mixed_chunk.py); while decodes run, a step computes at most mixed_chunk_step_tokens tokens.
     enable_mixed_chunk: bool = False
     mixed_chunk_step_tokens: int = 1536
     # Decode-first chunked prefill (engine/prefill_interleave.py): while decodes run, a prefill step computes at
     # most this many prompt tokens and the next step decodes. 0: off (prefill steps go first, whole chunks).
-    interleave_prefill_tokens: int = 0
+    # None: DEFAULT_INTERLEAVE_PREFILL_TOKENS, or 0 with --enable-mixed-chunk (`prefill_interleave_tokens`).
+    interleave_prefill_tokens: int | None = None
+    # ... unless more than this many prompt tokens wait (a burst): then whole chunks go first. 0: no limit.
+    interleave_backlog_tokens: int = 4096
     schedule_policy: str = "fcfs"
     disable_radix_cache: bool = False
     page_size: int = 1
@@ -196,6 +203,14 @@ class ServerArgs:
         return self.kv_cache_dtype in ("fp8_e4m3", "fp8")
 
     @property
+    def prefill_interleave_tokens(self) -> int:
+        """The interleave budget the scheduler applies: the flag, else the default unless mixed chunks carry the
+        decodes instead (the two are exclusive)."""
+        if self.interleave_prefill_tokens is not None:
+            return self.interleave_prefill_tokens
+        return 0 if self.enable_mixed_chunk else DEFAULT_INTERLEAVE_PREFILL_TOKENS
+
+    @property
     def normalized_lb_policy(self) -> str:
         """`round-robin`, `min_load`, ... are accepted; the canonical spellings are LB_POLICIES."""
         name = self.load_balancing_policy.strip().lower().replace("_", "-")
@@ -292,12 +307,14 @@ class ServerArgs:
              f"--max-running-requests must be >= 1, got {self.max_running_requests}")
         need(self.max_total_tokens is None or self.max_total_tokens >= 16,
              f"--max-total-tokens must be >= 16, got {self.max_total_tokens}")
-        need(self.chunked_prefill_size == -1 or self.chunked_prefill_size >= 1,
+        need(self.chunked_prefill_size is None or self.chunked_prefill_size == -1 or self.chunked_prefill_size >= 1,
              f"--chunked-prefill-size must be >= 1 or -1 (off), got {self.chunked_prefill_size}")
         need(self.mixed_chunk_step_tokens >= MIN_MIXED_PREFILL_TOKENS,
              f"--mixed-chunk-step-tokens must be >= {MIN_MIXED_PREFILL_TOKENS}, got {self.mixed_chunk_step_tokens}")
-        need(self.interleave_prefill_tokens >= 0,
+        need(self.interleave_prefill_tokens is None or self.interleave_prefill_tokens >= 0,
              f"--interleave-prefill-tokens must be >= 0 (0: off), got {self.interleave_prefill_tokens}")
+        need(self.interleave_backlog_tokens >= 0,
+             f"--interleave-backlog-tokens must be >= 0 (0: no limit), got {self.interleave_backlog_tokens}")
         need(not (self.interleave_prefill_tokens and self.enable_mixed_chunk),
              "--interleave-prefill-tokens and --enable-mixed-chunk are two answers to one problem: choose one")
         need(self.hybrid_long_context_threshold >= 1,

@@ -66,7 +66,9 @@ _HELP = {
                          "(default: 512 on GPUs of 70 GiB or more, else 256)",
     "interleave_prefill_tokens": "while requests decode, a prefill step computes at most N prompt tokens and the "
                                  "next step is a decode step (bounds the ITL tail under load; decodes keep CUDA "
-                                 "graphs). 0 = off (default)",
+                                 "graphs). 0 = off; default 1024 (0 with --enable-mixed-chunk)",
+    "interleave_backlog_tokens": "with --interleave-prefill-tokens: while more than N prompt tokens wait, prefill "
+                                 "steps take whole chunks (a burst finishes sooner). 0 = no limit; default 4096",
 }
 
 

@@ -11,7 +11,12 @@ import logging
 from engine.batch_builder import ScheduleBatch
 from engine.forward_batch import ForwardMode
 from engine.mixed_chunk import add_decode_rows, mixed_prefill_budget
-from engine.prefill_interleave import interleaved_chunk_size, prefill_may_run
+from engine.prefill_interleave import (
+    interleaved_chunk_size,
+    prefill_backlog,
+    prefill_may_run,
+    step_interleave_tokens,
+)
 from engine.schedule_policy import pick_retractions, plan_prefill
 
 logger = logging.getLogger(__name__)
@@ -28,13 +33,16 @@ class BatchSelectionMixin:
         return self._next_prefill() or self._next_decode()
 
     def _next_prefill(self) -> ScheduleBatch | None:
-        interleave = self.args.interleave_prefill_tokens
+        interleave = self.args.prefill_interleave_tokens
+        if interleave and self.running and self.args.interleave_backlog_tokens:
+            limit = self.args.interleave_backlog_tokens
+            interleave = step_interleave_tokens(interleave, prefill_backlog(self.waiting, self.chunked, limit), limit)
         last_was_prefill, self._last_step_prefilled = self._last_step_prefilled, False
         if (self.waiting or self.chunked) and prefill_may_run(interleave, len(self.running), last_was_prefill):
             mixed = self.args.enable_mixed_chunk
-            chunk_size = (mixed_prefill_budget(self.args.chunked_prefill_size, self.args.mixed_chunk_step_tokens,
+            chunk_size = (mixed_prefill_budget(self.runner.chunked_prefill_size, self.args.mixed_chunk_step_tokens,
                                                len(self.running)) if mixed else
-                          interleaved_chunk_size(self.args.chunked_prefill_size, interleave, len(self.running)))
+                          interleaved_chunk_size(self.runner.chunked_prefill_size, interleave, len(self.running)))
             plan = plan_prefill(self.waiting, self.chunked, len(self.running), self.kv, self.args.schedule_policy,
                                 self.runner.max_running_requests, chunk_size, DECODE_HEADROOM,
                                 priority_aging_s=self.args.priority_aging_interval)

@@ -25,6 +25,7 @@ from engine.mem.kv_scales import read_kv_scales
 from engine.mem.req_to_token import ReqToTokenPool
 from engine.model_config import ModelConfig, create_model_config
 from engine.model_loader import load_model
+from engine.schedule_policy import default_chunked_prefill_size
 from engine.weight_files import safetensors_files
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class ModelRunner:
         self.req_pool = ReqToTokenPool(self.max_running_requests, model_config.context_len + 1, device)
         # The largest captured decode batch (the FlashInfer workspace is sized for it too).
         self.graph_max_bs = min(args.cuda_graph_max_bs or default_graph_max_bs(total), self.max_running_requests)
+        self.chunked_prefill_size = args.chunked_prefill_size or default_chunked_prefill_size(total)
         self.attention_backend_name = attention_backend_for(args, model_config.head_dim)
         self.attn_backend = create_attention_backend(self.attention_backend_name, self.kv_pool, str(device),
                                                      args.hybrid_long_context_threshold,
@@ -117,8 +119,8 @@ class ModelRunner:
         self.model.lm_head_gemv = not args.disable_fused_gemv and self.model.supports_lm_head_gemv()
         kv_dtype_name = str(self.kv_dtype).removeprefix("torch.")
         logger.info("rank %d: KV cache %d tokens (%.2f GiB, %s, %d bytes per token), max running requests %d, "
-                    "attention %s", tp.rank, max_tokens, max_tokens * bpt / GiB, kv_dtype_name, bpt,
-                    self.max_running_requests, self.attention_backend_name)
+                    "attention %s, prefill chunk %d tokens", tp.rank, max_tokens, max_tokens * bpt / GiB, kv_dtype_name,
+                    bpt, self.max_running_requests, self.attention_backend_name, self.chunked_prefill_size)
         if isinstance(self.attn_backend, HybridAttentionBackend):
             logger.info("rank %d: attention: %s", tp.rank, self.attn_backend.describe())
         self.graph_runner = self._create_graph_runner()

@@ -14,6 +14,19 @@ from engine.req import Req
 IN_BATCH_PREFIX_THRESHOLD = 32
 
 
+# A prompt's chunks pay a fixed cost each (one more pass over the weights, attention tails): 100k tokens
+# prefilled in 16384-token chunks took 6,466 ms on an H200 against 6,529 ms in 8192-token ones (bench/RESULTS.md,
+# ninth session). Smaller GPUs keep the smaller chunk: its activations are what the KV budget leaves room for.
+LARGE_CHUNK_GPU_BYTES = 120 * 1024**3
+LARGE_GPU_CHUNK = 16384
+DEFAULT_CHUNK = 8192
+
+
+def default_chunked_prefill_size(total_gpu_bytes: int) -> int:
+    """Prompt tokens per prefill step when --chunked-prefill-size is not given (0 bytes: not a GPU)."""
+    return LARGE_GPU_CHUNK if total_gpu_bytes >= LARGE_CHUNK_GPU_BYTES else DEFAULT_CHUNK
+
+
 def chunk_limit(chunked_prefill_size: int) -> int:
     """Prompt tokens one prefill step may compute at most; `chunked_prefill_size` -1 means unchunked."""
     return chunked_prefill_size if chunked_prefill_size > 0 else 1 << 62

@@ -49,7 +49,7 @@ def create_demo_app(data_dir: str, models_dir: str | None = None, *, api_key: st
             default_fake_models(Path(models_dir))
     first = sorted(p for p in Path(models_dir).iterdir() if (p / "config.json").exists() and "broken" not in p.name)
     flag_args = {"model_path": str(first[0]), "served_model_name": None, "tp_size": 1, "context_length": None,
-                 "mem_fraction_static": 0.85, "max_running_requests": None, "chunked_prefill_size": 8192,
+                 "mem_fraction_static": 0.85, "max_running_requests": None, "chunked_prefill_size": None,
                  "schedule_policy": "fcfs", "disable_radix_cache": False, "api_key": api_key}
     supervisor = FakeSupervisor(flag_args, gpu_count=gpu_count, restart_delay_s=restart_delay_s)
     metrics = FakeMetrics(supervisor)

@@ -138,11 +138,9 @@ def validate_deployment(
     if max_running is not None and not 1 <= max_running <= 100_000:
         errors["max_running_requests"] = "must be between 1 and 100000 (empty: automatic)"
 
-    chunk = _int_or_none(_keep(form, current_args, "chunked_prefill_size", 8192), "chunked_prefill_size", errors)
-    if chunk is None:
-        chunk = 8192
-    elif chunk != -1 and not 1 <= chunk <= 1 << 20:
-        errors["chunked_prefill_size"] = "must be between 1 and 1048576, or -1 to turn chunking off"
+    chunk = _int_or_none(_keep(form, current_args, "chunked_prefill_size"), "chunked_prefill_size", errors)
+    if chunk is not None and chunk != -1 and not 1 <= chunk <= 1 << 20:
+        errors["chunked_prefill_size"] = "must be between 1 and 1048576, or -1 to turn chunking off (empty: automatic)"
 
     policy = str(_keep(form, current_args, "schedule_policy", "fcfs"))
     if policy not in SCHEDULE_POLICIES:
