@@ -203,6 +203,13 @@ for s in "$@"; do
     offline-fp8-kv) stage offline-fp8-kv 200 python3 bench/offline.py --model-path bench/models/llama-3.1-8b \
                       --load-format dummy --engine-args \
                       '{"cuda_graph_max_bs": 256, "quantization": "fp8", "kv_cache_dtype": "fp8_e4m3"}' ;;
+    # The lean FP8 GEMV loop (ninth session, prepared offline from SASS): GPU tests, the FP8 sweep (lean tiles
+    # among the candidates), then batch-1 FP8 decode with the sweep's winners.
+    fp8-lean) stage fp8-lean-sweep 90 python3 bench/quant_gemv_sweep.py --kind fp8 --no-prefill
+              stage fp8-lean-single 80 env TESSERA_FP8_GEMV_TUNED="$OUT/fp8_gemv_tuned.json" python3 \
+                bench/single_stream.py --engine-args '{"quantization": "fp8", "attention_backend": "triton"}'
+              stage fp8-lean-test 120 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA tests/kernels/test_fp8.py \
+                -k "gemv and gpu" ;;
     online-32-pair) stage online-32-pair 330 bash -c 'online_32 "{}" "{\"interleave_prefill_tokens\": 1024}"' ;;
     awq-planes) stage awq-planes-test 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
                   tests/kernels/test_awq_gemm.py tests/engine/test_gpu_awq.py -k "planes or fp16"

@@ -292,12 +292,15 @@ def fp8_launch(shape: str, prologue: int | None, cfg_text: str, dtype: str, sms:
               "EVEN_N": n % cfg.block_n == 0, "EVEN_K": k % k_per_split == 0 and k_per_split % cfg.block_k == 0,
               "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k, "NORM_BLOCK": min(triton.next_power_of_2(k), 4096),
               "NUM_STAGES": cfg.num_stages, "USE_DOT": use_dot, "INT_CVT": int_cvt}
+    if "LEAN" in fn.arg_names:  # Fp8GemvConfig.lean (2026-12-03, ninth session): the lean K loop
+        consts["LEAN"] = int(getattr(cfg, "lean", 0)) if not use_dot else 0
     ptr = f"*{dtype}:D"
     sig = {"x_ptr": ptr, "norm_w_ptr": ptr if prologue == 1 else "*fp32:D",
            "w_ptr": "*i32:D" if int_cvt else "*fp8e4nv:D", "scale_ptr": "*fp32:D", "bias_ptr": "*fp32:D",
            "res_ptr": ptr, "out_ptr": ptr, "ws_ptr": "*fp32:D" if split > 1 else ptr,
            "N": "i32:D", "K": "i32:D", "K_PER_SPLIT": "i32:D", "stride_wn": "i32:D", "eps": "fp32"}
     per_iter = cfg.block_n * cfg.block_k / (32 * cfg.num_warps)  # weights per thread per K-chunk
+    per_iter *= max(consts.get("LEAN", 0), 1)  # the lean loop's iteration is LEAN chunks
     desc = f"fp8 {n}x{k} prologue={prologue} residual={residual} {cfg} split={split} k_per_split={k_per_split}"
     return fn, sig, consts, cfg.num_warps, cfg.num_stages, per_iter, desc
 

@@ -42,6 +42,7 @@ from bench.gemv_sweep import relative_diff as _rel_diff  # noqa: E402
 from kernels.awq_gemv import AwqGemvConfig  # noqa: E402
 from kernels.fp8_gemv import Fp8GemvConfig  # noqa: E402
 from kernels.fp8_gemv import default_config as fp8_default_config  # noqa: E402
+from kernels.quant_gemv_configs import FP8_TUNED  # noqa: E402
 
 DTYPE = torch.bfloat16
 GROUP = 128
@@ -73,6 +74,24 @@ FP8_DOT_SMALL_N = [(32, 256, 4, 3, 1, 1), (32, 256, 4, 3, 2, 1), (64, 256, 4, 3,
 # The integer-pipe e4m3 conversion (int_convert=1; see kernels/fp8_gemv.py): the one-pass tiles most likely
 # to stream at the memory floor once the conversion pipe no longer caps them. Not yet timed on a GPU.
 FP8_INT = [(16, 1024, 8, 1, 1, 0, 1), (32, 512, 8, 1, 1, 0, 1), (16, 512, 4, 2, 1, 0, 1), (8, 1024, 4, 2, 1, 0, 1)]
+# The lean loop (lean = chunks per iteration; see kernels/fp8_gemv_lean.py; 2026-12-03 ninth session, from sm_90
+# SASS, bench/NOTES.md): no bar.sync or shared memory in the K loop, 3.1-3.5 SASS instructions per weight
+# (4.1 with SiLU) against 3.6-7.5 for the tuned tiles, 128-256 weight bytes requested per thread per iteration.
+# block_k = 256 x num_warps is its barrier-free tile. With int_convert=1 the same loop decodes e4m3 on the integer
+# pipe (4.3-5.3 per weight, none on the conversion pipe): which of the two wins says whether the conversion pipe
+# (F2FP + HADD2.F32, 1.5 per weight) or latency caps the CUDA-core loop. (block_n, block_k, num_warps, split_k,
+# lean, int_convert). Not yet timed on a GPU. N <= 8192 with 16-row tiles fills only ~2 of 4 CTA slots per SM:
+# hence the split-K and the 8-row entries.
+# Around the first H200 winners (ninth session: qkv 8/1024/4 lean 2, o and gate_up 8/1024/4 lean 4, down
+# 16/1024/4 split 2 lean 1): more chunks in flight, 8 warps (block_k 2048), split-K for the 4096-row shapes.
+FP8_LEAN_ROUND2 = [(8, 1024, 4, 1, 3, 0), (4, 1024, 4, 1, 4, 0), (8, 2048, 8, 1, 2, 0), (8, 2048, 8, 1, 4, 0),
+                   (8, 1024, 4, 2, 2, 0), (8, 1024, 4, 2, 4, 0), (16, 1024, 4, 2, 2, 0), (16, 2048, 8, 2, 1, 0)]
+FP8_LEAN_SHORT_K = [(16, 1024, 4, 1, 1, 0), (16, 1024, 4, 1, 2, 0), (8, 1024, 4, 1, 4, 0), (8, 1024, 4, 1, 2, 0),
+                    (16, 1024, 4, 2, 1, 0), (16, 1024, 4, 1, 1, 1), (16, 1024, 4, 2, 1, 1)]
+FP8_LEAN_LONG_K = [(16, 1024, 4, 1, 1, 0), (16, 1024, 4, 2, 1, 0), (16, 1024, 4, 1, 2, 0), (32, 1024, 4, 2, 1, 0),
+                   (8, 1024, 4, 1, 4, 0), (16, 1024, 4, 1, 1, 1), (16, 1024, 4, 2, 1, 1)]
+FP8_LEAN_LARGE_N = [(16, 1024, 4, 1, 1, 0), (16, 1024, 4, 1, 2, 0), (32, 1024, 4, 1, 1, 0), (8, 1024, 4, 1, 4, 0),
+                    (16, 1024, 4, 1, 1, 1), (16, 1024, 4, 1, 2, 1)]
 FP8_DOT_LARGE_N = [(64, 256, 4, 3, 1, 1), (128, 128, 4, 3, 1, 1), (32, 256, 4, 3, 1, 1), (32, 512, 4, 2, 1, 1),
                    (16, 512, 4, 3, 1, 1), (64, 128, 4, 4, 1, 1)]
 # AWQ's older loop (planes=0): (block_n, block_k, num_warps, split_k or None = auto ~4 programs per SM, num_stages).
@@ -103,13 +122,19 @@ AWQ_PIPE_TILES = [(256, 16, 4, 3, 1), (128, 32, 4, 2, 1), (256, 16, 4, 3, 0), (1
 
 
 def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[Fp8GemvConfig]:
-    """The default first (what runs without an overlay), then one-pass tiles, then split-K for few rows."""
+    """The default first (what runs without an overlay), the tables' tuned tiles for this shape (what the
+    new tiles must beat), then one-pass tiles, then split-K for few rows."""
     tiles = FP8_SHORT_K if k <= 8192 else FP8_LONG_K
     out = [fp8_default_config(n, k, device or torch.device(DEVICE))] + [Fp8GemvConfig(*t) for t in tiles]
     dot = FP8_DOT_LARGE_N if n > 8192 else FP8_DOT_SMALL_N
-    # Tensor-core and integer-convert tiles go right after the default: they are the structural bets, never
-    # cut by MAX_CONFIGS.
-    out[1:1] = [Fp8GemvConfig(*t) for t in dot] + [Fp8GemvConfig(*t) for t in FP8_INT]
+    lean = FP8_LEAN_LARGE_N if n > 8192 else FP8_LEAN_SHORT_K if k <= 8192 else FP8_LEAN_LONG_K
+    tuned = [Fp8GemvConfig(**table[f"{n}x{k}"]) for table in FP8_TUNED.values() if f"{n}x{k}" in table]
+    # Tuned, lean, tensor-core and integer-convert tiles go right after the default, in that order: the
+    # incumbents and the structural bets. MAX_CONFIGS cuts the list's tail (the plain one-pass tiles, then the
+    # older loop's integer-convert tiles).
+    lean = FP8_LEAN_ROUND2 + [t for t in lean if not t[5]][:2]  # integer-convert lean tiles lost 2-5x on an H200
+    out[1:1] = (tuned + [Fp8GemvConfig(bn, bk, w, split_k=s, lean=u, int_convert=i) for bn, bk, w, s, u, i in lean]
+                + [Fp8GemvConfig(*t) for t in dot] + [Fp8GemvConfig(*t) for t in FP8_INT])
     if n <= 8192:
         out += [Fp8GemvConfig(*t) for t in FP8_SPLIT]
     return list(dict.fromkeys(out))[:MAX_CONFIGS]

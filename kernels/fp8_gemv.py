@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import device_num_sms, next_pow2
+from kernels.fp8_gemv_lean import _fp8_lean_k_loop
 from kernels.fp8_quant import FP8_DTYPE
 
 # The prologue / epilogue helpers of the bf16 fused GEMV: FP8 layers round exactly as bf16 ones do.
@@ -52,6 +53,14 @@ class Fp8GemvConfig(NamedTuple):
     # 1: CUDA-core loop with the e4m3 -> fp32 conversion on the integer pipe (see `_fp8_gemv_kernel`); the
     # weight is read as int32 words of four e4m3 bytes. Not measured on a GPU yet: a sweep candidate.
     int_convert: int = 0
+    # N >= 1 (1-4): the lean CUDA-core loop (`kernels.fp8_gemv_lean`), from its sm_90 SASS: no shared memory and
+    # no bar.sync in the K loop, each x element (and its prologue) computed once per thread per chunk for all
+    # BLOCK_N rows, one fp32 accumulator per row per thread, and N weight chunks requested per iteration before
+    # any math. Barrier-free when block_k = 256 x num_warps (8 columns per thread; other block_k are correct
+    # but move x through shared memory again). With int_convert=1 the lean loop decodes e4m3 on the integer
+    # pipe as that variant does (that combination lost 2-5x on an H200). Without it the lean loop won every
+    # 8B projection on an H200 (layer 72.7 -> 67.2 us; kernels.quant_gemv_configs.FP8_TUNED).
+    lean: int = 0
 
 
 @triton.jit
@@ -61,7 +70,7 @@ def _fp8_gemv_kernel(
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr, SPLIT: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
-    USE_DOT: tl.constexpr = False, INT_CVT: tl.constexpr = False,
+    USE_DOT: tl.constexpr = False, INT_CVT: tl.constexpr = False, LEAN: tl.constexpr = 0,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -74,10 +83,13 @@ def _fp8_gemv_kernel(
     k_end = tl.minimum(k_begin + K_PER_SPLIT, K)
 
     rstd = 1.0
-    if PROLOGUE == 1:
+    if PROLOGUE == 1 and not LEAN:  # the lean loop computes it after its first weight loads
         rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
 
-    if USE_DOT:
+    if LEAN:
+        y = _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, dtype, PROLOGUE, EVEN_N,
+                             EVEN_K, BLOCK_N, BLOCK_K, NORM_BLOCK, LEAN, INT_CVT)
+    elif USE_DOT:
         # x goes through fp16 scaled by 2^-8 (exact; bf16 values up to 2^24 stay finite, products and
         # sums are fp32 in the mma), as row 0 of a 16-row tile (mma's smallest M); rows 1..15 are zero.
         rows = tl.arange(0, 16)
@@ -220,6 +232,9 @@ def fp8_gemv(
     if use_dot:
         assert cfg.block_n >= 16 and cfg.block_k >= 16, f"{cfg}: the tensor-core variant needs tiles >= 16"
     int_convert = bool(cfg.int_convert) and not use_dot
+    lean = int(cfg.lean) if not use_dot else 0
+    assert 0 <= lean <= 4, f"{cfg}: lean is the number of chunks per loop iteration (1-4)"
+    assert not lean or cfg.block_k >= 8, f"{cfg}: the lean loop folds 8 columns per thread"
     if int_convert:
         assert k % 4 == 0 and w_q.stride(0) % 4 == 0 and cfg.block_k >= 4, (
             f"{cfg}: the integer-convert variant reads rows as int32 words (K and the row stride multiples of 4)")
@@ -239,7 +254,7 @@ def fp8_gemv(
         SPLIT=split > 1, EVEN_N=n % cfg.block_n == 0,
         EVEN_K=k % k_per_split == 0 and k_per_split % cfg.block_k == 0,
         BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NORM_BLOCK=min(next_pow2(k), 4096),
-        NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, INT_CVT=int_convert, num_warps=cfg.num_warps,
+        NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, INT_CVT=int_convert, LEAN=lean, num_warps=cfg.num_warps,
     )
     if split > 1:
         block = min(next_pow2(n), 1024)

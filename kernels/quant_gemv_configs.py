@@ -25,14 +25,16 @@ from kernels.gemv_configs import device_key, shape_key
 FP8_TUNED_ENV = "TESSERA_FP8_GEMV_TUNED"
 AWQ_TUNED_ENV = "TESSERA_AWQ_GEMV_TUNED"
 
-# device_key -> "NxK" -> Fp8GemvConfig fields. H200: `bench/quant_gemv_sweep.py --kind fp8,awq`, 2026-12-02
-# (32-layer projections 92.9 -> 72.7 us per layer; batch-1 decode 272.1 -> 339.7 tok/s, 8B shape).
+# device_key -> "NxK" -> Fp8GemvConfig fields. H200: `bench/device_session.sh fp8-lean` (2026-12-03, ninth
+# session): the lean loop won every shape (32-layer projections 72.7 -> 67.2 us per layer; batch-1 decode
+# 339.7 -> 345.4 tok/s, 8B shape). The tiles before it (2026-12-02): qkv 32/512/8 one stage, o 4/1024/4 two
+# stages, gate_up 64/256/4 three stages on tensor cores, down 16/512/4 three stages.
 FP8_TUNED: dict[str, dict[str, dict[str, int]]] = {
     "NVIDIA H200/132sm": {
-        "6144x4096": {"block_n": 32, "block_k": 512, "num_warps": 8, "num_stages": 1, "split_k": 1, "use_dot": 0},
-        "4096x4096": {"block_n": 4, "block_k": 1024, "num_warps": 4, "num_stages": 2, "split_k": 1, "use_dot": 0},
-        "28672x4096": {"block_n": 64, "block_k": 256, "num_warps": 4, "num_stages": 3, "split_k": 1, "use_dot": 1},
-        "4096x14336": {"block_n": 16, "block_k": 512, "num_warps": 4, "num_stages": 3, "split_k": 1, "use_dot": 0},
+        "6144x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 2},
+        "4096x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 4},
+        "28672x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 4},
+        "4096x14336": {"block_n": 16, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 2, "lean": 1},
     },
 }
 # device_key -> "NxK" -> AwqGemvConfig fields. H200, `bench/device_session.sh awq-lean` (2026-12-03, eighth

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import openai
@@ -25,13 +24,12 @@ GREEDY = {"max_new_tokens": 6, "temperature": 0, "ignore_eos": True}
 
 
 @pytest.fixture(scope="module")
-def router(server: ServerProc, tiny_llama, tmp_path_factory):
-    """The session's shared server plus a second worker, behind the router (round robin)."""
+def router(tiny_llama, tmp_path_factory):
+    """Two workers of their own behind the router (round robin). Not the session's shared server: its log also
+    holds other modules' traffic (a CI run found a 400 there that none of this module's requests explain)."""
     logs = tmp_path_factory.mktemp("router")
-    # The shared server's log already holds other modules' traffic: only what comes after counts here.
-    server.router_log_from = Path(server.log_path).stat().st_size
+    server = ServerProc(tiny_llama, logs / "worker1.log").start()
     second = ServerProc(tiny_llama, logs / "worker2.log").start()
-    second.router_log_from = 0
     port = free_port()
     log = open(logs / "router.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -56,6 +54,7 @@ def router(server: ServerProc, tiny_llama, tmp_path_factory):
         proc.wait(30)
         log.close()
         second.stop()
+        server.stop()
 
 
 def _direct(server: ServerProc, text: str) -> dict:
@@ -109,7 +108,6 @@ def test_router_log_is_clean(router) -> None:
     _base, workers = router
     for worker in workers:
         with open(worker.log_path, "rb") as f:
-            f.seek(worker.router_log_from)
             text = f.read().decode("utf-8", "replace")
         bad = [line for line in text.splitlines() if " 400 " in line or " 500 " in line or "Traceback" in line]
         assert not bad, bad

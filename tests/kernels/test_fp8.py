@@ -185,6 +185,80 @@ def test_fp8_gemv_prologues_match_unfused_interpreter(split_k: int, dtype: torch
     torch.testing.assert_close(residual, expected, **tol)
 
 
+# The lean loop (`Fp8GemvConfig.lean` = chunks per iteration). block_k = 256 x num_warps is its barrier-free
+# tile on a GPU; the interpreter ignores num_warps, so small warps keep the chunks small. Ragged N and K (masked
+# loads), whole tiles with an iteration's later chunks past the split's end (predicated off), split-K.
+LEAN_CASES = [
+    (48, 512, Fp8GemvConfig(block_n=16, block_k=256, num_warps=1, lean=1)),
+    (40, 768, Fp8GemvConfig(block_n=8, block_k=256, num_warps=1, lean=2)),  # 3 chunks: the 4th is predicated off
+    (37, 300, Fp8GemvConfig(block_n=8, block_k=256, num_warps=1, lean=2)),
+    (64, 1280, Fp8GemvConfig(block_n=4, block_k=256, num_warps=1, lean=4, split_k=2)),
+    (37, 1100, Fp8GemvConfig(block_n=16, block_k=512, num_warps=2, lean=3, split_k=3)),
+    (24, 8, Fp8GemvConfig(block_n=8, block_k=8, num_warps=1, lean=2)),
+    # int_convert=1: the same loop decoding int32 words on the integer pipe.
+    (37, 300, Fp8GemvConfig(block_n=8, block_k=256, num_warps=1, lean=2, int_convert=1)),
+    (64, 1280, Fp8GemvConfig(block_n=4, block_k=256, num_warps=1, lean=4, split_k=2, int_convert=1)),
+    (24, 8, Fp8GemvConfig(block_n=8, block_k=8, num_warps=1, lean=1, int_convert=1)),
+]
+
+
+@pytest.mark.parametrize(("n", "k", "config"), LEAN_CASES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fp8_gemv_lean_matches_reference_interpreter(n: int, k: int, config: Fp8GemvConfig,
+                                                     dtype: torch.dtype) -> None:
+    """`lean`: every prologue (none + bias + residual, RMSNorm, SiLU-and-mul + residual in place) against the
+    unfused expressions with the dequantized weight, and against the plain loop of the same tile: both sum fp32
+    products of the same rounded x in fp32 (in different orders), so their 16-bit outputs differ by at most
+    about one rounding step."""
+    from kernel_ref import rmsnorm_ref
+
+    q, s = quantize_weight_per_channel(_weight(n, k, seed=10))
+    w = dequantize(q, s)
+    plain = config._replace(lean=0)
+    gen = torch.Generator().manual_seed(11)
+    tol = {"atol": 3e-2, "rtol": 1e-2}  # y is ~N(0, 1): one bf16 step of |y| < 4 is 2^-6, kept through + residual
+    step = {"atol": 1e-3, "rtol": 2.0 ** -7}
+
+    x = torch.randn(1, k, generator=gen).to(dtype)
+    bias = torch.randn(n, generator=gen).to(dtype)
+    residual = torch.randn(1, n, generator=gen).to(dtype)
+    expected = (residual.float() + ((x.float() @ w.t()) + bias.float()).to(dtype).float()).to(dtype)
+    torch.testing.assert_close(fp8_gemv(x, q, s, bias, residual=residual, config=config), expected, **tol)
+    torch.testing.assert_close(fp8_gemv(x, q, s, bias, config=config), fp8_gemv(x, q, s, bias, config=plain), **step)
+
+    x = (3 * torch.randn(1, k, generator=gen)).to(dtype)
+    gamma = (1 + 0.2 * torch.randn(k, generator=gen)).to(dtype)
+    got = fp8_gemv(x, q, s, norm_weight=gamma, eps=1e-5, config=config)
+    torch.testing.assert_close(got, (rmsnorm_ref(x, gamma, 1e-5).float() @ w.t()).to(dtype), **tol)
+    torch.testing.assert_close(got, fp8_gemv(x, q, s, norm_weight=gamma, eps=1e-5, config=plain), **step)
+
+    gate_up = torch.randn(1, 2 * k, generator=gen).to(dtype)
+    gate, up = gate_up.chunk(2, dim=-1)
+    act = (F.silu(gate.float()).to(dtype).float() * up.float()).to(dtype)
+    torch.testing.assert_close(fp8_gemv(gate_up, q, s, silu_mul=True, config=config),
+                               fp8_gemv(gate_up, q, s, silu_mul=True, config=plain), **step)
+    expected = (residual.float() + (act.float() @ w.t()).to(dtype).float()).to(dtype)
+    got = fp8_gemv(gate_up, q, s, silu_mul=True, residual=residual, config=config)
+    torch.testing.assert_close(got, expected, **tol)
+    fp8_gemv(gate_up, q, s, silu_mul=True, residual=residual, out=residual, config=config)
+    torch.testing.assert_close(residual, got, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("int_convert", [0, 1])
+def test_fp8_gemv_lean_fp32_products_exact_interpreter(int_convert: int) -> None:
+    """fp32 x with small-integer weights and x: every product and partial sum is an exact fp32 integer, so the
+    lean loop (another summation order) must match the plain loop and the integer reference bit for bit."""
+    n, k = 24, 1536
+    gen = torch.Generator().manual_seed(12)
+    q = torch.randint(-8, 9, (n, k), generator=gen).float().to(FP8_DTYPE)
+    x = torch.randint(-4, 5, (1, k), generator=gen).float()
+    s = torch.ones(n)
+    cfg = Fp8GemvConfig(block_n=8, block_k=256, num_warps=1, lean=2, int_convert=int_convert)
+    got = fp8_gemv(x, q, s, config=cfg)
+    torch.testing.assert_close(got, x @ q.float().t(), atol=0, rtol=0)
+    torch.testing.assert_close(got, fp8_gemv(x, q, s, config=cfg._replace(lean=0)), atol=0, rtol=0)
+
+
 def test_fp8_gemv_rejects_bad_inputs() -> None:
     q, s = quantize_weight_per_channel(_weight(16, 32, seed=4))
     with pytest.raises(AssertionError, match="x: expected shape"):
@@ -276,13 +350,17 @@ def test_fp8_gemv_gpu(n: int, k: int, split_k: int | None) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("n", "k"), LLAMA8B_SHAPES)
-@pytest.mark.parametrize("split_k", [None, 4])
-def test_fp8_gemv_prologues_gpu(n: int, k: int, split_k: int | None) -> None:
+@pytest.mark.parametrize("split_k", [None, 4, "lean", "lean-split", "lean-int"])
+def test_fp8_gemv_prologues_gpu(n: int, k: int, split_k: int | str | None) -> None:
     from kernel_ref import rmsnorm_ref
 
     _, q, s = _quantized_weight(n, k, per_channel=True)
     w = dequantize(q, s)
-    cfg = None if split_k is None else default_config(n, k, torch.device("cuda"))._replace(split_k=split_k)
+    if isinstance(split_k, str):  # the lean loop's barrier-free tile (block_k = 256 x num_warps), 2 chunks / iteration
+        cfg = Fp8GemvConfig(block_n=16, block_k=1024, num_warps=4, split_k=2 if split_k == "lean-split" else 1, lean=2,
+                            int_convert=int(split_k == "lean-int"))
+    else:
+        cfg = None if split_k is None else default_config(n, k, torch.device("cuda"))._replace(split_k=split_k)
     x = (3 * torch.randn(1, k, device="cuda")).bfloat16()
     gamma = (1 + 0.2 * torch.randn(k, device="cuda")).bfloat16()
     ref = rmsnorm_ref(x, gamma, 1e-5).float() @ w.t()
