@@ -210,6 +210,11 @@ for s in "$@"; do
                 bench/single_stream.py --engine-args '{"quantization": "fp8", "attention_backend": "triton"}'
               stage fp8-lean-test 120 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA tests/kernels/test_fp8.py \
                 -k "gemv and gpu" ;;
+    # Where the batch-1 FP8 step's time goes (ninth session: the lean GEMVs saved 176 us per token alone, ~50 in
+    # the step): per-kernel times of one graphed decode step, bf16 then FP8 weights.
+    profile-fp8-b1) stage profile-fp8-b1 200 bash -c 'for e in "{}" "{\"quantization\": \"fp8\"}"; do
+                      echo "engine args: $e"; python3 bench/profile_step.py --batch-sizes 1 --prefill-reqs 1 \
+                        --prefill-len 128 --engine-args "$e" || exit 1; done' ;;
     online-32-pair) stage online-32-pair 330 bash -c 'online_32 "{}" "{\"interleave_prefill_tokens\": 1024}"' ;;
     awq-planes) stage awq-planes-test 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
                   tests/kernels/test_awq_gemm.py tests/engine/test_gpu_awq.py -k "planes or fp16"
