@@ -115,6 +115,7 @@ def _build(args: ServerArgs, ipc: IpcConfig, rank: int, send_msg):
         "dtype": str(model_config.dtype).removeprefix("torch."),
         "device": device.type,
         "attention_backend": runner.attention_backend_name,
+        "chunked_prefill_size": runner.chunked_prefill_size,
         "tp_size": args.tp_size,
         "architectures": list(getattr(model_config.hf_config, "architectures", []) or []),
         "is_generation": True,

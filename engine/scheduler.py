@@ -340,5 +340,4 @@ class Scheduler(FaultIsolationMixin, BatchSelectionMixin, OverlapMixin, Speculat
             **self.speculative_stats(),
             "max_total_tokens": self.runner.max_total_tokens,
             "max_running_requests": self.runner.max_running_requests,
-            "chunked_prefill_size": self.runner.chunked_prefill_size,
         }

@@ -38,7 +38,8 @@ def _fields(args: dict[str, Any]) -> dict[str, Any]:
 
 
 # Settings the engine resolves when left automatic, and the engine_info() key holding the resolved value.
-RESOLVED_KEYS = {"context_length": "max_context_length", "max_running_requests": "max_running_requests"}
+RESOLVED_KEYS = {"context_length": "max_context_length", "max_running_requests": "max_running_requests",
+                 "chunked_prefill_size": "chunked_prefill_size"}
 
 
 def running_values(current: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ def served_name(args: dict[str, Any]) -> str:
 
 
 FAKE_MAX_RUNNING = 256  # what the fake engine "resolves" an automatic max running requests to
+FAKE_CHUNK = 8192  # what the engine picks on a GPU under 120 GiB (engine.schedule_policy)
 
 
 class FakeSupervisor:
@@ -58,7 +59,8 @@ class FakeSupervisor:
         except (OSError, ValueError):
             cfg = {}
         return {"max_context_length": self._args.get("context_length") or cfg.get("max_position_embeddings"),
-                "max_running_requests": self._args.get("max_running_requests") or FAKE_MAX_RUNNING}
+                "max_running_requests": self._args.get("max_running_requests") or FAKE_MAX_RUNNING,
+                "chunked_prefill_size": self._args.get("chunked_prefill_size") or FAKE_CHUNK}
 
     def _log(self, line: str) -> None:
         self._progress.append(f"{time.strftime('%H:%M:%S')} {line}")

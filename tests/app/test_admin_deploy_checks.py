@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.admin.deployment import DeploymentInvalid, validate_deployment
-from app.admin.fakes import FAKE_MAX_RUNNING, write_fake_model
+from app.admin.fakes import FAKE_CHUNK, FAKE_MAX_RUNNING, write_fake_model
 from app.admin.model_catalog import list_models
 from app.db.models import AuditLog, DeploymentProfile
 
@@ -94,6 +94,11 @@ async def test_running_column_shows_resolved_values(console, app) -> None:
     page = (await c.get("/admin/deployment/current")).text
     assert 'data-field="context_length">4,096 <span class="muted">(auto)</span>' in page
     assert f'data-field="max_running_requests">{FAKE_MAX_RUNNING} <span class="muted">(auto)</span>' in page
+    # The prefill chunk is automatic too (16384 on GPUs of >= 120 GiB): the form leaves it empty, not "None".
+    assert d["current"]["chunked_prefill_size"] is None and d["running"]["chunked_prefill_size"] == FAKE_CHUNK
+    assert f'data-field="chunked_prefill_size">{FAKE_CHUNK:,} <span class="muted">(auto)</span>' in page
+    form = (await c.get("/admin/deployment")).text
+    assert 'name="chunked_prefill_size" type="number" min="-1" value="" placeholder="automatic"' in form
 
 
 async def test_badge_follows_restart_and_no_stale_error(console, app) -> None:

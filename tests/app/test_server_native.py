@@ -172,7 +172,8 @@ def test_info_routes(server, model_name, tiny_llama) -> None:
     for path in ("/get_server_info", "/server_info"):
         info = httpx.get(server.base_url + path).json()
         for key in ("num_running_reqs", "num_queued_reqs", "token_usage", "kv_used_tokens", "kv_total_tokens",
-                    "cache_hit_rate", "gen_throughput", "engine_pids", "internal_states", "model_path"):
+                    "cache_hit_rate", "gen_throughput", "engine_pids", "internal_states", "model_path",
+                    "chunked_prefill_size"):
             assert key in info, key
         assert "api_key" not in info and info["state"] == "ready" and info["engine_pids"]
     assert httpx.get(server.base_url + "/health").status_code == 200
