@@ -173,6 +173,11 @@ for s in "$@"; do
     long-context-100k-chunks) stage long-context-100k-chunks 330 bash -c 'for c in 16384 32768; do
                                 python3 bench/long_context.py --input-lens 100000 \
                                   --engine-args "{\"chunked_prefill_size\": $c}" | grep "^{" || exit 1; done' ;;
+    # Decode at 100k on triton's kernel (block 128 tiles since the eighth session: 105 us per layer at 100k in the
+    # kernel sweep) vs the default hybrid hand-over to FlashInfer above 32768 tokens, one engine each.
+    long-context-100k-decode) stage long-context-100k-decode 330 bash -c 'for t in 32768 1000000; do
+                                python3 bench/long_context.py --input-lens 100000 \
+                                  --engine-args "{\"hybrid_long_context_threshold\": $t}" | grep "^{" || exit 1; done' ;;
     long-context-100k-paged) stage long-context-100k-paged 150 env TESSERA_FLASHINFER_DENSE_PREFILL=0 \
                                python3 bench/long_context.py --input-lens 100000 ;;
     fi-cache-save) stage fi-cache-save 60 bash -c 'tar czf "$OUT/fi-cache.tgz" -C "'"$FI_BASE"'/.cache" flashinfer &&
