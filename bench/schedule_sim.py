@@ -305,8 +305,9 @@ def main() -> None:
     if ns.calibrate:
         for extra, measured in measured_runs():
             label = json.dumps(extra)
-            # measured when 256-row decode graphs were the default
-            print(line(f"{label} (sim)", simulate({"cuda_graph_max_bs": 256, **extra}, *common)), flush=True)
+            # measured when 256-row decode graphs, 8192-token chunks and no interleaving were the defaults
+            then = {"cuda_graph_max_bs": 256, "chunked_prefill_size": 8192, "interleave_prefill_tokens": 0}
+            print(line(f"{label} (sim)", simulate({**then, **extra}, *common)), flush=True)
             print(line(f"{label} (H200)", measured), flush=True)
         return
     for extra in schedules:
