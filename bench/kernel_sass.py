@@ -241,6 +241,18 @@ def awq_launch(shape: str, prologue: int, cfg_text: str, dtype: str, sms: int, g
     fn = mod._awq_gemv_planes_kernel
     consts = {"GROUP": group, "BLOCK_N": cfg.block_n, "BLOCK_K": block_k, "SPLIT_K": split, "PROLOGUE": prologue,
               "HAS_BIAS": False, "ADD_RESIDUAL": False, "NORM_BLOCK": min(triton.next_power_of_2(k), 4096)}
+    if getattr(cfg, "mma", 0):  # AwqGemvConfig.mma (2026-12-03, ninth session): the tensor-core loop
+        from kernels.awq_mma import _awq_mma_kernel as fn
+
+        consts["X_SCALE"] = 0.00390625 if dtype == "bf16" else 1.0
+        consts["ASM"] = 1
+        ptr = f"*{dtype}:D"
+        sig = {"x_ptr": ptr, "norm_w_ptr": ptr, "qw_ptr": "*i32:D", "qz_ptr": "*i32:D", "sc_ptr": ptr,
+               "bias_ptr": ptr, "res_ptr": ptr, "part_ptr": "*fp32:D", "lock_ptr": "*i32:D", "out_ptr": ptr,
+               "N": "i32:D", "K": "i32:D", "K_PER_SPLIT": "i32:D", "stride_q": "i32:D", "eps": "fp32"}
+        per_iter = group * cfg.block_n / (32 * cfg.num_warps)  # weights per thread per group
+        desc = f"awq-mma {n}x{k} prologue={prologue} {cfg} split_k={split} k_per_split={k_per_split}"
+        return fn, sig, consts, cfg.num_warps, per_iter, desc
     if "LEAN" in fn.arg_names:  # AwqGemvConfig.lean (2026-12-03): the lean group loop
         consts["LEAN"] = int(getattr(cfg, "lean", 0))
         consts["ASM"] = 1  # what awq_gemv passes on CUDA
@@ -351,6 +363,8 @@ def main() -> None:
                                                                 args.sms)
         tag = args.tag or f"awq_{args.shape}_p{args.prologue}" + (
             "_" + args.config.replace("=", "").replace(",", "_") if args.config else "")
+        if "mma=1" in args.config:  # the tensor-core loop: the tile's num_stages, as awq_gemv passes it
+            args.num_stages = int(_kv(args.config).get("num_stages", 1))
     elif args.mode == "fp8":
         # The launcher leaves the compile option num_stages at Triton's default (3, --num-stages); the tile's
         # NUM_STAGES reaches the K loop through tl.range.

@@ -306,7 +306,8 @@ def main() -> None:
         for extra, measured in measured_runs():
             label = json.dumps(extra)
             # measured when 256-row decode graphs, 8192-token chunks and no interleaving were the defaults
-            then = {"cuda_graph_max_bs": 256, "chunked_prefill_size": 8192, "interleave_prefill_tokens": 0}
+            then = {"cuda_graph_max_bs": 256, "chunked_prefill_size": 8192, "interleave_prefill_tokens": 0,
+                    "interleave_backlog_tokens": 0}
             print(line(f"{label} (sim)", simulate({**then, **extra}, *common)), flush=True)
             print(line(f"{label} (H200)", measured), flush=True)
         return

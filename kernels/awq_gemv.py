@@ -25,6 +25,7 @@ import triton.language as tl
 
 from kernels._common import device_num_sms, next_pow2
 from kernels.awq_gemm import PACK, AwqGemmConfig, _block_k, _check_packed, _check_x, awq_gemm
+from kernels.awq_mma import _awq_mma_kernel
 from kernels.awq_planes import (
     MAGIC_2P23,
     _add_scaled_planes,
@@ -77,6 +78,12 @@ class AwqGemvConfig(NamedTuple):
     # to sink it towards, so it stays a whole group (~1000 instructions) ahead, and the register loads (which
     # ptxas schedules only ~150-300 instructions before their use) mostly hit L2.
     l2_prefetch: int = 0
+    # 1: the tensor-core loop (`kernels.awq_mma`, 2026-12-03 ninth session): int4 -> fp16 (q - z) pairs with
+    # LOP3 + one fp16x2 op per pair, x as row 0 of a 16-row fp16 tile, `tl.dot` (fp32 mma accumulation over a
+    # group), the scale once per group in fp32. ~1.1 CUDA-core instructions per weight for the dequant instead
+    # of the plane loop's ~4.4 for dequant + FFMA. 16-bit x only (fp32 x runs the plane loop); block_n and
+    # block_k >= 16. Has the prologues and the epilogue. The other loop fields (planes, lean, pipe) are unused.
+    mma: int = 0
 
 
 @triton.jit
@@ -245,11 +252,15 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         if config is not None and group_size % min(config.block_k, group_size):
             config = None
     cfg = config or AwqGemvConfig()
-    if fused and (cfg.use_gemm or not cfg.planes):
-        cfg = AwqGemvConfig()  # only the nibble-plane loop has the prologues and the epilogue
+    if cfg.mma and x.dtype not in (torch.float16, torch.bfloat16):
+        cfg = cfg._replace(mma=0, planes=1)  # the tensor-core loop rounds x to fp16: fp32 x takes the plane loop
+    if fused and not cfg.mma and (cfg.use_gemm or not cfg.planes):
+        cfg = AwqGemvConfig()  # only the nibble-plane and tensor-core loops have the prologues and the epilogue
     assert cfg.block_n >= PACK and (cfg.block_n & (cfg.block_n - 1)) == 0, f"{cfg}: block_n a power of 2 >= 8"
     assert 0 <= cfg.pipe <= 8, f"{cfg}: pipe is 0 (off) or 1..8 chunks in flight"
-    if cfg.use_gemm:
+    if cfg.mma:
+        assert cfg.block_n >= 16 and cfg.block_k >= 16, f"{cfg}: the tensor-core loop needs block_n, block_k >= 16"
+    if cfg.use_gemm and not cfg.mma:
         gemm_cfg = AwqGemmConfig(block_m=16, block_n=cfg.block_n, block_k=cfg.block_k, num_warps=cfg.num_warps,
                                  num_stages=cfg.num_stages, split_k=cfg.split_k)
         return awq_gemm(x, qweight, qzeros, scales, group_size, config=gemm_cfg, locks=locks)
@@ -266,8 +277,19 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         if locks is None:
             locks = gemv_locks(n, x.device)
         assert locks.dtype == torch.int32 and locks.numel() >= num_n, f"locks: need {num_n} int32 counters"
+    prologue = PROLOGUE_SILU_MUL if silu_mul else PROLOGUE_RMSNORM if norm_weight is not None else PROLOGUE_NONE
+    if cfg.mma:
+        # bf16 x goes through fp16 scaled by 2^-8 (its range); fp16 x is exact as it is.
+        _awq_mma_kernel[(num_n, split)](
+            x, norm_weight if norm_weight is not None else x, qweight, qzeros, scales,
+            bias if bias is not None else out, residual if residual is not None else out, partials,
+            locks if locks is not None else out, out, n, k, k_per_split, n // PACK, eps,
+            GROUP=group_size, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SPLIT_K=split, PROLOGUE=prologue,
+            HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None, NORM_BLOCK=min(next_pow2(k), 4096),
+            X_SCALE=0.00390625 if x.dtype == torch.bfloat16 else 1.0, ASM=int(x.device.type == "cuda"),
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        return out
     if cfg.planes:
-        prologue = PROLOGUE_SILU_MUL if silu_mul else PROLOGUE_RMSNORM if norm_weight is not None else PROLOGUE_NONE
         _awq_gemv_planes_kernel[(num_n, split)](
             x, norm_weight if norm_weight is not None else x, qweight, qzeros, scales,
             bias if bias is not None else out, residual if residual is not None else out, partials,
