@@ -220,6 +220,14 @@ for s in "$@"; do
     profile-fp8-b1) stage profile-fp8-b1 200 bash -c 'for e in "{}" "{\"quantization\": \"fp8\"}"; do
                       echo "engine args: $e"; python3 bench/profile_step.py --batch-sizes 1 --prefill-reqs 1 \
                         --prefill-len 128 --engine-args "$e" || exit 1; done' ;;
+    # The tensor-core AWQ GEMV (ninth session, prepared offline from SASS: 2.0-3.0 instructions per weight vs the lean
+    # loop's 4.3-5.6): its GPU tests first (its inline asm never ran on a GPU), then the AWQ sweep with its tiles,
+    # then batch-1 AWQ decode with the winners.
+    awq-mma) stage awq-mma-test 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA tests/kernels/test_awq_mma.py
+             stage awq-mma-sweep 90 python3 bench/quant_gemv_sweep.py --kind awq --no-prefill
+             stage awq-mma-single 80 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
+               TESSERA_AWQ_DEQUANT_MIN_ROWS=64 python3 bench/single_stream.py --engine-args \
+               '{"quantization": "awq", "attention_backend": "triton"}' ;;
     online-32-pair) stage online-32-pair 330 bash -c 'online_32 "{}" "{\"interleave_prefill_tokens\": 1024}"' ;;
     awq-planes) stage awq-planes-test 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
                   tests/kernels/test_awq_gemm.py tests/engine/test_gpu_awq.py -k "planes or fp16"

@@ -42,7 +42,7 @@ from bench.gemv_sweep import relative_diff as _rel_diff  # noqa: E402
 from kernels.awq_gemv import AwqGemvConfig  # noqa: E402
 from kernels.fp8_gemv import Fp8GemvConfig  # noqa: E402
 from kernels.fp8_gemv import default_config as fp8_default_config  # noqa: E402
-from kernels.quant_gemv_configs import FP8_TUNED  # noqa: E402
+from kernels.quant_gemv_configs import AWQ_TUNED, FP8_TUNED  # noqa: E402
 
 DTYPE = torch.bfloat16
 GROUP = 128
@@ -119,6 +119,13 @@ AWQ_LEAN_TILES = [(128, 16, 4, None), (256, 16, 4, None), (128, 32, 4, None), (5
 # With these the list reaches MAX_CONFIGS before the mma route and the older loop (10-30x slower on
 # 2026-12-03-h200-s8-awq-lean-sweep.log).
 AWQ_PIPE_TILES = [(256, 16, 4, 3, 1), (128, 32, 4, 2, 1), (256, 16, 4, 3, 0), (128, 32, 4, 3, 0), (128, 16, 4, 4, 1)]
+# The tensor-core loop (mma=1, `kernels.awq_mma`; 2026-12-03 ninth session, prepared from sm_90 SASS, bench/NOTES.md
+# "AWQ tensor-core GEMV"): 2.0-2.8 SASS instructions per weight against the lean loop's 4.3-4.7, no spills.
+# (block_n, block_k, num_warps, num_stages): the fewest instructions per weight first (256,64,4: 8 warps/SM), the
+# same pipelined (num_stages=2: weights by cp.async through shared memory, a chunk more in flight; 12 warps/SM),
+# then tiles with more warps per SM (256,32,4: 12; 128,128,4 and 256,128,8: 16). Not yet timed on a GPU.
+AWQ_MMA_TILES = [(256, 64, 4, 1), (256, 64, 4, 2), (256, 32, 4, 1), (128, 128, 4, 1), (256, 128, 8, 1),
+                 (128, 64, 4, 1)]
 
 
 def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[Fp8GemvConfig]:
@@ -141,15 +148,18 @@ def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[F
 
 
 def awq_candidates(n: int, k: int) -> list[AwqGemvConfig]:
-    """The default first, then the lean, pipelined and plain nibble-plane tiles (the structural bets, never cut
-    by MAX_CONFIGS), then the mma route and the older loop's tiles."""
+    """The default first, then the shape's AWQ_TUNED tile (the incumbent), the tensor-core tiles, then the lean,
+    pipelined and plain nibble-plane tiles (MAX_CONFIGS cuts the tail), then the mma route and the older loop's
+    tiles."""
+    tuned = [AwqGemvConfig(**table[f"{n}x{k}"]) for table in AWQ_TUNED.values() if f"{n}x{k}" in table]
+    mma = [AwqGemvConfig(bn, bk, w, None, stages, mma=1) for bn, bk, w, stages in AWQ_MMA_TILES]
     lean = [AwqGemvConfig(bn, bk, w, split, 1, planes=1, lean=1) for bn, bk, w, split in AWQ_LEAN_TILES]
     pipe = [AwqGemvConfig(bn, bk, w, None, 1, planes=1, lean=1, pipe=d, l2_prefetch=l2)
             for bn, bk, w, d, l2 in AWQ_PIPE_TILES]
     planes = [AwqGemvConfig(bn, bk, w, split, 1, planes=1) for bn, bk, w, split in AWQ_PLANE_TILES]
     gemm = [AwqGemvConfig(*t, use_gemm=1) for t in AWQ_GEMM_TILES]
     older = [AwqGemvConfig(*t, planes=0) for t in AWQ_TILES]
-    return list(dict.fromkeys([AwqGemvConfig(), *lean, *pipe, *planes, *gemm, *older]))[:MAX_CONFIGS]
+    return list(dict.fromkeys([AwqGemvConfig(), *tuned, *mma, *lean, *pipe, *planes, *gemm, *older]))[:MAX_CONFIGS]
 
 
 def candidates(kind: str, n: int, k: int) -> list:

@@ -10,6 +10,9 @@
   (both in `kernels.awq_planes`, with the per-plane helpers).
 - The older loop (`planes=0`) factors scale and zero out of a group and reduces a 3-D tile every group.
 - `use_gemm=1` runs the row through `kernels.awq_gemm.awq_gemm` as a 16-row tile.
+- `mma=1` (`kernels.awq_mma`): int4 -> fp16 (q - z) pairs by LOP3 + one fp16x2 op per pair, the multiply-add
+  on the tensor cores (wgmma, x as a 16-column B tile), the scale once per group in fp32; with the prologues
+  and the epilogue. ~2.0-2.8 SASS instructions per weight against the lean loop's 4.3-4.7 (no device timing yet).
 
 Partial sums go to an fp32 [split_k, N] buffer; the last split to finish a column block (an arrival counter)
 sums them in a fixed order, so the result is the same bits run to run and the whole op is one launch.
@@ -232,7 +235,7 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     """x [1, K] -> [1, N] in x's dtype. `locks`: from `gemv_locks` (a zeroed buffer is made if None);
     two launches must not share one concurrently (one per layer, one stream, is safe). The keyword
     prologues / epilogue are `kernels.gemv.fused_gemv`'s (same rounding), for the batch-1 fused decode
-    path; they run on the nibble-plane loop."""
+    path; they run on the nibble-plane loop and on the tensor-core loop (`mma=1`)."""
     k, n = _check_packed(qweight, qzeros, scales, group_size)
     assert not (silu_mul and norm_weight is not None), "one prologue at a time"
     _check_x(x, 2 * k if silu_mul else k, scales)
