@@ -86,6 +86,9 @@ async def get_server_info(request: Request) -> dict[str, Any]:
     args["served_model_name"] = ctx.model_name  # resolved, as SGLang reports it (routers read it)
     # The backend the engine chose when the flag is unset (SGLang reports its resolved choice too).
     args["attention_backend"] = sup.engine_info().get("attention_backend") or args.get("attention_backend")
+    # Likewise the automatic prefill chunk (by GPU memory) and interleave budget (off with mixed chunks).
+    args["chunked_prefill_size"] = sup.engine_info().get("chunked_prefill_size") or args.get("chunked_prefill_size")
+    args["interleave_prefill_tokens"] = ctx.args.prefill_interleave_tokens
     return {
         **args,
         **info,

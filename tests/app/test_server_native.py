@@ -175,6 +175,8 @@ def test_info_routes(server, model_name, tiny_llama) -> None:
                     "cache_hit_rate", "gen_throughput", "engine_pids", "internal_states", "model_path",
                     "chunked_prefill_size"):
             assert key in info, key
+        # Automatic settings are reported as the engine resolved them (a CPU engine: 8192-token chunks).
+        assert info["chunked_prefill_size"] == 8192 and info["interleave_prefill_tokens"] == 1024, info
         assert "api_key" not in info and info["state"] == "ready" and info["engine_pids"]
     assert httpx.get(server.base_url + "/health").status_code == 200
     assert httpx.get(server.base_url + "/ready").status_code == 200
