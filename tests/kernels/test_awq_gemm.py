@@ -183,9 +183,21 @@ def _rmsnorm_ref(x: torch.Tensor, gamma: torch.Tensor, eps: float) -> torch.Tens
 def test_gemv_fused_prologues_and_epilogue_interpreter(dtype: torch.dtype, split_k: int, lean: int) -> None:
     """The batch-1 fused decode path's AWQ GEMV: RMSNorm / SiLU-and-mul prologue, bias and residual epilogue,
     against the unfused composition (reference ops, then the dequantized matmul)."""
-    k, n, group = 128, 64, 32
-    packed, gen = _packed(k, n, group, dtype, "cpu", seed=3)
     cfg = AwqGemvConfig(block_n=32, block_k=16, split_k=split_k, planes=1, lean=min(lean, 1), pipe=3 * (lean == 2))
+    x, packed, group, residual, tol = check_fused_prologues_and_epilogue(cfg, dtype, n=64, seed=3)
+    # A tile of the older loop or of the mma route is swapped for the nibble-plane default when a prologue or
+    # epilogue is asked for.
+    for older in (AwqGemvConfig(block_n=16, block_k=16, planes=0), AwqGemvConfig(block_n=32, block_k=16, use_gemm=1)):
+        got = awq_gemv(x, *packed, group, config=older, residual=residual)
+        torch.testing.assert_close(got.float(), (_reference(x, packed, group).to(dtype).float() + residual.float()),
+                                   **tol)
+
+
+def check_fused_prologues_and_epilogue(cfg: AwqGemvConfig, dtype: torch.dtype, n: int, seed: int):
+    """awq_gemv with `cfg`: RMSNorm prologue + bias, SiLU-and-mul prologue + residual, the residual alone, against
+    the reference ops followed by the dequantized matmul. Returns the inputs for further checks."""
+    k, group = 128, 32
+    packed, gen = _packed(k, n, group, dtype, "cpu", seed=seed)
     x = torch.randn(1, k, generator=gen).to(dtype)
     gamma = (1 + 0.1 * torch.randn(k, generator=gen)).to(dtype)
     bias = torch.randn(n, generator=gen).to(dtype)
@@ -202,12 +214,9 @@ def test_gemv_fused_prologues_and_epilogue_interpreter(dtype: torch.dtype, split
     want = (_reference(act, packed, group).to(dtype).float() + residual.float())
     torch.testing.assert_close(got.float(), want, **tol)
 
-    # A tile of the older loop or of the mma route is swapped for the nibble-plane default when a prologue or
-    # epilogue is asked for.
-    for older in (AwqGemvConfig(block_n=16, block_k=16, planes=0), AwqGemvConfig(block_n=32, block_k=16, use_gemm=1)):
-        got = awq_gemv(x, *packed, group, config=older, residual=residual)
-        torch.testing.assert_close(got.float(), (_reference(x, packed, group).to(dtype).float() + residual.float()),
-                                   **tol)
+    got = awq_gemv(x, *packed, group, config=cfg, residual=residual)
+    torch.testing.assert_close(got.float(), _reference(x, packed, group).to(dtype).float() + residual.float(), **tol)
+    return x, packed, group, residual, tol
 
 
 @pytest.mark.gpu

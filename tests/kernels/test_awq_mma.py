@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_awq_gemm import _packed, _reference, _rmsnorm_ref, _tol
+from test_awq_gemm import _packed, _reference, _tol, check_fused_prologues_and_epilogue
 
 from kernels.awq_gemv import AwqGemvConfig, awq_gemv, gemv_locks
 
@@ -61,28 +61,8 @@ def test_awq_mma_integer_inputs_exact() -> None:
 def test_awq_mma_prologues_and_epilogue_interpreter(dtype: torch.dtype, split_k: int) -> None:
     """The fused decode path's prologues (RMSNorm, SiLU-and-mul) and bias / residual epilogue on the
     tensor-core loop, against the unfused composition (reference ops, then the dequantized matmul)."""
-    k, n, group = 128, 40, 32
-    packed, gen = _packed(k, n, group, dtype, "cpu", seed=7)
-    cfg = AwqGemvConfig(block_n=16, block_k=16, split_k=split_k, mma=1)
-    x = torch.randn(1, k, generator=gen).to(dtype)
-    gamma = (1 + 0.1 * torch.randn(k, generator=gen)).to(dtype)
-    bias = torch.randn(n, generator=gen).to(dtype)
-    residual = torch.randn(1, n, generator=gen).to(dtype)
-    tol = _tol(dtype, k)
-
-    got = awq_gemv(x, *packed, group, config=cfg, norm_weight=gamma, eps=1e-5, bias=bias)
-    want = _reference(_rmsnorm_ref(x, gamma, 1e-5), packed, group) + bias.float()
-    torch.testing.assert_close(got.float(), want, **tol)
-
-    gate_up = torch.randn(1, 2 * k, generator=gen).to(dtype)
-    act = (torch.nn.functional.silu(gate_up[:, :k].float()).to(dtype).float() * gate_up[:, k:].float()).to(dtype)
-    got = awq_gemv(gate_up, *packed, group, config=cfg, silu_mul=True, residual=residual)
-    want = _reference(act, packed, group).to(dtype).float() + residual.float()
-    torch.testing.assert_close(got.float(), want, **tol)
-
-    got = awq_gemv(x, *packed, group, config=cfg, residual=residual)
-    want = _reference(x, packed, group).to(dtype).float() + residual.float()
-    torch.testing.assert_close(got.float(), want, **tol)
+    check_fused_prologues_and_epilogue(AwqGemvConfig(block_n=16, block_k=16, split_k=split_k, mma=1), dtype, n=40,
+                                       seed=7)
 
 
 def test_awq_mma_fp32_x_and_bad_tiles() -> None:
