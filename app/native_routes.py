@@ -85,9 +85,10 @@ async def get_server_info(request: Request) -> dict[str, Any]:
     args = {k: v for k, v in ctx.args.to_dict().items() if k != "api_key"}
     args["served_model_name"] = ctx.model_name  # resolved, as SGLang reports it (routers read it)
     # The backend the engine chose when the flag is unset (SGLang reports its resolved choice too).
-    args["attention_backend"] = sup.engine_info().get("attention_backend") or args.get("attention_backend")
     # Likewise the automatic prefill chunk (by GPU memory) and interleave budget (off with mixed chunks).
-    args["chunked_prefill_size"] = sup.engine_info().get("chunked_prefill_size") or args.get("chunked_prefill_size")
+    resolved = sup.engine_info()
+    for key in ("attention_backend", "chunked_prefill_size"):
+        args[key] = resolved.get(key) or args.get(key)
     args["interleave_prefill_tokens"] = ctx.args.prefill_interleave_tokens
     return {
         **args,

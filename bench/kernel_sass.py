@@ -256,9 +256,6 @@ def awq_launch(shape: str, prologue: int, cfg_text: str, dtype: str, sms: int, g
     if "LEAN" in fn.arg_names:  # AwqGemvConfig.lean (2026-12-03): the lean group loop
         consts["LEAN"] = int(getattr(cfg, "lean", 0))
         consts["ASM"] = 1  # what awq_gemv passes on CUDA
-    if "PIPE" in fn.arg_names:  # AwqGemvConfig.pipe / l2_prefetch (2026-12-03): the pipelined group loop
-        consts["PIPE"] = int(getattr(cfg, "pipe", 0))
-        consts["L2_PREFETCH"] = int(getattr(cfg, "l2_prefetch", 0))
     ptr = f"*{dtype}:D"
     sig = {"x_ptr": ptr, "norm_w_ptr": ptr, "qw_ptr": "*i32:D", "qz_ptr": "*i32:D", "sc_ptr": ptr, "bias_ptr": ptr,
            "res_ptr": ptr, "part_ptr": "*fp32:D", "lock_ptr": "*i32:D", "out_ptr": ptr,

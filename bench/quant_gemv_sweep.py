@@ -112,13 +112,6 @@ AWQ_PLANE_TILES = [(256, 16, 4, None), (512, 16, 8, None), (128, 16, 4, None), (
 # tile): (block_n, block_k, num_warps, split_k). Not yet timed on a GPU.
 AWQ_LEAN_TILES = [(128, 16, 4, None), (256, 16, 4, None), (128, 32, 4, None), (512, 16, 8, None),
                   (256, 32, 8, None)]
-# The pipelined lean loop (pipe = weight chunks kept in flight across the group boundary, l2_prefetch = the next
-# group's chunks asked of L2 a group ahead; 2026-12-03 eighth session, prepared from SASS, bench/NOTES.md): the
-# H200 lean winners (256,16,4: qkv / gate_up; 128,32,4: o / down) with and without the L2 prefetch, and the
-# 64-bit-load tile with a deeper ring: (block_n, block_k, num_warps, pipe, l2_prefetch). Not yet timed on a GPU.
-# With these the list reaches MAX_CONFIGS before the mma route and the older loop (10-30x slower on
-# 2026-12-03-h200-s8-awq-lean-sweep.log).
-AWQ_PIPE_TILES = [(256, 16, 4, 3, 1), (128, 32, 4, 2, 1), (256, 16, 4, 3, 0), (128, 32, 4, 3, 0), (128, 16, 4, 4, 1)]
 # The tensor-core loop (mma=1, `kernels.awq_mma`; 2026-12-03 ninth session, prepared from sm_90 SASS, bench/NOTES.md
 # "AWQ tensor-core GEMV"): 2.0-2.8 SASS instructions per weight against the lean loop's 4.3-4.7, no spills.
 # (block_n, block_k, num_warps, num_stages): the fewest instructions per weight first (256,64,4: 8 warps/SM), the
@@ -148,18 +141,16 @@ def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[F
 
 
 def awq_candidates(n: int, k: int) -> list[AwqGemvConfig]:
-    """The default first, then the shape's AWQ_TUNED tile (the incumbent), the tensor-core tiles, then the lean,
-    pipelined and plain nibble-plane tiles (MAX_CONFIGS cuts the tail), then the mma route and the older loop's
+    """The default first, then the shape's AWQ_TUNED tile (the incumbent), the tensor-core tiles, then the lean
+    and plain nibble-plane tiles (MAX_CONFIGS cuts the tail), then the mma route and the older loop's
     tiles."""
     tuned = [AwqGemvConfig(**table[f"{n}x{k}"]) for table in AWQ_TUNED.values() if f"{n}x{k}" in table]
     mma = [AwqGemvConfig(bn, bk, w, None, stages, mma=1) for bn, bk, w, stages in AWQ_MMA_TILES]
     lean = [AwqGemvConfig(bn, bk, w, split, 1, planes=1, lean=1) for bn, bk, w, split in AWQ_LEAN_TILES]
-    pipe = [AwqGemvConfig(bn, bk, w, None, 1, planes=1, lean=1, pipe=d, l2_prefetch=l2)
-            for bn, bk, w, d, l2 in AWQ_PIPE_TILES]
     planes = [AwqGemvConfig(bn, bk, w, split, 1, planes=1) for bn, bk, w, split in AWQ_PLANE_TILES]
     gemm = [AwqGemvConfig(*t, use_gemm=1) for t in AWQ_GEMM_TILES]
     older = [AwqGemvConfig(*t, planes=0) for t in AWQ_TILES]
-    return list(dict.fromkeys([AwqGemvConfig(), *tuned, *mma, *lean, *pipe, *planes, *gemm, *older]))[:MAX_CONFIGS]
+    return list(dict.fromkeys([AwqGemvConfig(), *tuned, *mma, *lean, *planes, *gemm, *older]))[:MAX_CONFIGS]
 
 
 def candidates(kind: str, n: int, k: int) -> list:

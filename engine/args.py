@@ -14,6 +14,9 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from engine.args_error import ArgsError
+from engine.speculative_args import check_speculative_args
+
 logger = logging.getLogger(__name__)
 
 SCHEDULE_POLICIES = ("fcfs", "lpm", "priority")
@@ -39,12 +42,6 @@ MIN_MIXED_PREFILL_TOKENS = 256
 # the largest budget that keeps ITL p99 under 50 ms; 768 / 640 starved the prefill (bench/RESULTS.md).
 DEFAULT_INTERLEAVE_PREFILL_TOKENS = 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-SPECULATIVE_ALGORITHMS = ("draft", "ngram")
-MAX_SPECULATIVE_DRAFT_TOKENS = 16
-
-
-class ArgsError(ValueError):
-    """A setting is invalid; the message is one line meant for the operator."""
 
 
 def default_model_path() -> str:
@@ -354,7 +351,7 @@ class ServerArgs:
         need(self.max_request_bytes >= 1024, f"--max-request-bytes must be >= 1024, got {self.max_request_bytes}")
         need(self.admin_port is None or 0 < self.admin_port < 65536,
              f"--admin-port must be in 1..65535, got {self.admin_port}")
-        self._validate_speculative()
+        check_speculative_args(self)
         if self.attention_backend in ("flashinfer", "hybrid") and self.dtype in FP32_DTYPES:
             raise ArgsError(f"--attention-backend {self.attention_backend} needs --dtype bfloat16 or float16 "
                             "(FlashInfer has no float32 kernels); use triton for float32")
@@ -362,45 +359,3 @@ class ServerArgs:
             raise ArgsError(f"--attention-backend {self.attention_backend} needs a CUDA device; use torch_native on CPU")
         if self.load_format != "dummy" and not os.path.exists(self.model_path):
             raise ArgsError(f"--model-path {self.model_path!r} does not exist")
-
-
-    def _validate_speculative(self) -> None:
-        algo, draft = self.speculative_algorithm, self.speculative_model
-        if algo is not None and algo not in SPECULATIVE_ALGORITHMS:
-            raise ArgsError(f"--speculative-algorithm must be one of {', '.join(SPECULATIVE_ALGORITHMS)}, got {algo!r}")
-        if not 1 <= self.speculative_num_draft_tokens <= MAX_SPECULATIVE_DRAFT_TOKENS:
-            raise ArgsError(f"--speculative-num-draft-tokens must be in 1..{MAX_SPECULATIVE_DRAFT_TOKENS}, "
-                            f"got {self.speculative_num_draft_tokens}")
-        if not 1 <= self.speculative_ngram_min_match <= self.speculative_ngram_max_match:
-            raise ArgsError(f"--speculative-ngram-min-match ({self.speculative_ngram_min_match}) must be >= 1 and "
-                            f"<= --speculative-ngram-max-match ({self.speculative_ngram_max_match})")
-        if not 0.0 <= self.speculative_min_accept_rate <= 1.0:
-            raise ArgsError(f"--speculative-min-accept-rate must be in [0, 1], got {self.speculative_min_accept_rate}")
-        if algo == "ngram" and draft:
-            raise ArgsError("--speculative-model needs --speculative-algorithm draft (ngram uses no draft model)")
-        if self.speculative_mode != "draft":
-            return
-        if not draft:
-            raise ArgsError("--speculative-algorithm draft needs --speculative-model PATH (a draft model sharing "
-                            "the target's tokenizer)")
-        draft_vocab = _config_vocab_size(draft, "--speculative-model")
-        if draft_vocab is None:
-            raise ArgsError(f"--speculative-model {draft!r} has no readable config.json")
-        target_vocab = _config_vocab_size(self.model_path, "--model-path")
-        if target_vocab is not None and target_vocab != draft_vocab:
-            raise ArgsError(f"--speculative-model {draft!r} has vocab_size {draft_vocab} but the target model has "
-                            f"{target_vocab}; the draft must share the target's tokenizer")
-
-
-def _config_vocab_size(model_dir: str, flag: str) -> int | None:
-    """vocab_size from model_dir/config.json (top level or text_config); None when there is no such file."""
-    path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            cfg = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise ArgsError(f"{flag}: cannot read {path}: {exc}".splitlines()[0]) from None
-    vocab = cfg.get("vocab_size", (cfg.get("text_config") or {}).get("vocab_size"))
-    return int(vocab) if isinstance(vocab, int) else None

@@ -34,7 +34,7 @@ class BatchSelectionMixin:
 
     def _next_prefill(self) -> ScheduleBatch | None:
         interleave = self.args.prefill_interleave_tokens
-        if interleave and self.running and self.args.interleave_backlog_tokens:
+        if interleave and self.running:  # with nothing decoding the budget does not apply: no need to count
             limit = self.args.interleave_backlog_tokens
             interleave = step_interleave_tokens(interleave, prefill_backlog(self.waiting, self.chunked, limit), limit)
         last_was_prefill, self._last_step_prefilled = self._last_step_prefilled, False

@@ -6,8 +6,9 @@
   zero point at once, exactly) and an FMA per weight, the scale once per group, one cross-thread reduction at
   the end. It also runs the fused decode path's RMSNorm / SiLU prologues and bias / residual epilogue
   (`kernels.gemv`'s helpers, same rounding).
-  `lean=1` runs its group loop leaner in SASS, `pipe=N` also keeps N weight loads in flight across groups
-  (both in `kernels.awq_planes`, with the per-plane helpers).
+  `lean=1` runs its group loop leaner in SASS (`kernels.awq_planes`, with the per-plane helpers). A pipelined
+  variant (weight loads kept in flight across groups, an L2 prefetch of the next group) tied or lost on an
+  H200 and was removed (bench/RESULTS.md, ninth session).
 - The older loop (`planes=0`) factors scale and zero out of a group and reduces a 3-D tile every group.
 - `use_gemm=1` runs the row through `kernels.awq_gemm.awq_gemm` as a 16-row tile.
 - `mma=1` (`kernels.awq_mma`): int4 -> fp16 (q - z) pairs by LOP3 + one fp16x2 op per pair, the multiply-add
@@ -33,7 +34,6 @@ from kernels.awq_planes import (
     MAGIC_2P23,
     _add_scaled_planes,
     _awq_lean_groups,
-    _awq_pipe_groups,
     _plane_dots,
     _planes_out,
     _zero_planes,
@@ -70,22 +70,11 @@ class AwqGemvConfig(NamedTuple):
     # thread to ~1 weight load in flight); 2^23's exponent is a runtime register, so mask-and-OR is one LOP3
     # (two immediates took two); weight pointers advance by a scalar instead of being rebuilt per chunk.
     lean: int = 0
-    # N >= 1 (nibble-plane loop; runs the lean loop's math): the pipelined group loop (`_awq_pipe_groups`).
-    # N weight chunks stay requested across the group boundary (a ring carried by the group loop: chunk
-    # i + N is loaded as chunk i is used, into the next group near a group's end), and the next group's zero
-    # word one group ahead. The lean loop drains at every group end (ptxas does not pipeline across the loop's
-    # back edge) and waits on the zero word at every group start. Same sums in the same order as lean=1.
-    pipe: int = 0
-    # 1 (pipe >= 1, CUDA only: the interpreter skips it): each chunk also asks L2 for the same chunk of the next
-    # group (`prefetch.global.L2`, one per thread and row, no register). A prefetch has no consumer for ptxas
-    # to sink it towards, so it stays a whole group (~1000 instructions) ahead, and the register loads (which
-    # ptxas schedules only ~150-300 instructions before their use) mostly hit L2.
-    l2_prefetch: int = 0
     # 1: the tensor-core loop (`kernels.awq_mma`, 2026-12-03 ninth session): int4 -> fp16 (q - z) pairs with
     # LOP3 + one fp16x2 op per pair, x as row 0 of a 16-row fp16 tile, `tl.dot` (fp32 mma accumulation over a
     # group), the scale once per group in fp32. ~1.1 CUDA-core instructions per weight for the dequant instead
     # of the plane loop's ~4.4 for dequant + FFMA. 16-bit x only (fp32 x runs the plane loop); block_n and
-    # block_k >= 16. Has the prologues and the epilogue. The other loop fields (planes, lean, pipe) are unused.
+    # block_k >= 16. Has the prologues and the epilogue. The other loop fields (planes, lean) are unused.
     mma: int = 0
 
 
@@ -151,7 +140,7 @@ def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr,
                             GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                             SPLIT_K: tl.constexpr, PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr,
                             ADD_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr, LEAN: tl.constexpr = 0,
-                            ASM: tl.constexpr = 0, PIPE: tl.constexpr = 0, L2_PREFETCH: tl.constexpr = 0):
+                            ASM: tl.constexpr = 0):
     # The prologues (RMSNorm of x, SiLU(gate) * up) and the epilogue (bias, residual) are those of
     # `kernels.gemv` (its helpers, so the rounding is the same): the batch-1 fused decode path.
     # The weight tile stays [BLOCK_K, PACKS] int32 as loaded (16-byte loads along the packs); each of the 8
@@ -173,12 +162,7 @@ def _awq_gemv_planes_kernel(x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, bias_ptr,
     a0, a1, a2, a3, a4, a5, a6, a7 = _zero_tiles(BLOCK_K, PACKS)
     k_start = pid_k * K_PER_SPLIT  # splits hold whole groups
     k_end = tl.minimum(k_start + K_PER_SPLIT, K)
-    if PIPE:
-        a0, a1, a2, a3, a4, a5, a6, a7 = _awq_pipe_groups(
-            x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, magic, rstd, k_start, k_end, offs_p, mask_p,
-            rows, a0, a1, a2, a3, a4, a5, a6, a7, dtype, GROUP, BLOCK_K, PROLOGUE, ASM, PIPE, pid_n * PACKS,
-            L2_PREFETCH)
-    elif LEAN:
+    if LEAN:
         a0, a1, a2, a3, a4, a5, a6, a7 = _awq_lean_groups(
             x_ptr, norm_w_ptr, qw_ptr, qz_ptr, sc_ptr, N, K, stride_q, magic, rstd, k_start, k_end, offs_p, mask_p,
             rows, a0, a1, a2, a3, a4, a5, a6, a7, dtype, GROUP, BLOCK_K, PROLOGUE, ASM)
@@ -260,7 +244,6 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     if fused and not cfg.mma and (cfg.use_gemm or not cfg.planes):
         cfg = AwqGemvConfig()  # only the nibble-plane and tensor-core loops have the prologues and the epilogue
     assert cfg.block_n >= PACK and (cfg.block_n & (cfg.block_n - 1)) == 0, f"{cfg}: block_n a power of 2 >= 8"
-    assert 0 <= cfg.pipe <= 8, f"{cfg}: pipe is 0 (off) or 1..8 chunks in flight"
     if cfg.mma:
         assert cfg.block_n >= 16 and cfg.block_k >= 16, f"{cfg}: the tensor-core loop needs block_n, block_k >= 16"
     if cfg.use_gemm and not cfg.mma:
@@ -299,8 +282,7 @@ def awq_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
             locks if locks is not None else out, out, n, k, k_per_split, n // PACK, eps, MAGIC_2P23,
             GROUP=group_size, BLOCK_N=cfg.block_n, BLOCK_K=block_k, SPLIT_K=split, PROLOGUE=prologue,
             HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None, NORM_BLOCK=min(next_pow2(k), 4096),
-            LEAN=cfg.lean, ASM=int(x.device.type == "cuda"), PIPE=cfg.pipe,
-            L2_PREFETCH=cfg.l2_prefetch, num_warps=cfg.num_warps)
+            LEAN=cfg.lean, ASM=int(x.device.type == "cuda"), num_warps=cfg.num_warps)
         return out
     _awq_gemv_kernel[(num_n, split)](x, qweight, qzeros, scales, partials, locks if locks is not None else out,
                                      out, n, k, k_per_split, n // PACK, GROUP=group_size, BLOCK_N=cfg.block_n,
