@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import Any
 
 from engine.args_error import ArgsError
-
-if TYPE_CHECKING:
-    from engine.args import ServerArgs
 
 SPECULATIVE_ALGORITHMS = ("draft", "ngram")
 MAX_SPECULATIVE_DRAFT_TOKENS = 16
 
 
-def check_speculative_args(args: ServerArgs) -> None:
-    """Raises ArgsError (one line) for an invalid speculative setting."""
+def check_speculative_args(args: Any) -> None:
+    """Raises ArgsError (one line) for an invalid speculative setting of `args` (an engine.args.ServerArgs; not
+    imported: engine.args imports this module)."""
     algo, draft = args.speculative_algorithm, args.speculative_model
     if algo is not None and algo not in SPECULATIVE_ALGORITHMS:
         raise ArgsError(f"--speculative-algorithm must be one of {', '.join(SPECULATIVE_ALGORITHMS)}, got {algo!r}")
