@@ -294,7 +294,7 @@ def fp8_launch(shape: str, prologue: int | None, cfg_text: str, dtype: str, sms:
     split = max(int(cfg.split_k), 1)
     k_per_split = triton.cdiv(triton.cdiv(k, split), cfg.block_k) * cfg.block_k
     split = triton.cdiv(k, k_per_split)
-    use_dot = bool(cfg.use_dot) and dtype in ("fp16", "bf16")
+    use_dot = int(cfg.use_dot) if dtype in ("fp16", "bf16") else 0
     int_cvt = bool(cfg.int_convert) and not use_dot
     fn = mod._fp8_gemv_kernel
     consts = {"PROLOGUE": prologue, "HAS_BIAS": False, "ADD_RESIDUAL": residual and split == 1, "SPLIT": split > 1,

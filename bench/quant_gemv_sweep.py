@@ -92,6 +92,14 @@ FP8_LEAN_LONG_K = [(16, 1024, 4, 1, 1, 0), (16, 1024, 4, 2, 1, 0), (16, 1024, 4,
                    (8, 1024, 4, 1, 4, 0), (16, 1024, 4, 1, 1, 1), (16, 1024, 4, 2, 1, 1)]
 FP8_LEAN_LARGE_N = [(16, 1024, 4, 1, 1, 0), (16, 1024, 4, 1, 2, 0), (32, 1024, 4, 1, 1, 0), (8, 1024, 4, 1, 4, 0),
                     (16, 1024, 4, 1, 1, 1), (16, 1024, 4, 1, 2, 1)]
+# The FP8 x FP8 wgmma loop (use_dot=2, kernels/fp8_gemv_w8a8.py; tenth session, not yet timed): the weight tile
+# goes global -> shared (cp.async, num_stages deep) -> mma with no instruction per weight on the SM. 64 rows per
+# warpgroup (wgmma's M); 4096-6144-row shapes need split-K to give 132 SMs 2+ programs each. 16-32 KB per stage.
+# (block_n, block_k, num_warps, num_stages, split_k)
+FP8_W8A8_SMALL_N = [(64, 256, 4, 4, 2), (64, 512, 4, 3, 2), (64, 256, 4, 4, 4), (128, 256, 8, 3, 2),
+                    (64, 128, 4, 6, 4), (64, 512, 4, 3, 1)]
+FP8_W8A8_LARGE_N = [(64, 256, 4, 4, 1), (64, 512, 4, 3, 1), (128, 256, 8, 3, 1), (128, 256, 4, 3, 1),
+                    (64, 128, 4, 6, 1), (64, 256, 4, 4, 2)]
 FP8_DOT_LARGE_N = [(64, 256, 4, 3, 1, 1), (128, 128, 4, 3, 1, 1), (32, 256, 4, 3, 1, 1), (32, 512, 4, 2, 1, 1),
                    (16, 512, 4, 3, 1, 1), (64, 128, 4, 4, 1, 1)]
 # AWQ's older loop (planes=0): (block_n, block_k, num_warps, split_k or None = auto ~4 programs per SM, num_stages).
@@ -132,9 +140,13 @@ def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[F
     # Tuned, lean, tensor-core and integer-convert tiles go right after the default, in that order: the
     # incumbents and the structural bets. MAX_CONFIGS cuts the list's tail (the plain one-pass tiles, then the
     # older loop's integer-convert tiles).
-    lean = FP8_LEAN_ROUND2 + [t for t in lean if not t[5]][:2]  # integer-convert lean tiles lost 2-5x on an H200
-    out[1:1] = (tuned + [Fp8GemvConfig(bn, bk, w, split_k=s, lean=u, int_convert=i) for bn, bk, w, s, u, i in lean]
-                + [Fp8GemvConfig(*t) for t in dot] + [Fp8GemvConfig(*t) for t in FP8_INT])
+    # Integer-convert lean tiles lost 2-5x on an H200; the second-round lean tiles (ninth session) did not beat the
+    # first round's winners (tenth session): the lean loop keeps 3 of its tiles, the wgmma tiles come first.
+    lean = [t for t in FP8_LEAN_ROUND2[:1] + lean if not t[5]][:3]
+    w8a8 = FP8_W8A8_LARGE_N if n > 8192 else FP8_W8A8_SMALL_N
+    out[1:1] = (tuned + [Fp8GemvConfig(*t, use_dot=2) for t in w8a8]
+                + [Fp8GemvConfig(bn, bk, w, split_k=s, lean=u, int_convert=i) for bn, bk, w, s, u, i in lean]
+                + [Fp8GemvConfig(*t) for t in dot[:2]])
     if n <= 8192:
         out += [Fp8GemvConfig(*t) for t in FP8_SPLIT]
     return list(dict.fromkeys(out))[:MAX_CONFIGS]

@@ -25,6 +25,7 @@ import triton.language as tl
 
 from kernels._common import device_num_sms, next_pow2
 from kernels.fp8_gemv_lean import _fp8_lean_k_loop
+from kernels.fp8_gemv_w8a8 import _fp8_w8a8_k_loop
 from kernels.fp8_quant import FP8_DTYPE
 
 # The prologue / epilogue helpers of the bf16 fused GEMV: FP8 layers round exactly as bf16 ones do.
@@ -49,6 +50,8 @@ class Fp8GemvConfig(NamedTuple):
     # fp16-converted weight tile). The CUDA-core loop needs two conversions per weight (e4m3x2 -> f16x2,
     # then f16 -> f32, both on the SM's narrow conversion pipe: ~2.8e12 weights/s on an H200, about the
     # rate measured); mma takes the f16 weights as they are. 16-bit x only; block_n, block_k >= 16.
+    # 2: FP8 x FP8 tensor cores (`kernels.fp8_gemv_w8a8`): the weight tile reaches the mma without any conversion,
+    # x is quantized to e4m3 per K chunk (W8A8, as larger batches are). block_n >= 64 (Hopper's wgmma rows).
     use_dot: int = 0
     # 1: CUDA-core loop with the e4m3 -> fp32 conversion on the integer pipe (see `_fp8_gemv_kernel`); the
     # weight is read as int32 words of four e4m3 bytes. Not measured on a GPU yet: a sweep candidate.
@@ -70,7 +73,7 @@ def _fp8_gemv_kernel(
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr, SPLIT: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
-    USE_DOT: tl.constexpr = False, INT_CVT: tl.constexpr = False, LEAN: tl.constexpr = 0,
+    USE_DOT: tl.constexpr = 0, INT_CVT: tl.constexpr = False, LEAN: tl.constexpr = 0,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -86,7 +89,10 @@ def _fp8_gemv_kernel(
     if PROLOGUE == 1 and not LEAN:  # the lean loop computes it after its first weight loads
         rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
 
-    if LEAN:
+    if USE_DOT == 2:
+        y = _fp8_w8a8_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, rstd, dtype, PROLOGUE, EVEN_N,
+                             EVEN_K, BLOCK_N, BLOCK_K, NUM_STAGES)
+    elif LEAN:
         y = _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, dtype, PROLOGUE, EVEN_N,
                              EVEN_K, BLOCK_N, BLOCK_K, NORM_BLOCK, LEAN, INT_CVT)
     elif USE_DOT:
@@ -228,9 +234,10 @@ def fp8_gemv(
     cfg = config or pick_config(n, k, x.device)
     assert cfg.block_n & (cfg.block_n - 1) == 0 and cfg.block_k & (cfg.block_k - 1) == 0, f"{cfg}: powers of 2"
     assert cfg.num_warps in (1, 2, 4, 8, 16) and cfg.num_stages >= 1, f"{cfg}: num_warps / num_stages"
-    use_dot = bool(cfg.use_dot) and dtype in (torch.float16, torch.bfloat16)  # fp32 x: the exact FMA loop
+    use_dot = int(cfg.use_dot) if dtype in (torch.float16, torch.bfloat16) else 0  # fp32 x: the exact FMA loop
+    assert 0 <= use_dot <= 2, f"{cfg}: use_dot is 0 (CUDA cores), 1 (fp16 mma) or 2 (fp8 x fp8 mma)"
     if use_dot:
-        assert cfg.block_n >= 16 and cfg.block_k >= 16, f"{cfg}: the tensor-core variant needs tiles >= 16"
+        assert cfg.block_n >= 16 and cfg.block_k >= 16, f"{cfg}: the tensor-core variants need tiles >= 16"
     int_convert = bool(cfg.int_convert) and not use_dot
     lean = int(cfg.lean) if not use_dot else 0
     assert 0 <= lean <= 4, f"{cfg}: lean is the number of chunks per loop iteration (1-4)"
