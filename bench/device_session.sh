@@ -228,14 +228,6 @@ for s in "$@"; do
              stage awq-mma-single 80 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
                TESSERA_AWQ_DEQUANT_MIN_ROWS=64 python3 bench/single_stream.py --engine-args \
                '{"quantization": "awq", "attention_backend": "triton"}' ;;
-    # The FP8 x FP8 wgmma GEMV loop (tenth session, use_dot=2, prepared from sm_90 SASS: 1.7-2.8 instructions per
-    # weight, none of them conversions): GPU tests first (never ran on a GPU), then the FP8 sweep with its tiles,
-    # then batch-1 FP8 decode with the winners.
-    fp8-w8a8) stage fp8-w8a8-test 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA tests/kernels/test_fp8.py \
-                -k "gemv and gpu"
-              stage fp8-w8a8-sweep 90 python3 bench/quant_gemv_sweep.py --kind fp8 --no-prefill
-              stage fp8-w8a8-single 80 env TESSERA_FP8_GEMV_TUNED="$OUT/fp8_gemv_tuned.json" python3 \
-                bench/single_stream.py --engine-args '{"quantization": "fp8", "attention_backend": "triton"}' ;;
     online-32-pair) stage online-32-pair 330 bash -c 'online_32 "{}" "{\"interleave_prefill_tokens\": 1024}"' ;;
     awq-planes) stage awq-planes-test 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
                   tests/kernels/test_awq_gemm.py tests/engine/test_gpu_awq.py -k "planes or fp16"

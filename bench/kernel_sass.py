@@ -294,18 +294,17 @@ def fp8_launch(shape: str, prologue: int | None, cfg_text: str, dtype: str, sms:
     split = max(int(cfg.split_k), 1)
     k_per_split = triton.cdiv(triton.cdiv(k, split), cfg.block_k) * cfg.block_k
     split = triton.cdiv(k, k_per_split)
-    use_dot = int(cfg.use_dot) if dtype in ("fp16", "bf16") else 0
-    int_cvt = bool(cfg.int_convert) and not use_dot
+    use_dot = bool(cfg.use_dot) and dtype in ("fp16", "bf16")
     fn = mod._fp8_gemv_kernel
     consts = {"PROLOGUE": prologue, "HAS_BIAS": False, "ADD_RESIDUAL": residual and split == 1, "SPLIT": split > 1,
               "EVEN_N": n % cfg.block_n == 0, "EVEN_K": k % k_per_split == 0 and k_per_split % cfg.block_k == 0,
               "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k, "NORM_BLOCK": min(triton.next_power_of_2(k), 4096),
-              "NUM_STAGES": cfg.num_stages, "USE_DOT": use_dot, "INT_CVT": int_cvt}
+              "NUM_STAGES": cfg.num_stages, "USE_DOT": use_dot}
     if "LEAN" in fn.arg_names:  # Fp8GemvConfig.lean (2026-12-03, ninth session): the lean K loop
         consts["LEAN"] = int(getattr(cfg, "lean", 0)) if not use_dot else 0
     ptr = f"*{dtype}:D"
     sig = {"x_ptr": ptr, "norm_w_ptr": ptr if prologue == 1 else "*fp32:D",
-           "w_ptr": "*i32:D" if int_cvt else "*fp8e4nv:D", "scale_ptr": "*fp32:D", "bias_ptr": "*fp32:D",
+           "w_ptr": "*fp8e4nv:D", "scale_ptr": "*fp32:D", "bias_ptr": "*fp32:D",
            "res_ptr": ptr, "out_ptr": ptr, "ws_ptr": "*fp32:D" if split > 1 else ptr,
            "N": "i32:D", "K": "i32:D", "K_PER_SPLIT": "i32:D", "stride_wn": "i32:D", "eps": "fp32"}
     per_iter = cfg.block_n * cfg.block_k / (32 * cfg.num_warps)  # weights per thread per K-chunk

@@ -71,35 +71,21 @@ FP8_SPLIT = [(16, 1024, 8, 1, 2), (8, 1024, 4, 1, 2), (32, 512, 8, 1, 2)]
 # Few output rows need split-K to fill 132 SMs with 32-64-row tiles.
 FP8_DOT_SMALL_N = [(32, 256, 4, 3, 1, 1), (32, 256, 4, 3, 2, 1), (64, 256, 4, 3, 2, 1), (64, 128, 4, 4, 4, 1),
                    (16, 512, 4, 3, 1, 1), (32, 512, 4, 2, 2, 1)]
-# The integer-pipe e4m3 conversion (int_convert=1; see kernels/fp8_gemv.py): the one-pass tiles most likely
-# to stream at the memory floor once the conversion pipe no longer caps them. Not yet timed on a GPU.
-FP8_INT = [(16, 1024, 8, 1, 1, 0, 1), (32, 512, 8, 1, 1, 0, 1), (16, 512, 4, 2, 1, 0, 1), (8, 1024, 4, 2, 1, 0, 1)]
 # The lean loop (lean = chunks per iteration; see kernels/fp8_gemv_lean.py; 2026-12-03 ninth session, from sm_90
 # SASS, bench/NOTES.md): no bar.sync or shared memory in the K loop, 3.1-3.5 SASS instructions per weight
 # (4.1 with SiLU) against 3.6-7.5 for the tuned tiles, 128-256 weight bytes requested per thread per iteration.
-# block_k = 256 x num_warps is its barrier-free tile. With int_convert=1 the same loop decodes e4m3 on the integer
-# pipe (4.3-5.3 per weight, none on the conversion pipe): which of the two wins says whether the conversion pipe
-# (F2FP + HADD2.F32, 1.5 per weight) or latency caps the CUDA-core loop. (block_n, block_k, num_warps, split_k,
-# lean, int_convert). Not yet timed on a GPU. N <= 8192 with 16-row tiles fills only ~2 of 4 CTA slots per SM:
-# hence the split-K and the 8-row entries.
+# block_k = 256 x num_warps is its barrier-free tile. (block_n, block_k, num_warps, split_k, lean). N <= 8192 with
+# 16-row tiles fills only ~2 of 4 CTA slots per SM: hence the split-K and the 8-row entries.
 # Around the first H200 winners (ninth session: qkv 8/1024/4 lean 2, o and gate_up 8/1024/4 lean 4, down
 # 16/1024/4 split 2 lean 1): more chunks in flight, 8 warps (block_k 2048), split-K for the 4096-row shapes.
-FP8_LEAN_ROUND2 = [(8, 1024, 4, 1, 3, 0), (4, 1024, 4, 1, 4, 0), (8, 2048, 8, 1, 2, 0), (8, 2048, 8, 1, 4, 0),
-                   (8, 1024, 4, 2, 2, 0), (8, 1024, 4, 2, 4, 0), (16, 1024, 4, 2, 2, 0), (16, 2048, 8, 2, 1, 0)]
-FP8_LEAN_SHORT_K = [(16, 1024, 4, 1, 1, 0), (16, 1024, 4, 1, 2, 0), (8, 1024, 4, 1, 4, 0), (8, 1024, 4, 1, 2, 0),
-                    (16, 1024, 4, 2, 1, 0), (16, 1024, 4, 1, 1, 1), (16, 1024, 4, 2, 1, 1)]
-FP8_LEAN_LONG_K = [(16, 1024, 4, 1, 1, 0), (16, 1024, 4, 2, 1, 0), (16, 1024, 4, 1, 2, 0), (32, 1024, 4, 2, 1, 0),
-                   (8, 1024, 4, 1, 4, 0), (16, 1024, 4, 1, 1, 1), (16, 1024, 4, 2, 1, 1)]
-FP8_LEAN_LARGE_N = [(16, 1024, 4, 1, 1, 0), (16, 1024, 4, 1, 2, 0), (32, 1024, 4, 1, 1, 0), (8, 1024, 4, 1, 4, 0),
-                    (16, 1024, 4, 1, 1, 1), (16, 1024, 4, 1, 2, 1)]
-# The FP8 x FP8 wgmma loop (use_dot=2, kernels/fp8_gemv_w8a8.py; tenth session, not yet timed): the weight tile
-# goes global -> shared (cp.async, num_stages deep) -> mma with no instruction per weight on the SM. 64 rows per
-# warpgroup (wgmma's M); 4096-6144-row shapes need split-K to give 132 SMs 2+ programs each. 16-32 KB per stage.
-# (block_n, block_k, num_warps, num_stages, split_k)
-FP8_W8A8_SMALL_N = [(64, 256, 4, 4, 2), (64, 512, 4, 3, 2), (64, 256, 4, 4, 4), (128, 256, 8, 3, 2),
-                    (64, 128, 4, 6, 4), (64, 512, 4, 3, 1)]
-FP8_W8A8_LARGE_N = [(64, 256, 4, 4, 1), (64, 512, 4, 3, 1), (128, 256, 8, 3, 1), (128, 256, 4, 3, 1),
-                    (64, 128, 4, 6, 1), (64, 256, 4, 4, 2)]
+# Only (8, 1024, 4, 1, 3) won a shape (down, tenth session).
+FP8_LEAN_ROUND2 = [(8, 1024, 4, 1, 3), (4, 1024, 4, 1, 4), (8, 2048, 8, 1, 2), (8, 2048, 8, 1, 4),
+                   (8, 1024, 4, 2, 2), (8, 1024, 4, 2, 4), (16, 1024, 4, 2, 2), (16, 2048, 8, 2, 1)]
+FP8_LEAN_SHORT_K = [(16, 1024, 4, 1, 1), (16, 1024, 4, 1, 2), (8, 1024, 4, 1, 4), (8, 1024, 4, 1, 2),
+                    (16, 1024, 4, 2, 1)]
+FP8_LEAN_LONG_K = [(16, 1024, 4, 1, 1), (16, 1024, 4, 2, 1), (16, 1024, 4, 1, 2), (32, 1024, 4, 2, 1),
+                   (8, 1024, 4, 1, 4)]
+FP8_LEAN_LARGE_N = [(16, 1024, 4, 1, 1), (16, 1024, 4, 1, 2), (32, 1024, 4, 1, 1), (8, 1024, 4, 1, 4)]
 FP8_DOT_LARGE_N = [(64, 256, 4, 3, 1, 1), (128, 128, 4, 3, 1, 1), (32, 256, 4, 3, 1, 1), (32, 512, 4, 2, 1, 1),
                    (16, 512, 4, 3, 1, 1), (64, 128, 4, 4, 1, 1)]
 # AWQ's older loop (planes=0): (block_n, block_k, num_warps, split_k or None = auto ~4 programs per SM, num_stages).
@@ -137,16 +123,14 @@ def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[F
     dot = FP8_DOT_LARGE_N if n > 8192 else FP8_DOT_SMALL_N
     lean = FP8_LEAN_LARGE_N if n > 8192 else FP8_LEAN_SHORT_K if k <= 8192 else FP8_LEAN_LONG_K
     tuned = [Fp8GemvConfig(**table[f"{n}x{k}"]) for table in FP8_TUNED.values() if f"{n}x{k}" in table]
-    # Tuned, lean, tensor-core and integer-convert tiles go right after the default, in that order: the
-    # incumbents and the structural bets. MAX_CONFIGS cuts the list's tail (the plain one-pass tiles, then the
-    # older loop's integer-convert tiles).
-    # Integer-convert lean tiles lost 2-5x on an H200; the second-round lean tiles (ninth session) did not beat the
-    # first round's winners (tenth session): the lean loop keeps 3 of its tiles, the wgmma tiles come first.
-    lean = [t for t in FP8_LEAN_ROUND2[:1] + lean if not t[5]][:3]
-    w8a8 = FP8_W8A8_LARGE_N if n > 8192 else FP8_W8A8_SMALL_N
-    out[1:1] = (tuned + [Fp8GemvConfig(*t, use_dot=2) for t in w8a8]
-                + [Fp8GemvConfig(bn, bk, w, split_k=s, lean=u, int_convert=i) for bn, bk, w, s, u, i in lean]
-                + [Fp8GemvConfig(*t) for t in dot[:2]])
+    # Tuned, lean and tensor-core tiles go right after the default, in that order: the incumbents and the
+    # structural bets. MAX_CONFIGS cuts the list's tail (the plain one-pass tiles). Of the second-round lean
+    # tiles only the first won a shape (tenth session): the lean loop keeps 4 tiles. (The tenth session's FP8 x
+    # FP8 wgmma loop, commit d3c37f1, tied the lean loop on gate_up, lost 30-45 % elsewhere on an H200 and was
+    # removed; so were the integer-pipe e4m3 loops, which lost 2-5x.)
+    lean = (FP8_LEAN_ROUND2[:1] + lean)[:4]
+    out[1:1] = (tuned + [Fp8GemvConfig(bn, bk, w, split_k=s, lean=u) for bn, bk, w, s, u in lean]
+                + [Fp8GemvConfig(*t) for t in dot[:3]])
     if n <= 8192:
         out += [Fp8GemvConfig(*t) for t in FP8_SPLIT]
     return list(dict.fromkeys(out))[:MAX_CONFIGS]

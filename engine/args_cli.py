@@ -58,7 +58,7 @@ _HELP = {
                          "flashinfer prefill, triton decode up to --hybrid-long-context-threshold tokens, "
                          "flashinfer decode above",
     "hybrid_long_context_threshold": "hybrid backend: longest sequence (tokens) of a decode batch up to which "
-                                     "triton decodes; above it flashinfer (default 32768)",
+                                     "triton decodes; above it flashinfer (default 131072)",
     "enable_mixed_chunk": "run decodes in the same forward as a prefill chunk (lower ITL tail under load)",
     "mixed_chunk_step_tokens": "with --enable-mixed-chunk: tokens one step computes while decodes run, decodes "
                                "counting one each (default 1536; at least 256 prompt tokens per step)",

@@ -25,7 +25,6 @@ import triton.language as tl
 
 from kernels._common import device_num_sms, next_pow2
 from kernels.fp8_gemv_lean import _fp8_lean_k_loop
-from kernels.fp8_gemv_w8a8 import _fp8_w8a8_k_loop
 from kernels.fp8_quant import FP8_DTYPE
 
 # The prologue / epilogue helpers of the bf16 fused GEMV: FP8 layers round exactly as bf16 ones do.
@@ -50,19 +49,14 @@ class Fp8GemvConfig(NamedTuple):
     # fp16-converted weight tile). The CUDA-core loop needs two conversions per weight (e4m3x2 -> f16x2,
     # then f16 -> f32, both on the SM's narrow conversion pipe: ~2.8e12 weights/s on an H200, about the
     # rate measured); mma takes the f16 weights as they are. 16-bit x only; block_n, block_k >= 16.
-    # 2: FP8 x FP8 tensor cores (`kernels.fp8_gemv_w8a8`): the weight tile reaches the mma without any conversion,
-    # x is quantized to e4m3 per K chunk (W8A8, as larger batches are). block_n >= 64 (Hopper's wgmma rows).
     use_dot: int = 0
-    # 1: CUDA-core loop with the e4m3 -> fp32 conversion on the integer pipe (see `_fp8_gemv_kernel`); the
-    # weight is read as int32 words of four e4m3 bytes. Not measured on a GPU yet: a sweep candidate.
-    int_convert: int = 0
     # N >= 1 (1-4): the lean CUDA-core loop (`kernels.fp8_gemv_lean`), from its sm_90 SASS: no shared memory and
     # no bar.sync in the K loop, each x element (and its prologue) computed once per thread per chunk for all
     # BLOCK_N rows, one fp32 accumulator per row per thread, and N weight chunks requested per iteration before
     # any math. Barrier-free when block_k = 256 x num_warps (8 columns per thread; other block_k are correct
-    # but move x through shared memory again). With int_convert=1 the lean loop decodes e4m3 on the integer
-    # pipe as that variant does (that combination lost 2-5x on an H200). Without it the lean loop won every
-    # 8B projection on an H200 (layer 72.7 -> 67.2 us; kernels.quant_gemv_configs.FP8_TUNED).
+    # but move x through shared memory again). The lean loop won every 8B projection on an H200 (layer 72.7 ->
+    # 67.2 us; kernels.quant_gemv_configs.FP8_TUNED). (Decoding e4m3 on the integer pipe instead of the
+    # conversion pipe, in this loop and the plain one, lost 2-5x there and was removed, tenth session.)
     lean: int = 0
 
 
@@ -73,7 +67,7 @@ def _fp8_gemv_kernel(
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr, SPLIT: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
-    USE_DOT: tl.constexpr = 0, INT_CVT: tl.constexpr = False, LEAN: tl.constexpr = 0,
+    USE_DOT: tl.constexpr = False, LEAN: tl.constexpr = 0,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -89,12 +83,9 @@ def _fp8_gemv_kernel(
     if PROLOGUE == 1 and not LEAN:  # the lean loop computes it after its first weight loads
         rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
 
-    if USE_DOT == 2:
-        y = _fp8_w8a8_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, rstd, dtype, PROLOGUE, EVEN_N,
-                             EVEN_K, BLOCK_N, BLOCK_K, NUM_STAGES)
-    elif LEAN:
+    if LEAN:
         y = _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, dtype, PROLOGUE, EVEN_N,
-                             EVEN_K, BLOCK_N, BLOCK_K, NORM_BLOCK, LEAN, INT_CVT)
+                             EVEN_K, BLOCK_N, BLOCK_K, NORM_BLOCK, LEAN)
     elif USE_DOT:
         # x goes through fp16 scaled by 2^-8 (exact; bf16 values up to 2^24 stay finite, products and
         # sums are fp32 in the mma), as row 0 of a 16-row tile (mma's smallest M); rows 1..15 are zero.
@@ -112,31 +103,6 @@ def _fp8_gemv_kernel(
             a = tl.where(rows[:, None] == 0, xk[None, :], 0.0).to(tl.float16)
             acc_d = tl.dot(a, wt.to(tl.float16), acc_d)
         y = tl.sum(tl.where(rows[:, None] == 0, acc_d, 0.0), 0) * 256.0  # [BLOCK_N], unscaled
-    elif INT_CVT:
-        # w_ptr holds int32 words (4 e4m3 bytes, byte j = column 4p + j; stride_wn in words). The plain
-        # loop converts each weight twice on the SM's narrow conversion pipe (e4m3x2 -> f16x2, f16 -> f32),
-        # which caps it near 2.8e12 weights/s on an H200 (72.7 us per layer vs a 51.7 us memory floor).
-        # Here byte j moves to the top (shift), an arithmetic shift right by 4 puts its sign in bit 31 and its
-        # 7 exponent+mantissa bits in bits 26..20, and a mask clears the rest: an fp32 equal to the e4m3 value
-        # times 2^-120 (exact, subnormals included: both formats scale them the same way), in 2-3 integer ops.
-        # x carries 2^64 and the sum 2^56 so that no product of a normal weight falls into fp32 subnormals.
-        KW: tl.constexpr = BLOCK_K // 4
-        offs_w0 = tl.arange(0, KW)
-        acc_w = tl.zeros([BLOCK_N, KW], dtype=tl.float32)
-        for k0 in tl.range(k_begin, k_end, BLOCK_K, num_stages=NUM_STAGES):
-            offs_w = k0 // 4 + offs_w0
-            if EVEN_N and EVEN_K:
-                words = tl.load(w_rows + offs_w[None, :], eviction_policy="evict_first")
-            else:
-                words = tl.load(w_rows + offs_w[None, :], mask=mask_n[:, None] & (offs_w * 4 < k_end)[None, :],
-                                other=0, eviction_policy="evict_first")
-            for j in tl.static_range(4):
-                top = words << (24 - 8 * j)
-                # -2014314496 is 0x87F00000 as an int32: sign bit, 4 exponent bits, 3 mantissa bits
-                w_f = ((top >> 4) & -2014314496).to(tl.float32, bitcast=True)
-                xj = _load_x(x_ptr, norm_w_ptr, offs_w * 4 + j, K, rstd, dtype, PROLOGUE) * 18446744073709551616.0
-                acc_w += w_f * xj[None, :]
-        y = tl.sum(acc_w, 1) * 72057594037927936.0  # 2^56: back to the e4m3 scale; [BLOCK_N], unscaled
     else:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
         for k0 in tl.range(k_begin, k_end, BLOCK_K, num_stages=NUM_STAGES):
@@ -188,9 +154,12 @@ def default_config(n: int, k: int, device: torch.device) -> Fp8GemvConfig:
 
 def pick_config(n: int, k: int, device: torch.device) -> Fp8GemvConfig:
     """This device's swept tile (`kernels.quant_gemv_configs`: FP8_TUNED, overlaid by the file named in
-    TESSERA_FP8_GEMV_TUNED), else `default_config`."""
+    TESSERA_FP8_GEMV_TUNED), else `default_config`. Fields this version no longer has (an overlay written by an
+    older sweep, e.g. `int_convert`) are dropped."""
     entry = tuned_entry(FP8_TUNED_ENV, device, n, k)
-    return Fp8GemvConfig(**entry) if entry is not None else default_config(n, k, device)
+    if entry is None:
+        return default_config(n, k, device)
+    return Fp8GemvConfig(**{key: value for key, value in entry.items() if key in Fp8GemvConfig._fields})
 
 
 def fp8_gemv(
@@ -234,19 +203,12 @@ def fp8_gemv(
     cfg = config or pick_config(n, k, x.device)
     assert cfg.block_n & (cfg.block_n - 1) == 0 and cfg.block_k & (cfg.block_k - 1) == 0, f"{cfg}: powers of 2"
     assert cfg.num_warps in (1, 2, 4, 8, 16) and cfg.num_stages >= 1, f"{cfg}: num_warps / num_stages"
-    use_dot = int(cfg.use_dot) if dtype in (torch.float16, torch.bfloat16) else 0  # fp32 x: the exact FMA loop
-    assert 0 <= use_dot <= 2, f"{cfg}: use_dot is 0 (CUDA cores), 1 (fp16 mma) or 2 (fp8 x fp8 mma)"
+    use_dot = bool(cfg.use_dot) and dtype in (torch.float16, torch.bfloat16)  # fp32 x: the exact FMA loop
     if use_dot:
-        assert cfg.block_n >= 16 and cfg.block_k >= 16, f"{cfg}: the tensor-core variants need tiles >= 16"
-    int_convert = bool(cfg.int_convert) and not use_dot
+        assert cfg.block_n >= 16 and cfg.block_k >= 16, f"{cfg}: the tensor-core variant needs tiles >= 16"
     lean = int(cfg.lean) if not use_dot else 0
     assert 0 <= lean <= 4, f"{cfg}: lean is the number of chunks per loop iteration (1-4)"
     assert not lean or cfg.block_k >= 8, f"{cfg}: the lean loop folds 8 columns per thread"
-    if int_convert:
-        assert k % 4 == 0 and w_q.stride(0) % 4 == 0 and cfg.block_k >= 4, (
-            f"{cfg}: the integer-convert variant reads rows as int32 words (K and the row stride multiples of 4)")
-    # The integer-convert loop reads each row as int32 words: the same storage, a quarter of the stride.
-    w_arg, w_stride = (w_q.view(torch.int32), w_q.stride(0) // 4) if int_convert else (w_q, w_q.stride(0))
     split = max(int(cfg.split_k), 1)
     # Each split gets whole K-chunks, so only the last split (or a ragged K) needs masks.
     k_per_split = triton.cdiv(triton.cdiv(k, split), cfg.block_k) * cfg.block_k
@@ -254,14 +216,14 @@ def fp8_gemv(
     ws = torch.empty((split, n), dtype=torch.float32, device=x.device) if split > 1 else out
     dummy = w_scale  # any valid pointer for the operands a specialisation does not read
     _fp8_gemv_kernel[(triton.cdiv(n, cfg.block_n), split)](
-        x, norm_weight if norm_weight is not None else dummy, w_arg, w_scale, bias if bias is not None else dummy,
+        x, norm_weight if norm_weight is not None else dummy, w_q, w_scale, bias if bias is not None else dummy,
         residual if residual is not None else out, out, ws,
-        n, k, k_per_split, w_stride, eps,
+        n, k, k_per_split, w_q.stride(0), eps,
         PROLOGUE=prologue, HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None and split == 1,
         SPLIT=split > 1, EVEN_N=n % cfg.block_n == 0,
         EVEN_K=k % k_per_split == 0 and k_per_split % cfg.block_k == 0,
         BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NORM_BLOCK=min(next_pow2(k), 4096),
-        NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, INT_CVT=int_convert, LEAN=lean, num_warps=cfg.num_warps,
+        NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, LEAN=lean, num_warps=cfg.num_warps,
     )
     if split > 1:
         block = min(next_pow2(n), 1024)

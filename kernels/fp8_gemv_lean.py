@@ -24,7 +24,7 @@ def _lean_load(ptrs, offs_e, end_e, mask_n, FIRST: tl.constexpr, EVEN_N: tl.cons
                VEC: tl.constexpr):
     # One chunk at `ptrs` (its elements `offs_e` along the row; this split ends at element `end_e`). The
     # contiguity hint sits on the pointer tensor the load reads (on the offsets it did not reach the coalescing
-    # pass): VEC (8 fp8, or 2 int32 words of 4) keeps the tile's per-thread vector at x's 8 columns. Whole
+    # pass): VEC (8 fp8) keeps the tile's per-thread vector at x's 8 columns. Whole
     # tiles: an iteration's first chunk is always inside the split; a later one may lie past it (requested in
     # the same iteration, never used): its predicate (uniform over each vector) turns the load off, no memory
     # traffic, and other=0 keeps fp8 NaN patterns out of the zero-x products.
@@ -70,50 +70,15 @@ def _chunk_fma(acc, w, xk, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def _e4m3_bits(words, J: tl.constexpr):
-    # Byte J of each word as an fp32 equal to its e4m3 value x 2^-120 (the integer-pipe decode of
-    # `_fp8_gemv_kernel`'s INT_CVT loop: byte to the top, arithmetic shift right by 4, keep sign + 7 bits).
-    # -2014314496 is 0x87F00000 as an int32.
-    return (((words << (24 - 8 * J)) >> 4) & -2014314496).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _chunk_fma_int(acc, words, xk, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    # `_chunk_fma` for a chunk read as int32 words ([BLOCK_N, BLOCK_K // 4], 2 per thread and row): each
-    # thread's 8 weights decoded on the integer pipe (~2.75 ALU ops each) instead of the conversion pipe
-    # (F2FP + HADD2.F32, 1.5 each). xk carries 2^64 (see the INT_CVT loop), the products 2^-56.
-    wa, wb = tl.split(tl.reshape(words, [BLOCK_N, BLOCK_K // 8, 2]))
-    # x column 8q + 4i + 2a + b = byte 2a + b of word i of the thread's pair q.
-    xe, xo = tl.split(tl.reshape(tl.broadcast_to(xk[None, :], [BLOCK_N, BLOCK_K]), [BLOCK_N, BLOCK_K // 8, 2, 2, 2]))
-    x0, x2 = tl.split(xe)
-    x1, x3 = tl.split(xo)
-    x0a, x0b = tl.split(x0)
-    x1a, x1b = tl.split(x1)
-    x2a, x2b = tl.split(x2)
-    x3a, x3b = tl.split(x3)
-    acc += _e4m3_bits(wa, 0) * x0a
-    acc += _e4m3_bits(wa, 1) * x1a
-    acc += _e4m3_bits(wa, 2) * x2a
-    acc += _e4m3_bits(wa, 3) * x3a
-    acc += _e4m3_bits(wb, 0) * x0b
-    acc += _e4m3_bits(wb, 1) * x1b
-    acc += _e4m3_bits(wb, 2) * x2b
-    acc += _e4m3_bits(wb, 3) * x3b
-    return acc
-
-
-@triton.jit
-def _lean_loads(base, k0, k_begin, k_end, offs_c0, mask_n, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
-                BLOCK_K: tl.constexpr, UNROLL: tl.constexpr, COLS: tl.constexpr):
+def _lean_loads(base, k0, k_begin, k_end, offs_k0, mask_n, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
+                BLOCK_K: tl.constexpr, UNROLL: tl.constexpr):
     # The UNROLL chunks of the iteration at k0 (unused slots repeat chunk 0: no extra load). Their pointers are
-    # immediate offsets from one pointer tile. COLS: weight columns per element (1 fp8, 4 per int32 word).
-    CH: tl.constexpr = BLOCK_K // COLS
-    VEC: tl.constexpr = 8 // COLS
-    # Masks count elements (k_end is a multiple of COLS: the launcher asserts K % 4 == 0 for words), so a
-    # vector's mask stays uniform and the load stays vectorised.
-    ptrs = base + (k0 - k_begin) // COLS
-    offs_e = k0 // COLS + offs_c0
-    end_e = k_end // COLS
+    # immediate offsets from one pointer tile.
+    CH: tl.constexpr = BLOCK_K
+    VEC: tl.constexpr = 8
+    ptrs = base + (k0 - k_begin)
+    offs_e = k0 + offs_k0
+    end_e = k_end
     w0 = _lean_load(ptrs, offs_e, end_e, mask_n, True, EVEN_N, EVEN_K, VEC)
     w1 = w0
     w2 = w0
@@ -129,30 +94,25 @@ def _lean_loads(base, k0, k_begin, k_end, offs_c0, mask_n, EVEN_N: tl.constexpr,
 
 @triton.jit
 def _lean_chunk(acc, w, x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_K: tl.constexpr, INT_CVT: tl.constexpr):
+                BLOCK_K: tl.constexpr):
     # x past this split's k_end meets zero weights; past K it is masked inside _load_x.
     xk = _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE)
-    if INT_CVT:
-        acc = _chunk_fma_int(acc, w, xk * 18446744073709551616.0, BLOCK_N, BLOCK_K)  # x 2^64
-    else:
-        acc = _chunk_fma(acc, w, xk, BLOCK_N, BLOCK_K)
-    return acc
+    return _chunk_fma(acc, w, xk, BLOCK_N, BLOCK_K)
 
 
 @triton.jit
 def _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k0, offs_k0, K, rstd, dtype, PROLOGUE: tl.constexpr,
-               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UNROLL: tl.constexpr, INT_CVT: tl.constexpr):
+               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UNROLL: tl.constexpr):
     offs_k = k0 + offs_k0
-    acc = _lean_chunk(acc, w0, x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE, BLOCK_N, BLOCK_K, INT_CVT)
+    acc = _lean_chunk(acc, w0, x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE, BLOCK_N, BLOCK_K)
     if UNROLL > 1:
-        acc = _lean_chunk(acc, w1, x_ptr, norm_w_ptr, offs_k + BLOCK_K, K, rstd, dtype, PROLOGUE, BLOCK_N, BLOCK_K,
-                          INT_CVT)
+        acc = _lean_chunk(acc, w1, x_ptr, norm_w_ptr, offs_k + BLOCK_K, K, rstd, dtype, PROLOGUE, BLOCK_N, BLOCK_K)
     if UNROLL > 2:
         acc = _lean_chunk(acc, w2, x_ptr, norm_w_ptr, offs_k + 2 * BLOCK_K, K, rstd, dtype, PROLOGUE, BLOCK_N,
-                          BLOCK_K, INT_CVT)
+                          BLOCK_K)
     if UNROLL > 3:
         acc = _lean_chunk(acc, w3, x_ptr, norm_w_ptr, offs_k + 3 * BLOCK_K, K, rstd, dtype, PROLOGUE, BLOCK_N,
-                          BLOCK_K, INT_CVT)
+                          BLOCK_K)
     return acc
 
 
@@ -160,7 +120,7 @@ def _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k0, offs_k0, K, rstd, dty
 def _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, dtype,
                      PROLOGUE: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr,
-                     UNROLL: tl.constexpr, INT_CVT: tl.constexpr):
+                     UNROLL: tl.constexpr):
     # Row sums ([BLOCK_N], unscaled) of this split: fp32 products accumulated with fp32 FFMAs, as in the plain
     # loop (summed in another order). Each iteration requests UNROLL chunks before any math. Not a ring
     # carried across iterations: a loop-carried fp8 tile is carried byte by byte (one register per weight),
@@ -169,29 +129,22 @@ def _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, 
     # L2 round trip of the whole row and a block reduction): with K = 4096 that iteration is a quarter to half
     # of a program's bytes, and its DRAM requests would otherwise wait behind the reduction. (Peeling costs
     # registers, ~20 at 16 rows, so the other prologues, which have nothing to overlap, do not.)
-    # INT_CVT: w_rows point at int32 words (4 e4m3 each), decoded on the integer pipe.
-    COLS: tl.constexpr = 4 if INT_CVT else 1
     offs_k0 = tl.arange(0, BLOCK_K)
-    offs_c0 = tl.arange(0, BLOCK_K // COLS)
     # The hint must sit on an op: a loop-carried pointer tile is a block argument and would drop it.
-    base = tl.max_contiguous(w_rows + (k_begin // COLS + offs_c0)[None, :], [1, 8 // COLS])
+    base = tl.max_contiguous(w_rows + (k_begin + offs_k0)[None, :], [1, 8])
     acc = tl.zeros([BLOCK_N, BLOCK_K // 8], dtype=tl.float32)
     rstd = 1.0
     k_loop = k_begin
     if PROLOGUE == 1:
-        w0, w1, w2, w3 = _lean_loads(base, k_begin, k_begin, k_end, offs_c0, mask_n, EVEN_N, EVEN_K, BLOCK_K,
-                                     UNROLL, COLS)
+        w0, w1, w2, w3 = _lean_loads(base, k_begin, k_begin, k_end, offs_k0, mask_n, EVEN_N, EVEN_K, BLOCK_K,
+                                     UNROLL)
         rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
         acc = _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k_begin, offs_k0, K, rstd, dtype, PROLOGUE,
-                         BLOCK_N, BLOCK_K, UNROLL, INT_CVT)
+                         BLOCK_N, BLOCK_K, UNROLL)
         k_loop = k_begin + UNROLL * BLOCK_K
     # num_stages=1: Triton's own pipeliner would route the loads through cp.async and shared memory again.
     for k0 in tl.range(k_loop, k_end, UNROLL * BLOCK_K, num_stages=1):
-        w0, w1, w2, w3 = _lean_loads(base, k0, k_begin, k_end, offs_c0, mask_n, EVEN_N, EVEN_K, BLOCK_K, UNROLL,
-                                     COLS)
+        w0, w1, w2, w3 = _lean_loads(base, k0, k_begin, k_end, offs_k0, mask_n, EVEN_N, EVEN_K, BLOCK_K, UNROLL)
         acc = _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k0, offs_k0, K, rstd, dtype, PROLOGUE, BLOCK_N,
-                         BLOCK_K, UNROLL, INT_CVT)
-    y = tl.sum(acc, 1)
-    if INT_CVT:
-        y = y * 72057594037927936.0  # 2^56: back to the e4m3 scale
-    return y
+                         BLOCK_K, UNROLL)
+    return tl.sum(acc, 1)

@@ -27,14 +27,15 @@ AWQ_TUNED_ENV = "TESSERA_AWQ_GEMV_TUNED"
 
 # device_key -> "NxK" -> Fp8GemvConfig fields. H200: `bench/device_session.sh fp8-lean` (2026-12-03, ninth
 # session): the lean loop won every shape (32-layer projections 72.7 -> 67.2 us per layer; batch-1 decode
-# 339.7 -> 345.4 tok/s, 8B shape). The tiles before it (2026-12-02): qkv 32/512/8 one stage, o 4/1024/4 two
+# 339.7 -> 345.4 tok/s, 8B shape); down moved to 8 rows / 3 chunks per iteration without split-K in the tenth session
+# (its sweeps twice: 18.6 us vs 18.9 plus the split-K reduce launch). The tiles before it (2026-12-02): qkv 32/512/8 one stage, o 4/1024/4 two
 # stages, gate_up 64/256/4 three stages on tensor cores, down 16/512/4 three stages.
 FP8_TUNED: dict[str, dict[str, dict[str, int]]] = {
     "NVIDIA H200/132sm": {
         "6144x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 2},
         "4096x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 4},
         "28672x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 4},
-        "4096x14336": {"block_n": 16, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 2, "lean": 1},
+        "4096x14336": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 3},
     },
 }
 # device_key -> "NxK" -> AwqGemvConfig fields. H200, `bench/device_session.sh awq-lean` (2026-12-03, eighth

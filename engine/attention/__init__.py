@@ -35,7 +35,7 @@ def attention_backend_for(args, head_dim: int) -> str:
                     f"(it builds {sizes}); use --attention-backend triton")
 
 
-def create_attention_backend(name: str, kv_pool, device: str, long_context_threshold: int = 32768,
+def create_attention_backend(name: str, kv_pool, device: str, long_context_threshold: int = 131072,
                              max_graph_rows: int = 256) -> BaseAttentionBackend:
     """`long_context_threshold`: hybrid only (decode batches longer than it go to flashinfer).
     `max_graph_rows`: the largest captured decode batch (FlashInfer sizes its workspace for it)."""

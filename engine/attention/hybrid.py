@@ -1,9 +1,12 @@
 """HybridAttentionBackend: each batch goes to the backend that is fastest for its phase and length.
 
-Measured on an H200 (8B shape): FlashInfer's prefill is 2x triton's at 100k tokens and its decode
-is faster at long context (127 vs 88 tok/s at 100k), while our single-pass triton decode kernel is
-faster at batch 1 and short context. So `--attention-backend hybrid` (the CUDA default when
-FlashInfer is installed) sends
+Measured on an H200 (8B shape): FlashInfer's prefill is 2x triton's at 100k tokens. Its decode was
+faster at long context (127 vs 88 tok/s at 100k, 2026-12-01), until triton's decode tiles were retuned:
+one request at 100k now decodes at 136.1 tok/s on triton vs 132.5 on FlashInfer (2026-12-03), and
+triton was always faster at batch 1 and short context. So `--attention-backend hybrid` (the CUDA default
+when FlashInfer is installed) sends the following, with a default threshold of 131072 tokens (all of
+Llama-3.1's context: FlashInfer decodes only beyond what was measured, and its graphs are captured only
+for models whose context exceeds the threshold)
 
     EXTEND (prefill, mixed chunks)                         -> `prefill`       (flashinfer)
     DECODE, longest sequence <= long_context_threshold     -> `decode_short`  (triton)

@@ -101,26 +101,8 @@ def test_fp8_gemv_matches_reference_interpreter(n: int, k: int, config: Fp8GemvC
     torch.testing.assert_close(fp8_gemv(x, q, s, config=config), (x.float() @ dequantize(q, s).t()).to(dtype), **tol)
 
 
-@pytest.mark.parametrize(("n", "k", "config"), [
-    (48, 96, Fp8GemvConfig(block_n=16, block_k=32, num_warps=4, int_convert=1)),
-    (37, 300, Fp8GemvConfig(block_n=8, block_k=64, num_warps=2, num_stages=2, split_k=2, int_convert=1)),
-])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fp8_gemv_integer_convert_matches_reference_interpreter(n: int, k: int, config: Fp8GemvConfig,
-                                                               dtype: torch.dtype) -> None:
-    """The integer-pipe e4m3 -> fp32 variant against the dequantized reference, with the RMSNorm prologue."""
-    q, s = quantize_weight_per_channel(_weight(n, k, seed=4))
-    gen = torch.Generator().manual_seed(5)
-    x = torch.randn(1, k, generator=gen).to(dtype)
-    gamma = (1 + 0.1 * torch.randn(k, generator=gen)).to(dtype)
-    plain = Fp8GemvConfig(block_n=config.block_n, block_k=config.block_k, num_warps=config.num_warps)
-    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 1e-2}
-    torch.testing.assert_close(fp8_gemv(x, q, s, config=config), (x.float() @ dequantize(q, s).t()).to(dtype), **tol)
-    torch.testing.assert_close(fp8_gemv(x, q, s, norm_weight=gamma, eps=1e-5, config=config),
-                               fp8_gemv(x, q, s, norm_weight=gamma, eps=1e-5, config=plain), **tol)
-
-
-def test_fp8_gemv_integer_convert_decodes_every_e4m3_code_interpreter() -> None:
+@pytest.mark.parametrize("lean", [0, 1])
+def test_fp8_gemv_decodes_every_e4m3_code_interpreter(lean: int) -> None:
     """Every finite e4m3 byte (zeros, subnormals, both signs, 448) decodes to its value: one weight row per
     code against a one-hot x, in fp32, so each output is exactly that weight's value."""
     codes = torch.tensor([c for c in range(256) if c not in (0x7F, 0xFF)], dtype=torch.uint8)
@@ -130,7 +112,7 @@ def test_fp8_gemv_integer_convert_decodes_every_e4m3_code_interpreter() -> None:
     q = q.view(torch.float8_e4m3fn)
     x = torch.zeros(1, k)
     x[0, 5] = 1.0
-    got = fp8_gemv(x, q, torch.ones(n), config=Fp8GemvConfig(block_n=16, block_k=8, num_warps=1, int_convert=1))
+    got = fp8_gemv(x, q, torch.ones(n), config=Fp8GemvConfig(block_n=16, block_k=8, num_warps=1, lean=lean))
     torch.testing.assert_close(got[0], q[:, 5].float(), atol=0, rtol=0)
 
 
@@ -188,37 +170,29 @@ def test_fp8_gemv_prologues_match_unfused_interpreter(split_k: int, dtype: torch
 # The lean loop (`Fp8GemvConfig.lean` = chunks per iteration). block_k = 256 x num_warps is its barrier-free
 # tile on a GPU; the interpreter ignores num_warps, so small warps keep the chunks small. Ragged N and K (masked
 # loads), whole tiles with an iteration's later chunks past the split's end (predicated off), split-K.
-# Then the FP8 x FP8 tensor-core loop (use_dot=2, x as three e4m3 terms per chunk): whole and ragged tiles, split-K.
-ALT_LOOP_CASES = [
+LEAN_CASES = [
     (48, 512, Fp8GemvConfig(block_n=16, block_k=256, num_warps=1, lean=1)),
     (40, 768, Fp8GemvConfig(block_n=8, block_k=256, num_warps=1, lean=2)),  # 3 chunks: the 4th is predicated off
     (37, 300, Fp8GemvConfig(block_n=8, block_k=256, num_warps=1, lean=2)),
     (64, 1280, Fp8GemvConfig(block_n=4, block_k=256, num_warps=1, lean=4, split_k=2)),
     (37, 1100, Fp8GemvConfig(block_n=16, block_k=512, num_warps=2, lean=3, split_k=3)),
     (24, 8, Fp8GemvConfig(block_n=8, block_k=8, num_warps=1, lean=2)),
-    # int_convert=1: the same loop decoding int32 words on the integer pipe.
-    (37, 300, Fp8GemvConfig(block_n=8, block_k=256, num_warps=1, lean=2, int_convert=1)),
-    (64, 1280, Fp8GemvConfig(block_n=4, block_k=256, num_warps=1, lean=4, split_k=2, int_convert=1)),
-    (24, 8, Fp8GemvConfig(block_n=8, block_k=8, num_warps=1, lean=1, int_convert=1)),
-    (64, 512, Fp8GemvConfig(block_n=64, block_k=128, num_warps=4, num_stages=2, use_dot=2)),
-    (96, 300, Fp8GemvConfig(block_n=64, block_k=64, num_warps=4, num_stages=3, split_k=2, use_dot=2)),
-    (37, 1100, Fp8GemvConfig(block_n=64, block_k=256, num_warps=4, num_stages=3, split_k=3, use_dot=2)),
 ]
 
 
-@pytest.mark.parametrize(("n", "k", "config"), ALT_LOOP_CASES)
+@pytest.mark.parametrize(("n", "k", "config"), LEAN_CASES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_fp8_gemv_alt_loops_match_reference_interpreter(n: int, k: int, config: Fp8GemvConfig,
-                                                        dtype: torch.dtype) -> None:
-    """`lean` and `use_dot=2`: every prologue (none + bias + residual, RMSNorm, SiLU-and-mul + residual in place)
-    against the unfused expressions with the dequantized weight, and against the plain loop of the same tile. The
-    lean loop sums the fp32 products of the same rounded x in another order; the FP8 mma sums products of x's
-    three e4m3 terms (x to ~2^-12 relative). Either way their 16-bit outputs differ by about one rounding step."""
+def test_fp8_gemv_lean_matches_reference_interpreter(n: int, k: int, config: Fp8GemvConfig,
+                                                     dtype: torch.dtype) -> None:
+    """`lean`: every prologue (none + bias + residual, RMSNorm, SiLU-and-mul + residual in place) against the
+    unfused expressions with the dequantized weight, and against the plain loop of the same tile: both sum fp32
+    products of the same rounded x in fp32 (in different orders), so their 16-bit outputs differ by at most
+    about one rounding step."""
     from kernel_ref import rmsnorm_ref
 
     q, s = quantize_weight_per_channel(_weight(n, k, seed=10))
     w = dequantize(q, s)
-    plain = config._replace(lean=0, use_dot=0)
+    plain = config._replace(lean=0)
     gen = torch.Generator().manual_seed(11)
     tol = {"atol": 3e-2, "rtol": 1e-2}  # y is ~N(0, 1): one bf16 step of |y| < 4 is 2^-6, kept through + residual
     step = {"atol": 1e-3, "rtol": 2.0 ** -7}
@@ -248,27 +222,7 @@ def test_fp8_gemv_alt_loops_match_reference_interpreter(n: int, k: int, config: 
     torch.testing.assert_close(residual, got, atol=0, rtol=0)
 
 
-def test_fp8_gemv_w8a8_keeps_outliers_and_zero_chunks_interpreter() -> None:
-    """use_dot=2 scales x per K chunk: a chunk that is all zero (amax 0) must contribute 0, not NaN, and a chunk
-    with a huge outlier must keep its small elements (they fall into e4m3 subnormals of the first term; the 2nd
-    and 3rd terms carry them). The outlier's weight column is zero, so the output is the small elements' sum,
-    and it must match the plain loop (exact x) to one rounding step."""
-    n, k = 64, 384
-    q, s = quantize_weight_per_channel(_weight(n, k, seed=13))
-    q[:, 130] = 0.0
-    gen = torch.Generator().manual_seed(14)
-    x = torch.randn(1, k, generator=gen)
-    x[0, :128] = 0.0  # chunk 0: all zero
-    x[0, 130] = 3e4  # chunk 1: an outlier 10^4 times its neighbours
-    x = x.bfloat16()
-    cfg = Fp8GemvConfig(block_n=64, block_k=128, num_warps=4, num_stages=2, use_dot=2)
-    got = fp8_gemv(x, q, s, config=cfg)
-    assert torch.isfinite(got).all()
-    torch.testing.assert_close(got, fp8_gemv(x, q, s, config=cfg._replace(use_dot=0)), atol=1e-3, rtol=2.0 ** -7)
-
-
-@pytest.mark.parametrize("int_convert", [0, 1])
-def test_fp8_gemv_lean_fp32_products_exact_interpreter(int_convert: int) -> None:
+def test_fp8_gemv_lean_fp32_products_exact_interpreter() -> None:
     """fp32 x with small-integer weights and x: every product and partial sum is an exact fp32 integer, so the
     lean loop (another summation order) must match the plain loop and the integer reference bit for bit."""
     n, k = 24, 1536
@@ -276,7 +230,7 @@ def test_fp8_gemv_lean_fp32_products_exact_interpreter(int_convert: int) -> None
     q = torch.randint(-8, 9, (n, k), generator=gen).float().to(FP8_DTYPE)
     x = torch.randint(-4, 5, (1, k), generator=gen).float()
     s = torch.ones(n)
-    cfg = Fp8GemvConfig(block_n=8, block_k=256, num_warps=1, lean=2, int_convert=int_convert)
+    cfg = Fp8GemvConfig(block_n=8, block_k=256, num_warps=1, lean=2)
     got = fp8_gemv(x, q, s, config=cfg)
     torch.testing.assert_close(got, x @ q.float().t(), atol=0, rtol=0)
     torch.testing.assert_close(got, fp8_gemv(x, q, s, config=cfg._replace(lean=0)), atol=0, rtol=0)
@@ -373,18 +327,14 @@ def test_fp8_gemv_gpu(n: int, k: int, split_k: int | None) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("n", "k"), LLAMA8B_SHAPES)
-@pytest.mark.parametrize("split_k", [None, 4, "lean", "lean-split", "lean-int", "w8a8", "w8a8-split"])
+@pytest.mark.parametrize("split_k", [None, 4, "lean", "lean-split"])
 def test_fp8_gemv_prologues_gpu(n: int, k: int, split_k: int | str | None) -> None:
     from kernel_ref import rmsnorm_ref
 
     _, q, s = _quantized_weight(n, k, per_channel=True)
     w = dequantize(q, s)
-    if isinstance(split_k, str) and split_k.startswith("w8a8"):  # the FP8 x FP8 wgmma loop, pipelined (cp.async)
-        cfg = Fp8GemvConfig(block_n=64, block_k=256 if split_k == "w8a8" else 512, num_warps=4, num_stages=3,
-                            split_k=1 if split_k == "w8a8" else 2, use_dot=2)
-    elif isinstance(split_k, str):  # the lean loop's barrier-free tile (block_k = 256 x num_warps), 2 chunks / iteration
-        cfg = Fp8GemvConfig(block_n=16, block_k=1024, num_warps=4, split_k=2 if split_k == "lean-split" else 1, lean=2,
-                            int_convert=int(split_k == "lean-int"))
+    if isinstance(split_k, str):  # the lean loop's barrier-free tile (block_k = 256 x num_warps), 2 chunks / iteration
+        cfg = Fp8GemvConfig(block_n=16, block_k=1024, num_warps=4, split_k=2 if split_k == "lean-split" else 1, lean=2)
     else:
         cfg = None if split_k is None else default_config(n, k, torch.device("cuda"))._replace(split_k=split_k)
     x = (3 * torch.randn(1, k, device="cuda")).bfloat16()
@@ -398,3 +348,14 @@ def test_fp8_gemv_prologues_gpu(n: int, k: int, split_k: int | str | None) -> No
     ref = residual.float() + (F.silu(gate) * up).float() @ w.t()
     got = fp8_gemv(gate_up, q, s, silu_mul=True, residual=residual, config=cfg)
     torch.testing.assert_close(got.float(), ref, rtol=1.6e-2, atol=1e-2 * ref.abs().mean().item())
+
+
+def test_pick_config_drops_fields_an_older_sweep_wrote(monkeypatch) -> None:
+    """A TESSERA_FP8_GEMV_TUNED overlay from an older sweep may carry fields this version removed
+    (`int_convert`): the tile still loads, without them."""
+    import kernels.fp8_gemv as fp8_gemv_module
+
+    entry = {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 3, "int_convert": 0}
+    monkeypatch.setattr(fp8_gemv_module, "tuned_entry", lambda *args: entry)
+    cfg = fp8_gemv_module.pick_config(4096, 14336, torch.device("cpu"))
+    assert cfg == Fp8GemvConfig(block_n=8, block_k=1024, num_warps=4, num_stages=1, split_k=1, lean=3)
