@@ -80,6 +80,9 @@ class EngineClient:
         # Resolved when the engine dies or stops: a send racing it must not wait for a peer that is gone.
         self._dead: asyncio.Future | None = None
         self._death_reason = "engine is not running"
+        # Messages sent in one event-loop turn, and the future their one multipart send resolves (_send_msg).
+        self._outbox: list[bytes] | None = None
+        self._outbox_sent: asyncio.Future | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self, timeout: float = 600.0) -> None:
@@ -188,13 +191,22 @@ class EngineClient:
 
     async def _send_msg(self, msg: Any) -> None:
         """Sends to rank 0, or raises EngineDeadError if the engine dies first (a PUSH socket whose peer
-        is gone would wait forever)."""
+        is gone would wait forever).
+
+        Messages sent in the same event-loop turn (the items of one batched `/generate`, the n samples of a
+        request) leave together as one multipart message, so rank 0 receives them at once and can schedule them
+        in one step. Sent one by one, the first could wake an idle engine and run alone: its prompt logprobs,
+        computed in a batch of its own, then differed from its siblings' in the last bits, and SGLang's greedy
+        `select`, which compares them for equality, picked by that noise."""
         data = msg if isinstance(msg, bytes) else encode(msg)
         self._check_alive()
-        try:
-            send = asyncio.ensure_future(self._send.send(data))
-        except zmq.ZMQError as exc:  # the socket was closed by a stop() that raced this send
-            raise EngineDeadError(f"{self._death_reason} ({exc})") from None
+        if self._outbox is None:
+            loop = asyncio.get_running_loop()
+            self._outbox, self._outbox_sent = [], loop.create_future()
+            loop.call_soon(self._flush_outbox)
+        assert self._outbox is not None and self._outbox_sent is not None
+        self._outbox.append(data)
+        send = self._outbox_sent
         dead = self._dead
         if dead is not None:
             await asyncio.wait({send, dead}, return_when=asyncio.FIRST_COMPLETED)
@@ -203,12 +215,35 @@ class EngineClient:
         # pyzmq cancels a pending send when stop() destroys the context: that is the engine going away,
         # not this task being cancelled, and must not surface as a CancelledError nobody handles.
         if send.done() and not send.cancelled():
-            if isinstance(send.exception(), zmq.ZMQError):
-                raise EngineDeadError(f"{self._death_reason} ({send.exception()})")
-            send.result()
+            exc = send.exception()
+            if exc is not None:
+                raise EngineDeadError(f"{self._death_reason} ({exc})")
             return
-        send.cancel()
         raise EngineDeadError(self._death_reason)
+
+    def _flush_outbox(self) -> None:
+        """Sends the messages gathered this event-loop turn as one multipart message (one frame each)."""
+        frames, sent = self._outbox, self._outbox_sent
+        self._outbox = self._outbox_sent = None
+        if not frames or sent is None:
+            return
+        try:
+            zmq_send = asyncio.ensure_future(self._send.send_multipart(frames))
+        except zmq.ZMQError as exc:  # the socket was closed by a stop() that raced this send
+            sent.set_exception(exc)
+            return
+
+        def settle(done: asyncio.Future) -> None:
+            if sent.done():
+                return
+            if done.cancelled():
+                sent.cancel()
+            elif done.exception() is not None:
+                sent.set_exception(done.exception())
+            else:
+                sent.set_result(None)
+
+        zmq_send.add_done_callback(settle)
 
     def cut_off(self, reason: str) -> int:
         """Ends every in-flight request now with RequestCutOffError (the server's drain timed out);

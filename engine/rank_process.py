@@ -135,7 +135,9 @@ def _loop(scheduler, tp, recv) -> None:
             # Block when idle; otherwise take whatever arrived and get back to the GPU.
             timeout = 0 if scheduler.has_work else 1000
             while poller.poll(timeout):
-                msgs.append(decode(recv.recv()))
+                # One frame per message: the client sends messages of one event-loop turn (a batched request's
+                # items) as one multipart message, so they land in the same step.
+                msgs.extend(decode(frame) for frame in recv.recv_multipart())
                 timeout = 0
         if tp.size > 1:
             msgs = tp.broadcast_objects(msgs)
