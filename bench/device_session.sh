@@ -228,6 +228,9 @@ for s in "$@"; do
              stage awq-mma-single 80 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
                TESSERA_AWQ_DEQUANT_MIN_ROWS=64 python3 bench/single_stream.py --engine-args \
                '{"quantization": "awq", "attention_backend": "triton"}' ;;
+    # Batch-1 decode attention per min_split_len at 160-32k tokens (tenth session: 7.2 us per layer at ~130 tokens
+    # in the FP8 step profile, 3 splits merged through counters).
+    decode-b1-split-len) stage decode-b1-split-len 150 python3 bench/kernels_bench.py --sweep-min-split-len ;;
     online-32-pair) stage online-32-pair 330 bash -c 'online_32 "{}" "{\"interleave_prefill_tokens\": 1024}"' ;;
     awq-planes) stage awq-planes-test 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rA \
                   tests/kernels/test_awq_gemm.py tests/engine/test_gpu_awq.py -k "planes or fp16"

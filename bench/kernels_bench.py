@@ -12,6 +12,11 @@ instead times decode attention's stage-1 launch shapes (`DecodeTiles`: KV rows p
 stages, and for fp8 pools the fp16 vs bf16 upcast) at three serving shapes (batch 1 at 100k context,
 batch 64 at 1k, batch 256 at 768: the offline benchmark's), graph-replayed and checked against the
 default's output.
+
+    python bench/kernels_bench.py --sweep-min-split-len
+
+times batch-1 decode attention as the engine launches it (single pass, counters) for each `min_split_len` at
+contexts from 160 to 32k tokens (`sweep_min_split_len`).
 """
 
 from __future__ import annotations
@@ -97,6 +102,40 @@ def bench_decode(args: argparse.Namespace) -> None:
         us = bench_us(run)
         tag = f"  (default; eager loop {eager_us(run):.1f} us)" if splits == default else ""
         print(f"  max_kv_splits={splits:<3d} {us:8.1f} us  {kv_bytes / (us * 1e-6) / 1e12:5.2f} TB/s{tag}")
+
+
+MIN_SPLIT_LENS = (64, 128, 256, 512, 1024)
+SPLIT_LEN_CONTEXTS = (160, 512, 2048, 8192, 32768)
+
+
+def sweep_min_split_len(args: argparse.Namespace) -> None:
+    """Batch-1 decode attention as the engine runs it (single pass: splits merged by the last-arriving program
+    through per-head counters; max_kv_splits at its default) for each `min_split_len` at short to mid contexts.
+    Why: at batch 1 and ~130 tokens the kernel takes 7.2 us per layer on an H200 (tenth-session profile), mostly
+    dependent round trips; min_split_len 64 gives 3 splits there and the merge adds the counter atomic and the
+    partials' reload. A longer minimum split means fewer programs, each looping more, and no merge when 1 split."""
+    hq, hkv, d = args.q_heads, args.kv_heads, args.head_dim
+    dtype = torch.bfloat16
+    splits = default_max_kv_splits(1, hkv, torch.device("cuda"))
+    counters = torch.zeros(hkv, dtype=torch.int32, device="cuda")
+    print(f"batch-1 decode attention, single pass, max_kv_splits={splits}: us per call by min_split_len")
+    print("context  " + "  ".join(f"{m:>7d}" for m in MIN_SPLIT_LENS))
+    for s in SPLIT_LEN_CONTEXTS:
+        k_buffer = torch.randn(s + 1, hkv, d, device="cuda", dtype=dtype)
+        v_buffer = torch.randn_like(k_buffer)
+        req_to_token = (torch.randperm(s, device="cuda") + 1).to(torch.int32).view(1, s)
+        pool_idx = torch.zeros(1, dtype=torch.int64, device="cuda")
+        seq_lens = torch.full((1,), s, dtype=torch.int32, device="cuda")
+        q = torch.randn(1, hq, d, device="cuda", dtype=dtype)
+        operands = (q, k_buffer, v_buffer, req_to_token, pool_idx, seq_lens, d**-0.5)
+        ref = decode_attention(*operands, max_kv_splits=1)
+        row = []
+        for m in MIN_SPLIT_LENS:
+            run = functools.partial(decode_attention, *operands, max_kv_splits=splits, min_split_len=m,
+                                    counters=counters)
+            torch.testing.assert_close(run(), ref, atol=2e-2, rtol=2e-2)
+            row.append(bench_us(run))
+        print(f"{s:>7d}  " + "  ".join(f"{us:7.2f}" for us in row), flush=True)
 
 
 SWEEP_SHAPES = [(1, 100_000), (64, 1024), (256, 768)]  # (batch, context)
@@ -191,6 +230,8 @@ def main() -> None:
                         help="decode attention's pool dtype (fp8: half the bytes read; scales 1.0)")
     parser.add_argument("--sweep-tiles", action="store_true",
                         help="time decode attention's launch shapes at three serving shapes instead")
+    parser.add_argument("--sweep-min-split-len", action="store_true",
+                        help="time batch-1 decode attention (single pass) per min_split_len at short contexts instead")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("kernels_bench needs a CUDA GPU")
@@ -202,6 +243,8 @@ def main() -> None:
     print(f"copy bandwidth (read + write): {copy_bandwidth_tbs():.2f} TB/s")
     if args.sweep_tiles:
         return sweep_decode_tiles(args)
+    if args.sweep_min_split_len:
+        return sweep_min_split_len(args)
     bench_decode(args)
     if not args.skip_extend:
         bench_extend(args)
