@@ -44,6 +44,7 @@ from engine.rank_launcher import RankProcess, local_ranks
 from engine.req_state import ReqState, absorb
 from engine.sampling_params import SamplingParams
 from engine.tokenizer import load_tokenizer
+from engine.turn_sender import TurnSender
 
 logger = logging.getLogger(__name__)
 # How long an abandoned request waits for the engine to report the tokens it had produced.
@@ -80,9 +81,6 @@ class EngineClient:
         # Resolved when the engine dies or stops: a send racing it must not wait for a peer that is gone.
         self._dead: asyncio.Future | None = None
         self._death_reason = "engine is not running"
-        # Messages sent in one event-loop turn, and the future their one multipart send resolves (_send_msg).
-        self._outbox: list[bytes] | None = None
-        self._outbox_sent: asyncio.Future | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self, timeout: float = 600.0) -> None:
@@ -104,6 +102,7 @@ class EngineClient:
         self._ctx = zmq.asyncio.Context()
         self._send = self._ctx.socket(zmq.PUSH)
         self._send.bind(ipc.request_addr)
+        self._sender = TurnSender(self._send)
         self._recv = self._ctx.socket(zmq.PULL)
         self._recv.bind(ipc.output_addr)
 
@@ -191,22 +190,10 @@ class EngineClient:
 
     async def _send_msg(self, msg: Any) -> None:
         """Sends to rank 0, or raises EngineDeadError if the engine dies first (a PUSH socket whose peer
-        is gone would wait forever).
-
-        Messages sent in the same event-loop turn (the items of one batched `/generate`, the n samples of a
-        request) leave together as one multipart message, so rank 0 receives them at once and can schedule them
-        in one step. Sent one by one, the first could wake an idle engine and run alone: its prompt logprobs,
-        computed in a batch of its own, then differed from its siblings' in the last bits, and SGLang's greedy
-        `select`, which compares them for equality, picked by that noise."""
+        is gone would wait forever). Messages sent in one event-loop turn leave together (`TurnSender`)."""
         data = msg if isinstance(msg, bytes) else encode(msg)
         self._check_alive()
-        if self._outbox is None:
-            loop = asyncio.get_running_loop()
-            self._outbox, self._outbox_sent = [], loop.create_future()
-            loop.call_soon(self._flush_outbox)
-        assert self._outbox is not None and self._outbox_sent is not None
-        self._outbox.append(data)
-        send = self._outbox_sent
+        send = self._sender.send(data)
         dead = self._dead
         if dead is not None:
             await asyncio.wait({send, dead}, return_when=asyncio.FIRST_COMPLETED)
@@ -220,30 +207,6 @@ class EngineClient:
                 raise EngineDeadError(f"{self._death_reason} ({exc})")
             return
         raise EngineDeadError(self._death_reason)
-
-    def _flush_outbox(self) -> None:
-        """Sends the messages gathered this event-loop turn as one multipart message (one frame each)."""
-        frames, sent = self._outbox, self._outbox_sent
-        self._outbox = self._outbox_sent = None
-        if not frames or sent is None:
-            return
-        try:
-            zmq_send = asyncio.ensure_future(self._send.send_multipart(frames))
-        except zmq.ZMQError as exc:  # the socket was closed by a stop() that raced this send
-            sent.set_exception(exc)
-            return
-
-        def settle(done: asyncio.Future) -> None:
-            if sent.done():
-                return
-            if done.cancelled():
-                sent.cancel()
-            elif done.exception() is not None:
-                sent.set_exception(done.exception())
-            else:
-                sent.set_result(None)
-
-        zmq_send.add_done_callback(settle)
 
     def cut_off(self, reason: str) -> int:
         """Ends every in-flight request now with RequestCutOffError (the server's drain timed out);

@@ -20,20 +20,19 @@ from kernels.gemv import _load_x, _row_rstd
 
 
 @triton.jit
-def _lean_load(ptrs, offs_e, end_e, mask_n, FIRST: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
-               VEC: tl.constexpr):
-    # One chunk at `ptrs` (its elements `offs_e` along the row; this split ends at element `end_e`). The
-    # contiguity hint sits on the pointer tensor the load reads (on the offsets it did not reach the coalescing
-    # pass): VEC (8 fp8) keeps the tile's per-thread vector at x's 8 columns. Whole
-    # tiles: an iteration's first chunk is always inside the split; a later one may lie past it (requested in
-    # the same iteration, never used): its predicate (uniform over each vector) turns the load off, no memory
-    # traffic, and other=0 keeps fp8 NaN patterns out of the zero-x products.
-    ptrs = tl.max_contiguous(ptrs, [1, VEC])
+def _lean_load(ptrs, offs_k, k_end, mask_n, FIRST: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr):
+    # One chunk at `ptrs` (its columns `offs_k`; this split ends at column `k_end`). The contiguity hint sits on
+    # the pointer tensor the load reads (on the offsets it did not reach the coalescing pass): 8 fp8 per vector
+    # keep the tile's per-thread vector at x's 8 columns. Whole tiles: an iteration's first chunk is always inside
+    # the split; a later one may lie past it (requested in the same iteration, never used): its predicate (uniform
+    # over each vector) turns the load off, no memory traffic, and other=0 keeps fp8 NaN patterns out of the
+    # zero-x products.
+    ptrs = tl.max_contiguous(ptrs, [1, 8])
     if EVEN_N and EVEN_K:
         if FIRST:
             return tl.load(ptrs, eviction_policy="evict_first")
-        return tl.load(ptrs, mask=(offs_e < end_e)[None, :], other=0.0, eviction_policy="evict_first")
-    return tl.load(ptrs, mask=mask_n[:, None] & (offs_e < end_e)[None, :], other=0.0, eviction_policy="evict_first")
+        return tl.load(ptrs, mask=(offs_k < k_end)[None, :], other=0.0, eviction_policy="evict_first")
+    return tl.load(ptrs, mask=mask_n[:, None] & (offs_k < k_end)[None, :], other=0.0, eviction_policy="evict_first")
 
 
 @triton.jit
@@ -74,21 +73,18 @@ def _lean_loads(base, k0, k_begin, k_end, offs_k0, mask_n, EVEN_N: tl.constexpr,
                 BLOCK_K: tl.constexpr, UNROLL: tl.constexpr):
     # The UNROLL chunks of the iteration at k0 (unused slots repeat chunk 0: no extra load). Their pointers are
     # immediate offsets from one pointer tile.
-    CH: tl.constexpr = BLOCK_K
-    VEC: tl.constexpr = 8
     ptrs = base + (k0 - k_begin)
-    offs_e = k0 + offs_k0
-    end_e = k_end
-    w0 = _lean_load(ptrs, offs_e, end_e, mask_n, True, EVEN_N, EVEN_K, VEC)
+    offs_k = k0 + offs_k0
+    w0 = _lean_load(ptrs, offs_k, k_end, mask_n, True, EVEN_N, EVEN_K)
     w1 = w0
     w2 = w0
     w3 = w0
     if UNROLL > 1:
-        w1 = _lean_load(ptrs + CH, offs_e + CH, end_e, mask_n, False, EVEN_N, EVEN_K, VEC)
+        w1 = _lean_load(ptrs + BLOCK_K, offs_k + BLOCK_K, k_end, mask_n, False, EVEN_N, EVEN_K)
     if UNROLL > 2:
-        w2 = _lean_load(ptrs + 2 * CH, offs_e + 2 * CH, end_e, mask_n, False, EVEN_N, EVEN_K, VEC)
+        w2 = _lean_load(ptrs + 2 * BLOCK_K, offs_k + 2 * BLOCK_K, k_end, mask_n, False, EVEN_N, EVEN_K)
     if UNROLL > 3:
-        w3 = _lean_load(ptrs + 3 * CH, offs_e + 3 * CH, end_e, mask_n, False, EVEN_N, EVEN_K, VEC)
+        w3 = _lean_load(ptrs + 3 * BLOCK_K, offs_k + 3 * BLOCK_K, k_end, mask_n, False, EVEN_N, EVEN_K)
     return w0, w1, w2, w3
 
 
