@@ -76,16 +76,13 @@ FP8_DOT_SMALL_N = [(32, 256, 4, 3, 1, 1), (32, 256, 4, 3, 2, 1), (64, 256, 4, 3,
 # (4.1 with SiLU) against 3.6-7.5 for the tuned tiles, 128-256 weight bytes requested per thread per iteration.
 # block_k = 256 x num_warps is its barrier-free tile. (block_n, block_k, num_warps, split_k, lean). N <= 8192 with
 # 16-row tiles fills only ~2 of 4 CTA slots per SM: hence the split-K and the 8-row entries.
-# Around the first H200 winners (ninth session: qkv 8/1024/4 lean 2, o and gate_up 8/1024/4 lean 4, down
-# 16/1024/4 split 2 lean 1): more chunks in flight, 8 warps (block_k 2048), split-K for the 4096-row shapes.
-# Only (8, 1024, 4, 1, 3) won a shape (down, tenth session).
-FP8_LEAN_ROUND2 = [(8, 1024, 4, 1, 3), (4, 1024, 4, 1, 4), (8, 2048, 8, 1, 2), (8, 2048, 8, 1, 4),
-                   (8, 1024, 4, 2, 2), (8, 1024, 4, 2, 4), (16, 1024, 4, 2, 2), (16, 2048, 8, 2, 1)]
-FP8_LEAN_SHORT_K = [(16, 1024, 4, 1, 1), (16, 1024, 4, 1, 2), (8, 1024, 4, 1, 4), (8, 1024, 4, 1, 2),
-                    (16, 1024, 4, 2, 1)]
-FP8_LEAN_LONG_K = [(16, 1024, 4, 1, 1), (16, 1024, 4, 2, 1), (16, 1024, 4, 1, 2), (32, 1024, 4, 2, 1),
-                   (8, 1024, 4, 1, 4)]
-FP8_LEAN_LARGE_N = [(16, 1024, 4, 1, 1), (16, 1024, 4, 1, 2), (32, 1024, 4, 1, 1), (8, 1024, 4, 1, 4)]
+# Each list starts with (8, 1024, 4, 1, 3), the one second-round tile (tenth session) that won a shape (down).
+FP8_LEAN_SHORT_K = [(8, 1024, 4, 1, 3), (16, 1024, 4, 1, 1), (16, 1024, 4, 1, 2), (8, 1024, 4, 1, 4),
+                    (8, 1024, 4, 1, 2), (16, 1024, 4, 2, 1)]
+FP8_LEAN_LONG_K = [(8, 1024, 4, 1, 3), (16, 1024, 4, 1, 1), (16, 1024, 4, 2, 1), (16, 1024, 4, 1, 2),
+                   (32, 1024, 4, 2, 1), (8, 1024, 4, 1, 4)]
+FP8_LEAN_LARGE_N = [(8, 1024, 4, 1, 3), (16, 1024, 4, 1, 1), (16, 1024, 4, 1, 2), (32, 1024, 4, 1, 1),
+                    (8, 1024, 4, 1, 4)]
 FP8_DOT_LARGE_N = [(64, 256, 4, 3, 1, 1), (128, 128, 4, 3, 1, 1), (32, 256, 4, 3, 1, 1), (32, 512, 4, 2, 1, 1),
                    (16, 512, 4, 3, 1, 1), (64, 128, 4, 4, 1, 1)]
 # AWQ's older loop (planes=0): (block_n, block_k, num_warps, split_k or None = auto ~4 programs per SM, num_stages).
@@ -110,7 +107,8 @@ AWQ_LEAN_TILES = [(128, 16, 4, None), (256, 16, 4, None), (128, 32, 4, None), (5
 # "AWQ tensor-core GEMV"): 2.0-2.8 SASS instructions per weight against the lean loop's 4.3-4.7, no spills.
 # (block_n, block_k, num_warps, num_stages): the fewest instructions per weight first (256,64,4: 8 warps/SM), the
 # same pipelined (num_stages=2: weights by cp.async through shared memory, a chunk more in flight; 12 warps/SM),
-# then tiles with more warps per SM (256,32,4: 12; 128,128,4 and 256,128,8: 16). Not yet timed on a GPU.
+# then tiles with more warps per SM (256,32,4: 12; 128,128,4 and 256,128,8: 16). H200 (tenth session): correct, but
+# it won only o (128,128,4, within 1.5 % of the lean tile) and lost the rest (gate_up 55.7 vs 39.1 us).
 AWQ_MMA_TILES = [(256, 64, 4, 1), (256, 64, 4, 2), (256, 32, 4, 1), (128, 128, 4, 1), (256, 128, 8, 1),
                  (128, 64, 4, 1)]
 
@@ -124,12 +122,10 @@ def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[F
     lean = FP8_LEAN_LARGE_N if n > 8192 else FP8_LEAN_SHORT_K if k <= 8192 else FP8_LEAN_LONG_K
     tuned = [Fp8GemvConfig(**table[f"{n}x{k}"]) for table in FP8_TUNED.values() if f"{n}x{k}" in table]
     # Tuned, lean and tensor-core tiles go right after the default, in that order: the incumbents and the
-    # structural bets. MAX_CONFIGS cuts the list's tail (the plain one-pass tiles). Of the second-round lean
-    # tiles only the first won a shape (tenth session): the lean loop keeps 4 tiles. (The tenth session's FP8 x
+    # structural bets. MAX_CONFIGS cuts the list's tail (the plain one-pass tiles). (The tenth session's FP8 x
     # FP8 wgmma loop, commit d3c37f1, tied the lean loop on gate_up, lost 30-45 % elsewhere on an H200 and was
     # removed; so were the integer-pipe e4m3 loops, which lost 2-5x.)
-    lean = (FP8_LEAN_ROUND2[:1] + lean)[:4]
-    out[1:1] = (tuned + [Fp8GemvConfig(bn, bk, w, split_k=s, lean=u) for bn, bk, w, s, u in lean]
+    out[1:1] = (tuned + [Fp8GemvConfig(bn, bk, w, split_k=s, lean=u) for bn, bk, w, s, u in lean[:4]]
                 + [Fp8GemvConfig(*t) for t in dot[:3]])
     if n <= 8192:
         out += [Fp8GemvConfig(*t) for t in FP8_SPLIT]
