@@ -13,6 +13,7 @@ scale and the V scale into the output).
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 import torch
@@ -87,7 +88,14 @@ class KVPool:
 
 
 class SlotAllocator:
-    """Free list of KV slot indices 1..size, kept as a host tensor so alloc/free are slicing ops."""
+    """Free list of KV slot indices 1..size, kept as a host tensor so alloc/free are slicing ops.
+
+    Slots freed from a device tensor (a finished request's row of `req_to_token` with the radix cache off, radix
+    evictions, rejected speculative drafts) reach the host by a non-blocking copy into pinned memory, tracked with
+    an event: `free` does not wait for the GPU. A blocking `.cpu()` there stalled the scheduler until every forward
+    already queued had run, once per finished request (the overlap schedule lost its overlap for that step). They
+    count as free at once (`num_free`); `alloc` moves completed copies into the list and waits for pending ones
+    only when the list alone is too short. The slots' later reuse is ordered after the copy by the stream."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -95,18 +103,44 @@ class SlotAllocator:
 
     def clear(self) -> None:
         self._free = torch.arange(1, self.size + 1, dtype=torch.int64)
+        self._pending: collections.deque[tuple[torch.cuda.Event, torch.Tensor]] = collections.deque()
+        self._pending_count = 0
 
     @property
     def num_free(self) -> int:
-        return int(self._free.numel())
+        return int(self._free.numel()) + self._pending_count
 
     def alloc(self, n: int) -> torch.Tensor | None:
         """n slot indices (int64 host tensor), or None when fewer than n are free."""
-        if n > self._free.numel():
+        if n > self.num_free:
             return None
+        self._collect(wait=False)
+        if n > self._free.numel():
+            self._collect(wait=True)
         out, self._free = self._free[:n], self._free[n:]
         return out
 
     def free(self, slots: torch.Tensor) -> None:
-        if slots.numel():
-            self._free = torch.cat([self._free, slots.to(torch.int64).cpu()])
+        if not slots.numel():
+            return
+        if slots.device.type != "cuda":
+            self._free = torch.cat([self._free, slots.to(torch.int64)])
+            return
+        host = torch.empty(slots.numel(), dtype=torch.int64, pin_memory=True)
+        with torch.cuda.device(slots.device):  # the copy and its event on that device's current stream
+            host.copy_(slots.to(torch.int64), non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record()
+        self._pending.append((copied, host))
+        self._pending_count += host.numel()
+
+    def _collect(self, wait: bool) -> None:
+        """Moves freed device slots whose copy finished into the list (all of them, waiting, if `wait`)."""
+        done = []
+        while self._pending and (wait or self._pending[0][0].query()):
+            copied, host = self._pending.popleft()
+            copied.synchronize()
+            done.append(host)
+            self._pending_count -= host.numel()
+        if done:
+            self._free = torch.cat([self._free, *done])
