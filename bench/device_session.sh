@@ -35,6 +35,19 @@ online_32() {  # online_32 ENGINE_ARGS_JSON...: one in-process serving run at 32
   done
 }
 export -f online_32
+
+with_clocks() {  # with_clocks CSV CMD...: CMD with the SM clock, power and clock-event reasons sampled every 100 ms
+  nvidia-smi -lms 100 --format=csv,noheader,nounits \
+    --query-gpu=timestamp,clocks.sm,power.draw,power.limit,temperature.gpu,clocks_event_reasons.active > "$1" &
+  local smi=$! csv=$1 rc
+  shift
+  "$@"
+  rc=$?
+  kill "$smi"
+  python3 bench/smi_summary.py "$csv"
+  return $rc
+}
+export -f with_clocks
 export OUT
 
 stage() {  # stage NAME TIMEOUT_S CMD...
@@ -228,6 +241,10 @@ for s in "$@"; do
              stage awq-mma-single 80 env TESSERA_AWQ_GEMV_TUNED="$OUT/awq_gemv_tuned.json" \
                TESSERA_AWQ_DEQUANT_MIN_ROWS=64 python3 bench/single_stream.py --engine-args \
                '{"quantization": "awq", "attention_backend": "triton"}' ;;
+    # Deferred KV slot frees (tenth session): the allocator test, then engines that free device slots every step
+    # (radix cache off; speculative drafts rejected) against their references.
+    kv-free-tests) stage kv-free-tests 150 python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine/test_slot_allocator.py \
+                     tests/engine/test_gpu_graph_padding.py tests/engine/test_gpu_speculative.py ;;
     # Batch-1 decode attention per min_split_len at 160-32k tokens (tenth session: 7.2 us per layer at ~130 tokens
     # in the FP8 step profile, 3 splits merged through counters).
     decode-b1-split-len) stage decode-b1-split-len 150 python3 bench/kernels_bench.py --sweep-min-split-len ;;
@@ -264,6 +281,37 @@ for s in "$@"; do
     # The last 8192-token chunk of a 100k prompt (92k cached): attention vs GEMM time in the kernel table.
     profile-long-prefill) stage profile-long-prefill 240 python3 bench/profile_step.py --attention-backend hybrid \
                             --batch-sizes 1 --prefill-reqs 1 --prefill-len 8192 --prefill-prefix 92000 ;;
+    # The same with the H200's default 16384-token chunks (the last one of a 100k prompt).
+    profile-long-prefill16) stage profile-long-prefill16 240 python3 bench/profile_step.py --attention-backend hybrid \
+                              --batch-sizes 1 --prefill-reqs 1 --prefill-len 16384 --prefill-prefix 83616 ;;
+    # ... over the slot run 1..n: FlashInfer's dense (ragged) prefill, as a 100k prompt on a fresh pool runs it.
+    profile-long-prefill16-dense) stage profile-long-prefill16-dense 240 python3 bench/profile_step.py \
+                                    --attention-backend hybrid --batch-sizes 1 --prefill-reqs 1 --prefill-len 16384 \
+                                    --prefill-prefix 83616 --dense ;;
+    # One 100k prompt with the step trace (GPU ms per forward next to its host launch time): TTFT vs GPU busy.
+    long-context-100k-trace) stage long-context-100k-trace 330 bash -c 'TESSERA_STEP_TRACE="$OUT/trace-100k.jsonl" \
+                               python3 bench/long_context.py --input-lens 100000 &&
+                               python3 bench/trace_summary.py "$OUT/trace-100k.jsonl"' ;;
+    # The 100k prompt with the GPU's SM clock, power and clock-event reasons sampled every 100 ms (a step trace showed the
+    # GPU busy for all of the TTFT, yet the chunks run ~15 % slower than the same chunk in profile_step.py).
+    long-context-100k-clocks) stage long-context-100k-clocks 200 bash -c 'with_clocks "$OUT/smi-100k.csv" \
+                                python3 bench/long_context.py --input-lens 100000' ;;
+    # The 100k prompt's last 16k chunk in profile_step.py over random KV (the default now) and over zeros, with clocks.
+    profile-dense-clocks) stage profile-dense-clocks 300 bash -c 'a="--attention-backend hybrid --batch-sizes 1
+        --prefill-reqs 1 --prefill-len 16384 --prefill-prefix 83616 --dense"
+        with_clocks "$OUT/smi-dense-random.csv" python3 bench/profile_step.py $a | grep -E "^prefill|^busy|^SM|^power|samples"
+        with_clocks "$OUT/smi-dense-zero.csv" python3 bench/profile_step.py $a --zero-kv | grep -E "^prefill|^busy|^SM|^power|samples"' ;;
+    # Batch-1 TTFT and decode at 512 tokens with the dense-prefill threshold at 2048 (the old default) and at its default.
+    single-dense-threshold) stage single-dense-threshold 330 bash -c 'for n in 2048 256; do echo "dense threshold $n";
+        TESSERA_FLASHINFER_DENSE_PREFILL=$n python3 bench/single_stream.py --runs 5 --output-len 64; date; done' ;;
+    # Long-context decode at batch 8 (64k tokens each) on each decode backend: the hybrid rule picks by the longest
+    # sequence (triton up to 131072), measured so far at batch 1 only.
+    decode-long-batch) stage decode-long-batch 300 bash -c 'for b in triton flashinfer; do echo "backend $b";
+        python3 bench/profile_step.py --attention-backend $b --batch-sizes 8 1 --context 65536 --prefill-reqs 1 \
+          --prefill-len 128 | grep -E "^decode bs|PROFILE"; done' ;;
+    # Every one-request chunk of 256+ tokens dense (the 100k prompt's last 1,696-token chunk too; default 2048).
+    long-context-100k-dense256) stage long-context-100k-dense256 200 env TESSERA_FLASHINFER_DENSE_PREFILL=256 \
+                                  python3 bench/long_context.py --input-lens 100000 ;;
     # The step-token budget of mixed chunks: 1024 / 2048 / 3072 (1536 is the default, run by online-32).
     online-32-sweep) stage online-32-sweep 570 bash -c 'm="\"enable_mixed_chunk\": true, \"mixed_chunk_step_tokens\""
                        online_32 "{$m: 1024}" "{$m: 2048}" "{$m: 3072}"' ;;
