@@ -309,6 +309,15 @@ for s in "$@"; do
     decode-long-batch) stage decode-long-batch 300 bash -c 'for b in triton flashinfer; do echo "backend $b";
         python3 bench/profile_step.py --attention-backend $b --batch-sizes 8 1 --context 65536 --prefill-reqs 1 \
           --prefill-len 128 | grep -E "^decode bs|PROFILE"; done' ;;
+    # Programmatic dependent launch on a graphed chain of 128 batch-1 GEMVs (the 8B layer's projections), bf16 and FP8:
+    # plain GEMVs (measured 2026-12-04), then the engine's fused GEMVs with kernels/pdl.py off and on, then its tests.
+    pdl) stage pdl 300 bash -c 'python3 bench/pdl_bench.py; python3 bench/pdl_bench.py --fp8;
+           python3 bench/pdl_bench.py --engine-kernels; python3 bench/pdl_bench.py --engine-kernels --fp8;
+           python3 -m pytest -q -m gpu -o addopts="" -rA tests/kernels/test_pdl.py' ;;
+    # Batch-1 decode step (FP8 and bf16) with TESSERA_PDL off and on: the engine-level check before PDL is made default.
+    pdl-step) stage pdl-step 300 bash -c 'for q in "{\"quantization\": \"fp8\"}" "{}"; do for p in 0 1; do
+           echo "engine args $q, TESSERA_PDL=$p"; TESSERA_PDL=$p python3 bench/profile_step.py --zero-kv --batch-sizes 1 \
+             --prefill-reqs 1 --prefill-len 128 --engine-args "$q" | grep -E "^decode bs"; done; done' ;;
     # Every one-request chunk of 256+ tokens dense (the 100k prompt's last 1,696-token chunk too; default 2048).
     long-context-100k-dense256) stage long-context-100k-dense256 200 env TESSERA_FLASHINFER_DENSE_PREFILL=256 \
                                   python3 bench/long_context.py --input-lens 100000 ;;

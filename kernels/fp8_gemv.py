@@ -36,6 +36,9 @@ from kernels.gemv import (  # noqa: I001
     _load_x,
     _row_rstd,
 )
+from kernels.pdl import enabled as pdl_enabled
+from kernels.pdl import launch_options as pdl_launch_options
+from kernels.pdl import wait_for_prior_kernel
 from kernels.quant_gemv_configs import FP8_TUNED_ENV, tuned_entry
 
 
@@ -67,7 +70,7 @@ def _fp8_gemv_kernel(
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr, SPLIT: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
-    USE_DOT: tl.constexpr = False, LEAN: tl.constexpr = 0,
+    USE_DOT: tl.constexpr = False, LEAN: tl.constexpr = 0, PDL: tl.constexpr = False,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -79,13 +82,15 @@ def _fp8_gemv_kernel(
     k_begin = pid_k * K_PER_SPLIT
     k_end = tl.minimum(k_begin + K_PER_SPLIT, K)
 
+    if PDL and not LEAN:  # the lean loop waits after its first weight loads (kernels/pdl.py)
+        wait_for_prior_kernel()
     rstd = 1.0
     if PROLOGUE == 1 and not LEAN:  # the lean loop computes it after its first weight loads
         rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
 
     if LEAN:
         y = _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, dtype, PROLOGUE, EVEN_N,
-                             EVEN_K, BLOCK_N, BLOCK_K, NORM_BLOCK, LEAN)
+                             EVEN_K, BLOCK_N, BLOCK_K, NORM_BLOCK, LEAN, PDL)
     elif USE_DOT:
         # x goes through fp16 scaled by 2^-8 (exact; bf16 values up to 2^24 stay finite, products and
         # sums are fp32 in the mma), as row 0 of a 16-row tile (mma's smallest M); rows 1..15 are zero.
@@ -126,7 +131,10 @@ def _fp8_gemv_kernel(
 
 @triton.jit
 def _split_k_reduce_kernel(ws_ptr, scale_ptr, bias_ptr, res_ptr, out_ptr, N, SPLIT_K: tl.constexpr,
-                           HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
+                           HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr,
+                           PDL: tl.constexpr = False):
+    if PDL:  # the partials are the GEMV's, just launched
+        wait_for_prior_kernel()
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     y = tl.zeros([BLOCK], dtype=tl.float32)
@@ -215,6 +223,8 @@ def fp8_gemv(
     split = triton.cdiv(k, k_per_split)
     ws = torch.empty((split, n), dtype=torch.float32, device=x.device) if split > 1 else out
     dummy = w_scale  # any valid pointer for the operands a specialisation does not read
+    pdl = pdl_enabled(x.device)
+    pdl_meta = {"PDL": True, **pdl_launch_options(True)} if pdl else {}
     _fp8_gemv_kernel[(triton.cdiv(n, cfg.block_n), split)](
         x, norm_weight if norm_weight is not None else dummy, w_q, w_scale, bias if bias is not None else dummy,
         residual if residual is not None else out, out, ws,
@@ -223,11 +233,12 @@ def fp8_gemv(
         SPLIT=split > 1, EVEN_N=n % cfg.block_n == 0,
         EVEN_K=k % k_per_split == 0 and k_per_split % cfg.block_k == 0,
         BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NORM_BLOCK=min(next_pow2(k), 4096),
-        NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, LEAN=lean, num_warps=cfg.num_warps,
+        NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, LEAN=lean, num_warps=cfg.num_warps, **pdl_meta,
     )
     if split > 1:
         block = min(next_pow2(n), 1024)
         _split_k_reduce_kernel[(triton.cdiv(n, block),)](
             ws, w_scale, bias if bias is not None else dummy, residual if residual is not None else out, out, n,
-            SPLIT_K=split, HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None, BLOCK=block, num_warps=4)
+            SPLIT_K=split, HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None, BLOCK=block, num_warps=4,
+            **pdl_meta)
     return out

@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from kernels.gemv import _load_x, _row_rstd
+from kernels.pdl import wait_for_prior_kernel
 
 
 @triton.jit
@@ -116,7 +117,7 @@ def _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k0, offs_k0, K, rstd, dty
 def _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, dtype,
                      PROLOGUE: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr,
-                     UNROLL: tl.constexpr):
+                     UNROLL: tl.constexpr, PDL: tl.constexpr = False):
     # Row sums ([BLOCK_N], unscaled) of this split: fp32 products accumulated with fp32 FFMAs, as in the plain
     # loop (summed in another order). Each iteration requests UNROLL chunks before any math. Not a ring
     # carried across iterations: a loop-carried fp8 tile is carried byte by byte (one register per weight),
@@ -124,17 +125,21 @@ def _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, 
     # RMSNorm the first iteration is peeled so that its weights are requested before the row statistics (an
     # L2 round trip of the whole row and a block reduction): with K = 4096 that iteration is a quarter to half
     # of a program's bytes, and its DRAM requests would otherwise wait behind the reduction. (Peeling costs
-    # registers, ~20 at 16 rows, so the other prologues, which have nothing to overlap, do not.)
+    # registers, ~20 at 16 rows, so the other prologues, which have nothing to overlap, do not - unless PDL: then
+    # the peeled loads go out before waiting for the kernel that wrote x, kernels/pdl.py.)
     offs_k0 = tl.arange(0, BLOCK_K)
     # The hint must sit on an op: a loop-carried pointer tile is a block argument and would drop it.
     base = tl.max_contiguous(w_rows + (k_begin + offs_k0)[None, :], [1, 8])
     acc = tl.zeros([BLOCK_N, BLOCK_K // 8], dtype=tl.float32)
     rstd = 1.0
     k_loop = k_begin
-    if PROLOGUE == 1:
+    if PROLOGUE == 1 or PDL:
         w0, w1, w2, w3 = _lean_loads(base, k_begin, k_begin, k_end, offs_k0, mask_n, EVEN_N, EVEN_K, BLOCK_K,
                                      UNROLL)
-        rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
+        if PDL:
+            wait_for_prior_kernel()
+        if PROLOGUE == 1:
+            rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
         acc = _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k_begin, offs_k0, K, rstd, dtype, PROLOGUE,
                          BLOCK_N, BLOCK_K, UNROLL)
         k_loop = k_begin + UNROLL * BLOCK_K

@@ -39,6 +39,9 @@ import triton.language as tl
 
 from kernels._common import next_pow2
 from kernels.gemv_configs import GemvConfig, default_config, pick_config, validate
+from kernels.pdl import enabled as pdl_enabled
+from kernels.pdl import launch_options as pdl_launch_options
+from kernels.pdl import wait_for_prior_kernel
 
 __all__ = ["PROLOGUE_NONE", "PROLOGUE_RMSNORM", "PROLOGUE_SILU_MUL", "GemvConfig", "default_config", "fused_gemv"]
 
@@ -111,6 +114,7 @@ def _gemv_kernel(
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -120,11 +124,19 @@ def _gemv_kernel(
     offs_k0 = tl.arange(0, BLOCK_K)
 
     rstd = 1.0
-    if PROLOGUE == 1:
-        rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
-
-    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-    for k0 in tl.range(0, K, BLOCK_K, num_stages=NUM_STAGES):
+    if PDL:  # the first weight tile goes out before waiting for the kernel that wrote x (kernels/pdl.py)
+        w_first = _load_w(w_rows, offs_k0, mask_n, K, EVEN_N, EVEN_K)
+        wait_for_prior_kernel()
+        if PROLOGUE == 1:
+            rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
+        acc = w_first.to(tl.float32) * _load_x(x_ptr, norm_w_ptr, offs_k0, K, rstd, dtype, PROLOGUE)[None, :]
+        k_start = BLOCK_K
+    else:
+        if PROLOGUE == 1:
+            rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
+        acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        k_start = 0
+    for k0 in tl.range(k_start, K, BLOCK_K, num_stages=NUM_STAGES):
         w = _load_w(w_rows, k0 + offs_k0, mask_n, K, EVEN_N, EVEN_K)
         acc += w.to(tl.float32) * _load_x(x_ptr, norm_w_ptr, k0 + offs_k0, K, rstd, dtype, PROLOGUE)[None, :]
 
@@ -138,6 +150,7 @@ def _gemv_split_k_kernel(
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr, SPLIT_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
     # Axis 0 is the split so that a row block's slices are launched (and finish) close together.
     pid_k = tl.program_id(0)
@@ -155,6 +168,8 @@ def _gemv_split_k_kernel(
     k_begin = pid_k * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, K)
     w_first = _load_w(w_rows, k_begin + offs_k0, mask_n, K, EVEN_N, EVEN_K)
+    if PDL:  # x, the partials and the counters belong to earlier kernels: wait for them (kernels/pdl.py)
+        wait_for_prior_kernel()
     rstd = 1.0
     if PROLOGUE == 1:
         rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
@@ -237,6 +252,9 @@ def fused_gemv(
                 EVEN_N=n % cfg.block_n == 0, EVEN_K=k % cfg.block_k == 0,
                 BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NORM_BLOCK=min(next_pow2(k), 4096),
                 NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
+    pdl = pdl_enabled(x.device)
+    if pdl:
+        meta.update(PDL=True, **pdl_launch_options(True))
     n_blocks = triton.cdiv(n, cfg.block_n)
     if split_k == 1:
         _gemv_kernel[(n_blocks,)](*args, n, k, weight.stride(0), eps, **meta)
