@@ -41,7 +41,10 @@ def measure_stream(engine, prompt: list[int], output_len: int) -> dict[str, floa
 def run_single_stream(engine, vocab: int, input_len: int = 512, output_len: int = 256, runs: int = 3,
                       seed: int = 0) -> dict[str, float]:
     rng = random.Random(seed)
+    t0 = time.perf_counter()
     measure_stream(engine, random_prompt(rng, input_len, vocab), 16)  # warm-up
+    # On the device a whole process took ~2 minutes for seconds of runs (bench/NOTES.md): say where it goes.
+    print(f"single stream: warm-up request {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     results = []
     for _ in range(runs):
         engine.flush_cache()  # every run prefills its whole prompt
@@ -73,9 +76,13 @@ def main() -> None:
     from engine.model_config import load_hf_config
 
     vocab = load_hf_config(ns.model_path).vocab_size
+    t0 = time.perf_counter()
     with Engine(model_path=ns.model_path, load_format=ns.load_format, skip_tokenizer_init=True,
                 **engine_args) as engine:
+        print(f"single stream: engine start {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         result = run_single_stream(engine, vocab, ns.input_len, ns.output_len, ns.runs)
+        t1 = time.perf_counter()
+    print(f"single stream: engine stop {time.perf_counter() - t1:.1f} s", file=sys.stderr, flush=True)
     print(json.dumps(result))
 
 
