@@ -314,6 +314,9 @@ for s in "$@"; do
     pdl) stage pdl 300 bash -c 'python3 bench/pdl_bench.py; python3 bench/pdl_bench.py --fp8;
            python3 bench/pdl_bench.py --engine-kernels; python3 bench/pdl_bench.py --engine-kernels --fp8;
            python3 -m pytest -q -m gpu -o addopts="" -rA tests/kernels/test_pdl.py' ;;
+    # Attention's idle DRAM time at batch 1: the o projection from L2 vs DRAM, and an L2 touch of its weights on a side
+    # stream during attention (bench/l2_prefetch_bench.py), FP8 and bf16.
+    l2-prefetch) stage l2-prefetch 120 bash -c 'python3 bench/l2_prefetch_bench.py; python3 bench/l2_prefetch_bench.py --bf16' ;;
     # Batch-1 decode step (FP8 and bf16) with TESSERA_PDL off and on: the engine-level check before PDL is made default.
     pdl-step) stage pdl-step 300 bash -c 'for q in "{\"quantization\": \"fp8\"}" "{}"; do for p in 0 1; do
            echo "engine args $q, TESSERA_PDL=$p"; TESSERA_PDL=$p python3 bench/profile_step.py --zero-kv --batch-sizes 1 \
