@@ -313,7 +313,7 @@ for s in "$@"; do
     # plain GEMVs (measured 2026-12-04), then the engine's fused GEMVs with kernels/pdl.py off and on, then its tests.
     pdl) stage pdl 300 bash -c 'python3 bench/pdl_bench.py; python3 bench/pdl_bench.py --fp8;
            python3 bench/pdl_bench.py --engine-kernels; python3 bench/pdl_bench.py --engine-kernels --fp8;
-           python3 -m pytest -q -m gpu -o addopts="" -rA tests/kernels/test_pdl.py' ;;
+           python3 -m pytest -q -m gpu -o addopts="" -rA tests/kernels/test_pdl.py tests/engine/test_gpu_pdl.py' ;;
     # Attention's idle DRAM time at batch 1: the o projection from L2 vs DRAM, and an L2 touch of its weights on a side
     # stream during attention (bench/l2_prefetch_bench.py), FP8 and bf16.
     l2-prefetch) stage l2-prefetch 120 bash -c 'python3 bench/l2_prefetch_bench.py; python3 bench/l2_prefetch_bench.py --bf16' ;;

@@ -35,6 +35,9 @@ import triton
 import triton.language as tl
 
 from kernels._common import KV_DTYPES, check_index, check_rows, device_num_sms, dot_precision, next_pow2
+from kernels.pdl import enabled as pdl_enabled
+from kernels.pdl import launch_options as pdl_launch_options
+from kernels.pdl import wait_for_prior_kernel
 
 LOG2E = 1.4426950408889634
 
@@ -80,8 +83,10 @@ def _decode_stage1_kernel(
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, KV_FP8: tl.constexpr, FP8_AS_FP16: tl.constexpr,
     SINGLE_PASS: tl.constexpr, MERGE_H: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr,
-    FP8_CONVERT: tl.constexpr, ASM: tl.constexpr,
+    FP8_CONVERT: tl.constexpr, ASM: tl.constexpr, PDL: tl.constexpr = False,
 ):
+    if PDL:  # batch-1 decode with TESSERA_PDL: q and the new token's K/V come from the kernel before (kernels/pdl.py)
+        wait_for_prior_kernel()
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -336,6 +341,10 @@ def decode_attention(
                            device=q.device)  # [B, Hq, S]
 
     single_pass = max_kv_splits == 1 or counters is not None
+    # Programmatic dependent launch at batch 1 (TESSERA_PDL, kernels/pdl.py): this launch overlaps the previous
+    # kernel's tail, and the next batch-1 GEMV starts loading its weights while attention runs.
+    pdl = batch_size == 1 and pdl_enabled(q.device)
+    pdl_meta = {"PDL": True, **pdl_launch_options(True)} if pdl else {}
     merge_h = next_pow2(group)
     block_s = next_pow2(max_kv_splits)
     _decode_stage1_kernel[(batch_size, num_kv_heads, max_kv_splits)](
@@ -353,7 +362,7 @@ def decode_attention(
         KV_FP8=kv_fp8, FP8_AS_FP16=fp8_as_fp16, SINGLE_PASS=single_pass, MERGE_H=merge_h, BLOCK_S=block_s,
         CHUNK_S=max(1, min(block_s, 4096 // (merge_h * block_d))),
         FP8_CONVERT=tiles.fp8_convert if fp8_as_fp16 else 0, ASM=int(q.device.type == "cuda"),
-        num_warps=tiles.num_warps, num_stages=num_stages,
+        num_warps=tiles.num_warps, num_stages=num_stages, **pdl_meta,
     )
     if single_pass:
         return out

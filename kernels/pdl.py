@@ -8,6 +8,11 @@ x, the residual or the split-K counters and write anything. `griddepcontrol.laun
 the next kernel do the same. The result is bit-identical to a plain launch: the arithmetic is unchanged and
 every read of another kernel's output happens after the wait.
 
+The rotary + KV store (`kernels/rotary_kv_store.py`, one token) and the decode attention (`kernels/decode_attention.py`,
+batch 1) are PDL launches too: they wait first (their inputs are the kernel before's output), then trigger at
+once, so the o projection's programs can be resident and loading weights while attention, which is latency-bound
+at batch 1, runs.
+
 Measured on an H200 (`bench/pdl_bench.py`, a CUDA graph of 128 plain GEMVs shaped as the 8B layer's
 projections): 3.716 -> 3.518 ms in bf16, 2.579 -> 2.436 ms with FP8 weights (-5 %, ~1.2 us per kernel) with the
 first weights loaded before the wait; 1 % when the wait comes first. Off by default until measured in the engine.

@@ -16,6 +16,9 @@ import triton.language as tl
 
 from kernels._common import KV_DTYPES, check_index, check_rows, next_pow2
 from kernels.kv_store import quantize_for_pool
+from kernels.pdl import enabled as pdl_enabled
+from kernels.pdl import launch_options as pdl_launch_options
+from kernels.pdl import wait_for_prior_kernel
 from kernels.rotary import RopeCache, _rotate_heads
 
 
@@ -26,8 +29,10 @@ def _rotary_kv_store_kernel(
     k_scale, v_scale,
     NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HALF: tl.constexpr,
     BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_ROW: tl.constexpr,
-    WRITE_K: tl.constexpr, FP8: tl.constexpr,
+    WRITE_K: tl.constexpr, FP8: tl.constexpr, PDL: tl.constexpr = False,
 ):
+    if PDL:  # one decoding token with TESSERA_PDL: q, k, v are the QKV GEMV's output (kernels/pdl.py)
+        wait_for_prior_kernel()
     t = tl.program_id(0).to(tl.int64)
     pos = tl.load(pos_ptr + t).to(tl.int64)
     slot = tl.load(loc_ptr + t).to(tl.int64)
@@ -103,6 +108,8 @@ def rotary_kv_store(
         assert table.device == q.device, f"{name} table on {table.device}, q on {q.device}"
     if num_tokens == 0:
         return
+    pdl = num_tokens == 1 and pdl_enabled(q.device)  # batch-1 decode only (kernels/pdl.py)
+    pdl_meta = {"PDL": True, **pdl_launch_options(True)} if pdl else {}
     _rotary_kv_store_kernel[(num_tokens,)](
         q, k, v, k_buffer, v_buffer, positions, loc, cache.cos, cache.sin,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), k_buffer.stride(0), v_buffer.stride(0),
@@ -111,5 +118,5 @@ def rotary_kv_store(
         BLOCK_HQ=next_pow2(num_q_heads), BLOCK_HK=next_pow2(num_kv_heads), BLOCK_HALF=next_pow2(half),
         BLOCK_ROW=next_pow2(num_kv_heads * head_dim), WRITE_K=write_k,
         FP8=k_buffer.dtype == torch.float8_e4m3fn,
-        num_warps=4,
+        num_warps=4, **pdl_meta,
     )
