@@ -63,6 +63,7 @@ def main() -> None:
 
     from kernels.decode_attention import decode_attention
     from kernels.fp8_gemv import fp8_gemv
+    from kernels.fp8_quant import quantize_weight_per_channel
     from kernels.gemv import fused_gemv
 
     dev = torch.device("cuda", 0)
@@ -78,11 +79,7 @@ def main() -> None:
     counters = torch.zeros(hkv, dtype=torch.int32, device=dev)
     attn_out = torch.empty(1, hq, d, dtype=torch.bfloat16, device=dev)
     w = torch.randn(hidden, hidden, device=dev) / hidden ** 0.5
-    if ns.bf16:
-        w_o, w_scale = w.to(torch.bfloat16), None
-    else:
-        w_scale = (w.abs().amax(dim=1) / 448.0).contiguous()
-        w_o = (w / w_scale[:, None]).to(torch.float8_e4m3fn)
+    w_o, w_scale = (w.to(torch.bfloat16), None) if ns.bf16 else quantize_weight_per_channel(w)
     residual = torch.randn(1, hidden, device=dev).to(torch.bfloat16)
     sink = torch.empty(ns.touch_programs, dtype=torch.int32, device=dev)
     flush_buf = torch.empty(512 * 2**20, dtype=torch.uint8, device=dev)

@@ -91,38 +91,44 @@ def run_chain(weights, x, ys, mode: int, block_n: int, block_k: int) -> torch.Te
     return src
 
 
-def build_layers(layers: int, fp8: bool, device: torch.device):
-    """Per layer: the four projections' weights (and FP8 scales) and the two RMSNorm gammas, random."""
+def build_layers(layers: int, fp8: bool, device: torch.device | str, shapes=SHAPES):
+    """Per layer: the four projections' weights (FP8 with per-channel scales, or bf16 and None) and the two RMSNorm
+    gammas, random. `shapes` as SHAPES: (name, N, K) for qkv, o, gate_up, down (o's N is the hidden size)."""
+    from kernels.fp8_quant import quantize_weight_per_channel
+
     gen = torch.Generator(device=device).manual_seed(0)
+    hidden = dict((name, n) for name, n, _ in shapes)["o"]
     out = []
     for _ in range(layers):
         layer = {}
-        for name, n, k in SHAPES:
+        for name, n, k in shapes:
             w = torch.randn(n, k, generator=gen, device=device, dtype=torch.float32) / k ** 0.5
-            if fp8:
-                scale = w.abs().amax(dim=1) / 448.0
-                layer[name] = ((w / scale[:, None]).to(torch.float8_e4m3fn), scale.float().contiguous())
-            else:
-                layer[name] = (w.to(torch.bfloat16), None)
-        layer["norms"] = [(1.0 + 0.1 * torch.randn(4096, generator=gen, device=device)).to(torch.bfloat16)
+            layer[name] = quantize_weight_per_channel(w) if fp8 else (w.to(torch.bfloat16), None)
+        layer["norms"] = [(1.0 + 0.1 * torch.randn(hidden, generator=gen, device=device)).to(torch.bfloat16)
                           for _ in range(2)]
         out.append(layer)
     return out
 
 
-def run_engine_layers(layers, h: torch.Tensor, fp8: bool) -> torch.Tensor:
+def run_engine_layers(layers, h: torch.Tensor, fp8: bool, configs: dict | None = None) -> torch.Tensor:
+    """The fused batch-1 layer over `layers`, h [1, hidden] the residual stream (updated in place); `configs` may
+    pin a projection's tile by name (default: this device's tuned tiles)."""
     from kernels.fp8_gemv import fp8_gemv
     from kernels.gemv import fused_gemv
 
-    def proj(x, weights, **kw):
-        w, scale = weights
-        return fp8_gemv(x, w, scale, **kw) if fp8 else fused_gemv(x, w, **kw)
+    configs = configs or {}
+
+    def proj(x, layer, name, **kw):
+        w, scale = layer[name]
+        if fp8:
+            return fp8_gemv(x, w, scale, config=configs.get(name), **kw)
+        return fused_gemv(x, w, config=configs.get(name), **kw)
 
     for layer in layers:
-        qkv = proj(h, layer["qkv"], norm_weight=layer["norms"][0])
-        proj(qkv[:, :4096], layer["o"], residual=h, out=h)
-        gate_up = proj(h, layer["gate_up"], norm_weight=layer["norms"][1])
-        proj(gate_up, layer["down"], silu_mul=True, residual=h, out=h)
+        qkv = proj(h, layer, "qkv", norm_weight=layer["norms"][0])
+        proj(qkv[:, :h.shape[1]], layer, "o", residual=h, out=h)  # the first hidden outputs stand in for attention
+        gate_up = proj(h, layer, "gate_up", norm_weight=layer["norms"][1])
+        proj(gate_up, layer, "down", silu_mul=True, residual=h, out=h)
     return h
 
 

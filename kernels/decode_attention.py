@@ -35,8 +35,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import KV_DTYPES, check_index, check_rows, device_num_sms, dot_precision, next_pow2
-from kernels.pdl import enabled as pdl_enabled
-from kernels.pdl import launch_options as pdl_launch_options
+from kernels.pdl import kernel_options as pdl_kernel_options
 from kernels.pdl import wait_for_prior_kernel
 
 LOG2E = 1.4426950408889634
@@ -343,8 +342,7 @@ def decode_attention(
     single_pass = max_kv_splits == 1 or counters is not None
     # Programmatic dependent launch at batch 1 (TESSERA_PDL, kernels/pdl.py): this launch overlaps the previous
     # kernel's tail, and the next batch-1 GEMV starts loading its weights while attention runs.
-    pdl = batch_size == 1 and pdl_enabled(q.device)
-    pdl_meta = {"PDL": True, **pdl_launch_options(True)} if pdl else {}
+    pdl_meta = pdl_kernel_options(q.device) if batch_size == 1 else {}
     merge_h = next_pow2(group)
     block_s = next_pow2(max_kv_splits)
     _decode_stage1_kernel[(batch_size, num_kv_heads, max_kv_splits)](

@@ -36,8 +36,7 @@ from kernels.gemv import (  # noqa: I001
     _load_x,
     _row_rstd,
 )
-from kernels.pdl import enabled as pdl_enabled
-from kernels.pdl import launch_options as pdl_launch_options
+from kernels.pdl import kernel_options as pdl_kernel_options
 from kernels.pdl import wait_for_prior_kernel
 from kernels.quant_gemv_configs import FP8_TUNED_ENV, tuned_entry
 
@@ -223,8 +222,7 @@ def fp8_gemv(
     split = triton.cdiv(k, k_per_split)
     ws = torch.empty((split, n), dtype=torch.float32, device=x.device) if split > 1 else out
     dummy = w_scale  # any valid pointer for the operands a specialisation does not read
-    pdl = pdl_enabled(x.device)
-    pdl_meta = {"PDL": True, **pdl_launch_options(True)} if pdl else {}
+    pdl_meta = pdl_kernel_options(x.device)
     _fp8_gemv_kernel[(triton.cdiv(n, cfg.block_n), split)](
         x, norm_weight if norm_weight is not None else dummy, w_q, w_scale, bias if bias is not None else dummy,
         residual if residual is not None else out, out, ws,

@@ -39,8 +39,7 @@ import triton.language as tl
 
 from kernels._common import next_pow2
 from kernels.gemv_configs import GemvConfig, default_config, pick_config, validate
-from kernels.pdl import enabled as pdl_enabled
-from kernels.pdl import launch_options as pdl_launch_options
+from kernels.pdl import kernel_options as pdl_kernel_options
 from kernels.pdl import wait_for_prior_kernel
 
 __all__ = ["PROLOGUE_NONE", "PROLOGUE_RMSNORM", "PROLOGUE_SILU_MUL", "GemvConfig", "default_config", "fused_gemv"]
@@ -251,10 +250,7 @@ def fused_gemv(
     meta = dict(PROLOGUE=prologue, HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None,
                 EVEN_N=n % cfg.block_n == 0, EVEN_K=k % cfg.block_k == 0,
                 BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NORM_BLOCK=min(next_pow2(k), 4096),
-                NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
-    pdl = pdl_enabled(x.device)
-    if pdl:
-        meta.update(PDL=True, **pdl_launch_options(True))
+                NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps, **pdl_kernel_options(x.device))
     n_blocks = triton.cdiv(n, cfg.block_n)
     if split_k == 1:
         _gemv_kernel[(n_blocks,)](*args, n, k, weight.stride(0), eps, **meta)

@@ -76,6 +76,7 @@ def enabled(device: torch.device) -> bool:
     return _capable(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def launch_options(pdl: bool) -> dict:
-    """The launch keyword for a kernel called with `PDL=pdl` (absent when off: older Triton has no such keyword)."""
-    return {"launch_pdl": True} if pdl else {}
+def kernel_options(device: torch.device) -> dict:
+    """What a launch on `device` adds for PDL: the kernel's `PDL` constexpr and Triton's `launch_pdl` keyword when
+    `enabled`, else nothing (the kernel's default `PDL=False`; older Triton has no such keyword)."""
+    return {"PDL": True, "launch_pdl": True} if enabled(device) else {}

@@ -16,8 +16,7 @@ import triton.language as tl
 
 from kernels._common import KV_DTYPES, check_index, check_rows, next_pow2
 from kernels.kv_store import quantize_for_pool
-from kernels.pdl import enabled as pdl_enabled
-from kernels.pdl import launch_options as pdl_launch_options
+from kernels.pdl import kernel_options as pdl_kernel_options
 from kernels.pdl import wait_for_prior_kernel
 from kernels.rotary import RopeCache, _rotate_heads
 
@@ -108,8 +107,7 @@ def rotary_kv_store(
         assert table.device == q.device, f"{name} table on {table.device}, q on {q.device}"
     if num_tokens == 0:
         return
-    pdl = num_tokens == 1 and pdl_enabled(q.device)  # batch-1 decode only (kernels/pdl.py)
-    pdl_meta = {"PDL": True, **pdl_launch_options(True)} if pdl else {}
+    pdl_meta = pdl_kernel_options(q.device) if num_tokens == 1 else {}  # batch-1 decode only (kernels/pdl.py)
     _rotary_kv_store_kernel[(num_tokens,)](
         q, k, v, k_buffer, v_buffer, positions, loc, cache.cos, cache.sin,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), k_buffer.stride(0), v_buffer.stride(0),

@@ -12,59 +12,40 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.pdl_bench import build_layers, run_engine_layers
 from kernels import pdl
-from kernels.fp8_gemv import Fp8GemvConfig, fp8_gemv
-from kernels.gemv import GemvConfig, fused_gemv
+from kernels.fp8_gemv import Fp8GemvConfig
+from kernels.gemv import GemvConfig
+
+# The 8B layer's projections at a quarter of the width: (name, N, K), o's N the hidden size.
+SMALL_LAYER = (("qkv", 1536, 1024), ("o", 1024, 1024), ("gate_up", 7168, 1024), ("down", 1024, 3584))
 
 
 def test_pdl_is_off_without_a_hopper_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
     monkeypatch.setenv(pdl.PDL_ENV, "1")
-    assert not pdl.enabled(torch.device("cpu"))
+    assert not pdl.enabled(cpu)
     pdl.set_enabled(True)
     try:
-        assert not pdl.enabled(torch.device("cpu"))
+        assert not pdl.enabled(cpu)
+        assert pdl.kernel_options(cpu) == {}  # kernels keep PDL=False and get no launch keyword
     finally:
         pdl.set_enabled(None)
-    assert pdl.launch_options(False) == {}
-    assert pdl.launch_options(True) == {"launch_pdl": True}
-
-
-def _chain(h, weights, norms, fp8: bool, configs):
-    """qkv (RMSNorm) -> o (+ residual, in place) -> gate_up (RMSNorm) -> down (SiLU-mul, + residual)."""
-    def proj(x, name, **kw):
-        w, scale = weights[name]
-        if fp8:
-            return fp8_gemv(x, w, scale, config=configs.get(name), **kw)
-        return fused_gemv(x, w, config=configs.get(name), **kw)
-
-    for _ in range(2):
-        qkv = proj(h, "qkv", norm_weight=norms[0])
-        proj(qkv[:, :1024], "o", residual=h, out=h)
-        gate_up = proj(h, "gate_up", norm_weight=norms[1])
-        proj(gate_up, "down", silu_mul=True, residual=h, out=h)
-    return h
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("fp8", [False, True], ids=["bf16", "fp8"])
 @pytest.mark.parametrize("variant", ["tuned", "split"])
 def test_pdl_chain_bit_identical_gpu(fp8: bool, variant: str) -> None:
-    if torch.cuda.get_device_capability() < (9, 0):
-        pytest.skip("PDL needs sm_90+")
-    if not pdl.HAS_GDC:
-        pytest.skip("this Triton has no gdc_wait")
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    shapes = {"qkv": (1536, 1024), "o": (1024, 1024), "gate_up": (7168, 1024), "down": (1024, 3584)}
-    weights = {}
-    for name, (n, k) in shapes.items():
-        w = torch.randn(n, k, generator=gen, device="cuda") / k ** 0.5
-        if fp8:
-            scale = w.abs().amax(dim=1) / 448.0
-            weights[name] = ((w / scale[:, None]).to(torch.float8_e4m3fn), scale.contiguous())
-        else:
-            weights[name] = (w.bfloat16(), None)
-    norms = [(1 + 0.1 * torch.randn(1024, generator=gen, device="cuda")).bfloat16() for _ in range(2)]
-    h0 = torch.randn(1, 1024, generator=gen, device="cuda").bfloat16()
+    """Two layers chained (qkv with RMSNorm -> o + residual in place -> gate_up with RMSNorm -> down with SiLU-mul +
+    residual), eager and captured in a CUDA graph, with PDL off and on."""
+    pdl.set_enabled(True)
+    try:  # the device machine is Hopper with Triton >= 3.4: PDL must really be on, or the test proves nothing
+        assert pdl.enabled(torch.device("cuda")), "PDL unavailable here: needs sm_90+ and Triton >= 3.4"
+    finally:
+        pdl.set_enabled(None)
+    layers = build_layers(2, fp8, "cuda", shapes=SMALL_LAYER)
+    h0 = torch.randn(1, 1024, device="cuda").bfloat16()
     if variant == "tuned":
         configs = {}
     elif fp8:  # split-K with the reduce launch, the lean loop with and without split, the plain loop
@@ -79,10 +60,10 @@ def test_pdl_chain_bit_identical_gpu(fp8: bool, variant: str) -> None:
         for on in (False, True):
             pdl.set_enabled(on)
             h.copy_(h0)
-            eager = _chain(h, weights, norms, fp8, configs).clone()
+            eager = run_engine_layers(layers, h, fp8, configs).clone()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                _chain(h, weights, norms, fp8, configs)
+                run_engine_layers(layers, h, fp8, configs)
             h.copy_(h0)
             graph.replay()
             torch.cuda.synchronize()
