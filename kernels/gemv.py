@@ -122,17 +122,16 @@ def _gemv_kernel(
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
     offs_k0 = tl.arange(0, BLOCK_K)
 
-    rstd = 1.0
     if PDL:  # the first weight tile goes out before waiting for the kernel that wrote x (kernels/pdl.py)
         w_first = _load_w(w_rows, offs_k0, mask_n, K, EVEN_N, EVEN_K)
         wait_for_prior_kernel()
-        if PROLOGUE == 1:
-            rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
+    rstd = 1.0
+    if PROLOGUE == 1:
+        rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
+    if PDL:
         acc = w_first.to(tl.float32) * _load_x(x_ptr, norm_w_ptr, offs_k0, K, rstd, dtype, PROLOGUE)[None, :]
         k_start = BLOCK_K
     else:
-        if PROLOGUE == 1:
-            rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
         k_start = 0
     for k0 in tl.range(k_start, K, BLOCK_K, num_stages=NUM_STAGES):
