@@ -321,7 +321,8 @@ for s in "$@"; do
     pdl-step) stage pdl-step 300 bash -c 'for q in "{\"quantization\": \"fp8\"}" "{}"; do for p in 0 1; do
            echo "engine args $q, TESSERA_PDL=$p"; TESSERA_PDL=$p python3 bench/profile_step.py --zero-kv --batch-sizes 1 \
              --prefill-reqs 1 --prefill-len 128 --engine-args "$q" | grep -E "^decode bs"; done; done' ;;
-    # Every one-request chunk of 256+ tokens dense (the 100k prompt's last 1,696-token chunk too; default 2048).
+    # Every one-request chunk of 256+ tokens dense (the 100k prompt's last 1,696-token chunk too): the run that moved the
+    # default threshold from 2048 to 256 (now the same as long-context-100k).
     long-context-100k-dense256) stage long-context-100k-dense256 200 env TESSERA_FLASHINFER_DENSE_PREFILL=256 \
                                   python3 bench/long_context.py --input-lens 100000 ;;
     # The step-token budget of mixed chunks: 1024 / 2048 / 3072 (1536 is the default, run by online-32).
