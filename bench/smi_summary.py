@@ -44,8 +44,11 @@ def main() -> None:
     parser.add_argument("csv")
     parser.add_argument("--busy-watts", type=float, default=250.0, help="samples drawing more than this count as busy")
     args = parser.parse_args()
-    with open(args.csv) as f:
-        busy = busy_samples(f, args.busy_watts)
+    try:
+        with open(args.csv) as f:
+            busy = busy_samples(f, args.busy_watts)
+    except OSError as exc:
+        raise SystemExit(f"smi_summary: cannot read {args.csv}: {exc.strerror}") from None
     if not busy:
         raise SystemExit(f"no sample above {args.busy_watts} W in {args.csv}")
     clocks = [b[0] for b in busy]

@@ -37,8 +37,11 @@ def main() -> None:
     parser.add_argument("trace")
     parser.add_argument("--min-tokens", type=int, default=65536)
     args = parser.parse_args()
-    with open(args.trace) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    try:
+        with open(args.trace) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as exc:  # missing file, or not a TESSERA_STEP_TRACE (one JSON object per line)
+        raise SystemExit(f"trace_summary: cannot read {args.trace}: {exc}") from None
     chunks, after = last_prompt(rows, args.min_tokens)
     if not chunks:
         raise SystemExit(f"no prompt of {args.min_tokens}+ tokens in {args.trace}")
