@@ -317,10 +317,9 @@ for s in "$@"; do
     # Attention's idle DRAM time at batch 1: the o projection from L2 vs DRAM, and an L2 touch of its weights on a side
     # stream during attention (bench/l2_prefetch_bench.py), FP8 and bf16.
     l2-prefetch) stage l2-prefetch 120 bash -c 'python3 bench/l2_prefetch_bench.py; python3 bench/l2_prefetch_bench.py --bf16' ;;
-    # Batch-1 decode step (FP8 and bf16) with TESSERA_PDL off and on: the engine-level check before PDL is made default.
-    pdl-step) stage pdl-step 300 bash -c 'for q in "{\"quantization\": \"fp8\"}" "{}"; do for p in 0 1; do
-           echo "engine args $q, TESSERA_PDL=$p"; TESSERA_PDL=$p python3 bench/profile_step.py --zero-kv --batch-sizes 1 \
-             --prefill-reqs 1 --prefill-len 128 --engine-args "$q" | grep -E "^decode bs"; done; done' ;;
+    # Batch-1 decode step (FP8 and bf16) with PDL off and on, graphs recaptured in turn on one runner (bench/pdl_step.py):
+    # the engine-level check before PDL is made default.
+    pdl-step) stage pdl-step 400 python3 bench/pdl_step.py --quantizations fp8,bf16 ;;
     # Every one-request chunk of 256+ tokens dense (the 100k prompt's last 1,696-token chunk too): the run that moved the
     # default threshold from 2048 to 256 (now the same as long-context-100k).
     long-context-100k-dense256) stage long-context-100k-dense256 200 env TESSERA_FLASHINFER_DENSE_PREFILL=256 \
