@@ -317,9 +317,9 @@ for s in "$@"; do
     # Attention's idle DRAM time at batch 1: the o projection from L2 vs DRAM, and an L2 touch of its weights on a side
     # stream during attention (bench/l2_prefetch_bench.py), FP8 and bf16.
     l2-prefetch) stage l2-prefetch 120 bash -c 'python3 bench/l2_prefetch_bench.py; python3 bench/l2_prefetch_bench.py --bf16' ;;
-    # Batch-1 decode step (FP8 and bf16) with PDL off and on, graphs recaptured in turn on one runner (bench/pdl_step.py):
+    # Batch-1 decode step (FP8 and bf16) with PDL off and on, graphs recaptured in turn on one runner (bench/step_ab.py):
     # the engine-level check before PDL is made default.
-    pdl-step) stage pdl-step 400 python3 bench/pdl_step.py --quantizations fp8,bf16 ;;
+    pdl-step) stage pdl-step 400 python3 bench/step_ab.py --switch pdl --quantizations fp8,bf16 ;;
     # Every one-request chunk of 256+ tokens dense (the 100k prompt's last 1,696-token chunk too): the run that moved the
     # default threshold from 2048 to 256 (now the same as long-context-100k).
     long-context-100k-dense256) stage long-context-100k-dense256 200 env TESSERA_FLASHINFER_DENSE_PREFILL=256 \
@@ -345,6 +345,15 @@ for s in "$@"; do
                    for e in "{$g}" "{$g, \"quantization\": \"fp8\"}" "{$g, \"quantization\": \"fp8\", \"kv_cache_dtype\": \"fp8_e4m3\"}"; do
                      python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
                        --engine-args "$e" | grep "^{" || exit 1; done';;
+    # Batch-1 AWQ GEMV: GemLite's Triton kernels (pip gemlite, carried in .whl_gpu) against kernels/awq_gemv.py.
+    gemlite-bench) stage gemlite-bench 420 python3 bench/gemlite_bench.py ;;
+    tinygemm-bench) stage tinygemm-bench 300 python3 bench/gemlite_bench.py --matmul-types "" ;;
+    # Batch-1 decode attention: 128-token splits past 1024 tokens (kernels/decode_attention.py LONG_SPLIT_*), the kernel
+    # sweep, its GPU tests, then the engine's batch-1 step at 1.5k / 2k / 3k context with the rule off and on.
+    long-split) stage long-split 420 bash -c 'python3 bench/kernels_bench.py --sweep-min-split-len &&
+                  python3 -m pytest -q -m gpu -o addopts="" '"$XDIST"' tests/kernels/test_kernel_fp8_kv.py \
+                    tests/kernels/test_kernel_attention.py tests/kernels/test_kernel_gpu.py -k decode &&
+                  python3 bench/step_ab.py --switch long-split --quantizations bf16,fp8 --contexts 1536 2048 3072' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -30,7 +30,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels.decode_attention import DecodeTiles, decode_attention, default_max_kv_splits  # noqa: E402
+from kernels.decode_attention import (  # noqa: E402
+    LONG_SPLIT_FROM,
+    LONG_SPLIT_LEN,
+    DecodeTiles,
+    decode_attention,
+    default_max_kv_splits,
+)
 from kernels.extend_attention import extend_attention  # noqa: E402
 
 
@@ -105,7 +111,7 @@ def bench_decode(args: argparse.Namespace) -> None:
 
 
 MIN_SPLIT_LENS = (64, 128, 256, 512, 1024)
-SPLIT_LEN_CONTEXTS = (160, 512, 2048, 8192, 32768)
+SPLIT_LEN_CONTEXTS = (160, 512, 1024, 1536, 2048, 3072, 4096, 8192, 32768)
 
 
 def sweep_min_split_len(args: argparse.Namespace) -> None:
@@ -118,8 +124,9 @@ def sweep_min_split_len(args: argparse.Namespace) -> None:
     dtype = torch.bfloat16
     splits = default_max_kv_splits(1, hkv, torch.device("cuda"))
     counters = torch.zeros(hkv, dtype=torch.int32, device="cuda")
-    print(f"batch-1 decode attention, single pass, max_kv_splits={splits}: us per call by min_split_len")
-    print("context  " + "  ".join(f"{m:>7d}" for m in MIN_SPLIT_LENS))
+    print(f"batch-1 decode attention, single pass, max_kv_splits={splits}: us per call by min_split_len "
+          f"(one minimum at every length), then the default rule ({LONG_SPLIT_LEN} past {LONG_SPLIT_FROM} tokens, else 64)")
+    print("context  " + "  ".join(f"{m:>7d}" for m in MIN_SPLIT_LENS) + "  default")
     for s in SPLIT_LEN_CONTEXTS:
         k_buffer = torch.randn(s + 1, hkv, d, device="cuda", dtype=dtype)
         v_buffer = torch.randn_like(k_buffer)
@@ -130,9 +137,9 @@ def sweep_min_split_len(args: argparse.Namespace) -> None:
         operands = (q, k_buffer, v_buffer, req_to_token, pool_idx, seq_lens, d**-0.5)
         ref = decode_attention(*operands, max_kv_splits=1)
         row = []
-        for m in MIN_SPLIT_LENS:
-            run = functools.partial(decode_attention, *operands, max_kv_splits=splits, min_split_len=m,
-                                    counters=counters)
+        for m in (*MIN_SPLIT_LENS, None):
+            pinned = {} if m is None else {"min_split_len": m, "long_split_len": m}
+            run = functools.partial(decode_attention, *operands, max_kv_splits=splits, counters=counters, **pinned)
             torch.testing.assert_close(run(), ref, atol=2e-2, rtol=2e-2)
             row.append(bench_us(run))
         print(f"{s:>7d}  " + "  ".join(f"{us:7.2f}" for us in row), flush=True)

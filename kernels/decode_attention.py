@@ -13,8 +13,8 @@ partial, then bumps a per-(request, kv head) counter (atomic, acquire-release), 
 arrives last merges the splits exactly as stage 2 would and resets the counter to 0. At batch 1 this
 saves one launch per layer (~2.5 us plus a graph node) for a few hundred ns of merge in one program.
 
-A request gets about `min(max_kv_splits, ceil(seq_len / min_split_len))` splits, computed in
-the kernels from `seq_lens`, so the host never reads lengths and the launch is CUDA-graph safe as long
+A request gets about `min(max_kv_splits, ceil(seq_len / min_split_len))` splits (`long_split_len` instead
+of `min_split_len` past `long_from` tokens), computed in the kernels from `seq_lens`, so the host never reads lengths and the launch is CUDA-graph safe as long
 as `max_kv_splits` is fixed for the captured batch size.
 
 An fp8 (e4m3) pool holds `k / k_scale` and `v / v_scale`: `k_scale` is folded into the softmax scale and
@@ -28,6 +28,7 @@ a kernel whose bytes fp8 just halved). Every e4m3 value is exact in fp16; q is c
 from __future__ import annotations
 
 import math
+import os
 from typing import NamedTuple
 
 import torch
@@ -39,12 +40,22 @@ from kernels.pdl import kernel_options as pdl_kernel_options
 from kernels.pdl import wait_for_prior_kernel
 
 LOG2E = 1.4426950408889634
+# Past LONG_SPLIT_FROM tokens a split holds at least LONG_SPLIT_LEN tokens (below: `min_split_len`, 64). The H200
+# sweep of batch-1 single-pass decode (`bench/kernels_bench.py --sweep-min-split-len`, max_kv_splits 32) had
+# 64-token splits best at <= 512 tokens (5.91 vs 6.35 us at 512) and 128-token ones at 2048 (7.16 vs 8.64 us:
+# 16 splits instead of 32, each program loops twice as long and the merge reads half the partials); from
+# 4096 tokens both give the max_kv_splits cap, so only 1k-4k contexts change. A device session can move the
+# threshold through TESSERA_DECODE_LONG_SPLIT_FROM (a huge value restores 64-token splits at every length).
+LONG_SPLIT_LEN = 128
+LONG_SPLIT_FROM = int(os.environ.get("TESSERA_DECODE_LONG_SPLIT_FROM") or 1024)
 
 
 @triton.jit
-def _split_layout(seq_len, max_kv_splits, min_split_len):
-    """(num_splits, split_len) of one request; both stages must agree on it."""
-    num_splits = tl.minimum(tl.cdiv(seq_len, min_split_len), max_kv_splits)
+def _split_layout(seq_len, max_kv_splits, min_split_len, long_split_len, long_from):
+    """(num_splits, split_len) of one request; both stages must agree on it. Past `long_from` tokens the
+    minimum split is `long_split_len` instead of `min_split_len` (see `decode_attention`)."""
+    min_len = tl.where(seq_len > long_from, long_split_len, min_split_len)
+    num_splits = tl.minimum(tl.cdiv(seq_len, min_len), max_kv_splits)
     split_len = tl.maximum(tl.cdiv(seq_len, tl.maximum(num_splits, 1)), 1)
     # Rounding split_len up can leave trailing splits empty (33 tokens / 16 splits of 3): drop them.
     return tl.cdiv(seq_len, split_len), split_len
@@ -78,7 +89,7 @@ def _decode_stage1_kernel(
     stride_pob, stride_poh, stride_pos,
     stride_plb, stride_plh,
     stride_ob, stride_oh,
-    qk_scale_log2, v_scale, max_kv_splits, min_split_len,
+    qk_scale_log2, v_scale, max_kv_splits, min_split_len, long_split_len, long_from,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, KV_FP8: tl.constexpr, FP8_AS_FP16: tl.constexpr,
     SINGLE_PASS: tl.constexpr, MERGE_H: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr,
@@ -91,7 +102,7 @@ def _decode_stage1_kernel(
     split = tl.program_id(2)
 
     seq_len = tl.load(seq_lens_ptr + b).to(tl.int32)
-    num_splits, split_len = _split_layout(seq_len, max_kv_splits, min_split_len)
+    num_splits, split_len = _split_layout(seq_len, max_kv_splits, min_split_len, long_split_len, long_from)
     if SINGLE_PASS:
         # seq_len 0 (a padded row) has no split: program 0 still runs (empty loop) and writes zeros.
         if split >= tl.maximum(num_splits, 1):
@@ -223,13 +234,13 @@ def _decode_stage2_kernel(
     stride_pob, stride_poh, stride_pos,
     stride_plb, stride_plh,
     stride_ob, stride_oh,
-    max_kv_splits, min_split_len,
+    max_kv_splits, min_split_len, long_split_len, long_from,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
     seq_len = tl.load(seq_lens_ptr + b).to(tl.int32)
-    num_splits, _ = _split_layout(seq_len, max_kv_splits, min_split_len)
+    num_splits, _ = _split_layout(seq_len, max_kv_splits, min_split_len, long_split_len, long_from)
 
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
@@ -289,6 +300,8 @@ def decode_attention(
     out: torch.Tensor | None = None,  # [B, Hq, D]
     max_kv_splits: int | None = None,
     min_split_len: int = 64,
+    long_split_len: int = LONG_SPLIT_LEN,  # the minimum split once a request is longer than `long_from` tokens
+    long_from: int | None = None,  # None: LONG_SPLIT_FROM, read at each launch
     counters: torch.Tensor | None = None,  # [>= B * Hkv] int32, all zero: enables the single-launch merge
     tiles: DecodeTiles | None = None,  # None: DecodeTiles() (bench/kernels_bench.py --sweep-tiles measures others)
 ) -> torch.Tensor:  # [B, Hq, D], dtype of q
@@ -319,7 +332,9 @@ def decode_attention(
 
     if max_kv_splits is None:
         max_kv_splits = default_max_kv_splits(batch_size, num_kv_heads, q.device)
-    assert max_kv_splits >= 1 and min_split_len >= 1
+    assert max_kv_splits >= 1 and min_split_len >= 1 and long_split_len >= 1
+    long_split_len = max(long_split_len, min_split_len)  # a longer request never gets shorter splits
+    long_from = LONG_SPLIT_FROM if long_from is None else long_from
     if counters is not None:
         assert counters.dtype == torch.int32 and counters.is_contiguous() and counters.device == q.device, (
             "counters must be a contiguous int32 tensor on q's device")
@@ -354,7 +369,7 @@ def decode_attention(
         part_out.stride(0), part_out.stride(1), part_out.stride(2),
         part_lse.stride(0), part_lse.stride(1),
         out.stride(0), out.stride(1),
-        scaling * k_scale * LOG2E, float(v_scale), max_kv_splits, min_split_len,
+        scaling * k_scale * LOG2E, float(v_scale), max_kv_splits, min_split_len, long_split_len, long_from,
         GROUP=group, HEAD_DIM=head_dim, BLOCK_H=max(16, next_pow2(group)), BLOCK_D=block_d,
         BLOCK_N=block_n, DOT_PRECISION=dot_precision(compute_dtype),
         KV_FP8=kv_fp8, FP8_AS_FP16=fp8_as_fp16, SINGLE_PASS=single_pass, MERGE_H=merge_h, BLOCK_S=block_s,
@@ -369,7 +384,7 @@ def decode_attention(
         part_out.stride(0), part_out.stride(1), part_out.stride(2),
         part_lse.stride(0), part_lse.stride(1),
         out.stride(0), out.stride(1),
-        max_kv_splits, min_split_len,
+        max_kv_splits, min_split_len, long_split_len, long_from,
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_S=max(2, next_pow2(max_kv_splits)),
         num_warps=4 if block_d <= 128 else 8,
     )

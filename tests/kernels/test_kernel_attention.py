@@ -48,6 +48,27 @@ def test_decode_attention_split_counts_agree() -> None:
     assert torch.equal(one[2], torch.zeros_like(one[2]))
 
 
+@pytest.mark.parametrize("single_pass", [False, True], ids=["two-stage", "single-pass"])
+def test_decode_attention_long_split_rule(single_pass: bool) -> None:
+    """Past `long_from` tokens a request's splits are `long_split_len` long: stage 1 and the merge (stage 2, or
+    the last-arriving program) must agree on that layout, for rows on both sides of the threshold in one batch."""
+    seq_lens = [40, 41, 97, 12]  # 40 <= long_from < 41: 10 splits of 4 vs 3 of 16; 97: 7 of 16 (not 8 of 13)
+    pool = PoolBatch(seq_lens, 2, 64, torch.float32, seed=3)
+    q = torch.randn(len(seq_lens), 4, 64)
+    args = (q, pool.k_buffer, pool.v_buffer, pool.req_to_token, pool.req_pool_indices,
+            torch.tensor(seq_lens, dtype=torch.int32), 0.125)
+    counters = torch.zeros(len(seq_lens) * 2, dtype=torch.int32) if single_pass else None
+    out = decode_attention(*args, max_kv_splits=8, min_split_len=4, long_split_len=16, long_from=40, counters=counters)
+    one = decode_attention(*args, max_kv_splits=1)
+    torch.testing.assert_close(out, one, atol=1e-5, rtol=1e-5)
+    for i in range(len(seq_lens)):
+        s = pool.slots(i)
+        torch.testing.assert_close(out[i], attention_ref(q[i : i + 1], pool.k_buffer[s], pool.v_buffer[s], 0.125)[0],
+                                   atol=2e-5, rtol=1e-4)
+    if counters is not None:
+        assert torch.equal(counters, torch.zeros_like(counters)), "the merge leaves the counters zero"
+
+
 def _run_extend(prefix_lens: list[int], extend_lens: list[int], heads: tuple[int, int, int], dtype: torch.dtype,
                 **blocks: int) -> None:
     num_q_heads, num_kv_heads, head_dim = heads

@@ -1,0 +1,121 @@
+"""Batch-1 decode step with one kernel switch off and on, in one process (graphs recaptured in turn).
+
+    python bench/step_ab.py --switch pdl --quantizations fp8,bf16
+    python bench/step_ab.py --switch long-split --contexts 1536 2048 3072
+
+Switches:
+- `pdl`: programmatic dependent launch of the batch-1 kernels (kernels/pdl.py; off by default).
+- `long-split`: batch-1 decode attention's 128-token minimum split past 1024 tokens
+  (kernels/decode_attention.py `LONG_SPLIT_FROM`; "off" is 64-token splits at every length).
+
+For each weight format one model runner is built (dummy weights, triton attention); for each context its decode
+CUDA graphs are captured again with the switch off, then on, `--rounds` times in turn, and each capture's
+graph-replayed step is timed by CUDA events (median of `--reps`). Alternating the captures on one runner keeps
+clock drift and machine-to-machine variance out of the difference, and spares a second model load and Triton
+compile per configuration. `pdl` must leave the logits bit-identical (it changes when kernels start, never what
+they compute); `long-split` changes the split-KV merge order, so its logits are compared with a tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import statistics
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.profile_step import _batch  # noqa: E402
+from bench.roofline import median_ms  # noqa: E402
+from engine.args import ServerArgs  # noqa: E402
+from engine.distributed.parallel_state import TPContext  # noqa: E402
+from engine.forward_batch import ForwardMode  # noqa: E402
+from engine.model_config import create_model_config  # noqa: E402
+from engine.model_runner import ModelRunner  # noqa: E402
+from kernels import pdl  # noqa: E402
+
+# The module, not the function `kernels` re-exports under the same name.
+decode_attention_module = importlib.import_module("kernels.decode_attention")
+LONG_SPLIT_DEFAULT = decode_attention_module.LONG_SPLIT_FROM
+
+
+def _set_switch(switch: str, on: bool | None) -> None:
+    """on=None puts the switch back to its default."""
+    if switch == "pdl":
+        pdl.set_enabled(on)
+    else:
+        decode_attention_module.LONG_SPLIT_FROM = LONG_SPLIT_DEFAULT if on in (True, None) else 1 << 30
+
+
+def _measure(runner: ModelRunner, switch: str, context: int, rounds: int, reps: int) -> dict:
+    fb = _batch(runner, [context - 1], [1], ForwardMode.DECODE)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    reference = None
+    max_diff = 0.0
+    for _ in range(rounds):
+        for on in (False, True):
+            _set_switch(switch, on)
+            runner.graph_runner = None  # the old graphs go before the new ones are captured
+            gc.collect()
+            runner.graph_runner = runner._create_graph_runner()
+            logits = runner.forward(fb).clone()
+            if reference is None:
+                reference = logits
+            max_diff = max(max_diff, (logits - reference).abs().max().item())
+            times[on].append(median_ms(lambda: runner.forward(fb), reps))
+    _set_switch(switch, None)
+    off, on = statistics.median(times[False]), statistics.median(times[True])
+    return {"context": context, "off_ms": round(off, 4), "on_ms": round(on, 4), "delta_ms": round(on - off, 4),
+            "delta_pct": round(100 * (on - off) / off, 2), "off_runs": [round(t, 4) for t in times[False]],
+            "on_runs": [round(t, 4) for t in times[True]], "logits_max_diff": max_diff}
+
+
+def _runner(model: str, quantization: str, max_context: int) -> ModelRunner:
+    extra = {} if quantization == "bf16" else {"quantization": quantization}
+    args = ServerArgs(model_path=model, load_format="dummy", skip_tokenizer_init=True, attention_backend="triton",
+                      cuda_graph_max_bs=1, max_running_requests=1, max_total_tokens=max(16384, 2 * max_context),
+                      context_length=max(8192, max_context + 1), **extra)
+    return ModelRunner(args, create_model_config(args, "cuda"), TPContext(), torch.device("cuda", 0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--switch", choices=["pdl", "long-split"], required=True)
+    parser.add_argument("--model", default="bench/models/llama-3.1-8b")
+    parser.add_argument("--quantizations", default="bf16", help="comma-separated: bf16, fp8, awq")
+    parser.add_argument("--contexts", type=int, nargs="+", default=[640])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=200)
+    ns = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("step_ab.py: needs a CUDA GPU")
+    if ns.switch == "pdl" and (not pdl.HAS_GDC or torch.cuda.get_device_capability() < (9, 0)):
+        sys.exit("step_ab.py: PDL needs an sm_90+ GPU and Triton >= 3.4")
+    if min(ns.contexts) < 2:
+        parser.error("--contexts: at least 2 tokens each")
+    rows = []
+    for q in ns.quantizations.split(","):
+        runner = _runner(ns.model, q.strip(), max(ns.contexts))
+        for context in ns.contexts:
+            row = {"switch": ns.switch, "quantization": q.strip(),
+                   **_measure(runner, ns.switch, context, ns.rounds, ns.reps)}
+            print("STEP_AB " + json.dumps(row), flush=True)
+            rows.append(row)
+        del runner
+        gc.collect()  # this runner's model, KV pool and graphs go before the next one is built
+        torch.cuda.empty_cache()
+    print(f"{'weights':8} {'context':>7} {'off ms':>8} {'on ms':>8} {'delta':>8} {'max |dlogit|':>12}")
+    for r in rows:
+        print(f"{r['quantization']:8} {r['context']:7d} {r['off_ms']:8.4f} {r['on_ms']:8.4f} {r['delta_pct']:7.2f}% "
+              f"{r['logits_max_diff']:12.3g}")
+    if ns.switch == "pdl" and any(r["logits_max_diff"] != 0 for r in rows):
+        sys.exit("step_ab.py: PDL changed the logits")
+
+
+if __name__ == "__main__":
+    main()
