@@ -15,7 +15,13 @@ at batch 1, runs.
 
 Measured on an H200 (`bench/pdl_bench.py`, a CUDA graph of 128 plain GEMVs shaped as the 8B layer's
 projections): 3.716 -> 3.518 ms in bf16, 2.579 -> 2.436 ms with FP8 weights (-5 %, ~1.2 us per kernel) with the
-first weights loaded before the wait; 1 % when the wait comes first. Off by default until measured in the engine.
+first weights loaded before the wait; 1 % when the wait comes first. In the engine it lost: the batch-1 step
+(`bench/step_ab.py --switch pdl`, H200) went 4.232 -> 4.449 ms in bf16 and 2.920 -> 2.949 ms in FP8, and the
+chain of the engine's fused GEMVs (prologues, residual epilogues, split-K; `pdl_bench.py --engine-kernels`)
+3.53 -> 3.79 ms in bf16 (2.16 -> 2.12 FP8). Two variants lost too (bench/NOTES.md, 2026-12-04 thirteenth
+session; diff in bench/results/2026-12-04-s13-pdl-variants.diff): an L2 prefetch of the first weights instead of
+a register load (+11 % per step), and that plus each GEMV letting the next kernel launch only after its K loop
+(+3.7 % bf16, +5.4 % FP8). So it is off by default and kept for experiments.
 Needs an sm_90+ GPU and Triton >= 3.4 (`triton.language.extra.cuda.gdc_wait`); elsewhere, and in Triton's CPU
 interpreter, `enabled` is False and the kernels compile as before.
 """
