@@ -354,6 +354,12 @@ for s in "$@"; do
                   python3 -m pytest -q -m gpu -o addopts="" '"$XDIST"' tests/kernels/test_kernel_fp8_kv.py \
                     tests/kernels/test_kernel_attention.py tests/kernels/test_kernel_gpu.py -k decode &&
                   python3 bench/step_ab.py --switch long-split --quantizations bf16,fp8 --contexts 1536 2048 3072' ;;
+    # The decode kernel doing the rotary + K/V store itself (DecodeRotary): kernel + engine GPU tests, then the batch-1
+    # step with it off / on at 640 and 2048 tokens.
+    fused-rotary) stage fused-rotary 420 bash -c 'python3 -m pytest -q -m gpu -o addopts="" -rA '"$XDIST"' \
+                    tests/kernels/test_kernel_gpu.py tests/kernels/test_kernel_fp8_kv.py tests/kernels/test_kernel_fused.py -k "decode or rotary" &&
+                    python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine/test_gpu_fused_rotary.py &&
+                    python3 bench/step_ab.py --switch fused-rotary --quantizations bf16,fp8 --contexts 640 2048' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -7,13 +7,15 @@ Switches:
 - `pdl`: programmatic dependent launch of the batch-1 kernels (kernels/pdl.py; off by default).
 - `long-split`: batch-1 decode attention's 128-token minimum split past 1024 tokens
   (kernels/decode_attention.py `LONG_SPLIT_FROM`; "off" is 64-token splits at every length).
+- `fused-rotary`: the decode kernel rotates q / k and stores this step's K/V itself (`DecodeRotary`,
+  engine/attention/triton_backend.py `FUSED_DECODE_ROTARY`); "off" is the separate `rotary_kv_store` launch.
 
 For each weight format one model runner is built (dummy weights, triton attention); for each context its decode
 CUDA graphs are captured again with the switch off, then on, `--rounds` times in turn, and each capture's
 graph-replayed step is timed by CUDA events (median of `--reps`). Alternating the captures on one runner keeps
 clock drift and machine-to-machine variance out of the difference, and spares a second model load and Triton
-compile per configuration. `pdl` must leave the logits bit-identical (it changes when kernels start, never what
-they compute); `long-split` changes the split-KV merge order, so its logits are compared with a tolerance.
+compile per configuration. `pdl` and `fused-rotary` must leave the logits bit-identical (they change when or
+where values are computed, never how); `long-split` changes the split-KV merge order, so its logits may differ.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.profile_step import _batch  # noqa: E402
 from bench.roofline import median_ms  # noqa: E402
 from engine.args import ServerArgs  # noqa: E402
+from engine.attention import triton_backend  # noqa: E402
 from engine.distributed.parallel_state import TPContext  # noqa: E402
 from engine.forward_batch import ForwardMode  # noqa: E402
 from engine.model_config import create_model_config  # noqa: E402
@@ -42,12 +45,15 @@ from kernels import pdl  # noqa: E402
 # The module, not the function `kernels` re-exports under the same name.
 decode_attention_module = importlib.import_module("kernels.decode_attention")
 LONG_SPLIT_DEFAULT = decode_attention_module.LONG_SPLIT_FROM
+FUSED_ROTARY_DEFAULT = triton_backend.FUSED_DECODE_ROTARY
 
 
 def _set_switch(switch: str, on: bool | None) -> None:
     """on=None puts the switch back to its default."""
     if switch == "pdl":
         pdl.set_enabled(on)
+    elif switch == "fused-rotary":
+        triton_backend.FUSED_DECODE_ROTARY = FUSED_ROTARY_DEFAULT if on is None else on
     else:
         decode_attention_module.LONG_SPLIT_FROM = LONG_SPLIT_DEFAULT if on in (True, None) else 1 << 30
 
@@ -85,7 +91,7 @@ def _runner(model: str, quantization: str, max_context: int) -> ModelRunner:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--switch", choices=["pdl", "long-split"], required=True)
+    parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary"], required=True)
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--quantizations", default="bf16", help="comma-separated: bf16, fp8, awq")
     parser.add_argument("--contexts", type=int, nargs="+", default=[640])
@@ -113,8 +119,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['quantization']:8} {r['context']:7d} {r['off_ms']:8.4f} {r['on_ms']:8.4f} {r['delta_pct']:7.2f}% "
               f"{r['logits_max_diff']:12.3g}")
-    if ns.switch == "pdl" and any(r["logits_max_diff"] != 0 for r in rows):
-        sys.exit("step_ab.py: PDL changed the logits")
+    if ns.switch in ("pdl", "fused-rotary") and any(r["logits_max_diff"] != 0 for r in rows):
+        sys.exit(f"step_ab.py: {ns.switch} changed the logits")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,10 @@ import triton
 import triton.language as tl
 
 from kernels._common import KV_DTYPES, check_index, check_rows, device_num_sms, dot_precision, next_pow2
+from kernels.kv_store import quantize_for_pool
 from kernels.pdl import kernel_options as pdl_kernel_options
 from kernels.pdl import wait_for_prior_kernel
+from kernels.rotary import RopeCache
 
 LOG2E = 1.4426950408889634
 # Past LONG_SPLIT_FROM tokens a split holds at least LONG_SPLIT_LEN tokens (below: `min_split_len`, 64). The H200
@@ -83,6 +85,8 @@ def _e4m3_to_f16(x, ASM: tl.constexpr):
 def _decode_stage1_kernel(
     q_ptr, k_buf_ptr, v_buf_ptr, req_to_token_ptr, req_pool_idx_ptr, seq_lens_ptr,
     part_out_ptr, part_lse_ptr, out_ptr, counter_ptr,
+    new_k_ptr, new_v_ptr, pos_ptr, loc_ptr, cos_ptr, sin_ptr,
+    stride_nkb, stride_nkh, stride_nvb, stride_nvh, stride_cos, stride_sin, k_store_scale, v_store_scale,
     stride_qb, stride_qh,
     stride_kn, stride_kh, stride_vn, stride_vh,
     stride_r2t,
@@ -94,6 +98,7 @@ def _decode_stage1_kernel(
     BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, KV_FP8: tl.constexpr, FP8_AS_FP16: tl.constexpr,
     SINGLE_PASS: tl.constexpr, MERGE_H: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr,
     FP8_CONVERT: tl.constexpr, ASM: tl.constexpr, PDL: tl.constexpr = False,
+    ROTARY: tl.constexpr = False, HALF: tl.constexpr = 1,
 ):
     if PDL:  # batch-1 decode with TESSERA_PDL: q and the new token's K/V come from the kernel before (kernels/pdl.py)
         wait_for_prior_kernel()
@@ -123,6 +128,12 @@ def _decode_stage1_kernel(
 
     q = tl.load(q_ptr + b * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :],
                 mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_H, BLOCK_D]
+    if ROTARY:  # `decode_attention(rotary=...)`: this token's rotary and K/V store, no separate launch
+        q = _rotary_and_store_new_kv(q, q_ptr + b * stride_qb + q_heads[:, None] * stride_qh, mask_h[:, None], b,
+                                     kv_head, split, num_splits, seq_len, offs_d, mask_d, new_k_ptr, new_v_ptr,
+                                     pos_ptr, loc_ptr, cos_ptr, sin_ptr, stride_nkb, stride_nkh, stride_nvb,
+                                     stride_nvh, stride_cos, stride_sin, k_store_scale, v_store_scale, k_buf_ptr,
+                                     v_buf_ptr, stride_kn, stride_kh, stride_vn, stride_vh, KV_FP8, HALF)
     if not KV_FP8:  # a 16-bit pool sets the dot dtype
         q = q.to(k_buf_ptr.dtype.element_ty)
     elif FP8_AS_FP16:  # fp8 rows are upcast to fp16 (module docstring); else to q's dtype (fp32)
@@ -182,6 +193,48 @@ def _decode_stage1_kernel(
     else:
         _store_partial(part_out_ptr, part_lse_ptr, b, split, q_heads, mask_h, offs_d, mask_d, acc, m_i, l_i,
                        stride_pob, stride_poh, stride_pos, stride_plb, stride_plh)
+
+
+@triton.jit
+def _rotate(x, partner, c, s, first_half):
+    # `rotate_half` rotary in fp32, each half as `kernels.rotary_kv_store` writes it (same products, same order).
+    x = x.to(tl.float32)
+    partner = partner.to(tl.float32)
+    return tl.where(first_half, x * c - partner * s, x * c + partner * s)
+
+
+@triton.jit
+def _rotary_and_store_new_kv(q, q_rows, mask_rows, b, kv_head, split, num_splits, seq_len, offs_d, mask_d,
+                             new_k_ptr, new_v_ptr, pos_ptr, loc_ptr, cos_ptr, sin_ptr, stride_nkb, stride_nkh,
+                             stride_nvb, stride_nvh, stride_cos, stride_sin, k_store_scale, v_store_scale,
+                             k_buf_ptr, v_buf_ptr, stride_kn, stride_kh, stride_vn, stride_vh,
+                             KV_FP8: tl.constexpr, HALF: tl.constexpr):
+    """Rotates this program's q rows (in registers; every split does it, q is a few hundred bytes) and, in the
+    split that holds the newest position, rotates this kv head's new k and writes k and v into the pool at the
+    token's slot, then syncs the program so its own K/V loads below see them. Values and roundings are those of
+    `rotary_kv_store`: rotation in fp32, rounded to the input dtype, then `quantize_for_pool`."""
+    pos = tl.load(pos_ptr + b).to(tl.int64)
+    first_half = offs_d < HALF
+    partner_d = tl.where(first_half, offs_d + HALF, offs_d - HALF)
+    freq = tl.where(first_half, offs_d, offs_d - HALF)
+    c = tl.load(cos_ptr + pos * stride_cos + freq, mask=mask_d, other=0.0).to(tl.float32)
+    s = tl.load(sin_ptr + pos * stride_sin + freq, mask=mask_d, other=0.0).to(tl.float32)
+    q_partner = tl.load(q_rows + partner_d[None, :], mask=mask_rows & mask_d[None, :], other=0.0)
+    q = _rotate(q, q_partner, c[None, :], s[None, :], first_half[None, :]).to(q.dtype)
+    if (split == num_splits - 1) & (seq_len > 0):
+        slot = tl.load(loc_ptr + b).to(tl.int64)
+        k_row = new_k_ptr + b * stride_nkb + kv_head * stride_nkh
+        k_in = tl.load(k_row + offs_d, mask=mask_d, other=0.0)
+        k_partner = tl.load(k_row + partner_d, mask=mask_d, other=0.0)
+        k_rot = _rotate(k_in, k_partner, c, s, first_half).to(k_in.dtype)
+        k_dst = k_buf_ptr + slot * stride_kn + kv_head * stride_kh + offs_d
+        tl.store(k_dst, quantize_for_pool(k_rot, k_store_scale, KV_FP8).to(k_buf_ptr.dtype.element_ty), mask=mask_d)
+        v_in = tl.load(new_v_ptr + b * stride_nvb + kv_head * stride_nvh + offs_d, mask=mask_d, other=0.0)
+        v_dst = v_buf_ptr + slot * stride_vn + kv_head * stride_vh + offs_d
+        tl.store(v_dst, quantize_for_pool(v_in, v_store_scale, KV_FP8).to(v_buf_ptr.dtype.element_ty), mask=mask_d)
+        # The stores reach the program's own K/V loads below: a CTA barrier orders global memory for its threads.
+        tl.debug_barrier()
+    return q
 
 
 @triton.jit
@@ -256,6 +309,17 @@ def _decode_stage2_kernel(
     tl.store(out_ptr + b * stride_ob + h * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty), mask=mask_d)
 
 
+class DecodeRotary(NamedTuple):
+    """What `rotary_kv_store` would have done before the decode launch, done by the decode kernel itself:
+    q is rotated in the kernel's registers (left unrotated in memory), this step's k (rotated) and v are
+    written into the pool at `loc`, with the pool's scales. Saves one launch per layer per decode step."""
+    k: torch.Tensor  # [B, Hkv, D] this step's keys, unrotated (rows may be strided views of a fused QKV output)
+    v: torch.Tensor  # [B, Hkv, D]
+    positions: torch.Tensor  # [B] int32/int64
+    loc: torch.Tensor  # [B] int32/int64 pool slot of each request's new token (the last of its seq_lens)
+    cache: RopeCache
+
+
 class DecodeTiles(NamedTuple):
     """Stage 1's launch shape (`bench/kernels_bench.py --sweep-tiles`)."""
     # KV rows per loop step. None: 128 for 16-bit / fp8 pools with head_dim <= 128 (fastest of the sweep at
@@ -273,6 +337,22 @@ class DecodeTiles(NamedTuple):
     # instructions per loop iteration, 207 -> 144 / 115 registers, 41 -> 73 KB shared, but the fp16 tile
     # makes a second trip through shared memory (bench/NOTES.md, 2026-12-03 eighth session). 0 until measured.
     fp8_convert: int = 0
+
+
+def _check_rotary(rotary: DecodeRotary, q: torch.Tensor, k_buffer: torch.Tensor) -> None:
+    batch_size, _, head_dim = q.shape
+    num_kv_heads = k_buffer.shape[1]
+    check_rows("rotary.k", rotary.k, 3)
+    check_rows("rotary.v", rotary.v, 3)
+    assert rotary.k.shape == (batch_size, num_kv_heads, head_dim) and rotary.v.shape == rotary.k.shape, (
+        f"rotary k {tuple(rotary.k.shape)} / v {tuple(rotary.v.shape)} vs q {tuple(q.shape)}, {num_kv_heads} kv heads")
+    assert rotary.k.dtype == rotary.v.dtype == q.dtype, f"rotary k/v {rotary.k.dtype} vs q {q.dtype}"
+    assert head_dim % 2 == 0, f"rotary needs an even head_dim, got {head_dim}"
+    check_index("rotary.positions", rotary.positions, batch_size)
+    check_index("rotary.loc", rotary.loc, batch_size)
+    for name, table in (("cos", rotary.cache.cos), ("sin", rotary.cache.sin)):
+        assert table.dim() == 2 and table.shape[1] == head_dim // 2 and table.stride(1) == 1, (
+            f"{name} table {tuple(table.shape)} does not match head_dim {head_dim}")
 
 
 def _launch_shape(tiles: DecodeTiles, block_d: int, kv_element_size: int) -> tuple[int, int]:
@@ -304,6 +384,7 @@ def decode_attention(
     long_from: int | None = None,  # None: LONG_SPLIT_FROM, read at each launch
     counters: torch.Tensor | None = None,  # [>= B * Hkv] int32, all zero: enables the single-launch merge
     tiles: DecodeTiles | None = None,  # None: DecodeTiles() (bench/kernels_bench.py --sweep-tiles measures others)
+    rotary: DecodeRotary | None = None,  # rotate q / k and store this step's K/V here (see DecodeRotary)
 ) -> torch.Tensor:  # [B, Hq, D], dtype of q
     """Attend each request's single query token to KV slots `req_to_token[req_pool_indices[b], :seq_lens[b]]`.
 
@@ -340,6 +421,8 @@ def decode_attention(
             "counters must be a contiguous int32 tensor on q's device")
         assert counters.numel() >= batch_size * num_kv_heads, (
             f"counters hold {counters.numel()} < {batch_size * num_kv_heads} (batch x kv heads)")
+    if rotary is not None:
+        _check_rotary(rotary, q, k_buffer)
     tiles = tiles or DecodeTiles()
     kv_fp8 = k_buffer.dtype == torch.float8_e4m3fn
     fp8_as_fp16 = kv_fp8 and q.dtype != torch.float32 and tiles.fp8_as_fp16
@@ -360,9 +443,13 @@ def decode_attention(
     pdl_meta = pdl_kernel_options(q.device) if batch_size == 1 else {}
     merge_h = next_pow2(group)
     block_s = next_pow2(max_kv_splits)
+    rot = rotary if rotary is not None else DecodeRotary(q, q, seq_lens, seq_lens, RopeCache(part_lse, part_lse))
     _decode_stage1_kernel[(batch_size, num_kv_heads, max_kv_splits)](
         q, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens,
         part_out, part_lse, out, counters if counters is not None else part_lse,
+        rot.k, rot.v, rot.positions, rot.loc, rot.cache.cos, rot.cache.sin,
+        rot.k.stride(0), rot.k.stride(1), rot.v.stride(0), rot.v.stride(1), rot.cache.cos.stride(0),
+        rot.cache.sin.stride(0), float(k_scale), float(v_scale),
         q.stride(0), q.stride(1),
         k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1),
         req_to_token.stride(0),
@@ -375,7 +462,8 @@ def decode_attention(
         KV_FP8=kv_fp8, FP8_AS_FP16=fp8_as_fp16, SINGLE_PASS=single_pass, MERGE_H=merge_h, BLOCK_S=block_s,
         CHUNK_S=max(1, min(block_s, 4096 // (merge_h * block_d))),
         FP8_CONVERT=tiles.fp8_convert if fp8_as_fp16 else 0, ASM=int(q.device.type == "cuda"),
-        num_warps=tiles.num_warps, num_stages=num_stages, **pdl_meta,
+        num_warps=tiles.num_warps, num_stages=num_stages, ROTARY=rotary is not None, HALF=max(1, head_dim // 2),
+        **pdl_meta,
     )
     if single_pass:
         return out

@@ -142,3 +142,72 @@ def test_triton_backend_fused_rotary_matches_torch_native(dtype: torch.dtype) ->
     for layer in range(2):
         torch.testing.assert_close(sc.pool.k_buffers[layer], ref_pool.k_buffers[layer], atol=atol, rtol=atol)
         assert torch.equal(sc.pool.v_buffers[layer], ref_pool.v_buffers[layer])
+
+
+@pytest.mark.parametrize("pool_dtype", [None, torch.float8_e4m3fn], ids=["pool-q-dtype", "pool-fp8"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("heads", [(4, 2, 64), (3, 1, 80)])
+@pytest.mark.parametrize("single_pass", [False, True], ids=["two-stage", "single-pass"])
+def test_decode_attention_fused_rotary(heads: tuple[int, int, int], dtype: torch.dtype, pool_dtype,
+                                       single_pass: bool) -> None:
+    """`decode_attention(rotary=DecodeRotary(...))` gives the same output and the same pool, bit for bit, as
+    `rotary_kv_store` followed by `decode_attention`: the rotation (fp32, rounded to q's dtype), the K/V
+    written at `loc` (fp8: divided by the scales) and the attention over them, with the new token in the last
+    split of 1 to several (seq_lens 1 / 9 / 70 with splits of 8). A padded row (seq_len 0) stores nothing."""
+    if (pool_dtype or dtype) == torch.float8_e4m3fn and dtype == torch.float32:
+        pytest.skip("fp8 pools decode with 16-bit q here (the fp32 q path is the unfused one's test)")
+    _check_fused_rotary(heads, dtype, pool_dtype or dtype, single_pass, [9, 1, 70, 0], 8, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pool_dtype", [torch.bfloat16, torch.float8_e4m3fn], ids=["pool-bf16", "pool-fp8"])
+@pytest.mark.parametrize("single_pass", [False, True], ids=["two-stage", "single-pass"])
+def test_decode_attention_fused_rotary_gpu(pool_dtype: torch.dtype, single_pass: bool) -> None:
+    """The same on the GPU, 8B attention shape (32 q / 8 kv heads, head_dim 128), the new token in splits of
+    64 and 128 tokens (batch-1 single pass at 3000 tokens, a short row, a padded row): compiled code may
+    contract the rotation into FMAs, and both kernels must do it alike."""
+    _check_fused_rotary((32, 8, 128), torch.bfloat16, pool_dtype, single_pass, [3000, 5, 700, 0], 32, "cuda")
+
+
+def _check_fused_rotary(heads: tuple[int, int, int], dtype: torch.dtype, pool_dtype: torch.dtype, single_pass: bool,
+                        seq_lens: list[int], max_kv_splits: int, device: str) -> None:
+    from kernels.decode_attention import DecodeRotary
+
+    num_q_heads, num_kv_heads, head_dim = heads
+    pool = PoolBatch([max(n, 1) for n in seq_lens], num_kv_heads, head_dim, torch.float32, device=device, seed=5)
+    k_scale, v_scale = (0.5, 0.25) if pool_dtype == torch.float8_e4m3fn else (1.0, 1.0)
+    k_buffer, v_buffer = pool.k_buffer.to(pool_dtype), pool.v_buffer.to(pool_dtype)
+    batch = len(seq_lens)
+    q_size, kv_size = num_q_heads * head_dim, num_kv_heads * head_dim
+    qkv = (torch.randn(batch, q_size + 2 * kv_size, device=device) * 2).to(dtype)  # strided views of one projection
+    q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
+    q = q.view(batch, num_q_heads, head_dim)
+    k, v = k.view(batch, num_kv_heads, head_dim), v.view(batch, num_kv_heads, head_dim)
+    cache = build_rope_cache(head_dim, 8192, 500000.0, LLAMA3_SCALING, device=device)
+    positions = (torch.tensor([n - 1 if n else 0 for n in seq_lens]) + torch.tensor([100, 0, 7, 0])).to(device)
+    # each request's newest slot (the last of its seq_len); the padded row points at the scratch slot 0
+    loc = torch.stack([pool.slots(i)[n - 1] if n else torch.tensor(0, device=device)
+                       for i, n in enumerate(seq_lens)])
+    lens = torch.tensor(seq_lens, dtype=torch.int32, device=device)
+    kw = dict(k_scale=k_scale, v_scale=v_scale, max_kv_splits=max_kv_splits,
+              **({"min_split_len": 8} if device == "cpu" else {}),
+              counters=torch.zeros(batch * num_kv_heads, dtype=torch.int32, device=device) if single_pass else None)
+
+    ref_k, ref_v, ref_q = k_buffer.clone(), v_buffer.clone(), q.clone()
+    rotary_kv_store(ref_q, k.clone(), v, ref_k, ref_v, positions, loc, cache, k_scale=k_scale, v_scale=v_scale)
+    expected = decode_attention(ref_q, ref_k, ref_v, pool.req_to_token, pool.req_pool_indices, lens,
+                                head_dim**-0.5, **kw)
+
+    q_before, k_before = q.clone(), k.clone()
+    out = decode_attention(q, k_buffer, v_buffer, pool.req_to_token, pool.req_pool_indices, lens, head_dim**-0.5,
+                           rotary=DecodeRotary(k, v, positions, loc, cache), **kw)
+    assert torch.equal(out, expected)
+    live = loc[lens > 0]  # the unfused path also writes the padded row's scratch slot; the fused one does not
+    assert torch.equal(k_buffer[live].float(), ref_k[live].float()) and torch.equal(v_buffer[live].float(),
+                                                                                     ref_v[live].float())
+    others = torch.ones(k_buffer.shape[0], dtype=torch.bool, device=device)
+    others[loc] = False
+    assert torch.equal(k_buffer[others].float(), ref_k[others].float()), "only the new tokens' slots change"
+    assert torch.equal(q, q_before) and torch.equal(k, k_before), "q and k stay unrotated in memory"
+    if kw["counters"] is not None:
+        assert not kw["counters"].any()
