@@ -25,20 +25,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.awq_bench import DTYPE, GROUP, _awq_copy  # noqa: E402
 from bench.gemv_bench import shapes  # noqa: E402
 from bench.kernels_bench import bench_us  # noqa: E402
 from engine.quant.awq import dequantize_awq, unpack_int4  # noqa: E402
 from kernels.awq_gemv import awq_gemv, gemv_locks  # noqa: E402
-
-DTYPE = torch.bfloat16
-GROUP = 128
-
-
-def _awq_copy(k: int, n: int):
-    qweight = torch.randint(-2**31, 2**31 - 1, (k, n // 8), dtype=torch.int32, device="cuda")
-    qzeros = torch.randint(-2**31, 2**31 - 1, (k // GROUP, n // 8), dtype=torch.int32, device="cuda")
-    scales = (torch.rand(k // GROUP, n, device="cuda") * 1e-3).to(DTYPE)
-    return qweight, qzeros, scales
 
 
 def gemlite_from_awq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, fma_mode: bool):
