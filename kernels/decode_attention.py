@@ -14,8 +14,12 @@ arrives last merges the splits exactly as stage 2 would and resets the counter t
 saves one launch per layer (~2.5 us plus a graph node) for a few hundred ns of merge in one program.
 
 A request gets about `min(max_kv_splits, ceil(seq_len / min_split_len))` splits (`long_split_len` instead
-of `min_split_len` past `long_from` tokens), computed in the kernels from `seq_lens`, so the host never reads lengths and the launch is CUDA-graph safe as long
-as `max_kv_splits` is fixed for the captured batch size.
+of `min_split_len` past `long_from` tokens), computed in the kernels from `seq_lens`, so the host never reads
+lengths and the launch is CUDA-graph safe as long as `max_kv_splits` is fixed for the captured batch size.
+
+With `rotary=DecodeRotary(...)` stage 1 also does what `rotary_kv_store` would have done before it: every
+program rotates its q rows in registers, and the split holding the newest position rotates this step's k and
+writes k and v into the pool before it reads the pool. Same values bit for bit, one launch per layer fewer.
 
 An fp8 (e4m3) pool holds `k / k_scale` and `v / v_scale`: `k_scale` is folded into the softmax scale and
 `v_scale` into the output (both per-tensor, so neither costs a multiply per element). With a 16-bit q the

@@ -1,6 +1,7 @@
 """Attention backend on our Triton kernels (`kernels/`): store K/V with `store_kv` (or, when the model
 hands over its rotary tables, rotate q/k and store K/V in one launch with `rotary_kv_store`), then
 the split-KV decode kernel in DECODE mode or the one-pass prefix + causal extend kernel in EXTEND mode.
+A decode step with rotary tables does the rotary and the store inside the decode kernel (`DecodeRotary`).
 Decode runs single-pass (no stage-2 launch): the backend owns the zeroed per-(request, kv head)
 counters that the kernel's last-arriving split uses to merge the others.
 
