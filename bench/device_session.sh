@@ -360,6 +360,10 @@ for s in "$@"; do
                     tests/kernels/test_kernel_gpu.py tests/kernels/test_kernel_fp8_kv.py tests/kernels/test_kernel_fused.py -k "decode or rotary" &&
                     python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine/test_gpu_fused_rotary.py &&
                     python3 bench/step_ab.py --switch fused-rotary --quantizations bf16,fp8 --contexts 640 2048' ;;
+    # The fused decode rotary at large batches (measured at batch 1 only so far): every split program loads q twice.
+    fused-rotary-batch) stage fused-rotary-batch 300 bash -c 'for b in 64 256; do
+                          python3 bench/step_ab.py --switch fused-rotary --quantizations bf16 --batch-size $b --contexts 768
+                          done' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -1,7 +1,8 @@
-"""Batch-1 decode step with one kernel switch off and on, in one process (graphs recaptured in turn).
+"""Decode step (batch 1 unless `--batch-size`) with one kernel switch off and on, in one process (graphs recaptured).
 
     python bench/step_ab.py --switch pdl --quantizations fp8,bf16
     python bench/step_ab.py --switch long-split --contexts 1536 2048 3072
+    python bench/step_ab.py --switch fused-rotary --batch-size 256 --contexts 768
 
 Switches:
 - `pdl`: programmatic dependent launch of the batch-1 kernels (kernels/pdl.py; off by default).
@@ -58,8 +59,8 @@ def _set_switch(switch: str, on: bool | None) -> None:
         decode_attention_module.LONG_SPLIT_FROM = LONG_SPLIT_DEFAULT if on in (True, None) else 1 << 30
 
 
-def _measure(runner: ModelRunner, switch: str, context: int, rounds: int, reps: int) -> dict:
-    fb = _batch(runner, [context - 1], [1], ForwardMode.DECODE)
+def _measure(runner: ModelRunner, switch: str, batch_size: int, context: int, rounds: int, reps: int) -> dict:
+    fb = _batch(runner, [context - 1] * batch_size, [1] * batch_size, ForwardMode.DECODE)
     times: dict[bool, list[float]] = {False: [], True: []}
     reference = None
     max_diff = 0.0
@@ -76,15 +77,16 @@ def _measure(runner: ModelRunner, switch: str, context: int, rounds: int, reps: 
             times[on].append(median_ms(lambda: runner.forward(fb), reps))
     _set_switch(switch, None)
     off, on = statistics.median(times[False]), statistics.median(times[True])
-    return {"context": context, "off_ms": round(off, 4), "on_ms": round(on, 4), "delta_ms": round(on - off, 4),
+    return {"batch_size": batch_size, "context": context, "off_ms": round(off, 4), "on_ms": round(on, 4), "delta_ms": round(on - off, 4),
             "delta_pct": round(100 * (on - off) / off, 2), "off_runs": [round(t, 4) for t in times[False]],
             "on_runs": [round(t, 4) for t in times[True]], "logits_max_diff": max_diff}
 
 
-def _runner(model: str, quantization: str, max_context: int) -> ModelRunner:
+def _runner(model: str, quantization: str, batch_size: int, max_context: int) -> ModelRunner:
     extra = {} if quantization == "bf16" else {"quantization": quantization}
     args = ServerArgs(model_path=model, load_format="dummy", skip_tokenizer_init=True, attention_backend="triton",
-                      cuda_graph_max_bs=1, max_running_requests=1, max_total_tokens=max(16384, 2 * max_context),
+                      cuda_graph_max_bs=batch_size, max_running_requests=batch_size,
+                      max_total_tokens=max(16384, 2 * batch_size * max_context),
                       context_length=max(8192, max_context + 1), **extra)
     return ModelRunner(args, create_model_config(args, "cuda"), TPContext(), torch.device("cuda", 0))
 
@@ -95,30 +97,33 @@ def main() -> None:
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--quantizations", default="bf16", help="comma-separated: bf16, fp8, awq")
     parser.add_argument("--contexts", type=int, nargs="+", default=[640])
+    parser.add_argument("--batch-size", type=int, default=1, help="decode rows, each with a context's tokens")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--reps", type=int, default=200)
     ns = parser.parse_args()
+    if min(ns.contexts) < 2:
+        parser.error("--contexts: at least 2 tokens each")
+    if ns.batch_size < 1:
+        parser.error("--batch-size: at least 1")
     if not torch.cuda.is_available():
         sys.exit("step_ab.py: needs a CUDA GPU")
     if ns.switch == "pdl" and (not pdl.HAS_GDC or torch.cuda.get_device_capability() < (9, 0)):
         sys.exit("step_ab.py: PDL needs an sm_90+ GPU and Triton >= 3.4")
-    if min(ns.contexts) < 2:
-        parser.error("--contexts: at least 2 tokens each")
     rows = []
     for q in ns.quantizations.split(","):
-        runner = _runner(ns.model, q.strip(), max(ns.contexts))
+        runner = _runner(ns.model, q.strip(), ns.batch_size, max(ns.contexts))
         for context in ns.contexts:
             row = {"switch": ns.switch, "quantization": q.strip(),
-                   **_measure(runner, ns.switch, context, ns.rounds, ns.reps)}
+                   **_measure(runner, ns.switch, ns.batch_size, context, ns.rounds, ns.reps)}
             print("STEP_AB " + json.dumps(row), flush=True)
             rows.append(row)
         del runner
         gc.collect()  # this runner's model, KV pool and graphs go before the next one is built
         torch.cuda.empty_cache()
-    print(f"{'weights':8} {'context':>7} {'off ms':>8} {'on ms':>8} {'delta':>8} {'max |dlogit|':>12}")
+    print(f"{'weights':8} {'batch':>5} {'context':>7} {'off ms':>8} {'on ms':>8} {'delta':>8} {'max |dlogit|':>12}")
     for r in rows:
-        print(f"{r['quantization']:8} {r['context']:7d} {r['off_ms']:8.4f} {r['on_ms']:8.4f} {r['delta_pct']:7.2f}% "
-              f"{r['logits_max_diff']:12.3g}")
+        print(f"{r['quantization']:8} {r['batch_size']:5d} {r['context']:7d} {r['off_ms']:8.4f} {r['on_ms']:8.4f} "
+              f"{r['delta_pct']:7.2f}% {r['logits_max_diff']:12.3g}")
     if ns.switch in ("pdl", "fused-rotary") and any(r["logits_max_diff"] != 0 for r in rows):
         sys.exit(f"step_ab.py: {ns.switch} changed the logits")
 
