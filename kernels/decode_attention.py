@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import math
 import os
-from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
 from kernels._common import KV_DTYPES, check_index, check_rows, device_num_sms, dot_precision, next_pow2
-from kernels.kv_store import quantize_for_pool
+from kernels.decode_rotary import DecodeRotary, check_rotary, rotary_and_store_new_kv
+from kernels.decode_tiles import DecodeTiles, launch_shape
 from kernels.pdl import kernel_options as pdl_kernel_options
 from kernels.pdl import wait_for_prior_kernel
 from kernels.rotary import RopeCache
@@ -133,11 +133,11 @@ def _decode_stage1_kernel(
     q = tl.load(q_ptr + b * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :],
                 mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_H, BLOCK_D]
     if ROTARY:  # `decode_attention(rotary=...)`: this token's rotary and K/V store, no separate launch
-        q = _rotary_and_store_new_kv(q, q_ptr + b * stride_qb + q_heads[:, None] * stride_qh, mask_h[:, None], b,
-                                     kv_head, split, num_splits, seq_len, offs_d, mask_d, new_k_ptr, new_v_ptr,
-                                     pos_ptr, loc_ptr, cos_ptr, sin_ptr, stride_nkb, stride_nkh, stride_nvb,
-                                     stride_nvh, stride_cos, stride_sin, k_store_scale, v_store_scale, k_buf_ptr,
-                                     v_buf_ptr, stride_kn, stride_kh, stride_vn, stride_vh, KV_FP8, HALF)
+        q = rotary_and_store_new_kv(q, q_ptr + b * stride_qb + q_heads[:, None] * stride_qh, mask_h[:, None], b,
+                                    kv_head, split, num_splits, seq_len, offs_d, mask_d, new_k_ptr, new_v_ptr,
+                                    pos_ptr, loc_ptr, cos_ptr, sin_ptr, stride_nkb, stride_nkh, stride_nvb,
+                                    stride_nvh, stride_cos, stride_sin, k_store_scale, v_store_scale, k_buf_ptr,
+                                    v_buf_ptr, stride_kn, stride_kh, stride_vn, stride_vh, KV_FP8, HALF)
     if not KV_FP8:  # a 16-bit pool sets the dot dtype
         q = q.to(k_buf_ptr.dtype.element_ty)
     elif FP8_AS_FP16:  # fp8 rows are upcast to fp16 (module docstring); else to q's dtype (fp32)
@@ -197,48 +197,6 @@ def _decode_stage1_kernel(
     else:
         _store_partial(part_out_ptr, part_lse_ptr, b, split, q_heads, mask_h, offs_d, mask_d, acc, m_i, l_i,
                        stride_pob, stride_poh, stride_pos, stride_plb, stride_plh)
-
-
-@triton.jit
-def _rotate(x, partner, c, s, first_half):
-    # `rotate_half` rotary in fp32, each half as `kernels.rotary_kv_store` writes it (same products, same order).
-    x = x.to(tl.float32)
-    partner = partner.to(tl.float32)
-    return tl.where(first_half, x * c - partner * s, x * c + partner * s)
-
-
-@triton.jit
-def _rotary_and_store_new_kv(q, q_rows, mask_rows, b, kv_head, split, num_splits, seq_len, offs_d, mask_d,
-                             new_k_ptr, new_v_ptr, pos_ptr, loc_ptr, cos_ptr, sin_ptr, stride_nkb, stride_nkh,
-                             stride_nvb, stride_nvh, stride_cos, stride_sin, k_store_scale, v_store_scale,
-                             k_buf_ptr, v_buf_ptr, stride_kn, stride_kh, stride_vn, stride_vh,
-                             KV_FP8: tl.constexpr, HALF: tl.constexpr):
-    """Rotates this program's q rows (in registers; every split does it, q is a few hundred bytes) and, in the
-    split that holds the newest position, rotates this kv head's new k and writes k and v into the pool at the
-    token's slot, then syncs the program so its own K/V loads below see them. Values and roundings are those of
-    `rotary_kv_store`: rotation in fp32, rounded to the input dtype, then `quantize_for_pool`."""
-    pos = tl.load(pos_ptr + b).to(tl.int64)
-    first_half = offs_d < HALF
-    partner_d = tl.where(first_half, offs_d + HALF, offs_d - HALF)
-    freq = tl.where(first_half, offs_d, offs_d - HALF)
-    c = tl.load(cos_ptr + pos * stride_cos + freq, mask=mask_d, other=0.0).to(tl.float32)
-    s = tl.load(sin_ptr + pos * stride_sin + freq, mask=mask_d, other=0.0).to(tl.float32)
-    q_partner = tl.load(q_rows + partner_d[None, :], mask=mask_rows & mask_d[None, :], other=0.0)
-    q = _rotate(q, q_partner, c[None, :], s[None, :], first_half[None, :]).to(q.dtype)
-    if (split == num_splits - 1) & (seq_len > 0):
-        slot = tl.load(loc_ptr + b).to(tl.int64)
-        k_row = new_k_ptr + b * stride_nkb + kv_head * stride_nkh
-        k_in = tl.load(k_row + offs_d, mask=mask_d, other=0.0)
-        k_partner = tl.load(k_row + partner_d, mask=mask_d, other=0.0)
-        k_rot = _rotate(k_in, k_partner, c, s, first_half).to(k_in.dtype)
-        k_dst = k_buf_ptr + slot * stride_kn + kv_head * stride_kh + offs_d
-        tl.store(k_dst, quantize_for_pool(k_rot, k_store_scale, KV_FP8).to(k_buf_ptr.dtype.element_ty), mask=mask_d)
-        v_in = tl.load(new_v_ptr + b * stride_nvb + kv_head * stride_nvh + offs_d, mask=mask_d, other=0.0)
-        v_dst = v_buf_ptr + slot * stride_vn + kv_head * stride_vh + offs_d
-        tl.store(v_dst, quantize_for_pool(v_in, v_store_scale, KV_FP8).to(v_buf_ptr.dtype.element_ty), mask=mask_d)
-        # The stores reach the program's own K/V loads below: a CTA barrier orders global memory for its threads.
-        tl.debug_barrier()
-    return q
 
 
 @triton.jit
@@ -313,58 +271,6 @@ def _decode_stage2_kernel(
     tl.store(out_ptr + b * stride_ob + h * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty), mask=mask_d)
 
 
-class DecodeRotary(NamedTuple):
-    """What `rotary_kv_store` would have done before the decode launch, done by the decode kernel itself:
-    q is rotated in the kernel's registers (left unrotated in memory), this step's k (rotated) and v are
-    written into the pool at `loc`, with the pool's scales. Saves one launch per layer per decode step."""
-    k: torch.Tensor  # [B, Hkv, D] this step's keys, unrotated (rows may be strided views of a fused QKV output)
-    v: torch.Tensor  # [B, Hkv, D]
-    positions: torch.Tensor  # [B] int32/int64
-    loc: torch.Tensor  # [B] int32/int64 pool slot of each request's new token (the last of its seq_lens)
-    cache: RopeCache
-
-
-class DecodeTiles(NamedTuple):
-    """Stage 1's launch shape (`bench/kernels_bench.py --sweep-tiles`)."""
-    # KV rows per loop step. None: 128 for 16-bit / fp8 pools with head_dim <= 128 (fastest of the sweep at
-    # batch 1 / 100k, batch 64 / 1k and batch 256 / 768 on an H200, 2026-12-03: 15-52 % under the old 64;
-    # 72 KB of shared memory for bf16), 64 for fp32 pools, 32 above head_dim 128.
-    block_n: int | None = None
-    num_warps: int = 4
-    # None: 3 for fp8 pools (block 128: 161.8 vs 181.1 us at batch 256 / 768, the best at all three shapes),
-    # 2 for 16-bit pools
-    num_stages: int | None = None
-    fp8_as_fp16: bool = True  # fp8 pools with a 16-bit q: upcast to fp16 (False: to q's dtype, the old way)
-    # fp8 pools upcast to fp16: which tiles convert in their load layout through `_e4m3_to_f16` (bit 0: K,
-    # bit 1: V; 3: both) rather than Triton's cast, which it moves after the layout change to the dot operand
-    # (one LDS.U8 per V element). SASS, block 128 / 4 warps / 3 stages: 1100 -> 738 (V) / 693 (both)
-    # instructions per loop iteration, 207 -> 144 / 115 registers, 41 -> 73 KB shared, but the fp16 tile
-    # makes a second trip through shared memory (bench/NOTES.md, 2026-12-03 eighth session). 0 until measured.
-    fp8_convert: int = 0
-
-
-def _check_rotary(rotary: DecodeRotary, q: torch.Tensor, k_buffer: torch.Tensor) -> None:
-    batch_size, _, head_dim = q.shape
-    num_kv_heads = k_buffer.shape[1]
-    check_rows("rotary.k", rotary.k, 3)
-    check_rows("rotary.v", rotary.v, 3)
-    assert rotary.k.shape == (batch_size, num_kv_heads, head_dim) and rotary.v.shape == rotary.k.shape, (
-        f"rotary k {tuple(rotary.k.shape)} / v {tuple(rotary.v.shape)} vs q {tuple(q.shape)}, {num_kv_heads} kv heads")
-    assert rotary.k.dtype == rotary.v.dtype == q.dtype, f"rotary k/v {rotary.k.dtype} vs q {q.dtype}"
-    assert head_dim % 2 == 0, f"rotary needs an even head_dim, got {head_dim}"
-    check_index("rotary.positions", rotary.positions, batch_size)
-    check_index("rotary.loc", rotary.loc, batch_size)
-    for name, table in (("cos", rotary.cache.cos), ("sin", rotary.cache.sin)):
-        assert table.dim() == 2 and table.shape[1] == head_dim // 2 and table.stride(1) == 1, (
-            f"{name} table {tuple(table.shape)} does not match head_dim {head_dim}")
-
-
-def _launch_shape(tiles: DecodeTiles, block_d: int, kv_element_size: int) -> tuple[int, int]:
-    """(block_n, num_stages) of stage 1: `tiles`' own, or the defaults `DecodeTiles` describes."""
-    block_n = tiles.block_n or (32 if block_d > 128 else 128 if kv_element_size <= 2 else 64)
-    return block_n, tiles.num_stages or (3 if kv_element_size == 1 else 2)
-
-
 def default_max_kv_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
     """Enough (request, kv head, split) programs for a few waves over the SMs, capped at 32."""
     return max(1, min(32, math.ceil(4 * device_num_sms(device) / max(batch_size * num_kv_heads, 1))))
@@ -426,7 +332,7 @@ def decode_attention(
         assert counters.numel() >= batch_size * num_kv_heads, (
             f"counters hold {counters.numel()} < {batch_size * num_kv_heads} (batch x kv heads)")
     if rotary is not None:
-        _check_rotary(rotary, q, k_buffer)
+        check_rotary(rotary, q, k_buffer)
     tiles = tiles or DecodeTiles()
     kv_fp8 = k_buffer.dtype == torch.float8_e4m3fn
     fp8_as_fp16 = kv_fp8 and q.dtype != torch.float32 and tiles.fp8_as_fp16
@@ -434,7 +340,7 @@ def decode_attention(
     compute_dtype = torch.float16 if fp8_as_fp16 else q.dtype if kv_fp8 else k_buffer.dtype
     group = num_q_heads // num_kv_heads
     block_d = next_pow2(head_dim)
-    block_n, num_stages = _launch_shape(tiles, block_d, k_buffer.element_size())
+    block_n, num_stages = launch_shape(tiles, block_d, k_buffer.element_size())
     # Partials stay fp32: they are re-weighted in stage 2 and are small next to the KV reads.
     part_out = torch.empty((batch_size, num_q_heads, max_kv_splits, head_dim), dtype=torch.float32,
                            device=q.device)  # [B, Hq, S, D]

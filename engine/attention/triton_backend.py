@@ -19,7 +19,8 @@ import torch
 from engine.attention.base import AttentionLayerSpec, BaseAttentionBackend
 from engine.forward_batch import ForwardBatch
 from kernels import RopeCache, decode_attention, extend_attention
-from kernels.decode_attention import DecodeRotary, default_max_kv_splits
+from kernels.decode_attention import default_max_kv_splits
+from kernels.decode_rotary import DecodeRotary
 
 # A decode step rotates q / k and stores K/V inside the decode kernel (one launch per layer, not two).
 # TESSERA_FUSED_DECODE_ROTARY=0 restores the separate `rotary_kv_store` launch; read at each step (graphs keep
@@ -70,38 +71,27 @@ class TritonAttentionBackend(BaseAttentionBackend):
             self.init_forward_metadata(fb)
         num_tokens = q.shape[0]
         is_decode = fb.forward_mode.is_decode
+        decode_rotary = None
         if is_decode and rotary is not None and FUSED_DECODE_ROTARY:
-            return self._decode_with_rotary(q, k, v, layer, fb, rotary)
-        # Extend attention reads the new tokens' k from k3, so a rotated k must land there too.
-        q3, k3, v3, k_buffer, v_buffer = self.write_new_kv(q, k, v, layer, fb, rotary,
-                                                           rotate_k_in_place=not is_decode)
+            # The decode kernel rotates q / k and stores this step's K/V itself (`DecodeRotary`): views only here.
+            q3 = q.view(num_tokens, layer.num_q_heads, layer.head_dim)
+            k3 = k.view(num_tokens, layer.num_kv_heads, layer.head_dim)
+            v3 = v.view(num_tokens, layer.num_kv_heads, layer.head_dim)
+            k_buffer, v_buffer = self.kv_pool.get_kv(layer.layer_id)
+            decode_rotary = DecodeRotary(k3, v3, rotary[0], fb.out_cache_loc, rotary[1])
+        else:
+            # Extend attention reads the new tokens' k from k3, so a rotated k must land there too.
+            q3, k3, v3, k_buffer, v_buffer = self.write_new_kv(q, k, v, layer, fb, rotary,
+                                                               rotate_k_in_place=not is_decode)
 
         k_scale, v_scale = self.kv_pool.scales(layer.layer_id)  # fp8 pools: folded into the kernels' scales
         if is_decode:
             counters = self._decode_counters if num_tokens <= MAX_SINGLE_PASS_BATCH else None
             out = decode_attention(q3, k_buffer, v_buffer, fb.req_to_token, fb.req_pool_indices, fb.seq_lens,
                                    layer.scaling, k_scale=k_scale, v_scale=v_scale,
-                                   max_kv_splits=self._num_kv_splits, counters=counters)
+                                   max_kv_splits=self._num_kv_splits, counters=counters, rotary=decode_rotary)
         else:
             out = extend_attention(q3, k3, v3, k_buffer, v_buffer, fb.req_to_token, fb.req_pool_indices,
                                    fb.prefix_lens, fb.extend_lens, fb.extend_start_loc, self._max_extend_len,
                                    layer.scaling, k_scale=k_scale, v_scale=v_scale)
-        return out.view(num_tokens, layer.num_q_heads * layer.head_dim)
-
-    def _decode_with_rotary(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: AttentionLayerSpec,
-                            fb: ForwardBatch, rotary: tuple[torch.Tensor, RopeCache]) -> torch.Tensor:
-        """A decode step whose rotary and K/V store happen inside the decode kernel (`DecodeRotary`): one launch
-        per layer instead of `rotary_kv_store` + `decode_attention`, same values bit for bit."""
-        num_tokens = q.shape[0]
-        q3 = q.view(num_tokens, layer.num_q_heads, layer.head_dim)
-        k3 = k.view(num_tokens, layer.num_kv_heads, layer.head_dim)
-        v3 = v.view(num_tokens, layer.num_kv_heads, layer.head_dim)
-        k_buffer, v_buffer = self.kv_pool.get_kv(layer.layer_id)
-        k_scale, v_scale = self.kv_pool.scales(layer.layer_id)
-        positions, rope_cache = rotary
-        counters = self._decode_counters if num_tokens <= MAX_SINGLE_PASS_BATCH else None
-        out = decode_attention(q3, k_buffer, v_buffer, fb.req_to_token, fb.req_pool_indices, fb.seq_lens,
-                               layer.scaling, k_scale=k_scale, v_scale=v_scale, max_kv_splits=self._num_kv_splits,
-                               counters=counters,
-                               rotary=DecodeRotary(k3, v3, positions, fb.out_cache_loc, rope_cache))
         return out.view(num_tokens, layer.num_q_heads * layer.head_dim)

@@ -42,6 +42,36 @@ def test_triton_backend_matches_torch_native(dtype: torch.dtype) -> None:
                       prefix_lens=[0, 13, 30], extend_lens=[6, 1, 9], atol=1e-4 if dtype == torch.float32 else 3e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_backend_fused_decode_rotary(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With rotary tables handed over, the triton backend's decode steps rotate and store inside the decode kernel
+    (`DecodeRotary`); with `FUSED_DECODE_ROTARY` off they launch `rotary_kv_store` first. Outputs and pools must be
+    the same bit for bit over an extend step and two decode steps (two layers)."""
+    from engine.attention import triton_backend
+    from kernels import build_rope_cache
+
+    heads, cache = (8, 2, 64), build_rope_cache(64, 4096, 500000.0)
+    runs = {}
+    for fused in (False, True):
+        monkeypatch.setattr(triton_backend, "FUSED_DECODE_ROTARY", fused)
+        sc = BackendScenario([0, 13, 30], 2, heads[1], heads[2], dtype, "cpu")
+        backend = TritonAttentionBackend(sc.pool, max_kv_splits=2)
+        layers = [AttentionLayerSpec(i, heads[0], heads[1], heads[2], heads[2] ** -0.5) for i in range(2)]
+        torch.manual_seed(1)
+        outs = []
+        for fb in (sc.extend_batch([6, 1, 9]), sc.decode_batch(), sc.decode_batch()):
+            backend.init_forward_metadata(fb)
+            for layer in layers:
+                q, k, v = qkv_for(fb.num_tokens, *heads, dtype, "cpu")
+                outs.append(backend.forward(q, k, v, layer, fb, rotary=(fb.positions, cache)))
+        runs[fused] = (outs, sc.pool)
+    for separate, fused in zip(runs[False][0], runs[True][0]):
+        assert torch.equal(separate, fused)
+    for layer in range(2):
+        assert torch.equal(runs[False][1].k_buffers[layer], runs[True][1].k_buffers[layer])
+        assert torch.equal(runs[False][1].v_buffers[layer], runs[True][1].v_buffers[layer])
+
+
 def test_build_kv_indices() -> None:
     req_to_token = torch.arange(40, dtype=torch.int32).view(4, 10)
     kv = build_kv_indices(req_to_token, torch.tensor([2, 0, 3]), torch.tensor([3, 1, 4], dtype=torch.int32), [3, 1, 4])

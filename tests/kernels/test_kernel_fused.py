@@ -8,6 +8,7 @@ import torch
 from kernel_ref import PoolBatch, attention_ref, rotary_ref
 
 from kernels import apply_rotary, build_rope_cache, decode_attention, rotary_kv_store, store_kv
+from kernels.decode_rotary import DecodeRotary
 
 DTYPES = [torch.float32, torch.float16]
 LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -144,19 +145,23 @@ def test_triton_backend_fused_rotary_matches_torch_native(dtype: torch.dtype) ->
         assert torch.equal(sc.pool.v_buffers[layer], ref_pool.v_buffers[layer])
 
 
-@pytest.mark.parametrize("pool_dtype", [None, torch.float8_e4m3fn], ids=["pool-q-dtype", "pool-fp8"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+# (q dtype, pool dtype): a pool of q's dtype, and fp8 pools with a 16-bit q (fp8 pools decode fp32 q through the
+# unfused path's own test)
+FUSED_ROTARY_DTYPES = [(torch.float32, torch.float32), (torch.float16, torch.float16), (torch.bfloat16, torch.bfloat16),
+                       (torch.float16, torch.float8_e4m3fn), (torch.bfloat16, torch.float8_e4m3fn)]
+
+
+@pytest.mark.parametrize(("dtype", "pool_dtype"), FUSED_ROTARY_DTYPES,
+                         ids=["fp32", "fp16", "bf16", "fp16-pool-fp8", "bf16-pool-fp8"])
 @pytest.mark.parametrize("heads", [(4, 2, 64), (3, 1, 80)])
 @pytest.mark.parametrize("single_pass", [False, True], ids=["two-stage", "single-pass"])
-def test_decode_attention_fused_rotary(heads: tuple[int, int, int], dtype: torch.dtype, pool_dtype,
+def test_decode_attention_fused_rotary(heads: tuple[int, int, int], dtype: torch.dtype, pool_dtype: torch.dtype,
                                        single_pass: bool) -> None:
     """`decode_attention(rotary=DecodeRotary(...))` gives the same output and the same pool, bit for bit, as
     `rotary_kv_store` followed by `decode_attention`: the rotation (fp32, rounded to q's dtype), the K/V
     written at `loc` (fp8: divided by the scales) and the attention over them, with the new token in the last
     split of 1 to several (seq_lens 1 / 9 / 70 with splits of 8). A padded row (seq_len 0) stores nothing."""
-    if (pool_dtype or dtype) == torch.float8_e4m3fn and dtype == torch.float32:
-        pytest.skip("fp8 pools decode with 16-bit q here (the fp32 q path is the unfused one's test)")
-    _check_fused_rotary(heads, dtype, pool_dtype or dtype, single_pass, [9, 1, 70, 0], 8, "cpu")
+    _check_fused_rotary(heads, dtype, pool_dtype, single_pass, [9, 1, 70, 0], 8, "cpu")
 
 
 @pytest.mark.gpu
@@ -171,8 +176,6 @@ def test_decode_attention_fused_rotary_gpu(pool_dtype: torch.dtype, single_pass:
 
 def _check_fused_rotary(heads: tuple[int, int, int], dtype: torch.dtype, pool_dtype: torch.dtype, single_pass: bool,
                         seq_lens: list[int], max_kv_splits: int, device: str) -> None:
-    from kernels.decode_attention import DecodeRotary
-
     num_q_heads, num_kv_heads, head_dim = heads
     pool = PoolBatch([max(n, 1) for n in seq_lens], num_kv_heads, head_dim, torch.float32, device=device, seed=5)
     k_scale, v_scale = (0.5, 0.25) if pool_dtype == torch.float8_e4m3fn else (1.0, 1.0)
