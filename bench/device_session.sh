@@ -364,6 +364,12 @@ for s in "$@"; do
     fused-rotary-batch) stage fused-rotary-batch 300 bash -c 'for b in 64 256; do
                           python3 bench/step_ab.py --switch fused-rotary --quantizations bf16 --batch-size $b --contexts 768
                           done' ;;
+    # Bit-identity of the fused rotary at large batches: kernel tests (64 / 256 rows) and the engine step with the
+    # repeat check (are rounds of one setting identical?).
+    fused-rotary-check) stage fused-rotary-check 300 bash -c 'python3 -m pytest -q -m gpu -o addopts="" -rA \
+                          tests/kernels/test_kernel_fused.py -k rotary;
+                          python3 bench/step_ab.py --switch fused-rotary --quantizations bf16,fp8 --batch-size 64 --contexts 768 --rounds 2;
+                          python3 bench/step_ab.py --switch fused-rotary --quantizations bf16,fp8 --contexts 640' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -64,6 +64,10 @@ def _measure(runner: ModelRunner, switch: str, batch_size: int, context: int, ro
     times: dict[bool, list[float]] = {False: [], True: []}
     reference = None
     max_diff = 0.0
+    # The same switch value across rounds: tells a nondeterministic step (any switch) from a switch that
+    # changes values.
+    first: dict[bool, torch.Tensor] = {}
+    repeat_diff = 0.0
     for _ in range(rounds):
         for on in (False, True):
             _set_switch(switch, on)
@@ -74,12 +78,15 @@ def _measure(runner: ModelRunner, switch: str, batch_size: int, context: int, ro
             if reference is None:
                 reference = logits
             max_diff = max(max_diff, (logits - reference).abs().max().item())
+            first.setdefault(on, logits)
+            repeat_diff = max(repeat_diff, (logits - first[on]).abs().max().item())
             times[on].append(median_ms(lambda: runner.forward(fb), reps))
     _set_switch(switch, None)
     off, on = statistics.median(times[False]), statistics.median(times[True])
     return {"batch_size": batch_size, "context": context, "off_ms": round(off, 4), "on_ms": round(on, 4), "delta_ms": round(on - off, 4),
             "delta_pct": round(100 * (on - off) / off, 2), "off_runs": [round(t, 4) for t in times[False]],
-            "on_runs": [round(t, 4) for t in times[True]], "logits_max_diff": max_diff}
+            "on_runs": [round(t, 4) for t in times[True]], "logits_max_diff": max_diff,
+            "logits_repeat_diff": repeat_diff}
 
 
 def _runner(model: str, quantization: str, batch_size: int, max_context: int) -> ModelRunner:
@@ -120,10 +127,12 @@ def main() -> None:
         del runner
         gc.collect()  # this runner's model, KV pool and graphs go before the next one is built
         torch.cuda.empty_cache()
-    print(f"{'weights':8} {'batch':>5} {'context':>7} {'off ms':>8} {'on ms':>8} {'delta':>8} {'max |dlogit|':>12}")
+    print(f"{'weights':8} {'batch':>5} {'context':>7} {'off ms':>8} {'on ms':>8} {'delta':>8} {'max |dlogit|':>12} {'repeat':>8}")
     for r in rows:
         print(f"{r['quantization']:8} {r['batch_size']:5d} {r['context']:7d} {r['off_ms']:8.4f} {r['on_ms']:8.4f} "
-              f"{r['delta_pct']:7.2f}% {r['logits_max_diff']:12.3g}")
+              f"{r['delta_pct']:7.2f}% {r['logits_max_diff']:12.3g} {r['logits_repeat_diff']:8.3g}")
+    if any(r["logits_repeat_diff"] != 0 for r in rows):
+        sys.exit("step_ab.py: the step is not deterministic (logits differ between rounds of one setting)")
     if ns.switch in ("pdl", "fused-rotary") and any(r["logits_max_diff"] != 0 for r in rows):
         sys.exit(f"step_ab.py: {ns.switch} changed the logits")
 

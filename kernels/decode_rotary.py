@@ -18,7 +18,7 @@ import triton.language as tl
 
 from kernels._common import check_index, check_rows
 from kernels.kv_store import quantize_for_pool
-from kernels.rotary import RopeCache
+from kernels.rotary import RopeCache, rotate_first_half, rotate_second_half
 
 
 class DecodeRotary(NamedTuple):
@@ -53,7 +53,7 @@ def _rotate(x, partner, c, s, first_half):
     # `rotate_half` rotary in fp32, each half as `kernels.rotary_kv_store` writes it (same products, same order).
     x = x.to(tl.float32)
     partner = partner.to(tl.float32)
-    return tl.where(first_half, x * c - partner * s, x * c + partner * s)
+    return tl.where(first_half, rotate_first_half(x, partner, c, s), rotate_second_half(partner, x, c, s))
 
 
 @triton.jit

@@ -68,6 +68,21 @@ def build_rope_cache(
     return RopeCache(freqs.cos().to(device), freqs.sin().to(device))
 
 
+# The rotation's FMAs are spelled out: left to the compiler, `a * b + c * d` contracts into an FMA over either
+# product, and two kernels that each rotate the same k (`rotary_kv_store`, the decode kernel's `DecodeRotary`)
+# rounded ~1 element in 2^16 differently on an H200 (bench/NOTES.md, fourteenth session).
+@triton.jit
+def rotate_first_half(x1, x2, c, s):
+    """x1 * c - x2 * s in fp32 with one FMA over x1 * c (x2 * s rounded first)."""
+    return tl.fma(x1, c, -(x2 * s))
+
+
+@triton.jit
+def rotate_second_half(x1, x2, c, s):
+    """x2 * c + x1 * s in fp32 with one FMA over x2 * c (x1 * s rounded first)."""
+    return tl.fma(x2, c, x1 * s)
+
+
 @triton.jit
 def _rotate_heads(x_ptr, row_ptr_off, stride_h, offs_h, mask_h, offs_d, mask_d, c, s, HALF: tl.constexpr):
     ptr = x_ptr + row_ptr_off + offs_h[:, None] * stride_h + offs_d[None, :]  # [BLOCK_H, BLOCK_HALF]
@@ -75,8 +90,8 @@ def _rotate_heads(x_ptr, row_ptr_off, stride_h, offs_h, mask_h, offs_d, mask_d, 
     x1 = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(ptr + HALF, mask=mask, other=0.0).to(tl.float32)
     dtype = x_ptr.dtype.element_ty
-    tl.store(ptr, (x1 * c - x2 * s).to(dtype), mask=mask)
-    tl.store(ptr + HALF, (x2 * c + x1 * s).to(dtype), mask=mask)
+    tl.store(ptr, rotate_first_half(x1, x2, c, s).to(dtype), mask=mask)
+    tl.store(ptr + HALF, rotate_second_half(x1, x2, c, s).to(dtype), mask=mask)
 
 
 @triton.jit

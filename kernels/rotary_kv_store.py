@@ -18,7 +18,7 @@ from kernels._common import KV_DTYPES, check_index, check_rows, next_pow2
 from kernels.kv_store import quantize_for_pool
 from kernels.pdl import kernel_options as pdl_kernel_options
 from kernels.pdl import wait_for_prior_kernel
-from kernels.rotary import RopeCache, _rotate_heads
+from kernels.rotary import RopeCache, _rotate_heads, rotate_first_half, rotate_second_half
 
 
 @triton.jit
@@ -49,8 +49,8 @@ def _rotary_kv_store_kernel(
     k1 = tl.load(k_in, mask=mask_k, other=0.0).to(tl.float32)
     k2 = tl.load(k_in + HALF, mask=mask_k, other=0.0).to(tl.float32)
     in_dtype = k_ptr.dtype.element_ty
-    r1 = (k1 * c - k2 * s).to(in_dtype)
-    r2 = (k2 * c + k1 * s).to(in_dtype)
+    r1 = rotate_first_half(k1, k2, c, s).to(in_dtype)
+    r2 = rotate_second_half(k1, k2, c, s).to(in_dtype)
     # The pool row is dense: head h, dim d sits at h * HEAD_DIM + d.
     k_out = k_buf_ptr + slot * stride_kbn + offs_hk[:, None] * HEAD_DIM + offs_d[None, :]
     buf_dtype = k_buf_ptr.dtype.element_ty

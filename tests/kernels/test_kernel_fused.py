@@ -174,6 +174,16 @@ def test_decode_attention_fused_rotary_gpu(pool_dtype: torch.dtype, single_pass:
     _check_fused_rotary((32, 8, 128), torch.bfloat16, pool_dtype, single_pass, [3000, 5, 700, 0], 32, "cuda")
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [64, 256])
+@pytest.mark.parametrize("pool_dtype", [torch.bfloat16, torch.float8_e4m3fn], ids=["pool-bf16", "pool-fp8"])
+def test_decode_attention_fused_rotary_large_batch_gpu(batch: int, pool_dtype: torch.dtype) -> None:
+    """Large decode batches (the engine takes the fused path at every batch size): 64 / 256 rows of 1-1000
+    tokens, two-stage merge with the engine's split count for that batch."""
+    lens = torch.randint(1, 1000, (batch,), generator=torch.Generator().manual_seed(batch)).tolist()
+    _check_fused_rotary((32, 8, 128), torch.bfloat16, pool_dtype, False, lens, 8, "cuda")
+
+
 def _check_fused_rotary(heads: tuple[int, int, int], dtype: torch.dtype, pool_dtype: torch.dtype, single_pass: bool,
                         seq_lens: list[int], max_kv_splits: int, device: str) -> None:
     num_q_heads, num_kv_heads, head_dim = heads
@@ -187,7 +197,8 @@ def _check_fused_rotary(heads: tuple[int, int, int], dtype: torch.dtype, pool_dt
     q = q.view(batch, num_q_heads, head_dim)
     k, v = k.view(batch, num_kv_heads, head_dim), v.view(batch, num_kv_heads, head_dim)
     cache = build_rope_cache(head_dim, 8192, 500000.0, LLAMA3_SCALING, device=device)
-    positions = (torch.tensor([n - 1 if n else 0 for n in seq_lens]) + torch.tensor([100, 0, 7, 0])).to(device)
+    offsets = torch.tensor([100, 0, 7, 0] * (batch // 4 + 1))[:batch]  # positions past seq_len - 1 (radix reuse)
+    positions = (torch.tensor([n - 1 if n else 0 for n in seq_lens]) + offsets).to(device)
     # each request's newest slot (the last of its seq_len); the padded row points at the scratch slot 0
     loc = torch.stack([pool.slots(i)[n - 1] if n else torch.tensor(0, device=device)
                        for i, n in enumerate(seq_lens)])
