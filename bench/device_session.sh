@@ -370,6 +370,17 @@ for s in "$@"; do
                           tests/kernels/test_kernel_fused.py -k rotary;
                           python3 bench/step_ab.py --switch fused-rotary --quantizations bf16,fp8 --batch-size 64 --contexts 768 --rounds 2;
                           python3 bench/step_ab.py --switch fused-rotary --quantizations bf16,fp8 --contexts 640' ;;
+    # The tensor-core AWQ GEMV (CUDA via NVRTC): GPU tests, then per-projection times against the Triton GEMV.
+    awq-cuda) stage awq-cuda 400 bash -c 'python3 -m pytest -q -m gpu -o addopts="" -rA tests/kernels/test_awq_gemv_cuda.py 2>&1 | tail -25;
+                 python3 bench/awq_cuda_bench.py' ;;
+    # The CUDA AWQ GEMV in the engine: GPU AWQ tests (batch-1 fp16 goes through it), then single stream with it
+    # off / on.
+    awq-cuda-engine) stage awq-cuda-engine 400 bash -c 'python3 -m pytest -q -m gpu -o addopts="" -rA tests/engine/test_gpu_awq.py 2>&1 | tail -6;
+                 for on in 0 1; do TESSERA_AWQ_CUDA_GEMV=$on python3 bench/single_stream.py --quantization awq \
+                   --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep decode_tok_s; done' ;;
+    # AWQ (CUDA GEMV, default tiles) and bf16 single stream on one machine: the AWQ / bf16 ratio.
+    awq-ratio) stage awq-ratio 240 bash -c 'python3 bench/single_stream.py --quantization awq --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep decode_tok_s;
+                 python3 bench/single_stream.py --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep decode_tok_s' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

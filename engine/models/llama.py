@@ -134,6 +134,10 @@ def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
     """One fused batch-1 GEMV through `linear`'s weight: 16-bit (`kernels.gemv`), FP8 with its per-row
     scales (`kernels.fp8_gemv`) or AWQ int4 (`kernels.awq_gemv.awq_gemv`), all with the same prologues and
     epilogues."""
+    if getattr(linear, "awq_cuda_weights", None) is not None and x.dtype == linear.scales.dtype:
+        from kernels.awq_gemv_cuda import awq_gemv_cuda
+
+        return awq_gemv_cuda(x, linear.awq_cuda_weights, **kwargs)
     if hasattr(linear, "qweight"):
         from kernels.awq_gemv import awq_gemv
 

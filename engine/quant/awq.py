@@ -35,6 +35,8 @@ AWQ_UNPACK_NIBBLE = (0, 4, 1, 5, 2, 6, 3, 7)
 # (2026-12-02): at 64 rows the Triton GEMM took 2,687 us per layer vs 1,120 us dequantize + cuBLAS (256 rows:
 # 7,167 vs 1,182), batch-1 TTFT 334 -> 48 ms; below 64 rows it was not measured.
 DEQUANT_MATMUL_MIN_ROWS = int(os.environ.get("TESSERA_AWQ_DEQUANT_MIN_ROWS") or 64)
+# TESSERA_AWQ_CUDA_GEMV=0: batch-1 decode through the Triton GEMV (kernels/awq_gemv.py) instead of the CUDA one.
+AWQ_CUDA_GEMV = os.environ.get("TESSERA_AWQ_CUDA_GEMV", "1") != "0"
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
@@ -142,12 +144,21 @@ class AWQLinearMethod(LinearMethod):
 
     def process_weights_after_loading(self, layer: nn.Module) -> None:
         if layer.qweight.is_cuda:
+            from kernels import awq_gemv_cuda
             from kernels.awq_gemv import gemv_locks
 
             # Split-K arrival counters (GEMV, small-M GEMM): allocated here, never inside a CUDA-graph capture.
             # N/8 counters cover the GEMM's tiles too (block_m 16 at M <= 64: 4 * N/128 <= N/8).
             layer.register_buffer("awq_gemv_locks", gemv_locks(layer.scales.shape[1], layer.scales.device),
                                   persistent=False)
+            # Batch-1 decode through the tensor-core CUDA GEMV (kernels/awq_gemv_cuda.py) where it applies: a
+            # second copy of the int4 weights in its layout (+ ~0.5 byte per weight); prefill keeps AutoAWQ's.
+            k, n = layer.qweight.shape[0], layer.scales.shape[1]
+            layer.awq_cuda_weights = None
+            if AWQ_CUDA_GEMV and awq_gemv_cuda.supports(n, k, self.group_size, layer.scales.dtype,
+                                                        layer.scales.device):
+                layer.awq_cuda_weights = awq_gemv_cuda.repack_awq_for_cuda(layer.qweight, layer.qzeros,
+                                                                           layer.scales, self.group_size)
             return
         weight = dequantize_awq(layer.qweight, layer.qzeros, layer.scales, self.group_size)  # [in, out]
         for name in ("qweight", "qzeros", "scales"):
@@ -165,7 +176,11 @@ class AWQLinearMethod(LinearMethod):
         if x.stride(-1) != 1:
             x = x.contiguous()
         packed = (layer.qweight, layer.qzeros, layer.scales, self.group_size)
-        if x.shape[0] == 1:
+        if x.shape[0] == 1 and layer.awq_cuda_weights is not None and x.dtype == layer.scales.dtype:
+            from kernels.awq_gemv_cuda import awq_gemv_cuda
+
+            out = awq_gemv_cuda(x.contiguous(), layer.awq_cuda_weights)
+        elif x.shape[0] == 1:
             out = awq_gemv(x, *packed, locks=layer.awq_gemv_locks)
         elif x.shape[0] >= DEQUANT_MATMUL_MIN_ROWS:
             out = x @ awq_dequantize(*packed)

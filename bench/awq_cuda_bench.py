@@ -1,0 +1,120 @@
+"""Batch-1 AWQ GEMV: the tensor-core CUDA kernel (`kernels.awq_gemv_cuda`) against the Triton one (`kernels.awq_gemv`).
+
+    python bench/awq_cuda_bench.py [--model bench/models/llama-3.1-8b] [--quick]
+
+Per projection of the model's shape, with the prologue / epilogue the engine's decode step gives it (qkv and
+gate_up RMSNorm, o + residual, down SiLU-and-mul + residual): microseconds per call inside a CUDA graph, cycling
+over enough weight copies to miss L2; effective TB/s of the int4 + scale + zero bytes; max error of each against
+the fp32 reference (the prologue rounded as the unfused ops round, then x @ dequantized W); for the mma kernel
+every config of the sweep. The last lines add the best of each up over one layer and project the step's GEMV
+time over all layers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.awq_bench import DTYPE, GROUP, _awq_copy  # noqa: E402
+from bench.gemv_bench import shapes  # noqa: E402
+from bench.kernels_bench import bench_us  # noqa: E402
+from engine.quant.awq import dequantize_awq  # noqa: E402
+from kernels.awq_gemv import awq_gemv, gemv_locks  # noqa: E402
+from kernels.awq_gemv_cuda import AwqCudaConfig, awq_gemv_cuda, repack_awq_for_cuda  # noqa: E402
+
+
+def prologue_ref(x: torch.Tensor, mode: str, gamma: torch.Tensor, eps: float) -> torch.Tensor:
+    if mode.startswith("rms"):
+        rstd = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+        return ((x.float() * rstd).to(DTYPE).float() * gamma.float()).to(DTYPE)
+    if mode.startswith("silu"):
+        gate, up = x.float().chunk(2, dim=-1)
+        return (F.silu(gate).to(DTYPE).float() * up).to(DTYPE)
+    return x
+
+
+def configs(quick: bool) -> list[AwqCudaConfig]:
+    if quick:
+        return [AwqCudaConfig(), AwqCudaConfig(tiles=2), AwqCudaConfig(warps=4)]
+    return [AwqCudaConfig(t, w, d) for t, w, d in itertools.product((1, 2), (8, 16), (2, 4))]
+
+
+def bench_shape(name: str, n: int, k: int, mode: str, quick: bool) -> dict:
+    awq_bytes = k * n // 2 + (k // GROUP) * n * 2.5
+    copies = max(2, math.ceil((256 << 20) / awq_bytes))
+    awq = [_awq_copy(k, n) for _ in range(copies)]
+    mma = [repack_awq_for_cuda(*w, GROUP) for w in awq]
+    width = 2 * k if mode.startswith("silu") else k
+    x = (torch.randn(1, width, device="cuda") * 2).to(DTYPE)
+    gamma = (torch.rand(k, device="cuda") + 0.5).to(DTYPE)
+    residual = torch.randn(1, n, device="cuda").to(DTYPE) if mode.endswith("res") else None
+    kw = {"residual": residual}
+    if mode.startswith("rms"):
+        kw["norm_weight"] = gamma
+    if mode.startswith("silu"):
+        kw["silu_mul"] = True
+    ref = prologue_ref(x, mode, gamma, 1e-6).float() @ dequantize_awq(*awq[0], GROUP).float()
+    if residual is not None:
+        ref = (ref.to(DTYPE).float() + residual.float())
+    ref = ref.squeeze(0)
+    row = {"op": name, "n": n, "k": k, "mode": mode, "ref_absmax": round(ref.abs().max().item(), 4)}
+    locks = gemv_locks(n, x.device)
+    row["triton_err"] = (awq_gemv(x, *awq[0], GROUP, locks=locks, **kw).float().squeeze(0) - ref).abs().max().item()
+    row["triton_us"] = round(bench_us(lambda: [awq_gemv(x, *w, GROUP, locks=locks, **kw) for w in awq],
+                                      calls_per_graph=1) / len(awq), 2)
+    best = None
+    for cfg in configs(quick):
+        key = f"mma_{cfg.tiles}_{cfg.warps}_{cfg.depth}"
+        try:
+            row[f"{key}_err"] = (awq_gemv_cuda(x, mma[0], cfg, **kw).float().squeeze(0) - ref).abs().max().item()
+            row[f"{key}_us"] = round(bench_us(lambda cfg=cfg: [awq_gemv_cuda(x, w, cfg, **kw) for w in mma],
+                                              calls_per_graph=1) / len(mma), 2)
+        except Exception as exc:  # noqa: BLE001 - a config that fails is reported, the others still run
+            row[f"{key}_error"] = str(exc).splitlines()[0][:200]
+            continue
+        if best is None or row[f"{key}_us"] < row[f"{best}_us"]:
+            best = key
+    row["mma_best"] = best
+    for key in [k_ for k_ in row if k_.endswith("_us")]:
+        row[key.removesuffix("_us") + "_tbs"] = round(awq_bytes / row[key] / 1e6, 3)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="bench/models/llama-3.1-8b")
+    parser.add_argument("--quick", action="store_true", help="3 mma configs instead of 8")
+    ns = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("awq_cuda_bench.py: needs a CUDA GPU")
+    print(json.dumps({"device": torch.cuda.get_device_name()}))
+    rows = []
+    for name, n, k, mode in shapes(ns.model):
+        if name == "lm_head":
+            continue
+        row = bench_shape(name, n, k, mode, ns.quick)
+        print("AWQ_MMA " + json.dumps(row), flush=True)
+        rows.append(row)
+    print(f"{'op':8} {'triton us':>10} {'TB/s':>6} {'err':>8} | {'mma best':>14} {'us':>8} {'TB/s':>6} {'err':>8}")
+    for r in rows:
+        b = r["mma_best"]
+        print(f"{r['op']:8} {r['triton_us']:10.2f} {r['triton_tbs']:6.2f} {r['triton_err']:8.3g} | {b or '-':>14} "
+              f"{r.get(f'{b}_us', float('nan')):8.2f} {r.get(f'{b}_tbs', 0):6.2f} {r.get(f'{b}_err', float('nan')):8.3g}")
+    layers = json.loads(Path(ns.model, "config.json").read_text())["num_hidden_layers"]
+    tri = sum(r["triton_us"] for r in rows)
+    mma = sum(r.get(f"{r['mma_best']}_us", float("nan")) for r in rows)
+    print(f"per layer: triton {tri:.1f} us, mma {mma:.1f} us; x {layers} layers: {tri * layers / 1e3:.3f} vs "
+          f"{mma * layers / 1e3:.3f} ms per token")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Batch-1 AWQ int4 GEMV on tensor cores (CUDA, `kernels/cuda/awq_gemv.cu`, built by NVRTC at run time).
+
+The Triton GEMVs (`kernels.awq_gemv`) stream int4 at 0.8-1.6 TB/s on an H200; the CUDA kernel's design is in
+the .cu file's header. Its weights are AutoAWQ's, repacked once at load (`repack_awq_for_cuda`):
+
+- `qweight` [N/16 * K/128 * 64, 4] int32: for each 16-row tile and each group of 128 k, two 512-byte blocks
+  (k steps 0-3 and 4-7 of 16 k) of one 16-byte vector per lane. Lane l (g = l // 4, c = l % 4) holds, for its
+  k step t, the word whose nibbles p = r8 + 2 * k8 + 4 * k1 are q[16 j + g + 8 r8, 128 G + 16 t + 2 c + 8 k8 + k1]:
+  the mma's A-fragment elements in the order one LOP3 per register pair decodes (`LAYOUT_NIBBLES`).
+- `scale_zero` [K/128, N] int32: the scale's 16 bits, and above them MAGIC + zero in the same 16-bit type.
+
+Same size as AutoAWQ's tensors plus 1.5 bytes per group and row. Requirements: group size 128, N % 16 == 0,
+bf16 or fp16 activations, an sm_80+ GPU with NVRTC (`kernels.cuda_rtc`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import NamedTuple
+
+import torch
+
+from kernels import cuda_rtc
+
+GROUP = 128
+TILE_N = 16
+# nibble p of a word holds (row offset, k offset) LAYOUT_NIBBLES[p] from (16 j + g, 128 G + 16 t + 2 c)
+LAYOUT_NIBBLES = tuple(((p & 1) * 8, ((p >> 1) & 1) * 8 + (p >> 2)) for p in range(8))
+MAGIC = {torch.bfloat16: 128.0, torch.float16: 1024.0}  # the 16-bit value with a nibble in its low mantissa bits
+AWQ_UNPACK_NIBBLE = (0, 4, 1, 5, 2, 6, 3, 7)  # AutoAWQ's logical column c of a pack sits at this nibble
+PROLOGUE_NONE, PROLOGUE_RMSNORM, PROLOGUE_SILU_MUL = 0, 1, 2
+
+
+class AwqCudaConfig(NamedTuple):
+    tiles: int = 1  # 16-row tiles per CTA
+    warps: int = 8  # warps per CTA, splitting K by groups
+    depth: int = 2  # groups of weights in flight per warp
+
+
+class AwqCudaWeights(NamedTuple):
+    qweight: torch.Tensor  # [N/16 * K/128 * 64, 4] int32
+    scale_zero: torch.Tensor  # [K/128, N] int32
+    n: int
+    k: int
+
+
+def supports(n: int, k: int, group_size: int, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether `awq_gemv_cuda` takes this layer (else the Triton GEMV does)."""
+    return (device.type == "cuda" and group_size == GROUP and k % GROUP == 0 and n % TILE_N == 0
+            and dtype in MAGIC and torch.cuda.get_device_capability(device) >= (8, 0) and cuda_rtc.nvrtc_available())
+
+
+def _unpack_awq(packed: torch.Tensor) -> torch.Tensor:
+    """[R, C/8] int32 in AutoAWQ's nibble order -> [R, C] uint8 values 0..15."""
+    shifts = torch.tensor(AWQ_UNPACK_NIBBLE, dtype=torch.int32, device=packed.device) * 4
+    return ((packed.unsqueeze(-1) >> shifts) & 0xF).reshape(packed.shape[0], -1).to(torch.uint8)
+
+
+def repack_awq_for_cuda(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                       group_size: int = GROUP, rows_per_chunk: int = 4096) -> AwqCudaWeights:
+    """AutoAWQ GEMM tensors (qweight [K, N/8], qzeros [K/G, N/8] int32, scales [K/G, N]) -> the kernel's
+    layout (module docstring), on their device. Works through `rows_per_chunk` output rows at a time so a
+    large projection needs ~2 bytes per weight of scratch per chunk, not per layer."""
+    assert group_size == GROUP, f"group size {group_size}: the CUDA GEMV takes {GROUP}"
+    k, n = qweight.shape[0], qweight.shape[1] * 8
+    assert k % GROUP == 0 and n % TILE_N == 0, f"[N={n}, K={k}]: N % 16 and K % 128 must be 0"
+    assert scales.dtype in MAGIC, f"scales {scales.dtype}: bf16 or fp16"
+    groups = k // GROUP
+    rows_per_chunk = max(TILE_N, rows_per_chunk // TILE_N * TILE_N)
+    words = []
+    shifts = (torch.arange(8, device=qweight.device, dtype=torch.int32) * 4)
+    for r0 in range(0, n, rows_per_chunk):
+        r1 = min(n, r0 + rows_per_chunk)
+        q = _unpack_awq(qweight[:, r0 // 8:r1 // 8]).t()  # [rows, K] uint8 (logical row n, column k)
+        tiles = (r1 - r0) // TILE_N
+        # [j, r8, g, G, h, i, k8, c, k1] with t = 4 h + i
+        q = q.reshape(tiles, 2, 8, groups, 2, 4, 2, 4, 2)
+        # -> [j, G, h, g, c, i, k1, k8, r8]: lane = 4 g + c, word i, nibble p = 4 k1 + 2 k8 + r8
+        q = q.permute(0, 3, 4, 2, 7, 5, 8, 6, 1).reshape(-1, 8).to(torch.int32)
+        words.append((q << shifts).sum(dim=1, dtype=torch.int64).to(torch.int32))  # wraps to the same bits
+    packed = torch.cat(words).view(-1, 4)
+    zeros = _unpack_awq(qzeros).to(torch.float32) + MAGIC[scales.dtype]  # exact in 16 bits (<= 1039)
+    zero_bits = zeros.to(scales.dtype).view(torch.int16).to(torch.int32) & 0xFFFF
+    scale_bits = scales.view(torch.int16).to(torch.int32) & 0xFFFF
+    scale_zero = (scale_bits | (zero_bits << 16)).contiguous()
+    return AwqCudaWeights(packed, scale_zero, n, k)
+
+
+def default_config(n: int, k: int) -> AwqCudaConfig:
+    """H200, 8B shapes (`bench/awq_cuda_bench.py`, 2026-12-04, logs in bench/results/*-s14-awq-cuda*): 8 warps
+    per CTA, 16 for the long K of down (15.5 vs 18.0 us: more of its 112 groups in flight per CTA, and its
+    SiLU prologue shared by more rows); 2 tiles per CTA for the wide gate_up (23.7 vs 26.7 us) and for down;
+    depth 2 ties or beats 4 everywhere."""
+    return AwqCudaConfig(tiles=2 if n >= 16384 or k > 8192 else 1, warps=16 if k > 8192 else 8, depth=2)
+
+
+def _ptr(t: torch.Tensor | None, fallback: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p((t if t is not None else fallback).data_ptr())
+
+
+def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | None = None, *,
+                 norm_weight: torch.Tensor | None = None, eps: float = 1e-6, silu_mul: bool = False,
+                 bias: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """x [1, K] ([1, 2K] with silu_mul) -> [1, N] in x's dtype, with `kernels.awq_gemv.awq_gemv`'s prologues
+    (RMSNorm with `norm_weight`, or SiLU(gate) * up) and epilogue (+ bias in fp32, then + residual)."""
+    n, k = w.n, w.k
+    assert not (silu_mul and norm_weight is not None), "one prologue at a time"
+    width = 2 * k if silu_mul else k
+    assert x.dim() == 2 and x.shape == (1, width) and x.is_contiguous(), f"x: expected contiguous [1, {width}]"
+    assert x.dtype in MAGIC and x.is_cuda, f"x: bf16 / fp16 on a GPU, got {x.dtype} on {x.device}"
+    for name, t, size in (("norm_weight", norm_weight, k), ("bias", bias, n), ("residual", residual, n)):
+        if t is not None:
+            assert t.numel() == size and t.dtype == x.dtype and t.is_contiguous(), (
+                f"{name}: expected contiguous {x.dtype} with {size} elements")
+    cfg = config or default_config(n, k)
+    prologue = PROLOGUE_SILU_MUL if silu_mul else PROLOGUE_RMSNORM if norm_weight is not None else PROLOGUE_NONE
+    expr = (f"awq_gemv_mma<{cfg.tiles}, {cfg.warps}, {cfg.depth}, {prologue}, {str(bias is not None).lower()}, "
+            f"{str(residual is not None).lower()}, {str(x.dtype == torch.bfloat16).lower()}>")
+    fn = cuda_rtc.get_function("awq_gemv.cu", expr, x.device)
+    out = torch.empty((1, n), dtype=x.dtype, device=x.device)
+    groups = k // GROUP
+    shared = 2 * k + 4 * groups + 4 * cfg.warps * cfg.tiles * TILE_N + 4 * 32
+    grid = (-(-n // (TILE_N * cfg.tiles)), 1, 1)
+    fn.launch(grid, (32 * cfg.warps, 1, 1), shared,
+              [ctypes.c_void_p(x.data_ptr()), _ptr(norm_weight, x), ctypes.c_void_p(w.qweight.data_ptr()),
+               ctypes.c_void_p(w.scale_zero.data_ptr()), _ptr(bias, x), _ptr(residual, x),
+               ctypes.c_void_p(out.data_ptr()), ctypes.c_int32(n), ctypes.c_int32(k), ctypes.c_float(eps)])
+    return out

@@ -1,0 +1,230 @@
+// Batch-1 AWQ int4 GEMV on tensor cores, compiled at run time by NVRTC (kernels/cuda_rtc.py) and launched by
+// kernels/awq_gemv_cuda.py, which also repacks AutoAWQ's qweight into the layout read here. No CUDA headers:
+// 16-bit values travel as raw bits (u16 / u32 pairs), conversions and the mma are inline PTX.
+//
+// y[n] = sum_k x[k] * s[g(k), n] * (q[n, k] - z[g(k), n]) for one row x, g(k) = k / 128.
+//
+// Each mma.m16n8k16 takes 16 weight rows x 16 k as its A operand, straight from one packed 32-bit word per lane
+// (8 nibbles; the repack puts each lane's A-fragment elements in it), and x as B (all 8 columns the same x, so
+// every column of D is the answer). A nibble q becomes the 16-bit value MAGIC + q with one LOP3: 128 + q in
+// bf16 (exponent 2^7, q in the mantissa), 1024 + q in fp16. The mma then sums (MAGIC + q) * x exactly in fp32,
+// and the zero point and the magic go in one correction per group and row:
+//     sum_k (q - z) x = sum_k (MAGIC + q) x - (MAGIC + z) * sum_k x,
+// with sum_k x over the group computed once per CTA from the same rounded x. So no per-weight subtract or
+// scale: ~7 integer instructions and 1/256 of an mma per weight and lane.
+//
+// Work split: a CTA owns NT tiles of 16 output rows (whole K), its WARPS warps split K by groups of 128 and
+// sum their partials through shared memory in a fixed order (deterministic). Each warp requests its first
+// DEPTH groups of weights before the prologue (RMSNorm or SiLU-and-mul of x into shared memory), so the DRAM
+// round trip overlaps the prologue, then keeps DEPTH groups in flight.
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+
+template <bool BF16> struct Half;
+template <> struct Half<true> {
+  static constexpr u32 MAGIC2 = 0x43004300u;  // two bf16 128.0
+  static __device__ __forceinline__ float f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
+  static __device__ __forceinline__ u16 round(float f) {
+    u16 h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+  }
+  static __device__ __forceinline__ void mma(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+};
+template <> struct Half<false> {
+  static constexpr u32 MAGIC2 = 0x64006400u;  // two fp16 1024.0
+  static __device__ __forceinline__ float f32(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+  static __device__ __forceinline__ u16 round(float f) {
+    u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+  }
+  static __device__ __forceinline__ void mma(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+};
+
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+  // Weights are read once: no L1 allocation.
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ u32 word_of(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+__device__ __forceinline__ u32 nibbles(u32 q, u32 magic2) {
+  // (q & 0x000F000F) | magic2 in one LOP3
+  u32 r; asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(q), "r"(0x000F000Fu), "r"(magic2)); return r;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// PROLOGUE 0: x as it is; 1: RMSNorm(x) * gamma; 2: SiLU(x[:K]) * x[K:].
+// Shared memory: x' [K] 16-bit (as K/2 u32), xsum [K/128] fp32, partials [WARPS][NT*16] fp32, scratch [32] fp32.
+template <int NT, int WARPS, int DEPTH, int PROLOGUE, bool HAS_BIAS, bool ADD_RESIDUAL, bool BF16>
+__global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
+    const u16* __restrict__ x, const u16* __restrict__ gamma, const uint4* __restrict__ qweight,
+    const u32* __restrict__ scale_zero, const u16* __restrict__ bias, const u16* __restrict__ residual,
+    u16* __restrict__ out, int N, int K, float eps) {
+  typedef Half<BF16> H;
+  extern __shared__ u32 smem[];
+  u32* xs = smem;                                               // x' pairs
+  float* xsum = reinterpret_cast<float*>(smem + (K >> 1));      // per group
+  const int num_groups = K >> 7;
+  float* partial = xsum + num_groups;                            // [WARPS][NT * 16]
+  float* scratch = partial + WARPS * NT * 16;                    // [32]
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, c = lane & 3;
+  const int tiles = N >> 4;
+  const int tile0 = blockIdx.x * NT;
+  const int per_warp = (num_groups + WARPS - 1) / WARPS;
+  const int gbeg = min(warp * per_warp, num_groups);
+  const int ng = min(gbeg + per_warp, num_groups) - gbeg;
+
+  uint4 wbuf[DEPTH][NT][2];
+  u32 szbuf[DEPTH][NT][2];
+
+#define AWQ_LOAD_GROUP(d, G)                                                                   \
+  _Pragma("unroll") for (int nt = 0; nt < NT; ++nt) {                                          \
+    const int tile = min(tile0 + nt, tiles - 1); /* past-the-end tiles compute garbage, never stored */ \
+    const uint4* base = qweight + ((size_t)tile * num_groups + (G)) * 64;                     \
+    wbuf[d][nt][0] = load_stream(base + lane);                                                 \
+    wbuf[d][nt][1] = load_stream(base + 32 + lane);                                            \
+    szbuf[d][nt][0] = __ldg(scale_zero + (size_t)(G) * N + tile * 16 + g);                     \
+    szbuf[d][nt][1] = __ldg(scale_zero + (size_t)(G) * N + tile * 16 + g + 8);                 \
+  }
+
+#pragma unroll
+  for (int d = 0; d < DEPTH; ++d) {
+    if (d < ng) { AWQ_LOAD_GROUP(d, gbeg + d) }
+  }
+
+  // Prologue: x' (rounded as the unfused ops round) into shared memory.
+  const int pairs = K >> 1;
+  const u32* x2 = reinterpret_cast<const u32*>(x);
+  if (PROLOGUE == 1) {
+    float ss = 0.f;
+    for (int p = threadIdx.x; p < pairs; p += WARPS * 32) {
+      const u32 v = x2[p];
+      const float a = H::f32((u16)(v & 0xffffu)), b = H::f32((u16)(v >> 16));
+      ss += a * a + b * b;
+      xs[p] = v;
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) scratch[warp] = ss;
+    __syncthreads();
+    float total = 0.f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) total += scratch[w];
+    const float rstd = rsqrtf(total / (float)K + eps);
+    const u32* gm2 = reinterpret_cast<const u32*>(gamma);
+    for (int p = threadIdx.x; p < pairs; p += WARPS * 32) {
+      const u32 v = xs[p], gv = gm2[p];
+      const u16 a = H::round(H::f32(H::round(H::f32((u16)(v & 0xffffu)) * rstd)) * H::f32((u16)(gv & 0xffffu)));
+      const u16 b = H::round(H::f32(H::round(H::f32((u16)(v >> 16)) * rstd)) * H::f32((u16)(gv >> 16)));
+      xs[p] = (u32)a | ((u32)b << 16);
+    }
+  } else if (PROLOGUE == 2) {
+    const u32* up2 = x2 + pairs;
+    for (int p = threadIdx.x; p < pairs; p += WARPS * 32) {
+      const u32 gv = x2[p], uv = up2[p];
+      u16 r[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float gate = H::f32((u16)((h ? gv >> 16 : gv) & 0xffffu));
+        const float up = H::f32((u16)((h ? uv >> 16 : uv) & 0xffffu));
+        const float act = H::f32(H::round(__fdividef(gate, 1.f + __expf(-gate))));
+        r[h] = H::round(act * up);
+      }
+      xs[p] = (u32)r[0] | ((u32)r[1] << 16);
+    }
+  } else {
+    for (int p = threadIdx.x; p < pairs; p += WARPS * 32) xs[p] = x2[p];
+  }
+  __syncthreads();
+  // Sum of x' per group, for this warp's groups only (no other warp reads them).
+  for (int i = 0; i < ng; ++i) {
+    const int p0 = ((gbeg + i) << 6) + lane * 2;
+    const u32 v0 = xs[p0], v1 = xs[p0 + 1];
+    float s = H::f32((u16)(v0 & 0xffffu)) + H::f32((u16)(v0 >> 16)) + H::f32((u16)(v1 & 0xffffu)) +
+              H::f32((u16)(v1 >> 16));
+    s = warp_sum(s);
+    if (lane == 0) xsum[gbeg + i] = s;
+  }
+  __syncwarp();
+
+  float total[NT][2];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) total[nt][0] = total[nt][1] = 0.f;
+
+  for (int i0 = 0; i0 < ng; i0 += DEPTH) {
+#pragma unroll
+    for (int d = 0; d < DEPTH; ++d) {
+      const int i = i0 + d;
+      if (i < ng) {
+        const int G = gbeg + i;
+        float acc[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+        const u32* xg = xs + (G << 6);
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+          const u32 b0 = xg[t * 8 + c], b1 = xg[t * 8 + 4 + c];  // x[16t + 2c, +1], x[16t + 8 + 2c, +1]
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            const u32 q = word_of(wbuf[d][nt][t >> 2], t & 3);
+            H::mma(acc[nt], nibbles(q, H::MAGIC2), nibbles(q >> 4, H::MAGIC2), nibbles(q >> 8, H::MAGIC2),
+                   nibbles(q >> 12, H::MAGIC2), b0, b1);
+          }
+        }
+        const float xs_g = xsum[G];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {  // rows g (d[0]) and g + 8 (d[2])
+            const u32 sz = szbuf[d][nt][r];
+            const float s = H::f32((u16)(sz & 0xffffu)), zb = H::f32((u16)(sz >> 16));
+            total[nt][r] += s * (acc[nt][2 * r] - zb * xs_g);
+          }
+        }
+        if (i + DEPTH < ng) { AWQ_LOAD_GROUP(d, G + DEPTH) }
+      }
+    }
+  }
+#undef AWQ_LOAD_GROUP
+
+  if (c == 0) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      partial[warp * NT * 16 + nt * 16 + g] = total[nt][0];
+      partial[warp * NT * 16 + nt * 16 + g + 8] = total[nt][1];
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < NT * 16) {
+    const int row = tile0 * 16 + threadIdx.x;
+    if (row < N) {
+      float y = 0.f;
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) y += partial[w * NT * 16 + threadIdx.x];
+      if (HAS_BIAS) y += H::f32(bias[row]);
+      u16 o = H::round(y);
+      if (ADD_RESIDUAL) o = H::round(H::f32(o) + H::f32(residual[row]));
+      out[row] = o;
+    }
+  }
+}

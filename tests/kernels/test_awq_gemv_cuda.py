@@ -1,0 +1,143 @@
+"""The tensor-core AWQ GEMV (`kernels.awq_gemv_cuda`): its repacked layout against AutoAWQ's unpacked values
+(CPU), its NVRTC build for sm_90 (CPU: NVRTC needs no GPU), and its output against the fp32 reference with
+every prologue (GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine.quant.awq import dequantize_awq, unpack_int4
+from kernels import cuda_rtc
+from kernels.awq_gemv_cuda import LAYOUT_NIBBLES, MAGIC, AwqCudaConfig, awq_gemv_cuda, repack_awq_for_cuda
+from kernels.cuda_rtc import CudaRtcError, compile_cubin
+
+
+def _awq(k: int, n: int, dtype: torch.dtype, device: str = "cpu", seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    qweight = torch.randint(-2**31, 2**31 - 1, (k, n // 8), dtype=torch.int32, generator=gen)
+    qzeros = torch.randint(-2**31, 2**31 - 1, (k // 128, n // 8), dtype=torch.int32, generator=gen)
+    scales = (torch.rand(k // 128, n, generator=gen) * 2e-3 + 1e-4).to(dtype)
+    return qweight.to(device), qzeros.to(device), scales.to(device)
+
+
+@pytest.mark.parametrize("rows_per_chunk", [16, 4096])
+def test_repack_layout_matches_awq_values(rows_per_chunk: int) -> None:
+    """Every nibble of the repacked words, read back by the layout's definition (word (tile j, group G, half h,
+    lane, i): k step t = 4 h + i, nibble p at LAYOUT_NIBBLES[p] from row 16 j + lane // 4, column
+    128 G + 16 t + 2 (lane % 4)), is AutoAWQ's q at that row and column; also when repacked in 16-row chunks."""
+    k, n = 384, 48
+    qweight, qzeros, scales = _awq(k, n, torch.bfloat16)
+    packed = repack_awq_for_cuda(qweight, qzeros, scales, rows_per_chunk=rows_per_chunk)
+    q = unpack_int4(qweight).t()  # [N, K]
+    words = packed.qweight.view(n // 16, k // 128, 2, 32, 4)
+    assert packed.qweight.shape == (n // 16 * k // 128 * 64, 4)
+    checked = 0
+    for j in range(n // 16):
+        for G in range(k // 128):
+            for lane in (0, 5, 18, 31):
+                for t in range(8):
+                    word = int(words[j, G, t // 4, lane, t % 4]) & 0xFFFFFFFF
+                    for p, (dr, dk) in enumerate(LAYOUT_NIBBLES):
+                        row, col = 16 * j + lane // 4 + dr, 128 * G + 16 * t + 2 * (lane % 4) + dk
+                        assert (word >> (4 * p)) & 0xF == q[row, col], (j, G, lane, t, p)
+                        checked += 1
+    assert checked == (n // 16) * (k // 128) * 4 * 8 * 8
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_repack_scale_zero_bits(dtype: torch.dtype) -> None:
+    """Low 16 bits: the scale; high 16 bits: MAGIC + zero in the same type (exact)."""
+    qweight, qzeros, scales = _awq(256, 32, dtype, seed=1)
+    sz = repack_awq_for_cuda(qweight, qzeros, scales).scale_zero
+    low = (sz & 0xFFFF).to(torch.int16).view(dtype)
+    high = ((sz >> 16) & 0xFFFF).to(torch.int16).view(dtype)
+    assert torch.equal(low, scales)
+    assert torch.equal(high.float(), unpack_int4(qzeros).float() + MAGIC[dtype])
+
+
+ENGINE_VARIANTS = [(p, bias, res, bf16) for p in (0, 1, 2) for bias in (False, True) for res in (False, True)
+                   for bf16 in (True, False)]
+
+
+def test_kernel_builds_for_sm90_with_nvrtc() -> None:
+    """Every prologue / epilogue / dtype instance compiles to an sm_90 cubin (NVRTC runs without a GPU)."""
+    source = (cuda_rtc.CUDA_DIR / "awq_gemv.cu").read_text()
+    cfg = AwqCudaConfig()
+    for prologue, bias, res, bf16 in ENGINE_VARIANTS[::3] + [ENGINE_VARIANTS[-1]]:
+        expr = (f"awq_gemv_mma<{cfg.tiles}, {cfg.warps}, {cfg.depth}, {prologue}, {str(bias).lower()}, "
+                f"{str(res).lower()}, {str(bf16).lower()}>")
+        cubin, lowered = compile_cubin(source, expr, "sm_90")
+        assert cubin[:4] == b"\x7fELF" and lowered.startswith("_Z12awq_gemv_mma"), expr
+
+
+def test_compile_error_carries_the_log() -> None:
+    with pytest.raises(CudaRtcError, match="(?s)could not compile.*undefined_thing"):
+        compile_cubin("__global__ void k() { undefined_thing(); }", "k", "sm_90")
+
+
+def _reference(x, mode, gamma, residual, awq, bias=None):
+    if mode == "rms":
+        rstd = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6)
+        x = ((x.float() * rstd).to(x.dtype).float() * gamma.float()).to(x.dtype)
+    elif mode == "silu":
+        gate, up = x.float().chunk(2, dim=-1)
+        x = (F.silu(gate).to(x.dtype).float() * up).to(x.dtype)
+    y = x.float() @ dequantize_awq(*awq, 128).float()
+    if bias is not None:
+        y = y + bias.float()
+    if residual is not None:
+        y = y.to(x.dtype).float() + residual.float()
+    return y
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("mode", ["plain", "rms", "silu"])
+@pytest.mark.parametrize("shape_cfg", [((4096, 6144), AwqCudaConfig()), ((384, 48), AwqCudaConfig(tiles=2)),
+                                       ((1792, 4096), AwqCudaConfig(warps=4, depth=2))],
+                         ids=["qkv-8b", "ragged", "down-like"])
+def test_awq_gemv_cuda_matches_reference_gpu(dtype, mode, shape_cfg) -> None:
+    """Against x' @ dequant(W) in fp32 (x' rounded as the unfused prologue rounds): within a few 16-bit
+    roundings of the output, also for a CTA past the last row (48 rows, 2 tiles per CTA) and warps with no
+    group (3 groups, 8 warps); residual and bias on the RMSNorm / SiLU cases."""
+    (k, n), cfg = shape_cfg
+    awq = _awq(k, n, dtype, "cuda", seed=k + n)
+    w = repack_awq_for_cuda(*awq)
+    torch.manual_seed(0)
+    x = (torch.randn(1, 2 * k if mode == "silu" else k, device="cuda") * 2).to(dtype)
+    gamma = (torch.rand(k, device="cuda") + 0.5).to(dtype)
+    residual = torch.randn(1, n, device="cuda").to(dtype) if mode != "plain" else None
+    bias = torch.randn(n, device="cuda").to(dtype) if mode == "silu" else None
+    kw = {"residual": residual, "bias": bias}
+    if mode == "rms":
+        kw["norm_weight"] = gamma
+    if mode == "silu":
+        kw["silu_mul"] = True
+    out = awq_gemv_cuda(x, w, cfg, **kw)
+    ref = _reference(x, mode, gamma, residual, awq, bias)
+    scale = ref.abs().max().item()
+    # bf16: the output's own rounding is 2^-8 relative; the reference rounds the prologue the same way.
+    tol = (2**-7 if dtype == torch.bfloat16 else 2**-9) * scale
+    assert (out.float() - ref).abs().max().item() <= tol, (out.float() - ref).abs().max().item() / scale
+
+
+@pytest.mark.gpu
+def test_awq_gemv_cuda_in_cuda_graph_gpu() -> None:
+    """Launches on torch's current stream: a captured graph replays with new inputs."""
+    awq = _awq(512, 64, torch.bfloat16, "cuda", seed=3)
+    w = repack_awq_for_cuda(*awq)
+    x = torch.zeros(1, 512, device="cuda", dtype=torch.bfloat16)
+    awq_gemv_cuda(x, w)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.cuda.graph(graph):
+        out = awq_gemv_cuda(x, w)
+    torch.cuda.current_stream().wait_stream(side)
+    x.copy_(torch.randn(1, 512, device="cuda").to(torch.bfloat16))
+    graph.replay()
+    torch.cuda.synchronize()
+    ref = _reference(x, "plain", None, None, awq)
+    assert (out.float() - ref).abs().max().item() <= 2**-7 * ref.abs().max().item()
