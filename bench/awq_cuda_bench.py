@@ -28,8 +28,15 @@ from bench.awq_bench import DTYPE, GROUP, _awq_copy  # noqa: E402
 from bench.gemv_bench import shapes  # noqa: E402
 from bench.kernels_bench import bench_us  # noqa: E402
 from engine.quant.awq import dequantize_awq  # noqa: E402
+from kernels.awq_gemm import awq_dequantize, awq_gemm  # noqa: E402
 from kernels.awq_gemv import awq_gemv, gemv_locks  # noqa: E402
-from kernels.awq_gemv_cuda import AwqCudaConfig, awq_gemv_cuda, repack_awq_for_cuda  # noqa: E402
+from kernels.awq_gemv_cuda import (  # noqa: E402
+    AwqCudaConfig,
+    awq_gemm_cuda,
+    awq_gemv_cuda,
+    default_config,
+    repack_awq_for_cuda,
+)
 
 
 def prologue_ref(x: torch.Tensor, mode: str, gamma: torch.Tensor, eps: float) -> torch.Tensor:
@@ -42,10 +49,13 @@ def prologue_ref(x: torch.Tensor, mode: str, gamma: torch.Tensor, eps: float) ->
     return x
 
 
-def configs(quick: bool) -> list[AwqCudaConfig]:
+def configs(quick: bool, n: int, k: int) -> list[AwqCudaConfig]:
     if quick:
-        return [AwqCudaConfig(), AwqCudaConfig(tiles=2), AwqCudaConfig(warps=4)]
-    return [AwqCudaConfig(t, w, d) for t, w, d in itertools.product((1, 2), (8, 16), (2, 4))]
+        return [default_config(n, k), default_config(n, k)._replace(pdl=True)]
+    sweep = [AwqCudaConfig(t, w, d) for t, w, d in itertools.product((1, 2, 4), (8, 16), (2, 4))]
+    # programmatic dependent launch of the default config: back to back in the graph, each launch's weight loads
+    # overlap the previous one's tail (an upper bound for the engine, where x depends on the kernel before)
+    return sweep + [default_config(n, k)._replace(pdl=True)]
 
 
 def bench_shape(name: str, n: int, k: int, mode: str, quick: bool) -> dict:
@@ -72,8 +82,8 @@ def bench_shape(name: str, n: int, k: int, mode: str, quick: bool) -> dict:
     row["triton_us"] = round(bench_us(lambda: [awq_gemv(x, *w, GROUP, locks=locks, **kw) for w in awq],
                                       calls_per_graph=1) / len(awq), 2)
     best = None
-    for cfg in configs(quick):
-        key = f"mma_{cfg.tiles}_{cfg.warps}_{cfg.depth}"
+    for cfg in configs(quick, n, k):
+        key = f"mma_{cfg.tiles}_{cfg.warps}_{cfg.depth}{'_pdl' if cfg.pdl else ''}"
         try:
             row[f"{key}_err"] = (awq_gemv_cuda(x, mma[0], cfg, **kw).float().squeeze(0) - ref).abs().max().item()
             row[f"{key}_us"] = round(bench_us(lambda cfg=cfg: [awq_gemv_cuda(x, w, cfg, **kw) for w in mma],
@@ -89,14 +99,49 @@ def bench_shape(name: str, n: int, k: int, mode: str, quick: bool) -> dict:
     return row
 
 
+def bench_rows(name: str, n: int, k: int, rows: list[int]) -> dict:
+    """Small batches (no prologue): `awq_gemm_cuda` (8 rows per weight pass) against the Triton GEMM and
+    dequantize + cuBLAS, us per call; max error of the CUDA kernel against the fp32 reference."""
+    awq_bytes = k * n // 2 + (k // GROUP) * n * 2.5
+    copies = max(2, math.ceil((256 << 20) / awq_bytes))
+    awq = [_awq_copy(k, n) for _ in range(copies)]
+    mma = [repack_awq_for_cuda(*w, GROUP) for w in awq]
+    locks = gemv_locks(n, "cuda")
+    row = {"op": name, "n": n, "k": k}
+    for m in rows:
+        x = torch.randn(m, k, device="cuda").to(DTYPE)
+        ref = x.float() @ dequantize_awq(*awq[0], GROUP).float()
+        row[f"cuda_{m}_err"] = (awq_gemm_cuda(x, mma[0]).float() - ref).abs().max().item()
+        row[f"cuda_{m}_us"] = round(bench_us(lambda x=x: [awq_gemm_cuda(x, w) for w in mma], calls_per_graph=1)
+                                    / len(mma), 2)
+        row[f"triton_{m}_us"] = round(bench_us(lambda x=x: [awq_gemm(x, *w, GROUP, locks=locks) for w in awq],
+                                               calls_per_graph=1) / len(awq), 2)
+        row[f"dequant_{m}_us"] = round(bench_us(lambda x=x: [x @ awq_dequantize(*w, GROUP) for w in awq[:2]],
+                                                calls_per_graph=1) / 2, 2)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
-    parser.add_argument("--quick", action="store_true", help="3 mma configs instead of 8")
+    parser.add_argument("--rows", default="", help="comma-separated batch sizes: time awq_gemm_cuda against the "
+                        "Triton GEMM and dequantize + cuBLAS instead of the batch-1 sweep (e.g. 2,4,8,16,64)")
+    parser.add_argument("--quick", action="store_true", help="the default config with and without PDL instead of the 13-config sweep")
     ns = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("awq_cuda_bench.py: needs a CUDA GPU")
     print(json.dumps({"device": torch.cuda.get_device_name()}))
+    if ns.rows:
+        sizes = [int(v) for v in ns.rows.split(",")]
+        print(f"{'op':8} {'rows':>5} {'cuda us':>9} {'triton us':>10} {'dequant us':>11} {'cuda err':>9}")
+        for name, n, k, _ in shapes(ns.model):
+            if name != "lm_head":
+                r = bench_rows(name, n, k, sizes)
+                print("AWQ_ROWS " + json.dumps(r), flush=True)
+                for m in sizes:
+                    print(f"{name:8} {m:5d} {r[f'cuda_{m}_us']:9.2f} {r[f'triton_{m}_us']:10.2f} "
+                          f"{r[f'dequant_{m}_us']:11.2f} {r[f'cuda_{m}_err']:9.3g}")
+        return
     rows = []
     for name, n, k, mode in shapes(ns.model):
         if name == "lm_head":

@@ -379,7 +379,15 @@ for s in "$@"; do
                  for on in 0 1; do TESSERA_AWQ_CUDA_GEMV=$on python3 bench/single_stream.py --quantization awq \
                    --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep decode_tok_s; done' ;;
     # AWQ (CUDA GEMV, default tiles) and bf16 single stream on one machine: the AWQ / bf16 ratio.
-    awq-ratio) stage awq-ratio 240 bash -c 'python3 bench/single_stream.py --quantization awq --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep decode_tok_s;
+    awq-ratio) stage awq-ratio 240 bash -c 'python3 bench/single_stream.py --quantization awq --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep -E "decode_tok_s|AWQ batch-1 GEMV";
+                 python3 bench/single_stream.py --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep decode_tok_s' ;;
+    # Everything the fourteenth session left unmeasured, ~5 minutes: GPU tests of the CUDA GEMV (PDL chain included)
+    # and of the engine's AWQ path, the 13-config sweep (tiles 4, PDL), PDL in the engine step, the AWQ / bf16 ratio.
+    awq-next) stage awq-next-tests 240 python3 -m pytest -q -m gpu -o addopts="" -rA tests/kernels/test_awq_gemv_cuda.py tests/engine/test_gpu_awq.py
+              stage awq-next-sweep 200 python3 bench/awq_cuda_bench.py
+              stage awq-next-rows 200 python3 bench/awq_cuda_bench.py --rows 2,4,8,16,64
+              stage awq-next-pdl 200 python3 bench/step_ab.py --switch awq-pdl --quantizations awq --contexts 640
+              stage awq-next-ratio 240 bash -c 'python3 bench/single_stream.py --quantization awq --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep -E "decode_tok_s|AWQ batch-1 GEMV";
                  python3 bench/single_stream.py --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep decode_tok_s' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;

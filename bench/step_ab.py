@@ -10,13 +10,15 @@ Switches:
   (kernels/decode_attention.py `LONG_SPLIT_FROM`; "off" is 64-token splits at every length).
 - `fused-rotary`: the decode kernel rotates q / k and stores this step's K/V itself (`DecodeRotary`,
   engine/attention/triton_backend.py `FUSED_DECODE_ROTARY`); "off" is the separate `rotary_kv_store` launch.
+- `awq-pdl`: the CUDA AWQ GEMV as a programmatic dependent launch (kernels/awq_gemv_cuda.py `PDL`, off by
+  default); only with `--quantizations awq`.
 
 For each weight format one model runner is built (dummy weights, triton attention); for each context its decode
 CUDA graphs are captured again with the switch off, then on, `--rounds` times in turn, and each capture's
 graph-replayed step is timed by CUDA events (median of `--reps`). Alternating the captures on one runner keeps
 clock drift and machine-to-machine variance out of the difference, and spares a second model load and Triton
-compile per configuration. `pdl` and `fused-rotary` must leave the logits bit-identical (they change when or
-where values are computed, never how); `long-split` changes the split-KV merge order, so its logits may differ.
+compile per configuration. `pdl`, `awq-pdl` and `fused-rotary` must leave the logits bit-identical (they change
+when or where values are computed, never how); `long-split` changes the split-KV merge order, so its logits may differ.
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ from engine.distributed.parallel_state import TPContext  # noqa: E402
 from engine.forward_batch import ForwardMode  # noqa: E402
 from engine.model_config import create_model_config  # noqa: E402
 from engine.model_runner import ModelRunner  # noqa: E402
-from kernels import pdl  # noqa: E402
+from kernels import awq_gemv_cuda, pdl  # noqa: E402
 
 # The module, not the function `kernels` re-exports under the same name.
 decode_attention_module = importlib.import_module("kernels.decode_attention")
 LONG_SPLIT_DEFAULT = decode_attention_module.LONG_SPLIT_FROM
 FUSED_ROTARY_DEFAULT = triton_backend.FUSED_DECODE_ROTARY
+AWQ_PDL_DEFAULT = awq_gemv_cuda.PDL
 
 
 def _set_switch(switch: str, on: bool | None) -> None:
@@ -55,6 +58,8 @@ def _set_switch(switch: str, on: bool | None) -> None:
         pdl.set_enabled(on)
     elif switch == "fused-rotary":
         triton_backend.FUSED_DECODE_ROTARY = FUSED_ROTARY_DEFAULT if on is None else on
+    elif switch == "awq-pdl":
+        awq_gemv_cuda.PDL = AWQ_PDL_DEFAULT if on is None else on
     else:
         decode_attention_module.LONG_SPLIT_FROM = LONG_SPLIT_DEFAULT if on in (True, None) else 1 << 30
 
@@ -100,7 +105,7 @@ def _runner(model: str, quantization: str, batch_size: int, max_context: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary"], required=True)
+    parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary", "awq-pdl"], required=True)
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--quantizations", default="bf16", help="comma-separated: bf16, fp8, awq")
     parser.add_argument("--contexts", type=int, nargs="+", default=[640])
@@ -112,6 +117,8 @@ def main() -> None:
         parser.error("--contexts: at least 2 tokens each")
     if ns.batch_size < 1:
         parser.error("--batch-size: at least 1")
+    if ns.switch == "awq-pdl" and ns.quantizations.replace(" ", "") != "awq":
+        parser.error("--switch awq-pdl: only with --quantizations awq")
     if not torch.cuda.is_available():
         sys.exit("step_ab.py: needs a CUDA GPU")
     if ns.switch == "pdl" and (not pdl.HAS_GDC or torch.cuda.get_device_capability() < (9, 0)):
@@ -133,7 +140,7 @@ def main() -> None:
               f"{r['delta_pct']:7.2f}% {r['logits_max_diff']:12.3g} {r['logits_repeat_diff']:8.3g}")
     if any(r["logits_repeat_diff"] != 0 for r in rows):
         sys.exit("step_ab.py: the step is not deterministic (logits differ between rounds of one setting)")
-    if ns.switch in ("pdl", "fused-rotary") and any(r["logits_max_diff"] != 0 for r in rows):
+    if ns.switch in ("pdl", "fused-rotary", "awq-pdl") and any(r["logits_max_diff"] != 0 for r in rows):
         sys.exit(f"step_ab.py: {ns.switch} changed the logits")
 
 

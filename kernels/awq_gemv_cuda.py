@@ -16,11 +16,20 @@ bf16 or fp16 activations, an sm_80+ GPU with NVRTC (`kernels.cuda_rtc`).
 from __future__ import annotations
 
 import ctypes
+import functools
+import logging
+import os
 from typing import NamedTuple
 
 import torch
 
 from kernels import cuda_rtc
+
+logger = logging.getLogger(__name__)
+# TESSERA_AWQ_CUDA_PDL=1: launch the GEMV as a programmatic dependent launch on sm_90+ (`AwqCudaConfig.pdl`).
+# Off until measured in the engine (`bench/step_ab.py --switch awq-pdl`); read at each launch, so graphs keep
+# what they captured.
+PDL = os.environ.get("TESSERA_AWQ_CUDA_PDL", "0") == "1"
 
 GROUP = 128
 TILE_N = 16
@@ -35,6 +44,7 @@ class AwqCudaConfig(NamedTuple):
     tiles: int = 1  # 16-row tiles per CTA
     warps: int = 8  # warps per CTA, splitting K by groups
     depth: int = 2  # groups of weights in flight per warp
+    pdl: bool = False  # programmatic dependent launch (sm_90+): weight loads overlap the previous kernel's tail
 
 
 class AwqCudaWeights(NamedTuple):
@@ -45,9 +55,30 @@ class AwqCudaWeights(NamedTuple):
 
 
 def supports(n: int, k: int, group_size: int, dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether `awq_gemv_cuda` takes this layer (else the Triton GEMV does)."""
+    """Whether `awq_gemv_cuda` takes this layer (else the Triton GEMV does): the shape and dtype fit, and the
+    kernel builds and loads on this device (checked once per device and dtype, see `builds_on`)."""
     return (device.type == "cuda" and group_size == GROUP and k % GROUP == 0 and n % TILE_N == 0
-            and dtype in MAGIC and torch.cuda.get_device_capability(device) >= (8, 0) and cuda_rtc.nvrtc_available())
+            and dtype in MAGIC and torch.cuda.get_device_capability(device) >= (8, 0) and builds_on(device, dtype))
+
+
+@functools.cache
+def _builds_on(index: int, dtype: torch.dtype) -> bool:
+    try:
+        expr = f"awq_gemv_mma<1, 8, 2, 0, false, false, {str(dtype == torch.bfloat16).lower()}>"
+        cuda_rtc.get_function("awq_gemv.cu", expr, torch.device("cuda", index))
+        return True
+    except (cuda_rtc.CudaRtcError, OSError) as exc:
+        # No NVRTC, an NVRTC too old for this GPU, a driver that refuses the cubin: the Triton GEMV serves.
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        logger.warning("AWQ CUDA GEMV unavailable on cuda:%d (%s); using the Triton GEMV", index,
+                       next((line.strip() for line in lines if "error" in line), lines[0]))
+        return False
+
+
+def builds_on(device: torch.device, dtype: torch.dtype) -> bool:
+    """Compiles (or finds cached) and loads one instance of the kernel on `device`, once per process: a
+    failure falls back at load with one warning instead of failing the first decode step."""
+    return _builds_on(device.index if device.index is not None else torch.cuda.current_device(), dtype)
 
 
 def _unpack_awq(packed: torch.Tensor) -> torch.Tensor:
@@ -91,7 +122,8 @@ def default_config(n: int, k: int) -> AwqCudaConfig:
     per CTA, 16 for the long K of down (15.5 vs 18.0 us: more of its 112 groups in flight per CTA, and its
     SiLU prologue shared by more rows); 2 tiles per CTA for the wide gate_up (23.7 vs 26.7 us) and for down;
     depth 2 ties or beats 4 everywhere."""
-    return AwqCudaConfig(tiles=2 if n >= 16384 or k > 8192 else 1, warps=16 if k > 8192 else 8, depth=2)
+    return AwqCudaConfig(tiles=2 if n >= 16384 or k > 8192 else 1, warps=16 if k > 8192 else 8, depth=2,
+                         pdl=PDL)
 
 
 def _ptr(t: torch.Tensor | None, fallback: torch.Tensor) -> ctypes.c_void_p:
@@ -114,8 +146,9 @@ def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | No
                 f"{name}: expected contiguous {x.dtype} with {size} elements")
     cfg = config or default_config(n, k)
     prologue = PROLOGUE_SILU_MUL if silu_mul else PROLOGUE_RMSNORM if norm_weight is not None else PROLOGUE_NONE
+    pdl = cfg.pdl and torch.cuda.get_device_capability(x.device) >= (9, 0)
     expr = (f"awq_gemv_mma<{cfg.tiles}, {cfg.warps}, {cfg.depth}, {prologue}, {str(bias is not None).lower()}, "
-            f"{str(residual is not None).lower()}, {str(x.dtype == torch.bfloat16).lower()}>")
+            f"{str(residual is not None).lower()}, {str(x.dtype == torch.bfloat16).lower()}, {str(pdl).lower()}>")
     fn = cuda_rtc.get_function("awq_gemv.cu", expr, x.device)
     out = torch.empty((1, n), dtype=x.dtype, device=x.device)
     groups = k // GROUP
@@ -124,5 +157,31 @@ def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | No
     fn.launch(grid, (32 * cfg.warps, 1, 1), shared,
               [ctypes.c_void_p(x.data_ptr()), _ptr(norm_weight, x), ctypes.c_void_p(w.qweight.data_ptr()),
                ctypes.c_void_p(w.scale_zero.data_ptr()), _ptr(bias, x), _ptr(residual, x),
-               ctypes.c_void_p(out.data_ptr()), ctypes.c_int32(n), ctypes.c_int32(k), ctypes.c_float(eps)])
+               ctypes.c_void_p(out.data_ptr()), ctypes.c_int32(n), ctypes.c_int32(k), ctypes.c_float(eps)],
+              programmatic=pdl)
+    return out
+
+
+MAX_COLUMNS = 8  # rows of x per `awq_gemm_small` launch: the mma's B operand has 8 columns
+
+
+def awq_gemm_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | None = None) -> torch.Tensor:
+    """x [M, K] -> [M, N] in x's dtype, no prologue or epilogue: small-batch decode. Each launch takes up to 8
+    rows of x as the mma's 8 B columns and streams the weights once, so M rows cost ceil(M / 8) weight passes."""
+    n, k = w.n, w.k
+    assert x.dim() == 2 and x.shape[1] == k and x.stride(1) == 1 and x.shape[0] >= 1, (
+        f"x: expected [M, {k}] with contiguous rows, got {tuple(x.shape)}")
+    assert x.dtype in MAGIC and x.is_cuda, f"x: bf16 / fp16 on a GPU, got {x.dtype} on {x.device}"
+    x = x.contiguous()
+    cfg = config or default_config(n, k)
+    fn = cuda_rtc.get_function("awq_gemv.cu", f"awq_gemm_small<{cfg.tiles}, {cfg.warps}, {cfg.depth}, "
+                                              f"{str(x.dtype == torch.bfloat16).lower()}>", x.device)
+    out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
+    grid = (-(-n // (TILE_N * cfg.tiles)), 1, 1)
+    for m0 in range(0, x.shape[0], MAX_COLUMNS):
+        rows = min(MAX_COLUMNS, x.shape[0] - m0)
+        fn.launch(grid, (32 * cfg.warps, 1, 1), 0,
+                  [ctypes.c_void_p(x[m0].data_ptr()), ctypes.c_void_p(w.qweight.data_ptr()),
+                   ctypes.c_void_p(w.scale_zero.data_ptr()), ctypes.c_void_p(out[m0].data_ptr()),
+                   ctypes.c_int32(rows), ctypes.c_int32(n), ctypes.c_int32(k)])
     return out

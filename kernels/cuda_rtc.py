@@ -22,6 +22,21 @@ import torch
 
 CUDA_DIR = Path(__file__).resolve().parent / "cuda"
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
+_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6
+
+
+class _LaunchAttribute(ctypes.Structure):
+    # CUlaunchAttribute: the id, padding to 8 bytes, a 64-byte value union (here its first int)
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int),
+                ("value_rest", ctypes.c_char * 60)]
+
+
+class _LaunchConfig(ctypes.Structure):
+    # CUlaunchConfig
+    _fields_ = [("grid_x", ctypes.c_uint), ("grid_y", ctypes.c_uint), ("grid_z", ctypes.c_uint),
+                ("block_x", ctypes.c_uint), ("block_y", ctypes.c_uint), ("block_z", ctypes.c_uint),
+                ("shared_bytes", ctypes.c_uint), ("stream", ctypes.c_void_p),
+                ("attrs", ctypes.POINTER(_LaunchAttribute)), ("num_attrs", ctypes.c_uint)]
 _lock = threading.Lock()
 _nvrtc: ctypes.CDLL | None = None
 _driver: ctypes.CDLL | None = None
@@ -130,7 +145,9 @@ class CudaFunction:
         self._max_dynamic_smem = 48 * 1024
 
     def launch(self, grid: tuple[int, int, int], block: tuple[int, int, int], shared_bytes: int,
-               args: list) -> None:
+               args: list, programmatic: bool = False) -> None:
+        """`programmatic`: programmatic dependent launch (sm_90+): the kernel may start while the previous one
+        in the stream finishes and must itself wait (`griddepcontrol.wait`) before reading what that one wrote."""
         drv = _load_driver()
         if shared_bytes > self._max_dynamic_smem:
             _check_cu(drv.cuFuncSetAttribute(self._function, _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -138,9 +155,14 @@ class CudaFunction:
             self._max_dynamic_smem = shared_bytes
         params = (ctypes.c_void_p * len(args))(*[ctypes.addressof(a) for a in args])
         stream = ctypes.c_void_p(torch.cuda.current_stream(self.device).cuda_stream)
-        _check_cu(drv.cuLaunchKernel(self._function, *[ctypes.c_uint(v) for v in grid],
-                                     *[ctypes.c_uint(v) for v in block], ctypes.c_uint(shared_bytes), stream,
-                                     params, None), "cuLaunchKernel")
+        if not programmatic:
+            _check_cu(drv.cuLaunchKernel(self._function, *[ctypes.c_uint(v) for v in grid],
+                                         *[ctypes.c_uint(v) for v in block], ctypes.c_uint(shared_bytes), stream,
+                                         params, None), "cuLaunchKernel")
+            return
+        attr = _LaunchAttribute(id=_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
+        config = _LaunchConfig(*grid, *block, shared_bytes, stream, ctypes.pointer(attr), 1)
+        _check_cu(drv.cuLaunchKernelEx(ctypes.byref(config), self._function, params, None), "cuLaunchKernelEx")
 
 
 def _cache_dir() -> Path:

@@ -12,6 +12,7 @@ times slower for no gain in what the tests check (the unpack itself is the same 
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from torch import nn
 from engine.args import ArgsError
 from engine.quant.base import LinearMethod, ShardLayout, UnquantizedLinearMethod, add_param
 from engine.quant.config import QuantConfig
+
+logger = logging.getLogger(__name__)
 
 PACK = 8  # int4 values per int32
 # Nibble i of a packed int32 holds column AWQ_PACK_ORDER[i] of its 8 (AutoAWQ's order, made for its
@@ -35,8 +38,25 @@ AWQ_UNPACK_NIBBLE = (0, 4, 1, 5, 2, 6, 3, 7)
 # (2026-12-02): at 64 rows the Triton GEMM took 2,687 us per layer vs 1,120 us dequantize + cuBLAS (256 rows:
 # 7,167 vs 1,182), batch-1 TTFT 334 -> 48 ms; below 64 rows it was not measured.
 DEQUANT_MATMUL_MIN_ROWS = int(os.environ.get("TESSERA_AWQ_DEQUANT_MIN_ROWS") or 64)
-# TESSERA_AWQ_CUDA_GEMV=0: batch-1 decode through the Triton GEMV (kernels/awq_gemv.py) instead of the CUDA one.
-AWQ_CUDA_GEMV = os.environ.get("TESSERA_AWQ_CUDA_GEMV", "1") != "0"
+# Batches of 2..TESSERA_AWQ_CUDA_MAX_ROWS rows through the CUDA kernel too (`awq_gemm_cuda`: 8 rows per weight pass)
+# instead of the Triton GEMM. 1 (off) until measured on a GPU (`bench/awq_cuda_bench.py --rows`).
+AWQ_CUDA_MAX_ROWS = int(os.environ.get("TESSERA_AWQ_CUDA_MAX_ROWS") or 1)
+# The CUDA GEMV's weight copy may take at most this share of the GPU memory free after loading (the KV cache's
+# source) unless TESSERA_AWQ_CUDA_GEMV=1 insists; TESSERA_AWQ_CUDA_GEMV=0 turns it off.
+AWQ_CUDA_COPY_MAX_SHARE = 0.10
+
+
+def cuda_gemv_plan(extra_bytes: int, free_bytes: int, env: str | None) -> tuple[bool, str]:
+    """(use the CUDA GEMV, why) for a weight copy of `extra_bytes` with `free_bytes` free on the GPU."""
+    gib = f"{extra_bytes / 2**30:.2f} GiB weight copy"
+    if env == "0":
+        return False, "TESSERA_AWQ_CUDA_GEMV=0"
+    if env == "1":
+        return True, f"{gib}, forced by TESSERA_AWQ_CUDA_GEMV=1"
+    if extra_bytes > AWQ_CUDA_COPY_MAX_SHARE * free_bytes:
+        return False, (f"its {gib} would take more than {AWQ_CUDA_COPY_MAX_SHARE:.0%} of the "
+                       f"{free_bytes / 2**30:.1f} GiB free for the KV cache; TESSERA_AWQ_CUDA_GEMV=1 forces it")
+    return True, gib
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
@@ -144,26 +164,42 @@ class AWQLinearMethod(LinearMethod):
 
     def process_weights_after_loading(self, layer: nn.Module) -> None:
         if layer.qweight.is_cuda:
-            from kernels import awq_gemv_cuda
             from kernels.awq_gemv import gemv_locks
 
             # Split-K arrival counters (GEMV, small-M GEMM): allocated here, never inside a CUDA-graph capture.
             # N/8 counters cover the GEMM's tiles too (block_m 16 at M <= 64: 4 * N/128 <= N/8).
             layer.register_buffer("awq_gemv_locks", gemv_locks(layer.scales.shape[1], layer.scales.device),
                                   persistent=False)
-            # Batch-1 decode through the tensor-core CUDA GEMV (kernels/awq_gemv_cuda.py) where it applies: a
-            # second copy of the int4 weights in its layout (+ ~0.5 byte per weight); prefill keeps AutoAWQ's.
-            k, n = layer.qweight.shape[0], layer.scales.shape[1]
-            layer.awq_cuda_weights = None
-            if AWQ_CUDA_GEMV and awq_gemv_cuda.supports(n, k, self.group_size, layer.scales.dtype,
-                                                        layer.scales.device):
-                layer.awq_cuda_weights = awq_gemv_cuda.repack_awq_for_cuda(layer.qweight, layer.qzeros,
-                                                                           layer.scales, self.group_size)
+            layer.awq_cuda_weights = None  # `finish_loading` decides, for the whole model
             return
         weight = dequantize_awq(layer.qweight, layer.qzeros, layer.scales, self.group_size)  # [in, out]
         for name in ("qweight", "qzeros", "scales"):
             delattr(layer, name)
         layer.weight = nn.Parameter(weight.t().contiguous(), requires_grad=False)  # [out, in]
+
+    @classmethod
+    def finish_loading(cls, layers: list[nn.Module]) -> None:
+        """Batch-1 decode through the tensor-core CUDA GEMV (kernels/awq_gemv_cuda.py) for the layers it takes:
+        a second copy of their int4 weights in its layout (~0.5 byte per weight; prefill and small batches keep
+        AutoAWQ's), made only when `cuda_gemv_plan` says the memory allows it."""
+        from kernels import awq_gemv_cuda
+
+        layers = [layer for layer in layers if hasattr(layer, "awq_cuda_weights")]  # CUDA, packed
+        eligible = [layer for layer in layers if awq_gemv_cuda.supports(
+            layer.scales.shape[1], layer.qweight.shape[0], layer.quant_method.group_size, layer.scales.dtype,
+            layer.scales.device)]
+        if not eligible:
+            return
+        device = eligible[0].scales.device
+        extra = sum(layer.qweight.numel() * 4 + layer.scales.numel() * 4 for layer in eligible)
+        free, _ = torch.cuda.mem_get_info(device)
+        use, reason = cuda_gemv_plan(extra, free, os.environ.get("TESSERA_AWQ_CUDA_GEMV"))
+        logger.info("AWQ batch-1 GEMV: %s (%d of %d layers eligible; %s)", "CUDA" if use else "Triton",
+                    len(eligible), len(layers), reason)
+        if use:
+            for layer in eligible:
+                layer.awq_cuda_weights = awq_gemv_cuda.repack_awq_for_cuda(layer.qweight, layer.qzeros,
+                                                                           layer.scales, layer.quant_method.group_size)
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         if not x.is_cuda:
@@ -176,10 +212,13 @@ class AWQLinearMethod(LinearMethod):
         if x.stride(-1) != 1:
             x = x.contiguous()
         packed = (layer.qweight, layer.qzeros, layer.scales, self.group_size)
-        if x.shape[0] == 1 and layer.awq_cuda_weights is not None and x.dtype == layer.scales.dtype:
-            from kernels.awq_gemv_cuda import awq_gemv_cuda
+        cuda_rows = 1 if x.shape[0] == 1 else AWQ_CUDA_MAX_ROWS
+        if x.shape[0] <= cuda_rows and layer.awq_cuda_weights is not None and x.dtype == layer.scales.dtype:
+            from kernels.awq_gemv_cuda import awq_gemm_cuda, awq_gemv_cuda
 
-            out = awq_gemv_cuda(x.contiguous(), layer.awq_cuda_weights)
+            x = x.contiguous()
+            out = (awq_gemv_cuda(x, layer.awq_cuda_weights) if x.shape[0] == 1
+                   else awq_gemm_cuda(x, layer.awq_cuda_weights))
         elif x.shape[0] == 1:
             out = awq_gemv(x, *packed, locks=layer.awq_gemv_locks)
         elif x.shape[0] >= DEQUANT_MATMUL_MIN_ROWS:

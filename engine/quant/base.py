@@ -77,6 +77,12 @@ class LinearMethod(ABC):
     def process_weights_after_loading(self, layer: nn.Module) -> None:
         return None
 
+    @classmethod
+    def finish_loading(cls, layers: list[nn.Module]) -> None:
+        """Called once per method class after every layer's `process_weights_after_loading`, with all the
+        layers of this class: for decisions that need the whole model (e.g. memory for extra copies)."""
+        return None
+
     @abstractmethod
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor: ...
 
@@ -110,7 +116,11 @@ def is_quantized(module: nn.Module) -> bool:
 
 @torch.no_grad()
 def process_weights_after_loading(model: nn.Module) -> None:
+    by_class: dict[type, list[nn.Module]] = {}
     for module in model.modules():
         method = getattr(module, "quant_method", None)
         if method is not None:
             method.process_weights_after_loading(module)
+            by_class.setdefault(type(method), []).append(module)
+    for cls, layers in by_class.items():
+        cls.finish_loading(layers)

@@ -74,7 +74,20 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 // PROLOGUE 0: x as it is; 1: RMSNorm(x) * gamma; 2: SiLU(x[:K]) * x[K:].
 // Shared memory: x' [K] 16-bit (as K/2 u32), xsum [K/128] fp32, partials [WARPS][NT*16] fp32, scratch [32] fp32.
-template <int NT, int WARPS, int DEPTH, int PROLOGUE, bool HAS_BIAS, bool ADD_RESIDUAL, bool BF16>
+// PDL (sm_90+, launched with programmatic stream serialization): the weight requests go out before waiting for the
+// kernel that wrote x, and the next kernel may launch once this one's K loop is done.
+__device__ __forceinline__ void wait_for_prior_grid() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_next_grid() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+template <int NT, int WARPS, int DEPTH, int PROLOGUE, bool HAS_BIAS, bool ADD_RESIDUAL, bool BF16, bool PDL = false>
 __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
     const u16* __restrict__ x, const u16* __restrict__ gamma, const uint4* __restrict__ qweight,
     const u32* __restrict__ scale_zero, const u16* __restrict__ bias, const u16* __restrict__ residual,
@@ -112,6 +125,8 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
   for (int d = 0; d < DEPTH; ++d) {
     if (d < ng) { AWQ_LOAD_GROUP(d, gbeg + d) }
   }
+
+  if (PDL) wait_for_prior_grid();  // x (and the residual) come from the kernel before; the weights do not
 
   // Prologue: x' (rounded as the unfused ops round) into shared memory.
   const int pairs = K >> 1;
@@ -206,6 +221,7 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
     }
   }
 #undef AWQ_LOAD_GROUP
+  if (PDL) allow_next_grid();
 
   if (c == 0) {
 #pragma unroll
@@ -225,6 +241,109 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
       u16 o = H::round(y);
       if (ADD_RESIDUAL) o = H::round(H::f32(o) + H::f32(residual[row]));
       out[row] = o;
+    }
+  }
+}
+
+// Up to 8 rows of x at once (small-batch decode): row m of x is column m of the mma's B operand, so the weights
+// are still streamed once per launch and the 8 columns the batch-1 kernel duplicates carry real rows. No
+// prologue here (the engine's batched path runs its norms as their own kernels), and x is read straight from
+// global memory (L1 / L2: it is small) instead of shared memory, which could not hold 8 rows of a long K.
+// sum_k x[m, k] per group, for the zero-point correction, is one more mma per k step with an all-ones A.
+template <int NT, int WARPS, int DEPTH, bool BF16>
+__global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
+    const u16* __restrict__ x, const uint4* __restrict__ qweight, const u32* __restrict__ scale_zero,
+    u16* __restrict__ out, int M, int N, int K) {
+  typedef Half<BF16> H;
+  __shared__ float partial[WARPS][NT * 16][8];
+  const int num_groups = K >> 7;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, c = lane & 3;
+  const int tiles = N >> 4;
+  const int tile0 = blockIdx.x * NT;
+  const int per_warp = (num_groups + WARPS - 1) / WARPS;
+  const int gbeg = min(warp * per_warp, num_groups);
+  const int ng = min(gbeg + per_warp, num_groups) - gbeg;
+  const u32 ones2 = BF16 ? 0x3F803F80u : 0x3C003C00u;  // two 1.0
+  // this lane's B column is x row g: rows past M read nothing and stay 0
+  const u32* xrow = reinterpret_cast<const u32*>(x + (size_t)min(g, M - 1) * K);
+  const bool live = g < M;
+
+  uint4 wbuf[DEPTH][NT][2];
+  u32 szbuf[DEPTH][NT][2];
+
+#define AWQ_LOAD_GROUP(d, G)                                                                   \
+  _Pragma("unroll") for (int nt = 0; nt < NT; ++nt) {                                          \
+    const int tile = min(tile0 + nt, tiles - 1);                                               \
+    const uint4* base = qweight + ((size_t)tile * num_groups + (G)) * 64;                     \
+    wbuf[d][nt][0] = load_stream(base + lane);                                                 \
+    wbuf[d][nt][1] = load_stream(base + 32 + lane);                                            \
+    szbuf[d][nt][0] = __ldg(scale_zero + (size_t)(G) * N + tile * 16 + g);                     \
+    szbuf[d][nt][1] = __ldg(scale_zero + (size_t)(G) * N + tile * 16 + g + 8);                 \
+  }
+
+#pragma unroll
+  for (int d = 0; d < DEPTH; ++d) {
+    if (d < ng) { AWQ_LOAD_GROUP(d, gbeg + d) }
+  }
+
+  float total[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) total[nt][0] = total[nt][1] = total[nt][2] = total[nt][3] = 0.f;
+
+  for (int i0 = 0; i0 < ng; i0 += DEPTH) {
+#pragma unroll
+    for (int d = 0; d < DEPTH; ++d) {
+      const int i = i0 + d;
+      if (i < ng) {
+        const int G = gbeg + i;
+        float acc[NT][4], xsum[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+        const u32* xg = xrow + (G << 6);
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+          const u32 b0 = live ? __ldg(xg + t * 8 + c) : 0u, b1 = live ? __ldg(xg + t * 8 + 4 + c) : 0u;
+          H::mma(xsum, ones2, ones2, ones2, ones2, b0, b1);  // D[., m] = sum of x row m over these 16 k
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            const u32 q = word_of(wbuf[d][nt][t >> 2], t & 3);
+            H::mma(acc[nt], nibbles(q, H::MAGIC2), nibbles(q >> 4, H::MAGIC2), nibbles(q >> 8, H::MAGIC2),
+                   nibbles(q >> 12, H::MAGIC2), b0, b1);
+          }
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {  // rows g (d[0], d[1]) and g + 8 (d[2], d[3]); columns 2c, 2c + 1
+            const u32 sz = szbuf[d][nt][r];
+            const float s = H::f32((u16)(sz & 0xffffu)), zb = H::f32((u16)(sz >> 16));
+            total[nt][2 * r] += s * (acc[nt][2 * r] - zb * xsum[0]);
+            total[nt][2 * r + 1] += s * (acc[nt][2 * r + 1] - zb * xsum[1]);
+          }
+        }
+        if (i + DEPTH < ng) { AWQ_LOAD_GROUP(d, G + DEPTH) }
+      }
+    }
+  }
+#undef AWQ_LOAD_GROUP
+
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    partial[warp][nt * 16 + g][2 * c] = total[nt][0];
+    partial[warp][nt * 16 + g][2 * c + 1] = total[nt][1];
+    partial[warp][nt * 16 + g + 8][2 * c] = total[nt][2];
+    partial[warp][nt * 16 + g + 8][2 * c + 1] = total[nt][3];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < NT * 16 * 8; e += WARPS * 32) {
+    const int m = e / (NT * 16), r = e % (NT * 16);  // consecutive threads: consecutive rows of one x row
+    const int row = tile0 * 16 + r;
+    if (m < M && row < N) {
+      float y = 0.f;
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) y += partial[w][r][m];
+      out[(size_t)m * N + row] = H::round(y);
     }
   }
 }

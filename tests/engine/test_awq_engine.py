@@ -140,3 +140,57 @@ def test_awq_dummy_weights_for_benchmarks(tmp_path):
                               return_logprob=True)
     assert len(out["output_ids"]) == 4
     assert all(math.isfinite(lp) for lp, _, _ in out["meta_info"]["output_token_logprobs"])
+
+
+def test_cuda_gemv_plan_weighs_the_weight_copy() -> None:
+    """The CUDA GEMV's second copy of the int4 weights is made when it takes <= 10 % of the free memory (an 8B
+    model on an H200), not when it would eat the KV cache (a 70B model on one 80 GB GPU), unless forced; the
+    reason is what the startup log prints."""
+    from engine.quant.awq import cuda_gemv_plan
+
+    gib = 2**30
+    assert cuda_gemv_plan(int(3.6 * gib), 128 * gib, None) == (True, "3.60 GiB weight copy")
+    use, why = cuda_gemv_plan(35 * gib, 43 * gib, None)
+    assert not use and why == ("its 35.00 GiB weight copy would take more than 10% of the 43.0 GiB free for the "
+                               "KV cache; TESSERA_AWQ_CUDA_GEMV=1 forces it")
+    assert cuda_gemv_plan(35 * gib, 43 * gib, "1") == (True, "35.00 GiB weight copy, forced by TESSERA_AWQ_CUDA_GEMV=1")
+    assert cuda_gemv_plan(1, 128 * gib, "0") == (False, "TESSERA_AWQ_CUDA_GEMV=0")
+
+
+@pytest.mark.parametrize(("free_gib", "env", "repacked"), [(64, None, True), (1e-6, None, False), (1e-6, "1", True),
+                                                         (64, "0", False)])
+def test_finish_loading_repacks_when_the_plan_allows(monkeypatch, free_gib, env, repacked) -> None:
+    """`AWQLinearMethod.finish_loading` (run once for the whole model after loading): the layers the CUDA GEMV
+    takes get its repacked weights when `cuda_gemv_plan` allows the copy, the others keep None (Triton GEMV).
+    The GPU checks (`supports`, free memory) are stubbed; the repack itself is plain torch."""
+    import torch
+    from torch import nn
+
+    from engine.quant import awq
+    from kernels import awq_gemv_cuda
+    from kernels.awq_gemv_cuda import repack_awq_for_cuda
+
+    def layer(n: int) -> nn.Module:
+        m = nn.Module()
+        m.qweight = torch.randint(-2**31, 2**31 - 1, (256, n // 8), dtype=torch.int32)
+        m.qzeros = torch.randint(-2**31, 2**31 - 1, (2, n // 8), dtype=torch.int32)
+        m.scales = torch.rand(2, n).to(torch.bfloat16)
+        m.quant_method = awq.AWQLinearMethod(128)
+        m.awq_cuda_weights = None
+        return m
+
+    layers = [layer(32), layer(24)]  # 24 rows: not a multiple of 16, so the Triton GEMV keeps it
+    monkeypatch.setattr(awq_gemv_cuda, "supports", lambda n, k, g, dtype, device: n % 16 == 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(free_gib * 2**30), 80 * 2**30))
+    if env is None:
+        monkeypatch.delenv("TESSERA_AWQ_CUDA_GEMV", raising=False)
+    else:
+        monkeypatch.setenv("TESSERA_AWQ_CUDA_GEMV", env)
+    awq.AWQLinearMethod.finish_loading(layers)
+    assert layers[1].awq_cuda_weights is None
+    if repacked:
+        expected = repack_awq_for_cuda(layers[0].qweight, layers[0].qzeros, layers[0].scales)
+        assert torch.equal(layers[0].awq_cuda_weights.qweight, expected.qweight)
+        assert torch.equal(layers[0].awq_cuda_weights.scale_zero, expected.scale_zero)
+    else:
+        assert layers[0].awq_cuda_weights is None

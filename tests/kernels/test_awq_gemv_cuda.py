@@ -10,7 +10,14 @@ import torch.nn.functional as F
 
 from engine.quant.awq import dequantize_awq, unpack_int4
 from kernels import cuda_rtc
-from kernels.awq_gemv_cuda import LAYOUT_NIBBLES, MAGIC, AwqCudaConfig, awq_gemv_cuda, repack_awq_for_cuda
+from kernels.awq_gemv_cuda import (
+    LAYOUT_NIBBLES,
+    MAGIC,
+    AwqCudaConfig,
+    awq_gemm_cuda,
+    awq_gemv_cuda,
+    repack_awq_for_cuda,
+)
 from kernels.cuda_rtc import CudaRtcError, compile_cubin
 
 
@@ -70,6 +77,12 @@ def test_kernel_builds_for_sm90_with_nvrtc() -> None:
                 f"{str(res).lower()}, {str(bf16).lower()}>")
         cubin, lowered = compile_cubin(source, expr, "sm_90")
         assert cubin[:4] == b"\x7fELF" and lowered.startswith("_Z12awq_gemv_mma"), expr
+    for expr in ("awq_gemm_small<1, 8, 2, true>", "awq_gemm_small<2, 16, 4, false>"):
+        assert compile_cubin(source, expr, "sm_90")[0][:4] == b"\x7fELF", expr
+    # the programmatic-dependent-launch instance (griddepcontrol, sm_90 only) and a pre-Hopper build without it
+    for arch in ("sm_90", "sm_80"):
+        cubin, _ = compile_cubin(source, "awq_gemv_mma<2, 16, 2, 2, false, true, true, true>", arch)
+        assert cubin[:4] == b"\x7fELF"
 
 
 def test_compile_error_carries_the_log() -> None:
@@ -141,3 +154,73 @@ def test_awq_gemv_cuda_in_cuda_graph_gpu() -> None:
     torch.cuda.synchronize()
     ref = _reference(x, "plain", None, None, awq)
     assert (out.float() - ref).abs().max().item() <= 2**-7 * ref.abs().max().item()
+
+
+def test_build_failure_falls_back_with_one_warning(monkeypatch, caplog) -> None:
+    """A kernel that cannot be built or loaded on a device (no NVRTC, an unknown architecture) makes
+    `supports` false at load, with one warning, instead of failing the first decode step."""
+    from kernels import awq_gemv_cuda
+
+    def refuse(*args, **kwargs):
+        raise CudaRtcError("NVRTC could not compile awq_gemv_mma<...>:\nerror: unsupported gpu architecture")
+
+    monkeypatch.setattr(cuda_rtc, "get_function", refuse)
+    with caplog.at_level("WARNING", logger="kernels.awq_gemv_cuda"):
+        assert awq_gemv_cuda._builds_on.__wrapped__(0, torch.bfloat16) is False
+    assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
+    assert caplog.records[0].getMessage() == ("AWQ CUDA GEMV unavailable on cuda:0 (error: unsupported gpu "
+                                              "architecture); using the Triton GEMV")
+
+
+@pytest.mark.gpu
+def test_awq_gemv_cuda_pdl_chain_gpu() -> None:
+    """Programmatic dependent launch: each GEMV loads weights before waiting for the kernel that wrote its x. A
+    chain where every launch reads the previous one's output (RMSNorm x -> up, SiLU-mul -> down + residual,
+    4 rounds) gives the same bits with and without PDL, eager and replayed from a CUDA graph."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("PDL needs sm_90")
+    k, inter = 1024, 2048
+    up = repack_awq_for_cuda(*_awq(k, 2 * inter, torch.bfloat16, "cuda", seed=7))
+    down = repack_awq_for_cuda(*_awq(inter, k, torch.bfloat16, "cuda", seed=8))
+    gamma = (torch.rand(k, device="cuda") + 0.5).to(torch.bfloat16)
+    x0 = torch.randn(1, k, device="cuda").to(torch.bfloat16)
+
+    def chain(pdl: bool) -> torch.Tensor:
+        x = x0
+        for _ in range(4):
+            h = awq_gemv_cuda(x, up, AwqCudaConfig(pdl=pdl), norm_weight=gamma)
+            x = awq_gemv_cuda(h, down, AwqCudaConfig(warps=16, tiles=2, pdl=pdl), silu_mul=True, residual=x)
+        return x
+
+    plain = chain(False)
+    assert torch.equal(chain(True), plain)
+    chain(True)  # compiled; now capture
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.cuda.graph(graph):
+        out = chain(True)
+    torch.cuda.current_stream().wait_stream(side)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, plain)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("rows", [2, 5, 8, 13])
+@pytest.mark.parametrize("shape_cfg", [((4096, 6144), AwqCudaConfig()), ((384, 48), AwqCudaConfig(tiles=2)),
+                                       ((1792, 4096), AwqCudaConfig(warps=16, tiles=2))],
+                         ids=["qkv-8b", "ragged", "down-like"])
+def test_awq_gemm_cuda_small_batch_gpu(dtype, rows, shape_cfg) -> None:
+    """Small batches through `awq_gemm_cuda` (up to 8 rows per weight pass; 13 rows = two launches) against
+    x @ dequant(W) in fp32, row by row, within the output's rounding; every row distinct, so a row read from
+    the wrong B column fails."""
+    (k, n), cfg = shape_cfg
+    awq = _awq(k, n, dtype, "cuda", seed=rows + k)
+    torch.manual_seed(rows)
+    x = (torch.randn(rows, k, device="cuda") * 2).to(dtype)
+    out = awq_gemm_cuda(x, repack_awq_for_cuda(*awq), cfg)
+    ref = _reference(x, "plain", None, None, awq)
+    tol = (2**-7 if dtype == torch.bfloat16 else 2**-9) * ref.abs().amax(dim=1, keepdim=True)
+    assert out.shape == (rows, n) and bool(((out.float() - ref).abs() <= tol).all())
