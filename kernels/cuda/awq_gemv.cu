@@ -72,6 +72,18 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Both kernels' weight requests: group G of this CTA's NT tiles into ring slot d (their own wbuf / szbuf, tile0,
+// tiles, num_groups, lane, g). Past-the-end tiles load the last tile: they compute garbage that is never stored.
+#define AWQ_LOAD_GROUP(d, G)                                                                   \
+  _Pragma("unroll") for (int nt = 0; nt < NT; ++nt) {                                          \
+    const int tile = min(tile0 + nt, tiles - 1);                                               \
+    const uint4* base = qweight + ((size_t)tile * num_groups + (G)) * 64;                     \
+    wbuf[d][nt][0] = load_stream(base + lane);                                                 \
+    wbuf[d][nt][1] = load_stream(base + 32 + lane);                                            \
+    szbuf[d][nt][0] = __ldg(scale_zero + (size_t)(G) * N + tile * 16 + g);                     \
+    szbuf[d][nt][1] = __ldg(scale_zero + (size_t)(G) * N + tile * 16 + g + 8);                 \
+  }
+
 // PROLOGUE 0: x as it is; 1: RMSNorm(x) * gamma; 2: SiLU(x[:K]) * x[K:].
 // Shared memory: x' [K] 16-bit (as K/2 u32), xsum [K/128] fp32, partials [WARPS][NT*16] fp32, scratch [32] fp32.
 // PDL (sm_90+, launched with programmatic stream serialization): the weight requests go out before waiting for the
@@ -110,16 +122,6 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
 
   uint4 wbuf[DEPTH][NT][2];
   u32 szbuf[DEPTH][NT][2];
-
-#define AWQ_LOAD_GROUP(d, G)                                                                   \
-  _Pragma("unroll") for (int nt = 0; nt < NT; ++nt) {                                          \
-    const int tile = min(tile0 + nt, tiles - 1); /* past-the-end tiles compute garbage, never stored */ \
-    const uint4* base = qweight + ((size_t)tile * num_groups + (G)) * 64;                     \
-    wbuf[d][nt][0] = load_stream(base + lane);                                                 \
-    wbuf[d][nt][1] = load_stream(base + 32 + lane);                                            \
-    szbuf[d][nt][0] = __ldg(scale_zero + (size_t)(G) * N + tile * 16 + g);                     \
-    szbuf[d][nt][1] = __ldg(scale_zero + (size_t)(G) * N + tile * 16 + g + 8);                 \
-  }
 
 #pragma unroll
   for (int d = 0; d < DEPTH; ++d) {
@@ -220,7 +222,6 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
       }
     }
   }
-#undef AWQ_LOAD_GROUP
   if (PDL) allow_next_grid();
 
   if (c == 0) {
@@ -272,16 +273,6 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
   uint4 wbuf[DEPTH][NT][2];
   u32 szbuf[DEPTH][NT][2];
 
-#define AWQ_LOAD_GROUP(d, G)                                                                   \
-  _Pragma("unroll") for (int nt = 0; nt < NT; ++nt) {                                          \
-    const int tile = min(tile0 + nt, tiles - 1);                                               \
-    const uint4* base = qweight + ((size_t)tile * num_groups + (G)) * 64;                     \
-    wbuf[d][nt][0] = load_stream(base + lane);                                                 \
-    wbuf[d][nt][1] = load_stream(base + 32 + lane);                                            \
-    szbuf[d][nt][0] = __ldg(scale_zero + (size_t)(G) * N + tile * 16 + g);                     \
-    szbuf[d][nt][1] = __ldg(scale_zero + (size_t)(G) * N + tile * 16 + g + 8);                 \
-  }
-
 #pragma unroll
   for (int d = 0; d < DEPTH; ++d) {
     if (d < ng) { AWQ_LOAD_GROUP(d, gbeg + d) }
@@ -326,7 +317,6 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
       }
     }
   }
-#undef AWQ_LOAD_GROUP
 
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
