@@ -15,7 +15,13 @@ from engine.grammar.spec_check import ANY_JSON, GrammarSpecError, compiler_messa
 # swaps in the class xgrammar uses for unbounded strings (no escapes inside bounded strings, which
 # only narrows the output).
 _LOOSE_STRING_CHAR = '[^\\"\\\\\\r\\n]'
-_JSON_STRING_CHAR = '[^\\0-\\x1f\\"\\\\]'
+# xgrammar's UTF-8 decoding takes an encoded surrogate (bytes ED A0 80 .. ED BF BF) for one character of a
+# negated class; no text can hold one, so it decoded to three U+FFFD and broke maxLength (docs/API.md). Both
+# string classes get the surrogates excluded.
+_NO_SURROGATES = '\\uD800-\\uDFFF'
+_JSON_STRING_CHAR = '[^\\0-\\x1f\\"\\\\' + _NO_SURROGATES + ']'
+_BASIC_STRING_CHAR = '[^\\0-\\x1f\\"\\\\\\r\\n]'
+_BASIC_STRING_CHAR_STRICT = '[^\\0-\\x1f\\"\\\\\\r\\n' + _NO_SURROGATES + ']'
 
 
 class GrammarBackendUnavailable(RuntimeError):
@@ -53,9 +59,10 @@ class XGrammarBackend:
     def json_grammar(self, schema: str) -> Any:
         grammar = self._xgr.Grammar.from_json_schema(schema, **self._json_kwargs())
         text = str(grammar)
-        if _LOOSE_STRING_CHAR not in text:
+        if _LOOSE_STRING_CHAR not in text and _BASIC_STRING_CHAR not in text:
             return grammar
-        return self._xgr.Grammar.from_ebnf(text.replace(_LOOSE_STRING_CHAR, _JSON_STRING_CHAR))
+        return self._xgr.Grammar.from_ebnf(text.replace(_LOOSE_STRING_CHAR, _JSON_STRING_CHAR)
+                                           .replace(_BASIC_STRING_CHAR, _BASIC_STRING_CHAR_STRICT))
 
     def compile(self, kind: str, spec: str) -> Any:
         """Raises GrammarSpecError with the compiler's message."""

@@ -94,9 +94,9 @@ def test_bad_spec_is_an_error_before_the_engine(engine):
 
 
 # derandomize: the same drawn schemas on every run, so CI cannot turn red on a fresh draw. A random draw found
-# (fourteenth session) a schema that fails for a reason outside Tessera: xgrammar accepts a UTF-8-encoded
-# surrogate (bytes ED A0 80) as one string character, the detokenizer decodes it to three U+FFFD, and a
-# `maxLength` 4 string came out 6 characters long (docs/API.md, "Known gap").
+# (fourteenth session) that xgrammar takes a UTF-8-encoded surrogate (bytes ED A0 80) for one string character,
+# which the text decodes to three U+FFFD: plain JSON strings now exclude surrogates (engine/grammar/backend.py),
+# but a drawn `pattern` with `.` still admits them (docs/API.md, "Known gap").
 @settings(max_examples=2, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(schemas(), min_size=8, max_size=8))

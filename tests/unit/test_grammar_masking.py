@@ -59,3 +59,20 @@ def test_json_whitespace_default_none_and_bounded_with_the_flag():
     bounded = XGrammarBackend(tok, len(tok), [tok.eos_token_id], max_whitespace_cnt=2)
     assert accepts(bounded, '{"a":1}') and accepts(bounded, '{ "a":  1\n}')
     assert not accepts(bounded, '{"a":   1}')
+
+
+def test_json_strings_refuse_encoded_surrogates():
+    """xgrammar's UTF-8 decoding would take bytes ED A0 80 (U+D800, which no text can hold) for one string
+    character; the backend's JSON grammars exclude U+D800-DFFF from both string classes (bounded and not),
+    so a `maxLength` counts what the decoded text holds. Valid 2-, 3- and 4-byte characters still pass."""
+    tok = AutoTokenizer.from_pretrained(DEMO)
+    backend = XGrammarBackend(tok, len(tok), [tok.eos_token_id])
+    for schema in ('{"type": "string"}', '{"type": "string", "maxLength": 4}',
+                   '{"type": "object", "properties": {"s": {"type": "string"}}, "required": ["s"]}'):
+        compiled = backend.compile("json_schema", schema)
+        wrap = (lambda b: b'{"s": "' + b + b'"}') if "object" in schema else (lambda b: b'"' + b + b'"')
+        for body, ok in ((b"\xed\xa0\x80", False), (b"\xed\xbf\xbf", False), (b"<\xed\xa0\x80H", False),
+                         (b"\xe4\xb8\x80", True), (b"\xed\x9f\xbf", True), (b"\xcf\x80", True),
+                         (b"\xf0\x9f\x98\x80", True), (b"ab", True)):
+            matcher = backend.matcher(compiled)
+            assert matcher.accept_string(wrap(body)) is ok, (schema, body)
