@@ -16,14 +16,26 @@ def local_ranks(args: ServerArgs) -> range:
     return range(args.node_rank * per_node, (args.node_rank + 1) * per_node)
 
 
+def rank_env(payload: str) -> dict[str, str]:
+    """The environment of a rank's child interpreter: ours, plus its payload, our pid (parent_watch), the
+    repository on PYTHONPATH and a pinned MKL code path."""
+    env = {**os.environ, "TESSERA_RANK_PAYLOAD": payload, PARENT_PID_ENV: str(os.getpid())}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    # MKL's conditional numerical reproducibility, pinned to its AVX2 code path: on AVX-512 hosts its default
+    # sgemm rounds a row differently by the row's place in a 5-7 or 9-11 row batch, so two requests with
+    # the same prompt prefix in one CPU step got different logprobs (SGLang select compares them for
+    # equality). Measured no slower on the CPU path's shapes. A value the caller set wins.
+    env.setdefault("MKL_CBWR", "AVX2")
+    return env
+
+
 class RankProcess:
     """One engine rank as a child interpreter: `python -m engine.rank_process <rank>`."""
 
     def __init__(self, rank: int, payload: str) -> None:
         self.name = f"tessera-rank{rank}"
-        env = {**os.environ, "TESSERA_RANK_PAYLOAD": payload, PARENT_PID_ENV: str(os.getpid())}
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+        env = rank_env(payload)
         # Own session, so its own process group: a terminal's Ctrl-C (sent to the foreground group)
         # reaches only the API process, which drains and stops the ranks; they die with it (parent_watch).
         # PR_SET_PDEATHSIG follows the spawning *thread*: spawn from a thread that lives as long as the client.

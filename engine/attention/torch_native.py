@@ -18,6 +18,11 @@ class TorchNativeAttentionBackend(BaseAttentionBackend):
         self.kv_pool.store(layer.layer_id, fb.out_cache_loc, k.view(-1, hkv, d), v.view(-1, hkv, d))
         q = q.view(-1, hq, d)
         out = torch.empty_like(q)  # [T, Hq, D]
+        # On the CPU, SDPA's rounding for a query row depends on how many queries and keys its request has (the
+        # kernel's vector tails; seen on AVX-512 hosts): equal prompt prefixes in one batch (SGLang select's
+        # choices) then got logprobs differing in the last bit. Computed in fp64 and rounded once, a row's
+        # value no longer depends on its neighbours. GPUs keep their own backends' dtype.
+        wide = torch.float64 if q.device.type == "cpu" else None
         req_rows = fb.req_pool_indices.tolist()
         start = 0
         for i, row in enumerate(req_rows):
@@ -30,8 +35,10 @@ class TorchNativeAttentionBackend(BaseAttentionBackend):
             key_pos = torch.arange(seq_len, device=q.device)
             q_pos = torch.arange(prefix_len, prefix_len + ext, device=q.device)
             mask = key_pos[None, :] <= q_pos[:, None]  # [E, S]
+            if wide is not None:
+                qi, keys, vals = qi.to(wide), keys.to(wide), vals.to(wide)
             o = F.scaled_dot_product_attention(qi, keys, vals, attn_mask=mask, scale=layer.scaling,
                                                enable_gqa=hq != hkv)  # [Hq, E, D]
-            out[start:start + ext] = o.transpose(0, 1)
+            out[start:start + ext] = o.transpose(0, 1).to(out.dtype)
             start += ext
         return out.view(-1, hq * d)

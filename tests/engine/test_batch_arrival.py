@@ -57,3 +57,28 @@ def test_one_turn_of_requests_shares_a_step(engine) -> None:
         # The two tokens before the choices are the same in every prompt: equal to the last bit.
         shared = [row[:2] for row in rows]
         assert all(values == shared[0] for values in shared), f"round {i}: {shared}"
+
+
+ROW_PLACE_SCRIPT = """
+import torch
+torch.manual_seed(0)
+w, a = torch.randn(768, 256), torch.randn(3, 256)
+for rows in (5, 6, 7, 9, 10, 11):
+    y = torch.nn.functional.linear(a[:1].expand(rows, 256).contiguous(), w)
+    assert all(torch.equal(y[i], y[0]) for i in range(rows)), rows
+"""
+
+
+def test_rank_processes_round_a_row_alike_wherever_it_sits() -> None:
+    """A rank's interpreter (its environment from `rank_env`) computes a row of a linear layer bit-equal whatever
+    its place in the batch: with MKL's default sgemm on AVX-512 hosts, rows 4+ of a 5-7 or 9-11 row batch
+    rounded differently, so two requests with one prompt prefix in one step could get different logprobs.
+    (On hosts whose BLAS never did this the check holds either way.)"""
+    import subprocess
+    import sys
+
+    from engine.rank_launcher import rank_env
+
+    done = subprocess.run([sys.executable, "-c", ROW_PLACE_SCRIPT], env=rank_env(""), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
