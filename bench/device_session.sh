@@ -389,6 +389,13 @@ for s in "$@"; do
               stage awq-next-pdl 200 python3 bench/step_ab.py --switch awq-pdl --quantizations awq --contexts 640
               stage awq-next-ratio 240 bash -c 'python3 bench/single_stream.py --quantization awq --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep -E "decode_tok_s|AWQ batch-1 GEMV";
                  python3 bench/single_stream.py --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep decode_tok_s' ;;
+    # fifteenth session: the tensor-core CUDA FP8 GEMV (tests, sweep against the Triton GEMV, engine step A/B,
+    # FP8 and bf16 single stream on one machine; the log must say `FP8 batch-1 GEMV: CUDA`)
+    s15-fp8) stage s15-fp8-tests 220 python3 -m pytest -q -m gpu -o addopts="" -rA -x tests/kernels/test_fp8_gemv_cuda.py tests/kernels/test_awq_gemv_cuda.py tests/engine/test_gpu_fp8.py
+             stage s15-fp8-sweep 170 python3 bench/fp8_cuda_bench.py
+             stage s15-fp8-step 150 python3 bench/step_ab.py --switch fp8-cuda --quantizations fp8 --contexts 640
+             stage s15-fp8-ratio 200 bash -c 'python3 bench/single_stream.py --quantization fp8 --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep -E "decode_tok_s|FP8 batch-1 GEMV";
+                python3 bench/single_stream.py --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep decode_tok_s' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

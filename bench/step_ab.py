@@ -3,6 +3,7 @@
     python bench/step_ab.py --switch pdl --quantizations fp8,bf16
     python bench/step_ab.py --switch long-split --contexts 1536 2048 3072
     python bench/step_ab.py --switch fused-rotary --batch-size 256 --contexts 768
+    python bench/step_ab.py --switch fp8-cuda --quantizations fp8   # Triton (off) vs CUDA (on) FP8 GEMV
 
 Switches:
 - `pdl`: programmatic dependent launch of the batch-1 kernels (kernels/pdl.py; off by default).
@@ -12,6 +13,9 @@ Switches:
   engine/attention/triton_backend.py `FUSED_DECODE_ROTARY`); "off" is the separate `rotary_kv_store` launch.
 - `awq-pdl`: the CUDA AWQ GEMV as a programmatic dependent launch (kernels/awq_gemv_cuda.py `PDL`, off by
   default); only with `--quantizations awq`.
+- `fp8-cuda`: the FP8 layers' batch-1 GEMV, the Triton one (off) or the tensor-core CUDA kernel
+  (kernels/fp8_gemv_cuda.py, on: the default where it builds); only with `--quantizations fp8`. Its logits
+  differ by summation order.
 
 For each weight format one model runner is built (dummy weights, triton attention); for each context its decode
 CUDA graphs are captured again with the switch off, then on, `--rounds` times in turn, and each capture's
@@ -52,9 +56,14 @@ FUSED_ROTARY_DEFAULT = triton_backend.FUSED_DECODE_ROTARY
 AWQ_PDL_DEFAULT = awq_gemv_cuda.PDL
 
 
-def _set_switch(switch: str, on: bool | None) -> None:
+def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
     """on=None puts the switch back to its default."""
-    if switch == "pdl":
+    if switch == "fp8-cuda":  # the FP8 layers' batch-1 GEMV: Triton (off) or the CUDA kernel where it was taken
+        for module in runner.model.modules():
+            if hasattr(module, "fp8_cuda_gemv"):
+                taken = module.__dict__.setdefault("fp8_cuda_gemv_taken", module.fp8_cuda_gemv)
+                module.fp8_cuda_gemv = taken and on is not False
+    elif switch == "pdl":
         pdl.set_enabled(on)
     elif switch == "fused-rotary":
         triton_backend.FUSED_DECODE_ROTARY = FUSED_ROTARY_DEFAULT if on is None else on
@@ -75,7 +84,7 @@ def _measure(runner: ModelRunner, switch: str, batch_size: int, context: int, ro
     repeat_diff = 0.0
     for _ in range(rounds):
         for on in (False, True):
-            _set_switch(switch, on)
+            _set_switch(switch, on, runner)
             runner.graph_runner = None  # the old graphs go before the new ones are captured
             gc.collect()
             runner.graph_runner = runner._create_graph_runner()
@@ -86,7 +95,7 @@ def _measure(runner: ModelRunner, switch: str, batch_size: int, context: int, ro
             first.setdefault(on, logits)
             repeat_diff = max(repeat_diff, (logits - first[on]).abs().max().item())
             times[on].append(median_ms(lambda: runner.forward(fb), reps))
-    _set_switch(switch, None)
+    _set_switch(switch, None, runner)
     off, on = statistics.median(times[False]), statistics.median(times[True])
     return {"batch_size": batch_size, "context": context, "off_ms": round(off, 4), "on_ms": round(on, 4), "delta_ms": round(on - off, 4),
             "delta_pct": round(100 * (on - off) / off, 2), "off_runs": [round(t, 4) for t in times[False]],
@@ -105,7 +114,7 @@ def _runner(model: str, quantization: str, batch_size: int, max_context: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary", "awq-pdl"], required=True)
+    parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary", "awq-pdl", "fp8-cuda"], required=True)
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--quantizations", default="bf16", help="comma-separated: bf16, fp8, awq")
     parser.add_argument("--contexts", type=int, nargs="+", default=[640])
@@ -119,6 +128,8 @@ def main() -> None:
         parser.error("--batch-size: at least 1")
     if ns.switch == "awq-pdl" and ns.quantizations.replace(" ", "") != "awq":
         parser.error("--switch awq-pdl: only with --quantizations awq")
+    if ns.switch == "fp8-cuda" and ns.quantizations.replace(" ", "") != "fp8":
+        parser.error("--switch fp8-cuda: only with --quantizations fp8")
     if not torch.cuda.is_available():
         sys.exit("step_ab.py: needs a CUDA GPU")
     if ns.switch == "pdl" and (not pdl.HAS_GDC or torch.cuda.get_device_capability() < (9, 0)):

@@ -14,6 +14,7 @@ import ctypes
 import glob
 import hashlib
 import os
+import re
 import site
 import threading
 from pathlib import Path
@@ -165,6 +166,16 @@ class CudaFunction:
         _check_cu(drv.cuLaunchKernelEx(ctypes.byref(config), self._function, params, None), "cuLaunchKernelEx")
 
 
+_INCLUDE = re.compile(r'^#include "([\w.]+)"$', re.MULTILINE)
+
+
+def read_source(source_file: str) -> str:
+    """`kernels/cuda/<source_file>` with each `#include "name"` line replaced by that file of the same folder
+    (one level: NVRTC gets no include path, and the cache key then covers the headers too)."""
+    text = (CUDA_DIR / source_file).read_text()
+    return _INCLUDE.sub(lambda m: (CUDA_DIR / m.group(1)).read_text().replace("#pragma once\n", ""), text)
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("TESSERA_CUDA_CACHE", Path.home() / ".cache" / "tessera" / "cuda"))
 
@@ -180,7 +191,7 @@ def get_function(source_file: str, name_expression: str, device: torch.device) -
             return fn
         major, minor = torch.cuda.get_device_capability(index)
         arch = f"sm_{major}{minor}"
-        source = (CUDA_DIR / source_file).read_text()
+        source = read_source(source_file)
         digest = hashlib.sha256(f"{arch}\0{name_expression}\0{source}".encode()).hexdigest()[:32]
         path = _cache_dir() / f"{digest}.cubin"
         if path.exists():

@@ -132,7 +132,8 @@ class LlamaDecoderLayer(nn.Module):
 
 def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
     """One fused batch-1 GEMV through `linear`'s weight: 16-bit (`kernels.gemv`), FP8 with its per-row
-    scales (`kernels.fp8_gemv`) or AWQ int4 (`kernels.awq_gemv.awq_gemv`), all with the same prologues and
+    scales (`kernels.fp8_gemv_cuda` where `Fp8LinearMethod.finish_loading` took the layer, else
+    `kernels.fp8_gemv`) or AWQ int4 (`kernels.awq_gemv.awq_gemv`), all with the same prologues and
     epilogues."""
     if getattr(linear, "awq_cuda_weights", None) is not None and x.dtype == linear.scales.dtype:
         from kernels.awq_gemv_cuda import awq_gemv_cuda
@@ -143,6 +144,10 @@ def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
 
         return awq_gemv(x, linear.qweight, linear.qzeros, linear.scales, linear.quant_method.group_size,
                         locks=linear.awq_gemv_locks, **kwargs)
+    if getattr(linear, "fp8_cuda_gemv", False) and x.dtype == linear.fp8_act_dtype:
+        from kernels.fp8_gemv_cuda import fp8_gemv_cuda
+
+        return fp8_gemv_cuda(x, linear.weight, linear.weight_scale, **kwargs)
     if linear.weight.dtype == torch.float8_e4m3fn:
         from kernels.fp8_gemv import fp8_gemv
 

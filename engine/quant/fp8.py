@@ -19,8 +19,9 @@ kernel contract (row-wise scales) serves every layout.
 Activations: dynamic per-token e4m3 scales by default. A static checkpoint's `input_scale`s are used as
 given (packed shards share one input, so the largest of their scales, as calibrated per module, is
 the one that cannot clip). Dispatch (`Fp8LinearMethod.apply`): on CUDA one row goes through the
-weight-only FP8 GEMV (`kernels.fp8_gemv`; activations stay 16-bit; at TP 1 the model's fused batch-1
-path calls it with the norm / SiLU prologues and residual epilogue), more rows through `_scaled_mm`
+weight-only FP8 GEMV (the tensor-core CUDA kernel `kernels.fp8_gemv_cuda` where it builds, sm_89+, else
+the Triton `kernels.fp8_gemv`; activations stay 16-bit; at TP 1 the model's fused batch-1 path calls it with
+the norm / SiLU prologues and residual epilogue), more rows through `_scaled_mm`
 (`kernels.fp8_gemm`); on CPU the weights are dequantized to the compute dtype (`fp8_linear_ref`).
 """
 
@@ -183,6 +184,7 @@ class Fp8LinearMethod(LinearMethod):
     def create_weights(self, layer: nn.Module, in_features: int, out_features: list[int],
                        dtype: torch.dtype) -> None:
         out = sum(out_features)
+        layer.fp8_act_dtype = dtype  # the activations' dtype, for the batch-1 kernel choice (`finish_loading`)
         add_param(layer, "weight", torch.empty(out, in_features, dtype=FP8_DTYPE),
                   ShardLayout(output_dim=0, input_dim=1, dummy_range=_DUMMY_WEIGHT_RANGE))
         add_param(layer, "weight_scale", torch.empty(out, dtype=torch.float32),
@@ -203,8 +205,27 @@ class Fp8LinearMethod(LinearMethod):
             # q/k/v (gate/up) read the same input: the largest calibrated scale never clips it.
             layer.input_scale = nn.Parameter(layer.input_scale.data.max().reshape(()), requires_grad=False)
 
+    @classmethod
+    def finish_loading(cls, layers: list[nn.Module]) -> None:
+        """Batch-1 decode through the tensor-core CUDA GEMV (kernels/fp8_gemv_cuda.py) for the layers it takes
+        (`layer.fp8_cuda_gemv`); it reads the same weight tensor, so this costs no memory. Built here, once, so
+        a GPU or driver that refuses it falls back to the Triton GEMV at load with one warning."""
+        from kernels import fp8_gemv_cuda
+
+        layers = [layer for layer in layers if layer.weight.is_cuda and layer.weight.dtype == FP8_DTYPE]
+        if not layers:
+            return
+        for layer in layers:
+            layer.fp8_cuda_gemv = fp8_gemv_cuda.supports(layer.weight, layer.fp8_act_dtype)
+        taken = sum(layer.fp8_cuda_gemv for layer in layers)
+        reason = "TESSERA_FP8_CUDA_GEMV=0" if not fp8_gemv_cuda.ENABLED else (
+            "needs sm_89+, N % 16 == 0 and K % 64 == 0, a bf16 / fp16 model and NVRTC")
+        logger.info("FP8 batch-1 GEMV: %s (%d of %d layers%s)", "CUDA" if taken else "Triton", taken, len(layers),
+                    "" if taken == len(layers) else f"; the others: {reason}")
+
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        return fp8_apply(x, layer.weight, layer.weight_scale, bias, getattr(layer, "input_scale", None))
+        return fp8_apply(x, layer.weight, layer.weight_scale, bias, getattr(layer, "input_scale", None),
+                         cuda_gemv=getattr(layer, "fp8_cuda_gemv", False))
 
 
 class Fp8QuantizeAtLoadMethod(Fp8LinearMethod):
@@ -216,6 +237,7 @@ class Fp8QuantizeAtLoadMethod(Fp8LinearMethod):
 
     def create_weights(self, layer: nn.Module, in_features: int, out_features: list[int],
                        dtype: torch.dtype) -> None:
+        layer.fp8_act_dtype = dtype
         add_param(layer, "weight", torch.empty(sum(out_features), in_features, dtype=dtype),
                   ShardLayout(output_dim=0, input_dim=1))
 
@@ -231,8 +253,9 @@ class Fp8QuantizeAtLoadMethod(Fp8LinearMethod):
 
 
 def fp8_apply(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None,
-              input_scale: torch.Tensor | None) -> torch.Tensor:
-    """y = x W^T (+ bias) for x [..., in]; picks the kernel by device and row count (module docstring)."""
+              input_scale: torch.Tensor | None, cuda_gemv: bool = False) -> torch.Tensor:
+    """y = x W^T (+ bias) for x [..., in]; picks the kernel by device and row count (module docstring).
+    `cuda_gemv`: one row goes through `kernels.fp8_gemv_cuda` (`Fp8LinearMethod.finish_loading` checked it)."""
     from kernels.fp8_gemm import fp8_linear_ref, fp8_linear_scaled_mm, scaled_mm_supported
 
     shape = x.shape
@@ -240,6 +263,10 @@ def fp8_apply(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
     n, k = weight.shape
     if not x2.is_cuda or x2.dtype not in (torch.bfloat16, torch.float16):
         y = fp8_linear_ref(x2, weight, weight_scale, bias)
+    elif x2.shape[0] == 1 and cuda_gemv:
+        from kernels.fp8_gemv_cuda import fp8_gemv_cuda
+
+        y = fp8_gemv_cuda(x2.contiguous(), weight, weight_scale, bias)
     elif x2.shape[0] == 1:
         from kernels.fp8_gemv import fp8_gemv
 

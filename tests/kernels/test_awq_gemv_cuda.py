@@ -70,7 +70,7 @@ ENGINE_VARIANTS = [(p, bias, res, bf16) for p in (0, 1, 2) for bias in (False, T
 
 def test_kernel_builds_for_sm90_with_nvrtc() -> None:
     """Every prologue / epilogue / dtype instance compiles to an sm_90 cubin (NVRTC runs without a GPU)."""
-    source = (cuda_rtc.CUDA_DIR / "awq_gemv.cu").read_text()
+    source = cuda_rtc.read_source("awq_gemv.cu")
     cfg = AwqCudaConfig()
     for prologue, bias, res, bf16 in ENGINE_VARIANTS[::3] + [ENGINE_VARIANTS[-1]]:
         expr = (f"awq_gemv_mma<{cfg.tiles}, {cfg.warps}, {cfg.depth}, {prologue}, {str(bias).lower()}, "
