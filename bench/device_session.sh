@@ -396,6 +396,15 @@ for s in "$@"; do
              stage s15-fp8-step 150 python3 bench/step_ab.py --switch fp8-cuda --quantizations fp8 --contexts 640
              stage s15-fp8-ratio 200 bash -c 'python3 bench/single_stream.py --quantization fp8 --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep -E "decode_tok_s|FP8 batch-1 GEMV";
                 python3 bench/single_stream.py --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep decode_tok_s' ;;
+    # AWQ with PDL on by default and batches of 2-64 rows through awq_gemm_cuda: GPU tests, single stream, and an
+    # offline 32-request run (decode batches <= 32) with the small-batch kernel off / on, then bf16
+    s15-awq) stage s15-awq-tests 240 python3 -m pytest -q -m gpu -o addopts="" -rA -x tests/kernels/test_awq_gemv_cuda.py tests/engine/test_gpu_awq.py
+             stage s15-awq-single 120 bash -c 'python3 bench/single_stream.py --quantization awq --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep -E "decode_tok_s|AWQ batch-1 GEMV"'
+             stage s15-awq-batch32 260 bash -c 'for v in 1 64 bf16; do echo "AWQ_CUDA_MAX_ROWS=$v";
+                 if [ $v = bf16 ]; then q=""; else q="\"quantization\": \"awq\", "; fi;
+                 TESSERA_AWQ_CUDA_MAX_ROWS=$v python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
+                   --num-prompts 32 --min-input 256 --max-input 1024 --output-len 256 \
+                   --engine-args "{${q}\"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" 2>&1 | tail -1; done' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

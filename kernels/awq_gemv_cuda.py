@@ -26,10 +26,11 @@ import torch
 from kernels import cuda_rtc
 
 logger = logging.getLogger(__name__)
-# TESSERA_AWQ_CUDA_PDL=1: launch the GEMV as a programmatic dependent launch on sm_90+ (`AwqCudaConfig.pdl`).
-# Off until measured in the engine (`bench/step_ab.py --switch awq-pdl`); read at each launch, so graphs keep
-# what they captured.
-PDL = os.environ.get("TESSERA_AWQ_CUDA_PDL", "0") == "1"
+# Launch the GEMV as a programmatic dependent launch on sm_90+ (`AwqCudaConfig.pdl`): its weight requests go out
+# while the previous kernel drains. Measured in the engine (`bench/step_ab.py --switch awq-pdl`, H200, 8B,
+# 2026-12-05): batch-1 step 2.332 -> 2.277 ms (-2.35 %), logits bit-identical; so on by default.
+# TESSERA_AWQ_CUDA_PDL=0 turns it off. Read at each launch, so graphs keep what they captured.
+PDL = os.environ.get("TESSERA_AWQ_CUDA_PDL", "1") != "0"
 
 GROUP = 128
 TILE_N = 16

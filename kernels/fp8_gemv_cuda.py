@@ -1,4 +1,5 @@
-"""Batch-1 FP8 weight-only GEMV on tensor cores (CUDA, `kernels/cuda/fp8_gemv.cu`, built by NVRTC at run time).
+"""Batch-1 FP8 weight-only GEMV on tensor cores (CUDA, `kernels/cuda/fp8_gemv.cu`, built by NVRTC at run time);
+opt-in (`TESSERA_FP8_CUDA_GEMV=1`): measured slower than the Triton GEMV on an H200 (see `ENABLED`).
 
 The Triton FP8 GEMV (`kernels.fp8_gemv`) converts each weight twice on the SM's narrow conversion pipe (e4m3x2 ->
 f16x2, then f16 -> f32 for the FMA) and streams 2.5-3.7 TB/s on an H200 (layer 67.2 us at the 8B shape). This
@@ -26,8 +27,11 @@ from kernels.fp8_quant import FP8_DTYPE
 
 logger = logging.getLogger(__name__)
 
-# TESSERA_FP8_CUDA_GEMV=0 keeps every FP8 layer on the Triton GEMV (kernels/fp8_gemv.py).
-ENABLED = os.environ.get("TESSERA_FP8_CUDA_GEMV", "1") != "0"
+# TESSERA_FP8_CUDA_GEMV=1 puts the FP8 layers that fit on this kernel. Off by default: on an H200 (8B shapes,
+# 2026-12-05, `bench/fp8_cuda_bench.py`) it streamed 2.2-3.1 TB/s against the Triton lean loop's 2.5-3.5 (layer
+# 83.1 vs 68.4 us at each shape's best config) and the batch-1 step went 2.826 -> 3.423 ms
+# (`bench/step_ab.py --switch fp8-cuda`). Correct (GPU tests), kept for the next attempt: see bench/NOTES.md.
+ENABLED = os.environ.get("TESSERA_FP8_CUDA_GEMV", "0") == "1"
 
 TILE_N = 16
 CHUNK_K = 64
@@ -63,7 +67,7 @@ def supports(weight: torch.Tensor, dtype: torch.dtype) -> bool:
     """Whether `fp8_gemv_cuda` takes this weight with activations of `dtype` (else the Triton GEMV does): shape,
     layout and dtype fit, and the kernel builds and loads on the weight's device (checked once per device and
     dtype; a failure logs one warning)."""
-    if not (ENABLED and weight.is_cuda and weight.dtype == FP8_DTYPE and weight.dim() == 2 and dtype in DTYPES):
+    if not (weight.is_cuda and weight.dtype == FP8_DTYPE and weight.dim() == 2 and dtype in DTYPES):
         return False
     n, k = weight.shape
     if n % TILE_N or k % CHUNK_K or weight.stride() != (k, 1) or weight.data_ptr() % 16:

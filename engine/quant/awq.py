@@ -38,9 +38,11 @@ AWQ_UNPACK_NIBBLE = (0, 4, 1, 5, 2, 6, 3, 7)
 # (2026-12-02): at 64 rows the Triton GEMM took 2,687 us per layer vs 1,120 us dequantize + cuBLAS (256 rows:
 # 7,167 vs 1,182), batch-1 TTFT 334 -> 48 ms; below 64 rows it was not measured.
 DEQUANT_MATMUL_MIN_ROWS = int(os.environ.get("TESSERA_AWQ_DEQUANT_MIN_ROWS") or 64)
-# Batches of 2..TESSERA_AWQ_CUDA_MAX_ROWS rows through the CUDA kernel too (`awq_gemm_cuda`: 8 rows per weight pass)
-# instead of the Triton GEMM. 1 (off) until measured on a GPU (`bench/awq_cuda_bench.py --rows`).
-AWQ_CUDA_MAX_ROWS = int(os.environ.get("TESSERA_AWQ_CUDA_MAX_ROWS") or 1)
+# Batches of 2..TESSERA_AWQ_CUDA_MAX_ROWS rows through the CUDA kernel too (`awq_gemm_cuda`: 8 rows per weight
+# pass). H200, 8B shapes (`bench/awq_cuda_bench.py --rows`, 2026-12-05): it beat the Triton GEMM 4-45x and
+# dequantize + cuBLAS 1.4-18x at every size measured, 2 to 64 rows (a layer at 64 rows: 568 vs 1,118 us), so it
+# takes everything below DEQUANT_MATMUL_MIN_ROWS.
+AWQ_CUDA_MAX_ROWS = int(os.environ.get("TESSERA_AWQ_CUDA_MAX_ROWS") or 64)
 # The CUDA GEMV's weight copy may take at most this share of the GPU memory free after loading (the KV cache's
 # source) unless TESSERA_AWQ_CUDA_GEMV=1 insists; TESSERA_AWQ_CUDA_GEMV=0 turns it off.
 AWQ_CUDA_COPY_MAX_SHARE = 0.10

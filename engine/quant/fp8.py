@@ -19,8 +19,8 @@ kernel contract (row-wise scales) serves every layout.
 Activations: dynamic per-token e4m3 scales by default. A static checkpoint's `input_scale`s are used as
 given (packed shards share one input, so the largest of their scales, as calibrated per module, is
 the one that cannot clip). Dispatch (`Fp8LinearMethod.apply`): on CUDA one row goes through the
-weight-only FP8 GEMV (the tensor-core CUDA kernel `kernels.fp8_gemv_cuda` where it builds, sm_89+, else
-the Triton `kernels.fp8_gemv`; activations stay 16-bit; at TP 1 the model's fused batch-1 path calls it with
+weight-only FP8 GEMV (the Triton `kernels.fp8_gemv`, or with TESSERA_FP8_CUDA_GEMV=1 the tensor-core CUDA
+kernel `kernels.fp8_gemv_cuda` where it builds, sm_89+; activations stay 16-bit; at TP 1 the model's fused batch-1 path calls it with
 the norm / SiLU prologues and residual epilogue), more rows through `_scaled_mm`
 (`kernels.fp8_gemm`); on CPU the weights are dequantized to the compute dtype (`fp8_linear_ref`).
 """
@@ -207,21 +207,21 @@ class Fp8LinearMethod(LinearMethod):
 
     @classmethod
     def finish_loading(cls, layers: list[nn.Module]) -> None:
-        """Batch-1 decode through the tensor-core CUDA GEMV (kernels/fp8_gemv_cuda.py) for the layers it takes
+        """With TESSERA_FP8_CUDA_GEMV=1, batch-1 decode through the tensor-core CUDA GEMV
+        (kernels/fp8_gemv_cuda.py, opt-in: slower than the Triton GEMV on an H200) for the layers it takes
         (`layer.fp8_cuda_gemv`); it reads the same weight tensor, so this costs no memory. Built here, once, so
         a GPU or driver that refuses it falls back to the Triton GEMV at load with one warning."""
         from kernels import fp8_gemv_cuda
 
         layers = [layer for layer in layers if layer.weight.is_cuda and layer.weight.dtype == FP8_DTYPE]
-        if not layers:
+        if not layers or not fp8_gemv_cuda.ENABLED:
             return
         for layer in layers:
             layer.fp8_cuda_gemv = fp8_gemv_cuda.supports(layer.weight, layer.fp8_act_dtype)
         taken = sum(layer.fp8_cuda_gemv for layer in layers)
-        reason = "TESSERA_FP8_CUDA_GEMV=0" if not fp8_gemv_cuda.ENABLED else (
-            "needs sm_89+, N % 16 == 0 and K % 64 == 0, a bf16 / fp16 model and NVRTC")
         logger.info("FP8 batch-1 GEMV: %s (%d of %d layers%s)", "CUDA" if taken else "Triton", taken, len(layers),
-                    "" if taken == len(layers) else f"; the others: {reason}")
+                    "" if taken == len(layers) else "; the others need sm_89+, N % 16 == 0, K % 64 == 0, a bf16 / "
+                    "fp16 model and NVRTC")
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         return fp8_apply(x, layer.weight, layer.weight_scale, bias, getattr(layer, "input_scale", None),
