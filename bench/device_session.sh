@@ -404,7 +404,7 @@ for s in "$@"; do
                  if [ $v = bf16 ]; then q=""; else q="\"quantization\": \"awq\", "; fi;
                  TESSERA_AWQ_CUDA_MAX_ROWS=$v python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
                    --num-prompts 32 --min-input 256 --max-input 1024 --output-len 256 \
-                   --engine-args "{${q}\"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" 2>&1 | tail -1; done' ;;
+                   --engine-args "{${q}\"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" 2>&1 | tail -2; done' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac
