@@ -402,7 +402,7 @@ for s in "$@"; do
              stage s15-awq-single 120 bash -c 'python3 bench/single_stream.py --quantization awq --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep -E "decode_tok_s|AWQ batch-1 GEMV"'
              stage s15-awq-batch32 260 bash -c 'for v in 1 64 bf16; do echo "AWQ_CUDA_MAX_ROWS=$v";
                  if [ $v = bf16 ]; then q=""; else q="\"quantization\": \"awq\", "; fi;
-                 TESSERA_AWQ_CUDA_MAX_ROWS=$v python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
+                 TESSERA_AWQ_CUDA_MAX_ROWS=${v/bf16/64} python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
                    --num-prompts 32 --min-input 256 --max-input 1024 --output-len 256 \
                    --engine-args "{${q}\"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" 2>&1 | tail -2; done' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
