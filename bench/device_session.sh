@@ -405,6 +405,13 @@ for s in "$@"; do
                  TESSERA_AWQ_CUDA_MAX_ROWS=${v/bf16/64} python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
                    --num-prompts 32 --min-input 256 --max-input 1024 --output-len 256 \
                    --engine-args "{${q}\"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" 2>&1 | tail -2; done' ;;
+    # awq_gemm_small with up to 4 column groups (32 rows) per weight pass
+    s15-awq32) stage s15-awq32-tests 170 python3 -m pytest -q -m gpu -o addopts="" -rA -x tests/kernels/test_awq_gemv_cuda.py tests/engine/test_gpu_awq.py -k "small_batch or fp16 or matches_reference"
+               stage s15-awq32-rows 60 python3 bench/awq_cuda_bench.py --rows 8,16,24,32,64
+               stage s15-awq32-batch 150 bash -c 'for v in 1 4; do echo "AWQ_CUDA_MAX_GROUPS=$v";
+                 TESSERA_AWQ_CUDA_MAX_GROUPS=$v python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
+                   --num-prompts 32 --min-input 256 --max-input 1024 --output-len 256 \
+                   --engine-args "{\"quantization\": \"awq\", \"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" 2>&1 | tail -2; done' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

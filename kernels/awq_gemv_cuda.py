@@ -163,24 +163,38 @@ def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | No
     return out
 
 
-MAX_COLUMNS = 8  # rows of x per `awq_gemm_small` launch: the mma's B operand has 8 columns
+# Rows of x per `awq_gemm_small` launch: up to 4 mmas (8 B columns each) share one decoded weight fragment.
+# Env TESSERA_AWQ_CUDA_MAX_GROUPS=1 restores one 8-row group per weight pass (the kernel measured on 2026-12-05).
+MAX_GROUPS = max(1, min(4, int(os.environ.get("TESSERA_AWQ_CUDA_MAX_GROUPS") or 4)))
+MAX_COLUMNS = 8 * MAX_GROUPS
+SMALL_SHARED_LIMIT = 48 * 1024  # the kernel's static partial sums: warps x tiles x 16 rows x 8 x groups x fp32
+
+
+def _small_config(cfg: AwqCudaConfig, groups: int) -> AwqCudaConfig:
+    """`cfg` with fewer tiles per CTA where its partial sums for `groups` column groups would not fit."""
+    while cfg.tiles > 1 and cfg.warps * cfg.tiles * TILE_N * 8 * groups * 4 > SMALL_SHARED_LIMIT:
+        cfg = cfg._replace(tiles=cfg.tiles // 2)
+    return cfg
 
 
 def awq_gemm_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | None = None) -> torch.Tensor:
-    """x [M, K] -> [M, N] in x's dtype, no prologue or epilogue: small-batch decode. Each launch takes up to 8
-    rows of x as the mma's 8 B columns and streams the weights once, so M rows cost ceil(M / 8) weight passes."""
+    """x [M, K] -> [M, N] in x's dtype, no prologue or epilogue: small-batch decode. Each launch takes up to 32
+    rows of x, 8 per mma (its B operand's columns), and streams the weights once, so M rows cost ceil(M / 32)
+    weight passes."""
     n, k = w.n, w.k
     assert x.dim() == 2 and x.shape[1] == k and x.stride(1) == 1 and x.shape[0] >= 1, (
         f"x: expected [M, {k}] with contiguous rows, got {tuple(x.shape)}")
     assert x.dtype in MAGIC and x.is_cuda, f"x: bf16 / fp16 on a GPU, got {x.dtype} on {x.device}"
     x = x.contiguous()
-    cfg = config or default_config(n, k)
-    fn = cuda_rtc.get_function("awq_gemv.cu", f"awq_gemm_small<{cfg.tiles}, {cfg.warps}, {cfg.depth}, "
-                                              f"{str(x.dtype == torch.bfloat16).lower()}>", x.device)
     out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
-    grid = (-(-n // (TILE_N * cfg.tiles)), 1, 1)
     for m0 in range(0, x.shape[0], MAX_COLUMNS):
         rows = min(MAX_COLUMNS, x.shape[0] - m0)
+        groups = -(-rows // 8)
+        groups = 4 if groups == 3 else groups  # instances for 1, 2 and 4 groups only
+        cfg = _small_config(config or default_config(n, k), groups)
+        fn = cuda_rtc.get_function("awq_gemv.cu", f"awq_gemm_small<{cfg.tiles}, {cfg.warps}, {cfg.depth}, "
+                                                  f"{str(x.dtype == torch.bfloat16).lower()}, {groups}>", x.device)
+        grid = (-(-n // (TILE_N * cfg.tiles)), 1, 1)
         fn.launch(grid, (32 * cfg.warps, 1, 1), 0,
                   [ctypes.c_void_p(x[m0].data_ptr()), ctypes.c_void_p(w.qweight.data_ptr()),
                    ctypes.c_void_p(w.scale_zero.data_ptr()), ctypes.c_void_p(out[m0].data_ptr()),

@@ -147,17 +147,18 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
   }
 }
 
-// Up to 8 rows of x at once (small-batch decode): row m of x is column m of the mma's B operand, so the weights
-// are still streamed once per launch and the 8 columns the batch-1 kernel duplicates carry real rows. No
-// prologue here (the engine's batched path runs its norms as their own kernels), and x is read straight from
-// global memory (L1 / L2: it is small) instead of shared memory, which could not hold 8 rows of a long K.
-// sum_k x[m, k] per group, for the zero-point correction, is one more mma per k step with an all-ones A.
-template <int NT, int WARPS, int DEPTH, bool BF16>
+// Up to 8 * MG rows of x at once (small-batch decode): rows 8 j .. 8 j + 7 of x are the 8 columns of the B
+// operand of the j-th of MG mmas that share one decoded A fragment, so the weights are streamed (and decoded) once
+// per launch for up to 8 * MG rows. No prologue here (the engine's batched path runs its norms as their own
+// kernels), and x is read straight from global memory (L1 / L2: it is small) instead of shared memory, which could
+// not hold the rows of a long K. sum_k x[m, k] per group, for the zero-point correction, is one more mma per k
+// step and column group with an all-ones A.
+template <int NT, int WARPS, int DEPTH, bool BF16, int MG = 1>
 __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
     const u16* __restrict__ x, const uint4* __restrict__ qweight, const u32* __restrict__ scale_zero,
     u16* __restrict__ out, int M, int N, int K) {
   typedef Half<BF16> H;
-  __shared__ float partial[WARPS][NT * 16][8];
+  __shared__ float partial[WARPS][NT * 16][8 * MG];
   const int num_groups = K >> 7;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, c = lane & 3;
@@ -167,9 +168,14 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
   const int gbeg = min(warp * per_warp, num_groups);
   const int ng = min(gbeg + per_warp, num_groups) - gbeg;
   const u32 ones2 = BF16 ? 0x3F803F80u : 0x3C003C00u;  // two 1.0
-  // this lane's B column is x row g: rows past M read nothing and stay 0
-  const u32* xrow = reinterpret_cast<const u32*>(x + (size_t)min(g, M - 1) * K);
-  const bool live = g < M;
+  // this lane's B column in group j is x row 8 j + g: rows past M read nothing and stay 0
+  const u32* xrow[MG];
+  bool live[MG];
+#pragma unroll
+  for (int j = 0; j < MG; ++j) {
+    xrow[j] = reinterpret_cast<const u32*>(x + (size_t)min(8 * j + g, M - 1) * K);
+    live[j] = 8 * j + g < M;
+  }
 
   uint4 wbuf[DEPTH][NT][2];
   u32 szbuf[DEPTH][NT][2];
@@ -179,9 +185,11 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
     if (d < ng) { AWQ_LOAD_GROUP(d, gbeg + d) }
   }
 
-  float total[NT][4];
+  float total[NT][MG][4];
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt) total[nt][0] = total[nt][1] = total[nt][2] = total[nt][3] = 0.f;
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int j = 0; j < MG; ++j) total[nt][j][0] = total[nt][j][1] = total[nt][j][2] = total[nt][j][3] = 0.f;
 
   for (int i0 = 0; i0 < ng; i0 += DEPTH) {
 #pragma unroll
@@ -189,19 +197,30 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
       const int i = i0 + d;
       if (i < ng) {
         const int G = gbeg + i;
-        float acc[NT][4], xsum[4] = {0.f, 0.f, 0.f, 0.f};
+        float acc[NT][MG][4], xsum[MG][4];
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
-        const u32* xg = xrow + (G << 6);
+        for (int j = 0; j < MG; ++j) {
+          xsum[j][0] = xsum[j][1] = xsum[j][2] = xsum[j][3] = 0.f;
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) acc[nt][j][0] = acc[nt][j][1] = acc[nt][j][2] = acc[nt][j][3] = 0.f;
+        }
 #pragma unroll
         for (int t = 0; t < 8; ++t) {
-          const u32 b0 = live ? __ldg(xg + t * 8 + c) : 0u, b1 = live ? __ldg(xg + t * 8 + 4 + c) : 0u;
-          H::mma(xsum, ones2, ones2, ones2, ones2, b0, b1);  // D[., m] = sum of x row m over these 16 k
+          u32 b0[MG], b1[MG];
+#pragma unroll
+          for (int j = 0; j < MG; ++j) {
+            const u32* xg = xrow[j] + (G << 6);
+            b0[j] = live[j] ? __ldg(xg + t * 8 + c) : 0u;
+            b1[j] = live[j] ? __ldg(xg + t * 8 + 4 + c) : 0u;
+            H::mma(xsum[j], ones2, ones2, ones2, ones2, b0[j], b1[j]);  // D[., m] = sum of x row m over 16 k
+          }
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) {
             const u32 q = word_of(wbuf[d][nt][t >> 2], t & 3);
-            H::mma(acc[nt], nibbles(q, H::MAGIC2), nibbles(q >> 4, H::MAGIC2), nibbles(q >> 8, H::MAGIC2),
-                   nibbles(q >> 12, H::MAGIC2), b0, b1);
+            const u32 a0 = nibbles(q, H::MAGIC2), a1 = nibbles(q >> 4, H::MAGIC2), a2 = nibbles(q >> 8, H::MAGIC2),
+                      a3 = nibbles(q >> 12, H::MAGIC2);
+#pragma unroll
+            for (int j = 0; j < MG; ++j) H::mma(acc[nt][j], a0, a1, a2, a3, b0[j], b1[j]);
           }
         }
 #pragma unroll
@@ -210,8 +229,11 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
           for (int r = 0; r < 2; ++r) {  // rows g (d[0], d[1]) and g + 8 (d[2], d[3]); columns 2c, 2c + 1
             const u32 sz = szbuf[d][nt][r];
             const float s = H::f32((u16)(sz & 0xffffu)), zb = H::f32((u16)(sz >> 16));
-            total[nt][2 * r] += s * (acc[nt][2 * r] - zb * xsum[0]);
-            total[nt][2 * r + 1] += s * (acc[nt][2 * r + 1] - zb * xsum[1]);
+#pragma unroll
+            for (int j = 0; j < MG; ++j) {
+              total[nt][j][2 * r] += s * (acc[nt][j][2 * r] - zb * xsum[j][0]);
+              total[nt][j][2 * r + 1] += s * (acc[nt][j][2 * r + 1] - zb * xsum[j][1]);
+            }
           }
         }
         if (i + DEPTH < ng) { AWQ_LOAD_GROUP(d, G + DEPTH) }
@@ -221,13 +243,16 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
 
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
-    partial[warp][nt * 16 + g][2 * c] = total[nt][0];
-    partial[warp][nt * 16 + g][2 * c + 1] = total[nt][1];
-    partial[warp][nt * 16 + g + 8][2 * c] = total[nt][2];
-    partial[warp][nt * 16 + g + 8][2 * c + 1] = total[nt][3];
+#pragma unroll
+    for (int j = 0; j < MG; ++j) {
+      partial[warp][nt * 16 + g][8 * j + 2 * c] = total[nt][j][0];
+      partial[warp][nt * 16 + g][8 * j + 2 * c + 1] = total[nt][j][1];
+      partial[warp][nt * 16 + g + 8][8 * j + 2 * c] = total[nt][j][2];
+      partial[warp][nt * 16 + g + 8][8 * j + 2 * c + 1] = total[nt][j][3];
+    }
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < NT * 16 * 8; e += WARPS * 32) {
+  for (int e = threadIdx.x; e < NT * 16 * 8 * MG; e += WARPS * 32) {
     const int m = e / (NT * 16), r = e % (NT * 16);  // consecutive threads: consecutive rows of one x row
     const int row = tile0 * 16 + r;
     if (m < M && row < N) {

@@ -77,7 +77,8 @@ def test_kernel_builds_for_sm90_with_nvrtc() -> None:
                 f"{str(res).lower()}, {str(bf16).lower()}>")
         cubin, lowered = compile_cubin(source, expr, "sm_90")
         assert cubin[:4] == b"\x7fELF" and lowered.startswith("_Z12awq_gemv_mma"), expr
-    for expr in ("awq_gemm_small<1, 8, 2, true>", "awq_gemm_small<2, 16, 4, false>"):
+    for expr in ("awq_gemm_small<1, 8, 2, true>", "awq_gemm_small<2, 16, 4, false>", "awq_gemm_small<2, 8, 2, true, 2>",
+                 "awq_gemm_small<1, 16, 2, false, 4>"):
         assert compile_cubin(source, expr, "sm_90")[0][:4] == b"\x7fELF", expr
     # the programmatic-dependent-launch instance (griddepcontrol, sm_90 only) and a pre-Hopper build without it
     for arch in ("sm_90", "sm_80"):
@@ -208,12 +209,13 @@ def test_awq_gemv_cuda_pdl_chain_gpu() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("rows", [2, 5, 8, 13])
+@pytest.mark.parametrize("rows", [2, 5, 8, 13, 16, 23, 32, 45])
 @pytest.mark.parametrize("shape_cfg", [((4096, 6144), AwqCudaConfig()), ((384, 48), AwqCudaConfig(tiles=2)),
                                        ((1792, 4096), AwqCudaConfig(warps=16, tiles=2))],
                          ids=["qkv-8b", "ragged", "down-like"])
 def test_awq_gemm_cuda_small_batch_gpu(dtype, rows, shape_cfg) -> None:
-    """Small batches through `awq_gemm_cuda` (up to 8 rows per weight pass; 13 rows = two launches) against
+    """Small batches through `awq_gemm_cuda` (up to 4 groups of 8 rows per weight pass: 13 and 16 rows are two
+    groups, 23 and 32 four, 45 rows two launches) against
     x @ dequant(W) in fp32, row by row, within the output's rounding; every row distinct, so a row read from
     the wrong B column fails."""
     (k, n), cfg = shape_cfg
@@ -224,3 +226,13 @@ def test_awq_gemm_cuda_small_batch_gpu(dtype, rows, shape_cfg) -> None:
     ref = _reference(x, "plain", None, None, awq)
     tol = (2**-7 if dtype == torch.bfloat16 else 2**-9) * ref.abs().amax(dim=1, keepdim=True)
     assert out.shape == (rows, n) and bool(((out.float() - ref).abs() <= tol).all())
+
+
+def test_small_batch_config_fits_its_shared_memory() -> None:
+    """Four column groups with 2 tiles x 16 warps would need 64 KB of static partial sums: one tile instead;
+    configs that fit are kept."""
+    from kernels.awq_gemv_cuda import _small_config
+
+    assert _small_config(AwqCudaConfig(tiles=2, warps=16), 4) == AwqCudaConfig(tiles=1, warps=16)
+    assert _small_config(AwqCudaConfig(tiles=2, warps=16), 2) == AwqCudaConfig(tiles=2, warps=16)
+    assert _small_config(AwqCudaConfig(tiles=4, warps=8), 4) == AwqCudaConfig(tiles=2, warps=8)
