@@ -49,6 +49,21 @@ def prologue_ref(x: torch.Tensor, mode: str, gamma: torch.Tensor, eps: float) ->
     return x
 
 
+def engine_inputs(mode: str, n: int, k: int):
+    """(x, gamma, residual, GEMV kwargs) for one projection as the decode step calls it: `mode` rms (qkv,
+    gate_up), res (o), silu_res (down); bf16 on the GPU."""
+    width = 2 * k if mode.startswith("silu") else k
+    x = (torch.randn(1, width, device="cuda") * 2).to(DTYPE)
+    gamma = (torch.rand(k, device="cuda") + 0.5).to(DTYPE)
+    residual = torch.randn(1, n, device="cuda").to(DTYPE) if mode.endswith("res") else None
+    kw = {"residual": residual}
+    if mode.startswith("rms"):
+        kw["norm_weight"] = gamma
+    if mode.startswith("silu"):
+        kw["silu_mul"] = True
+    return x, gamma, residual, kw
+
+
 def configs(quick: bool, n: int, k: int) -> list[AwqCudaConfig]:
     if quick:
         return [default_config(n, k), default_config(n, k)._replace(pdl=True)]
@@ -63,15 +78,7 @@ def bench_shape(name: str, n: int, k: int, mode: str, quick: bool) -> dict:
     copies = max(2, math.ceil((256 << 20) / awq_bytes))
     awq = [_awq_copy(k, n) for _ in range(copies)]
     mma = [repack_awq_for_cuda(*w, GROUP) for w in awq]
-    width = 2 * k if mode.startswith("silu") else k
-    x = (torch.randn(1, width, device="cuda") * 2).to(DTYPE)
-    gamma = (torch.rand(k, device="cuda") + 0.5).to(DTYPE)
-    residual = torch.randn(1, n, device="cuda").to(DTYPE) if mode.endswith("res") else None
-    kw = {"residual": residual}
-    if mode.startswith("rms"):
-        kw["norm_weight"] = gamma
-    if mode.startswith("silu"):
-        kw["silu_mul"] = True
+    x, gamma, residual, kw = engine_inputs(mode, n, k)
     ref = prologue_ref(x, mode, gamma, 1e-6).float() @ dequantize_awq(*awq[0], GROUP).float()
     if residual is not None:
         ref = (ref.to(DTYPE).float() + residual.float())

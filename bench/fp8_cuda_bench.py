@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.awq_bench import DTYPE  # noqa: E402
-from bench.awq_cuda_bench import prologue_ref  # noqa: E402
+from bench.awq_cuda_bench import engine_inputs, prologue_ref  # noqa: E402
 from bench.gemv_bench import shapes  # noqa: E402
 from bench.kernels_bench import bench_us  # noqa: E402
 from kernels.fp8_gemv import fp8_gemv  # noqa: E402
@@ -41,15 +41,7 @@ def configs(quick: bool, n: int, k: int) -> list[Fp8CudaConfig]:
 def bench_shape(name: str, n: int, k: int, mode: str, quick: bool) -> dict:
     copies = max(2, math.ceil((256 << 20) / (n * k)))
     weights = [quantize_weight_per_channel(torch.randn(n, k, device="cuda") * 0.02) for _ in range(copies)]
-    width = 2 * k if mode.startswith("silu") else k
-    x = (torch.randn(1, width, device="cuda") * 2).to(DTYPE)
-    gamma = (torch.rand(k, device="cuda") + 0.5).to(DTYPE)
-    residual = torch.randn(1, n, device="cuda").to(DTYPE) if mode.endswith("res") else None
-    kw = {"residual": residual}
-    if mode.startswith("rms"):
-        kw["norm_weight"] = gamma
-    if mode.startswith("silu"):
-        kw["silu_mul"] = True
+    x, gamma, residual, kw = engine_inputs(mode, n, k)
     q0, s0 = weights[0]
     ref = (prologue_ref(x, mode, gamma, 1e-6).float() @ q0.float().t()) * s0
     if residual is not None:

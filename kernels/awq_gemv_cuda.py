@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 import os
 from typing import NamedTuple
 
@@ -25,7 +24,6 @@ import torch
 
 from kernels import cuda_rtc
 
-logger = logging.getLogger(__name__)
 # Launch the GEMV as a programmatic dependent launch on sm_90+ (`AwqCudaConfig.pdl`): its weight requests go out
 # while the previous kernel drains. Measured in the engine (`bench/step_ab.py --switch awq-pdl`, H200, 8B,
 # 2026-12-05): batch-1 step 2.332 -> 2.277 ms (-2.35 %), logits bit-identical; so on by default.
@@ -64,16 +62,8 @@ def supports(n: int, k: int, group_size: int, dtype: torch.dtype, device: torch.
 
 @functools.cache
 def _builds_on(index: int, dtype: torch.dtype) -> bool:
-    try:
-        expr = f"awq_gemv_mma<1, 8, 2, 0, false, false, {str(dtype == torch.bfloat16).lower()}>"
-        cuda_rtc.get_function("awq_gemv.cu", expr, torch.device("cuda", index))
-        return True
-    except (cuda_rtc.CudaRtcError, OSError) as exc:
-        # No NVRTC, an NVRTC too old for this GPU, a driver that refuses the cubin: the Triton GEMV serves.
-        lines = str(exc).splitlines() or [type(exc).__name__]
-        logger.warning("AWQ CUDA GEMV unavailable on cuda:%d (%s); using the Triton GEMV", index,
-                       next((line.strip() for line in lines if "error" in line), lines[0]))
-        return False
+    return cuda_rtc.loads_or_warns("awq_gemv.cu", f"awq_gemv_mma<1, 8, 2, 0, false, false, "
+                                   f"{str(dtype == torch.bfloat16).lower()}>", index, "AWQ CUDA GEMV")
 
 
 def builds_on(device: torch.device, dtype: torch.dtype) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import hashlib
+import logging
 import os
 import re
 import site
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 CUDA_DIR = Path(__file__).resolve().parent / "cuda"
+logger = logging.getLogger(__name__)
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 _CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6
 
@@ -210,3 +212,18 @@ def get_function(source_file: str, name_expression: str, device: torch.device) -
         fn = CudaFunction(cubin, lowered, torch.device("cuda", index))
         _functions[key] = fn
         return fn
+
+
+def loads_or_warns(source_file: str, name_expression: str, index: int, what: str) -> bool:
+    """Builds (or finds cached) and loads one kernel instance on cuda:`index`: True, or False after one warning
+    line naming `what` (e.g. "AWQ CUDA GEMV") and the first error line, for callers that fall back to Triton.
+    No NVRTC, an NVRTC too old for this GPU, a driver that refuses the cubin: all end here, at load, instead of
+    failing the first decode step."""
+    try:
+        get_function(source_file, name_expression, torch.device("cuda", index))
+        return True
+    except (CudaRtcError, OSError) as exc:
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        logger.warning("%s unavailable on cuda:%d (%s); using the Triton GEMV", what, index,
+                       next((line.strip() for line in lines if "error" in line), lines[0]))
+        return False

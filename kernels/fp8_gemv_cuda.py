@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 import os
 from typing import NamedTuple
 
@@ -24,8 +23,6 @@ import torch
 
 from kernels import cuda_rtc
 from kernels.fp8_quant import FP8_DTYPE
-
-logger = logging.getLogger(__name__)
 
 # TESSERA_FP8_CUDA_GEMV=1 puts the FP8 layers that fit on this kernel. Off by default: on an H200 (8B shapes,
 # 2026-12-05, `bench/fp8_cuda_bench.py`) it streamed 2.2-3.1 TB/s against the Triton lean loop's 2.5-3.5 (layer
@@ -51,16 +48,8 @@ def _bool(v: bool) -> str:
 
 @functools.cache
 def _builds_on(index: int, dtype: torch.dtype) -> bool:
-    try:
-        cuda_rtc.get_function("fp8_gemv.cu", f"fp8_gemv_mma<1, 8, 2, 0, false, false, {_bool(dtype == torch.bfloat16)}>",
-                              torch.device("cuda", index))
-        return True
-    except (cuda_rtc.CudaRtcError, OSError) as exc:
-        # No NVRTC, an NVRTC too old for this GPU, a driver that refuses the cubin: the Triton GEMV serves.
-        lines = str(exc).splitlines() or [type(exc).__name__]
-        logger.warning("FP8 CUDA GEMV unavailable on cuda:%d (%s); using the Triton GEMV", index,
-                       next((line.strip() for line in lines if "error" in line), lines[0]))
-        return False
+    return cuda_rtc.loads_or_warns("fp8_gemv.cu", f"fp8_gemv_mma<1, 8, 2, 0, false, false, "
+                                   f"{_bool(dtype == torch.bfloat16)}>", index, "FP8 CUDA GEMV")
 
 
 def supports(weight: torch.Tensor, dtype: torch.dtype) -> bool:

@@ -106,6 +106,22 @@ def _reference(x, mode, gamma, residual, awq, bias=None):
     return y
 
 
+def gemv_inputs(mode: str, n: int, k: int, dtype: torch.dtype):
+    """(x, gamma, residual, bias, GEMV kwargs) on the GPU for `mode` plain / rms / silu (residual and bias on the
+    last two, as the decode step's o / down get them), seeded."""
+    torch.manual_seed(0)
+    x = (torch.randn(1, 2 * k if mode == "silu" else k, device="cuda") * 2).to(dtype)
+    gamma = (torch.rand(k, device="cuda") + 0.5).to(dtype)
+    residual = torch.randn(1, n, device="cuda").to(dtype) if mode != "plain" else None
+    bias = torch.randn(n, device="cuda").to(dtype) if mode == "silu" else None
+    kw = {"residual": residual, "bias": bias}
+    if mode == "rms":
+        kw["norm_weight"] = gamma
+    if mode == "silu":
+        kw["silu_mul"] = True
+    return x, gamma, residual, bias, kw
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("mode", ["plain", "rms", "silu"])
@@ -119,16 +135,7 @@ def test_awq_gemv_cuda_matches_reference_gpu(dtype, mode, shape_cfg) -> None:
     (k, n), cfg = shape_cfg
     awq = _awq(k, n, dtype, "cuda", seed=k + n)
     w = repack_awq_for_cuda(*awq)
-    torch.manual_seed(0)
-    x = (torch.randn(1, 2 * k if mode == "silu" else k, device="cuda") * 2).to(dtype)
-    gamma = (torch.rand(k, device="cuda") + 0.5).to(dtype)
-    residual = torch.randn(1, n, device="cuda").to(dtype) if mode != "plain" else None
-    bias = torch.randn(n, device="cuda").to(dtype) if mode == "silu" else None
-    kw = {"residual": residual, "bias": bias}
-    if mode == "rms":
-        kw["norm_weight"] = gamma
-    if mode == "silu":
-        kw["silu_mul"] = True
+    x, gamma, residual, bias, kw = gemv_inputs(mode, n, k, dtype)
     out = awq_gemv_cuda(x, w, cfg, **kw)
     ref = _reference(x, mode, gamma, residual, awq, bias)
     scale = ref.abs().max().item()
@@ -166,7 +173,7 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch, caplog) -> None:
         raise CudaRtcError("NVRTC could not compile awq_gemv_mma<...>:\nerror: unsupported gpu architecture")
 
     monkeypatch.setattr(cuda_rtc, "get_function", refuse)
-    with caplog.at_level("WARNING", logger="kernels.awq_gemv_cuda"):
+    with caplog.at_level("WARNING", logger="kernels.cuda_rtc"):
         assert awq_gemv_cuda._builds_on.__wrapped__(0, torch.bfloat16) is False
     assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
     assert caplog.records[0].getMessage() == ("AWQ CUDA GEMV unavailable on cuda:0 (error: unsupported gpu "

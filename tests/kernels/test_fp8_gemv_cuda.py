@@ -15,6 +15,7 @@ from kernels import cuda_rtc
 from kernels.cuda_rtc import CudaRtcError, compile_cubin
 from kernels.fp8_gemv_cuda import Fp8CudaConfig, default_config, fp8_gemv_cuda, supports
 from kernels.fp8_quant import FP8_DTYPE, quantize_weight_per_channel
+from tests.kernels.test_awq_gemv_cuda import gemv_inputs
 
 VARIANTS = [(p, bias, res, bf16) for p in (0, 1, 2) for bias in (False, True) for res in (False, True)
             for bf16 in (True, False)]
@@ -56,7 +57,7 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch, caplog) -> None:
         raise CudaRtcError("NVRTC could not compile fp8_gemv_mma<...>:\nerror: unsupported gpu architecture")
 
     monkeypatch.setattr(cuda_rtc, "get_function", refuse)
-    with caplog.at_level("WARNING", logger="kernels.fp8_gemv_cuda"):
+    with caplog.at_level("WARNING", logger="kernels.cuda_rtc"):
         assert fp8_gemv_cuda._builds_on.__wrapped__(0, torch.bfloat16) is False
     assert [r.getMessage() for r in caplog.records] == [
         "FP8 CUDA GEMV unavailable on cuda:0 (error: unsupported gpu architecture); using the Triton GEMV"]
@@ -119,16 +120,7 @@ def test_fp8_gemv_cuda_matches_reference_gpu(dtype, mode, shape_cfg) -> None:
     RMSNorm / SiLU cases."""
     (k, n), cfg = shape_cfg
     w, scale = _weights(n, k, seed=k + n)
-    torch.manual_seed(0)
-    x = (torch.randn(1, 2 * k if mode == "silu" else k, device="cuda") * 2).to(dtype)
-    gamma = (torch.rand(k, device="cuda") + 0.5).to(dtype)
-    residual = torch.randn(1, n, device="cuda").to(dtype) if mode != "plain" else None
-    bias = torch.randn(n, device="cuda").to(dtype) if mode == "silu" else None
-    kw = {"residual": residual, "bias": bias}
-    if mode == "rms":
-        kw["norm_weight"] = gamma
-    if mode == "silu":
-        kw["silu_mul"] = True
+    x, gamma, residual, bias, kw = gemv_inputs(mode, n, k, dtype)
     out = fp8_gemv_cuda(x, w, scale, config=cfg, **kw)
     ref = _reference(x, mode, gamma, w, scale, bias, residual)
     tol = (2**-7 if dtype == torch.bfloat16 else 2**-9) * ref.abs().max().item()
