@@ -412,7 +412,8 @@ for s in "$@"; do
                  TESSERA_AWQ_CUDA_MAX_GROUPS=$v python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
                    --num-prompts 32 --min-input 256 --max-input 1024 --output-len 256 \
                    --engine-args "{\"quantization\": \"awq\", \"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" 2>&1 | tail -2; done' ;;
-    # the FP8 CUDA GEMV again: one HMMA chain per mma step, a chunk's ring slot refilled before its math
+    # the FP8 CUDA GEMV again, after applying bench/results/2026-12-05-s15-fp8-cuda-v2-unmeasured.diff (four HMMA
+    # chains per tile, a chunk's ring slot refilled before its math)
     s15-fp8b) stage s15-fp8b-tests 80 python3 -m pytest -q -m gpu -o addopts="" -x tests/kernels/test_fp8_gemv_cuda.py
               stage s15-fp8b-sweep 90 python3 bench/fp8_cuda_bench.py
               stage s15-fp8b-step 90 env TESSERA_FP8_CUDA_GEMV=1 python3 bench/step_ab.py --switch fp8-cuda --quantizations fp8 --contexts 640 ;;

@@ -19,8 +19,7 @@
 //
 // Work split: a CTA owns NT tiles of 16 output rows (whole K); its WARPS warps split K by chunks of 64 and sum
 // their partials through shared memory in a fixed order (deterministic). Each warp requests its first DEPTH
-// chunks before the prologue, so the DRAM round trip overlaps it, then keeps DEPTH chunks in flight (a chunk's
-// slot is refilled before its math).
+// chunks before the prologue, so the DRAM round trip overlaps it, then keeps DEPTH chunks in flight.
 
 #include "common.cuh"
 
@@ -102,13 +101,9 @@ __global__ void __launch_bounds__(WARPS * 32) fp8_gemv_mma(
     __syncwarp();
   }
 
-  // One accumulator per mma step s: four independent HMMA chains per tile instead of one (the mma's latency is
-  // not on the loop's critical path); summed once at the end.
-  float acc[NT][4][4];
+  float acc[NT][4];
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-    for (int s = 0; s < 4; ++s) acc[nt][s][0] = acc[nt][s][1] = acc[nt][s][2] = acc[nt][s][3] = 0.f;
+  for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
 
   const uint2* x4 = reinterpret_cast<const uint2*>(xs);  // x' in 4-element (8-byte) steps
   for (int i0 = 0; i0 < nc; i0 += DEPTH) {
@@ -117,34 +112,27 @@ __global__ void __launch_bounds__(WARPS * 32) fp8_gemv_mma(
       const int i = i0 + d;
       if (i < nc) {
         const int C = cbeg + i;
-        // Take this chunk out of its ring slot and refill the slot first, so DEPTH chunks stay in flight while
-        // this one is converted and multiplied.
-        uint4 cur[NT][2];
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) cur[nt][0] = wbuf[d][nt][0], cur[nt][1] = wbuf[d][nt][1];
-        if (i + DEPTH < nc) { FP8_LOAD_CHUNK(d, C + DEPTH) }
 #pragma unroll
         for (int s = 0; s < 4; ++s) {
           const uint2 b = x4[C * 16 + c * 4 + s];  // x[64 C + 16 c + 4 s .. + 3]
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) {
             u32 a0, a1, a2, a3;
-            e4m3x4_to_f16x2x2(word_of(cur[nt][0], s), a0, a2);  // row g
-            e4m3x4_to_f16x2x2(word_of(cur[nt][1], s), a1, a3);  // row g + 8
-            Half<false>::mma(acc[nt][s], a0, a1, a2, a3, b.x, b.y);
+            e4m3x4_to_f16x2x2(word_of(wbuf[d][nt][0], s), a0, a2);  // row g
+            e4m3x4_to_f16x2x2(word_of(wbuf[d][nt][1], s), a1, a3);  // row g + 8
+            Half<false>::mma(acc[nt], a0, a1, a2, a3, b.x, b.y);
           }
         }
+        if (i + DEPTH < nc) { FP8_LOAD_CHUNK(d, C + DEPTH) }
       }
     }
   }
 
-  if (c == 0) {  // column 0 of D: rows g (d[0]) and g + 8 (d[2])
+  if (c == 0) {  // column 0 of D: rows g (acc[0]) and g + 8 (acc[2])
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-      const float row_g = (acc[nt][0][0] + acc[nt][1][0]) + (acc[nt][2][0] + acc[nt][3][0]);
-      const float row_g8 = (acc[nt][0][2] + acc[nt][1][2]) + (acc[nt][2][2] + acc[nt][3][2]);
-      partial[warp * NT * 16 + nt * 16 + g] = row_g * unscale;
-      partial[warp * NT * 16 + nt * 16 + g + 8] = row_g8 * unscale;
+      partial[warp * NT * 16 + nt * 16 + g] = acc[nt][0] * unscale;
+      partial[warp * NT * 16 + nt * 16 + g + 8] = acc[nt][2] * unscale;
     }
   }
   __syncthreads();
