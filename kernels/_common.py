@@ -51,3 +51,12 @@ def check_index(name: str, t: torch.Tensor, length: int | None = None) -> None:
     assert t.stride(0) == 1 or t.numel() <= 1, f"{name}: must be contiguous"
     if length is not None:
         assert t.shape[0] == length, f"{name}: expected length {length}, got {t.shape[0]}"
+
+
+def check_vectors(dtype: torch.dtype, *operands: tuple[str, torch.Tensor | None, int]) -> None:
+    """Each given (name, tensor or None, size): a contiguous `dtype` tensor of `size` elements (a GEMV's gamma,
+    bias or residual, read as flat vectors by a raw-pointer kernel)."""
+    for name, t, size in operands:
+        if t is not None:
+            assert t.numel() == size and t.dtype == dtype and t.is_contiguous(), (
+                f"{name}: expected contiguous {dtype} with {size} elements")

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 
 from kernels import cuda_rtc
+from kernels._common import check_vectors
 
 # Launch the GEMV as a programmatic dependent launch on sm_90+ (`AwqCudaConfig.pdl`): its weight requests go out
 # while the previous kernel drains. Measured in the engine (`bench/step_ab.py --switch awq-pdl`, H200, 8B,
@@ -117,10 +118,6 @@ def default_config(n: int, k: int) -> AwqCudaConfig:
                          pdl=PDL)
 
 
-def _ptr(t: torch.Tensor | None, fallback: torch.Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p((t if t is not None else fallback).data_ptr())
-
-
 def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | None = None, *,
                  norm_weight: torch.Tensor | None = None, eps: float = 1e-6, silu_mul: bool = False,
                  bias: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,10 +128,7 @@ def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | No
     width = 2 * k if silu_mul else k
     assert x.dim() == 2 and x.shape == (1, width) and x.is_contiguous(), f"x: expected contiguous [1, {width}]"
     assert x.dtype in MAGIC and x.is_cuda, f"x: bf16 / fp16 on a GPU, got {x.dtype} on {x.device}"
-    for name, t, size in (("norm_weight", norm_weight, k), ("bias", bias, n), ("residual", residual, n)):
-        if t is not None:
-            assert t.numel() == size and t.dtype == x.dtype and t.is_contiguous(), (
-                f"{name}: expected contiguous {x.dtype} with {size} elements")
+    check_vectors(x.dtype, ("norm_weight", norm_weight, k), ("bias", bias, n), ("residual", residual, n))
     cfg = config or default_config(n, k)
     prologue = PROLOGUE_SILU_MUL if silu_mul else PROLOGUE_RMSNORM if norm_weight is not None else PROLOGUE_NONE
     pdl = cfg.pdl and torch.cuda.get_device_capability(x.device) >= (9, 0)
@@ -146,8 +140,8 @@ def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | No
     shared = 2 * k + 4 * groups + 4 * cfg.warps * cfg.tiles * TILE_N + 4 * 32
     grid = (-(-n // (TILE_N * cfg.tiles)), 1, 1)
     fn.launch(grid, (32 * cfg.warps, 1, 1), shared,
-              [ctypes.c_void_p(x.data_ptr()), _ptr(norm_weight, x), ctypes.c_void_p(w.qweight.data_ptr()),
-               ctypes.c_void_p(w.scale_zero.data_ptr()), _ptr(bias, x), _ptr(residual, x),
+              [ctypes.c_void_p(x.data_ptr()), cuda_rtc.pointer(norm_weight, x), ctypes.c_void_p(w.qweight.data_ptr()),
+               ctypes.c_void_p(w.scale_zero.data_ptr()), cuda_rtc.pointer(bias, x), cuda_rtc.pointer(residual, x),
                ctypes.c_void_p(out.data_ptr()), ctypes.c_int32(n), ctypes.c_int32(k), ctypes.c_float(eps)],
               programmatic=pdl)
     return out

@@ -168,6 +168,12 @@ class CudaFunction:
         _check_cu(drv.cuLaunchKernelEx(ctypes.byref(config), self._function, params, None), "cuLaunchKernelEx")
 
 
+def pointer(t: torch.Tensor | None, fallback: torch.Tensor) -> ctypes.c_void_p:
+    """A kernel argument for an optional tensor: its address, or `fallback`'s (any valid pointer) when the kernel
+    instance does not read it."""
+    return ctypes.c_void_p((t if t is not None else fallback).data_ptr())
+
+
 _INCLUDE = re.compile(r'^#include "([\w.]+)"$', re.MULTILINE)
 
 

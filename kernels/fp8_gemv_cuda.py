@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 
 from kernels import cuda_rtc
+from kernels._common import check_vectors
 from kernels.fp8_quant import FP8_DTYPE
 
 # TESSERA_FP8_CUDA_GEMV=1 puts the FP8 layers that fit on this kernel. Off by default: on an H200 (8B shapes,
@@ -73,10 +74,6 @@ def default_config(n: int, k: int) -> Fp8CudaConfig:
     return Fp8CudaConfig(tiles=2 if n >= 16384 or k > 8192 else 1, warps=16 if k > 8192 else 8, depth=2)
 
 
-def _ptr(t: torch.Tensor | None, fallback: torch.Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p((t if t is not None else fallback).data_ptr())
-
-
 def fp8_gemv_cuda(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
                   bias: torch.Tensor | None = None, *, norm_weight: torch.Tensor | None = None, eps: float = 1e-6,
                   silu_mul: bool = False, residual: torch.Tensor | None = None,
@@ -93,10 +90,7 @@ def fp8_gemv_cuda(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Ten
     assert x.dtype in DTYPES and x.is_cuda, f"x: bf16 / fp16 on a GPU, got {x.dtype} on {x.device}"
     assert weight_scale.dtype == torch.float32 and weight_scale.shape == (n,) and weight_scale.is_contiguous(), (
         f"weight_scale: expected contiguous fp32 [{n}]")
-    for name, t, size in (("norm_weight", norm_weight, k), ("bias", bias, n), ("residual", residual, n)):
-        if t is not None:
-            assert t.numel() == size and t.dtype == x.dtype and t.is_contiguous(), (
-                f"{name}: expected contiguous {x.dtype} with {size} elements")
+    check_vectors(x.dtype, ("norm_weight", norm_weight, k), ("bias", bias, n), ("residual", residual, n))
     cfg = config or default_config(n, k)
     prologue = PROLOGUE_SILU_MUL if silu_mul else PROLOGUE_RMSNORM if norm_weight is not None else PROLOGUE_NONE
     expr = (f"fp8_gemv_mma<{cfg.tiles}, {cfg.warps}, {cfg.depth}, {prologue}, {_bool(bias is not None)}, "
@@ -106,7 +100,7 @@ def fp8_gemv_cuda(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Ten
     shared = 2 * k + 4 * cfg.warps * cfg.tiles * TILE_N + 4 * 32
     grid = (-(-n // (TILE_N * cfg.tiles)), 1, 1)
     fn.launch(grid, (32 * cfg.warps, 1, 1), shared,
-              [ctypes.c_void_p(x.data_ptr()), _ptr(norm_weight, x), ctypes.c_void_p(weight.data_ptr()),
-               ctypes.c_void_p(weight_scale.data_ptr()), _ptr(bias, x), _ptr(residual, x),
+              [ctypes.c_void_p(x.data_ptr()), cuda_rtc.pointer(norm_weight, x), ctypes.c_void_p(weight.data_ptr()),
+               ctypes.c_void_p(weight_scale.data_ptr()), cuda_rtc.pointer(bias, x), cuda_rtc.pointer(residual, x),
                ctypes.c_void_p(out.data_ptr()), ctypes.c_int32(n), ctypes.c_int32(k), ctypes.c_float(eps)])
     return out

@@ -20,8 +20,8 @@ Activations: dynamic per-token e4m3 scales by default. A static checkpoint's `in
 given (packed shards share one input, so the largest of their scales, as calibrated per module, is
 the one that cannot clip). Dispatch (`Fp8LinearMethod.apply`): on CUDA one row goes through the
 weight-only FP8 GEMV (the Triton `kernels.fp8_gemv`, or with TESSERA_FP8_CUDA_GEMV=1 the tensor-core CUDA
-kernel `kernels.fp8_gemv_cuda` where it builds, sm_89+; activations stay 16-bit; at TP 1 the model's fused batch-1 path calls it with
-the norm / SiLU prologues and residual epilogue), more rows through `_scaled_mm`
+kernel `kernels.fp8_gemv_cuda` where it builds, sm_89+; activations stay 16-bit; at TP 1 the model's fused
+batch-1 path calls it with the norm / SiLU prologues and residual epilogue), more rows through `_scaled_mm`
 (`kernels.fp8_gemm`); on CPU the weights are dequantized to the compute dtype (`fp8_linear_ref`).
 """
 

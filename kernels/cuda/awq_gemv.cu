@@ -133,18 +133,7 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
     }
   }
   __syncthreads();
-  if (threadIdx.x < NT * 16) {
-    const int row = tile0 * 16 + threadIdx.x;
-    if (row < N) {
-      float y = 0.f;
-#pragma unroll
-      for (int w = 0; w < WARPS; ++w) y += partial[w * NT * 16 + threadIdx.x];
-      if (HAS_BIAS) y += H::f32(bias[row]);
-      u16 o = H::round(y);
-      if (ADD_RESIDUAL) o = H::round(H::f32(o) + H::f32(residual[row]));
-      out[row] = o;
-    }
-  }
+  store_rows<NT, WARPS, false, HAS_BIAS, ADD_RESIDUAL, BF16>(partial, nullptr, bias, residual, out, tile0, N);
 }
 
 // Up to 8 * MG rows of x at once (small-batch decode): rows 8 j .. 8 j + 7 of x are the 8 columns of the B

@@ -113,3 +113,26 @@ __device__ __forceinline__ void stage_x(const u16* __restrict__ x, const u16* __
     for (int p = threadIdx.x; p < pairs; p += WARPS * 32) xs[p] = x2[p];
   }
 }
+
+// The GEMVs' last step, after the block's barrier: each of the first NT*16 threads sums its row's WARPS partials
+// ([WARPS][NT*16] fp32, a fixed order), then (* row_scale, SCALED) (+ bias in fp32) -> 16 bits (+ residual,
+// rounded again as the unfused add rounds) -> out.
+template <int NT, int WARPS, bool SCALED, bool HAS_BIAS, bool ADD_RESIDUAL, bool BF16>
+__device__ __forceinline__ void store_rows(const float* partial, const float* __restrict__ row_scale,
+                                           const u16* __restrict__ bias, const u16* __restrict__ residual,
+                                           u16* __restrict__ out, int tile0, int N) {
+  typedef Half<BF16> H;
+  if (threadIdx.x < NT * 16) {
+    const int row = tile0 * 16 + threadIdx.x;
+    if (row < N) {
+      float y = 0.f;
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) y += partial[w * NT * 16 + threadIdx.x];
+      if (SCALED) y *= row_scale[row];
+      if (HAS_BIAS) y += H::f32(bias[row]);
+      u16 o = H::round(y);
+      if (ADD_RESIDUAL) o = H::round(H::f32(o) + H::f32(residual[row]));
+      out[row] = o;
+    }
+  }
+}

@@ -136,17 +136,5 @@ __global__ void __launch_bounds__(WARPS * 32) fp8_gemv_mma(
     }
   }
   __syncthreads();
-  if (threadIdx.x < NT * 16) {
-    const int row = tile0 * 16 + threadIdx.x;
-    if (row < N) {
-      float y = 0.f;
-#pragma unroll
-      for (int wi = 0; wi < WARPS; ++wi) y += partial[wi * NT * 16 + threadIdx.x];
-      y *= w_scale[row];
-      if (HAS_BIAS) y += H::f32(bias[row]);
-      u16 o = H::round(y);
-      if (ADD_RESIDUAL) o = H::round(H::f32(o) + H::f32(residual[row]));
-      out[row] = o;
-    }
-  }
+  store_rows<NT, WARPS, true, HAS_BIAS, ADD_RESIDUAL, BF16>(partial, w_scale, bias, residual, out, tile0, N);
 }
