@@ -417,6 +417,30 @@ for s in "$@"; do
     s15-fp8b) stage s15-fp8b-tests 80 python3 -m pytest -q -m gpu -o addopts="" -x tests/kernels/test_fp8_gemv_cuda.py
               stage s15-fp8b-sweep 90 python3 bench/fp8_cuda_bench.py
               stage s15-fp8b-step 90 env TESSERA_FP8_CUDA_GEMV=1 python3 bench/step_ab.py --switch fp8-cuda --quantizations fp8 --contexts 640 ;;
+    # sixteenth session, first call on an H100 (the issue's ratios are "H100 and/or H200"; every quantized batch-1
+    # figure since the second session is an H200's): H100 FP8 tiles, then bf16 / AWQ / FP8 single stream on one
+    # machine, the GPU tests the fifteenth session left unrun, and the FP8 CUDA GEMV v2 against the Triton GEMV
+    s16-h100) stage s16-h100-roofline 60 python3 bench/roofline.py
+              stage s16-h100-fp8tiles 120 python3 bench/quant_gemv_sweep.py --kind fp8 --out "$OUT/fp8_h100.json"
+              stage s16-h100-ratio 300 bash -c 'for q in bf16 awq fp8; do echo "== $q";
+                 if [ $q = bf16 ]; then a=""; else a="--quantization $q"; fi;
+                 TESSERA_FP8_GEMV_TUNED=$OUT/fp8_h100.json python3 bench/single_stream.py $a --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 |
+                   grep -E "decode_tok_s|batch-1 GEMV"; done'
+              stage s16-h100-tests 200 python3 -m pytest -q -m gpu -o addopts="" -rf tests/kernels/test_fp8_gemv_cuda.py tests/engine/test_gpu_fp8.py tests/kernels/test_awq_gemv_cuda.py tests/engine/test_gpu_awq.py
+              stage s16-h100-fp8cuda 90 python3 bench/fp8_cuda_bench.py --quick ;;
+    # sixteenth session, second call (H100): the engine GPU tests call 1 ran out of time for (xdist now), the AWQ
+    # CUDA GEMV's sweep on this device (its defaults are the H200's), where a batch-1 step goes per kernel for
+    # bf16 / FP8 / AWQ at the single-stream context, then the three single streams with FP8_TUNED's new H100 entry.
+    s16b-h100) stage s16b-tests 170 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rf tests/kernels/test_fp8_gemv_cuda.py \
+                 tests/engine/test_gpu_fp8.py tests/kernels/test_awq_gemv_cuda.py tests/engine/test_gpu_awq.py
+               stage s16b-awqcuda 100 python3 bench/awq_cuda_bench.py
+               stage s16b-profile 160 bash -c 'for e in "{}" "{\"quantization\": \"fp8\"}" "{\"quantization\": \"awq\"}"; do
+                 echo "engine args: $e"; python3 bench/profile_step.py --batch-sizes 1 --prefill-reqs 1 --context 640 \
+                   --prefill-len 128 --engine-args "$e" 2>&1 | grep -vE "Warning|warn_once|^-+|^\s*$|cuda(Memcpy|Graph|Launch|Device|Stream)|Activity|^prefill|nvjet|Self CPU" || exit 1; done'
+               stage s16b-ratio 160 bash -c 'for q in bf16 fp8 awq; do echo "== $q";
+                 if [ $q = bf16 ]; then a=""; else a="--quantization $q"; fi;
+                 python3 bench/single_stream.py $a --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 |
+                   grep -E "decode_tok_s|batch-1 GEMV"; done' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

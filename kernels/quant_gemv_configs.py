@@ -25,18 +25,24 @@ from kernels.gemv_configs import device_key, shape_key
 FP8_TUNED_ENV = "TESSERA_FP8_GEMV_TUNED"
 AWQ_TUNED_ENV = "TESSERA_AWQ_GEMV_TUNED"
 
-# device_key -> "NxK" -> Fp8GemvConfig fields. H200: `bench/device_session.sh fp8-lean` (2026-12-03, ninth
-# session): the lean loop won every shape (32-layer projections 72.7 -> 67.2 us per layer; batch-1 decode
-# 339.7 -> 345.4 tok/s, 8B shape); down moved to 8 rows / 3 chunks per iteration without split-K in the tenth session
-# (its sweeps twice: 18.6 us vs 18.9 plus the split-K reduce launch). The tiles before it (2026-12-02): qkv 32/512/8 one stage, o 4/1024/4 two
-# stages, gate_up 64/256/4 three stages on tensor cores, down 16/512/4 three stages.
+# device_key -> "NxK" -> Fp8GemvConfig fields: the lean loop's tiles, the winners on both Hopper devices measured.
+# H200: `bench/device_session.sh fp8-lean` (2026-12-03, ninth session): the lean loop won every shape (32-layer
+# projections 72.7 -> 67.2 us per layer; batch-1 decode 339.7 -> 345.4 tok/s, 8B shape); down moved to 8 rows /
+# 3 chunks per iteration without split-K in the tenth session (its sweeps twice: 18.6 us vs 18.9 plus the split-K
+# reduce launch). The tiles before it (2026-12-02): qkv 32/512/8 one stage, o 4/1024/4 two stages, gate_up 64/256/4
+# three stages on tensor cores, down 16/512/4 three stages.
+# H100 SXM: `bench/quant_gemv_sweep.py --kind fp8` (2026-12-05, sixteenth session, raw sweep in
+# bench/results/2026-12-05-h100-s16-call1-*) chose the same tiles for every shape; the default tiles this device fell
+# back to before took 104.7 us per layer, these 85.1 (2.1-2.8 TB/s of e4m3): batch-1 decode 1.66x bf16.
+_FP8_LEAN_8B = {
+    "6144x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 2},
+    "4096x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 4},
+    "28672x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 4},
+    "4096x14336": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 3},
+}
 FP8_TUNED: dict[str, dict[str, dict[str, int]]] = {
-    "NVIDIA H200/132sm": {
-        "6144x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 2},
-        "4096x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 4},
-        "28672x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 4},
-        "4096x14336": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 3},
-    },
+    "NVIDIA H200/132sm": _FP8_LEAN_8B,
+    "NVIDIA H100 80GB HBM3/132sm": _FP8_LEAN_8B,
 }
 # device_key -> "NxK" -> AwqGemvConfig fields. H200, `bench/device_session.sh awq-lean` (2026-12-03, eighth
 # session): the lean nibble-plane loop won every shape (layer projections 121.0 us with the default tiles ->

@@ -15,6 +15,7 @@ import random
 import pytest
 
 from engine import Engine
+from tests.engine.test_gpu_engine import TEST_KV_TOKENS
 
 pytestmark = pytest.mark.gpu
 
@@ -34,7 +35,8 @@ def _run(path: str, kv_cache_dtype: str) -> list[tuple[list[int], list[float]]]:
     params = {"max_new_tokens": 40, "temperature": 0, "ignore_eos": True}
     outs = []
     with Engine(model_path=path, device="cuda", dtype="bfloat16", random_seed=0, cuda_graph_max_bs=4,
-                attention_backend="triton", skip_tokenizer_init=True, kv_cache_dtype=kv_cache_dtype) as engine:
+                attention_backend="triton", skip_tokenizer_init=True, max_total_tokens=TEST_KV_TOKENS,
+                kv_cache_dtype=kv_cache_dtype) as engine:
         for prompt in prompts:  # one at a time: batch-1 decode steps
             out = engine.generate(input_ids=prompt, sampling_params=params, return_logprob=True)
             outs.append((out["output_ids"], [lp for lp, _, _ in out["meta_info"]["output_token_logprobs"]]))

@@ -15,6 +15,7 @@ import torch
 
 from engine import Engine
 from kernels import pdl
+from tests.engine.test_gpu_engine import TEST_KV_TOKENS
 
 pytestmark = pytest.mark.gpu
 
@@ -33,7 +34,8 @@ def _run(path: str, quantization: str | None) -> list[tuple[list[int], list[floa
     extra = {"quantization": quantization} if quantization else {}
     outs = []
     with Engine(model_path=path, device="cuda", dtype="bfloat16", random_seed=0, cuda_graph_max_bs=4,
-                attention_backend="triton", skip_tokenizer_init=True, **extra) as engine:
+                attention_backend="triton", skip_tokenizer_init=True, max_total_tokens=TEST_KV_TOKENS,
+                **extra) as engine:
         for prompt in prompts:  # one at a time: batch-1 decode steps, the fused path
             out = engine.generate(input_ids=prompt, sampling_params=params, return_logprob=True)
             logprobs = [lp for lp, _, _ in out["meta_info"]["output_token_logprobs"]]
