@@ -441,6 +441,50 @@ for s in "$@"; do
                  if [ $q = bf16 ]; then a=""; else a="--quantization $q"; fi;
                  python3 bench/single_stream.py $a --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 |
                    grep -E "decode_tok_s|batch-1 GEMV"; done' ;;
+    # sixteenth session, third call (H100): the GPU tests with the fixed KV pool (9 OOMs in call 2 came from xdist
+    # workers starving each other), the new AWQ dequantize kernel against the tree before it (.exp/old-69336be.tar,
+    # carried): per projection, then where it shows for users: AWQ TTFT and large-batch offline throughput.
+    s16c-h100) mkdir -p /tmp/old && tar xf .exp/old-69336be.tar -C /tmp/old && cp bench/awq_dequant_bench.py /tmp/old/bench/
+               stage s16c-tests 170 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rf tests/kernels/test_fp8_gemv_cuda.py \
+                 tests/engine/test_gpu_fp8.py tests/kernels/test_awq_gemv_cuda.py tests/engine/test_gpu_awq.py \
+                 tests/engine/test_gpu_fused_rotary.py tests/engine/test_gpu_pdl.py "tests/kernels/test_awq_gemm.py::test_awq_dequantize_gpu_exact"
+               stage s16c-dequant 80 python3 bench/awq_dequant_bench.py
+               stage s16c-dequant-old 50 bash -c 'cd /tmp/old && python3 bench/awq_dequant_bench.py --default-only'
+               stage s16c-ttft 120 bash -c 'for t in /tmp/old .; do echo "== tree $t"; (cd $t && python3 bench/single_stream.py \
+                 --quantization awq --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep -E "decode_tok_s"); done'
+               stage s16c-offline 160 bash -c 'for t in /tmp/old .; do echo "== tree $t"; (cd $t && python3 bench/offline.py \
+                 --model-path bench/models/llama-3.1-8b --load-format dummy --num-prompts 128 --min-input 256 --max-input 1024 \
+                 --output-len 256 --engine-args "{\"quantization\": \"awq\", \"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" \
+                 2>&1 | tail -3); done' ;;
+    # sixteenth session, fourth call (H100): the dequantize kernel's default now 16 rows per program (call 3: 3.2x
+    # faster than 32), its sweep around that, AWQ TTFT / offline against the old tree again, then the GPU tests.
+    s16d-h100) mkdir -p /tmp/old && tar xf .exp/old-69336be.tar -C /tmp/old
+               stage s16d-dequant 60 python3 bench/awq_dequant_bench.py
+               stage s16d-ttft 120 bash -c 'for t in /tmp/old .; do echo "== tree $t"; (cd $t && python3 bench/single_stream.py \
+                 --quantization awq --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep -E "decode_tok_s"); done'
+               stage s16d-offline 140 bash -c 'for t in /tmp/old .; do echo "== tree $t"; (cd $t && python3 bench/offline.py \
+                 --model-path bench/models/llama-3.1-8b --load-format dummy --num-prompts 128 --min-input 256 --max-input 1024 \
+                 --output-len 256 --engine-args "{\"quantization\": \"awq\", \"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" \
+                 2>&1 | tail -3); done'
+               stage s16d-tests 240 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rf tests/kernels/test_fp8_gemv_cuda.py \
+                 tests/engine/test_gpu_fp8.py tests/kernels/test_awq_gemv_cuda.py tests/engine/test_gpu_awq.py \
+                 tests/engine/test_gpu_fused_rotary.py tests/engine/test_gpu_pdl.py "tests/kernels/test_awq_gemm.py::test_awq_dequantize_gpu_exact" \
+                 "tests/kernels/test_awq_gemm.py::test_awq_kernels_gpu" ;;
+    # sixteenth session, fifth call (H100): with dequantize 3x faster, where dequantize + cuBLAS now beats the CUDA
+    # small-batch kernel (AWQ_CUDA_MAX_ROWS / DEQUANT_MATMUL_MIN_ROWS), bf16 on call 4's offline workload, and
+    # the Triton PDL switch on this device (it lost on the H200).
+    s16e-h100) stage s16e-rows 150 python3 bench/awq_cuda_bench.py --rows 16,24,32,48,64
+               stage s16e-bf16-offline 90 python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
+                 --num-prompts 128 --min-input 256 --max-input 1024 --output-len 256 \
+                 --engine-args "{\"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}"
+               stage s16e-pdl 170 python3 bench/step_ab.py --switch pdl --quantizations bf16,fp8,awq ;;
+    # sixteenth session, sixth call (H100): AWQ_CUDA_MAX_ROWS 40 and DEQUANT_MATMUL_MIN_ROWS 2 (call 5's crossover):
+    # the AWQ GPU tests through the engine and kernels, and call 4's offline workload again.
+    s16f-h100) stage s16f-tests 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rf tests/engine/test_gpu_awq.py \
+                 tests/kernels/test_awq_gemm.py tests/kernels/test_awq_gemv_cuda.py tests/engine/test_gpu_pdl.py
+               stage s16f-offline 80 python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
+                 --num-prompts 128 --min-input 256 --max-input 1024 --output-len 256 \
+                 --engine-args "{\"quantization\": \"awq\", \"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -31,18 +31,18 @@ PACK = 8  # int4 values per int32
 # CUDA dequant); logical column c therefore sits at nibble AWQ_UNPACK_NIBBLE[c].
 AWQ_PACK_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 AWQ_UNPACK_NIBBLE = (0, 4, 1, 5, 2, 6, 3, 7)
-# Rows at or above this go through dequantize + cuBLAS (a large prefill is compute-bound; the dequantized
-# copy is one extra pass over the weight). bench/awq_bench.py measures where the Triton GEMM stops winning;
-# `bench/quant_gemv_sweep.py --kind awq` writes its measured crossover to awq_dequant_min_rows.txt, which a
-# device session can try through TESSERA_AWQ_DEQUANT_MIN_ROWS before the constant is changed. H200, 8B shape
-# (2026-12-02): at 64 rows the Triton GEMM took 2,687 us per layer vs 1,120 us dequantize + cuBLAS (256 rows:
-# 7,167 vs 1,182), batch-1 TTFT 334 -> 48 ms; below 64 rows it was not measured.
-DEQUANT_MATMUL_MIN_ROWS = int(os.environ.get("TESSERA_AWQ_DEQUANT_MIN_ROWS") or 64)
-# Batches of 2..TESSERA_AWQ_CUDA_MAX_ROWS rows through the CUDA kernel too (`awq_gemm_cuda`: 8 rows per weight
-# pass). H200, 8B shapes (`bench/awq_cuda_bench.py --rows`, 2026-12-05): it beat the Triton GEMM 4-45x and
-# dequantize + cuBLAS 1.4-18x at every size measured, 2 to 64 rows (a layer at 64 rows: 568 vs 1,118 us), so it
-# takes everything below DEQUANT_MATMUL_MIN_ROWS.
-AWQ_CUDA_MAX_ROWS = int(os.environ.get("TESSERA_AWQ_CUDA_MAX_ROWS") or 64)
+# Batches of 2..AWQ_CUDA_MAX_ROWS rows run the CUDA kernel's small-batch form (`awq_gemm_cuda`: up to 32 rows per
+# pass over the int4 weights) when the layer has its copy. H100, 8B layer (`bench/awq_cuda_bench.py --rows
+# 16,24,32,48,64`, 2026-12-05, after the dequantize kernel became 3x faster): 118.8 / 216.7 / 266.7 / 386.7 / 536.5 us
+# at 16 / 24 / 32 / 48 / 64 rows against 373-377 us for dequantize + cuBLAS at every one of them: crossover ~45 rows.
+AWQ_CUDA_MAX_ROWS = int(os.environ.get("TESSERA_AWQ_CUDA_MAX_ROWS") or 40)
+# Batches the CUDA kernel does not take (more rows, or no CUDA copy) go through dequantize + cuBLAS from this many
+# rows (below: the Triton GEMM). The Triton GEMM lost wherever it was timed: H100, 8B layer at 16-64 rows 2,515-2,682 us vs
+# 373-377 (the same bench); H200 at 64 / 256 rows 2,687 / 7,167 vs 1,120 / 1,182 with the old dequantize (2026-12-02).
+# From 2 to 16 rows it runs the same 16-row tiles and K split, so fewer rows do not make it cheaper.
+# `bench/quant_gemv_sweep.py --kind awq` writes a measured crossover to awq_dequant_min_rows.txt for
+# TESSERA_AWQ_DEQUANT_MIN_ROWS.
+DEQUANT_MATMUL_MIN_ROWS = int(os.environ.get("TESSERA_AWQ_DEQUANT_MIN_ROWS") or 2)
 # The CUDA GEMV's weight copy may take at most this share of the GPU memory free after loading (the KV cache's
 # source) unless TESSERA_AWQ_CUDA_GEMV=1 insists; TESSERA_AWQ_CUDA_GEMV=0 turns it off.
 AWQ_CUDA_COPY_MAX_SHARE = 0.10

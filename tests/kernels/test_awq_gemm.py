@@ -14,7 +14,7 @@ import torch
 
 from engine.quant.awq import dequantize_awq, unpack_int4
 from engine.quant.awq_pack import pack_int4, quantize_awq
-from kernels.awq_gemm import AwqGemmConfig, awq_dequantize, awq_gemm
+from kernels.awq_gemm import AwqDequantConfig, AwqGemmConfig, awq_dequantize, awq_gemm
 from kernels.awq_gemv import AwqGemvConfig, awq_gemv, gemv_locks
 
 
@@ -92,8 +92,9 @@ def test_gemm_and_dequant_interpreter(dtype: torch.dtype, k: int, n: int, group:
         torch.testing.assert_close(got.float(), _reference(x, packed, group), **_tol(dtype, k))
         assert not locks.any()
     torch.testing.assert_close(awq_gemm(x, *packed, group).float(), _reference(x, packed, group), **_tol(dtype, k))
-    dense = awq_dequantize(*packed, group)
-    torch.testing.assert_close(dense, dequantize_awq(*packed, group), atol=0, rtol=0)
+    for cfg in (None, AwqDequantConfig(block_k=16, block_p=4, num_warps=4)):  # 4 packs: N=48 masks the last
+        dense = awq_dequantize(*packed, group, config=cfg)
+        torch.testing.assert_close(dense, dequantize_awq(*packed, group), atol=0, rtol=0)
 
 
 def test_launchers_reject_bad_inputs() -> None:
@@ -129,6 +130,20 @@ def test_awq_kernels_gpu(dtype: torch.dtype, k: int, n: int, m: int) -> None:
         torch.testing.assert_close(awq_gemm(x, *packed, group).float(), ref, **_tol(dtype, k))
     if m == 512:  # the dequantize + cuBLAS path of large prefills
         torch.testing.assert_close((x @ awq_dequantize(*packed, group)).float(), ref, **_tol(dtype, k))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("k", "n"), GPU_SHAPES)
+def test_awq_dequantize_gpu_exact(dtype: torch.dtype, k: int, n: int) -> None:
+    """The dense matrix before cuBLAS has the torch reference's bits (integer q - z, one rounding of the product)
+    for the default tiles and for tiles that mask packs (ragged N) or rows differently."""
+    packed, _ = _packed(k, n, 128, dtype, "cuda", seed=k + 2 * n)
+    ref = dequantize_awq(*packed, 128)
+    for cfg in (None, AwqDequantConfig(block_k=16, block_p=64, num_warps=4),
+                AwqDequantConfig(block_k=128, block_p=16, num_warps=8)):
+        got = awq_dequantize(*packed, 128, config=cfg)
+        assert got.dtype == dtype and torch.equal(got, ref), f"{cfg}: {(got.float() - ref.float()).abs().max()}"
 
 
 @pytest.mark.gpu
