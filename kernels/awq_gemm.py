@@ -11,7 +11,8 @@ Entry points here, fp32-accumulating with the dequantisation in registers:
   with few rows (a small decode batch) K is split so the weight streams through every SM. Split-K partials
   go to an fp32 [split_k, M, N] buffer; the last split to finish a tile (an arrival counter) sums them in a
   fixed order, so the result is the same bits run to run and the whole op is one launch.
-- `awq_dequantize`: W as a dense [K, N] matrix (for very large M, dequantise once + cuBLAS; and tests).
+- `awq_dequantize`: W as a dense [K, N] matrix, for dequantize + cuBLAS (prefill, and the batches the CUDA
+  small-batch kernel does not take: engine/quant/awq.py) and tests.
 The batch-1 GEMV (`awq_gemv`) is `kernels.awq_gemv`; the layout checks here serve both.
 """
 

@@ -4,10 +4,12 @@ Stored per linear layer as in the checkpoint (layout in kernels/awq_gemm.py): `q
 `qzeros` int32 [in/G, out/8], `scales` [in/G, out]. TP: column-parallel layers split the packed output
 axis (out/8 columns), row-parallel layers split the input axis by whole groups.
 
-CUDA runs the W4A16 Triton kernels (GEMV at one row, GEMM otherwise). The CPU is the reference path: the
-weight is dequantized once at load into the model dtype and multiplied with `F.linear`. Once, not per
-call: the CPU path exists for tests and the demo, where a per-call unpack would make every step several
-times slower for no gain in what the tests check (the unpack itself is the same torch code either way).
+CUDA runs the tensor-core CUDA kernels (kernels/awq_gemv_cuda.py: batch-1 GEMV, small batches) where the layer
+has their weight copy, the Triton GEMV at one row otherwise, and dequantize + cuBLAS for larger batches and
+prefill (row thresholds below). The CPU is the reference path: the weight is dequantized once at load into the
+model dtype and multiplied with `F.linear`. Once, not per call: the CPU path exists for tests and the demo, where a
+per-call unpack would make every step several times slower for no gain in what the tests check (the unpack itself
+is the same torch code either way).
 """
 
 from __future__ import annotations
