@@ -46,9 +46,9 @@ def traffic_bytes(k: int, n: int) -> int:
 
 
 def bench_op(name: str, n: int, k: int, configs: list) -> dict[str, float]:
-    copies = [_awq_copy(k, n) for _ in range(_copies(traffic_bytes(k, n)))]
-    ref = dequantize_awq(*copies[0], GROUP)
     nbytes = traffic_bytes(k, n)
+    copies = [_awq_copy(k, n) for _ in range(_copies(nbytes))]
+    ref = dequantize_awq(*copies[0], GROUP)
     row: dict[str, float] = {}
     for cfg in configs:
         label = "default" if cfg is None else f"k{cfg.block_k}_p{cfg.block_p}_w{cfg.num_warps}"

@@ -36,6 +36,25 @@ online_32() {  # online_32 ENGINE_ARGS_JSON...: one in-process serving run at 32
 }
 export -f online_32
 
+awq_old_vs_new_ttft() {  # AWQ single stream (TTFT, batch-1 tok/s) in /tmp/old (an older tree), then this one
+  local t
+  for t in /tmp/old .; do
+    echo "== tree $t"
+    (cd $t && python3 bench/single_stream.py --quantization awq --engine-args '{"attention_backend": "triton"}' 2>&1 |
+      grep -E "decode_tok_s")
+  done
+}
+awq_old_vs_new_offline() {  # AWQ offline, 128 requests of 256-1024 in / 256 out, in /tmp/old, then this tree
+  local t
+  for t in /tmp/old .; do
+    echo "== tree $t"
+    (cd $t && python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy --num-prompts 128 \
+      --min-input 256 --max-input 1024 --output-len 256 \
+      --engine-args '{"quantization": "awq", "attention_backend": "triton", "skip_tokenizer_init": true}' 2>&1 | tail -3)
+  done
+}
+export -f awq_old_vs_new_ttft bash -c awq_old_vs_new_offline
+
 with_clocks() {  # with_clocks CSV CMD...: CMD with the SM clock, power and clock-event reasons sampled every 100 ms
   nvidia-smi -lms 100 --format=csv,noheader,nounits \
     --query-gpu=timestamp,clocks.sm,power.draw,power.limit,temperature.gpu,clocks_event_reasons.active > "$1" &
@@ -450,22 +469,14 @@ for s in "$@"; do
                  tests/engine/test_gpu_fused_rotary.py tests/engine/test_gpu_pdl.py "tests/kernels/test_awq_gemm.py::test_awq_dequantize_gpu_exact"
                stage s16c-dequant 80 python3 bench/awq_dequant_bench.py
                stage s16c-dequant-old 50 bash -c 'cd /tmp/old && python3 bench/awq_dequant_bench.py --default-only'
-               stage s16c-ttft 120 bash -c 'for t in /tmp/old .; do echo "== tree $t"; (cd $t && python3 bench/single_stream.py \
-                 --quantization awq --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep -E "decode_tok_s"); done'
-               stage s16c-offline 160 bash -c 'for t in /tmp/old .; do echo "== tree $t"; (cd $t && python3 bench/offline.py \
-                 --model-path bench/models/llama-3.1-8b --load-format dummy --num-prompts 128 --min-input 256 --max-input 1024 \
-                 --output-len 256 --engine-args "{\"quantization\": \"awq\", \"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" \
-                 2>&1 | tail -3); done' ;;
+               stage s16c-ttft 120 bash -c awq_old_vs_new_ttft
+               stage s16c-offline 160 bash -c awq_old_vs_new_offline ;;
     # sixteenth session, fourth call (H100): the dequantize kernel's default now 16 rows per program (call 3: 3.2x
     # faster than 32), its sweep around that, AWQ TTFT / offline against the old tree again, then the GPU tests.
     s16d-h100) mkdir -p /tmp/old && tar xf .exp/old-69336be.tar -C /tmp/old
                stage s16d-dequant 60 python3 bench/awq_dequant_bench.py
-               stage s16d-ttft 120 bash -c 'for t in /tmp/old .; do echo "== tree $t"; (cd $t && python3 bench/single_stream.py \
-                 --quantization awq --engine-args "{\"attention_backend\": \"triton\"}" 2>&1 | grep -E "decode_tok_s"); done'
-               stage s16d-offline 140 bash -c 'for t in /tmp/old .; do echo "== tree $t"; (cd $t && python3 bench/offline.py \
-                 --model-path bench/models/llama-3.1-8b --load-format dummy --num-prompts 128 --min-input 256 --max-input 1024 \
-                 --output-len 256 --engine-args "{\"quantization\": \"awq\", \"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" \
-                 2>&1 | tail -3); done'
+               stage s16d-ttft 120 bash -c awq_old_vs_new_ttft
+               stage s16d-offline 140 bash -c awq_old_vs_new_offline
                stage s16d-tests 240 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rf tests/kernels/test_fp8_gemv_cuda.py \
                  tests/engine/test_gpu_fp8.py tests/kernels/test_awq_gemv_cuda.py tests/engine/test_gpu_awq.py \
                  tests/engine/test_gpu_fused_rotary.py tests/engine/test_gpu_pdl.py "tests/kernels/test_awq_gemm.py::test_awq_dequantize_gpu_exact" \

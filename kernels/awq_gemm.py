@@ -94,11 +94,12 @@ def _awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, sc_ptr, part_ptr, lock_ptr, out_ptr,
 
 
 @triton.jit
-def _awq_dequant_kernel(qw_ptr, qz_ptr, sc_ptr, out_ptr, K, NP, stride_q, stride_o, GROUP: tl.constexpr,
+def _awq_dequant_kernel(qw_ptr, qz_ptr, sc_ptr, out_ptr, K, N, NP, GROUP: tl.constexpr,
                         BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr):
     # One program: BLOCK_K rows of one group x BLOCK_P packs (8 * BLOCK_P columns). Each int32 is loaded once and
     # its 8 nibbles fan out along a third axis, so a thread stores 8 adjacent 16-bit columns in one 16-byte write;
-    # the strides come in as arguments so Triton sees them divisible by 16 and vectorises both sides.
+    # the row lengths N and NP = N / 8 (the packed one) both come in as arguments so Triton sees them divisible by 16
+    # and vectorises both sides.
     pid_k = tl.program_id(0)
     offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -106,16 +107,16 @@ def _awq_dequant_kernel(qw_ptr, qz_ptr, sc_ptr, out_ptr, K, NP, stride_q, stride
     shifts = _nibble_shifts(nibble)  # [8]: logical column c of a pack sits at these bits
     mask_p = offs_p < NP
     mask = (offs_k < K)[:, None] & mask_p[None, :]
-    packed = tl.load(qw_ptr + offs_k[:, None] * stride_q + offs_p[None, :], mask=mask, other=0,
+    packed = tl.load(qw_ptr + offs_k[:, None] * NP + offs_p[None, :], mask=mask, other=0,
                      eviction_policy="evict_first")  # [BLOCK_K, BLOCK_P]
     g = pid_k * BLOCK_K // GROUP  # BLOCK_K divides GROUP: one group per program
-    zp = tl.load(qz_ptr + g * stride_q + offs_p, mask=mask_p, other=0)  # [BLOCK_P]
+    zp = tl.load(qz_ptr + g * NP + offs_p, mask=mask_p, other=0)  # [BLOCK_P]
     cols = offs_p[:, None] * 8 + nibble[None, :]  # [BLOCK_P, 8]
-    s = tl.load(sc_ptr + g * stride_o + cols, mask=mask_p[:, None], other=0.0)  # [BLOCK_P, 8]
+    s = tl.load(sc_ptr + g * N + cols, mask=mask_p[:, None], other=0.0)  # [BLOCK_P, 8]
     q = (packed[:, :, None] >> shifts[None, None, :]) & 0xF
     z = (zp[:, None] >> shifts[None, :]) & 0xF
     w = (q - z[None, :, :]).to(s.dtype) * s[None, :, :]  # the reference's arithmetic: exact int, one rounding
-    tl.store(out_ptr + offs_k[:, None, None] * stride_o + cols[None, :, :], w, mask=mask[:, :, None])
+    tl.store(out_ptr + offs_k[:, None, None] * N + cols[None, :, :], w, mask=mask[:, :, None])
 
 
 def _check_packed(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int) -> tuple[int, int]:
@@ -209,6 +210,6 @@ def awq_dequantize(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Te
     block_k = _block_k(group_size, cfg.block_k)
     num_packs = n // PACK
     _awq_dequant_kernel[(triton.cdiv(k, block_k), triton.cdiv(num_packs, cfg.block_p))](
-        qweight, qzeros, scales, out, k, num_packs, num_packs, n, GROUP=group_size, BLOCK_K=block_k,
+        qweight, qzeros, scales, out, k, n, num_packs, GROUP=group_size, BLOCK_K=block_k,
         BLOCK_P=cfg.block_p, num_warps=cfg.num_warps)
     return out
