@@ -496,6 +496,16 @@ for s in "$@"; do
                stage s16f-offline 80 python3 bench/offline.py --model-path bench/models/llama-3.1-8b --load-format dummy \
                  --num-prompts 128 --min-input 256 --max-input 1024 --output-len 256 \
                  --engine-args "{\"quantization\": \"awq\", \"attention_backend\": \"triton\", \"skip_tokenizer_init\": true}" ;;
+    # seventeenth session, first call (H100): the L2 prefetch beside batch-1 attention (kernels/l2_prefetch.py).
+    # The microbench first (does a bulk prefetch land in L2? does it slow attention?), then the engine's decode
+    # step per budget for FP8 / AWQ / bf16, then the GPU tests.
+    s17a-h100) stage s17a-micro 150 bash -c 'python3 bench/l2_prefetch_bench.py && python3 bench/l2_prefetch_bench.py \
+                 --programs 32 --chunk 4096 && python3 bench/l2_prefetch_bench.py --programs 2 --chunk 65536 &&
+                 python3 bench/l2_prefetch_bench.py --bf16 --gate-up-mb 0'
+               stage s17a-step 300 python3 bench/step_ab.py --switch l2-prefetch --quantizations fp8,awq,bf16 \
+                 --l2-prefetch-mb 16,24,32,40 --reps 100
+               stage s17a-tests 120 python3 -m pytest -q -m gpu -o addopts="" -rf tests/kernels/test_l2_prefetch.py \
+                 tests/engine/test_gpu_l2_prefetch.py ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -4,6 +4,7 @@
     python bench/step_ab.py --switch long-split --contexts 1536 2048 3072
     python bench/step_ab.py --switch fused-rotary --batch-size 256 --contexts 768
     python bench/step_ab.py --switch fp8-cuda --quantizations fp8   # Triton (off) vs CUDA (on) FP8 GEMV
+    python bench/step_ab.py --switch l2-prefetch --l2-prefetch-mb 16,24 --l2-prefetch-shapes 8x16384,32x4096
 
 Switches:
 - `pdl`: programmatic dependent launch of the batch-1 kernels (kernels/pdl.py; off by default).
@@ -16,6 +17,9 @@ Switches:
 - `fp8-cuda`: the FP8 layers' batch-1 GEMV, the Triton one (off) or the tensor-core CUDA kernel
   (kernels/fp8_gemv_cuda.py, on: the default where it builds); only with `--quantizations fp8`. Its logits
   differ by summation order.
+- `l2-prefetch`: batch-1 layers prefetch o's weights and gate_up's first rows into L2 beside attention
+  (kernels/l2_prefetch.py); "off" is no prefetch, "on" each `--l2-prefetch-mb` budget with each
+  `--l2-prefetch-shapes` grid (programs x bytes per prefetch instruction), one row per pair.
 
 For each weight format one model runner is built (dummy weights, triton attention); for each context its decode
 CUDA graphs are captured again with the switch off, then on, `--rounds` times in turn, and each capture's
@@ -47,13 +51,16 @@ from engine.distributed.parallel_state import TPContext  # noqa: E402
 from engine.forward_batch import ForwardMode  # noqa: E402
 from engine.model_config import create_model_config  # noqa: E402
 from engine.model_runner import ModelRunner  # noqa: E402
-from kernels import awq_gemv_cuda, pdl  # noqa: E402
+from kernels import awq_gemv_cuda, l2_prefetch, pdl  # noqa: E402
 
 # The module, not the function `kernels` re-exports under the same name.
 decode_attention_module = importlib.import_module("kernels.decode_attention")
 LONG_SPLIT_DEFAULT = decode_attention_module.LONG_SPLIT_FROM
 FUSED_ROTARY_DEFAULT = triton_backend.FUSED_DECODE_ROTARY
 AWQ_PDL_DEFAULT = awq_gemv_cuda.PDL
+L2_PREFETCH_DEFAULT = (l2_prefetch.BUDGET_OVERRIDE_MB, l2_prefetch.PROGRAMS, l2_prefetch.CHUNK)
+# The `l2-prefetch` setting under test: (MB, programs, chunk bytes), set per row by main().
+l2_prefetch_on = L2_PREFETCH_DEFAULT
 
 
 def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
@@ -69,6 +76,9 @@ def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
         triton_backend.FUSED_DECODE_ROTARY = FUSED_ROTARY_DEFAULT if on is None else on
     elif switch == "awq-pdl":
         awq_gemv_cuda.PDL = AWQ_PDL_DEFAULT if on is None else on
+    elif switch == "l2-prefetch":
+        setting = L2_PREFETCH_DEFAULT if on is None else l2_prefetch_on if on else (0.0, *L2_PREFETCH_DEFAULT[1:])
+        l2_prefetch.BUDGET_OVERRIDE_MB, l2_prefetch.PROGRAMS, l2_prefetch.CHUNK = setting
     else:
         decode_attention_module.LONG_SPLIT_FROM = LONG_SPLIT_DEFAULT if on in (True, None) else 1 << 30
 
@@ -113,15 +123,29 @@ def _runner(model: str, quantization: str, batch_size: int, max_context: int) ->
 
 
 def main() -> None:
+    global l2_prefetch_on
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary", "awq-pdl", "fp8-cuda"], required=True)
+    parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary", "awq-pdl", "fp8-cuda",
+                                                 "l2-prefetch"], required=True)
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--quantizations", default="bf16", help="comma-separated: bf16, fp8, awq")
     parser.add_argument("--contexts", type=int, nargs="+", default=[640])
     parser.add_argument("--batch-size", type=int, default=1, help="decode rows, each with a context's tokens")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--reps", type=int, default=200)
+    parser.add_argument("--l2-prefetch-mb", default="24", help="l2-prefetch: comma-separated budgets (MB)")
+    parser.add_argument("--l2-prefetch-shapes", default=f"{l2_prefetch.PROGRAMS}x{l2_prefetch.CHUNK}",
+                        help="l2-prefetch: comma-separated PROGRAMSxCHUNK_BYTES grids")
     ns = parser.parse_args()
+    settings = [(None, None, None)]
+    if ns.switch == "l2-prefetch":
+        try:
+            shapes = [tuple(int(v) for v in shape.split("x")) for shape in ns.l2_prefetch_shapes.split(",")]
+            settings = [(float(mb), programs, chunk) for mb in ns.l2_prefetch_mb.split(",") for programs, chunk in shapes]
+        except ValueError:
+            parser.error("--l2-prefetch-mb: numbers; --l2-prefetch-shapes: PROGRAMSxCHUNK, e.g. 8x16384")
+        if any(chunk % 16 or programs < 1 or mb <= 0 for mb, programs, chunk in settings):
+            parser.error("--l2-prefetch-shapes: chunks a multiple of 16 bytes, programs >= 1; budgets > 0")
     if min(ns.contexts) < 2:
         parser.error("--contexts: at least 2 tokens each")
     if ns.batch_size < 1:
@@ -138,20 +162,25 @@ def main() -> None:
     for q in ns.quantizations.split(","):
         runner = _runner(ns.model, q.strip(), ns.batch_size, max(ns.contexts))
         for context in ns.contexts:
-            row = {"switch": ns.switch, "quantization": q.strip(),
-                   **_measure(runner, ns.switch, ns.batch_size, context, ns.rounds, ns.reps)}
-            print("STEP_AB " + json.dumps(row), flush=True)
-            rows.append(row)
+            for setting in settings:
+                l2_prefetch_on = setting
+                row = {"switch": ns.switch, "quantization": q.strip(),
+                       **({"l2_prefetch": dict(zip(("mb", "programs", "chunk"), setting))} if setting[0] else {}),
+                       **_measure(runner, ns.switch, ns.batch_size, context, ns.rounds, ns.reps)}
+                print("STEP_AB " + json.dumps(row), flush=True)
+                rows.append(row)
         del runner
         gc.collect()  # this runner's model, KV pool and graphs go before the next one is built
         torch.cuda.empty_cache()
-    print(f"{'weights':8} {'batch':>5} {'context':>7} {'off ms':>8} {'on ms':>8} {'delta':>8} {'max |dlogit|':>12} {'repeat':>8}")
+    print(f"{'weights':8} {'setting':>14} {'batch':>5} {'context':>7} {'off ms':>8} {'on ms':>8} {'delta':>8} "
+          f"{'max |dlogit|':>12} {'repeat':>8}")
     for r in rows:
-        print(f"{r['quantization']:8} {r['batch_size']:5d} {r['context']:7d} {r['off_ms']:8.4f} {r['on_ms']:8.4f} "
-              f"{r['delta_pct']:7.2f}% {r['logits_max_diff']:12.3g} {r['logits_repeat_diff']:8.3g}")
+        setting = "{mb:g}MB {programs}x{chunk}".format(**r["l2_prefetch"]) if "l2_prefetch" in r else "-"
+        print(f"{r['quantization']:8} {setting:>14} {r['batch_size']:5d} {r['context']:7d} {r['off_ms']:8.4f} "
+              f"{r['on_ms']:8.4f} {r['delta_pct']:7.2f}% {r['logits_max_diff']:12.3g} {r['logits_repeat_diff']:8.3g}")
     if any(r["logits_repeat_diff"] != 0 for r in rows):
         sys.exit("step_ab.py: the step is not deterministic (logits differ between rounds of one setting)")
-    if ns.switch in ("pdl", "fused-rotary", "awq-pdl") and any(r["logits_max_diff"] != 0 for r in rows):
+    if ns.switch in ("pdl", "fused-rotary", "awq-pdl", "l2-prefetch") and any(r["logits_max_diff"] != 0 for r in rows):
         sys.exit(f"step_ab.py: {ns.switch} changed the logits")
 
 

@@ -19,6 +19,7 @@ from engine.layers.embedding import ParallelLMHead, VocabParallelEmbedding
 from engine.layers.linear import ColumnParallelLinear, QKVParallelLinear, RowParallelLinear
 from engine.layers.norm import RMSNorm
 from engine.layers.rotary import RotaryEmbedding
+from kernels import l2_prefetch
 
 # checkpoint name fragment -> (packed module fragment, shard index)
 _PACKED = {
@@ -123,11 +124,26 @@ class LlamaDecoderLayer(nn.Module):
         attn, mlp = self.self_attn, self.mlp
         qkv = _row_gemv(attn.qkv_proj, stream, norm_weight=self.input_layernorm.weight,
                         eps=self.input_layernorm.eps, bias=attn.qkv_proj.bias)
-        out = attn.attend(positions, *attn.split_qkv(qkv), fb, rotary, attn_backend)
-        stream = _row_gemv(attn.o_proj, out, bias=attn.o_proj.bias, residual=stream)
-        gate_up = _row_gemv(mlp.gate_up_proj, stream, norm_weight=self.post_attention_layernorm.weight,
-                            eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias)
-        return _row_gemv(mlp.down_proj, gate_up, silu_mul=True, bias=mlp.down_proj.bias, residual=stream)
+        # While attention waits on latency, DRAM is idle: o's weights and gate_up's first rows go to L2 beside it.
+        budget = l2_prefetch.budget_bytes(stream.device)
+        ranges = l2_prefetch.plan(_streamed_weights(attn.o_proj) + _streamed_weights(mlp.gate_up_proj),
+                                  budget) if budget else ()
+        with l2_prefetch.beside(ranges):
+            out = attn.attend(positions, *attn.split_qkv(qkv), fb, rotary, attn_backend)
+            stream = _row_gemv(attn.o_proj, out, bias=attn.o_proj.bias, residual=stream)
+            gate_up = _row_gemv(mlp.gate_up_proj, stream, norm_weight=self.post_attention_layernorm.weight,
+                                eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias)
+            return _row_gemv(mlp.down_proj, gate_up, silu_mul=True, bias=mlp.down_proj.bias, residual=stream)
+
+
+def _streamed_weights(linear: nn.Module) -> list[torch.Tensor]:
+    """The tensors `_row_gemv` streams for `linear`, the row-ordered weight first (its first programs read its
+    first bytes), for `kernels.l2_prefetch.plan`."""
+    if getattr(linear, "awq_cuda_weights", None) is not None:
+        return [linear.awq_cuda_weights.qweight, linear.awq_cuda_weights.scale_zero]
+    if hasattr(linear, "qweight"):
+        return [linear.qweight, linear.scales]
+    return [linear.weight]
 
 
 def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:

@@ -1,0 +1,31 @@
+"""The L2 prefetch beside batch-1 attention (`kernels.l2_prefetch`) through the real engine (`pytest -m gpu`).
+
+It issues reads of weights into L2 on a side stream and never writes: a batch-1 greedy run (CUDA graphs and
+overlap scheduling on) must give the same tokens and the same logprobs with a budget as with none.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.engine.test_gpu_pdl import _run
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def gpu_llama(tmp_path_factory) -> str:
+    from tests.fixtures.tiny_models import build_gpu_llama
+
+    return build_gpu_llama(str(tmp_path_factory.mktemp("gpu_llama_l2")), num_key_value_heads=2)
+
+
+@pytest.mark.parametrize("quantization", [None, "fp8"], ids=["bf16", "fp8"])
+def test_l2_prefetch_engine_greedy_identical_gpu(gpu_llama: str, quantization: str | None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESSERA_L2_PREFETCH_MB", "0")
+    off = _run(gpu_llama, quantization)
+    monkeypatch.setenv("TESSERA_L2_PREFETCH_MB", "24")  # more than the tiny model's o + gate_up: all of them
+    on = _run(gpu_llama, quantization)
+    assert [ids for ids, _ in on] == [ids for ids, _ in off]
+    assert [lps for _, lps in on] == [lps for _, lps in off], "the L2 prefetch changed the logits"
