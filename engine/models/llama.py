@@ -19,7 +19,6 @@ from engine.layers.embedding import ParallelLMHead, VocabParallelEmbedding
 from engine.layers.linear import ColumnParallelLinear, QKVParallelLinear, RowParallelLinear
 from engine.layers.norm import RMSNorm
 from engine.layers.rotary import RotaryEmbedding
-from kernels import l2_prefetch
 
 # checkpoint name fragment -> (packed module fragment, shard index)
 _PACKED = {
@@ -125,6 +124,8 @@ class LlamaDecoderLayer(nn.Module):
         qkv = _row_gemv(attn.qkv_proj, stream, norm_weight=self.input_layernorm.weight,
                         eps=self.input_layernorm.eps, bias=attn.qkv_proj.bias)
         # While attention waits on latency, DRAM is idle: o's weights and gate_up's first rows go to L2 beside it.
+        from kernels import l2_prefetch  # here, not at import: the CPU image has no Triton (kernels/__init__)
+
         budget = l2_prefetch.budget_bytes(stream.device)
         ranges = l2_prefetch.plan(_streamed_weights(attn.o_proj) + _streamed_weights(mlp.gate_up_proj),
                                   budget) if budget else ()
