@@ -113,12 +113,14 @@ class LlamaDecoderLayer(nn.Module):
         hidden, residual = self.post_attention_layernorm(hidden, residual)
         return self.mlp(hidden), residual
 
-    def forward_single_row(self, positions, stream: torch.Tensor, fb, rotary, attn_backend) -> torch.Tensor:
+    def forward_single_row(self, positions, stream: torch.Tensor, fb, rotary, attn_backend,
+                           l2_budget: int = 0) -> torch.Tensor:
         """Batch-1 decode in four fused GEMV launches plus attention (see `kernels.gemv`).
 
         `stream` [1, hidden] is the residual stream itself (embedding + every layer's output so far):
         the norms run as GEMV prologues and the residual adds as epilogues, so the same rounding steps
-        as `forward` happen, only without their own launches. Returns the updated stream.
+        as `forward` happen, only without their own launches. Returns the updated stream. `l2_budget`: bytes of
+        o's and gate_up's weights to prefetch into L2 beside attention (`kernels.l2_prefetch`; 0: none).
         """
         attn, mlp = self.self_attn, self.mlp
         qkv = _row_gemv(attn.qkv_proj, stream, norm_weight=self.input_layernorm.weight,
@@ -126,9 +128,8 @@ class LlamaDecoderLayer(nn.Module):
         # While attention waits on latency, DRAM is idle: o's weights and gate_up's first rows go to L2 beside it.
         from kernels import l2_prefetch  # here, not at import: the CPU image has no Triton (kernels/__init__)
 
-        budget = l2_prefetch.budget_bytes(stream.device)
         ranges = l2_prefetch.plan(_streamed_weights(attn.o_proj) + _streamed_weights(mlp.gate_up_proj),
-                                  budget) if budget else ()
+                                  l2_budget) if l2_budget else ()
         with l2_prefetch.beside(ranges):
             out = attn.attend(positions, *attn.split_qkv(qkv), fb, rotary, attn_backend)
             stream = _row_gemv(attn.o_proj, out, bias=attn.o_proj.bias, residual=stream)
@@ -223,8 +224,12 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, fb: ForwardBatch) -> torch.Tensor:
         hidden = self.embed_tokens(input_ids)  # [T, hidden]
         if self.fused_gemv and input_ids.shape[0] == 1:
+            # Imported here: the CPU image has no Triton, which kernels/__init__ needs.
+            from kernels.l2_prefetch import budget_bytes
+
+            budget = budget_bytes(hidden.device)  # once per step, read at each capture like the env switches
             for layer in self.layers:
-                hidden = layer.forward_single_row(positions, hidden, fb, self.rotary, self.attn_backend)
+                hidden = layer.forward_single_row(positions, hidden, fb, self.rotary, self.attn_backend, budget)
             return self.norm(hidden)
         residual = None
         for layer in self.layers:
