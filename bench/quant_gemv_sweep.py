@@ -363,7 +363,8 @@ def main() -> None:
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--out", default=None, help="overlay file (one kind); default $OUT/<kind>_gemv_tuned.json")
     parser.add_argument("--jobs", type=int, default=min(14, max(1, (os.cpu_count() or 2) - 2)))
-    parser.add_argument("--ops", default="", help="comma-separated subset of qkv,o,gate_up,down")
+    parser.add_argument("--ops", default="", help="comma-separated subset of qkv,o,gate_up,down,lm_head "
+                        "(default: all but lm_head)")
     parser.add_argument("--no-prefill", action="store_true", help="awq: skip the awq_gemm vs dequant timing")
     args = parser.parse_args()
     from kernels.gemv_configs import device_key
@@ -375,7 +376,8 @@ def main() -> None:
     t0 = time.perf_counter()
     dev = device_key(torch.cuda.current_device())
     ops = [o for o in args.ops.split(",") if o]
-    todo = [s for s in shapes(args.model) if s[0] != "lm_head" and (not ops or s[0] in ops)]
+    # The LM head only when named (--ops lm_head): it is 16-bit unless --lm-head-quantization fp8.
+    todo = [s for s in shapes(args.model) if (s[0] in ops if ops else s[0] != "lm_head")]
     precompile([(kind, n, k, pro, tuple(c)) for kind in kinds for _, n, k, pro in todo
                 for c in candidates(kind, n, k)], args.jobs)
     for kind in kinds:

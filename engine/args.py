@@ -30,6 +30,9 @@ KV_CACHE_DTYPES = ("auto", "bf16", "bfloat16", "fp8_e4m3", "fp8")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 # --quantization: weight quantization families (engine/quant); the checkpoint's quantization_config must agree.
 QUANTIZATIONS = ("awq", "fp8")
+# --lm-head-quantization: the LM head stays in the model dtype unless asked (published FP8 / AWQ checkpoints
+# keep it 16-bit); fp8 stores it per output channel in e4m3 (engine/layers/embedding.py).
+LM_HEAD_QUANTIZATIONS = ("fp8",)
 DEVICES = ("auto", "cpu", "cuda")
 GRAMMAR_BACKENDS = ("xgrammar", "llguidance", "none")
 # Output formats the API process parses (app/structured); named here so a typo fails at start.
@@ -86,6 +89,8 @@ class ServerArgs:
     load_format: str = "auto"
     # Weight quantization (engine/quant); default: whatever config.json's quantization_config says.
     quantization: str | None = None
+    # LM head weights: None keeps the model dtype; "fp8" quantizes them per output channel at load.
+    lm_head_quantization: str | None = None
     attention_backend: str | None = None
     # hybrid: decode batches whose longest sequence exceeds this many tokens use FlashInfer's decode
     # kernel, shorter ones triton's (engine/attention/hybrid.py). 128k: triton decodes faster at 100k too since
@@ -251,9 +256,10 @@ class ServerArgs:
 
     def for_draft_model(self, **changes: Any) -> ServerArgs:
         """The speculative draft model's args: these, on the draft's checkpoint, without speculation (the
-        draft's own config.json decides its quantization)."""
+        draft's own config.json decides its quantization; its LM head stays in the model dtype)."""
         return self.replace(model_path=self.speculative_model, tokenizer_path=None, speculative_algorithm=None,
-                            speculative_model=None, quantization=None, **changes)
+                            speculative_model=None, quantization=None, lm_head_quantization=None,
+                            **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -328,6 +334,9 @@ class ServerArgs:
              f"--load-format must be one of {', '.join(LOAD_FORMATS)}, got {self.load_format!r}")
         need(self.quantization is None or self.quantization in QUANTIZATIONS,
              f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
+        need(self.lm_head_quantization is None or self.lm_head_quantization in LM_HEAD_QUANTIZATIONS,
+             f"--lm-head-quantization must be one of {', '.join(LM_HEAD_QUANTIZATIONS)}, "
+             f"got {self.lm_head_quantization!r}")
         need(self.attention_backend is None or self.attention_backend in ATTENTION_BACKENDS,
              f"--attention-backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention_backend!r}")
         need(self.grammar_backend in GRAMMAR_BACKENDS,

@@ -48,6 +48,9 @@ _HELP = {
     "speculative_ngram_min_match": "ngram: shortest suffix that may propose (default 1)",
     "speculative_min_accept_rate": "a request accepting fewer drafts than this (recent average) pauses speculation "
                                    "for 16..128 tokens, then probes again; 0 never pauses (default 0.1)",
+    "lm_head_quantization": "fp8: store the LM head in FP8 (per output channel, at load) whatever the layers' "
+                            "quantization; batch-1 decode reads half its bytes, logits move by ~1-3 %% "
+                            "(default: the model dtype; needs compute capability 8.9+ on a GPU)",
     "kv_cache_dtype": "KV cache storage: auto (the model's dtype) | bf16 | fp8_e4m3 (twice the tokens per GB; "
                       "per-layer k/v scales from the checkpoint, else 1.0)",
     "quantization": "awq | fp8: weight quantization; default: auto-detected from config.json's "

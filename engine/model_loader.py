@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
+from engine.args import ArgsError
 from engine.distributed.parallel_state import TPContext
 from engine.model_config import ModelConfig
 from engine.models.registry import resolve_model_class
@@ -26,7 +27,7 @@ def iterate_weights(files: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def load_model(model_path: str, load_format: str, model_config: ModelConfig, tp: TPContext,
-               device: torch.device) -> torch.nn.Module:
+               device: torch.device, lm_head_quantization: str | None = None) -> torch.nn.Module:
     cls = resolve_model_class(model_config.hf_config)
     files = [] if load_format == "dummy" else safetensors_files(model_path)
     prev = torch.get_default_dtype()
@@ -49,7 +50,22 @@ def load_model(model_path: str, load_format: str, model_config: ModelConfig, tp:
             raise WeightLoadError(f"checkpoint is missing {len(missing)} weight(s), e.g. {missing[0]}")
     # Quantized layers repack / dequantize once their tensors are all in (engine/quant).
     process_weights_after_loading(model)
+    if lm_head_quantization == "fp8":
+        quantize_lm_head_fp8(model, device)
     return model
+
+
+def quantize_lm_head_fp8(model: torch.nn.Module, device: torch.device) -> None:
+    """--lm-head-quantization fp8 (engine/layers/embedding.py `ParallelLMHead.quantize_fp8`). The KV pool is
+    sized from the memory free after loading, so the freed 16-bit head is handed back to the driver here."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise ArgsError(f"--lm-head-quantization fp8 needs a GPU of compute capability 8.9 or newer (Ada, "
+                        f"Hopper); this one is {major}.{minor}")
+    model.lm_head.quantize_fp8(tied=model.tie_word_embeddings)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    logger.info("LM head quantized to FP8 (per output channel): %.2f GiB", model.lm_head.fp8_weight.numel() / 2**30)
 
 
 @torch.no_grad()

@@ -83,7 +83,8 @@ class ModelRunner:
         if device.type == "cuda":
             torch.cuda.set_device(device)
             free_before, total = torch.cuda.mem_get_info(device)
-        self.model = load_model(args.model_path, args.load_format, model_config, tp, device)
+        self.model = load_model(args.model_path, args.load_format, model_config, tp, device,
+                                lm_head_quantization=args.lm_head_quantization)
         weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         logger.info("rank %d: weights loaded in %.1fs, %.2f GiB (%s)", tp.rank, time.perf_counter() - t0,
                     weight_bytes / GiB, model_config.dtype)

@@ -24,16 +24,17 @@ def random_prompts(count: int, seed: int, vocab: int = 384) -> list[list[int]]:
 
 
 def teacher_forced(reference: tuple[str, torch.device], candidate: tuple[str, torch.device], dtype: str,
-                   prompts: list[list[int]], steps: int) -> KVAccuracy:
+                   prompts: list[list[int]], steps: int, **server_args) -> KVAccuracy:
     """`candidate` (model dir, device; CUDA graphs on CUDA) against `reference` (model dir, device; eager),
-    both in `dtype`, the candidate fed the reference's greedy tokens."""
+    both in `dtype` and built with `server_args`, the candidate fed the reference's greedy tokens."""
     tokens = sum(len(p) + steps for p in prompts) + 64
     runners = {}
     for name, (path, device) in (("reference", reference), ("candidate", candidate)):
         runners[name] = build_runner(path, "auto", device, dtype=dtype, max_total_tokens=max(tokens, 4096),
                                      max_running_requests=max(len(prompts), 1),
                                      disable_cuda_graph=name == "reference" or device.type != "cuda",
-                                     attention_backend="triton" if device.type == "cuda" else None)
+                                     attention_backend="triton" if device.type == "cuda" else None,
+                                     **server_args)
     (result,) = measure(runners, prompts, steps)
     runners.clear()
     torch.cuda.empty_cache()

@@ -150,3 +150,29 @@ def test_unsupported_fp8_layouts_fail_in_one_line(tiny_llama, tmp_path, quant_cf
         create_model_config(ServerArgs(model_path=path, device="cpu"), "cpu")
     assert "\n" not in str(err.value)
     assert os.path.isdir(path)
+
+
+@pytest.mark.parametrize(("arch", "server_args", "layers"), [
+    ("llama", {}, False),  # the LM head alone
+    ("llama", {"quantization": "fp8"}, True),  # with the layers
+    ("llama3", {}, False),  # tied embeddings: the embedding keeps its 16-bit rows
+    ("llama", {"tp_size": 2}, False),  # vocabulary-sharded: each rank quantizes its own rows
+], ids=["head-only", "with-fp8-layers", "tied", "tp2"])
+def test_fp8_lm_head_matches_hf(tiny_model_factory, tmp_path, prompts, arch, server_args, layers):
+    """--lm-head-quantization fp8 against HF on the same checkpoint with the LM head (and, with --quantization
+    fp8, the layers) replaced by the per-channel FP8 round trip: the same tolerances as the layers'."""
+    bf16 = _bf16_copy(tiny_model_factory(arch), str(tmp_path / "bf16"))
+    got_ids, got_lp = _engine_outputs(bf16, prompts, lm_head_quantization="fp8", **server_args)
+    ref = write_quantize_at_load_reference(bf16, str(tmp_path / "rt"), layers=layers, lm_head=True)
+    exact_ids, exact_lp = _hf_outputs(ref, prompts)
+    assert (got_lp - exact_lp).abs().max() < LOGPROB_ATOL, (got_lp - exact_lp).abs().max()
+    assert greedy_agreement(got_ids, exact_ids) >= 0.99
+    # The head really was quantized: against the 16-bit head, log-probs move by far more than the tolerance.
+    unquantized = write_quantize_at_load_reference(bf16, str(tmp_path / "rt16"), layers=layers, lm_head=False)
+    _, head16_lp = _hf_outputs(unquantized, prompts[:1])
+    assert (got_lp - head16_lp).abs().max() > 10 * LOGPROB_ATOL
+
+
+def test_lm_head_quantization_rejects_unknown_value(tiny_llama):
+    with pytest.raises(ArgsError, match="--lm-head-quantization must be one of fp8"):
+        Engine(model_path=tiny_llama, device="cpu", lm_head_quantization="int4")

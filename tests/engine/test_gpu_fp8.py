@@ -81,3 +81,21 @@ def test_fp8_bf16_close_to_dequantized(fp8_pair) -> None:
     got = teacher_forced((ref_dir, CUDA), (fp8_dir, CUDA), "bfloat16", random_prompts(12, seed=3), steps=32)
     print(f"FP8 bf16 (W8A8) vs the dequantized bf16 model: {got}")
     assert got.rel_rms_logit_err < 0.25 and got.mean_kl < 0.05 and got.top1_agreement >= 0.6, got
+
+
+@pytest.fixture(scope="module")
+def bf16_llama(tmp_path_factory) -> str:
+    from tests.fixtures.tiny_models import build_gpu_llama
+
+    return build_gpu_llama(str(tmp_path_factory.mktemp("gpu_llama_head")), num_key_value_heads=2)
+
+
+@pytest.mark.parametrize("batch", [12, 1])  # 1: the LM head through the FP8 GEMV inside the decode graph
+def test_fp8_lm_head_kernels_match_emulation(bf16_llama, cpu_w8a8, batch: int) -> None:
+    """--lm-head-quantization fp8 on CUDA (`_scaled_mm` / the FP8 GEMV, CUDA graphs) against the same head in
+    torch on the CPU; only the head is FP8, so the layers' bars hold with room."""
+    got = teacher_forced((bf16_llama, CPU), (bf16_llama, CUDA), "bfloat16", random_prompts(batch, seed=batch),
+                         steps=32, lm_head_quantization="fp8")
+    print(f"FP8 LM head kernels vs torch emulation, batch {batch}: {got}")
+    rms, kl, top1 = BARS[batch]
+    assert got.rel_rms_logit_err < rms and got.mean_kl < kl and got.top1_agreement >= top1, got
