@@ -53,7 +53,7 @@ awq_old_vs_new_offline() {  # AWQ offline, 128 requests of 256-1024 in / 256 out
       --engine-args '{"quantization": "awq", "attention_backend": "triton", "skip_tokenizer_init": true}' 2>&1 | tail -3)
   done
 }
-export -f awq_old_vs_new_ttft bash -c awq_old_vs_new_offline
+export -f awq_old_vs_new_ttft awq_old_vs_new_offline
 
 with_clocks() {  # with_clocks CSV CMD...: CMD with the SM clock, power and clock-event reasons sampled every 100 ms
   nvidia-smi -lms 100 --format=csv,noheader,nounits \
@@ -523,11 +523,21 @@ for s in "$@"; do
     # Eighteenth session: the FP8 LM head (tiles swept, then the batch-1 ratios with and without it), the L2
     # prefetch A/B at two budgets, and both features' GPU tests. Stage limits sum to 570 s.
     s18a) stage s18a-sweep 90 python3 bench/quant_gemv_sweep.py --kind fp8 --ops lm_head --out "$OUT/fp8_head_tuned.json"
-          stage s18a-ratios 240 bash -c head_ratios
-          stage s18a-tests 100 python3 -m pytest -q -m gpu -o addopts="" -rf -k "lm_head or l2" \
+          stage s18a-ratios 300 bash -c head_ratios
+          stage s18a-tests 120 python3 -m pytest -q -m gpu -o addopts="" -rf -k "lm_head or l2" \
             tests/engine/test_gpu_fp8.py tests/kernels/test_l2_prefetch.py tests/engine/test_gpu_l2_prefetch.py
-          stage s18a-l2 140 python3 bench/step_ab.py --switch l2-prefetch --quantizations fp8,awq \
+          stage s18a-l2 60 python3 bench/step_ab.py --switch l2-prefetch --quantizations fp8,awq \
             --l2-prefetch-mb 24,32 --reps 50 ;;
+    # Call 2: bf16, then AWQ with the FP8 head and the L2 prefetch (same machine); the L2 tests with tracebacks.
+    s18b) stage s18b-ratios 130 bash -c 'for spec in ":0:" "awq:32:fp8"; do
+              IFS=: read -r q mb h <<< "$spec"
+              e="{\"attention_backend\": \"triton\"${h:+, \"lm_head_quantization\": \"$h\"}}"
+              echo "== layers ${q:-bf16}, LM head ${h:-16-bit}, L2 prefetch $mb MB"
+              TESSERA_L2_PREFETCH_MB=$mb python3 bench/single_stream.py ${q:+--quantization $q} --engine-args "$e" 2>&1 |
+                grep -E "decode_tok_s|Error" | cut -c1-70
+            done'
+          stage s18b-tests 120 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf \
+            tests/kernels/test_l2_prefetch.py tests/engine/test_gpu_l2_prefetch.py ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -25,8 +25,10 @@ def rank_env(payload: str) -> dict[str, str]:
     # MKL's conditional numerical reproducibility, pinned to its AVX2 code path: on AVX-512 hosts its default
     # sgemm rounds a row differently by the row's place in a 5-7 or 9-11 row batch, so two requests with
     # the same prompt prefix in one CPU step got different logprobs (SGLang select compares them for
-    # equality). Measured no slower on the CPU path's shapes. A value the caller set wins.
-    env.setdefault("MKL_CBWR", "AVX2")
+    # equality). Measured no slower on the CPU path's shapes. STRICT too: on a Sapphire Rapids-class Xeon plain
+    # AVX2 still rounded rows 7-9 / 13 of a batch differently (2026-12-06; AVX2,STRICT: none, and no slower).
+    # A value the caller set wins.
+    env.setdefault("MKL_CBWR", "AVX2,STRICT")
     return env
 
 

@@ -7,8 +7,9 @@ few MB in ~8 us (H100), so DRAM sits nearly idle for that long in every layer: ~
 are in L2 when their GEMVs run. The block's end joins the side stream back.
 
 Which bytes (`plan`): the given tensors in the order the GEMVs will read them, whole, until `budget` bytes; the
-last one only its first rows (the GEMVs' first programs read the first rows). The budget per device is
-`BUDGET_MB` (measured: `bench/step_ab.py --switch l2-prefetch`), `TESSERA_L2_PREFETCH_MB` overrides it, 0 is off.
+last one only its first rows (the GEMVs' first programs read the first rows). The budget per device and weight
+format is `BUDGET_MB` (measured: `bench/step_ab.py --switch l2-prefetch`), `TESSERA_L2_PREFETCH_MB` overrides it,
+0 is off.
 A prefetch never changes memory: the step's results are bit-identical with and without it.
 """
 
@@ -28,14 +29,18 @@ MAX_RANGES = 3  # the kernel's arguments
 GRANULE = 16  # bytes: the bulk prefetch's unit
 CHUNK = 16384  # bytes per prefetch instruction
 PROGRAMS = 8  # CTAs of 128 threads: few, so attention keeps the SMs
-# MB of weights prefetched during a batch-1 layer's attention, per device name substring (first match).
-# Empty until measured: no device prefetches by default.
-BUDGET_MB: dict[str, float] = {}
+# MB of weights prefetched during a batch-1 layer's attention: device name substring (first match) -> the
+# layers' weight format ("awq", "fp8", "16-bit") -> MB. A format not listed is off.
+# H100 SXM, AWQ: `bench/step_ab.py --switch l2-prefetch`, 8B dummy, 640 tokens, 2026-12-06 (bench/results/
+# 2026-12-06-s18a-h100-*): step 2.686 -> 2.625 ms at 24 MB, 2.682 -> 2.605 (-2.9 %) at 32, logits bit-identical.
+# FP8 on the same device: +0.95 % at 24 MB, +0.11 % at 32 (no gain: off). The H200 is unmeasured.
+BUDGET_MB: dict[str, dict[str, float]] = {"H100 80GB HBM3": {"awq": 32.0}}
 BUDGET_OVERRIDE_MB: float | None = None  # set by bench/step_ab.py; else the env var, else BUDGET_MB
 
 
-def budget_bytes(device: torch.device) -> int:
-    """Bytes to prefetch beside a batch-1 layer's attention on `device` (0: off)."""
+def budget_bytes(device: torch.device, weights: str = "16-bit") -> int:
+    """Bytes to prefetch beside a batch-1 layer's attention on `device` for layers of the `weights` format
+    (0: off)."""
     if device.type != "cuda":
         return 0
     mb = BUDGET_OVERRIDE_MB
@@ -43,7 +48,8 @@ def budget_bytes(device: torch.device) -> int:
         mb = float(os.environ["TESSERA_L2_PREFETCH_MB"])
     if mb is None:
         name = torch.cuda.get_device_name(device)
-        mb = next((v for key, v in BUDGET_MB.items() if key in name), 0.0)
+        per_format = next((v for key, v in BUDGET_MB.items() if key in name), {})
+        mb = per_format.get(weights, 0.0)
     return int(mb * 2**20)
 
 

@@ -39,6 +39,10 @@ _FP8_LEAN_8B = {
     "4096x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 4},
     "28672x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 4},
     "4096x14336": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 3},
+    # The LM head (--lm-head-quantization fp8): `quant_gemv_sweep.py --kind fp8 --ops lm_head`, 2026-12-06, the same
+    # winner on both devices: H100 215.5 -> 168.1 us (3.12 TB/s), H200 207.2 -> 124.3 us (4.23 TB/s) against the
+    # default tiles (bench/results/2026-12-06-s18a-h100-*, 2026-12-06-s18c-h200-*).
+    "128256x4096": {"block_n": 16, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 1},
 }
 FP8_TUNED: dict[str, dict[str, dict[str, int]]] = {
     "NVIDIA H200/132sm": _FP8_LEAN_8B,

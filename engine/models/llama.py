@@ -148,6 +148,13 @@ def _streamed_weights(linear: nn.Module) -> list[torch.Tensor]:
     return [linear.weight]
 
 
+def _weight_format(linear: nn.Module) -> str:
+    """"awq", "fp8" or "16-bit": what `_row_gemv` streams for `linear` (the L2 prefetch budget depends on it)."""
+    if hasattr(linear, "qweight"):
+        return "awq"
+    return "fp8" if linear.weight.element_size() == 1 else "16-bit"
+
+
 def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
     """One fused batch-1 GEMV through `linear`'s weight: 16-bit (`kernels.gemv`), FP8 with its per-row
     scales (`kernels.fp8_gemv_cuda` where `Fp8LinearMethod.finish_loading` took the layer, else
@@ -227,7 +234,8 @@ class LlamaForCausalLM(nn.Module):
             # Imported here: the CPU image has no Triton, which kernels/__init__ needs.
             from kernels.l2_prefetch import budget_bytes
 
-            budget = budget_bytes(hidden.device)  # once per step, read at each capture like the env switches
+            # Once per step, read at each capture like the env switches.
+            budget = budget_bytes(hidden.device, _weight_format(self.layers[0].self_attn.o_proj))
             for layer in self.layers:
                 hidden = layer.forward_single_row(positions, hidden, fb, self.rotary, self.attn_backend, budget)
             return self.norm(hidden)

@@ -20,12 +20,17 @@ def gpu_llama(tmp_path_factory) -> str:
     return build_gpu_llama(str(tmp_path_factory.mktemp("gpu_llama_l2")), num_key_value_heads=2)
 
 
-@pytest.mark.parametrize("quantization", [None, "fp8"], ids=["bf16", "fp8"])
-def test_l2_prefetch_engine_greedy_identical_gpu(gpu_llama: str, quantization: str | None,
+@pytest.mark.parametrize("quantization", [None, "fp8", "awq"], ids=["bf16", "fp8", "awq"])
+def test_l2_prefetch_engine_greedy_identical_gpu(gpu_llama: str, quantization: str | None, tmp_path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    path, dtype = gpu_llama, "bfloat16"
+    if quantization == "awq":  # an AutoAWQ checkpoint of the same model, run in fp16 (the CUDA AWQ GEMV's dtype)
+        from tests.fixtures.awq_checkpoint import build_awq_pair
+
+        path, dtype = build_awq_pair(gpu_llama, str(tmp_path / "awq"), group_size=128).awq_dir, "float16"
     monkeypatch.setenv("TESSERA_L2_PREFETCH_MB", "0")
-    off = _run(gpu_llama, quantization)
+    off = _run(path, quantization, dtype)
     monkeypatch.setenv("TESSERA_L2_PREFETCH_MB", "24")  # more than the tiny model's o + gate_up: all of them
-    on = _run(gpu_llama, quantization)
+    on = _run(path, quantization, dtype)
     assert [ids for ids, _ in on] == [ids for ids, _ in off]
     assert [lps for _, lps in on] == [lps for _, lps in off], "the L2 prefetch changed the logits"

@@ -27,13 +27,13 @@ def gpu_llama(tmp_path_factory) -> str:
     return build_gpu_llama(str(tmp_path_factory.mktemp("gpu_llama_pdl")), num_key_value_heads=2)
 
 
-def _run(path: str, quantization: str | None) -> list[tuple[list[int], list[float]]]:
+def _run(path: str, quantization: str | None, dtype: str = "bfloat16") -> list[tuple[list[int], list[float]]]:
     rng = random.Random(0)
     prompts = [[rng.randrange(10, 384) for _ in range(rng.randrange(5, 200))] for _ in range(3)]
     params = {"max_new_tokens": 24, "temperature": 0, "ignore_eos": True}
     extra = {"quantization": quantization} if quantization else {}
     outs = []
-    with Engine(model_path=path, device="cuda", dtype="bfloat16", random_seed=0, cuda_graph_max_bs=4,
+    with Engine(model_path=path, device="cuda", dtype=dtype, random_seed=0, cuda_graph_max_bs=4,
                 attention_backend="triton", skip_tokenizer_init=True, max_total_tokens=TEST_KV_TOKENS,
                 **extra) as engine:
         for prompt in prompts:  # one at a time: batch-1 decode steps, the fused path
