@@ -69,19 +69,18 @@ with_clocks() {  # with_clocks CSV CMD...: CMD with the SM clock, power and cloc
 export -f with_clocks
 export OUT
 
-head_ratios() {  # batch-1 decode tok/s (triton attention, 8B dummy): bf16, then FP8 / AWQ layers, each with the
-  # LM head 16-bit and FP8 (--lm-head-quantization fp8; the head's GEMV tiles from the s18a sweep when it wrote them)
-  local spec q h ea
-  for spec in "|" "fp8|" "fp8|fp8" "awq|" "awq|fp8" "|fp8"; do
-    q=${spec%|*} h=${spec#*|}
-    ea='{"attention_backend": "triton"'
-    [ -n "$h" ] && ea+=', "lm_head_quantization": "fp8"'
-    echo "== layers ${q:-bf16}, LM head ${h:-16-bit}"
-    TESSERA_FP8_GEMV_TUNED=$OUT/fp8_head_tuned.json python3 bench/single_stream.py ${q:+--quantization $q} \
-      --engine-args "$ea}" 2>&1 | grep -E "decode_tok_s|Error|error:" | tail -3
+ratio_runs() {  # ratio_runs LAYERS:L2_MB:HEAD ...: batch-1 decode tok/s (triton attention, 8B dummy) per spec, e.g.
+  # ":0:" bf16, "awq:32:fp8" AWQ layers with a 32 MB L2 prefetch and the FP8 LM head; an empty L2_MB keeps the default
+  local spec q mb h e
+  for spec in "$@"; do
+    IFS=: read -r q mb h <<< "$spec"
+    e="{\"attention_backend\": \"triton\"${h:+, \"lm_head_quantization\": \"$h\"}}"
+    echo "== layers ${q:-bf16}, LM head ${h:-16-bit}, L2 prefetch ${mb:-default} MB"
+    env ${mb:+TESSERA_L2_PREFETCH_MB=$mb} python3 bench/single_stream.py ${q:+--quantization $q} --engine-args "$e" 2>&1 |
+      grep -E "decode_tok_s|Error" | cut -c1-70
   done
 }
-export -f head_ratios
+export -f ratio_runs
 
 stage() {  # stage NAME TIMEOUT_S CMD...
   local name=$1 limit=$2
@@ -523,19 +522,13 @@ for s in "$@"; do
     # Eighteenth session: the FP8 LM head (tiles swept, then the batch-1 ratios with and without it), the L2
     # prefetch A/B at two budgets, and both features' GPU tests. Stage limits sum to 570 s.
     s18a) stage s18a-sweep 90 python3 bench/quant_gemv_sweep.py --kind fp8 --ops lm_head --out "$OUT/fp8_head_tuned.json"
-          stage s18a-ratios 300 bash -c head_ratios
+          stage s18a-ratios 300 bash -c 'ratio_runs ":0:" "fp8:0:" "fp8:0:fp8" "awq:0:" "awq:0:fp8" ":0:fp8"'
           stage s18a-tests 120 python3 -m pytest -q -m gpu -o addopts="" -rf -k "lm_head or l2" \
             tests/engine/test_gpu_fp8.py tests/kernels/test_l2_prefetch.py tests/engine/test_gpu_l2_prefetch.py
           stage s18a-l2 60 python3 bench/step_ab.py --switch l2-prefetch --quantizations fp8,awq \
             --l2-prefetch-mb 24,32 --reps 50 ;;
     # Call 2: bf16, then AWQ with the FP8 head and the L2 prefetch (same machine); the L2 tests with tracebacks.
-    s18b) stage s18b-ratios 130 bash -c 'for spec in ":0:" "awq:32:fp8"; do
-              IFS=: read -r q mb h <<< "$spec"
-              e="{\"attention_backend\": \"triton\"${h:+, \"lm_head_quantization\": \"$h\"}}"
-              echo "== layers ${q:-bf16}, LM head ${h:-16-bit}, L2 prefetch $mb MB"
-              TESSERA_L2_PREFETCH_MB=$mb python3 bench/single_stream.py ${q:+--quantization $q} --engine-args "$e" 2>&1 |
-                grep -E "decode_tok_s|Error" | cut -c1-70
-            done'
+    s18b) stage s18b-ratios 130 bash -c 'ratio_runs ":0:" "awq:32:fp8"'
           stage s18b-tests 120 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf \
             tests/kernels/test_l2_prefetch.py tests/engine/test_gpu_l2_prefetch.py ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;

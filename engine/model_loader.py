@@ -55,13 +55,21 @@ def load_model(model_path: str, load_format: str, model_config: ModelConfig, tp:
     return model
 
 
+def check_fp8_device(device: torch.device, setting: str, instead: str) -> None:
+    """Triton converts e4m3 in hardware from sm_89 (Ada, Hopper) on; on an older GPU `setting` fails at start,
+    naming what to use `instead`."""
+    if device.type != "cuda":
+        return
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 9):
+        raise ArgsError(f"{setting} needs a GPU of compute capability 8.9 or newer (Ada, Hopper); this one is "
+                        f"{major}.{minor}: {instead}")
+
+
 def quantize_lm_head_fp8(model: torch.nn.Module, device: torch.device) -> None:
     """--lm-head-quantization fp8 (engine/layers/embedding.py `ParallelLMHead.quantize_fp8`). The KV pool is
     sized from the memory free after loading, so the freed 16-bit head is handed back to the driver here."""
-    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
-        major, minor = torch.cuda.get_device_capability(device)
-        raise ArgsError(f"--lm-head-quantization fp8 needs a GPU of compute capability 8.9 or newer (Ada, "
-                        f"Hopper); this one is {major}.{minor}")
+    check_fp8_device(device, "--lm-head-quantization fp8", "leave the flag out")
     model.lm_head.quantize_fp8(tied=model.tie_word_embeddings)
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -13,7 +13,7 @@ import time
 import psutil
 import torch
 
-from engine.args import ArgsError, ServerArgs
+from engine.args import ServerArgs
 from engine.attention import attention_backend_for, create_attention_backend
 from engine.attention.hybrid import HybridAttentionBackend
 from engine.cuda_graph_runner import CudaGraphRunner, default_graph_max_bs
@@ -24,7 +24,7 @@ from engine.mem.kv_pool import FP8_KV_DTYPE, KVPool
 from engine.mem.kv_scales import read_kv_scales
 from engine.mem.req_to_token import ReqToTokenPool
 from engine.model_config import ModelConfig, create_model_config
-from engine.model_loader import load_model
+from engine.model_loader import check_fp8_device, load_model
 from engine.schedule_policy import default_chunked_prefill_size
 from engine.weight_files import safetensors_files
 
@@ -49,17 +49,6 @@ def resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: torch.dtype) -> tor
     if kv_cache_dtype in ("bf16", "bfloat16"):
         return torch.bfloat16
     return model_dtype
-
-
-def check_fp8_kv_device(device: torch.device) -> None:
-    """Triton converts e4m3 in hardware from sm_89 (Ada, Hopper) on; older GPUs cannot read the pool."""
-    if device.type != "cuda":
-        return
-    major, minor = torch.cuda.get_device_capability(device)
-    if (major, minor) < (8, 9):
-        raise ArgsError(
-            f"--kv-cache-dtype fp8_e4m3 needs a GPU of compute capability 8.9 or newer (Ada, Hopper); "
-            f"this one is {major}.{minor}: use --kv-cache-dtype auto")
 
 
 def kv_budget_bytes(total: int, free_before: int, free_after: int, fraction: float) -> float:
@@ -92,7 +81,7 @@ class ModelRunner:
         self.kv_dtype = resolve_kv_cache_dtype(args.kv_cache_dtype, model_config.dtype)
         k_scales = v_scales = None
         if self.kv_dtype == FP8_KV_DTYPE:
-            check_fp8_kv_device(device)
+            check_fp8_device(device, "--kv-cache-dtype fp8_e4m3", "use --kv-cache-dtype auto")
             k_scales, v_scales = self._kv_scales()
         # Capacity counts the storage dtype: an fp8 pool holds twice the tokens of a 16-bit one.
         bpt = KVPool.bytes_per_token(model_config.num_layers, self.num_kv_heads, model_config.head_dim,
