@@ -69,14 +69,15 @@ with_clocks() {  # with_clocks CSV CMD...: CMD with the SM clock, power and cloc
 export -f with_clocks
 export OUT
 
-ratio_runs() {  # ratio_runs LAYERS:L2_MB:HEAD ...: batch-1 decode tok/s (triton attention, 8B dummy) per spec, e.g.
-  # ":0:" bf16, "awq:32:fp8" AWQ layers with a 32 MB L2 prefetch and the FP8 LM head; an empty L2_MB keeps the default
-  local spec q mb h e
+ratio_runs() {  # ratio_runs LAYERS:L2_MB:HEAD[:TAIL] ...: batch-1 decode tok/s (triton attention, 8B dummy) per spec,
+  # e.g. ":0:" bf16, "awq:32:fp8" AWQ layers with a 32 MB L2 prefetch and the FP8 LM head; an empty L2_MB keeps the
+  # default; TAIL 1 / 0 sets TESSERA_FP8_LAYER_TAIL (FP8 layers' o + gate_up + down as one launch)
+  local spec q mb h tail e
   for spec in "$@"; do
-    IFS=: read -r q mb h <<< "$spec"
+    IFS=: read -r q mb h tail <<< "$spec"
     e="{\"attention_backend\": \"triton\"${h:+, \"lm_head_quantization\": \"$h\"}}"
-    echo "== layers ${q:-bf16}, LM head ${h:-16-bit}, L2 prefetch ${mb:-default} MB"
-    env ${mb:+TESSERA_L2_PREFETCH_MB=$mb} python3 bench/single_stream.py ${q:+--quantization $q} --engine-args "$e" 2>&1 |
+    echo "== layers ${q:-bf16}, LM head ${h:-16-bit}, L2 prefetch ${mb:-default} MB${tail:+, FP8 layer tail $tail}"
+    env ${mb:+TESSERA_L2_PREFETCH_MB=$mb} ${tail:+TESSERA_FP8_LAYER_TAIL=$tail} python3 bench/single_stream.py ${q:+--quantization $q} --engine-args "$e" 2>&1 |
       grep -E "decode_tok_s|Error" | cut -c1-70
   done
 }
@@ -531,6 +532,14 @@ for s in "$@"; do
     s18b) stage s18b-ratios 130 bash -c 'ratio_runs ":0:" "awq:32:fp8"'
           stage s18b-tests 120 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf \
             tests/kernels/test_l2_prefetch.py tests/engine/test_gpu_l2_prefetch.py ;;
+    # Nineteenth session: the FP8 layer tail (o + gate_up + down in one persistent launch, kernels/fp8_layer_tail.py):
+    # its GPU tests (bit-identical to the three GEMVs, graphs), the 32-layer chain per grid size, the engine's decode
+    # step off / on, then batch-1 tok/s: bf16, FP8 + FP8 head, the same with the tail. Stage limits sum to 560 s.
+    s19a) stage s19a-tests 100 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf \
+            tests/kernels/test_fp8_layer_tail.py tests/engine/test_fused_decode.py
+          stage s19a-bench 90 python3 bench/fp8_tail_bench.py --per-sm 0,1,2,3,4
+          stage s19a-step 70 python3 bench/step_ab.py --switch fp8-tail --quantizations fp8 --reps 50
+          stage s19a-ratios 300 bash -c 'ratio_runs ":0:" "fp8:0:fp8:0" "fp8:0:fp8:1"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -17,6 +17,8 @@ Switches:
 - `fp8-cuda`: the FP8 layers' batch-1 GEMV, the Triton one (off) or the tensor-core CUDA kernel
   (kernels/fp8_gemv_cuda.py, on: the default where it builds); only with `--quantizations fp8`. Its logits
   differ by summation order.
+- `fp8-tail`: an FP8 layer's o, gate_up and down as one persistent launch (kernels/fp8_layer_tail.py, "on") or
+  three GEMV launches ("off"); only with `--quantizations fp8`. Same tiles, so the logits must be bit-identical.
 - `l2-prefetch`: batch-1 layers prefetch o's weights and gate_up's first rows into L2 beside attention
   (kernels/l2_prefetch.py); "off" is no prefetch, "on" each `--l2-prefetch-mb` budget with each
   `--l2-prefetch-shapes` grid (programs x bytes per prefetch instruction), one row per pair.
@@ -51,13 +53,14 @@ from engine.distributed.parallel_state import TPContext  # noqa: E402
 from engine.forward_batch import ForwardMode  # noqa: E402
 from engine.model_config import create_model_config  # noqa: E402
 from engine.model_runner import ModelRunner  # noqa: E402
-from kernels import awq_gemv_cuda, l2_prefetch, pdl  # noqa: E402
+from kernels import awq_gemv_cuda, fp8_layer_tail, l2_prefetch, pdl  # noqa: E402
 
 # The module, not the function `kernels` re-exports under the same name.
 decode_attention_module = importlib.import_module("kernels.decode_attention")
 LONG_SPLIT_DEFAULT = decode_attention_module.LONG_SPLIT_FROM
 FUSED_ROTARY_DEFAULT = triton_backend.FUSED_DECODE_ROTARY
 AWQ_PDL_DEFAULT = awq_gemv_cuda.PDL
+FP8_TAIL_DEFAULT = fp8_layer_tail.ENABLED
 L2_PREFETCH_DEFAULT = (l2_prefetch.BUDGET_OVERRIDE_MB, l2_prefetch.PROGRAMS, l2_prefetch.CHUNK)
 # The `l2-prefetch` setting under test: (MB, programs, chunk bytes), set per row by main().
 l2_prefetch_on = L2_PREFETCH_DEFAULT
@@ -74,6 +77,8 @@ def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
         pdl.set_enabled(on)
     elif switch == "fused-rotary":
         triton_backend.FUSED_DECODE_ROTARY = FUSED_ROTARY_DEFAULT if on is None else on
+    elif switch == "fp8-tail":
+        fp8_layer_tail.ENABLED = FP8_TAIL_DEFAULT if on is None else on
     elif switch == "awq-pdl":
         awq_gemv_cuda.PDL = AWQ_PDL_DEFAULT if on is None else on
     elif switch == "l2-prefetch":
@@ -126,7 +131,7 @@ def main() -> None:
     global l2_prefetch_on
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary", "awq-pdl", "fp8-cuda",
-                                                 "l2-prefetch"], required=True)
+                                                 "fp8-tail", "l2-prefetch"], required=True)
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--quantizations", default="bf16", help="comma-separated: bf16, fp8, awq")
     parser.add_argument("--contexts", type=int, nargs="+", default=[640])
@@ -152,8 +157,8 @@ def main() -> None:
         parser.error("--batch-size: at least 1")
     if ns.switch == "awq-pdl" and ns.quantizations.replace(" ", "") != "awq":
         parser.error("--switch awq-pdl: only with --quantizations awq")
-    if ns.switch == "fp8-cuda" and ns.quantizations.replace(" ", "") != "fp8":
-        parser.error("--switch fp8-cuda: only with --quantizations fp8")
+    if ns.switch in ("fp8-cuda", "fp8-tail") and ns.quantizations.replace(" ", "") != "fp8":
+        parser.error(f"--switch {ns.switch}: only with --quantizations fp8")
     if not torch.cuda.is_available():
         sys.exit("step_ab.py: needs a CUDA GPU")
     if ns.switch == "pdl" and (not pdl.HAS_GDC or torch.cuda.get_device_capability() < (9, 0)):
@@ -180,7 +185,7 @@ def main() -> None:
               f"{r['on_ms']:8.4f} {r['delta_pct']:7.2f}% {r['logits_max_diff']:12.3g} {r['logits_repeat_diff']:8.3g}")
     if any(r["logits_repeat_diff"] != 0 for r in rows):
         sys.exit("step_ab.py: the step is not deterministic (logits differ between rounds of one setting)")
-    if ns.switch in ("pdl", "fused-rotary", "awq-pdl", "l2-prefetch") and any(r["logits_max_diff"] != 0 for r in rows):
+    if ns.switch in ("pdl", "fused-rotary", "awq-pdl", "l2-prefetch", "fp8-tail") and any(r["logits_max_diff"] != 0 for r in rows):
         sys.exit(f"step_ab.py: {ns.switch} changed the logits")
 
 

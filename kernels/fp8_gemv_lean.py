@@ -91,25 +91,26 @@ def _lean_loads(base, k0, k_begin, k_end, offs_k0, mask_n, EVEN_N: tl.constexpr,
 
 @triton.jit
 def _lean_chunk(acc, w, x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_K: tl.constexpr):
+                BLOCK_K: tl.constexpr, L2_ONLY: tl.constexpr = False):
     # x past this split's k_end meets zero weights; past K it is masked inside _load_x.
-    xk = _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE)
+    xk = _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE, L2_ONLY)
     return _chunk_fma(acc, w, xk, BLOCK_N, BLOCK_K)
 
 
 @triton.jit
 def _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k0, offs_k0, K, rstd, dtype, PROLOGUE: tl.constexpr,
-               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UNROLL: tl.constexpr):
+               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UNROLL: tl.constexpr, L2_ONLY: tl.constexpr = False):
     offs_k = k0 + offs_k0
-    acc = _lean_chunk(acc, w0, x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE, BLOCK_N, BLOCK_K)
+    acc = _lean_chunk(acc, w0, x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE, BLOCK_N, BLOCK_K, L2_ONLY)
     if UNROLL > 1:
-        acc = _lean_chunk(acc, w1, x_ptr, norm_w_ptr, offs_k + BLOCK_K, K, rstd, dtype, PROLOGUE, BLOCK_N, BLOCK_K)
+        acc = _lean_chunk(acc, w1, x_ptr, norm_w_ptr, offs_k + BLOCK_K, K, rstd, dtype, PROLOGUE, BLOCK_N, BLOCK_K,
+                          L2_ONLY)
     if UNROLL > 2:
         acc = _lean_chunk(acc, w2, x_ptr, norm_w_ptr, offs_k + 2 * BLOCK_K, K, rstd, dtype, PROLOGUE, BLOCK_N,
-                          BLOCK_K)
+                          BLOCK_K, L2_ONLY)
     if UNROLL > 3:
         acc = _lean_chunk(acc, w3, x_ptr, norm_w_ptr, offs_k + 3 * BLOCK_K, K, rstd, dtype, PROLOGUE, BLOCK_N,
-                          BLOCK_K)
+                          BLOCK_K, L2_ONLY)
     return acc
 
 

@@ -64,44 +64,57 @@ def _load_w(w_rows, offs_k, mask_n, K, EVEN_N: tl.constexpr, EVEN_K: tl.constexp
 
 
 @triton.jit
-def _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE: tl.constexpr):
+def _load_row(ptrs, mask, L2_ONLY: tl.constexpr):
+    """A slice of an activation row. `L2_ONLY`: read from L2 (`.cg`), never this SM's L1, for rows that other
+    programs of the same launch wrote (a persistent kernel's earlier phase, `kernels.fp8_layer_tail`): L1 is not
+    coherent within a launch. Otherwise keep the row in L2 (`evict_last`): every program reads it."""
+    if L2_ONLY:
+        return tl.load(ptrs, mask=mask, other=0.0, cache_modifier=".cg")
+    return tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_last")
+
+
+@triton.jit
+def _load_x(x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE: tl.constexpr, L2_ONLY: tl.constexpr = False):
     """One K-chunk of the GEMV input as fp32, after the prologue (rounded as the unfused ops round)."""
     mask_k = offs_k < K
     if PROLOGUE == 1:
-        xv = tl.load(x_ptr + offs_k, mask=mask_k, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        xv = _load_row(x_ptr + offs_k, mask_k, L2_ONLY).to(tl.float32)
         normed = (xv * rstd).to(dtype).to(tl.float32)
         gamma = tl.load(norm_w_ptr + offs_k, mask=mask_k, other=0.0, eviction_policy="evict_last")
         return (normed * gamma.to(tl.float32)).to(dtype).to(tl.float32)
     elif PROLOGUE == 2:
-        gate = tl.load(x_ptr + offs_k, mask=mask_k, other=0.0, eviction_policy="evict_last").to(tl.float32)
-        up = tl.load(x_ptr + K + offs_k, mask=mask_k, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        gate = _load_row(x_ptr + offs_k, mask_k, L2_ONLY).to(tl.float32)
+        up = _load_row(x_ptr + K + offs_k, mask_k, L2_ONLY).to(tl.float32)
         act = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32)
         return (act * up).to(dtype).to(tl.float32)
     else:
-        return tl.load(x_ptr + offs_k, mask=mask_k, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        return _load_row(x_ptr + offs_k, mask_k, L2_ONLY).to(tl.float32)
 
 
 @triton.jit
-def _row_rstd(x_ptr, K, eps, NORM_BLOCK: tl.constexpr):
+def _row_rstd(x_ptr, K, eps, NORM_BLOCK: tl.constexpr, L2_ONLY: tl.constexpr = False):
     """1 / RMS of the whole input row (the RMSNorm prologue needs all of it, whatever K slice a program owns)."""
     sum_sq = tl.zeros([NORM_BLOCK], dtype=tl.float32)
     for k0 in range(0, K, NORM_BLOCK):
         offs = k0 + tl.arange(0, NORM_BLOCK)
-        xv = tl.load(x_ptr + offs, mask=offs < K, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        xv = _load_row(x_ptr + offs, offs < K, L2_ONLY).to(tl.float32)
         sum_sq += xv * xv
     return tl.rsqrt(tl.sum(sum_sq, 0) / K + eps)
 
 
 @triton.jit
 def _epilogue_store(y, offs_n, mask_n, bias_ptr, res_ptr, out_ptr,
-                    HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr):
+                    HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr, L2_ONLY: tl.constexpr = False):
     """fp32 row sums -> (+ bias in fp32) -> model dtype -> (+ residual, rounded like HF) -> out."""
     dtype = out_ptr.dtype.element_ty
     if HAS_BIAS:
         y += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
     y = y.to(dtype)
     if ADD_RESIDUAL:
-        res = tl.load(res_ptr + offs_n, mask=mask_n, other=0.0)
+        if L2_ONLY:  # written by another program of the same launch (see `_load_row`)
+            res = tl.load(res_ptr + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
+        else:
+            res = tl.load(res_ptr + offs_n, mask=mask_n, other=0.0)
         y = (y.to(tl.float32) + res.to(tl.float32)).to(dtype)
     tl.store(out_ptr + offs_n, y, mask=mask_n)
 

@@ -132,6 +132,15 @@ class LlamaDecoderLayer(nn.Module):
                                   l2_budget) if l2_budget else ()
         with l2_prefetch.beside(ranges):
             out = attn.attend(positions, *attn.split_qkv(qkv), fb, rotary, attn_backend)
+            if _fp8_layer_tail_applies(attn.o_proj, mlp.gate_up_proj, mlp.down_proj):
+                from kernels.fp8_layer_tail import fp8_layer_tail, tail_config
+
+                norm = self.post_attention_layernorm
+                return fp8_layer_tail(out, stream, attn.o_proj.weight, attn.o_proj.weight_scale, norm.weight, norm.eps,
+                                      mlp.gate_up_proj.weight, mlp.gate_up_proj.weight_scale, mlp.down_proj.weight,
+                                      mlp.down_proj.weight_scale,
+                                      config=tail_config(stream.device, stream.shape[-1], out.shape[-1],
+                                                         mlp.down_proj.weight.shape[1]))
             stream = _row_gemv(attn.o_proj, out, bias=attn.o_proj.bias, residual=stream)
             gate_up = _row_gemv(mlp.gate_up_proj, stream, norm_weight=self.post_attention_layernorm.weight,
                                 eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias)
@@ -153,6 +162,15 @@ def _weight_format(linear: nn.Module) -> str:
     if hasattr(linear, "qweight"):
         return "awq"
     return "fp8" if linear.weight.element_size() == 1 else "16-bit"
+
+
+def _fp8_layer_tail_applies(*linears: nn.Module) -> bool:
+    """Whether o, gate_up and down run as one persistent launch (`kernels.fp8_layer_tail`) instead of three GEMVs:
+    TESSERA_FP8_LAYER_TAIL on, all three FP8 on the Triton GEMV (not the opt-in CUDA one), none with a bias."""
+    from kernels import fp8_layer_tail
+
+    return fp8_layer_tail.ENABLED and all(
+        _weight_format(m) == "fp8" and m.bias is None and not getattr(m, "fp8_cuda_gemv", False) for m in linears)
 
 
 def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:

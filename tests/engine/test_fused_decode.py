@@ -63,3 +63,49 @@ def test_fused_single_row_decode_matches_layer_path(tiny_model_factory, arch: st
         torch.testing.assert_close(fused, layered, atol=1e-4, rtol=1e-4)
         assert int(fused.argmax(-1)) == int(layered.argmax(-1))
         req.output_ids.append(int(fused.argmax(-1)))
+
+
+def test_fp8_layer_tail_matches_three_gemvs(tiny_model_factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`TESSERA_FP8_LAYER_TAIL` (kernels/fp8_layer_tail.py): an FP8 model's o, gate_up and down as one persistent
+    launch per layer, against the three fused GEMVs, step after step. The kernel must really run (counted), and
+    only the summation order may differ (on the CPU the GEMVs take their default tiles, the tail the lean loop)."""
+    from kernels import fp8_layer_tail
+
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    args = ServerArgs(model_path=tiny_model_factory("llama"), quantization="fp8",
+                      attention_backend="triton" if device.type == "cuda" else "torch_native",
+                      max_total_tokens=256, random_seed=0, dtype="float32", disable_cuda_graph=True)
+    runner = ModelRunner(args, create_model_config(args, device.type), TPContext(), device)
+    model = runner.model
+    model.fused_gemv = True
+    calls = []
+    real = fp8_layer_tail.fp8_layer_tail
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fp8_layer_tail, "fp8_layer_tail", counted)
+    kv = KVManager(runner.kv_pool, runner.req_pool, disable_radix_cache=True)
+    rng = random.Random(2)
+    req = Req(rid="r", origin_input_ids=[rng.randrange(10, 300) for _ in range(9)],
+              sampling=SamplingParams(temperature=0))
+    assert kv.admit(req) and kv.extend(req, req.fill_len) is not None
+    req.extend_len = req.fill_len
+    logits = runner.forward(build_forward_batch(ScheduleBatch(ForwardMode.EXTEND, [req]), kv.req_pool,
+                                                runner.device))
+    req.output_ids.append(int(logits.argmax(-1)))
+    for _ in range(3):
+        req.extend_len = 1
+        fb = build_forward_batch(ScheduleBatch(ForwardMode.DECODE, [req], decode_slots=kv.alloc(1)), kv.req_pool,
+                                 runner.device)
+        monkeypatch.setattr(fp8_layer_tail, "ENABLED", False)
+        three = runner.forward(fb).float()
+        assert not calls
+        monkeypatch.setattr(fp8_layer_tail, "ENABLED", True)
+        tail = runner.forward(fb).float()
+        assert len(calls) == len(model.layers)
+        calls.clear()
+        torch.testing.assert_close(tail, three, atol=1e-4, rtol=1e-4)
+        assert int(tail.argmax(-1)) == int(three.argmax(-1))
+        req.output_ids.append(int(tail.argmax(-1)))
