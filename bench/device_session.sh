@@ -540,6 +540,20 @@ for s in "$@"; do
           stage s19a-bench 90 python3 bench/fp8_tail_bench.py --per-sm 0,1,2,3,4
           stage s19a-step 70 python3 bench/step_ab.py --switch fp8-tail --quantizations fp8 --reps 50
           stage s19a-ratios 300 bash -c 'ratio_runs ":0:" "fp8:0:fp8:0" "fp8:0:fp8:1"' ;;
+    # Call 2: the tail's GPU tests with room to compile, the tail with lean 2 everywhere (121 registers: 4 programs
+    # per SM without spills, one o / down row block per program), and AWQ with the FP8 head on this H100.
+    s19b) stage s19b-tests 240 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf \
+            tests/kernels/test_fp8_layer_tail.py tests/engine/test_fused_decode.py
+          stage s19b-bench 70 python3 bench/fp8_tail_bench.py --per-sm 4 --tiles "8,2,8,2,8,2"
+          stage s19b-ratios 220 bash -c 'ratio_runs ":0:" "awq::fp8" "awq::"' ;;
+    # Call 3: the ring FP8 GEMV loop (kernels/fp8_gemv_ring.py): GPU tests, the sweep with the ring tiles in the
+    # candidates, then bf16, FP8 + FP8 head with the tables' tiles, and the same with the sweep's winners.
+    s19c) stage s19c-tests 150 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf \
+            tests/kernels/test_fp8.py tests/kernels/test_fp8_layer_tail.py -k "ring or layer_tail"
+          stage s19c-sweep 120 python3 bench/quant_gemv_sweep.py --kind fp8 --ops qkv,o,gate_up,down \
+            --out "$OUT/fp8_ring_tuned.json"
+          stage s19c-ratios 240 bash -c 'ratio_runs ":0:" "fp8:0:fp8"
+            TESSERA_FP8_GEMV_TUNED=$OUT/fp8_ring_tuned.json ratio_runs "fp8:0:fp8"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -302,6 +302,11 @@ def fp8_launch(shape: str, prologue: int | None, cfg_text: str, dtype: str, sms:
               "NUM_STAGES": cfg.num_stages, "USE_DOT": use_dot}
     if "LEAN" in fn.arg_names:  # Fp8GemvConfig.lean (2026-12-03, ninth session): the lean K loop
         consts["LEAN"] = int(getattr(cfg, "lean", 0)) if not use_dot else 0
+    for name in ("PDL", "RING", "ASM"):  # PDL (thirteenth session), the ring loop (nineteenth): as launched
+        if name in fn.arg_names:
+            consts[name] = {"PDL": 0, "RING": int(getattr(cfg, "ring", 0)) and not use_dot, "ASM": 1}[name]
+    if consts.get("RING"):
+        consts["LEAN"] = 0
     ptr = f"*{dtype}:D"
     sig = {"x_ptr": ptr, "norm_w_ptr": ptr if prologue == 1 else "*fp32:D",
            "w_ptr": "*fp8e4nv:D", "scale_ptr": "*fp32:D", "bias_ptr": "*fp32:D",

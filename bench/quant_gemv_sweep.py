@@ -83,6 +83,8 @@ FP8_LEAN_LONG_K = [(8, 1024, 4, 1, 3), (16, 1024, 4, 1, 1), (16, 1024, 4, 2, 1),
                    (32, 1024, 4, 2, 1), (8, 1024, 4, 1, 4)]
 FP8_LEAN_LARGE_N = [(8, 1024, 4, 1, 3), (16, 1024, 4, 1, 1), (16, 1024, 4, 1, 2), (32, 1024, 4, 1, 1),
                     (8, 1024, 4, 1, 4)]
+# The ring loop (nineteenth session): (block_n, block_k, num_warps, ring slots), block_k = 256 x num_warps.
+FP8_RING = [(8, 1024, 4, 1), (8, 1024, 4, 2), (16, 1024, 4, 1), (4, 1024, 4, 2), (16, 1024, 4, 2)]
 FP8_DOT_LARGE_N = [(64, 256, 4, 3, 1, 1), (128, 128, 4, 3, 1, 1), (32, 256, 4, 3, 1, 1), (32, 512, 4, 2, 1, 1),
                    (16, 512, 4, 3, 1, 1), (64, 128, 4, 4, 1, 1)]
 # AWQ's older loop (planes=0): (block_n, block_k, num_warps, split_k or None = auto ~4 programs per SM, num_stages).
@@ -125,7 +127,8 @@ def fp8_candidates(n: int, k: int, device: torch.device | None = None) -> list[F
     # structural bets. MAX_CONFIGS cuts the list's tail (the plain one-pass tiles). (The tenth session's FP8 x
     # FP8 wgmma loop, commit d3c37f1, tied the lean loop on gate_up, lost 30-45 % elsewhere on an H200 and was
     # removed; so were the integer-pipe e4m3 loops, which lost 2-5x.)
-    out[1:1] = (tuned + [Fp8GemvConfig(bn, bk, w, split_k=s, lean=u) for bn, bk, w, s, u in lean[:4]]
+    ring = [Fp8GemvConfig(bn, bk, w, ring=r) for bn, bk, w, r in FP8_RING]
+    out[1:1] = (tuned + ring + [Fp8GemvConfig(bn, bk, w, split_k=s, lean=u) for bn, bk, w, s, u in lean[:4]]
                 + [Fp8GemvConfig(*t) for t in dot[:3]])
     if n <= 8192:
         out += [Fp8GemvConfig(*t) for t in FP8_SPLIT]

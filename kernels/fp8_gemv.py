@@ -25,6 +25,7 @@ import triton.language as tl
 
 from kernels._common import device_num_sms, next_pow2
 from kernels.fp8_gemv_lean import _fp8_lean_k_loop
+from kernels.fp8_gemv_ring import _fp8_ring_k_loop
 from kernels.fp8_quant import FP8_DTYPE
 
 # The prologue / epilogue helpers of the bf16 fused GEMV: FP8 layers round exactly as bf16 ones do.
@@ -60,6 +61,10 @@ class Fp8GemvConfig(NamedTuple):
     # 67.2 us; kernels.quant_gemv_configs.FP8_TUNED). (Decoding e4m3 on the integer pipe instead of the
     # conversion pipe, in this loop and the plain one, lost 2-5x there and was removed, tenth session.)
     lean: int = 0
+    # 1 / 2: the ring loop (`kernels.fp8_gemv_ring`) with that many register slots: the lean loop's layout with
+    # weights read as int32 words and the next chunk requested before this chunk's math (bytes in flight all the
+    # time). 16-bit x, K % 4 == 0; elsewhere the config's lean / plain loop runs.
+    ring: int = 0
 
 
 @triton.jit
@@ -69,7 +74,8 @@ def _fp8_gemv_kernel(
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr, SPLIT: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
-    USE_DOT: tl.constexpr = False, LEAN: tl.constexpr = 0, PDL: tl.constexpr = False,
+    USE_DOT: tl.constexpr = False, LEAN: tl.constexpr = 0, PDL: tl.constexpr = False, RING: tl.constexpr = 0,
+    ASM: tl.constexpr = 0,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -81,13 +87,16 @@ def _fp8_gemv_kernel(
     k_begin = pid_k * K_PER_SPLIT
     k_end = tl.minimum(k_begin + K_PER_SPLIT, K)
 
-    if PDL and not LEAN:  # the lean loop waits after its first weight loads (kernels/pdl.py)
+    if PDL and not (LEAN or RING):  # the lean / ring loops wait after their first weight loads (kernels/pdl.py)
         wait_for_prior_kernel()
     rstd = 1.0
-    if PROLOGUE == 1 and not LEAN:  # the lean loop computes it after its first weight loads
+    if PROLOGUE == 1 and not (LEAN or RING):  # the lean / ring loops compute it after their first weight loads
         rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
 
-    if LEAN:
+    if RING:
+        y = _fp8_ring_k_loop(x_ptr, norm_w_ptr, w_ptr, offs_n, mask_n, stride_wn, k_begin, k_end, K, eps, dtype,
+                             PROLOGUE, EVEN_N, BLOCK_N, BLOCK_K, NORM_BLOCK, RING, ASM, PDL)
+    elif LEAN:
         y = _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, dtype, PROLOGUE, EVEN_N,
                              EVEN_K, BLOCK_N, BLOCK_K, NORM_BLOCK, LEAN, PDL)
     elif USE_DOT:
@@ -214,6 +223,9 @@ def fp8_gemv(
     if use_dot:
         assert cfg.block_n >= 16 and cfg.block_k >= 16, f"{cfg}: the tensor-core variant needs tiles >= 16"
     lean = int(cfg.lean) if not use_dot else 0
+    assert 0 <= cfg.ring <= 2, f"{cfg}: ring is the number of register slots (1-2)"
+    ring = int(cfg.ring) * int(not use_dot and dtype in (torch.float16, torch.bfloat16) and k % 4 == 0
+               and w_q.stride(0) % 4 == 0 and cfg.block_k % 4 == 0)
     assert 0 <= lean <= 4, f"{cfg}: lean is the number of chunks per loop iteration (1-4)"
     assert not lean or cfg.block_k >= 8, f"{cfg}: the lean loop folds 8 columns per thread"
     split = max(int(cfg.split_k), 1)
@@ -231,7 +243,8 @@ def fp8_gemv(
         SPLIT=split > 1, EVEN_N=n % cfg.block_n == 0,
         EVEN_K=k % k_per_split == 0 and k_per_split % cfg.block_k == 0,
         BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NORM_BLOCK=min(next_pow2(k), 4096),
-        NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, LEAN=lean, num_warps=cfg.num_warps, **pdl_meta,
+        NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, LEAN=0 if ring else lean, RING=ring,
+        ASM=int(x.device.type == "cuda"), num_warps=cfg.num_warps, **pdl_meta,
     )
     if split > 1:
         block = min(next_pow2(n), 1024)

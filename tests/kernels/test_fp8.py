@@ -222,6 +222,40 @@ def test_fp8_gemv_lean_matches_reference_interpreter(n: int, k: int, config: Fp8
     torch.testing.assert_close(residual, got, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize(("n", "k", "config"), LEAN_CASES[:4])
+@pytest.mark.parametrize("slots", [1, 2])
+def test_fp8_gemv_ring_matches_lean_interpreter(n: int, k: int, config: Fp8GemvConfig, slots: int) -> None:
+    """`ring` (kernels/fp8_gemv_ring.py): weights as int32 words, x as int64 words, the next chunk requested before
+    this one's math. Every prologue against the lean loop of the same tile (same products, fp32 sums in another
+    order) and against the unfused expressions; bf16 (the words' unpacking must keep bf16 bits)."""
+    from kernel_ref import rmsnorm_ref
+
+    dtype = torch.bfloat16
+    q, s = quantize_weight_per_channel(_weight(n, k, seed=13))
+    w = dequantize(q, s)
+    ring = config._replace(ring=slots, lean=0)
+    lean = config._replace(lean=max(config.lean, 1))
+    gen = torch.Generator().manual_seed(14)
+    tol = {"atol": 3e-2, "rtol": 1e-2}
+    step = {"atol": 1e-3, "rtol": 2.0 ** -7}
+    x = torch.randn(1, k, generator=gen).to(dtype)
+    residual = torch.randn(1, n, generator=gen).to(dtype)
+    got = fp8_gemv(x, q, s, residual=residual, config=ring)
+    torch.testing.assert_close(got, (residual.float() + (x.float() @ w.t()).to(dtype).float()).to(dtype), **tol)
+    torch.testing.assert_close(got, fp8_gemv(x, q, s, residual=residual, config=lean), **step)
+    gamma = (1 + 0.2 * torch.randn(k, generator=gen)).to(dtype)
+    got = fp8_gemv(x, q, s, norm_weight=gamma, eps=1e-5, config=ring)
+    torch.testing.assert_close(got, (rmsnorm_ref(x, gamma, 1e-5).float() @ w.t()).to(dtype), **tol)
+    torch.testing.assert_close(got, fp8_gemv(x, q, s, norm_weight=gamma, eps=1e-5, config=lean), **step)
+    gate_up = torch.randn(1, 2 * k, generator=gen).to(dtype)
+    torch.testing.assert_close(fp8_gemv(gate_up, q, s, silu_mul=True, config=ring),
+                               fp8_gemv(gate_up, q, s, silu_mul=True, config=lean), **step)
+    # fp32 x has no word path: the config's own loop runs (here the lean one), bit-identical to it.
+    x32 = x.float()
+    torch.testing.assert_close(fp8_gemv(x32, q, s, config=ring._replace(lean=1)), fp8_gemv(x32, q, s, config=lean),
+                               atol=0, rtol=0)
+
+
 def test_fp8_gemv_lean_fp32_products_exact_interpreter() -> None:
     """fp32 x with small-integer weights and x: every product and partial sum is an exact fp32 integer, so the
     lean loop (another summation order) must match the plain loop and the integer reference bit for bit."""
@@ -327,13 +361,15 @@ def test_fp8_gemv_gpu(n: int, k: int, split_k: int | None) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("n", "k"), LLAMA8B_SHAPES)
-@pytest.mark.parametrize("split_k", [None, 4, "lean", "lean-split"])
+@pytest.mark.parametrize("split_k", [None, 4, "lean", "lean-split", "ring1", "ring2"])
 def test_fp8_gemv_prologues_gpu(n: int, k: int, split_k: int | str | None) -> None:
     from kernel_ref import rmsnorm_ref
 
     _, q, s = _quantized_weight(n, k, per_channel=True)
     w = dequantize(q, s)
-    if isinstance(split_k, str):  # the lean loop's barrier-free tile (block_k = 256 x num_warps), 2 chunks / iteration
+    if isinstance(split_k, str) and split_k.startswith("ring"):  # the ring loop, 1 or 2 register slots
+        cfg = Fp8GemvConfig(block_n=8, block_k=1024, num_warps=4, ring=int(split_k[-1]))
+    elif isinstance(split_k, str):  # the lean loop's barrier-free tile (block_k = 256 x num_warps), 2 chunks / iteration
         cfg = Fp8GemvConfig(block_n=16, block_k=1024, num_warps=4, split_k=2 if split_k == "lean-split" else 1, lean=2)
     else:
         cfg = None if split_k is None else default_config(n, k, torch.device("cuda"))._replace(split_k=split_k)

