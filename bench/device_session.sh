@@ -554,6 +554,10 @@ for s in "$@"; do
             --out "$OUT/fp8_ring_tuned.json"
           stage s19c-ratios 240 bash -c 'ratio_runs ":0:" "fp8:0:fp8"
             TESSERA_FP8_GEMV_TUNED=$OUT/fp8_ring_tuned.json ratio_runs "fp8:0:fp8"' ;;
+    # Prepared for the next call (nineteenth session, not run: no device time left): what the RMSNorm prologue costs
+    # each FP8 GEMV shape (with vs without it, same tile), then the missing H200 cell, FP8 + FP8 head vs bf16.
+    s20a) stage s20a-prologue 90 python3 bench/fp8_prologue_cost.py
+          stage s20a-ratios 150 bash -c 'ratio_runs ":0:" "fp8:0:fp8"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -43,7 +43,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=32)
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--per-sm", default="0", help="comma-separated programs per SM to try (0: all that fit)")
-    parser.add_argument("--tiles", default="", help="extra tail tiles, ';'-separated 'bo,lo,bgu,lgu,bd,ld'")
+    parser.add_argument("--tiles", default="", help="extra tail tiles, ';'-separated 'bo,lo,bgu,lgu,bd,ld' (e.g. "
+                        "8,4,8,4,8,3: the GEMVs' own tiles)")
     ns = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("fp8_tail_bench.py: needs a CUDA GPU")
@@ -89,7 +90,7 @@ def main() -> None:
     rows = [{"run": "three launches", "us_per_layer": round(t3, 2),
              "tbs": round(bytes_per_layer / t3 / 1e6, 3), "tiles": [tuple(pick_config(n, k, dev)) for n, k in
                                                                     ((h, q), (2 * inter, h), (h, inter))]}]
-    base = tail_config(dev, h, q, inter)
+    base = tail_config()
     configs = [base._replace(programs_per_sm=int(p)) for p in ns.per_sm.split(",")]
     for spec in filter(None, ns.tiles.split(";")):
         bo, lo, bgu, lgu, bd, ld = (int(v) for v in spec.split(","))

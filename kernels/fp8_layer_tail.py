@@ -42,8 +42,8 @@ from kernels.fp8_gemv_lean import _lean_loads, _lean_math
 from kernels.fp8_quant import FP8_DTYPE
 from kernels.gemv import _COUNTERS_LEN, _epilogue_store, _row_rstd, _split_k_counters
 
-# TESSERA_FP8_LAYER_TAIL=1 runs every batch-1 FP8 layer's tail through this kernel (where `applies`), 0 keeps the
-# three GEMV launches. Default: off until measured (bench/step_ab.py --switch fp8-tail).
+# TESSERA_FP8_LAYER_TAIL=1 runs every batch-1 FP8 layer's tail through this kernel, 0 (the default) keeps the three
+# GEMV launches: on an H100 it tied them at best (bench/NOTES.md, nineteenth session), so it stays an experiment.
 ENABLED = os.environ.get("TESSERA_FP8_LAYER_TAIL", "0") == "1"
 # A cooperative launch (the driver checks that the whole grid is resident at once, else fails the launch).
 COOPERATIVE = os.environ.get("TESSERA_FP8_TAIL_COOPERATIVE", "1") == "1"
@@ -56,15 +56,17 @@ _COUNTER_INDEX = _COUNTERS_LEN - 4  # 16-byte aligned, like every other pointer 
 
 class Fp8TailConfig(NamedTuple):
     """Row block and chunks per loop iteration (`Fp8GemvConfig.block_n` / `.lean`) of each phase; the K chunk is
-    the lean loop's barrier-free 256 x num_warps. The defaults are the 8B projections' swept FP8 GEMV tiles
-    (`kernels.quant_gemv_configs.FP8_TUNED`), so the phases compute exactly what those launches compute."""
+    the lean loop's barrier-free 256 x num_warps. The defaults (2 chunks everywhere: 121 registers, 4 programs of 4
+    warps per SM, so one o / down row block per program on a 132-SM GPU) tied the three launches on an H100 (72.1
+    vs 71.9 us per 8B layer tail, `bench/fp8_tail_bench.py`); the GEMVs' own tiles (4 / 4 / 3 chunks, 155
+    registers, 3 per SM) lost 25 %: 396 programs for 512 row blocks run o and down in two rounds."""
 
     block_n_o: int = 8
-    lean_o: int = 4
+    lean_o: int = 2
     block_n_gate_up: int = 8
-    lean_gate_up: int = 4
+    lean_gate_up: int = 2
     block_n_down: int = 8
-    lean_down: int = 3
+    lean_down: int = 2
     num_warps: int = 4
     # Programs per SM. 0: as many as the kernel compiled without a register cap fits; N: N per SM, registers capped
     # to fit them (ptxas may spill).
@@ -75,20 +77,11 @@ class Fp8TailConfig(NamedTuple):
         return 256 * self.num_warps
 
 
-def tail_config(device: torch.device, hidden: int, q_width: int, inter: int) -> Fp8TailConfig:
-    """Each phase takes its projection's own GEMV tile on this device (`kernels.fp8_gemv.pick_config`, i.e. the
-    swept FP8_TUNED entry) when all three are lean, barrier-free (block_k = 256 x num_warps), single-split tiles of
-    one warp count; otherwise the 8B defaults. `TESSERA_FP8_TAIL_PROGRAMS_PER_SM` caps the programs per SM."""
-    from kernels.fp8_gemv import pick_config
-
-    tiles = [pick_config(n, k, device) for n, k in ((hidden, q_width), (2 * inter, hidden), (hidden, inter))]
-    warps = tiles[0].num_warps
-    per_sm = int(os.environ.get("TESSERA_FP8_TAIL_PROGRAMS_PER_SM", "0"))
-    if all(t.lean and t.split_k == 1 and not t.use_dot and t.num_warps == warps and t.block_k == 256 * warps
-           for t in tiles):
-        o, gate_up, down = tiles
-        return Fp8TailConfig(o.block_n, o.lean, gate_up.block_n, gate_up.lean, down.block_n, down.lean, warps, per_sm)
-    return Fp8TailConfig(programs_per_sm=per_sm)
+def tail_config() -> Fp8TailConfig:
+    """The defaults, with `TESSERA_FP8_TAIL_PROGRAMS_PER_SM` capping the programs per SM. Any lean tile of the same
+    warp count gives the three GEMVs' sums bit for bit (rows per program and chunks per iteration do not change a
+    row's summation order), so the defaults are the measured best, not the GEMVs' own tiles."""
+    return Fp8TailConfig(programs_per_sm=int(os.environ.get("TESSERA_FP8_TAIL_PROGRAMS_PER_SM", "0")))
 
 
 @triton.jit

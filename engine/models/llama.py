@@ -138,9 +138,7 @@ class LlamaDecoderLayer(nn.Module):
                 norm = self.post_attention_layernorm
                 return fp8_layer_tail(out, stream, attn.o_proj.weight, attn.o_proj.weight_scale, norm.weight, norm.eps,
                                       mlp.gate_up_proj.weight, mlp.gate_up_proj.weight_scale, mlp.down_proj.weight,
-                                      mlp.down_proj.weight_scale,
-                                      config=tail_config(stream.device, stream.shape[-1], out.shape[-1],
-                                                         mlp.down_proj.weight.shape[1]))
+                                      mlp.down_proj.weight_scale, config=tail_config())
             stream = _row_gemv(attn.o_proj, out, bias=attn.o_proj.bias, residual=stream)
             gate_up = _row_gemv(mlp.gate_up_proj, stream, norm_weight=self.post_attention_layernorm.weight,
                                 eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias)
