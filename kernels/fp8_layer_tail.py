@@ -11,7 +11,9 @@ the same time) walks the three projections' row blocks in turn, with a grid-wide
 gate_up rows need all of the new residual for the norm, down all of gate_up). Before a program waits at a barrier
 it has already requested its first weights of the next phase (weights never depend on an earlier phase), so DRAM
 keeps streaming through the barrier and through the previous phase's stragglers: one launch instead of three, and
-no ramp between them.
+no ramp between them. Measured (H100, 2026-12-06): a tie with the three launches at best (72.1 vs 71.9 us per 8B
+layer tail in a CUDA graph), so the launch boundaries were not where FP8 batch 1 loses; it stays opt-in
+(`TESSERA_FP8_LAYER_TAIL=1`) for whoever extends it (bench/NOTES.md, nineteenth session).
 
 The arithmetic is `kernels.fp8_gemv`'s lean loop (`kernels.fp8_gemv_lean`), row block for row block, with the same
 prologue / epilogue helpers: with the same tiles the outputs are bit-identical to the three launches. Rows another

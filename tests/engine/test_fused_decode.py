@@ -29,30 +29,36 @@ from engine.req import Req  # noqa: E402
 from engine.sampling_params import SamplingParams  # noqa: E402
 
 
-def _runner(model_path: str) -> ModelRunner:
+def _runner(model_path: str, **extra) -> ModelRunner:
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     args = ServerArgs(model_path=model_path, attention_backend="triton" if device.type == "cuda" else "torch_native",
-                      max_total_tokens=256, random_seed=0, dtype="float32", disable_cuda_graph=True)
+                      max_total_tokens=256, random_seed=0, dtype="float32", disable_cuda_graph=True, **extra)
     return ModelRunner(args, create_model_config(args, device.type), TPContext(), device)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
-def test_fused_single_row_decode_matches_layer_path(tiny_model_factory, arch: str) -> None:
-    runner = _runner(tiny_model_factory(arch))
-    model = runner.model
+def _decode_steps(runner: ModelRunner, prompt_len: int, steps: int, seed: int):
+    """Prefills one greedy request, then yields (request, decode batch) per step; the caller appends the step's
+    token to `request.output_ids` before the next."""
     kv = KVManager(runner.kv_pool, runner.req_pool, disable_radix_cache=True)
-    rng = random.Random(1)
-    req = Req(rid="r", origin_input_ids=[rng.randrange(10, 300) for _ in range(11)],
+    rng = random.Random(seed)
+    req = Req(rid="r", origin_input_ids=[rng.randrange(10, 300) for _ in range(prompt_len)],
               sampling=SamplingParams(temperature=0))
     assert kv.admit(req) and kv.extend(req, req.fill_len) is not None
     req.extend_len = req.fill_len
     logits = runner.forward(build_forward_batch(ScheduleBatch(ForwardMode.EXTEND, [req]), kv.req_pool,
                                                 runner.device))
     req.output_ids.append(int(logits.argmax(-1)))
-    for _ in range(4):
+    for _ in range(steps):
         req.extend_len = 1
-        fb = build_forward_batch(ScheduleBatch(ForwardMode.DECODE, [req], decode_slots=kv.alloc(1)), kv.req_pool,
-                                 runner.device)
+        yield req, build_forward_batch(ScheduleBatch(ForwardMode.DECODE, [req], decode_slots=kv.alloc(1)),
+                                       kv.req_pool, runner.device)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+def test_fused_single_row_decode_matches_layer_path(tiny_model_factory, arch: str) -> None:
+    runner = _runner(tiny_model_factory(arch))
+    model = runner.model
+    for req, fb in _decode_steps(runner, prompt_len=11, steps=4, seed=1):
         model.fused_gemv = False
         layered = runner.forward(fb).float()  # [1, vocab]
         k_layered = runner.kv_pool.k_buffers[0][fb.out_cache_loc].clone()
@@ -71,11 +77,7 @@ def test_fp8_layer_tail_matches_three_gemvs(tiny_model_factory, monkeypatch: pyt
     only the summation order may differ (on the CPU the GEMVs take their default tiles, the tail the lean loop)."""
     from kernels import fp8_layer_tail
 
-    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    args = ServerArgs(model_path=tiny_model_factory("llama"), quantization="fp8",
-                      attention_backend="triton" if device.type == "cuda" else "torch_native",
-                      max_total_tokens=256, random_seed=0, dtype="float32", disable_cuda_graph=True)
-    runner = ModelRunner(args, create_model_config(args, device.type), TPContext(), device)
+    runner = _runner(tiny_model_factory("llama"), quantization="fp8")
     model = runner.model
     model.fused_gemv = True
     calls = []
@@ -86,19 +88,7 @@ def test_fp8_layer_tail_matches_three_gemvs(tiny_model_factory, monkeypatch: pyt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fp8_layer_tail, "fp8_layer_tail", counted)
-    kv = KVManager(runner.kv_pool, runner.req_pool, disable_radix_cache=True)
-    rng = random.Random(2)
-    req = Req(rid="r", origin_input_ids=[rng.randrange(10, 300) for _ in range(9)],
-              sampling=SamplingParams(temperature=0))
-    assert kv.admit(req) and kv.extend(req, req.fill_len) is not None
-    req.extend_len = req.fill_len
-    logits = runner.forward(build_forward_batch(ScheduleBatch(ForwardMode.EXTEND, [req]), kv.req_pool,
-                                                runner.device))
-    req.output_ids.append(int(logits.argmax(-1)))
-    for _ in range(3):
-        req.extend_len = 1
-        fb = build_forward_batch(ScheduleBatch(ForwardMode.DECODE, [req], decode_slots=kv.alloc(1)), kv.req_pool,
-                                 runner.device)
+    for req, fb in _decode_steps(runner, prompt_len=9, steps=3, seed=2):
         monkeypatch.setattr(fp8_layer_tail, "ENABLED", False)
         three = runner.forward(fb).float()
         assert not calls
