@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.roofline import median_ms  # noqa: E402
 from kernels import fp8_layer_tail as tail_module  # noqa: E402
 from kernels.fp8_gemv import fp8_gemv, pick_config  # noqa: E402
-from kernels.fp8_layer_tail import Fp8TailConfig, fp8_layer_tail, tail_config  # noqa: E402
+from kernels.fp8_layer_tail import DEFAULT_CONFIG, Fp8TailConfig, fp8_layer_tail  # noqa: E402
 from kernels.fp8_quant import FP8_DTYPE  # noqa: E402
 
 
@@ -90,7 +90,7 @@ def main() -> None:
     rows = [{"run": "three launches", "us_per_layer": round(t3, 2),
              "tbs": round(bytes_per_layer / t3 / 1e6, 3), "tiles": [tuple(pick_config(n, k, dev)) for n, k in
                                                                     ((h, q), (2 * inter, h), (h, inter))]}]
-    base = tail_config()
+    base = DEFAULT_CONFIG
     configs = [base._replace(programs_per_sm=int(p)) for p in ns.per_sm.split(",")]
     for spec in filter(None, ns.tiles.split(";")):
         bo, lo, bgu, lgu, bd, ld = (int(v) for v in spec.split(","))

@@ -115,6 +115,20 @@ def _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k0, offs_k0, K, rstd, dty
 
 
 @triton.jit
+def _lean_iterations(acc, base, x_ptr, norm_w_ptr, k_from, k_begin, k_end, K, rstd, mask_n, offs_k0, dtype,
+                     PROLOGUE: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_K: tl.constexpr, UNROLL: tl.constexpr, L2_ONLY: tl.constexpr = False):
+    # The loop's iterations from column k_from to the split's end (`base`: the pointer tile at k_begin). Shared with
+    # the persistent layer tail (kernels/fp8_layer_tail.py), whose later phases read x with L2_ONLY.
+    # num_stages=1: Triton's own pipeliner would route the loads through cp.async and shared memory again.
+    for k0 in tl.range(k_from, k_end, UNROLL * BLOCK_K, num_stages=1):
+        w0, w1, w2, w3 = _lean_loads(base, k0, k_begin, k_end, offs_k0, mask_n, EVEN_N, EVEN_K, BLOCK_K, UNROLL)
+        acc = _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k0, offs_k0, K, rstd, dtype, PROLOGUE, BLOCK_N,
+                         BLOCK_K, UNROLL, L2_ONLY)
+    return acc
+
+
+@triton.jit
 def _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, dtype,
                      PROLOGUE: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr,
@@ -144,9 +158,6 @@ def _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, 
         acc = _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k_begin, offs_k0, K, rstd, dtype, PROLOGUE,
                          BLOCK_N, BLOCK_K, UNROLL)
         k_loop = k_begin + UNROLL * BLOCK_K
-    # num_stages=1: Triton's own pipeliner would route the loads through cp.async and shared memory again.
-    for k0 in tl.range(k_loop, k_end, UNROLL * BLOCK_K, num_stages=1):
-        w0, w1, w2, w3 = _lean_loads(base, k0, k_begin, k_end, offs_k0, mask_n, EVEN_N, EVEN_K, BLOCK_K, UNROLL)
-        acc = _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k0, offs_k0, K, rstd, dtype, PROLOGUE, BLOCK_N,
-                         BLOCK_K, UNROLL)
+    acc = _lean_iterations(acc, base, x_ptr, norm_w_ptr, k_loop, k_begin, k_end, K, rstd, mask_n, offs_k0, dtype,
+                           PROLOGUE, EVEN_N, EVEN_K, BLOCK_N, BLOCK_K, UNROLL)
     return tl.sum(acc, 1)

@@ -50,8 +50,7 @@ def _half(words, j: tl.constexpr, dtype):
 
 
 @triton.jit
-def _x_element(x_ptr, norm_w_ptr, offs_w, mask_w, K, rstd, j: tl.constexpr, xw, gw, uw, dtype,
-               PROLOGUE: tl.constexpr):
+def _x_element(rstd, j: tl.constexpr, xw, gw, uw, dtype, PROLOGUE: tl.constexpr):
     # Column 4 i + j of the GEMV input after the prologue, rounded as `kernels.gemv._load_x` rounds it.
     if PROLOGUE == 1:
         normed = (_half(xw, j, dtype) * rstd).to(dtype).to(tl.float32)
@@ -79,10 +78,10 @@ def _ring_math(acc, w, x_ptr, norm_w_ptr, k0, offs_w, K, rstd, dtype, PROLOGUE: 
     if PROLOGUE == 2:
         uw = tl.load(x64 + K // 4 + words, mask=mask_w, other=0, eviction_policy="evict_last")
     w0, w1, w2, w3 = _e4m3_word_to_f32(w, ASM)
-    acc += w0 * _x_element(x_ptr, norm_w_ptr, offs_w, mask_w, K, rstd, 0, xw, gw, uw, dtype, PROLOGUE)[None, :]
-    acc += w1 * _x_element(x_ptr, norm_w_ptr, offs_w, mask_w, K, rstd, 1, xw, gw, uw, dtype, PROLOGUE)[None, :]
-    acc += w2 * _x_element(x_ptr, norm_w_ptr, offs_w, mask_w, K, rstd, 2, xw, gw, uw, dtype, PROLOGUE)[None, :]
-    acc += w3 * _x_element(x_ptr, norm_w_ptr, offs_w, mask_w, K, rstd, 3, xw, gw, uw, dtype, PROLOGUE)[None, :]
+    acc += w0 * _x_element(rstd, 0, xw, gw, uw, dtype, PROLOGUE)[None, :]
+    acc += w1 * _x_element(rstd, 1, xw, gw, uw, dtype, PROLOGUE)[None, :]
+    acc += w2 * _x_element(rstd, 2, xw, gw, uw, dtype, PROLOGUE)[None, :]
+    acc += w3 * _x_element(rstd, 3, xw, gw, uw, dtype, PROLOGUE)[None, :]
     return acc
 
 

@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import device_num_sms, next_pow2
-from kernels.fp8_gemv_lean import _lean_loads, _lean_math
+from kernels.fp8_gemv_lean import _lean_iterations, _lean_loads, _lean_math
 from kernels.fp8_quant import FP8_DTYPE
 from kernels.gemv import _COUNTERS_LEN, _epilogue_store, _row_rstd, _split_k_counters
 
@@ -79,11 +79,10 @@ class Fp8TailConfig(NamedTuple):
         return 256 * self.num_warps
 
 
-def tail_config() -> Fp8TailConfig:
-    """The defaults, with `TESSERA_FP8_TAIL_PROGRAMS_PER_SM` capping the programs per SM. Any lean tile of the same
-    warp count gives the three GEMVs' sums bit for bit (rows per program and chunks per iteration do not change a
-    row's summation order), so the defaults are the measured best, not the GEMVs' own tiles."""
-    return Fp8TailConfig(programs_per_sm=int(os.environ.get("TESSERA_FP8_TAIL_PROGRAMS_PER_SM", "0")))
+# What the engine launches: the defaults, `TESSERA_FP8_TAIL_PROGRAMS_PER_SM` capping the programs per SM (read once,
+# like ENABLED). Any lean tile of the same warp count sums a row as the three GEMVs do, bit for bit (rows per program
+# and chunks per iteration do not change the order), so the defaults are the measured best, not the GEMVs' tiles.
+DEFAULT_CONFIG = Fp8TailConfig(programs_per_sm=int(os.environ.get("TESSERA_FP8_TAIL_PROGRAMS_PER_SM", "0")))
 
 
 @triton.jit
@@ -99,15 +98,12 @@ def _grid_sync(counter_ptr, target):
 
 
 @triton.jit
-def _rows(acc, base, x_ptr, norm_w_ptr, k_from, K, rstd, mask_n, offs_k0, dtype, PROLOGUE: tl.constexpr,
-          EVEN_N: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-          UNROLL: tl.constexpr, L2_ONLY: tl.constexpr):
-    # The lean loop's K iterations from column k_from (`kernels.fp8_gemv_lean._fp8_lean_k_loop`, one split).
-    for k0 in tl.range(k_from, K, UNROLL * BLOCK_K, num_stages=1):
-        w0, w1, w2, w3 = _lean_loads(base, k0, 0, K, offs_k0, mask_n, EVEN_N, EVEN_K, BLOCK_K, UNROLL)
-        acc = _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k0, offs_k0, K, rstd, dtype, PROLOGUE, BLOCK_N,
-                         BLOCK_K, UNROLL, L2_ONLY)
-    return acc
+def _block(w_ptr, block, rows, offs_k0, N, K, BLOCK_N: tl.constexpr):
+    # Row block `block`'s rows, their mask and its weight pointer tile. The contiguity hint sits on an op (see
+    # `_fp8_lean_k_loop`): 8 fp8 per thread and row, x's 8 columns.
+    offs_n = block * BLOCK_N + rows
+    base = tl.max_contiguous(w_ptr + offs_n.to(tl.int64)[:, None] * K + offs_k0[None, :], [1, 8])
+    return offs_n, offs_n < N, base
 
 
 @triton.jit
@@ -126,10 +122,7 @@ def _phase(x_ptr, norm_w_ptr, w_ptr, scale_ptr, res_ptr, out_ptr, counter_ptr, s
     weights before waiting."""
     offs_k0 = tl.arange(0, BLOCK_K)
     rows = tl.arange(0, BLOCK_N)
-    offs_n = pid * BLOCK_N + rows
-    mask_n = offs_n < N
-    # The contiguity hint sits on an op (see `_fp8_lean_k_loop`): 8 fp8 per thread and row, x's 8 columns.
-    base = tl.max_contiguous(w_ptr + offs_n.to(tl.int64)[:, None] * K + offs_k0[None, :], [1, 8])
+    offs_n, mask_n, base = _block(w_ptr, pid, rows, offs_k0, N, K, BLOCK_N)
     w0, w1, w2, w3 = _lean_loads(base, 0, 0, K, offs_k0, mask_n, EVEN_N, EVEN_K, BLOCK_K, UNROLL)
     if SYNC:
         _grid_sync(counter_ptr, sync_target)
@@ -139,16 +132,14 @@ def _phase(x_ptr, norm_w_ptr, w_ptr, scale_ptr, res_ptr, out_ptr, counter_ptr, s
     acc = tl.zeros([BLOCK_N, BLOCK_K // 8], dtype=tl.float32)
     acc = _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, 0, offs_k0, K, rstd, dtype, PROLOGUE, BLOCK_N, BLOCK_K,
                      UNROLL, SYNC)
-    acc = _rows(acc, base, x_ptr, norm_w_ptr, UNROLL * BLOCK_K, K, rstd, mask_n, offs_k0, dtype, PROLOGUE, EVEN_N,
-                EVEN_K, BLOCK_N, BLOCK_K, UNROLL, SYNC)
+    acc = _lean_iterations(acc, base, x_ptr, norm_w_ptr, UNROLL * BLOCK_K, 0, K, K, rstd, mask_n, offs_k0, dtype,
+                           PROLOGUE, EVEN_N, EVEN_K, BLOCK_N, BLOCK_K, UNROLL, SYNC)
     _store_rows(acc, offs_n, mask_n, scale_ptr, res_ptr, out_ptr, ADD_RESIDUAL, SYNC)
     for block in range(pid + nprog, tl.cdiv(N, BLOCK_N), nprog):
-        offs_n = block * BLOCK_N + rows
-        mask_n = offs_n < N
-        base = tl.max_contiguous(w_ptr + offs_n.to(tl.int64)[:, None] * K + offs_k0[None, :], [1, 8])
-        acc = tl.zeros([BLOCK_N, BLOCK_K // 8], dtype=tl.float32)
-        acc = _rows(acc, base, x_ptr, norm_w_ptr, 0, K, rstd, mask_n, offs_k0, dtype, PROLOGUE, EVEN_N, EVEN_K,
-                    BLOCK_N, BLOCK_K, UNROLL, SYNC)
+        offs_n, mask_n, base = _block(w_ptr, block, rows, offs_k0, N, K, BLOCK_N)
+        acc = _lean_iterations(tl.zeros([BLOCK_N, BLOCK_K // 8], dtype=tl.float32), base, x_ptr, norm_w_ptr, 0, 0,
+                               K, K, rstd, mask_n, offs_k0, dtype, PROLOGUE, EVEN_N, EVEN_K, BLOCK_N, BLOCK_K, UNROLL,
+                               SYNC)
         _store_rows(acc, offs_n, mask_n, scale_ptr, res_ptr, out_ptr, ADD_RESIDUAL, SYNC)
 
 
@@ -271,7 +262,7 @@ def fp8_layer_tail(
 ) -> torch.Tensor:
     """The layer's output stream [1, H]: `down(silu_mul(gate_up(rmsnorm(o(attn_out) + stream)))) + (o(attn_out) +
     stream)`, rounded exactly as the three `kernels.fp8_gemv` launches with the same tiles round."""
-    cfg = config or Fp8TailConfig()
+    cfg = config or DEFAULT_CONFIG
     h = stream.shape[-1]
     q = attn_out.shape[-1]
     inter = w_down.shape[1]

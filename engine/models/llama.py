@@ -133,12 +133,12 @@ class LlamaDecoderLayer(nn.Module):
         with l2_prefetch.beside(ranges):
             out = attn.attend(positions, *attn.split_qkv(qkv), fb, rotary, attn_backend)
             if _fp8_layer_tail_applies(attn.o_proj, mlp.gate_up_proj, mlp.down_proj):
-                from kernels.fp8_layer_tail import fp8_layer_tail, tail_config
+                from kernels.fp8_layer_tail import fp8_layer_tail
 
                 norm = self.post_attention_layernorm
                 return fp8_layer_tail(out, stream, attn.o_proj.weight, attn.o_proj.weight_scale, norm.weight, norm.eps,
                                       mlp.gate_up_proj.weight, mlp.gate_up_proj.weight_scale, mlp.down_proj.weight,
-                                      mlp.down_proj.weight_scale, config=tail_config())
+                                      mlp.down_proj.weight_scale)
             stream = _row_gemv(attn.o_proj, out, bias=attn.o_proj.bias, residual=stream)
             gate_up = _row_gemv(mlp.gate_up_proj, stream, norm_weight=self.post_attention_layernorm.weight,
                                 eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias)
