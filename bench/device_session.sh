@@ -558,6 +558,34 @@ for s in "$@"; do
     # each FP8 GEMV shape (with vs without it, same tile), then the missing H200 cell, FP8 + FP8 head vs bf16.
     s20a) stage s20a-prologue 90 python3 bench/fp8_prologue_cost.py
           stage s20a-ratios 150 bash -c 'ratio_runs ":0:" "fp8:0:fp8"' ;;
+    # Twentieth session: early-KV batch-1 attention (kernels/decode_attention.py, TESSERA_DECODE_EARLY_KV): its GPU
+    # kernel tests (bit-identical to the plain launch with equal tiles, as a PDL launch), then the step A/B for the
+    # three weight formats (the qkv GEMV triggers the attention launch as its programs start).
+    s20b) stage s20b-tests 200 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf $XDIST \
+            tests/kernels/test_kernel_fused.py tests/kernels/test_pdl.py -k "early_kv or fused_rotary_gpu or pdl"
+          stage s20b-step 330 python3 bench/step_ab.py --switch early-kv --quantizations bf16,fp8,awq --rounds 3 \
+            --reps 100 ;;
+    # Then the ratios with it on (bf16, FP8 + FP8 head, AWQ + FP8 head) and its engine test.
+    s20c) stage s20c-ratios 300 env TESSERA_DECODE_EARLY_KV=1 bash -c 'ratio_runs ":0:" "fp8:0:fp8" "awq::fp8"'
+          stage s20c-engine-test 280 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf \
+            tests/engine/test_gpu_early_kv.py ;;
+    # Call 2: the same with the merge's first chunk requested with the log-sum-exps, and with the early kernel's
+    # registers capped at 128 (so it fits beside three AWQ qkv programs); then the ratios with early KV on.
+    s20d) stage s20d-tests 200 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf $XDIST \
+            tests/kernels/test_kernel_fused.py tests/kernels/test_kernel_attention.py -k "early_kv or fused_rotary_gpu or gpu"
+          stage s20d-step 150 python3 bench/step_ab.py --switch early-kv --quantizations bf16,fp8,awq --reps 100 \
+            --contexts 640 8192 32768
+          stage s20d-step-cap 100 env TESSERA_DECODE_EARLY_MAXNREG=128 python3 bench/step_ab.py --switch early-kv \
+            --quantizations bf16,awq --reps 100
+          stage s20d-ratios 300 env TESSERA_DECODE_EARLY_KV=1 bash -c 'ratio_runs ":0:" "fp8:0:fp8" "awq::fp8"
+            TESSERA_DECODE_EARLY_MAXNREG=128 ratio_runs "awq::fp8"' ;;
+    # Call 3: the early-KV engine test, then AWQ + FP8 head against bf16 (early KV on). The call also ran AWQ with the
+    # qkv / o GEMVs at depth 4 (a knob since removed: 430.9 vs 437.8 tok/s at depth 2).
+    s20e) stage s20e-engine-test 200 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf \
+            tests/engine/test_gpu_early_kv.py
+          stage s20e-ratios 240 env TESSERA_DECODE_EARLY_KV=1 bash -c 'ratio_runs ":0:" "awq::fp8"' ;;
+    # Call 4, early KV now the default: the ratios at the defaults, AWQ also without its L2 prefetch.
+    s20f) stage s20f-ratios 330 bash -c 'ratio_runs ":0:" "fp8:0:fp8" "awq::fp8" "awq:0:fp8"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

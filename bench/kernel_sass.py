@@ -137,7 +137,7 @@ def compile_kernel(fn, signature: dict, constexprs: dict, attrs: dict, num_warps
 
     src = ASTSource(fn, signature, constexprs, attrs)
     target = GPUTarget("cuda", 90, 32)
-    kernel = triton.compile(src, target=target, options={"num_warps": num_warps, "num_stages": num_stages})
+    kernel = triton.compile(src, target=target, options={"num_warps": num_warps, "num_stages": num_stages, **({"maxnreg": int(os.environ["MAXNREG"])} if os.environ.get("MAXNREG") else {})})
     out_dir.mkdir(parents=True, exist_ok=True)
     for ext in ("ttir", "ttgir", "llir", "ptx"):
         if ext in kernel.asm:

@@ -120,9 +120,11 @@ def default_config(n: int, k: int) -> AwqCudaConfig:
 
 def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | None = None, *,
                  norm_weight: torch.Tensor | None = None, eps: float = 1e-6, silu_mul: bool = False,
-                 bias: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+                 bias: torch.Tensor | None = None, residual: torch.Tensor | None = None,
+                 trigger_dependents: bool = False) -> torch.Tensor:
     """x [1, K] ([1, 2K] with silu_mul) -> [1, N] in x's dtype, with `kernels.awq_gemv.awq_gemv`'s prologues
-    (RMSNorm with `norm_weight`, or SiLU(gate) * up) and epilogue (+ bias in fp32, then + residual)."""
+    (RMSNorm with `norm_weight`, or SiLU(gate) * up) and epilogue (+ bias in fp32, then + residual).
+    `trigger_dependents`: a PDL launch after this one may start as its programs start (kernels/pdl.py)."""
     n, k = w.n, w.k
     assert not (silu_mul and norm_weight is not None), "one prologue at a time"
     width = 2 * k if silu_mul else k
@@ -131,9 +133,11 @@ def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | No
     check_vectors(x.dtype, ("norm_weight", norm_weight, k), ("bias", bias, n), ("residual", residual, n))
     cfg = config or default_config(n, k)
     prologue = PROLOGUE_SILU_MUL if silu_mul else PROLOGUE_RMSNORM if norm_weight is not None else PROLOGUE_NONE
-    pdl = cfg.pdl and torch.cuda.get_device_capability(x.device) >= (9, 0)
+    hopper = torch.cuda.get_device_capability(x.device) >= (9, 0)
+    pdl, trigger = cfg.pdl and hopper, trigger_dependents and hopper
     expr = (f"awq_gemv_mma<{cfg.tiles}, {cfg.warps}, {cfg.depth}, {prologue}, {str(bias is not None).lower()}, "
-            f"{str(residual is not None).lower()}, {str(x.dtype == torch.bfloat16).lower()}, {str(pdl).lower()}>")
+            f"{str(residual is not None).lower()}, {str(x.dtype == torch.bfloat16).lower()}, {str(pdl).lower()}, "
+            f"{str(trigger).lower()}>")
     fn = cuda_rtc.get_function("awq_gemv.cu", expr, x.device)
     out = torch.empty((1, n), dtype=x.dtype, device=x.device)
     groups = k // GROUP

@@ -21,6 +21,15 @@ With `rotary=DecodeRotary(...)` stage 1 also does what `rotary_kv_store` would h
 program rotates its q rows in registers, and the split holding the newest position rotates this step's k and
 writes k and v into the pool before it reads the pool. Same values bit for bit, one launch per layer fewer.
 
+Early KV (`early_kv`, batch 1 with `rotary`; `TESSERA_DECODE_EARLY_KV`): at batch 1 the kernel is a chain of
+dependent reads (lengths, slots, K/V rows, this token's k written then read back, partials), each a memory
+round trip, so it takes several us for a few hundred KB. Most of the chain does not depend on the qkv GEMV before
+it: the positions, slots and cos/sin are step inputs and the earlier tokens' K/V rows were written by earlier
+steps. So the kernel is a PDL launch (`kernels/pdl.py`) that the qkv GEMV triggers as its programs start; each
+program loads those and the first `EARLY_ROWS` K/V rows of its split into registers while the GEMV streams, then
+waits for it, reads q and this step's k / v, and uses this token's rotated row from registers (written to the pool
+for later steps, never read back in this launch). The arithmetic is the plain path's, block for block.
+
 An fp8 (e4m3) pool holds `k / k_scale` and `v / v_scale`: `k_scale` is folded into the softmax scale and
 `v_scale` into the output (both per-tensor, so neither costs a multiply per element). With a 16-bit q the
 rows are upcast to fp16, not to q's dtype: Hopper converts e4m3 pairs to f16x2 in one instruction, while
@@ -38,10 +47,17 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import pdl
 from kernels._common import KV_DTYPES, check_index, check_rows, device_num_sms, dot_precision, next_pow2
-from kernels.decode_rotary import DecodeRotary, check_rotary, rotary_and_store_new_kv
+from kernels.decode_rotary import (
+    DecodeRotary,
+    check_rotary,
+    new_kv_for_pool,
+    rope_row,
+    rotary_and_store_new_kv,
+    rotate_q_rows,
+)
 from kernels.decode_tiles import DecodeTiles, launch_shape
-from kernels.pdl import kernel_options as pdl_kernel_options
 from kernels.pdl import wait_for_prior_kernel
 from kernels.rotary import RopeCache
 
@@ -53,6 +69,12 @@ LOG2E = 1.4426950408889634
 # 4096 tokens both give the max_kv_splits cap, so only 1k-4k contexts change. A device session can move the
 # threshold through TESSERA_DECODE_LONG_SPLIT_FROM (a huge value restores 64-token splits at every length).
 LONG_SPLIT_LEN = 128
+# Early KV: rows per program loaded before the wait (module docstring); a short-context split is 64 rows. The rest
+# of a longer split goes through the usual loop after the wait.
+EARLY_ROWS = 64
+# Early KV: a register cap for the kernel (0: none). Uncapped it takes 207 registers, so it cannot share an SM
+# with three of the AWQ qkv GEMV's programs until they finish; 128 fits, with ~100 bytes of spills. Read at launch.
+EARLY_MAXNREG = int(os.environ.get("TESSERA_DECODE_EARLY_MAXNREG") or 0)
 LONG_SPLIT_FROM = int(os.environ.get("TESSERA_DECODE_LONG_SPLIT_FROM") or 1024)
 
 
@@ -102,9 +124,9 @@ def _decode_stage1_kernel(
     BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, KV_FP8: tl.constexpr, FP8_AS_FP16: tl.constexpr,
     SINGLE_PASS: tl.constexpr, MERGE_H: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr,
     FP8_CONVERT: tl.constexpr, ASM: tl.constexpr, PDL: tl.constexpr = False,
-    ROTARY: tl.constexpr = False, HALF: tl.constexpr = 1,
+    ROTARY: tl.constexpr = False, HALF: tl.constexpr = 1, EARLY_N: tl.constexpr = 0,
 ):
-    if PDL:  # batch-1 decode with TESSERA_PDL: q and the new token's K/V come from the kernel before (kernels/pdl.py)
+    if PDL and not EARLY_N:  # batch-1 decode with TESSERA_PDL: q and the new K/V come from the kernel before
         wait_for_prior_kernel()
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -130,14 +152,36 @@ def _decode_stage1_kernel(
     mask_d = offs_d < HEAD_DIM
     q_heads = kv_head * GROUP + offs_h  # [BLOCK_H]
 
-    q = tl.load(q_ptr + b * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :],
-                mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_H, BLOCK_D]
-    if ROTARY:  # `decode_attention(rotary=...)`: this token's rotary and K/V store, no separate launch
-        q = rotary_and_store_new_kv(q, q_ptr + b * stride_qb + q_heads[:, None] * stride_qh, mask_h[:, None], b,
-                                    kv_head, split, num_splits, seq_len, offs_d, mask_d, new_k_ptr, new_v_ptr,
-                                    pos_ptr, loc_ptr, cos_ptr, sin_ptr, stride_nkb, stride_nkh, stride_nvb,
-                                    stride_nvh, stride_cos, stride_sin, k_store_scale, v_store_scale, k_buf_ptr,
-                                    v_buf_ptr, stride_kn, stride_kh, stride_vn, stride_vh, KV_FP8, HALF)
+    q_rows = q_ptr + b * stride_qb + q_heads[:, None] * stride_qh
+    if EARLY_N:
+        # Early KV (module docstring): before the wait, only step inputs and earlier tokens' pool rows.
+        c, s, first_half, partner_d = rope_row(pos_ptr, cos_ptr, sin_ptr, b, offs_d, mask_d, stride_cos, stride_sin,
+                                               HALF)
+        offs0 = start + tl.arange(0, EARLY_N)
+        short = end - start <= EARLY_N  # the whole split is early rows (short contexts); else the usual loop
+        early_end = tl.where(short, tl.minimum(end, seq_len - 1), start)  # this step's row is not in the pool yet
+        k0, v0 = _load_kv_rows(req_to_token_ptr + req_row * stride_r2t, offs0, offs0 < early_end, k_buf_ptr,
+                               v_buf_ptr, kv_head, stride_kn, stride_kh, stride_vn, stride_vh, offs_d, mask_d)
+        slot_new = tl.load(loc_ptr + b).to(tl.int64)
+        if PDL:
+            wait_for_prior_kernel()
+        q = tl.load(q_rows + offs_d[None, :], mask=mask_h[:, None] & mask_d[None, :], other=0.0)
+        q = rotate_q_rows(q, q_rows, mask_h[:, None], c, s, first_half, partner_d, mask_d)
+        k_new, v_new = new_kv_for_pool(b, kv_head, offs_d, mask_d, c, s, first_half, partner_d, new_k_ptr, new_v_ptr,
+                                       stride_nkb, stride_nkh, stride_nvb, stride_nvh, k_store_scale, v_store_scale,
+                                       k_buf_ptr.dtype.element_ty, KV_FP8)
+        if (split == num_splits - 1) & (seq_len > 0):
+            tl.store(k_buf_ptr + slot_new * stride_kn + kv_head * stride_kh + offs_d, k_new, mask=mask_d)
+            tl.store(v_buf_ptr + slot_new * stride_vn + kv_head * stride_vh + offs_d, v_new, mask=mask_d)
+            tl.debug_barrier()  # a long split's loop reads the row back (as `rotary_and_store_new_kv`)
+    else:
+        q = tl.load(q_rows + offs_d[None, :], mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_H, BLOCK_D]
+        if ROTARY:  # `decode_attention(rotary=...)`: this token's rotary and K/V store, no separate launch
+            q = rotary_and_store_new_kv(q, q_rows, mask_h[:, None], b, kv_head, split, num_splits, seq_len, offs_d,
+                                        mask_d, new_k_ptr, new_v_ptr, pos_ptr, loc_ptr, cos_ptr, sin_ptr, stride_nkb,
+                                        stride_nkh, stride_nvb, stride_nvh, stride_cos, stride_sin, k_store_scale,
+                                        v_store_scale, k_buf_ptr, v_buf_ptr, stride_kn, stride_kh, stride_vn,
+                                        stride_vh, KV_FP8, HALF)
     if not KV_FP8:  # a 16-bit pool sets the dot dtype
         q = q.to(k_buf_ptr.dtype.element_ty)
     elif FP8_AS_FP16:  # fp8 rows are upcast to fp16 (module docstring); else to q's dtype (fp32)
@@ -146,33 +190,19 @@ def _decode_stage1_kernel(
     m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
-    for n0 in range(start, end, BLOCK_N):
+    first = start
+    if EARLY_N:
+        if short & (start < end):  # all rows were loaded before the wait; this step's token comes from registers
+            newest = (offs0 == seq_len - 1)[:, None]
+            m_i, l_i, acc = _attend_block(q, tl.where(newest, k_new[None, :], k0), tl.where(newest, v_new[None, :], v0),
+                                          offs0 < end, m_i, l_i, acc, qk_scale_log2, DOT_PRECISION, FP8_CONVERT, ASM)
+            first = end
+    for n0 in range(first, end, BLOCK_N):
         offs = n0 + offs_n
         mask_n = offs < end
-        # int64 before the multiply: slot * row stride overflows int32 on pools of a few M tokens.
-        slots = tl.load(req_to_token_ptr + req_row * stride_r2t + offs, mask=mask_n, other=0).to(tl.int64)
-        kv_mask = mask_n[:, None] & mask_d[None, :]
-        k = tl.load(k_buf_ptr + slots[:, None] * stride_kn + kv_head * stride_kh + offs_d[None, :],
-                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
-        if FP8_CONVERT & 1:  # fp8 pool, fp16 compute: convert before the layout change (DecodeTiles)
-            k = _e4m3_to_f16(k, ASM)
-        else:
-            k = k.to(q.dtype)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2  # [BLOCK_H, BLOCK_N]
-        qk = tl.where(mask_n[None, :], qk, float("-inf"))
-        # Every block holds >= 1 valid key, so m_new is finite and no row sees exp2(-inf - -inf).
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(qk - m_new[:, None])  # [BLOCK_H, BLOCK_N]
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_buf_ptr + slots[:, None] * stride_vn + kv_head * stride_vh + offs_d[None, :],
-                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
-        if FP8_CONVERT & 2:
-            v = _e4m3_to_f16(v, ASM)
-        else:
-            v = v.to(q.dtype)
-        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v, input_precision=DOT_PRECISION)
-        m_i = m_new
+        k, v = _load_kv_rows(req_to_token_ptr + req_row * stride_r2t, offs, mask_n, k_buf_ptr, v_buf_ptr, kv_head,
+                             stride_kn, stride_kh, stride_vn, stride_vh, offs_d, mask_d)
+        m_i, l_i, acc = _attend_block(q, k, v, mask_n, m_i, l_i, acc, qk_scale_log2, DOT_PRECISION, FP8_CONVERT, ASM)
     acc = acc * v_scale  # the pool holds v / v_scale (1.0 for 16-bit pools)
 
     if SINGLE_PASS:
@@ -200,11 +230,65 @@ def _decode_stage1_kernel(
 
 
 @triton.jit
+def _load_kv_rows(slot_row_ptr, offs, mask_n, k_buf_ptr, v_buf_ptr, kv_head, stride_kn, stride_kh, stride_vn, stride_vh,
+                  offs_d, mask_d):
+    """K and V rows [len(offs), BLOCK_D] of positions `offs` (masked rows read as 0) through the request's slots."""
+    # int64 before the multiply: slot * row stride overflows int32 on pools of a few M tokens.
+    slots = tl.load(slot_row_ptr + offs, mask=mask_n, other=0).to(tl.int64)
+    kv_mask = mask_n[:, None] & mask_d[None, :]
+    k = tl.load(k_buf_ptr + slots[:, None] * stride_kn + kv_head * stride_kh + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(v_buf_ptr + slots[:, None] * stride_vn + kv_head * stride_vh + offs_d[None, :], mask=kv_mask, other=0.0)
+    return k, v
+
+
+@triton.jit
+def _attend_block(q, k, v, mask_n, m_i, l_i, acc, qk_scale_log2, DOT_PRECISION: tl.constexpr,
+                  FP8_CONVERT: tl.constexpr, ASM: tl.constexpr):
+    """One online-softmax step of q's rows over K/V rows (as loaded from the pool); masked rows get no weight."""
+    if FP8_CONVERT & 1:  # fp8 pool, fp16 compute: convert before the layout change (DecodeTiles)
+        k = _e4m3_to_f16(k, ASM)
+    else:
+        k = k.to(q.dtype)
+    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2  # [BLOCK_H, rows]
+    qk = tl.where(mask_n[None, :], qk, float("-inf"))
+    # Every block holds >= 1 valid key, so m_new is finite and no row sees exp2(-inf - -inf).
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(qk - m_new[:, None])  # [BLOCK_H, rows]
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if FP8_CONVERT & 2:
+        v = _e4m3_to_f16(v, ASM)
+    else:
+        v = v.to(q.dtype)
+    acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v, input_precision=DOT_PRECISION)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _store_partial(part_out_ptr, part_lse_ptr, b, split, q_heads, mask_h, offs_d, mask_d, acc, m_i, l_i,
                    stride_pob, stride_poh, stride_pos, stride_plb, stride_plh):
     po = part_out_ptr + b * stride_pob + q_heads[:, None] * stride_poh + split * stride_pos + offs_d[None, :]
     tl.store(po, acc / l_i[:, None], mask=mask_h[:, None] & mask_d[None, :])
     tl.store(part_lse_ptr + b * stride_plb + q_heads * stride_plh + split, m_i + tl.log2(l_i), mask=mask_h)
+
+
+@triton.jit
+def _load_partial_chunk(lse_row, out_rows, s0, num_splits, mask_h, mask_d, stride_pos, CHUNK_S: tl.constexpr):
+    """Splits s0 .. s0 + CHUNK_S - 1 of the merge: their log-sum-exps [MERGE_H, CHUNK_S] (-1e30 past the last),
+    partial outputs [MERGE_H, CHUNK_S, BLOCK_D] (0 past it) and the mask of the real ones."""
+    offs_c = s0 + tl.arange(0, CHUNK_S)
+    mask_hc = mask_h[:, None] & (offs_c < num_splits)[None, :]  # [MERGE_H, CHUNK_S]
+    lse = tl.load(lse_row + offs_c[None, :], mask=mask_hc, other=-1e30, cache_modifier=".cg")
+    o = tl.load(out_rows + offs_c[None, :, None] * stride_pos, mask=mask_hc[:, :, None] & mask_d[None, None, :],
+                other=0.0, cache_modifier=".cg")
+    return lse, o, mask_hc
+
+
+@triton.jit
+def _add_chunk(num, den, lse, o, mask_hc, m):
+    """The merge's running sums plus one chunk of splits, each weighted by exp2(lse - m)."""
+    w = tl.where(mask_hc, tl.exp2(lse - m[:, None]), 0.0)  # [MERGE_H, CHUNK_S]
+    return num + tl.sum(w[:, :, None] * o, 1), den + tl.sum(w, 1)
 
 
 @triton.jit
@@ -214,30 +298,26 @@ def _merge_splits(part_out_ptr, part_lse_ptr, out_ptr, b, kv_head, num_splits,
                   MERGE_H: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr):
     """out[b, heads of kv_head] = sum_s w_s * part_out[s] / sum_s w_s, w_s = exp2(lse_s - max lse).
 
-    Partials are read with `.cg` (L2, not this SM's L1): other programs wrote them."""
+    Partials are read with `.cg` (L2, not this SM's L1): other programs wrote them. The first chunk's partials are
+    requested with the log-sum-exps, before their max is known: one round trip for up to CHUNK_S splits."""
     offs_h = tl.arange(0, MERGE_H)
     mask_h = offs_h < GROUP
     heads = kv_head * GROUP + offs_h  # [MERGE_H]
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < HEAD_DIM
     lse_row = part_lse_ptr + b * stride_plb + heads[:, None] * stride_plh  # [MERGE_H, 1]
+    out_rows = part_out_ptr + b * stride_pob + heads[:, None, None] * stride_poh + offs_d[None, None, :]
     offs_s = tl.arange(0, BLOCK_S)
     lse_all = tl.load(lse_row + offs_s[None, :], mask=mask_h[:, None] & (offs_s < num_splits)[None, :],
                       other=-1e30, cache_modifier=".cg")  # [MERGE_H, BLOCK_S]
+    lse, o, mask_hc = _load_partial_chunk(lse_row, out_rows, 0, num_splits, mask_h, mask_d, stride_pos, CHUNK_S)
     m = tl.max(lse_all, 1)  # [MERGE_H]
     num = tl.zeros([MERGE_H, BLOCK_D], tl.float32)
     den = tl.zeros([MERGE_H], tl.float32)
-    for s0 in range(0, num_splits, CHUNK_S):
-        offs_c = s0 + tl.arange(0, CHUNK_S)
-        mask_hc = mask_h[:, None] & (offs_c < num_splits)[None, :]  # [MERGE_H, CHUNK_S]
-        lse = tl.load(lse_row + offs_c[None, :], mask=mask_hc, other=-1e30, cache_modifier=".cg")
-        w = tl.where(mask_hc, tl.exp2(lse - m[:, None]), 0.0)  # [MERGE_H, CHUNK_S]
-        o = tl.load(part_out_ptr + b * stride_pob + heads[:, None, None] * stride_poh
-                    + offs_c[None, :, None] * stride_pos + offs_d[None, None, :],
-                    mask=mask_hc[:, :, None] & mask_d[None, None, :], other=0.0,
-                    cache_modifier=".cg")  # [MERGE_H, CHUNK_S, BLOCK_D]
-        num += tl.sum(w[:, :, None] * o, 1)
-        den += tl.sum(w, 1)
+    num, den = _add_chunk(num, den, lse, o, mask_hc, m)
+    for s0 in range(CHUNK_S, num_splits, CHUNK_S):
+        lse, o, mask_hc = _load_partial_chunk(lse_row, out_rows, s0, num_splits, mask_h, mask_d, stride_pos, CHUNK_S)
+        num, den = _add_chunk(num, den, lse, o, mask_hc, m)
     out = num / tl.maximum(den, 1e-30)[:, None]
     tl.store(out_ptr + b * stride_ob + heads[:, None] * stride_oh + offs_d[None, :],
              out.to(out_ptr.dtype.element_ty), mask=mask_h[:, None] & mask_d[None, :])
@@ -295,6 +375,7 @@ def decode_attention(
     counters: torch.Tensor | None = None,  # [>= B * Hkv] int32, all zero: enables the single-launch merge
     tiles: DecodeTiles | None = None,  # None: DecodeTiles() (bench/kernels_bench.py --sweep-tiles measures others)
     rotary: DecodeRotary | None = None,  # rotate q / k and store this step's K/V here (see DecodeRotary)
+    early_kv: bool | None = None,  # needs `rotary`; None: at batch 1 where `kernels.pdl.early_kv_enabled`
 ) -> torch.Tensor:  # [B, Hq, D], dtype of q
     """Attend each request's single query token to KV slots `req_to_token[req_pool_indices[b], :seq_lens[b]]`.
 
@@ -333,6 +414,9 @@ def decode_attention(
             f"counters hold {counters.numel()} < {batch_size * num_kv_heads} (batch x kv heads)")
     if rotary is not None:
         check_rotary(rotary, q, k_buffer)
+    if early_kv is None:
+        early_kv = batch_size == 1 and rotary is not None and pdl.early_kv_enabled(q.device)
+    assert rotary is not None or not early_kv, "early_kv reads this step's K/V from rotary's tensors: pass rotary"
     tiles = tiles or DecodeTiles()
     kv_fp8 = k_buffer.dtype == torch.float8_e4m3fn
     fp8_as_fp16 = kv_fp8 and q.dtype != torch.float32 and tiles.fp8_as_fp16
@@ -350,7 +434,12 @@ def decode_attention(
     single_pass = max_kv_splits == 1 or counters is not None
     # Programmatic dependent launch at batch 1 (TESSERA_PDL, kernels/pdl.py): this launch overlaps the previous
     # kernel's tail, and the next batch-1 GEMV starts loading its weights while attention runs.
-    pdl_meta = pdl_kernel_options(q.device) if batch_size == 1 else {}
+    if early_kv:  # a PDL launch wherever griddepcontrol exists (elsewhere, e.g. the interpreter: same loads, no wait)
+        pdl_meta = {"PDL": True, "launch_pdl": True} if pdl.capable(q.device) else {}
+        if EARLY_MAXNREG and q.is_cuda:
+            pdl_meta["maxnreg"] = EARLY_MAXNREG
+    else:
+        pdl_meta = pdl.kernel_options(q.device) if batch_size == 1 else {}
     merge_h = next_pow2(group)
     block_s = next_pow2(max_kv_splits)
     rot = rotary if rotary is not None else DecodeRotary(q, q, seq_lens, seq_lens, RopeCache(part_lse, part_lse))
@@ -373,7 +462,7 @@ def decode_attention(
         CHUNK_S=max(1, min(block_s, 4096 // (merge_h * block_d))),
         FP8_CONVERT=tiles.fp8_convert if fp8_as_fp16 else 0, ASM=int(q.device.type == "cuda"),
         num_warps=tiles.num_warps, num_stages=num_stages, ROTARY=rotary is not None, HALF=max(1, head_dim // 2),
-        **pdl_meta,
+        EARLY_N=min(block_n, EARLY_ROWS) if early_kv else 0, **pdl_meta,
     )
     if single_pass:
         return out

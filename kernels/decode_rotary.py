@@ -57,6 +57,40 @@ def _rotate(x, partner, c, s, first_half):
 
 
 @triton.jit
+def rope_row(pos_ptr, cos_ptr, sin_ptr, b, offs_d, mask_d, stride_cos, stride_sin, HALF: tl.constexpr):
+    """Request `b`'s rotary at its position: (cos, sin) per dimension in fp32, which half each dimension is in
+    and its partner dimension. Reads only step inputs (positions, the tables), never a kernel's output."""
+    pos = tl.load(pos_ptr + b).to(tl.int64)
+    first_half = offs_d < HALF
+    partner_d = tl.where(first_half, offs_d + HALF, offs_d - HALF)
+    freq = tl.where(first_half, offs_d, offs_d - HALF)
+    c = tl.load(cos_ptr + pos * stride_cos + freq, mask=mask_d, other=0.0).to(tl.float32)
+    s = tl.load(sin_ptr + pos * stride_sin + freq, mask=mask_d, other=0.0).to(tl.float32)
+    return c, s, first_half, partner_d
+
+
+@triton.jit
+def rotate_q_rows(q, q_rows, mask_rows, c, s, first_half, partner_d, mask_d):
+    """This program's q rows rotated in registers (q stays unrotated in memory)."""
+    q_partner = tl.load(q_rows + partner_d[None, :], mask=mask_rows & mask_d[None, :], other=0.0)
+    return _rotate(q, q_partner, c[None, :], s[None, :], first_half[None, :]).to(q.dtype)
+
+
+@triton.jit
+def new_kv_for_pool(b, kv_head, offs_d, mask_d, c, s, first_half, partner_d, new_k_ptr, new_v_ptr, stride_nkb,
+                    stride_nkh, stride_nvb, stride_nvh, k_store_scale, v_store_scale, POOL_DTYPE: tl.constexpr,
+                    KV_FP8: tl.constexpr):
+    """This kv head's new k (rotated) and v as the pool holds them: `rotary_kv_store`'s values, bit for bit."""
+    k_row = new_k_ptr + b * stride_nkb + kv_head * stride_nkh
+    k_in = tl.load(k_row + offs_d, mask=mask_d, other=0.0)
+    k_partner = tl.load(k_row + partner_d, mask=mask_d, other=0.0)
+    k_rot = _rotate(k_in, k_partner, c, s, first_half).to(k_in.dtype)
+    v_in = tl.load(new_v_ptr + b * stride_nvb + kv_head * stride_nvh + offs_d, mask=mask_d, other=0.0)
+    return (quantize_for_pool(k_rot, k_store_scale, KV_FP8).to(POOL_DTYPE),
+            quantize_for_pool(v_in, v_store_scale, KV_FP8).to(POOL_DTYPE))
+
+
+@triton.jit
 def rotary_and_store_new_kv(q, q_rows, mask_rows, b, kv_head, split, num_splits, seq_len, offs_d, mask_d,
                             new_k_ptr, new_v_ptr, pos_ptr, loc_ptr, cos_ptr, sin_ptr, stride_nkb, stride_nkh,
                             stride_nvb, stride_nvh, stride_cos, stride_sin, k_store_scale, v_store_scale,
@@ -66,25 +100,16 @@ def rotary_and_store_new_kv(q, q_rows, mask_rows, b, kv_head, split, num_splits,
     split that holds the newest position, rotates this kv head's new k and writes k and v into the pool at the
     token's slot, then syncs the program so its own K/V loads below see them. Values and roundings are those of
     `rotary_kv_store`: rotation in fp32, rounded to the input dtype, then `quantize_for_pool`."""
-    pos = tl.load(pos_ptr + b).to(tl.int64)
-    first_half = offs_d < HALF
-    partner_d = tl.where(first_half, offs_d + HALF, offs_d - HALF)
-    freq = tl.where(first_half, offs_d, offs_d - HALF)
-    c = tl.load(cos_ptr + pos * stride_cos + freq, mask=mask_d, other=0.0).to(tl.float32)
-    s = tl.load(sin_ptr + pos * stride_sin + freq, mask=mask_d, other=0.0).to(tl.float32)
-    q_partner = tl.load(q_rows + partner_d[None, :], mask=mask_rows & mask_d[None, :], other=0.0)
-    q = _rotate(q, q_partner, c[None, :], s[None, :], first_half[None, :]).to(q.dtype)
+    c, s, first_half, partner_d = rope_row(pos_ptr, cos_ptr, sin_ptr, b, offs_d, mask_d, stride_cos, stride_sin,
+                                           HALF)
+    q = rotate_q_rows(q, q_rows, mask_rows, c, s, first_half, partner_d, mask_d)
     if (split == num_splits - 1) & (seq_len > 0):
         slot = tl.load(loc_ptr + b).to(tl.int64)
-        k_row = new_k_ptr + b * stride_nkb + kv_head * stride_nkh
-        k_in = tl.load(k_row + offs_d, mask=mask_d, other=0.0)
-        k_partner = tl.load(k_row + partner_d, mask=mask_d, other=0.0)
-        k_rot = _rotate(k_in, k_partner, c, s, first_half).to(k_in.dtype)
-        k_dst = k_buf_ptr + slot * stride_kn + kv_head * stride_kh + offs_d
-        tl.store(k_dst, quantize_for_pool(k_rot, k_store_scale, KV_FP8).to(k_buf_ptr.dtype.element_ty), mask=mask_d)
-        v_in = tl.load(new_v_ptr + b * stride_nvb + kv_head * stride_nvh + offs_d, mask=mask_d, other=0.0)
-        v_dst = v_buf_ptr + slot * stride_vn + kv_head * stride_vh + offs_d
-        tl.store(v_dst, quantize_for_pool(v_in, v_store_scale, KV_FP8).to(v_buf_ptr.dtype.element_ty), mask=mask_d)
+        k_new, v_new = new_kv_for_pool(b, kv_head, offs_d, mask_d, c, s, first_half, partner_d, new_k_ptr, new_v_ptr,
+                                       stride_nkb, stride_nkh, stride_nvb, stride_nvh, k_store_scale, v_store_scale,
+                                       k_buf_ptr.dtype.element_ty, KV_FP8)
+        tl.store(k_buf_ptr + slot * stride_kn + kv_head * stride_kh + offs_d, k_new, mask=mask_d)
+        tl.store(v_buf_ptr + slot * stride_vn + kv_head * stride_vh + offs_d, v_new, mask=mask_d)
         # The stores reach the program's own K/V loads below: a CTA barrier orders global memory for its threads.
         tl.debug_barrier()
     return q

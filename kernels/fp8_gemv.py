@@ -37,8 +37,8 @@ from kernels.gemv import (  # noqa: I001
     _load_x,
     _row_rstd,
 )
+from kernels.pdl import allow_dependents, trigger_options, wait_for_prior_kernel
 from kernels.pdl import kernel_options as pdl_kernel_options
-from kernels.pdl import wait_for_prior_kernel
 from kernels.quant_gemv_configs import FP8_TUNED_ENV, tuned_entry
 
 
@@ -75,8 +75,9 @@ def _fp8_gemv_kernel(
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
     USE_DOT: tl.constexpr = False, LEAN: tl.constexpr = 0, PDL: tl.constexpr = False, RING: tl.constexpr = 0,
-    ASM: tl.constexpr = 0,
+    ASM: tl.constexpr = 0, TRIGGER: tl.constexpr = False,
 ):
+    allow_dependents(TRIGGER)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -140,7 +141,8 @@ def _fp8_gemv_kernel(
 @triton.jit
 def _split_k_reduce_kernel(ws_ptr, scale_ptr, bias_ptr, res_ptr, out_ptr, N, SPLIT_K: tl.constexpr,
                            HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr,
-                           PDL: tl.constexpr = False):
+                           PDL: tl.constexpr = False, TRIGGER: tl.constexpr = False):
+    allow_dependents(TRIGGER)
     if PDL:  # the partials are the GEMV's, just launched
         wait_for_prior_kernel()
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -190,6 +192,7 @@ def fp8_gemv(
     residual: torch.Tensor | None = None,  # [1, N]: y += residual (may alias `out`)
     out: torch.Tensor | None = None,  # [1, N], dtype of x
     config: Fp8GemvConfig | None = None,
+    trigger_dependents: bool = False,  # a PDL launch after this GEMV may start as its last kernel's programs start
 ) -> torch.Tensor:
     """Prologues and epilogue as in `kernels.gemv.fused_gemv` (same rounding: its helpers are reused),
     so the batch-1 fused decode path runs FP8 layers unchanged."""
@@ -245,11 +248,12 @@ def fp8_gemv(
         BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NORM_BLOCK=min(next_pow2(k), 4096),
         NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, LEAN=0 if ring else lean, RING=ring,
         ASM=int(x.device.type == "cuda"), num_warps=cfg.num_warps, **pdl_meta,
+        **trigger_options(x.device, trigger_dependents and split == 1),
     )
     if split > 1:
         block = min(next_pow2(n), 1024)
         _split_k_reduce_kernel[(triton.cdiv(n, block),)](
             ws, w_scale, bias if bias is not None else dummy, residual if residual is not None else out, out, n,
             SPLIT_K=split, HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None, BLOCK=block, num_warps=4,
-            **pdl_meta)
+            **pdl_meta, **trigger_options(x.device, trigger_dependents))
     return out

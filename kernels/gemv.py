@@ -39,8 +39,8 @@ import triton.language as tl
 
 from kernels._common import next_pow2
 from kernels.gemv_configs import GemvConfig, default_config, pick_config, validate
+from kernels.pdl import allow_dependents, trigger_options, wait_for_prior_kernel
 from kernels.pdl import kernel_options as pdl_kernel_options
-from kernels.pdl import wait_for_prior_kernel
 
 __all__ = ["PROLOGUE_NONE", "PROLOGUE_RMSNORM", "PROLOGUE_SILU_MUL", "GemvConfig", "default_config", "fused_gemv"]
 
@@ -126,8 +126,9 @@ def _gemv_kernel(
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
-    PDL: tl.constexpr = False,
+    PDL: tl.constexpr = False, TRIGGER: tl.constexpr = False,
 ):
+    allow_dependents(TRIGGER)
     pid = tl.program_id(0)
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
@@ -161,8 +162,9 @@ def _gemv_split_k_kernel(
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, ADD_RESIDUAL: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr, SPLIT_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
-    PDL: tl.constexpr = False,
+    PDL: tl.constexpr = False, TRIGGER: tl.constexpr = False,
 ):
+    allow_dependents(TRIGGER)
     # Axis 0 is the split so that a row block's slices are launched (and finish) close together.
     pid_k = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -233,6 +235,7 @@ def fused_gemv(
     residual: torch.Tensor | None = None,  # [1, N]: y += residual (may alias `out`)
     out: torch.Tensor | None = None,  # [1, N]
     config: GemvConfig | None = None,  # default: `pick_config` (this device's table, else H100 defaults)
+    trigger_dependents: bool = False,  # a PDL launch after this one may start as its programs start (kernels/pdl.py)
 ) -> torch.Tensor:  # [1, N], dtype of x
     assert weight.dim() == 2 and weight.stride(1) == 1, (
         f"weight: expected [N, K] with contiguous rows, got {tuple(weight.shape)} strides {weight.stride()}")
@@ -262,7 +265,8 @@ def fused_gemv(
     meta = dict(PROLOGUE=prologue, HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None,
                 EVEN_N=n % cfg.block_n == 0, EVEN_K=k % cfg.block_k == 0,
                 BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NORM_BLOCK=min(next_pow2(k), 4096),
-                NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps, **pdl_kernel_options(x.device))
+                NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps, **pdl_kernel_options(x.device),
+                **trigger_options(x.device, trigger_dependents))
     n_blocks = triton.cdiv(n, cfg.block_n)
     if split_k == 1:
         _gemv_kernel[(n_blocks,)](*args, n, k, weight.stride(0), eps, **meta)

@@ -123,10 +123,14 @@ class LlamaDecoderLayer(nn.Module):
         o's and gate_up's weights to prefetch into L2 beside attention (`kernels.l2_prefetch`; 0: none).
         """
         attn, mlp = self.self_attn, self.mlp
+        from kernels import pdl  # here, not at import: the CPU image has no Triton (kernels/__init__)
+
+        # Early-KV attention (kernels/decode_attention.py) starts reading the KV cache while qkv streams.
         qkv = _row_gemv(attn.qkv_proj, stream, norm_weight=self.input_layernorm.weight,
-                        eps=self.input_layernorm.eps, bias=attn.qkv_proj.bias)
+                        eps=self.input_layernorm.eps, bias=attn.qkv_proj.bias,
+                        trigger_dependents=pdl.early_kv_enabled(stream.device))
         # While attention waits on latency, DRAM is idle: o's weights and gate_up's first rows go to L2 beside it.
-        from kernels import l2_prefetch  # here, not at import: the CPU image has no Triton (kernels/__init__)
+        from kernels import l2_prefetch
 
         ranges = l2_prefetch.plan(_streamed_weights(attn.o_proj) + _streamed_weights(mlp.gate_up_proj),
                                   l2_budget) if l2_budget else ()
@@ -175,7 +179,7 @@ def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
     """One fused batch-1 GEMV through `linear`'s weight: 16-bit (`kernels.gemv`), FP8 with its per-row
     scales (`kernels.fp8_gemv_cuda` where `Fp8LinearMethod.finish_loading` took the layer, else
     `kernels.fp8_gemv`) or AWQ int4 (`kernels.awq_gemv.awq_gemv`), all with the same prologues and
-    epilogues."""
+    epilogues. `trigger_dependents` (kernels/pdl.py) reaches the kernels that have it; the others ignore it."""
     if getattr(linear, "awq_cuda_weights", None) is not None and x.dtype == linear.scales.dtype:
         from kernels.awq_gemv_cuda import awq_gemv_cuda
 
@@ -183,11 +187,13 @@ def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
     if hasattr(linear, "qweight"):
         from kernels.awq_gemv import awq_gemv
 
+        kwargs.pop("trigger_dependents", None)
         return awq_gemv(x, linear.qweight, linear.qzeros, linear.scales, linear.quant_method.group_size,
                         locks=linear.awq_gemv_locks, **kwargs)
     if getattr(linear, "fp8_cuda_gemv", False) and x.dtype == linear.fp8_act_dtype:
         from kernels.fp8_gemv_cuda import fp8_gemv_cuda
 
+        kwargs.pop("trigger_dependents", None)
         return fp8_gemv_cuda(x, linear.weight, linear.weight_scale, **kwargs)
     if linear.weight.dtype == torch.float8_e4m3fn:
         from kernels.fp8_gemv import fp8_gemv

@@ -40,8 +40,10 @@ __device__ __forceinline__ u32 nibbles(u32 q, u32 magic2) {
 // PROLOGUE 0: x as it is; 1: RMSNorm(x) * gamma; 2: SiLU(x[:K]) * x[K:].
 // Shared memory: x' [K] 16-bit (as K/2 u32), xsum [K/128] fp32, partials [WARPS][NT*16] fp32, scratch [32] fp32.
 // PDL (sm_90+, launched with programmatic stream serialization): the weight requests go out before waiting for the
-// kernel that wrote x, and the next kernel may launch once this one's K loop is done.
-template <int NT, int WARPS, int DEPTH, int PROLOGUE, bool HAS_BIAS, bool ADD_RESIDUAL, bool BF16, bool PDL = false>
+// kernel that wrote x, and the next kernel may launch once this one's K loop is done - or, with TRIGGER, as the
+// programs start (the qkv GEMV before the early-KV decode attention, kernels/pdl.py), whether or not this is a PDL launch.
+template <int NT, int WARPS, int DEPTH, int PROLOGUE, bool HAS_BIAS, bool ADD_RESIDUAL, bool BF16, bool PDL = false,
+          bool TRIGGER = false>
 __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
     const u16* __restrict__ x, const u16* __restrict__ gamma, const uint4* __restrict__ qweight,
     const u32* __restrict__ scale_zero, const u16* __restrict__ bias, const u16* __restrict__ residual,
@@ -62,6 +64,7 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
   const int gbeg = min(warp * per_warp, num_groups);
   const int ng = min(gbeg + per_warp, num_groups) - gbeg;
 
+  if (TRIGGER) allow_next_grid();
   uint4 wbuf[DEPTH][NT][2];
   u32 szbuf[DEPTH][NT][2];
 
@@ -123,7 +126,7 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
       }
     }
   }
-  if (PDL) allow_next_grid();
+  if (PDL && !TRIGGER) allow_next_grid();
 
   if (c == 0) {
 #pragma unroll

@@ -80,10 +80,13 @@ def test_kernel_builds_for_sm90_with_nvrtc() -> None:
     for expr in ("awq_gemm_small<1, 8, 2, true>", "awq_gemm_small<2, 16, 4, false>", "awq_gemm_small<2, 8, 2, true, 2>",
                  "awq_gemm_small<1, 16, 2, false, 4>"):
         assert compile_cubin(source, expr, "sm_90")[0][:4] == b"\x7fELF", expr
-    # the programmatic-dependent-launch instance (griddepcontrol, sm_90 only) and a pre-Hopper build without it
+    # the programmatic-dependent-launch instances (griddepcontrol, sm_90 only; the second one lets the next launch
+    # start as its programs start: the qkv GEMV before early-KV attention) and pre-Hopper builds without them
     for arch in ("sm_90", "sm_80"):
-        cubin, _ = compile_cubin(source, "awq_gemv_mma<2, 16, 2, 2, false, true, true, true>", arch)
-        assert cubin[:4] == b"\x7fELF"
+        for expr in ("awq_gemv_mma<2, 16, 2, 2, false, true, true, true>",
+                     "awq_gemv_mma<2, 8, 2, 1, false, false, true, true, true>"):
+            cubin, _ = compile_cubin(source, expr, arch)
+            assert cubin[:4] == b"\x7fELF"
 
 
 def test_compile_error_carries_the_log() -> None:

@@ -9,6 +9,7 @@ from kernel_ref import PoolBatch, attention_ref, rotary_ref
 
 from kernels import apply_rotary, build_rope_cache, decode_attention, rotary_kv_store, store_kv
 from kernels.decode_rotary import DecodeRotary
+from kernels.decode_tiles import DecodeTiles
 
 DTYPES = [torch.float32, torch.float16]
 LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -155,13 +156,25 @@ FUSED_ROTARY_DTYPES = [(torch.float32, torch.float32), (torch.float16, torch.flo
                          ids=["fp32", "fp16", "bf16", "fp16-pool-fp8", "bf16-pool-fp8"])
 @pytest.mark.parametrize("heads", [(4, 2, 64), (3, 1, 80)])
 @pytest.mark.parametrize("single_pass", [False, True], ids=["two-stage", "single-pass"])
+@pytest.mark.parametrize("early_kv", [False, True], ids=["plain", "early-kv"])
 def test_decode_attention_fused_rotary(heads: tuple[int, int, int], dtype: torch.dtype, pool_dtype: torch.dtype,
-                                       single_pass: bool) -> None:
+                                       single_pass: bool, early_kv: bool) -> None:
     """`decode_attention(rotary=DecodeRotary(...))` gives the same output and the same pool, bit for bit, as
     `rotary_kv_store` followed by `decode_attention`: the rotation (fp32, rounded to q's dtype), the K/V
     written at `loc` (fp8: divided by the scales) and the attention over them, with the new token in the last
-    split of 1 to several (seq_lens 1 / 9 / 70 with splits of 8). A padded row (seq_len 0) stores nothing."""
-    _check_fused_rotary(heads, dtype, pool_dtype, single_pass, [9, 1, 70, 0], 8, "cpu")
+    split of 1 to several (seq_lens 1 / 9 / 70 with splits of 8). A padded row (seq_len 0) stores nothing.
+    Early KV (the new token's row from registers, the first rows loaded before the wait) changes none of it."""
+    _check_fused_rotary(heads, dtype, pool_dtype, single_pass, [9, 1, 70, 0], 8, "cpu", early_kv=early_kv)
+
+
+@pytest.mark.parametrize(("dtype", "pool_dtype"), [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                                   (torch.bfloat16, torch.float8_e4m3fn)], ids=["fp32", "bf16", "bf16-pool-fp8"])
+@pytest.mark.parametrize("seq_len", [1, 20, 64, 65, 200, 331])
+def test_decode_attention_early_kv_long_splits(dtype: torch.dtype, pool_dtype: torch.dtype, seq_len: int) -> None:
+    """Early KV with splits longer than its early rows: 64 rows before the wait, then 64-row blocks (the tiles of
+    the plain launch it is compared with), the new token in the early rows, in a later block, or alone."""
+    _check_fused_rotary((4, 2, 64), dtype, pool_dtype, True, [seq_len], 2, "cpu", early_kv=True,
+                        tiles=DecodeTiles(block_n=64))
 
 
 @pytest.mark.gpu
@@ -175,6 +188,17 @@ def test_decode_attention_fused_rotary_gpu(pool_dtype: torch.dtype, single_pass:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("pool_dtype", [torch.bfloat16, torch.float8_e4m3fn], ids=["pool-bf16", "pool-fp8"])
+@pytest.mark.parametrize("seq_len", [5, 64, 700, 3000])
+def test_decode_attention_early_kv_gpu(pool_dtype: torch.dtype, seq_len: int) -> None:
+    """Early KV as the engine launches it at batch 1 (a PDL launch on Hopper, single pass, 8B attention shape),
+    bit for bit against the plain launch with the same 64-row tiles: splits of 64 tokens (all rows loaded before
+    the wait) and of 125 (3000 tokens, past 1024 the splits are >= 128: the loop after the wait)."""
+    _check_fused_rotary((32, 8, 128), torch.bfloat16, pool_dtype, True, [seq_len], 32, "cuda", early_kv=True,
+                        tiles=DecodeTiles(block_n=64))
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("batch", [64, 256])
 @pytest.mark.parametrize("pool_dtype", [torch.bfloat16, torch.float8_e4m3fn], ids=["pool-bf16", "pool-fp8"])
 def test_decode_attention_fused_rotary_large_batch_gpu(batch: int, pool_dtype: torch.dtype) -> None:
@@ -185,7 +209,8 @@ def test_decode_attention_fused_rotary_large_batch_gpu(batch: int, pool_dtype: t
 
 
 def _check_fused_rotary(heads: tuple[int, int, int], dtype: torch.dtype, pool_dtype: torch.dtype, single_pass: bool,
-                        seq_lens: list[int], max_kv_splits: int, device: str) -> None:
+                        seq_lens: list[int], max_kv_splits: int, device: str, early_kv: bool = False,
+                        tiles: DecodeTiles | None = None) -> None:
     num_q_heads, num_kv_heads, head_dim = heads
     pool = PoolBatch([max(n, 1) for n in seq_lens], num_kv_heads, head_dim, torch.float32, device=device, seed=5)
     k_scale, v_scale = (0.5, 0.25) if pool_dtype == torch.float8_e4m3fn else (1.0, 1.0)
@@ -203,7 +228,7 @@ def _check_fused_rotary(heads: tuple[int, int, int], dtype: torch.dtype, pool_dt
     loc = torch.stack([pool.slots(i)[n - 1] if n else torch.tensor(0, device=device)
                        for i, n in enumerate(seq_lens)])
     lens = torch.tensor(seq_lens, dtype=torch.int32, device=device)
-    kw = dict(k_scale=k_scale, v_scale=v_scale, max_kv_splits=max_kv_splits,
+    kw = dict(k_scale=k_scale, v_scale=v_scale, max_kv_splits=max_kv_splits, tiles=tiles,
               **({"min_split_len": 8} if device == "cpu" else {}),
               counters=torch.zeros(batch * num_kv_heads, dtype=torch.int32, device=device) if single_pass else None)
 
@@ -214,7 +239,7 @@ def _check_fused_rotary(heads: tuple[int, int, int], dtype: torch.dtype, pool_dt
 
     q_before, k_before = q.clone(), k.clone()
     out = decode_attention(q, k_buffer, v_buffer, pool.req_to_token, pool.req_pool_indices, lens, head_dim**-0.5,
-                           rotary=DecodeRotary(k, v, positions, loc, cache), **kw)
+                           rotary=DecodeRotary(k, v, positions, loc, cache), early_kv=early_kv, **kw)
     assert torch.equal(out, expected)
     live = loc[lens > 0]  # the unfused path also writes the padded row's scratch slot; the fused one does not
     assert torch.equal(k_buffer[live].float(), ref_k[live].float()) and torch.equal(v_buffer[live].float(),

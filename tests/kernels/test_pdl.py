@@ -31,6 +31,10 @@ def test_pdl_is_off_without_a_hopper_gpu(monkeypatch: pytest.MonkeyPatch) -> Non
         assert pdl.kernel_options(cpu) == {}  # kernels keep PDL=False and get no launch keyword
     finally:
         pdl.set_enabled(None)
+    # early KV (on by default) and the GEMVs' trigger for it also need griddepcontrol
+    monkeypatch.setattr(pdl, "EARLY_KV", True)
+    assert not pdl.early_kv_enabled(cpu)
+    assert pdl.trigger_options(cpu, True) == {}
 
 
 @pytest.mark.gpu
