@@ -586,6 +586,16 @@ for s in "$@"; do
           stage s20e-ratios 240 env TESSERA_DECODE_EARLY_KV=1 bash -c 'ratio_runs ":0:" "awq::fp8"' ;;
     # Call 4, early KV now the default: the ratios at the defaults, AWQ also without its L2 prefetch.
     s20f) stage s20f-ratios 330 bash -c 'ratio_runs ":0:" "fp8:0:fp8" "awq::fp8" "awq:0:fp8"' ;;
+    # Call 5: the o projection as a PDL launch after early-KV attention (bit-identical: step_ab exits non-zero
+    # otherwise); FP8's qkv at 16 rows per program (384 programs: room on most SMs for one attention program) with
+    # the early kernel uncapped / capped at 128 registers; then bf16 and FP8 + FP8 head with TESSERA_PDL_O=1.
+    s20g) stage s20g-o-pdl 100 python3 bench/step_ab.py --switch o-pdl --quantizations bf16,fp8 --reps 100
+          stage s20g-qkv16 120 bash -c 'echo "{\"NVIDIA H100 80GB HBM3/132sm\": {\"6144x4096\": {\"block_n\": 16,
+            \"block_k\": 1024, \"num_warps\": 4, \"num_stages\": 1, \"split_k\": 1, \"lean\": 2}}}" > /tmp/qkv16.json
+            for cap in 0 128; do echo "FP8 qkv 16 rows, early-KV register cap $cap"
+              TESSERA_FP8_GEMV_TUNED=/tmp/qkv16.json TESSERA_DECODE_EARLY_MAXNREG=$cap python3 bench/step_ab.py \
+                --switch early-kv --quantizations fp8 --reps 100 | tail -2; done'
+          stage s20g-ratios 200 env TESSERA_PDL_O=1 bash -c 'ratio_runs ":0:" "fp8:0:fp8"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -22,6 +22,8 @@ Switches:
 - `early-kv`: batch-1 decode attention as a PDL launch that loads its KV rows while the qkv GEMV streams
   (kernels/decode_attention.py, `TESSERA_DECODE_EARLY_KV`). Its early rows are a 64-row tile where the plain
   launch uses 128, so the logits may differ in the last bits (softmax sum order).
+- `o-pdl`: the batch-1 o projection (bf16 / FP8) as a PDL launch after the early-KV attention
+  (kernels/pdl.py `O_AFTER_ATTENTION`, `TESSERA_PDL_O`, on by default); bit-identical.
 - `l2-prefetch`: batch-1 layers prefetch o's weights and gate_up's first rows into L2 beside attention
   (kernels/l2_prefetch.py); "off" is no prefetch, "on" each `--l2-prefetch-mb` budget with each
   `--l2-prefetch-shapes` grid (programs x bytes per prefetch instruction), one row per pair.
@@ -65,6 +67,7 @@ FUSED_ROTARY_DEFAULT = triton_backend.FUSED_DECODE_ROTARY
 AWQ_PDL_DEFAULT = awq_gemv_cuda.PDL
 FP8_TAIL_DEFAULT = fp8_layer_tail.ENABLED
 EARLY_KV_DEFAULT = pdl.EARLY_KV
+O_PDL_DEFAULT = pdl.O_AFTER_ATTENTION
 L2_PREFETCH_DEFAULT = (l2_prefetch.BUDGET_OVERRIDE_MB, l2_prefetch.PROGRAMS, l2_prefetch.CHUNK)
 # The `l2-prefetch` setting under test: (MB, programs, chunk bytes), set per row by main().
 l2_prefetch_on = L2_PREFETCH_DEFAULT
@@ -81,6 +84,8 @@ def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
         pdl.set_enabled(on)
     elif switch == "early-kv":
         pdl.EARLY_KV = EARLY_KV_DEFAULT if on is None else on
+    elif switch == "o-pdl":
+        pdl.O_AFTER_ATTENTION = O_PDL_DEFAULT if on is None else on
     elif switch == "fused-rotary":
         triton_backend.FUSED_DECODE_ROTARY = FUSED_ROTARY_DEFAULT if on is None else on
     elif switch == "fp8-tail":
@@ -137,7 +142,7 @@ def main() -> None:
     global l2_prefetch_on
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary", "awq-pdl", "fp8-cuda",
-                                                 "fp8-tail", "l2-prefetch", "early-kv"], required=True)
+                                                 "fp8-tail", "l2-prefetch", "early-kv", "o-pdl"], required=True)
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--quantizations", default="bf16", help="comma-separated: bf16, fp8, awq")
     parser.add_argument("--contexts", type=int, nargs="+", default=[640])
@@ -167,7 +172,7 @@ def main() -> None:
         parser.error(f"--switch {ns.switch}: only with --quantizations fp8")
     if not torch.cuda.is_available():
         sys.exit("step_ab.py: needs a CUDA GPU")
-    if ns.switch in ("pdl", "early-kv") and (not pdl.HAS_GDC or torch.cuda.get_device_capability() < (9, 0)):
+    if ns.switch in ("pdl", "early-kv", "o-pdl") and (not pdl.HAS_GDC or torch.cuda.get_device_capability() < (9, 0)):
         sys.exit("step_ab.py: PDL needs an sm_90+ GPU and Triton >= 3.4")
     rows = []
     for q in ns.quantizations.split(","):
@@ -191,7 +196,7 @@ def main() -> None:
               f"{r['on_ms']:8.4f} {r['delta_pct']:7.2f}% {r['logits_max_diff']:12.3g} {r['logits_repeat_diff']:8.3g}")
     if any(r["logits_repeat_diff"] != 0 for r in rows):
         sys.exit("step_ab.py: the step is not deterministic (logits differ between rounds of one setting)")
-    if ns.switch in ("pdl", "fused-rotary", "awq-pdl", "l2-prefetch", "fp8-tail") and any(r["logits_max_diff"] != 0 for r in rows):
+    if ns.switch in ("pdl", "fused-rotary", "awq-pdl", "l2-prefetch", "fp8-tail", "o-pdl") and any(r["logits_max_diff"] != 0 for r in rows):
         sys.exit(f"step_ab.py: {ns.switch} changed the logits")
 
 

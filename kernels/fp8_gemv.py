@@ -193,6 +193,7 @@ def fp8_gemv(
     out: torch.Tensor | None = None,  # [1, N], dtype of x
     config: Fp8GemvConfig | None = None,
     trigger_dependents: bool = False,  # a PDL launch after this GEMV may start as its last kernel's programs start
+    programmatic: bool | None = None,  # launch with PDL (kernels/pdl.py); None: as `TESSERA_PDL` says
 ) -> torch.Tensor:
     """Prologues and epilogue as in `kernels.gemv.fused_gemv` (same rounding: its helpers are reused),
     so the batch-1 fused decode path runs FP8 layers unchanged."""
@@ -237,7 +238,7 @@ def fp8_gemv(
     split = triton.cdiv(k, k_per_split)
     ws = torch.empty((split, n), dtype=torch.float32, device=x.device) if split > 1 else out
     dummy = w_scale  # any valid pointer for the operands a specialisation does not read
-    pdl_meta = pdl_kernel_options(x.device)
+    pdl_meta = pdl_kernel_options(x.device, programmatic)
     _fp8_gemv_kernel[(triton.cdiv(n, cfg.block_n), split)](
         x, norm_weight if norm_weight is not None else dummy, w_q, w_scale, bias if bias is not None else dummy,
         residual if residual is not None else out, out, ws,

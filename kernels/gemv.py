@@ -236,6 +236,7 @@ def fused_gemv(
     out: torch.Tensor | None = None,  # [1, N]
     config: GemvConfig | None = None,  # default: `pick_config` (this device's table, else H100 defaults)
     trigger_dependents: bool = False,  # a PDL launch after this one may start as its programs start (kernels/pdl.py)
+    programmatic: bool | None = None,  # launch with PDL (kernels/pdl.py); None: as `TESSERA_PDL` says
 ) -> torch.Tensor:  # [1, N], dtype of x
     assert weight.dim() == 2 and weight.stride(1) == 1, (
         f"weight: expected [N, K] with contiguous rows, got {tuple(weight.shape)} strides {weight.stride()}")
@@ -265,7 +266,7 @@ def fused_gemv(
     meta = dict(PROLOGUE=prologue, HAS_BIAS=bias is not None, ADD_RESIDUAL=residual is not None,
                 EVEN_N=n % cfg.block_n == 0, EVEN_K=k % cfg.block_k == 0,
                 BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NORM_BLOCK=min(next_pow2(k), 4096),
-                NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps, **pdl_kernel_options(x.device),
+                NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps, **pdl_kernel_options(x.device, programmatic),
                 **trigger_options(x.device, trigger_dependents))
     n_blocks = triton.cdiv(n, cfg.block_n)
     if split_k == 1:

@@ -10,7 +10,9 @@ every read of another kernel's output happens after the wait.
 
 Separately, and on by default: the batch-1 decode attention with early KV (`EARLY_KV`, `kernels/decode_attention.py`)
 is a PDL launch after the qkv GEMV, which triggers it as its programs start (`trigger_options`, `allow_dependents`),
-so the attention's KV reads overlap the GEMV; no other kernel changes how it is launched.
+so the attention's KV reads overlap the GEMV, and the o projection after it is a PDL launch too (`O_AFTER_ATTENTION`):
+attention lets it start after its own wait, so o's first weights load while attention computes. No other kernel
+changes how it is launched.
 
 The rotary + KV store (`kernels/rotary_kv_store.py`, one token) and the decode attention (`kernels/decode_attention.py`,
 batch 1) are PDL launches too: they wait first (their inputs are the kernel before's output), then trigger at
@@ -46,6 +48,11 @@ PDL_ENV = "TESSERA_PDL"
 # -0.5 to -4.2 % at 8k / 32k, logits bit-identical. TESSERA_DECODE_EARLY_KV=0 turns it off. Read at import.
 EARLY_KV_ENV = "TESSERA_DECODE_EARLY_KV"
 EARLY_KV = os.environ.get(EARLY_KV_ENV, "1") != "0"
+# The batch-1 o projection (bf16 / FP8 Triton GEMV) as a PDL launch after the early-KV attention, which lets it start
+# right after its own wait: o's first weights load while attention computes. On by default: H100, 8B,
+# `bench/step_ab.py --switch o-pdl --rounds 5 --reps 200`: -1.34 % bf16, -1.26 % FP8 per step, bit-identical (the
+# AWQ GEMVs are PDL launches already). TESSERA_PDL_O=0 turns it off. Read at import.
+O_AFTER_ATTENTION = os.environ.get("TESSERA_PDL_O", "1") != "0"
 
 try:  # Triton >= 3.4
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
@@ -117,7 +124,14 @@ def allow_dependents(TRIGGER: tl.constexpr):
         gdc_launch_dependents()
 
 
-def kernel_options(device: torch.device) -> dict:
+def kernel_options(device: torch.device, wanted: bool | None = None) -> dict:
     """What a launch on `device` adds for PDL: the kernel's `PDL` constexpr and Triton's `launch_pdl` keyword when
-    `enabled`, else nothing (the kernel's default `PDL=False`; older Triton has no such keyword)."""
-    return {"PDL": True, "launch_pdl": True} if enabled(device) else {}
+    `enabled` (or, with `wanted` given, when wanted and `capable`), else nothing (the kernel's default `PDL=False`;
+    older Triton has no such keyword)."""
+    on = enabled(device) if wanted is None else wanted and capable(device)
+    return {"PDL": True, "launch_pdl": True} if on else {}
+
+
+def o_after_attention(device: torch.device) -> bool:
+    """Whether the batch-1 o projection is a PDL launch after the early-KV attention (`O_AFTER_ATTENTION`)."""
+    return O_AFTER_ATTENTION and early_kv_enabled(device)

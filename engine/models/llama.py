@@ -143,7 +143,8 @@ class LlamaDecoderLayer(nn.Module):
                 return fp8_layer_tail(out, stream, attn.o_proj.weight, attn.o_proj.weight_scale, norm.weight, norm.eps,
                                       mlp.gate_up_proj.weight, mlp.gate_up_proj.weight_scale, mlp.down_proj.weight,
                                       mlp.down_proj.weight_scale)
-            stream = _row_gemv(attn.o_proj, out, bias=attn.o_proj.bias, residual=stream)
+            stream = _row_gemv(attn.o_proj, out, bias=attn.o_proj.bias, residual=stream,
+                               programmatic=pdl.o_after_attention(stream.device) or None)
             gate_up = _row_gemv(mlp.gate_up_proj, stream, norm_weight=self.post_attention_layernorm.weight,
                                 eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias)
             return _row_gemv(mlp.down_proj, gate_up, silu_mul=True, bias=mlp.down_proj.bias, residual=stream)
@@ -179,21 +180,25 @@ def _row_gemv(linear: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
     """One fused batch-1 GEMV through `linear`'s weight: 16-bit (`kernels.gemv`), FP8 with its per-row
     scales (`kernels.fp8_gemv_cuda` where `Fp8LinearMethod.finish_loading` took the layer, else
     `kernels.fp8_gemv`) or AWQ int4 (`kernels.awq_gemv.awq_gemv`), all with the same prologues and
-    epilogues. `trigger_dependents` (kernels/pdl.py) reaches the kernels that have it; the others ignore it."""
+    epilogues. `trigger_dependents` and `programmatic` (kernels/pdl.py) reach the kernels that have them; the others
+    ignore them."""
     if getattr(linear, "awq_cuda_weights", None) is not None and x.dtype == linear.scales.dtype:
         from kernels.awq_gemv_cuda import awq_gemv_cuda
 
+        kwargs.pop("programmatic", None)  # a PDL launch already where it can be (`AwqCudaConfig.pdl`)
         return awq_gemv_cuda(x, linear.awq_cuda_weights, **kwargs)
     if hasattr(linear, "qweight"):
         from kernels.awq_gemv import awq_gemv
 
         kwargs.pop("trigger_dependents", None)
+        kwargs.pop("programmatic", None)
         return awq_gemv(x, linear.qweight, linear.qzeros, linear.scales, linear.quant_method.group_size,
                         locks=linear.awq_gemv_locks, **kwargs)
     if getattr(linear, "fp8_cuda_gemv", False) and x.dtype == linear.fp8_act_dtype:
         from kernels.fp8_gemv_cuda import fp8_gemv_cuda
 
         kwargs.pop("trigger_dependents", None)
+        kwargs.pop("programmatic", None)
         return fp8_gemv_cuda(x, linear.weight, linear.weight_scale, **kwargs)
     if linear.weight.dtype == torch.float8_e4m3fn:
         from kernels.fp8_gemv import fp8_gemv

@@ -1,6 +1,7 @@
 """Batch-1 decode with early-KV attention (`TESSERA_DECODE_EARLY_KV=1`: the attention kernel is a PDL launch
 that reads the KV cache while the qkv GEMV before it streams, kernels/decode_attention.py) against the plain
-launch, through the real engine (`pytest -m gpu -o addopts="" tests/engine/test_gpu_early_kv.py`).
+launch, through the real engine (`pytest -m gpu -o addopts="" tests/engine/test_gpu_early_kv.py`). With it on, the
+o projection after it is a PDL launch too (`TESSERA_PDL_O`, default on); off, neither is.
 
 The early rows of a split are one 64-row tile where the plain kernel uses a 128-row one, so the softmax sum may
 round differently in its last bit (the CPU kernel tests compare the two with equal tiles, bit for bit): greedy

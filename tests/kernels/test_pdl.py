@@ -33,8 +33,9 @@ def test_pdl_is_off_without_a_hopper_gpu(monkeypatch: pytest.MonkeyPatch) -> Non
         pdl.set_enabled(None)
     # early KV (on by default) and the GEMVs' trigger for it also need griddepcontrol
     monkeypatch.setattr(pdl, "EARLY_KV", True)
-    assert not pdl.early_kv_enabled(cpu)
-    assert pdl.trigger_options(cpu, True) == {}
+    monkeypatch.setattr(pdl, "O_AFTER_ATTENTION", True)
+    assert not pdl.early_kv_enabled(cpu) and not pdl.o_after_attention(cpu)
+    assert pdl.trigger_options(cpu, True) == {} and pdl.kernel_options(cpu, True) == {}
 
 
 @pytest.mark.gpu
