@@ -570,7 +570,8 @@ for s in "$@"; do
           stage s20c-engine-test 280 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf \
             tests/engine/test_gpu_early_kv.py ;;
     # Call 2: the same with the merge's first chunk requested with the log-sum-exps, and with the early kernel's
-    # registers capped at 128 (so it fits beside three AWQ qkv programs); then the ratios with early KV on.
+    # registers capped at 128 (so it fits beside three AWQ qkv programs; TESSERA_DECODE_EARLY_MAXNREG, removed since:
+    # no faster); then the ratios with early KV on.
     s20d) stage s20d-tests 200 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf $XDIST \
             tests/kernels/test_kernel_fused.py tests/kernels/test_kernel_attention.py -k "early_kv or fused_rotary_gpu or gpu"
           stage s20d-step 150 python3 bench/step_ab.py --switch early-kv --quantizations bf16,fp8,awq --reps 100 \
@@ -588,7 +589,8 @@ for s in "$@"; do
     s20f) stage s20f-ratios 330 bash -c 'ratio_runs ":0:" "fp8:0:fp8" "awq::fp8" "awq:0:fp8"' ;;
     # Call 5: the o projection as a PDL launch after early-KV attention (bit-identical: step_ab exits non-zero
     # otherwise); FP8's qkv at 16 rows per program (384 programs: room on most SMs for one attention program) with
-    # the early kernel uncapped / capped at 128 registers; then bf16 and FP8 + FP8 head with TESSERA_PDL_O=1.
+    # the early kernel uncapped / capped at 128 registers (a knob removed since); then bf16 and FP8 + FP8 head with
+    # TESSERA_PDL_O=1.
     s20g) stage s20g-o-pdl 100 python3 bench/step_ab.py --switch o-pdl --quantizations bf16,fp8 --reps 100
           stage s20g-qkv16 120 bash -c 'echo "{\"NVIDIA H100 80GB HBM3/132sm\": {\"6144x4096\": {\"block_n\": 16,
             \"block_k\": 1024, \"num_warps\": 4, \"num_stages\": 1, \"split_k\": 1, \"lean\": 2}}}" > /tmp/qkv16.json

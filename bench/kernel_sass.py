@@ -11,7 +11,7 @@ triton wheel, which bundles them, next to the repo (not into .venv; it reuses .v
 
     .venv/bin/python -m pip install --no-deps --target /work/sass-env triton==3.6.0
 
-then run with that triton first on the path:
+then run with that triton first on the path (env MAXNREG=N compiles with a register cap):
 
     PYTHONPATH=/work/sass-env .venv/bin/python bench/kernel_sass.py awq --shape 6144x4096 [--prologue 1]
         [--config block_n=128,block_k=16,num_warps=4] [--out bench/out/sass] [--dtype fp16] [--sms 132]

@@ -26,9 +26,11 @@ dependent reads (lengths, slots, K/V rows, this token's k written then read back
 round trip, so it takes several us for a few hundred KB. Most of the chain does not depend on the qkv GEMV before
 it: the positions, slots and cos/sin are step inputs and the earlier tokens' K/V rows were written by earlier
 steps. So the kernel is a PDL launch (`kernels/pdl.py`) that the qkv GEMV triggers as its programs start; each
-program loads those and the first `EARLY_ROWS` K/V rows of its split into registers while the GEMV streams, then
-waits for it, reads q and this step's k / v, and uses this token's rotated row from registers (written to the pool
-for later steps, never read back in this launch). The arithmetic is the plain path's, block for block.
+program loads those and, when its split is at most `EARLY_ROWS` long (short contexts), all its K/V rows into
+registers while the GEMV streams, then waits for it, reads q and this step's k / v, and takes this token's rotated
+row from registers instead of storing it and reading it back (it is still stored, for later steps). A longer split
+loads nothing early beyond the step inputs and runs the plain loop after the wait. The arithmetic is the plain
+path's, block for block.
 
 An fp8 (e4m3) pool holds `k / k_scale` and `v / v_scale`: `k_scale` is folded into the softmax scale and
 `v_scale` into the output (both per-tensor, so neither costs a multiply per element). With a 16-bit q the
@@ -56,6 +58,7 @@ from kernels.decode_rotary import (
     rope_row,
     rotary_and_store_new_kv,
     rotate_q_rows,
+    store_new_kv,
 )
 from kernels.decode_tiles import DecodeTiles, launch_shape
 from kernels.pdl import wait_for_prior_kernel
@@ -69,12 +72,10 @@ LOG2E = 1.4426950408889634
 # 4096 tokens both give the max_kv_splits cap, so only 1k-4k contexts change. A device session can move the
 # threshold through TESSERA_DECODE_LONG_SPLIT_FROM (a huge value restores 64-token splits at every length).
 LONG_SPLIT_LEN = 128
-# Early KV: rows per program loaded before the wait (module docstring); a short-context split is 64 rows. The rest
-# of a longer split goes through the usual loop after the wait.
+# Early KV: the longest split whose K/V rows are loaded before the wait (module docstring); a short-context split is
+# 64 rows. The early kernel takes 207 registers (sm_90); capped at 128 (so it fits beside three AWQ qkv programs) it
+# was no faster (bench/RESULTS.md, 2026-12-06).
 EARLY_ROWS = 64
-# Early KV: a register cap for the kernel (0: none). Uncapped it takes 207 registers, so it cannot share an SM
-# with three of the AWQ qkv GEMV's programs until they finish; 128 fits, with ~100 bytes of spills. Read at launch.
-EARLY_MAXNREG = int(os.environ.get("TESSERA_DECODE_EARLY_MAXNREG") or 0)
 LONG_SPLIT_FROM = int(os.environ.get("TESSERA_DECODE_LONG_SPLIT_FROM") or 1024)
 
 
@@ -170,10 +171,9 @@ def _decode_stage1_kernel(
         k_new, v_new = new_kv_for_pool(b, kv_head, offs_d, mask_d, c, s, first_half, partner_d, new_k_ptr, new_v_ptr,
                                        stride_nkb, stride_nkh, stride_nvb, stride_nvh, k_store_scale, v_store_scale,
                                        k_buf_ptr.dtype.element_ty, KV_FP8)
-        if (split == num_splits - 1) & (seq_len > 0):
-            tl.store(k_buf_ptr + slot_new * stride_kn + kv_head * stride_kh + offs_d, k_new, mask=mask_d)
-            tl.store(v_buf_ptr + slot_new * stride_vn + kv_head * stride_vh + offs_d, v_new, mask=mask_d)
-            tl.debug_barrier()  # a long split's loop reads the row back (as `rotary_and_store_new_kv`)
+        if (split == num_splits - 1) & (seq_len > 0):  # for later steps, and for a long split's loop below
+            store_new_kv(k_new, v_new, slot_new, kv_head, offs_d, mask_d, k_buf_ptr, v_buf_ptr, stride_kn, stride_kh,
+                         stride_vn, stride_vh)
     else:
         q = tl.load(q_rows + offs_d[None, :], mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_H, BLOCK_D]
         if ROTARY:  # `decode_attention(rotary=...)`: this token's rotary and K/V store, no separate launch
@@ -435,9 +435,7 @@ def decode_attention(
     # Programmatic dependent launch at batch 1 (TESSERA_PDL, kernels/pdl.py): this launch overlaps the previous
     # kernel's tail, and the next batch-1 GEMV starts loading its weights while attention runs.
     if early_kv:  # a PDL launch wherever griddepcontrol exists (elsewhere, e.g. the interpreter: same loads, no wait)
-        pdl_meta = {"PDL": True, "launch_pdl": True} if pdl.capable(q.device) else {}
-        if EARLY_MAXNREG and q.is_cuda:
-            pdl_meta["maxnreg"] = EARLY_MAXNREG
+        pdl_meta = pdl.kernel_options(q.device, True)
     else:
         pdl_meta = pdl.kernel_options(q.device) if batch_size == 1 else {}
     merge_h = next_pow2(group)

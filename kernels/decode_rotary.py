@@ -108,8 +108,16 @@ def rotary_and_store_new_kv(q, q_rows, mask_rows, b, kv_head, split, num_splits,
         k_new, v_new = new_kv_for_pool(b, kv_head, offs_d, mask_d, c, s, first_half, partner_d, new_k_ptr, new_v_ptr,
                                        stride_nkb, stride_nkh, stride_nvb, stride_nvh, k_store_scale, v_store_scale,
                                        k_buf_ptr.dtype.element_ty, KV_FP8)
-        tl.store(k_buf_ptr + slot * stride_kn + kv_head * stride_kh + offs_d, k_new, mask=mask_d)
-        tl.store(v_buf_ptr + slot * stride_vn + kv_head * stride_vh + offs_d, v_new, mask=mask_d)
-        # The stores reach the program's own K/V loads below: a CTA barrier orders global memory for its threads.
-        tl.debug_barrier()
+        store_new_kv(k_new, v_new, slot, kv_head, offs_d, mask_d, k_buf_ptr, v_buf_ptr, stride_kn, stride_kh, stride_vn,
+                     stride_vh)
     return q
+
+
+@triton.jit
+def store_new_kv(k_new, v_new, slot, kv_head, offs_d, mask_d, k_buf_ptr, v_buf_ptr, stride_kn, stride_kh, stride_vn,
+                 stride_vh):
+    """This kv head's new k / v into the pool at `slot`, then a CTA barrier: the stores reach the program's own K/V
+    loads after it (a CTA barrier orders global memory for its threads)."""
+    tl.store(k_buf_ptr + slot * stride_kn + kv_head * stride_kh + offs_d, k_new, mask=mask_d)
+    tl.store(v_buf_ptr + slot * stride_vn + kv_head * stride_vh + offs_d, v_new, mask=mask_d)
+    tl.debug_barrier()
