@@ -56,10 +56,14 @@ def _greedy(server: ServerProc, n: int) -> list[int]:
     return r.json()["output_ids"]
 
 
-def _node1_rank_pid(node1: subprocess.Popen) -> int:
+def _node1_rank_pids(node1: subprocess.Popen) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(node1.pid)], capture_output=True, text=True).stdout
-    pids = [int(p) for p in out.split()]
-    assert len(pids) == 1, out
+    return [int(p) for p in out.split()]
+
+
+def _node1_rank_pid(node1: subprocess.Popen) -> int:
+    pids = _node1_rank_pids(node1)
+    assert len(pids) == 1, pids
     return pids[0]
 
 
@@ -92,8 +96,27 @@ def test_dying_node_gives_503_then_both_restart(nodes, tiny_llama):
     assert node1.poll() is None and "restarting this node's ranks" in log1.read_text()
 
 
+def _wait_settled(node0: ServerProc, node1: subprocess.Popen, timeout: float = 180) -> None:
+    """Until node 0 answers a generation and node 1's rank has stayed the same process for a few seconds: a rank
+    that rejoined after a restart can still fail and rejoin once more (the supervisor's backoff), and a node 0 that
+    stops meanwhile leaves that rank waiting at the rendezvous, not connected to be told to exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = _node1_rank_pids(node1)
+        try:
+            served = httpx.post(node0.base_url + "/generate", json={"input_ids": PROMPT, "sampling_params": {
+                "max_new_tokens": 2, "temperature": 0}}, timeout=30).status_code == 200
+        except httpx.HTTPError:
+            served = False
+        time.sleep(3)
+        if served and len(children) == 1 and _node1_rank_pids(node1) == children:
+            return
+    pytest.fail("the two nodes did not settle: node 1's rank kept restarting")
+
+
 def test_node1_exits_when_node0_stops(nodes):
     node0, node1, _, log1 = nodes
+    _wait_settled(node0, node1)
     assert node0.terminate(60) == 0
     assert node1.wait(60) == 0
     assert "rank 0 stopped the engine; exiting" in log1.read_text()
