@@ -83,6 +83,24 @@ ratio_runs() {  # ratio_runs LAYERS:L2_MB:HEAD[:TAIL] ...: batch-1 decode tok/s 
 }
 export -f ratio_runs
 
+gemv_ncu() {  # gemv_ncu [gemv_ncu.py args]: Nsight Compute counters of the batch-1 GEMVs (bench/gemv_ncu.py): the
+  # details page to $OUT/ncu-details.csv, a summary table, stall reasons per kernel, the hottest SASS lines
+  local ncu names
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+  echo "ncu: $ncu"; "$ncu" --version | tail -1
+  "$ncu" --profile-from-start off --clock-control none --set full -f -o /tmp/gemv python3 bench/gemv_ncu.py "$@" \
+    > /tmp/ncu-run.log 2>&1
+  grep -v "^==PROF==" /tmp/ncu-run.log | tail -25
+  names=$(grep "^PROFILED" /tmp/ncu-run.log | awk '{print $3 ":" $4}' | paste -sd,)
+  "$ncu" -i /tmp/gemv.ncu-rep --csv --page details > "$OUT/ncu-details.csv"
+  "$ncu" -i /tmp/gemv.ncu-rep --csv --page raw > /tmp/ncu-raw.csv
+  "$ncu" -i /tmp/gemv.ncu-rep --csv --page source --print-source sass -k regex:"fp8_gemv|awq_gemv" > /tmp/ncu-src.csv 2>&1
+  python3 bench/gemv_ncu.py --summary "$OUT/ncu-details.csv" --raw /tmp/ncu-raw.csv --names "$names"
+  python3 bench/gemv_ncu.py --source /tmp/ncu-src.csv | head -400
+  gzip -c /tmp/ncu-raw.csv > "$OUT/ncu-raw.csv.gz"
+}
+export -f gemv_ncu
+
 stage() {  # stage NAME TIMEOUT_S CMD...
   local name=$1 limit=$2
   shift 2
@@ -598,6 +616,20 @@ for s in "$@"; do
               TESSERA_FP8_GEMV_TUNED=/tmp/qkv16.json TESSERA_DECODE_EARLY_MAXNREG=$cap python3 bench/step_ab.py \
                 --switch early-kv --quantizations fp8 --reps 100 | tail -2; done'
           stage s20g-ratios 200 env TESSERA_PDL_O=1 bash -c 'ratio_runs ":0:" "fp8:0:fp8"' ;;
+    # Twenty-first session: Nsight Compute counters of every batch-1 GEMV (bf16, FP8, AWQ; why each streams below
+    # the copy rate). (Its second stage timed the FP8 prologue eagerly: the host's launch rate; now graph-timed.)
+    s21a) stage s21a-ncu 360 bash -c gemv_ncu
+          stage s21a-prologue 90 python3 bench/fp8_prologue_cost.py ;;
+    # Call 2 ran three variants removed since (none faster; bench/NOTES.md, twenty-first session): the AWQ GEMV with
+    # cp.async weight rings, the FP8 CUDA GEMV with cp.async rings, the FP8 Triton loop in fp16 pairs.
+    # Call 3: the AWQ GEMV as persistent CTAs (kernels/awq_gemv_cuda.py `persist`): per-shape sweep against the
+    # default, the engine step A/B (bit-identity enforced), its GPU tests, then bf16 and AWQ + FP8 head with and
+    # without it.
+    s21d) stage s21d-bench 90 python3 bench/awq_cuda_bench.py --persist
+          stage s21d-step 90 python3 bench/step_ab.py --switch awq-persist --quantizations awq --rounds 3 --reps 100
+          stage s21d-tests 120 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf $XDIST \
+            tests/kernels/test_awq_gemv_cuda.py -k "persistent or pdl_chain or graph or reference"
+          stage s21d-ratios 250 bash -c 'ratio_runs ":0:" "awq::fp8"; TESSERA_AWQ_CUDA_PERSIST=1 ratio_runs "awq::fp8"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

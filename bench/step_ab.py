@@ -24,6 +24,9 @@ Switches:
   launch uses 128, so the logits may differ in the last bits (softmax sum order).
 - `o-pdl`: the batch-1 o projection (bf16 / FP8) as a PDL launch after the early-KV attention
   (kernels/pdl.py `O_AFTER_ATTENTION`, `TESSERA_PDL_O`, on by default); bit-identical.
+- `awq-persist`: the CUDA AWQ batch-1 GEMVs as persistent CTAs, about one wave each walking several row blocks
+  (on), or one row block per CTA (off; kernels/awq_gemv_cuda.py `PERSIST`); only with `--quantizations awq`. The
+  same sums in the same order: bit-identical.
 - `l2-prefetch`: batch-1 layers prefetch o's weights and gate_up's first rows into L2 beside attention
   (kernels/l2_prefetch.py); "off" is no prefetch, "on" each `--l2-prefetch-mb` budget with each
   `--l2-prefetch-shapes` grid (programs x bytes per prefetch instruction), one row per pair.
@@ -65,6 +68,7 @@ decode_attention_module = importlib.import_module("kernels.decode_attention")
 LONG_SPLIT_DEFAULT = decode_attention_module.LONG_SPLIT_FROM
 FUSED_ROTARY_DEFAULT = triton_backend.FUSED_DECODE_ROTARY
 AWQ_PDL_DEFAULT = awq_gemv_cuda.PDL
+AWQ_PERSIST_DEFAULT = awq_gemv_cuda.PERSIST
 FP8_TAIL_DEFAULT = fp8_layer_tail.ENABLED
 EARLY_KV_DEFAULT = pdl.EARLY_KV
 O_PDL_DEFAULT = pdl.O_AFTER_ATTENTION
@@ -92,6 +96,8 @@ def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
         fp8_layer_tail.ENABLED = FP8_TAIL_DEFAULT if on is None else on
     elif switch == "awq-pdl":
         awq_gemv_cuda.PDL = AWQ_PDL_DEFAULT if on is None else on
+    elif switch == "awq-persist":
+        awq_gemv_cuda.PERSIST = AWQ_PERSIST_DEFAULT if on is None else on
     elif switch == "l2-prefetch":
         setting = L2_PREFETCH_DEFAULT if on is None else l2_prefetch_on if on else (0.0, *L2_PREFETCH_DEFAULT[1:])
         l2_prefetch.BUDGET_OVERRIDE_MB, l2_prefetch.PROGRAMS, l2_prefetch.CHUNK = setting
@@ -142,7 +148,8 @@ def main() -> None:
     global l2_prefetch_on
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary", "awq-pdl", "fp8-cuda",
-                                                 "fp8-tail", "l2-prefetch", "early-kv", "o-pdl"], required=True)
+                                                 "fp8-tail", "l2-prefetch", "early-kv", "o-pdl",
+                                                 "awq-persist"], required=True)
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--quantizations", default="bf16", help="comma-separated: bf16, fp8, awq")
     parser.add_argument("--contexts", type=int, nargs="+", default=[640])
@@ -166,8 +173,8 @@ def main() -> None:
         parser.error("--contexts: at least 2 tokens each")
     if ns.batch_size < 1:
         parser.error("--batch-size: at least 1")
-    if ns.switch == "awq-pdl" and ns.quantizations.replace(" ", "") != "awq":
-        parser.error("--switch awq-pdl: only with --quantizations awq")
+    if ns.switch in ("awq-pdl", "awq-persist") and ns.quantizations.replace(" ", "") != "awq":
+        parser.error(f"--switch {ns.switch}: only with --quantizations awq")
     if ns.switch in ("fp8-cuda", "fp8-tail") and ns.quantizations.replace(" ", "") != "fp8":
         parser.error(f"--switch {ns.switch}: only with --quantizations fp8")
     if not torch.cuda.is_available():
@@ -196,7 +203,8 @@ def main() -> None:
               f"{r['on_ms']:8.4f} {r['delta_pct']:7.2f}% {r['logits_max_diff']:12.3g} {r['logits_repeat_diff']:8.3g}")
     if any(r["logits_repeat_diff"] != 0 for r in rows):
         sys.exit("step_ab.py: the step is not deterministic (logits differ between rounds of one setting)")
-    if ns.switch in ("pdl", "fused-rotary", "awq-pdl", "l2-prefetch", "fp8-tail", "o-pdl") and any(r["logits_max_diff"] != 0 for r in rows):
+    if ns.switch in ("pdl", "fused-rotary", "awq-pdl", "l2-prefetch", "fp8-tail", "o-pdl",
+                     "awq-persist") and any(r["logits_max_diff"] != 0 for r in rows):
         sys.exit(f"step_ab.py: {ns.switch} changed the logits")
 
 

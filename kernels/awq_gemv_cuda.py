@@ -23,13 +23,17 @@ from typing import NamedTuple
 import torch
 
 from kernels import cuda_rtc
-from kernels._common import check_vectors
+from kernels._common import check_vectors, device_num_sms
 
 # Launch the GEMV as a programmatic dependent launch on sm_90+ (`AwqCudaConfig.pdl`): its weight requests go out
 # while the previous kernel drains. Measured in the engine (`bench/step_ab.py --switch awq-pdl`, H200, 8B,
 # 2026-12-05): batch-1 step 2.332 -> 2.277 ms (-2.35 %), logits bit-identical; so on by default.
 # TESSERA_AWQ_CUDA_PDL=0 turns it off. Read at each launch, so graphs keep what they captured.
 PDL = os.environ.get("TESSERA_AWQ_CUDA_PDL", "1") != "0"
+
+# The batch-1 GEMV as about one wave of CTAs that each walk several row blocks with one running weight ring
+# (`AwqCudaConfig.persist`). Env TESSERA_AWQ_CUDA_PERSIST=1. Read at each launch, so graphs keep what they captured.
+PERSIST = os.environ.get("TESSERA_AWQ_CUDA_PERSIST", "0") == "1"
 
 GROUP = 128
 TILE_N = 16
@@ -45,6 +49,9 @@ class AwqCudaConfig(NamedTuple):
     warps: int = 8  # warps per CTA, splitting K by groups
     depth: int = 2  # groups of weights in flight per warp
     pdl: bool = False  # programmatic dependent launch (sm_90+): weight loads overlap the previous kernel's tail
+    # about one wave of CTAs, each over row blocks b, b + grid, ...: x staged once per CTA and the weight ring
+    # running across blocks (no CTA start, prologue or drained ring per block); needs K / 128 % warps == 0
+    persist: bool = False
 
 
 class AwqCudaWeights(NamedTuple):
@@ -115,7 +122,18 @@ def default_config(n: int, k: int) -> AwqCudaConfig:
     SiLU prologue shared by more rows); 2 tiles per CTA for the wide gate_up (23.7 vs 26.7 us) and for down;
     depth 2 ties or beats 4 everywhere."""
     return AwqCudaConfig(tiles=2 if n >= 16384 or k > 8192 else 1, warps=16 if k > 8192 else 8, depth=2,
-                         pdl=PDL)
+                         pdl=PDL, persist=PERSIST)
+
+
+def _grid(fn: cuda_rtc.CudaFunction, cfg: AwqCudaConfig, n: int, shared: int, device: torch.device) -> int:
+    """CTAs to launch: one per row block, or with `persist` the fewest that take the blocks in as many rounds
+    as one wave of resident CTAs needs (the same number of blocks for every CTA, give or take one)."""
+    blocks = -(-n // (TILE_N * cfg.tiles))
+    if not cfg.persist:
+        return blocks
+    slots = max(1, device_num_sms(device) * fn.blocks_per_sm(32 * cfg.warps, shared))
+    rounds = -(-blocks // slots)
+    return -(-blocks // rounds)
 
 
 def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | None = None, *,
@@ -132,18 +150,19 @@ def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | No
     assert x.dtype in MAGIC and x.is_cuda, f"x: bf16 / fp16 on a GPU, got {x.dtype} on {x.device}"
     check_vectors(x.dtype, ("norm_weight", norm_weight, k), ("bias", bias, n), ("residual", residual, n))
     cfg = config or default_config(n, k)
+    if cfg.persist and (k // GROUP) % cfg.warps:  # warps with unequal group counts would miss the block barriers
+        cfg = cfg._replace(persist=False)
     prologue = PROLOGUE_SILU_MUL if silu_mul else PROLOGUE_RMSNORM if norm_weight is not None else PROLOGUE_NONE
     hopper = torch.cuda.get_device_capability(x.device) >= (9, 0)
     pdl, trigger = cfg.pdl and hopper, trigger_dependents and hopper
     expr = (f"awq_gemv_mma<{cfg.tiles}, {cfg.warps}, {cfg.depth}, {prologue}, {str(bias is not None).lower()}, "
             f"{str(residual is not None).lower()}, {str(x.dtype == torch.bfloat16).lower()}, {str(pdl).lower()}, "
-            f"{str(trigger).lower()}>")
+            f"{str(trigger).lower()}, {str(cfg.persist).lower()}>")
     fn = cuda_rtc.get_function("awq_gemv.cu", expr, x.device)
     out = torch.empty((1, n), dtype=x.dtype, device=x.device)
     groups = k // GROUP
-    shared = 2 * k + 4 * groups + 4 * cfg.warps * cfg.tiles * TILE_N + 4 * 32
-    grid = (-(-n // (TILE_N * cfg.tiles)), 1, 1)
-    fn.launch(grid, (32 * cfg.warps, 1, 1), shared,
+    shared = 2 * k + 4 * groups + 4 * (2 if cfg.persist else 1) * cfg.warps * cfg.tiles * TILE_N + 4 * 32
+    fn.launch((_grid(fn, cfg, n, shared, x.device), 1, 1), (32 * cfg.warps, 1, 1), shared,
               [ctypes.c_void_p(x.data_ptr()), cuda_rtc.pointer(norm_weight, x), ctypes.c_void_p(w.qweight.data_ptr()),
                ctypes.c_void_p(w.scale_zero.data_ptr()), cuda_rtc.pointer(bias, x), cuda_rtc.pointer(residual, x),
                ctypes.c_void_p(out.data_ptr()), ctypes.c_int32(n), ctypes.c_int32(k), ctypes.c_float(eps)],

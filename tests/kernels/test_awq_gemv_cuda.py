@@ -84,7 +84,10 @@ def test_kernel_builds_for_sm90_with_nvrtc() -> None:
     # start as its programs start: the qkv GEMV before early-KV attention) and pre-Hopper builds without them
     for arch in ("sm_90", "sm_80"):
         for expr in ("awq_gemv_mma<2, 16, 2, 2, false, true, true, true>",
-                     "awq_gemv_mma<2, 8, 2, 1, false, false, true, true, true>"):
+                     "awq_gemv_mma<2, 8, 2, 1, false, false, true, true, true>",
+                     # persistent CTAs (one running weight ring over several row blocks), with and without PDL
+                     "awq_gemv_mma<2, 8, 2, 1, false, false, true, true, false, true>",
+                     "awq_gemv_mma<1, 16, 4, 2, true, true, false, false, false, true>"):
             cubin, _ = compile_cubin(source, expr, arch)
             assert cubin[:4] == b"\x7fELF"
 
@@ -145,6 +148,32 @@ def test_awq_gemv_cuda_matches_reference_gpu(dtype, mode, shape_cfg) -> None:
     # bf16: the output's own rounding is 2^-8 relative; the reference rounds the prologue the same way.
     tol = (2**-7 if dtype == torch.bfloat16 else 2**-9) * scale
     assert (out.float() - ref).abs().max().item() <= tol, (out.float() - ref).abs().max().item() / scale
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [
+    ((4096, 6144), "rms", AwqCudaConfig(pdl=True), torch.bfloat16),
+    ((4096, 28672), "rms", AwqCudaConfig(tiles=2), torch.bfloat16),
+    ((4096, 28672), "plain", AwqCudaConfig(depth=4), torch.float16),
+    ((4096, 27664), "rms", AwqCudaConfig(tiles=2, pdl=True), torch.bfloat16),
+    ((14336, 4096), "silu", AwqCudaConfig(tiles=2, warps=16), torch.bfloat16),
+    ((384, 48), "rms", AwqCudaConfig(tiles=2), torch.float16),
+], ids=["qkv-8b", "gate-up-8b", "gate-up-depth4-fp16", "ragged-last-block", "down-8b", "unequal-groups-fallback"])
+def test_awq_gemv_cuda_persistent_gpu(case) -> None:
+    """Persistent CTAs (`persist`: about one wave, each over several row blocks with one weight ring) give the
+    same bits as one row block per CTA: the same sums in the same order. Covers CTAs with one block fewer than
+    others (896 blocks of 2 tiles over ~300 CTAs), a half-empty last block (N = 16 x 1729 with 2 tiles per CTA),
+    PDL launches, and K / 128 not a multiple of the warps (3 groups, 8 warps: falls back to one block per CTA)."""
+    (k, n), mode, cfg, dtype = case
+    awq = _awq(k, n, dtype, "cuda", seed=k + n + 1)
+    w = repack_awq_for_cuda(*awq)
+    x, gamma, residual, bias, kw = gemv_inputs(mode, n, k, dtype)
+    plain = awq_gemv_cuda(x, w, cfg, **kw)
+    persistent = awq_gemv_cuda(x, w, cfg._replace(persist=True), **kw)
+    assert torch.equal(persistent, plain)
+    ref = _reference(x, mode, gamma, residual, awq, bias)
+    tol = (2**-7 if dtype == torch.bfloat16 else 2**-9) * ref.abs().max().item()
+    assert (persistent.float() - ref).abs().max().item() <= tol
 
 
 @pytest.mark.gpu
