@@ -64,10 +64,7 @@ def engine_inputs(mode: str, n: int, k: int):
     return x, gamma, residual, kw
 
 
-def configs(quick: bool, n: int, k: int, persist: bool = False) -> list[AwqCudaConfig]:
-    if persist:  # the engine's default (PDL, one row block per CTA) against persistent CTAs, tiles 1-2, depth 2-4
-        base = default_config(n, k)._replace(pdl=True, persist=False)
-        return [base] + [base._replace(tiles=t, depth=d, persist=True) for t in (1, 2) for d in (2, 4)]
+def configs(quick: bool, n: int, k: int) -> list[AwqCudaConfig]:
     if quick:
         return [default_config(n, k), default_config(n, k)._replace(pdl=True)]
     sweep = [AwqCudaConfig(t, w, d) for t, w, d in itertools.product((1, 2, 4), (8, 16), (2, 4))]
@@ -76,7 +73,7 @@ def configs(quick: bool, n: int, k: int, persist: bool = False) -> list[AwqCudaC
     return sweep + [default_config(n, k)._replace(pdl=True)]
 
 
-def bench_shape(name: str, n: int, k: int, mode: str, quick: bool, persist: bool = False) -> dict:
+def bench_shape(name: str, n: int, k: int, mode: str, quick: bool) -> dict:
     awq_bytes = k * n // 2 + (k // GROUP) * n * 2.5
     copies = max(2, math.ceil((256 << 20) / awq_bytes))
     awq = [_awq_copy(k, n) for _ in range(copies)]
@@ -92,8 +89,8 @@ def bench_shape(name: str, n: int, k: int, mode: str, quick: bool, persist: bool
     row["triton_us"] = round(bench_us(lambda: [awq_gemv(x, *w, GROUP, locks=locks, **kw) for w in awq],
                                       calls_per_graph=1) / len(awq), 2)
     best = None
-    for cfg in configs(quick, n, k, persist):
-        key = f"mma_{cfg.tiles}_{cfg.warps}_{cfg.depth}{'_pdl' if cfg.pdl else ''}{'_persist' if cfg.persist else ''}"
+    for cfg in configs(quick, n, k):
+        key = f"mma_{cfg.tiles}_{cfg.warps}_{cfg.depth}{'_pdl' if cfg.pdl else ''}"
         try:
             row[f"{key}_err"] = (awq_gemv_cuda(x, mma[0], cfg, **kw).float().squeeze(0) - ref).abs().max().item()
             row[f"{key}_us"] = round(bench_us(lambda cfg=cfg: [awq_gemv_cuda(x, w, cfg, **kw) for w in mma],
@@ -137,8 +134,6 @@ def main() -> None:
     parser.add_argument("--rows", default="", help="comma-separated batch sizes: time awq_gemm_cuda against the "
                         "Triton GEMM and dequantize + cuBLAS instead of the batch-1 sweep (e.g. 2,4,8,16,64)")
     parser.add_argument("--quick", action="store_true", help="the default config with and without PDL instead of the 13-config sweep")
-    parser.add_argument("--persist", action="store_true",
-                        help="the default config (PDL) against persistent CTAs (tiles 1-2, depth 2-4, PDL)")
     ns = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("awq_cuda_bench.py: needs a CUDA GPU")
@@ -158,7 +153,7 @@ def main() -> None:
     for name, n, k, mode in shapes(ns.model):
         if name == "lm_head":
             continue
-        row = bench_shape(name, n, k, mode, ns.quick, ns.persist)
+        row = bench_shape(name, n, k, mode, ns.quick)
         print("AWQ_MMA " + json.dumps(row), flush=True)
         for key in [k_.removesuffix("_us") for k_ in row if k_.startswith("mma_") and k_.endswith("_us")]:
             print(f"  {name:8} {key:28} {row[key + '_us']:8.2f} us {row[key + '_tbs']:6.3f} TB/s "

@@ -625,11 +625,21 @@ for s in "$@"; do
     # Call 3: the AWQ GEMV as persistent CTAs (kernels/awq_gemv_cuda.py `persist`): per-shape sweep against the
     # default, the engine step A/B (bit-identity enforced), its GPU tests, then bf16 and AWQ + FP8 head with and
     # without it.
-    s21d) stage s21d-bench 90 python3 bench/awq_cuda_bench.py --persist
-          stage s21d-step 90 python3 bench/step_ab.py --switch awq-persist --quantizations awq --rounds 3 --reps 100
-          stage s21d-tests 120 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf $XDIST \
-            tests/kernels/test_awq_gemv_cuda.py -k "persistent or pdl_chain or graph or reference"
-          stage s21d-ratios 250 bash -c 'ratio_runs ":0:" "awq::fp8"; TESSERA_AWQ_CUDA_PERSIST=1 ratio_runs "awq::fp8"' ;;
+    # Twenty-second session, call s22a (ran; its STAGED prologue A/B since removed, diff in bench/results/
+    # 2026-12-06-s22-awq-staged-prologue.diff): the AWQ o / gate_up / down GEMVs letting the next GEMV start as their
+    # CTAs start (kernels/awq_gemv_cuda.py EARLY_TRIGGER) per set of projections, where the step's time goes, ratios.
+    s22a) stage s22a-tests 90 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf $XDIST \
+            tests/kernels/test_awq_gemv_cuda.py -k "pdl_chain or graph or reference"
+          stage s22a-trigger 120 python3 bench/step_ab.py --switch awq-early-trigger --quantizations awq --rounds 3 \
+            --reps 100 --awq-early-trigger "o;down;o,down;o,gate_up,down"
+          stage s22a-ratios 150 bash -c 'ratio_runs ":0:" "awq::fp8"; TESSERA_AWQ_EARLY_TRIGGER=o,down ratio_runs "awq::fp8"'
+          stage s22a-profile 60 python3 bench/profile_step.py --batch-sizes 1 --prefill-reqs 1 --prefill-len 128 \
+            --engine-args '{"quantization": "awq", "lm_head_quantization": "fp8"}' ;;
+    # Next (not run: no device could be started for the rest of the twenty-second session): the early-trigger chain
+    # test, the ratios with the early triggers on by default, twice each.
+    s23a) stage s23a-tests 90 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf $XDIST \
+            tests/kernels/test_awq_gemv_cuda.py -k "pdl_chain or graph or reference"
+          stage s23a-ratios 250 bash -c 'ratio_runs ":0:" "awq::fp8" "fp8::fp8" ":0:" "awq::fp8" "fp8::fp8"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -24,9 +24,9 @@ Switches:
   launch uses 128, so the logits may differ in the last bits (softmax sum order).
 - `o-pdl`: the batch-1 o projection (bf16 / FP8) as a PDL launch after the early-KV attention
   (kernels/pdl.py `O_AFTER_ATTENTION`, `TESSERA_PDL_O`, on by default); bit-identical.
-- `awq-persist`: the CUDA AWQ batch-1 GEMVs as persistent CTAs, about one wave each walking several row blocks
-  (on), or one row block per CTA (off; kernels/awq_gemv_cuda.py `PERSIST`); only with `--quantizations awq`. The
-  same sums in the same order: bit-identical.
+- `awq-early-trigger`: the CUDA AWQ batch-1 GEMVs of each `--awq-early-trigger` set of projections let the next
+  GEMV start as their CTAs start (on), or none do (off; kernels/awq_gemv_cuda.py `EARLY_TRIGGER`); one row per set,
+  only with `--quantizations awq`. The dependents wait for the whole grid before reading x: bit-identical.
 - `l2-prefetch`: batch-1 layers prefetch o's weights and gate_up's first rows into L2 beside attention
   (kernels/l2_prefetch.py); "off" is no prefetch, "on" each `--l2-prefetch-mb` budget with each
   `--l2-prefetch-shapes` grid (programs x bytes per prefetch instruction), one row per pair.
@@ -68,13 +68,15 @@ decode_attention_module = importlib.import_module("kernels.decode_attention")
 LONG_SPLIT_DEFAULT = decode_attention_module.LONG_SPLIT_FROM
 FUSED_ROTARY_DEFAULT = triton_backend.FUSED_DECODE_ROTARY
 AWQ_PDL_DEFAULT = awq_gemv_cuda.PDL
-AWQ_PERSIST_DEFAULT = awq_gemv_cuda.PERSIST
+AWQ_EARLY_TRIGGER_DEFAULT = awq_gemv_cuda.EARLY_TRIGGER
 FP8_TAIL_DEFAULT = fp8_layer_tail.ENABLED
 EARLY_KV_DEFAULT = pdl.EARLY_KV
 O_PDL_DEFAULT = pdl.O_AFTER_ATTENTION
 L2_PREFETCH_DEFAULT = (l2_prefetch.BUDGET_OVERRIDE_MB, l2_prefetch.PROGRAMS, l2_prefetch.CHUNK)
 # The `l2-prefetch` setting under test: (MB, programs, chunk bytes), set per row by main().
 l2_prefetch_on = L2_PREFETCH_DEFAULT
+# The `awq-early-trigger` projections under test, set per row by main().
+awq_early_trigger_on: frozenset[str] = frozenset()
 
 
 def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
@@ -96,8 +98,9 @@ def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
         fp8_layer_tail.ENABLED = FP8_TAIL_DEFAULT if on is None else on
     elif switch == "awq-pdl":
         awq_gemv_cuda.PDL = AWQ_PDL_DEFAULT if on is None else on
-    elif switch == "awq-persist":
-        awq_gemv_cuda.PERSIST = AWQ_PERSIST_DEFAULT if on is None else on
+    elif switch == "awq-early-trigger":
+        awq_gemv_cuda.EARLY_TRIGGER = (AWQ_EARLY_TRIGGER_DEFAULT if on is None else awq_early_trigger_on if on
+                                       else frozenset())
     elif switch == "l2-prefetch":
         setting = L2_PREFETCH_DEFAULT if on is None else l2_prefetch_on if on else (0.0, *L2_PREFETCH_DEFAULT[1:])
         l2_prefetch.BUDGET_OVERRIDE_MB, l2_prefetch.PROGRAMS, l2_prefetch.CHUNK = setting
@@ -145,11 +148,11 @@ def _runner(model: str, quantization: str, batch_size: int, max_context: int) ->
 
 
 def main() -> None:
-    global l2_prefetch_on
+    global l2_prefetch_on, awq_early_trigger_on
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary", "awq-pdl", "fp8-cuda",
                                                  "fp8-tail", "l2-prefetch", "early-kv", "o-pdl",
-                                                 "awq-persist"], required=True)
+                                                 "awq-early-trigger"], required=True)
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--quantizations", default="bf16", help="comma-separated: bf16, fp8, awq")
     parser.add_argument("--contexts", type=int, nargs="+", default=[640])
@@ -159,6 +162,8 @@ def main() -> None:
     parser.add_argument("--l2-prefetch-mb", default="24", help="l2-prefetch: comma-separated budgets (MB)")
     parser.add_argument("--l2-prefetch-shapes", default=f"{l2_prefetch.PROGRAMS}x{l2_prefetch.CHUNK}",
                         help="l2-prefetch: comma-separated PROGRAMSxCHUNK_BYTES grids")
+    parser.add_argument("--awq-early-trigger", default="o,down",
+                        help="awq-early-trigger: semicolon-separated sets of projections, e.g. 'o,down;o;down'")
     ns = parser.parse_args()
     settings = [(None, None, None)]
     if ns.switch == "l2-prefetch":
@@ -169,11 +174,19 @@ def main() -> None:
             parser.error("--l2-prefetch-mb: numbers; --l2-prefetch-shapes: PROGRAMSxCHUNK, e.g. 8x16384")
         if any(chunk % 16 or programs < 1 or mb <= 0 for mb, programs, chunk in settings):
             parser.error("--l2-prefetch-shapes: chunks a multiple of 16 bytes, programs >= 1; budgets > 0")
+    if ns.switch == "awq-early-trigger":
+        try:
+            settings = [(None, None, None, awq_gemv_cuda.parse_early_trigger(value))
+                        for value in ns.awq_early_trigger.split(";")]
+        except ValueError as e:
+            parser.error(f"--awq-early-trigger: {e}")
+        if not all(setting[3] for setting in settings):
+            parser.error("--awq-early-trigger: every set names at least one projection")
     if min(ns.contexts) < 2:
         parser.error("--contexts: at least 2 tokens each")
     if ns.batch_size < 1:
         parser.error("--batch-size: at least 1")
-    if ns.switch in ("awq-pdl", "awq-persist") and ns.quantizations.replace(" ", "") != "awq":
+    if ns.switch in ("awq-pdl", "awq-early-trigger") and ns.quantizations.replace(" ", "") != "awq":
         parser.error(f"--switch {ns.switch}: only with --quantizations awq")
     if ns.switch in ("fp8-cuda", "fp8-tail") and ns.quantizations.replace(" ", "") != "fp8":
         parser.error(f"--switch {ns.switch}: only with --quantizations fp8")
@@ -186,9 +199,11 @@ def main() -> None:
         runner = _runner(ns.model, q.strip(), ns.batch_size, max(ns.contexts))
         for context in ns.contexts:
             for setting in settings:
-                l2_prefetch_on = setting
+                l2_prefetch_on = setting[:3]
+                awq_early_trigger_on = setting[3] if len(setting) > 3 else frozenset()
                 row = {"switch": ns.switch, "quantization": q.strip(),
                        **({"l2_prefetch": dict(zip(("mb", "programs", "chunk"), setting))} if setting[0] else {}),
+                       **({"early_trigger": sorted(awq_early_trigger_on)} if awq_early_trigger_on else {}),
                        **_measure(runner, ns.switch, ns.batch_size, context, ns.rounds, ns.reps)}
                 print("STEP_AB " + json.dumps(row), flush=True)
                 rows.append(row)
@@ -198,13 +213,14 @@ def main() -> None:
     print(f"{'weights':8} {'setting':>14} {'batch':>5} {'context':>7} {'off ms':>8} {'on ms':>8} {'delta':>8} "
           f"{'max |dlogit|':>12} {'repeat':>8}")
     for r in rows:
-        setting = "{mb:g}MB {programs}x{chunk}".format(**r["l2_prefetch"]) if "l2_prefetch" in r else "-"
+        setting = ("{mb:g}MB {programs}x{chunk}".format(**r["l2_prefetch"]) if "l2_prefetch" in r
+                   else ",".join(r["early_trigger"]) if "early_trigger" in r else "-")
         print(f"{r['quantization']:8} {setting:>14} {r['batch_size']:5d} {r['context']:7d} {r['off_ms']:8.4f} "
               f"{r['on_ms']:8.4f} {r['delta_pct']:7.2f}% {r['logits_max_diff']:12.3g} {r['logits_repeat_diff']:8.3g}")
     if any(r["logits_repeat_diff"] != 0 for r in rows):
         sys.exit("step_ab.py: the step is not deterministic (logits differ between rounds of one setting)")
     if ns.switch in ("pdl", "fused-rotary", "awq-pdl", "l2-prefetch", "fp8-tail", "o-pdl",
-                     "awq-persist") and any(r["logits_max_diff"] != 0 for r in rows):
+                     "awq-early-trigger") and any(r["logits_max_diff"] != 0 for r in rows):
         sys.exit(f"step_ab.py: {ns.switch} changed the logits")
 
 

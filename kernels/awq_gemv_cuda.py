@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 
 from kernels import cuda_rtc
-from kernels._common import check_vectors, device_num_sms
+from kernels._common import check_vectors
 
 # Launch the GEMV as a programmatic dependent launch on sm_90+ (`AwqCudaConfig.pdl`): its weight requests go out
 # while the previous kernel drains. Measured in the engine (`bench/step_ab.py --switch awq-pdl`, H200, 8B,
@@ -31,9 +31,27 @@ from kernels._common import check_vectors, device_num_sms
 # TESSERA_AWQ_CUDA_PDL=0 turns it off. Read at each launch, so graphs keep what they captured.
 PDL = os.environ.get("TESSERA_AWQ_CUDA_PDL", "1") != "0"
 
-# The batch-1 GEMV as about one wave of CTAs that each walk several row blocks with one running weight ring
-# (`AwqCudaConfig.persist`). Env TESSERA_AWQ_CUDA_PERSIST=1. Read at each launch, so graphs keep what they captured.
-PERSIST = os.environ.get("TESSERA_AWQ_CUDA_PERSIST", "0") == "1"
+# Projections of the batch-1 layer (`LlamaDecoderLayer.forward_single_row`) whose GEMV lets the next one, a PDL
+# launch, start as its own CTAs start instead of after its K loop (`trigger_dependents`): the next GEMV's CTAs take
+# the SM room this one leaves or frees (o and down fill less than one wave; gate_up's last wave retires CTA by CTA)
+# and request their first weights while this one streams. The dependent still waits for this whole grid before it
+# reads x: the same bits. Measured (`bench/step_ab.py --switch awq-early-trigger`, H100, 8B, 640 tokens, 2026-12-06):
+# step 2.480 -> 2.382 ms (-3.97 %) with all three, -1.04 % with o and down only. Env TESSERA_AWQ_EARLY_TRIGGER:
+# comma-separated "o", "gate_up", "down"; "none" for none. Read at each forward, so graphs keep what they captured.
+EARLY_TRIGGER_PROJECTIONS = ("o", "gate_up", "down")
+
+
+def parse_early_trigger(value: str) -> frozenset[str]:
+    """'o,down' -> {'o', 'down'}; 'none' or '' -> {}; an unknown name raises ValueError naming the known ones."""
+    names = frozenset(name.strip() for name in value.split(",") if name.strip()) - {"none"}
+    unknown = sorted(names - set(EARLY_TRIGGER_PROJECTIONS))
+    if unknown:
+        raise ValueError(f"TESSERA_AWQ_EARLY_TRIGGER: unknown projection(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(EARLY_TRIGGER_PROJECTIONS)} (or none)")
+    return names
+
+
+EARLY_TRIGGER = parse_early_trigger(os.environ.get("TESSERA_AWQ_EARLY_TRIGGER", ",".join(EARLY_TRIGGER_PROJECTIONS)))
 
 GROUP = 128
 TILE_N = 16
@@ -49,9 +67,6 @@ class AwqCudaConfig(NamedTuple):
     warps: int = 8  # warps per CTA, splitting K by groups
     depth: int = 2  # groups of weights in flight per warp
     pdl: bool = False  # programmatic dependent launch (sm_90+): weight loads overlap the previous kernel's tail
-    # about one wave of CTAs, each over row blocks b, b + grid, ...: x staged once per CTA and the weight ring
-    # running across blocks (no CTA start, prologue or drained ring per block); needs K / 128 % warps == 0
-    persist: bool = False
 
 
 class AwqCudaWeights(NamedTuple):
@@ -122,18 +137,7 @@ def default_config(n: int, k: int) -> AwqCudaConfig:
     SiLU prologue shared by more rows); 2 tiles per CTA for the wide gate_up (23.7 vs 26.7 us) and for down;
     depth 2 ties or beats 4 everywhere."""
     return AwqCudaConfig(tiles=2 if n >= 16384 or k > 8192 else 1, warps=16 if k > 8192 else 8, depth=2,
-                         pdl=PDL, persist=PERSIST)
-
-
-def _grid(fn: cuda_rtc.CudaFunction, cfg: AwqCudaConfig, n: int, shared: int, device: torch.device) -> int:
-    """CTAs to launch: one per row block, or with `persist` the fewest that take the blocks in as many rounds
-    as one wave of resident CTAs needs (the same number of blocks for every CTA, give or take one)."""
-    blocks = -(-n // (TILE_N * cfg.tiles))
-    if not cfg.persist:
-        return blocks
-    slots = max(1, device_num_sms(device) * fn.blocks_per_sm(32 * cfg.warps, shared))
-    rounds = -(-blocks // slots)
-    return -(-blocks // rounds)
+                         pdl=PDL)
 
 
 def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | None = None, *,
@@ -149,20 +153,22 @@ def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | No
     assert x.dim() == 2 and x.shape == (1, width) and x.is_contiguous(), f"x: expected contiguous [1, {width}]"
     assert x.dtype in MAGIC and x.is_cuda, f"x: bf16 / fp16 on a GPU, got {x.dtype} on {x.device}"
     check_vectors(x.dtype, ("norm_weight", norm_weight, k), ("bias", bias, n), ("residual", residual, n))
+    # the prologue reads x and gamma in pairs (4 bytes)
+    assert x.data_ptr() % 4 == 0 and (norm_weight is None or norm_weight.data_ptr() % 4 == 0), (
+        "x / norm_weight: 4-byte aligned")
     cfg = config or default_config(n, k)
-    if cfg.persist and (k // GROUP) % cfg.warps:  # warps with unequal group counts would miss the block barriers
-        cfg = cfg._replace(persist=False)
     prologue = PROLOGUE_SILU_MUL if silu_mul else PROLOGUE_RMSNORM if norm_weight is not None else PROLOGUE_NONE
     hopper = torch.cuda.get_device_capability(x.device) >= (9, 0)
     pdl, trigger = cfg.pdl and hopper, trigger_dependents and hopper
     expr = (f"awq_gemv_mma<{cfg.tiles}, {cfg.warps}, {cfg.depth}, {prologue}, {str(bias is not None).lower()}, "
             f"{str(residual is not None).lower()}, {str(x.dtype == torch.bfloat16).lower()}, {str(pdl).lower()}, "
-            f"{str(trigger).lower()}, {str(cfg.persist).lower()}>")
+            f"{str(trigger).lower()}>")
     fn = cuda_rtc.get_function("awq_gemv.cu", expr, x.device)
     out = torch.empty((1, n), dtype=x.dtype, device=x.device)
     groups = k // GROUP
-    shared = 2 * k + 4 * groups + 4 * (2 if cfg.persist else 1) * cfg.warps * cfg.tiles * TILE_N + 4 * 32
-    fn.launch((_grid(fn, cfg, n, shared, x.device), 1, 1), (32 * cfg.warps, 1, 1), shared,
+    shared = 2 * k + 4 * groups + 4 * cfg.warps * cfg.tiles * TILE_N + 4 * 32
+    grid = (-(-n // (TILE_N * cfg.tiles)), 1, 1)
+    fn.launch(grid, (32 * cfg.warps, 1, 1), shared,
               [ctypes.c_void_p(x.data_ptr()), cuda_rtc.pointer(norm_weight, x), ctypes.c_void_p(w.qweight.data_ptr()),
                ctypes.c_void_p(w.scale_zero.data_ptr()), cuda_rtc.pointer(bias, x), cuda_rtc.pointer(residual, x),
                ctypes.c_void_p(out.data_ptr()), ctypes.c_int32(n), ctypes.c_int32(k), ctypes.c_float(eps)],

@@ -146,18 +146,6 @@ class CudaFunction:
             _check_cu(drv.cuModuleGetFunction(ctypes.byref(self._function), self._module, lowered.encode()),
                       "cuModuleGetFunction")
         self._max_dynamic_smem = 48 * 1024
-        self._blocks_per_sm: dict[tuple[int, int], int] = {}
-
-    def blocks_per_sm(self, threads: int, shared_bytes: int) -> int:
-        """How many CTAs of `threads` threads and `shared_bytes` dynamic shared memory one SM holds at once."""
-        key = (threads, shared_bytes)
-        if key not in self._blocks_per_sm:
-            count = ctypes.c_int()
-            _check_cu(_load_driver().cuOccupancyMaxActiveBlocksPerMultiprocessor(
-                ctypes.byref(count), self._function, ctypes.c_int(threads), ctypes.c_size_t(shared_bytes)),
-                "cuOccupancyMaxActiveBlocksPerMultiprocessor")
-            self._blocks_per_sm[key] = count.value
-        return self._blocks_per_sm[key]
 
     def launch(self, grid: tuple[int, int, int], block: tuple[int, int, int], shared_bytes: int,
                args: list, programmatic: bool = False) -> None:

@@ -144,10 +144,24 @@ class LlamaDecoderLayer(nn.Module):
                                       mlp.gate_up_proj.weight, mlp.gate_up_proj.weight_scale, mlp.down_proj.weight,
                                       mlp.down_proj.weight_scale)
             stream = _row_gemv(attn.o_proj, out, bias=attn.o_proj.bias, residual=stream,
-                               programmatic=pdl.o_after_attention(stream.device) or None)
+                               programmatic=pdl.o_after_attention(stream.device) or None,
+                               trigger_dependents=_awq_early_trigger(attn.o_proj, "o"))
             gate_up = _row_gemv(mlp.gate_up_proj, stream, norm_weight=self.post_attention_layernorm.weight,
-                                eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias)
-            return _row_gemv(mlp.down_proj, gate_up, silu_mul=True, bias=mlp.down_proj.bias, residual=stream)
+                                eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias,
+                                trigger_dependents=_awq_early_trigger(mlp.gate_up_proj, "gate_up"))
+            return _row_gemv(mlp.down_proj, gate_up, silu_mul=True, bias=mlp.down_proj.bias, residual=stream,
+                             trigger_dependents=_awq_early_trigger(mlp.down_proj, "down"))
+
+
+def _awq_early_trigger(linear: nn.Module, projection: str) -> bool:
+    """Whether `linear`'s batch-1 GEMV lets the next GEMV start as its CTAs start (`kernels.awq_gemv_cuda.
+    EARLY_TRIGGER`): only the CUDA AWQ GEMVs, whose next GEMV is always a PDL launch (the 16-bit and FP8 Triton
+    GEMVs after o are not, unless `TESSERA_PDL=1`)."""
+    if getattr(linear, "awq_cuda_weights", None) is None:
+        return False
+    from kernels import awq_gemv_cuda
+
+    return projection in awq_gemv_cuda.EARLY_TRIGGER
 
 
 def _streamed_weights(linear: nn.Module) -> list[torch.Tensor]:

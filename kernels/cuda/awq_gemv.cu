@@ -17,11 +17,6 @@
 // sum their partials through shared memory in a fixed order (deterministic). Each warp requests its first
 // DEPTH groups of weights before the prologue (RMSNorm or SiLU-and-mul of x into shared memory), so the DRAM
 // round trip overlaps the prologue, then keeps DEPTH groups in flight.
-//
-// PERSIST: a grid of about one wave; CTA b owns row blocks b, b + gridDim.x, ... (NT tiles each), stages x once, and
-// its warps' weight rings run on across block boundaries (the next block's first groups are in flight while this
-// block's partials are summed), so no CTA start, prologue or drained ring per block. Needs the same number of
-// groups per warp (K / 128 % WARPS == 0): every warp then reaches each block's barrier at the same step.
 
 #include "common.cuh"
 
@@ -42,21 +37,14 @@ __device__ __forceinline__ u32 nibbles(u32 q, u32 magic2) {
     szbuf[d][nt][1] = __ldg(scale_zero + (size_t)(G) * N + tile * 16 + g + 8);                 \
   }
 
-// Step s of this warp's (block, group) sequence into ring slot d: block s / ng of this CTA's, group gbeg + s % ng.
-#define AWQ_LOAD_STEP(d, s)                                                                    \
-  {                                                                                            \
-    const int sb = PERSIST ? (s) / ng : 0;                                                     \
-    const int tile0 = (blockIdx.x + sb * gridDim.x) * NT;                                      \
-    AWQ_LOAD_GROUP(d, gbeg + (s) - sb * ng)                                                    \
-  }
-
 // PROLOGUE 0: x as it is; 1: RMSNorm(x) * gamma; 2: SiLU(x[:K]) * x[K:].
 // Shared memory: x' [K] 16-bit (as K/2 u32), xsum [K/128] fp32, partials [WARPS][NT*16] fp32, scratch [32] fp32.
 // PDL (sm_90+, launched with programmatic stream serialization): the weight requests go out before waiting for the
 // kernel that wrote x, and the next kernel may launch once this one's K loop is done - or, with TRIGGER, as the
-// programs start (the qkv GEMV before the early-KV decode attention, kernels/pdl.py), whether or not this is a PDL launch.
+// programs start (the qkv GEMV before the early-KV decode attention, kernels/pdl.py; o, gate_up and down before the
+// next GEMV, kernels/awq_gemv_cuda.py EARLY_TRIGGER), whether or not this is a PDL launch.
 template <int NT, int WARPS, int DEPTH, int PROLOGUE, bool HAS_BIAS, bool ADD_RESIDUAL, bool BF16, bool PDL = false,
-          bool TRIGGER = false, bool PERSIST = false>
+          bool TRIGGER = false>
 __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
     const u16* __restrict__ x, const u16* __restrict__ gamma, const uint4* __restrict__ qweight,
     const u32* __restrict__ scale_zero, const u16* __restrict__ bias, const u16* __restrict__ residual,
@@ -66,8 +54,8 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
   u32* xs = smem;                                               // x' pairs
   float* xsum = reinterpret_cast<float*>(smem + (K >> 1));      // per group
   const int num_groups = K >> 7;
-  float* partial = xsum + num_groups;                            // [WARPS][NT * 16], two of them with PERSIST
-  float* scratch = partial + (PERSIST ? 2 : 1) * WARPS * NT * 16;  // [32]
+  float* partial = xsum + num_groups;                            // [WARPS][NT * 16]
+  float* scratch = partial + WARPS * NT * 16;                    // [32]
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, c = lane & 3;
@@ -76,8 +64,6 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
   const int per_warp = (num_groups + WARPS - 1) / WARPS;
   const int gbeg = min(warp * per_warp, num_groups);
   const int ng = min(gbeg + per_warp, num_groups) - gbeg;
-  const int blocks = (tiles + NT - 1) / NT;
-  const int steps = (PERSIST ? (blocks - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x : 1) * ng;
 
   if (TRIGGER) allow_next_grid();
   uint4 wbuf[DEPTH][NT][2];
@@ -85,7 +71,7 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
 
 #pragma unroll
   for (int d = 0; d < DEPTH; ++d) {
-    if (d < steps) AWQ_LOAD_STEP(d, d)
+    if (d < ng) { AWQ_LOAD_GROUP(d, gbeg + d) }
   }
 
   if (PDL) wait_for_prior_grid();  // x (and the residual) come from the kernel before; the weights do not
@@ -107,13 +93,11 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) total[nt][0] = total[nt][1] = 0.f;
 
-  int blk = 0;  // the block of this step (PERSIST), one row block per CTA otherwise
-  for (int s0 = 0; s0 < steps; s0 += DEPTH) {
+  for (int i0 = 0; i0 < ng; i0 += DEPTH) {
 #pragma unroll
     for (int d = 0; d < DEPTH; ++d) {
-      const int step = s0 + d;
-      if (step < steps) {
-        const int i = step - blk * ng;
+      const int i = i0 + d;
+      if (i < ng) {
         const int G = gbeg + i;
         float acc[NT][4];
 #pragma unroll
@@ -139,27 +123,11 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
             total[nt][r] += s * (acc[nt][2 * r] - zb * xs_g);
           }
         }
-        if (step + DEPTH < steps) AWQ_LOAD_STEP(d, step + DEPTH)
-        if (PERSIST && i == ng - 1) {  // the block's last group: sum the warps' partials, store, go on
-          float* part = partial + (blk & 1) * WARPS * NT * 16;  // two buffers: one barrier per block
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            if (c == 0) {
-              part[warp * NT * 16 + nt * 16 + g] = total[nt][0];
-              part[warp * NT * 16 + nt * 16 + g + 8] = total[nt][1];
-            }
-            total[nt][0] = total[nt][1] = 0.f;
-          }
-          __syncthreads();
-          store_rows<NT, WARPS, false, HAS_BIAS, ADD_RESIDUAL, BF16>(part, nullptr, bias, residual, out,
-                                                                     (blockIdx.x + blk * gridDim.x) * NT, N);
-          ++blk;
-        }
+        if (i + DEPTH < ng) { AWQ_LOAD_GROUP(d, G + DEPTH) }
       }
     }
   }
   if (PDL && !TRIGGER) allow_next_grid();
-  if (PERSIST) return;
 
   if (c == 0) {
 #pragma unroll

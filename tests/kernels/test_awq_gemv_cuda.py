@@ -84,10 +84,7 @@ def test_kernel_builds_for_sm90_with_nvrtc() -> None:
     # start as its programs start: the qkv GEMV before early-KV attention) and pre-Hopper builds without them
     for arch in ("sm_90", "sm_80"):
         for expr in ("awq_gemv_mma<2, 16, 2, 2, false, true, true, true>",
-                     "awq_gemv_mma<2, 8, 2, 1, false, false, true, true, true>",
-                     # persistent CTAs (one running weight ring over several row blocks), with and without PDL
-                     "awq_gemv_mma<2, 8, 2, 1, false, false, true, true, false, true>",
-                     "awq_gemv_mma<1, 16, 4, 2, true, true, false, false, false, true>"):
+                     "awq_gemv_mma<2, 8, 2, 1, false, false, true, true, true>"):
             cubin, _ = compile_cubin(source, expr, arch)
             assert cubin[:4] == b"\x7fELF"
 
@@ -151,32 +148,6 @@ def test_awq_gemv_cuda_matches_reference_gpu(dtype, mode, shape_cfg) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", [
-    ((4096, 6144), "rms", AwqCudaConfig(pdl=True), torch.bfloat16),
-    ((4096, 28672), "rms", AwqCudaConfig(tiles=2), torch.bfloat16),
-    ((4096, 28672), "plain", AwqCudaConfig(depth=4), torch.float16),
-    ((4096, 27664), "rms", AwqCudaConfig(tiles=2, pdl=True), torch.bfloat16),
-    ((14336, 4096), "silu", AwqCudaConfig(tiles=2, warps=16), torch.bfloat16),
-    ((384, 48), "rms", AwqCudaConfig(tiles=2), torch.float16),
-], ids=["qkv-8b", "gate-up-8b", "gate-up-depth4-fp16", "ragged-last-block", "down-8b", "unequal-groups-fallback"])
-def test_awq_gemv_cuda_persistent_gpu(case) -> None:
-    """Persistent CTAs (`persist`: about one wave, each over several row blocks with one weight ring) give the
-    same bits as one row block per CTA: the same sums in the same order. Covers CTAs with one block fewer than
-    others (896 blocks of 2 tiles over ~300 CTAs), a half-empty last block (N = 16 x 1729 with 2 tiles per CTA),
-    PDL launches, and K / 128 not a multiple of the warps (3 groups, 8 warps: falls back to one block per CTA)."""
-    (k, n), mode, cfg, dtype = case
-    awq = _awq(k, n, dtype, "cuda", seed=k + n + 1)
-    w = repack_awq_for_cuda(*awq)
-    x, gamma, residual, bias, kw = gemv_inputs(mode, n, k, dtype)
-    plain = awq_gemv_cuda(x, w, cfg, **kw)
-    persistent = awq_gemv_cuda(x, w, cfg._replace(persist=True), **kw)
-    assert torch.equal(persistent, plain)
-    ref = _reference(x, mode, gamma, residual, awq, bias)
-    tol = (2**-7 if dtype == torch.bfloat16 else 2**-9) * ref.abs().max().item()
-    assert (persistent.float() - ref).abs().max().item() <= tol
-
-
-@pytest.mark.gpu
 def test_awq_gemv_cuda_in_cuda_graph_gpu() -> None:
     """Launches on torch's current stream: a captured graph replays with new inputs."""
     awq = _awq(512, 64, torch.bfloat16, "cuda", seed=3)
@@ -216,7 +187,9 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch, caplog) -> None:
 def test_awq_gemv_cuda_pdl_chain_gpu() -> None:
     """Programmatic dependent launch: each GEMV loads weights before waiting for the kernel that wrote its x. A
     chain where every launch reads the previous one's output (RMSNorm x -> up, SiLU-mul -> down + residual,
-    4 rounds) gives the same bits with and without PDL, eager and replayed from a CUDA graph."""
+    4 rounds) gives the same bits with and without PDL, eager and replayed from a CUDA graph, and with every GEMV
+    letting the next one start as its CTAs start (`trigger_dependents`, the engine's `EARLY_TRIGGER`): the next
+    launch's CTAs then run beside this one's and still wait for all of it before reading x."""
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("PDL needs sm_90")
     k, inter = 1024, 2048
@@ -225,25 +198,29 @@ def test_awq_gemv_cuda_pdl_chain_gpu() -> None:
     gamma = (torch.rand(k, device="cuda") + 0.5).to(torch.bfloat16)
     x0 = torch.randn(1, k, device="cuda").to(torch.bfloat16)
 
-    def chain(pdl: bool) -> torch.Tensor:
+    def chain(pdl: bool, early: bool = False) -> torch.Tensor:
         x = x0
         for _ in range(4):
-            h = awq_gemv_cuda(x, up, AwqCudaConfig(pdl=pdl), norm_weight=gamma)
-            x = awq_gemv_cuda(h, down, AwqCudaConfig(warps=16, tiles=2, pdl=pdl), silu_mul=True, residual=x)
+            h = awq_gemv_cuda(x, up, AwqCudaConfig(pdl=pdl), norm_weight=gamma, trigger_dependents=early)
+            x = awq_gemv_cuda(h, down, AwqCudaConfig(warps=16, tiles=2, pdl=pdl), silu_mul=True, residual=x,
+                              trigger_dependents=early)
         return x
 
     plain = chain(False)
     assert torch.equal(chain(True), plain)
-    chain(True)  # compiled; now capture
-    graph = torch.cuda.CUDAGraph()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.cuda.graph(graph):
-        out = chain(True)
-    torch.cuda.current_stream().wait_stream(side)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, plain)
+    assert torch.equal(chain(True, early=True), plain)
+    for early in (False, True):
+        chain(True, early)  # compiled; now capture
+        graph = torch.cuda.CUDAGraph()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.cuda.graph(graph):
+            out = chain(True, early)
+        torch.cuda.current_stream().wait_stream(side)
+        for _ in range(3):
+            graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, plain), f"early trigger {early}"
 
 
 @pytest.mark.gpu
@@ -275,3 +252,12 @@ def test_small_batch_config_fits_its_shared_memory() -> None:
     assert _small_config(AwqCudaConfig(tiles=2, warps=16), 4) == AwqCudaConfig(tiles=1, warps=16)
     assert _small_config(AwqCudaConfig(tiles=2, warps=16), 2) == AwqCudaConfig(tiles=2, warps=16)
     assert _small_config(AwqCudaConfig(tiles=4, warps=8), 4) == AwqCudaConfig(tiles=2, warps=8)
+
+
+def test_early_trigger_env_parses_projection_names() -> None:
+    from kernels.awq_gemv_cuda import parse_early_trigger
+
+    assert parse_early_trigger("") == parse_early_trigger("none") == frozenset()
+    assert parse_early_trigger(" o, down ,") == {"o", "down"}
+    with pytest.raises(ValueError, match="unknown projection.*qkv.*known: o, gate_up, down \\(or none\\)"):
+        parse_early_trigger("o,qkv")
