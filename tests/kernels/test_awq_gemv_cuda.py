@@ -147,6 +147,17 @@ def test_awq_gemv_cuda_matches_reference_gpu(dtype, mode, shape_cfg) -> None:
     assert (out.float() - ref).abs().max().item() <= tol, (out.float() - ref).abs().max().item() / scale
 
 
+def _captured(fn):
+    """fn() captured in a CUDA graph on a side stream, as the engine captures: (the graph, fn's output)."""
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.cuda.graph(graph):
+        out = fn()
+    torch.cuda.current_stream().wait_stream(side)
+    return graph, out
+
+
 @pytest.mark.gpu
 def test_awq_gemv_cuda_in_cuda_graph_gpu() -> None:
     """Launches on torch's current stream: a captured graph replays with new inputs."""
@@ -154,12 +165,7 @@ def test_awq_gemv_cuda_in_cuda_graph_gpu() -> None:
     w = repack_awq_for_cuda(*awq)
     x = torch.zeros(1, 512, device="cuda", dtype=torch.bfloat16)
     awq_gemv_cuda(x, w)  # compile outside the capture
-    graph = torch.cuda.CUDAGraph()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.cuda.graph(graph):
-        out = awq_gemv_cuda(x, w)
-    torch.cuda.current_stream().wait_stream(side)
+    graph, out = _captured(lambda: awq_gemv_cuda(x, w))
     x.copy_(torch.randn(1, 512, device="cuda").to(torch.bfloat16))
     graph.replay()
     torch.cuda.synchronize()
@@ -211,12 +217,7 @@ def test_awq_gemv_cuda_pdl_chain_gpu() -> None:
     assert torch.equal(chain(True, early=True), plain)
     for early in (False, True):
         chain(True, early)  # compiled; now capture
-        graph = torch.cuda.CUDAGraph()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), torch.cuda.graph(graph):
-            out = chain(True, early)
-        torch.cuda.current_stream().wait_stream(side)
+        graph, out = _captured(lambda early=early: chain(True, early))
         for _ in range(3):
             graph.replay()
         torch.cuda.synchronize()
