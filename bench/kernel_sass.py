@@ -302,8 +302,8 @@ def fp8_launch(shape: str, prologue: int | None, cfg_text: str, dtype: str, sms:
               "NUM_STAGES": cfg.num_stages, "USE_DOT": use_dot}
     if "LEAN" in fn.arg_names:  # Fp8GemvConfig.lean (2026-12-03, ninth session): the lean K loop
         consts["LEAN"] = int(getattr(cfg, "lean", 0)) if not use_dot else 0
-    # PDL (thirteenth session), the ring loop (nineteenth), the early-KV trigger (twentieth): as launched, PDL and
-    # TRIGGER off unless MAXNREG-style env overrides are added here
+    # PDL (thirteenth session), the ring loop (nineteenth), the early-KV trigger (twentieth): as the engine launches
+    # the plain GEMV (PDL and TRIGGER off)
     for name in ("PDL", "RING", "ASM", "TRIGGER"):
         if name in fn.arg_names:
             consts[name] = {"PDL": 0, "RING": int(getattr(cfg, "ring", 0)) and not use_dot, "ASM": 1,

@@ -165,22 +165,24 @@ def main() -> None:
     parser.add_argument("--awq-early-trigger", default="o,down",
                         help="awq-early-trigger: semicolon-separated sets of projections, e.g. 'o,down;o;down'")
     ns = parser.parse_args()
-    settings = [(None, None, None)]
+    # One row per (l2-prefetch setting, awq-early-trigger projections) pair; the other switches have one row.
+    no_l2 = (None, None, None)
+    settings: list[tuple[tuple, frozenset[str]]] = [(no_l2, frozenset())]
     if ns.switch == "l2-prefetch":
         try:
             shapes = [tuple(int(v) for v in shape.split("x")) for shape in ns.l2_prefetch_shapes.split(",")]
-            settings = [(float(mb), programs, chunk) for mb in ns.l2_prefetch_mb.split(",") for programs, chunk in shapes]
+            l2_settings = [(float(mb), programs, chunk) for mb in ns.l2_prefetch_mb.split(",") for programs, chunk in shapes]
         except ValueError:
             parser.error("--l2-prefetch-mb: numbers; --l2-prefetch-shapes: PROGRAMSxCHUNK, e.g. 8x16384")
-        if any(chunk % 16 or programs < 1 or mb <= 0 for mb, programs, chunk in settings):
+        if any(chunk % 16 or programs < 1 or mb <= 0 for mb, programs, chunk in l2_settings):
             parser.error("--l2-prefetch-shapes: chunks a multiple of 16 bytes, programs >= 1; budgets > 0")
+        settings = [(l2, frozenset()) for l2 in l2_settings]
     if ns.switch == "awq-early-trigger":
         try:
-            settings = [(None, None, None, awq_gemv_cuda.parse_early_trigger(value))
-                        for value in ns.awq_early_trigger.split(";")]
+            settings = [(no_l2, awq_gemv_cuda.parse_early_trigger(value)) for value in ns.awq_early_trigger.split(";")]
         except ValueError as e:
             parser.error(f"--awq-early-trigger: {e}")
-        if not all(setting[3] for setting in settings):
+        if not all(projections for _, projections in settings):
             parser.error("--awq-early-trigger: every set names at least one projection")
     if min(ns.contexts) < 2:
         parser.error("--contexts: at least 2 tokens each")
@@ -198,11 +200,10 @@ def main() -> None:
     for q in ns.quantizations.split(","):
         runner = _runner(ns.model, q.strip(), ns.batch_size, max(ns.contexts))
         for context in ns.contexts:
-            for setting in settings:
-                l2_prefetch_on = setting[:3]
-                awq_early_trigger_on = setting[3] if len(setting) > 3 else frozenset()
+            for l2_prefetch_on, awq_early_trigger_on in settings:
                 row = {"switch": ns.switch, "quantization": q.strip(),
-                       **({"l2_prefetch": dict(zip(("mb", "programs", "chunk"), setting))} if setting[0] else {}),
+                       **({"l2_prefetch": dict(zip(("mb", "programs", "chunk"), l2_prefetch_on))}
+                          if l2_prefetch_on[0] else {}),
                        **({"early_trigger": sorted(awq_early_trigger_on)} if awq_early_trigger_on else {}),
                        **_measure(runner, ns.switch, ns.batch_size, context, ns.rounds, ns.reps)}
                 print("STEP_AB " + json.dumps(row), flush=True)
