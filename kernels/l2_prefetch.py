@@ -34,7 +34,11 @@ PROGRAMS = 8  # CTAs of 128 threads: few, so attention keeps the SMs
 # H100 SXM, AWQ: `bench/step_ab.py --switch l2-prefetch`, 8B dummy, 640 tokens, 2026-12-06 (bench/results/
 # 2026-12-06-s18a-h100-*): step 2.686 -> 2.625 ms at 24 MB, 2.682 -> 2.605 (-2.9 %) at 32, logits bit-identical.
 # FP8 on the same device: +0.95 % at 24 MB, +0.11 % at 32 (no gain: off). The H200 is unmeasured.
-BUDGET_MB: dict[str, dict[str, float]] = {"H100 80GB HBM3": {"awq": 32.0}}
+# Since the AWQ GEMVs trigger their dependents early (kernels/awq_gemv_cuda.py EARLY_TRIGGER), gate_up's first CTAs
+# start beside o and request their rows themselves, so less prefetch pays (2026-12-06, bench/results/2026-12-06-s23*):
+# step -0.27 % at 16 MB, +0.79 % at 32, +1.38 % at 48 against none; AWQ + FP8 head single stream 459.1 / 458.2 tok/s
+# at 16 MB against 456.0-457.3 at 32 (five runs).
+BUDGET_MB: dict[str, dict[str, float]] = {"H100 80GB HBM3": {"awq": 16.0}}
 BUDGET_OVERRIDE_MB: float | None = None  # set by bench/step_ab.py; else the env var, else BUDGET_MB
 
 
