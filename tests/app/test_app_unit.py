@@ -76,7 +76,12 @@ def test_validation_errors_name_the_parameter(tiny_llama) -> None:
         assert err["code"] == "context_length_exceeded" and "600" in err["message"] and "512" in err["message"]
         err = assert_openai_error(h.http.post("/v1/completions", json={"model": tiny_llama, "prompt": "x",
                                                                         "suffix": "y"}), 400)
-        assert "suffix" in err["message"]
+        assert err["message"] == "suffix: not supported" and err["param"] == "suffix"
+        err = assert_openai_error(h.http.post("/v1/completions", json={"model": tiny_llama, "prompt": "x",
+                                                                        "n": 2, "best_of": 3}), 400)
+        assert err["message"] == "best_of: not supported (it may only equal n)" and err["param"] == "best_of"
+        assert h.http.post("/v1/completions", json={"model": tiny_llama, "prompt": "x", "max_tokens": 1, "n": 2,
+                                                    "best_of": 2}).status_code == 200
         # null for an unimplemented OpenAI parameter is "not asking for it".
         assert h.http.post("/v1/chat/completions", json={"model": tiny_llama, **CHAT, "tools": None,
                                                          "user": "u1"}).status_code == 200
