@@ -107,7 +107,8 @@ def validate_deployment(
     elif os.path.normpath(model_path) not in {os.path.normpath(p) for p in (current_path, flag_model_path) if p}:
         errors["model_path"] = "pick one of the models listed under the models directory"
 
-    tp = _int_or_none(_keep(form, current_args, "tp_size", 1), "tp_size", errors) or 1
+    tp = _int_or_none(_keep(form, current_args, "tp_size", 1), "tp_size", errors)
+    tp = 1 if tp is None else tp  # empty: 1 GPU; 0 is an error below, not 1
     max_tp = max(gpu_count, 1)
     if not 1 <= tp <= max_tp:
         errors["tp_size"] = f"must be between 1 and {max_tp} ({gpu_count} GPU(s) present)"

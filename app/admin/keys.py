@@ -42,6 +42,9 @@ def parse_expiry(value: str | datetime | None) -> datetime | None:
     return to_naive_utc(value)
 
 
+MAX_LIMIT = 10**12  # per key: requests / tokens per minute, requests in flight
+
+
 def build_spec(name: Any, rpm: Any = None, tpm: Any = None, max_concurrency: Any = None, models: Any = None,
                expires_at: Any = None) -> KeySpec:
     name = (name or "").strip() if isinstance(name, str) else name
@@ -60,6 +63,8 @@ def build_spec(name: Any, rpm: Any = None, tpm: Any = None, max_concurrency: Any
             raise KeyInputError(f"{field} must be a positive whole number or null") from exc
         if number < 1 or str(value).strip() not in (str(number), f"{number}.0"):
             raise KeyInputError(f"{field} must be a positive whole number or null")
+        if number > MAX_LIMIT:  # SQLite's INTEGER is 64-bit; far past any real rate
+            raise KeyInputError(f"{field} must be at most {MAX_LIMIT} (null: unlimited)")
         limits[field] = number
     if isinstance(models, str):
         models = [m.strip() for m in models.replace("\n", ",").split(",") if m.strip()] or None

@@ -58,6 +58,8 @@ async def test_validation_against_hardware_and_model(tmp_path: Path) -> None:
         ({"tp_size": 2}, 0, None, "tp_size"),  # no GPU: TP 1 only
         ({"tp_size": 4}, 2, None, "tp_size"),  # more than the GPUs present
         ({"tp_size": 3}, 4, None, "tp_size"),  # does not divide 4 heads
+        ({"tp_size": 0}, 1, None, "tp_size"),  # an error, not "1 GPU"
+        ({"tp_size": -2}, 1, None, "tp_size"),
         ({"context_length": 4097}, 0, None, "context_length"),
         ({"mem_fraction_static": 0.96}, 0, None, "mem_fraction_static"),
         ({"mem_fraction_static": 0.05}, 0, None, "mem_fraction_static"),
@@ -73,6 +75,7 @@ async def test_validation_against_hardware_and_model(tmp_path: Path) -> None:
             check(form, gpus, mem)
         assert field in err.value.errors, (form, err.value.errors)
     assert check({"tp_size": 2}, 2, [80000.0, 80000.0])["tp_size"] == 2
+    assert check({"tp_size": ""}, 1)["tp_size"] == 1  # the form's empty field: 1 GPU
     assert check({"chunked_prefill_size": -1})["chunked_prefill_size"] == -1
 
 

@@ -88,10 +88,13 @@ async def test_create_list_and_auth_rules(console, app) -> None:
 async def test_validation_of_key_requests(console) -> None:
     c, h = console
     bad = [{"name": ""}, {"name": "x", "rpm": 0}, {"name": "x", "tpm": -5}, {"name": "x", "models": []},
-           {"name": "x", "expires_at": "yesterday"}, {"name": "x", "expires_at": "2001-01-01T00:00:00Z"}]
+           {"name": "x", "expires_at": "yesterday"}, {"name": "x", "expires_at": "2001-01-01T00:00:00Z"},
+           {"name": "x", "rpm": 10**20}, {"name": "x", "max_concurrency": 2**63}]  # past SQLite's 64-bit INTEGER
     for body in bad:
         r = await c.post("/admin/api/keys", headers=h, json=body)
         assert r.status_code in (400, 422), body
+    r = await c.post("/admin/api/keys", headers=h, json={"name": "x", "tpm": 10**13})
+    assert r.status_code == 400 and r.json()["error"]["message"] == "tpm must be at most 1000000000000 (null: unlimited)"
     assert (await c.get("/admin/api/keys")).json()["keys"] == []
 
 
