@@ -147,7 +147,7 @@ def test_awq_gemv_cuda_matches_reference_gpu(dtype, mode, shape_cfg) -> None:
     assert (out.float() - ref).abs().max().item() <= tol, (out.float() - ref).abs().max().item() / scale
 
 
-def _captured(fn):
+def captured_on_side_stream(fn):
     """fn() captured in a CUDA graph on a side stream, as the engine captures: (the graph, fn's output)."""
     graph = torch.cuda.CUDAGraph()
     side = torch.cuda.Stream()
@@ -165,7 +165,7 @@ def test_awq_gemv_cuda_in_cuda_graph_gpu() -> None:
     w = repack_awq_for_cuda(*awq)
     x = torch.zeros(1, 512, device="cuda", dtype=torch.bfloat16)
     awq_gemv_cuda(x, w)  # compile outside the capture
-    graph, out = _captured(lambda: awq_gemv_cuda(x, w))
+    graph, out = captured_on_side_stream(lambda: awq_gemv_cuda(x, w))
     x.copy_(torch.randn(1, 512, device="cuda").to(torch.bfloat16))
     graph.replay()
     torch.cuda.synchronize()
@@ -217,7 +217,7 @@ def test_awq_gemv_cuda_pdl_chain_gpu() -> None:
     assert torch.equal(chain(True, early=True), plain)
     for early in (False, True):
         chain(True, early)  # compiled; now capture
-        graph, out = _captured(lambda early=early: chain(True, early))
+        graph, out = captured_on_side_stream(lambda early=early: chain(True, early))
         for _ in range(3):
             graph.replay()
         torch.cuda.synchronize()

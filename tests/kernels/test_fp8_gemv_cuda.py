@@ -15,7 +15,7 @@ from kernels import cuda_rtc
 from kernels.cuda_rtc import CudaRtcError, compile_cubin
 from kernels.fp8_gemv_cuda import Fp8CudaConfig, default_config, fp8_gemv_cuda, supports
 from kernels.fp8_quant import FP8_DTYPE, quantize_weight_per_channel
-from tests.kernels.test_awq_gemv_cuda import gemv_inputs
+from tests.kernels.test_awq_gemv_cuda import captured_on_side_stream, gemv_inputs
 
 VARIANTS = [(p, bias, res, bf16) for p in (0, 1, 2) for bias in (False, True) for res in (False, True)
             for bf16 in (True, False)]
@@ -156,12 +156,7 @@ def test_fp8_gemv_cuda_in_cuda_graph_gpu() -> None:
     w, scale = _weights(64, 512, seed=3)
     x = torch.zeros(1, 512, device="cuda", dtype=torch.bfloat16)
     fp8_gemv_cuda(x, w, scale)  # compile outside the capture
-    graph = torch.cuda.CUDAGraph()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.cuda.graph(graph):
-        out = fp8_gemv_cuda(x, w, scale)
-    torch.cuda.current_stream().wait_stream(side)
+    graph, out = captured_on_side_stream(lambda: fp8_gemv_cuda(x, w, scale))
     x.copy_(torch.randn(1, 512, device="cuda").to(torch.bfloat16))
     graph.replay()
     torch.cuda.synchronize()
