@@ -247,11 +247,12 @@ class CompletionRequest(_SamplingFields):
             raise ValueError("not supported")
         return v
 
-    @model_validator(mode="after")
-    def _check(self) -> CompletionRequest:
-        if isinstance(self.prompt, list) and not self.prompt:
-            raise ValueError("prompt must not be empty")
-        return self
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_empty(cls, v: PromptType) -> PromptType:
+        if isinstance(v, list) and not v:
+            raise ValueError("must not be empty")
+        return v
 
     @property
     def requested_max_tokens(self) -> int | None:

@@ -80,6 +80,8 @@ def test_validation_errors_name_the_parameter(tiny_llama) -> None:
         err = assert_openai_error(h.http.post("/v1/completions", json={"model": tiny_llama, "prompt": "x",
                                                                         "n": 2, "best_of": 3}), 400)
         assert err["message"] == "best_of: not supported (it may only equal n)" and err["param"] == "best_of"
+        err = assert_openai_error(h.http.post("/v1/completions", json={"model": tiny_llama, "prompt": []}), 400)
+        assert err["message"] == "prompt: must not be empty" and err["param"] == "prompt"
         assert h.http.post("/v1/completions", json={"model": tiny_llama, "prompt": "x", "max_tokens": 1, "n": 2,
                                                     "best_of": 2}).status_code == 200
         # null for an unimplemented OpenAI parameter is "not asking for it".
