@@ -68,12 +68,15 @@ def absorb(state: ReqState, out: ReqOutput, tokenizer: Any) -> dict[str, Any]:
         "e2e_latency": time.perf_counter() - state.created,
     }
     if out.spec_verify_ct > 0:
-        # SGLang's names: accept rate counts drafts only; accept length is tokens per verify pass.
+        # SGLang's names: accept rate counts drafts only; accept length is tokens per verify pass (its accepted
+        # drafts plus the target's own token). Not completion tokens / passes, as SGLang computes it: here a
+        # request also decodes without drafts (paused after failed drafts, or beside a request that cannot
+        # speculate), and those tokens would inflate it.
         meta["spec_verify_ct"] = out.spec_verify_ct
         meta["spec_num_proposed_drafts"] = out.spec_num_proposed_drafts
         meta["spec_num_correct_drafts"] = out.spec_num_correct_drafts
         meta["spec_accept_rate"] = out.spec_num_correct_drafts / max(out.spec_num_proposed_drafts, 1)
-        meta["spec_accept_length"] = len(state.output_ids) / out.spec_verify_ct
+        meta["spec_accept_length"] = 1 + out.spec_num_correct_drafts / out.spec_verify_ct
     if state.first_token_time is not None:
         meta["ttft"] = state.first_token_time - state.created
     if state.return_logprob:

@@ -180,6 +180,10 @@ def test_failing_drafts_pause_speculation(target, monkeypatch):
     assert info["spec_accept_rate"] < 0.2
     # 4 failed passes bring the running rate under 0.1, then a 16-token pause: ~5 passes for 20 tokens
     assert 3 <= info["spec_num_verify_steps"] <= 8, info["spec_num_verify_steps"]
+    # Accept length counts verify passes' tokens only, not those decoded during the pause (20 tokens / ~5
+    # passes would read ~4 with nothing accepted).
+    meta = outs[0]["meta_info"]
+    assert meta["spec_accept_length"] == 1 + meta["spec_num_correct_drafts"] / meta["spec_verify_ct"] < 1.5, meta
     _assert_no_leaks(info)
 
 
