@@ -652,9 +652,12 @@ for s in "$@"; do
     # for FP8 and bf16 (all three edges measured +0.90 % FP8, -1.77 % bf16), its engine test, then the ratios.
     s24a) stage s24a-chain 200 python3 bench/step_ab.py --switch gemv-chain --quantizations fp8,bf16 --rounds 3 \
             --reps 100 --gemv-chain "gate_up;down;o;gate_up,down"
-          stage s24a-engine-test 240 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf \
+          stage s24a-engine-test 280 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf \
             tests/engine/test_gpu_pdl.py -k gemv_chain
           stage s24a-ratios 130 bash -c 'ratio_runs ":0:" "fp8::fp8"' ;;
+    s24b) stage s24b-chain 200 python3 bench/step_ab.py --switch gemv-chain --quantizations fp8,bf16 --rounds 3 \
+            --reps 100 --gemv-chain "gate_up;down;o;gate_up,down"
+          stage s24b-ratios 170 bash -c 'ratio_runs ":0:" "fp8::fp8" "awq::fp8"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -24,6 +24,9 @@ Switches:
   launch uses 128, so the logits may differ in the last bits (softmax sum order).
 - `o-pdl`: the batch-1 o projection (bf16 / FP8) as a PDL launch after the early-KV attention
   (kernels/pdl.py `O_AFTER_ATTENTION`, `TESSERA_PDL_O`, on by default); bit-identical.
+- `gemv-chain`: the batch-1 bf16 / FP8 Triton GEMVs of each `--gemv-chain` set of projections let the next GEMV, then
+  a PDL launch, start as their programs start (on), or none do (off; kernels/pdl.py `GEMV_CHAIN`, for both weight formats); one row per set;
+  bit-identical.
 - `awq-early-trigger`: the CUDA AWQ batch-1 GEMVs of each `--awq-early-trigger` set of projections let the next
   GEMV start as their CTAs start (on), or none do (off; kernels/awq_gemv_cuda.py `EARLY_TRIGGER`); one row per set,
   only with `--quantizations awq`. The dependents wait for the whole grid before reading x: bit-identical.
@@ -72,11 +75,12 @@ AWQ_EARLY_TRIGGER_DEFAULT = awq_gemv_cuda.EARLY_TRIGGER
 FP8_TAIL_DEFAULT = fp8_layer_tail.ENABLED
 EARLY_KV_DEFAULT = pdl.EARLY_KV
 O_PDL_DEFAULT = pdl.O_AFTER_ATTENTION
+GEMV_CHAIN_DEFAULT = pdl.GEMV_CHAIN
 L2_PREFETCH_DEFAULT = (l2_prefetch.BUDGET_OVERRIDE_MB, l2_prefetch.PROGRAMS, l2_prefetch.CHUNK)
 # The `l2-prefetch` setting under test: (MB, programs, chunk bytes), set per row by main().
 l2_prefetch_on = L2_PREFETCH_DEFAULT
 # The `awq-early-trigger` projections under test, set per row by main().
-awq_early_trigger_on: frozenset[str] = frozenset()
+early_trigger_on: frozenset[str] = frozenset()
 
 
 def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
@@ -90,6 +94,9 @@ def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
         pdl.set_enabled(on)
     elif switch == "early-kv":
         pdl.EARLY_KV = EARLY_KV_DEFAULT if on is None else on
+    elif switch == "gemv-chain":
+        pdl.GEMV_CHAIN = (GEMV_CHAIN_DEFAULT if on is None else
+                          dict.fromkeys(GEMV_CHAIN_DEFAULT, early_trigger_on if on else frozenset()))
     elif switch == "o-pdl":
         pdl.O_AFTER_ATTENTION = O_PDL_DEFAULT if on is None else on
     elif switch == "fused-rotary":
@@ -99,7 +106,7 @@ def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
     elif switch == "awq-pdl":
         awq_gemv_cuda.PDL = AWQ_PDL_DEFAULT if on is None else on
     elif switch == "awq-early-trigger":
-        awq_gemv_cuda.EARLY_TRIGGER = (AWQ_EARLY_TRIGGER_DEFAULT if on is None else awq_early_trigger_on if on
+        awq_gemv_cuda.EARLY_TRIGGER = (AWQ_EARLY_TRIGGER_DEFAULT if on is None else early_trigger_on if on
                                        else frozenset())
     elif switch == "l2-prefetch":
         setting = L2_PREFETCH_DEFAULT if on is None else l2_prefetch_on if on else (0.0, *L2_PREFETCH_DEFAULT[1:])
@@ -148,11 +155,11 @@ def _runner(model: str, quantization: str, batch_size: int, max_context: int) ->
 
 
 def main() -> None:
-    global l2_prefetch_on, awq_early_trigger_on
+    global l2_prefetch_on, early_trigger_on
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary", "awq-pdl", "fp8-cuda",
                                                  "fp8-tail", "l2-prefetch", "early-kv", "o-pdl",
-                                                 "awq-early-trigger"], required=True)
+                                                 "awq-early-trigger", "gemv-chain"], required=True)
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--quantizations", default="bf16", help="comma-separated: bf16, fp8, awq")
     parser.add_argument("--contexts", type=int, nargs="+", default=[640])
@@ -164,8 +171,11 @@ def main() -> None:
                         help="l2-prefetch: comma-separated PROGRAMSxCHUNK_BYTES grids")
     parser.add_argument("--awq-early-trigger", default="o,down",
                         help="awq-early-trigger: semicolon-separated sets of projections, e.g. 'o,down;o;down'")
+    parser.add_argument("--gemv-chain", default="o,gate_up,down",
+                        help="gemv-chain: semicolon-separated sets of projections, e.g. 'gate_up;down;o,gate_up,down'")
     ns = parser.parse_args()
-    # One row per (l2-prefetch setting, awq-early-trigger projections) pair; the other switches have one row.
+    # One row per (l2-prefetch setting, early-trigger projections of awq-early-trigger / gemv-chain) pair; the other
+    # switches have one row.
     no_l2 = (None, None, None)
     settings: list[tuple[tuple, frozenset[str]]] = [(no_l2, frozenset())]
     if ns.switch == "l2-prefetch":
@@ -177,13 +187,15 @@ def main() -> None:
         if any(chunk % 16 or programs < 1 or mb <= 0 for mb, programs, chunk in l2_settings):
             parser.error("--l2-prefetch-shapes: chunks a multiple of 16 bytes, programs >= 1; budgets > 0")
         settings = [(l2, frozenset()) for l2 in l2_settings]
-    if ns.switch == "awq-early-trigger":
+    if ns.switch in ("awq-early-trigger", "gemv-chain"):
+        flag = "--" + ns.switch
         try:
-            settings = [(no_l2, awq_gemv_cuda.parse_early_trigger(value)) for value in ns.awq_early_trigger.split(";")]
+            settings = [(no_l2, awq_gemv_cuda.parse_early_trigger(value, flag))
+                        for value in getattr(ns, ns.switch.replace("-", "_")).split(";")]
         except ValueError as e:
-            parser.error(f"--awq-early-trigger: {e}")
+            parser.error(str(e))
         if not all(projections for _, projections in settings):
-            parser.error("--awq-early-trigger: every set names at least one projection")
+            parser.error(f"{flag}: every set names at least one projection")
     if min(ns.contexts) < 2:
         parser.error("--contexts: at least 2 tokens each")
     if ns.batch_size < 1:
@@ -194,17 +206,17 @@ def main() -> None:
         parser.error(f"--switch {ns.switch}: only with --quantizations fp8")
     if not torch.cuda.is_available():
         sys.exit("step_ab.py: needs a CUDA GPU")
-    if ns.switch in ("pdl", "early-kv", "o-pdl") and (not pdl.HAS_GDC or torch.cuda.get_device_capability() < (9, 0)):
+    if ns.switch in ("pdl", "early-kv", "o-pdl", "gemv-chain") and (not pdl.HAS_GDC or torch.cuda.get_device_capability() < (9, 0)):
         sys.exit("step_ab.py: PDL needs an sm_90+ GPU and Triton >= 3.4")
     rows = []
     for q in ns.quantizations.split(","):
         runner = _runner(ns.model, q.strip(), ns.batch_size, max(ns.contexts))
         for context in ns.contexts:
-            for l2_prefetch_on, awq_early_trigger_on in settings:
+            for l2_prefetch_on, early_trigger_on in settings:
                 row = {"switch": ns.switch, "quantization": q.strip(),
                        **({"l2_prefetch": dict(zip(("mb", "programs", "chunk"), l2_prefetch_on))}
                           if l2_prefetch_on[0] else {}),
-                       **({"early_trigger": sorted(awq_early_trigger_on)} if awq_early_trigger_on else {}),
+                       **({"early_trigger": sorted(early_trigger_on)} if early_trigger_on else {}),
                        **_measure(runner, ns.switch, ns.batch_size, context, ns.rounds, ns.reps)}
                 print("STEP_AB " + json.dumps(row), flush=True)
                 rows.append(row)
@@ -221,7 +233,7 @@ def main() -> None:
     if any(r["logits_repeat_diff"] != 0 for r in rows):
         sys.exit("step_ab.py: the step is not deterministic (logits differ between rounds of one setting)")
     if ns.switch in ("pdl", "fused-rotary", "awq-pdl", "l2-prefetch", "fp8-tail", "o-pdl",
-                     "awq-early-trigger") and any(r["logits_max_diff"] != 0 for r in rows):
+                     "awq-early-trigger", "gemv-chain") and any(r["logits_max_diff"] != 0 for r in rows):
         sys.exit(f"step_ab.py: {ns.switch} changed the logits")
 
 

@@ -41,12 +41,13 @@ PDL = os.environ.get("TESSERA_AWQ_CUDA_PDL", "1") != "0"
 EARLY_TRIGGER_PROJECTIONS = ("o", "gate_up", "down")
 
 
-def parse_early_trigger(value: str) -> frozenset[str]:
-    """'o,down' -> {'o', 'down'}; 'none' or '' -> {}; an unknown name raises ValueError naming the known ones."""
+def parse_early_trigger(value: str, env: str = "TESSERA_AWQ_EARLY_TRIGGER") -> frozenset[str]:
+    """'o,down' -> {'o', 'down'}; 'none' or '' -> {}; an unknown name raises ValueError naming `env` and the known
+    ones."""
     names = frozenset(name.strip() for name in value.split(",") if name.strip()) - {"none"}
     unknown = sorted(names - set(EARLY_TRIGGER_PROJECTIONS))
     if unknown:
-        raise ValueError(f"TESSERA_AWQ_EARLY_TRIGGER: unknown projection(s) {', '.join(unknown)}; "
+        raise ValueError(f"{env}: unknown projection(s) {', '.join(unknown)}; "
                          f"known: {', '.join(EARLY_TRIGGER_PROJECTIONS)} (or none)")
     return names
 

@@ -11,8 +11,9 @@ every read of another kernel's output happens after the wait.
 Separately, and on by default: the batch-1 decode attention with early KV (`EARLY_KV`, `kernels/decode_attention.py`)
 is a PDL launch after the qkv GEMV, which triggers it as its programs start (`trigger_options`, `allow_dependents`),
 so the attention's KV reads overlap the GEMV, and the o projection after it is a PDL launch too (`O_AFTER_ATTENTION`):
-attention lets it start after its own wait, so o's first weights load while attention computes. No other kernel
-changes how it is launched.
+attention lets it start after its own wait, so o's first weights load while attention computes. And the GEMVs after
+the ones `GEMV_CHAIN` names (by default down -> the next layer's qkv, and for FP8 weights gate_up -> down too) are PDL
+launches that their predecessor triggers as its programs start. No other kernel changes how it is launched.
 
 The rotary + KV store (`kernels/rotary_kv_store.py`, one token) and the decode attention (`kernels/decode_attention.py`,
 batch 1) are PDL launches too: they wait first (their inputs are the kernel before's output), then trigger at
@@ -53,6 +54,34 @@ EARLY_KV = os.environ.get(EARLY_KV_ENV, "1") != "0"
 # `bench/step_ab.py --switch o-pdl --rounds 5 --reps 200`: -1.34 % bf16, -1.26 % FP8 per step, bit-identical (the
 # AWQ GEMVs are PDL launches already). TESSERA_PDL_O=0 turns it off. Read at import.
 O_AFTER_ATTENTION = os.environ.get("TESSERA_PDL_O", "1") != "0"
+# The batch-1 bf16 / FP8 Triton GEMVs as a chain, per edge: each projection named (o, gate_up, down) lets the next GEMV
+# start as its programs start, and that next GEMV (gate_up, down, the next layer's qkv) is a PDL launch, so its first
+# programs take the SM room the one before leaves or frees and request their weights early (what the CUDA AWQ GEMVs
+# do, kernels/awq_gemv_cuda.py EARLY_TRIGGER). The edges pay differently per weight format (H100, 8B, 2026-12-07,
+# `bench/step_ab.py --switch gemv-chain --quantizations fp8,bf16 --rounds 3 --reps 100`, bit-identical): FP8
+# gate_up -0.48 %, down -0.57 %, o +0.91 %, gate_up + down -1.26 %; bf16 gate_up +1.15 %, down -1.37 %, o -0.74 %,
+# gate_up + down -0.46 % (all three edges the session before: FP8 +0.90 %, bf16 -1.77 % with overlapping rounds). So
+# the defaults are gate_up + down for FP8 weights and down for 16-bit ones. TESSERA_PDL_GEMV_CHAIN=gate_up,down (or
+# none) sets the edges for both formats. Read at import.
+GEMV_CHAIN_ENV = "TESSERA_PDL_GEMV_CHAIN"
+# the GEMV that follows each projection's in the batch-1 layer
+NEXT_GEMV = {"o": "gate_up", "gate_up": "down", "down": "qkv"}
+
+
+def _parse_gemv_chain(value: str) -> frozenset[str]:
+    from kernels.awq_gemv_cuda import parse_early_trigger  # one parser for both sets of projection names
+
+    return parse_early_trigger(value, GEMV_CHAIN_ENV)
+
+
+def _gemv_chain_setting(value: str | None) -> dict[str, frozenset[str]]:
+    """Weight format ("fp8", "16-bit") -> chained projections: `value` (the env var) for both, or the defaults."""
+    if value is not None:
+        return dict.fromkeys(("fp8", "16-bit"), _parse_gemv_chain(value))
+    return {"fp8": frozenset({"gate_up", "down"}), "16-bit": frozenset({"down"})}
+
+
+GEMV_CHAIN = _gemv_chain_setting(os.environ.get(GEMV_CHAIN_ENV))
 
 try:  # Triton >= 3.4
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
@@ -130,6 +159,18 @@ def kernel_options(device: torch.device, wanted: bool | None = None) -> dict:
     older Triton has no such keyword)."""
     on = enabled(device) if wanted is None else wanted and capable(device)
     return {"PDL": True, "launch_pdl": True} if on else {}
+
+
+def gemv_chain(device: torch.device, fp8: bool) -> frozenset[str]:
+    """The projections whose batch-1 Triton GEMV (FP8 or 16-bit weights) lets the next one start early on `device`
+    (`GEMV_CHAIN`)."""
+    return GEMV_CHAIN["fp8" if fp8 else "16-bit"] if capable(device) else frozenset()
+
+
+def chained_after(chain: frozenset[str], gemv: str) -> bool | None:
+    """`programmatic` for the batch-1 GEMV `gemv` given `gemv_chain(...)`: True (a PDL launch) where the projection
+    before it triggers early, else None (as `TESSERA_PDL` says)."""
+    return True if any(NEXT_GEMV[p] == gemv for p in chain) else None
 
 
 def o_after_attention(device: torch.device) -> bool:

@@ -125,10 +125,12 @@ class LlamaDecoderLayer(nn.Module):
         attn, mlp = self.self_attn, self.mlp
         from kernels import pdl  # here, not at import: the CPU image has no Triton (kernels/__init__)
 
+        chain = pdl.gemv_chain(stream.device, fp8=_is_fp8(mlp.down_proj))
         # Early-KV attention (kernels/decode_attention.py) starts reading the KV cache while qkv streams.
         qkv = _row_gemv(attn.qkv_proj, stream, norm_weight=self.input_layernorm.weight,
                         eps=self.input_layernorm.eps, bias=attn.qkv_proj.bias,
-                        trigger_dependents=pdl.early_kv_enabled(stream.device))
+                        trigger_dependents=pdl.early_kv_enabled(stream.device),
+                        programmatic=pdl.chained_after(chain, "qkv"))
         # While attention waits on latency, DRAM is idle: o's weights and gate_up's first rows go to L2 beside it.
         from kernels import l2_prefetch
 
@@ -145,20 +147,27 @@ class LlamaDecoderLayer(nn.Module):
                                       mlp.down_proj.weight_scale)
             stream = _row_gemv(attn.o_proj, out, bias=attn.o_proj.bias, residual=stream,
                                programmatic=pdl.o_after_attention(stream.device) or None,
-                               trigger_dependents=_awq_early_trigger(attn.o_proj, "o"))
+                               trigger_dependents=_early_trigger(attn.o_proj, "o", chain))
             gate_up = _row_gemv(mlp.gate_up_proj, stream, norm_weight=self.post_attention_layernorm.weight,
                                 eps=self.post_attention_layernorm.eps, bias=mlp.gate_up_proj.bias,
-                                trigger_dependents=_awq_early_trigger(mlp.gate_up_proj, "gate_up"))
+                                trigger_dependents=_early_trigger(mlp.gate_up_proj, "gate_up", chain),
+                                programmatic=pdl.chained_after(chain, "gate_up"))
             return _row_gemv(mlp.down_proj, gate_up, silu_mul=True, bias=mlp.down_proj.bias, residual=stream,
-                             trigger_dependents=_awq_early_trigger(mlp.down_proj, "down"))
+                             trigger_dependents=_early_trigger(mlp.down_proj, "down", chain),
+                             programmatic=pdl.chained_after(chain, "down"))
 
 
-def _awq_early_trigger(linear: nn.Module, projection: str) -> bool:
-    """Whether `linear`'s batch-1 GEMV lets the next GEMV start as its CTAs start (`kernels.awq_gemv_cuda.
-    EARLY_TRIGGER`): only the CUDA AWQ GEMVs, whose next GEMV is always a PDL launch (the 16-bit and FP8 Triton
-    GEMVs after o are not, unless `TESSERA_PDL=1`)."""
+def _is_fp8(linear: nn.Module) -> bool:
+    weight = getattr(linear, "weight", None)  # AWQ layers have qweight instead
+    return weight is not None and weight.dtype == torch.float8_e4m3fn
+
+
+def _early_trigger(linear: nn.Module, projection: str, chain: frozenset[str]) -> bool:
+    """Whether `linear`'s batch-1 GEMV lets the next GEMV, a PDL launch, start as its programs start: the CUDA AWQ
+    GEMVs (always PDL launches) per `kernels.awq_gemv_cuda.EARLY_TRIGGER`, the Triton ones per `kernels.pdl.
+    GEMV_CHAIN` (which makes the next GEMV a PDL launch too)."""
     if getattr(linear, "awq_cuda_weights", None) is None:
-        return False
+        return projection in chain
     from kernels import awq_gemv_cuda
 
     return projection in awq_gemv_cuda.EARLY_TRIGGER

@@ -54,3 +54,23 @@ def test_pdl_engine_greedy_identical_gpu(gpu_llama: str, quantization: str | Non
     on = _run(gpu_llama, quantization)
     assert [ids for ids, _ in on] == [ids for ids, _ in off]
     assert [lps for _, lps in on] == [lps for _, lps in off], "PDL changed the logits"
+
+
+@pytest.mark.parametrize("chain", [None, "o,gate_up,down"], ids=["default-edges", "all-edges"])
+@pytest.mark.parametrize("quantization", [None, "fp8"], ids=["bf16", "fp8"])
+def test_gemv_chain_engine_greedy_identical_gpu(gpu_llama: str, quantization: str | None, chain: str | None,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GEMV chain (kernels/pdl.py `GEMV_CHAIN`, read at import by each fresh rank process), at its defaults
+    (unset: gate_up + down for FP8, down for bf16) and with every edge: the named projections let the next GEMV start
+    as their programs start; the next one waits for the whole grid before it reads x, so the tokens and logprobs are
+    those of the plain launches."""
+    assert torch.cuda.get_device_capability() >= (9, 0) and pdl.HAS_GDC, "PDL needs sm_90+ and Triton >= 3.4"
+    monkeypatch.setenv("TESSERA_PDL_GEMV_CHAIN", "none")
+    off = _run(gpu_llama, quantization)
+    if chain is None:
+        monkeypatch.delenv("TESSERA_PDL_GEMV_CHAIN")
+    else:
+        monkeypatch.setenv("TESSERA_PDL_GEMV_CHAIN", chain)
+    on = _run(gpu_llama, quantization)
+    assert [ids for ids, _ in on] == [ids for ids, _ in off]
+    assert [lps for _, lps in on] == [lps for _, lps in off], "the GEMV chain changed the logits"

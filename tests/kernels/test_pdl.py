@@ -34,7 +34,9 @@ def test_pdl_is_off_without_a_hopper_gpu(monkeypatch: pytest.MonkeyPatch) -> Non
     # early KV (on by default) and the GEMVs' trigger for it also need griddepcontrol
     monkeypatch.setattr(pdl, "EARLY_KV", True)
     monkeypatch.setattr(pdl, "O_AFTER_ATTENTION", True)
+    monkeypatch.setattr(pdl, "GEMV_CHAIN", pdl._gemv_chain_setting("o,gate_up,down"))
     assert not pdl.early_kv_enabled(cpu) and not pdl.o_after_attention(cpu)
+    assert pdl.gemv_chain(cpu, fp8=True) == pdl.gemv_chain(cpu, fp8=False) == frozenset()
     assert pdl.trigger_options(cpu, True) == {} and pdl.kernel_options(cpu, True) == {}
 
 
@@ -78,3 +80,20 @@ def test_pdl_chain_bit_identical_gpu(fp8: bool, variant: str) -> None:
     finally:
         pdl.set_enabled(None)
     assert torch.equal(out[True], out[False])
+
+
+def test_gemv_chain_makes_the_gemv_after_each_named_projection_a_pdl_launch() -> None:
+    # o -> gate_up, gate_up -> down, down -> the next layer's qkv; an edge not named leaves `TESSERA_PDL` in charge
+    assert pdl.chained_after(frozenset({"gate_up"}), "down") is True
+    assert pdl.chained_after(frozenset({"gate_up"}), "gate_up") is None
+    assert pdl.chained_after(frozenset({"down"}), "qkv") is True
+    assert pdl.chained_after(frozenset({"o", "down"}), "down") is None
+    assert pdl.chained_after(frozenset(), "qkv") is None
+    assert pdl._parse_gemv_chain("gate_up, down") == frozenset({"gate_up", "down"})
+    assert pdl._parse_gemv_chain("none") == frozenset()
+    with pytest.raises(ValueError, match="TESSERA_PDL_GEMV_CHAIN: unknown projection"):
+        pdl._parse_gemv_chain("1")
+    # unset: the measured edges per weight format; set: the same edges for both
+    assert pdl._gemv_chain_setting(None) == {"fp8": {"gate_up", "down"}, "16-bit": {"down"}}
+    assert pdl._gemv_chain_setting("none") == {"fp8": frozenset(), "16-bit": frozenset()}
+    assert pdl._gemv_chain_setting("o") == {"fp8": {"o"}, "16-bit": {"o"}}
