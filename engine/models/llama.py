@@ -125,7 +125,7 @@ class LlamaDecoderLayer(nn.Module):
         attn, mlp = self.self_attn, self.mlp
         from kernels import pdl  # here, not at import: the CPU image has no Triton (kernels/__init__)
 
-        chain = pdl.gemv_chain(stream.device, fp8=_is_fp8(mlp.down_proj))
+        chain = pdl.gemv_chain(stream.device, fp8=_weight_format(mlp.down_proj) == "fp8")
         # Early-KV attention (kernels/decode_attention.py) starts reading the KV cache while qkv streams.
         qkv = _row_gemv(attn.qkv_proj, stream, norm_weight=self.input_layernorm.weight,
                         eps=self.input_layernorm.eps, bias=attn.qkv_proj.bias,
@@ -157,11 +157,6 @@ class LlamaDecoderLayer(nn.Module):
                              programmatic=pdl.chained_after(chain, "down"))
 
 
-def _is_fp8(linear: nn.Module) -> bool:
-    weight = getattr(linear, "weight", None)  # AWQ layers have qweight instead
-    return weight is not None and weight.dtype == torch.float8_e4m3fn
-
-
 def _early_trigger(linear: nn.Module, projection: str, chain: frozenset[str]) -> bool:
     """Whether `linear`'s batch-1 GEMV lets the next GEMV, a PDL launch, start as its programs start: the CUDA AWQ
     GEMVs (always PDL launches) per `kernels.awq_gemv_cuda.EARLY_TRIGGER`, the Triton ones per `kernels.pdl.
@@ -184,7 +179,8 @@ def _streamed_weights(linear: nn.Module) -> list[torch.Tensor]:
 
 
 def _weight_format(linear: nn.Module) -> str:
-    """"awq", "fp8" or "16-bit": what `_row_gemv` streams for `linear` (the L2 prefetch budget depends on it)."""
+    """"awq", "fp8" or "16-bit": what `_row_gemv` streams for `linear` (the L2 prefetch budget and the GEMV chain's
+    edges depend on it)."""
     if hasattr(linear, "qweight"):
         return "awq"
     return "fp8" if linear.weight.element_size() == 1 else "16-bit"
