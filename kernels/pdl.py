@@ -161,10 +161,10 @@ def kernel_options(device: torch.device, wanted: bool | None = None) -> dict:
     return {"PDL": True, "launch_pdl": True} if on else {}
 
 
-def gemv_chain(device: torch.device, fp8: bool) -> frozenset[str]:
-    """The projections whose batch-1 Triton GEMV (FP8 or 16-bit weights) lets the next one start early on `device`
-    (`GEMV_CHAIN`)."""
-    return GEMV_CHAIN["fp8" if fp8 else "16-bit"] if capable(device) else frozenset()
+def gemv_chain(device: torch.device, weight_format: str) -> frozenset[str]:
+    """The projections whose batch-1 Triton GEMV lets the next one start early on `device` (`GEMV_CHAIN`), for layers
+    of `weight_format` ("fp8", "16-bit"; others, e.g. AWQ with its own early triggers, have none)."""
+    return GEMV_CHAIN.get(weight_format, frozenset()) if capable(device) else frozenset()
 
 
 def chained_after(chain: frozenset[str], gemv: str) -> bool | None:

@@ -125,7 +125,7 @@ class LlamaDecoderLayer(nn.Module):
         attn, mlp = self.self_attn, self.mlp
         from kernels import pdl  # here, not at import: the CPU image has no Triton (kernels/__init__)
 
-        chain = pdl.gemv_chain(stream.device, fp8=_weight_format(mlp.down_proj) == "fp8")
+        chain = pdl.gemv_chain(stream.device, _weight_format(mlp.down_proj))
         # Early-KV attention (kernels/decode_attention.py) starts reading the KV cache while qkv streams.
         qkv = _row_gemv(attn.qkv_proj, stream, norm_weight=self.input_layernorm.weight,
                         eps=self.input_layernorm.eps, bias=attn.qkv_proj.bias,

@@ -36,7 +36,7 @@ def test_pdl_is_off_without_a_hopper_gpu(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(pdl, "O_AFTER_ATTENTION", True)
     monkeypatch.setattr(pdl, "GEMV_CHAIN", pdl._gemv_chain_setting("o,gate_up,down"))
     assert not pdl.early_kv_enabled(cpu) and not pdl.o_after_attention(cpu)
-    assert pdl.gemv_chain(cpu, fp8=True) == pdl.gemv_chain(cpu, fp8=False) == frozenset()
+    assert pdl.gemv_chain(cpu, "fp8") == pdl.gemv_chain(cpu, "16-bit") == frozenset()
     assert pdl.trigger_options(cpu, True) == {} and pdl.kernel_options(cpu, True) == {}
 
 
