@@ -64,16 +64,25 @@ def engine_inputs(mode: str, n: int, k: int):
     return x, gamma, residual, kw
 
 
-def configs(quick: bool, n: int, k: int) -> list[AwqCudaConfig]:
+def chain_variants(cfg: AwqCudaConfig) -> list[AwqCudaConfig]:
+    """`cfg` with its group loop's mma chain split in 2 and 4, each with and without the early refill."""
+    return [cfg._replace(split=split, early_refill=early) for split in (2, 4) for early in (False, True)]
+
+
+def configs(quick: bool, n: int, k: int, chains: bool = False) -> list[AwqCudaConfig]:
+    if chains:  # every (tiles, warps) of the usual range with every mma chain setting, as PDL launches
+        return [AwqCudaConfig(t, w, 2, True, split, early)
+                for t, w, split, early in itertools.product((1, 2), (8, 16), (1, 2, 4), (False, True))]
     if quick:
-        return [default_config(n, k), default_config(n, k)._replace(pdl=True)]
+        base = default_config(n, k)._replace(split=1, early_refill=False)
+        return [base, base._replace(pdl=True), *chain_variants(base._replace(pdl=True))]
     sweep = [AwqCudaConfig(t, w, d) for t, w, d in itertools.product((1, 2, 4), (8, 16), (2, 4))]
     # programmatic dependent launch of the default config: back to back in the graph, each launch's weight loads
     # overlap the previous one's tail (an upper bound for the engine, where x depends on the kernel before)
-    return sweep + [default_config(n, k)._replace(pdl=True)]
+    return sweep + [default_config(n, k)._replace(pdl=True), *chain_variants(default_config(n, k)._replace(pdl=True))]
 
 
-def bench_shape(name: str, n: int, k: int, mode: str, quick: bool) -> dict:
+def bench_shape(name: str, n: int, k: int, mode: str, quick: bool, chains: bool = False) -> dict:
     awq_bytes = k * n // 2 + (k // GROUP) * n * 2.5
     copies = max(2, math.ceil((256 << 20) / awq_bytes))
     awq = [_awq_copy(k, n) for _ in range(copies)]
@@ -89,8 +98,9 @@ def bench_shape(name: str, n: int, k: int, mode: str, quick: bool) -> dict:
     row["triton_us"] = round(bench_us(lambda: [awq_gemv(x, *w, GROUP, locks=locks, **kw) for w in awq],
                                       calls_per_graph=1) / len(awq), 2)
     best = None
-    for cfg in configs(quick, n, k):
-        key = f"mma_{cfg.tiles}_{cfg.warps}_{cfg.depth}{'_pdl' if cfg.pdl else ''}"
+    for cfg in configs(quick, n, k, chains):
+        key = (f"mma_{cfg.tiles}_{cfg.warps}_{cfg.depth}{'_pdl' if cfg.pdl else ''}"
+               f"{f'_s{cfg.split}' if cfg.split > 1 else ''}{'e' if cfg.early_refill else ''}")
         try:
             row[f"{key}_err"] = (awq_gemv_cuda(x, mma[0], cfg, **kw).float().squeeze(0) - ref).abs().max().item()
             row[f"{key}_us"] = round(bench_us(lambda cfg=cfg: [awq_gemv_cuda(x, w, cfg, **kw) for w in mma],
@@ -133,7 +143,9 @@ def main() -> None:
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--rows", default="", help="comma-separated batch sizes: time awq_gemm_cuda against the "
                         "Triton GEMM and dequantize + cuBLAS instead of the batch-1 sweep (e.g. 2,4,8,16,64)")
-    parser.add_argument("--quick", action="store_true", help="the default config with and without PDL instead of the 13-config sweep")
+    parser.add_argument("--quick", action="store_true", help="the default config with and without PDL, and its split mma chains, instead of the sweep")
+    parser.add_argument("--chains", action="store_true", help="sweep tiles 1-2 x warps 8-16 x every mma chain "
+                        "setting (split 1, 2, 4; early refill or not) instead")
     ns = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("awq_cuda_bench.py: needs a CUDA GPU")
@@ -153,7 +165,7 @@ def main() -> None:
     for name, n, k, mode in shapes(ns.model):
         if name == "lm_head":
             continue
-        row = bench_shape(name, n, k, mode, ns.quick)
+        row = bench_shape(name, n, k, mode, ns.quick, ns.chains)
         print("AWQ_MMA " + json.dumps(row), flush=True)
         for key in [k_.removesuffix("_us") for k_ in row if k_.startswith("mma_") and k_.endswith("_us")]:
             print(f"  {name:8} {key:28} {row[key + '_us']:8.2f} us {row[key + '_tbs']:6.3f} TB/s "

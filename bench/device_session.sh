@@ -658,6 +658,27 @@ for s in "$@"; do
     s24b) stage s24b-chain 200 python3 bench/step_ab.py --switch gemv-chain --quantizations fp8,bf16 --rounds 3 \
             --reps 100 --gemv-chain "gate_up;down;o;gate_up,down"
           stage s24b-ratios 170 bash -c 'ratio_runs ":0:" "fp8::fp8" "awq::fp8"' ;;
+    # Twenty-fifth session: the AWQ GEMV's group loop with its mma chain split (kernels/awq_gemv_cuda.py CHAINS):
+    # per GEMV, then in the engine's step, the kernel tests with the split configs, then the ratios at the default.
+    s25a) stage s25a-bench 200 python3 bench/awq_cuda_bench.py --quick
+          stage s25a-step 240 python3 bench/step_ab.py --switch awq-chains --quantizations awq --rounds 3 --reps 100 \
+            --awq-chains "2;2e;4e"
+          stage s25a-tests 120 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf $XDIST \
+            tests/kernels/test_awq_gemv_cuda.py -k "reference or graph or pdl_chain" ;;
+    # Call 2: the per-class chains (qkv / o 4 accumulators, down 2 with the early refill) in the step, the engine's
+    # AWQ GPU tests at the new default, then the ratios: bf16, AWQ + FP8 head at the new default twice and with one
+    # chain everywhere (the old kernel) once, FP8 + FP8 head, bf16 again.
+    s25b) stage s25b-step 150 python3 bench/step_ab.py --switch awq-chains --quantizations awq --rounds 3 --reps 100 \
+            --awq-chains "4,1,2e;4,2,2e;4e,1,2e"
+          stage s25b-engine-tests 200 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf tests/engine/test_gpu_awq.py
+          stage s25b-ratios 330 bash -c 'ratio_runs ":0:" "awq::fp8"; TESSERA_AWQ_CUDA_CHAINS=1 ratio_runs "awq::fp8";
+            ratio_runs "awq::fp8" "fp8::fp8" ":0:"' ;;
+    # Call 3: tiles x warps x chain settings per GEMV (does splitting the chain move the best tiles / warps?).
+    s25c) stage s25c-sweep 400 python3 bench/awq_cuda_bench.py --chains ;;
+    # H200: the default chains against one chain in the step, then the ratios at today's defaults.
+    s25d) stage s25d-step 120 python3 bench/step_ab.py --switch awq-chains --quantizations awq --rounds 3 --reps 100 \
+            --awq-chains "4,2,2e"
+          stage s25d-ratios 200 bash -c 'ratio_runs ":0:" "awq::fp8" "fp8::fp8"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

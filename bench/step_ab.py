@@ -30,6 +30,9 @@ Switches:
 - `awq-early-trigger`: the CUDA AWQ batch-1 GEMVs of each `--awq-early-trigger` set of projections let the next
   GEMV start as their CTAs start (on), or none do (off; kernels/awq_gemv_cuda.py `EARLY_TRIGGER`); one row per set,
   only with `--quantizations awq`. The dependents wait for the whole grid before reading x: bit-identical.
+- `awq-chains`: the CUDA AWQ batch-1 GEMVs with their group loop's mma chains split as each `--awq-chains` value
+  says (`TESSERA_AWQ_CUDA_CHAINS` syntax, e.g. `4,1,2e`; kernels/awq_gemv_cuda.py `CHAINS`) against one chain
+  everywhere (off); one row per value, only with `--quantizations awq`. The fp32 sums change order: logits may differ in the last bits.
 - `l2-prefetch`: batch-1 layers prefetch o's weights and gate_up's first rows into L2 beside attention
   (kernels/l2_prefetch.py); "off" is no prefetch, "on" each `--l2-prefetch-mb` budget with each
   `--l2-prefetch-shapes` grid (programs x bytes per prefetch instruction), one row per pair.
@@ -47,6 +50,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import itertools
 import json
 import os
 import statistics
@@ -72,6 +76,7 @@ LONG_SPLIT_DEFAULT = decode_attention_module.LONG_SPLIT_FROM
 FUSED_ROTARY_DEFAULT = triton_backend.FUSED_DECODE_ROTARY
 AWQ_PDL_DEFAULT = awq_gemv_cuda.PDL
 AWQ_EARLY_TRIGGER_DEFAULT = awq_gemv_cuda.EARLY_TRIGGER
+AWQ_CHAINS_DEFAULT = awq_gemv_cuda.CHAINS
 FP8_TAIL_DEFAULT = fp8_layer_tail.ENABLED
 EARLY_KV_DEFAULT = pdl.EARLY_KV
 O_PDL_DEFAULT = pdl.O_AFTER_ATTENTION
@@ -81,6 +86,8 @@ L2_PREFETCH_DEFAULT = (l2_prefetch.BUDGET_OVERRIDE_MB, l2_prefetch.PROGRAMS, l2_
 l2_prefetch_on = L2_PREFETCH_DEFAULT
 # The `awq-early-trigger` projections under test, set per row by main().
 early_trigger_on: frozenset[str] = frozenset()
+# The `awq-chains` setting under test against one chain everywhere, set per row by main().
+awq_chains_on = awq_gemv_cuda.parse_chains("1")
 
 
 def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
@@ -108,6 +115,8 @@ def _set_switch(switch: str, on: bool | None, runner: ModelRunner) -> None:
     elif switch == "awq-early-trigger":
         awq_gemv_cuda.EARLY_TRIGGER = (AWQ_EARLY_TRIGGER_DEFAULT if on is None else early_trigger_on if on
                                        else frozenset())
+    elif switch == "awq-chains":
+        awq_gemv_cuda.CHAINS = AWQ_CHAINS_DEFAULT if on is None else awq_chains_on if on else awq_gemv_cuda.parse_chains("1")
     elif switch == "l2-prefetch":
         setting = L2_PREFETCH_DEFAULT if on is None else l2_prefetch_on if on else (0.0, *L2_PREFETCH_DEFAULT[1:])
         l2_prefetch.BUDGET_OVERRIDE_MB, l2_prefetch.PROGRAMS, l2_prefetch.CHUNK = setting
@@ -155,11 +164,11 @@ def _runner(model: str, quantization: str, batch_size: int, max_context: int) ->
 
 
 def main() -> None:
-    global l2_prefetch_on, early_trigger_on
+    global l2_prefetch_on, early_trigger_on, awq_chains_on
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--switch", choices=["pdl", "long-split", "fused-rotary", "awq-pdl", "fp8-cuda",
                                                  "fp8-tail", "l2-prefetch", "early-kv", "o-pdl",
-                                                 "awq-early-trigger", "gemv-chain"], required=True)
+                                                 "awq-early-trigger", "gemv-chain", "awq-chains"], required=True)
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--quantizations", default="bf16", help="comma-separated: bf16, fp8, awq")
     parser.add_argument("--contexts", type=int, nargs="+", default=[640])
@@ -173,11 +182,14 @@ def main() -> None:
                         help="awq-early-trigger: semicolon-separated sets of projections, e.g. 'o,down;o;down'")
     parser.add_argument("--gemv-chain", default="o,gate_up,down",
                         help="gemv-chain: semicolon-separated sets of projections, e.g. 'gate_up;down;o,gate_up,down'")
+    parser.add_argument("--awq-chains", default="4,2,2e",
+                        help="awq-chains: semicolon-separated TESSERA_AWQ_CUDA_CHAINS values, each against 1: '4,2,2e;2e'")
     ns = parser.parse_args()
     # One row per (l2-prefetch setting, early-trigger projections of awq-early-trigger / gemv-chain) pair; the other
     # switches have one row.
     no_l2 = (None, None, None)
     settings: list[tuple[tuple, frozenset[str]]] = [(no_l2, frozenset())]
+    chains: list[str | None] = [None]
     if ns.switch == "l2-prefetch":
         try:
             shapes = [tuple(int(v) for v in shape.split("x")) for shape in ns.l2_prefetch_shapes.split(",")]
@@ -196,11 +208,18 @@ def main() -> None:
             parser.error(str(e))
         if not all(projections for _, projections in settings):
             parser.error(f"{flag}: every set names at least one projection")
+    if ns.switch == "awq-chains":
+        try:
+            chains = [value.strip() for value in ns.awq_chains.split(";")]
+            for value in chains:
+                awq_gemv_cuda.parse_chains(value, "--awq-chains")
+        except ValueError as e:
+            parser.error(str(e))
     if min(ns.contexts) < 2:
         parser.error("--contexts: at least 2 tokens each")
     if ns.batch_size < 1:
         parser.error("--batch-size: at least 1")
-    if ns.switch in ("awq-pdl", "awq-early-trigger") and ns.quantizations.replace(" ", "") != "awq":
+    if ns.switch in ("awq-pdl", "awq-early-trigger", "awq-chains") and ns.quantizations.replace(" ", "") != "awq":
         parser.error(f"--switch {ns.switch}: only with --quantizations awq")
     if ns.switch in ("fp8-cuda", "fp8-tail") and ns.quantizations.replace(" ", "") != "fp8":
         parser.error(f"--switch {ns.switch}: only with --quantizations fp8")
@@ -212,8 +231,10 @@ def main() -> None:
     for q in ns.quantizations.split(","):
         runner = _runner(ns.model, q.strip(), ns.batch_size, max(ns.contexts))
         for context in ns.contexts:
-            for l2_prefetch_on, early_trigger_on in settings:
+            for (l2_prefetch_on, early_trigger_on), chain in itertools.product(settings, chains):
+                awq_chains_on = awq_gemv_cuda.parse_chains(chain or "1")
                 row = {"switch": ns.switch, "quantization": q.strip(),
+                       **({"awq_chains": chain} if chain else {}),
                        **({"l2_prefetch": dict(zip(("mb", "programs", "chunk"), l2_prefetch_on))}
                           if l2_prefetch_on[0] else {}),
                        **({"early_trigger": sorted(early_trigger_on)} if early_trigger_on else {}),
@@ -227,7 +248,7 @@ def main() -> None:
           f"{'max |dlogit|':>12} {'repeat':>8}")
     for r in rows:
         setting = ("{mb:g}MB {programs}x{chunk}".format(**r["l2_prefetch"]) if "l2_prefetch" in r
-                   else ",".join(r["early_trigger"]) if "early_trigger" in r else "-")
+                   else ",".join(r["early_trigger"]) if "early_trigger" in r else r.get("awq_chains", "-"))
         print(f"{r['quantization']:8} {setting:>14} {r['batch_size']:5d} {r['context']:7d} {r['off_ms']:8.4f} "
               f"{r['on_ms']:8.4f} {r['delta_pct']:7.2f}% {r['logits_max_diff']:12.3g} {r['logits_repeat_diff']:8.3g}")
     if any(r["logits_repeat_diff"] != 0 for r in rows):

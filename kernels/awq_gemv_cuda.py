@@ -40,6 +40,42 @@ PDL = os.environ.get("TESSERA_AWQ_CUDA_PDL", "1") != "0"
 # comma-separated "o", "gate_up", "down"; "none" for none. Read at each forward, so graphs keep what they captured.
 EARLY_TRIGGER_PROJECTIONS = ("o", "gate_up", "down")
 
+# The group loop's mma chains (`AwqCudaConfig.split` / `early_refill`, the .cu file's SPLIT / EARLY_REFILL) per
+# shape class of `default_config`: "narrow" (one 16-row tile per CTA: qkv, o), "wide" (N >= 16384, two tiles: gate_up),
+# "long" (K > 8192, 16 warps: down); each (accumulators per tile and group, whether a ring slot's next group is
+# requested before the group's mmas). H100, 8B (bench/results/2026-12-07-s25-h100/): GEMVs alone (`bench/
+# awq_cuda_bench.py --chains`) qkv 8.91 -> 8.37 us at 4 accumulators, o 6.24 -> 6.00 at 4 (6.35 with the early
+# refill), gate_up 27.02 -> 26.86 at 2 (slower at 4 or with the early refill: 110-121 registers, 2 CTAs per SM instead
+# of 3), down 15.74 -> 15.07 at 2 with the early refill; the engine's step -1.73 % (`bench/step_ab.py --switch
+# awq-chains`); AWQ + FP8 head single stream 453.3 -> 460.0-460.8 tok/s. Env TESSERA_AWQ_CUDA_CHAINS: one setting
+# for all ("2e") or narrow,wide,long ("4,2,2e"); a setting is 1, 2 or 4, with "e" for the early refill; "1" is the
+# kernel before. Read at each launch, so graphs keep what they captured.
+CHAIN_CLASSES = ("narrow", "wide", "long")
+CHAIN_SPLITS = (1, 2, 4)
+Chains = dict[str, tuple[int, bool]]
+
+
+def chain_class(n: int, k: int) -> str:
+    """The shape class of an [n, k] weight whose `default_config` CHAINS picks the mma chains for."""
+    return "long" if k > 8192 else "wide" if n >= 16384 else "narrow"
+
+
+def parse_chains(value: str, env: str = "TESSERA_AWQ_CUDA_CHAINS") -> Chains:
+    """'2e' -> every class (2, True); '4,1,2e' -> narrow (4, False), wide (1, False), long (2, True); anything
+    else raises ValueError naming `env`."""
+    parts = [part.strip() for part in value.split(",")]
+    settings = []
+    for part in parts:
+        split = int(part.removesuffix("e")) if part.removesuffix("e").isdigit() else 0
+        if split not in CHAIN_SPLITS or len(parts) not in (1, len(CHAIN_CLASSES)):
+            raise ValueError(f"{env}: {value!r}: one setting or three ({', '.join(CHAIN_CLASSES)}), each "
+                             f"{', '.join(map(str, CHAIN_SPLITS))} with an optional 'e' (early refill), e.g. 4,1,2e")
+        settings.append((split, part.endswith("e")))
+    return dict(zip(CHAIN_CLASSES, settings * len(CHAIN_CLASSES) if len(settings) == 1 else settings))
+
+
+CHAINS = parse_chains(os.environ.get("TESSERA_AWQ_CUDA_CHAINS", "4,2,2e"))
+
 
 def parse_early_trigger(value: str, env: str = "TESSERA_AWQ_EARLY_TRIGGER") -> frozenset[str]:
     """'o,down' -> {'o', 'down'}; 'none' or '' -> {}; an unknown name raises ValueError naming `env` and the known
@@ -68,6 +104,8 @@ class AwqCudaConfig(NamedTuple):
     warps: int = 8  # warps per CTA, splitting K by groups
     depth: int = 2  # groups of weights in flight per warp
     pdl: bool = False  # programmatic dependent launch (sm_90+): weight loads overlap the previous kernel's tail
+    split: int = 1  # independent mma accumulators per tile and group (1, 2, 4): a chain of 8 / split mmas
+    early_refill: bool = False  # request a ring slot's next group before the group's mmas (more registers)
 
 
 class AwqCudaWeights(NamedTuple):
@@ -137,8 +175,9 @@ def default_config(n: int, k: int) -> AwqCudaConfig:
     per CTA, 16 for the long K of down (15.5 vs 18.0 us: more of its 112 groups in flight per CTA, and its
     SiLU prologue shared by more rows); 2 tiles per CTA for the wide gate_up (23.7 vs 26.7 us) and for down;
     depth 2 ties or beats 4 everywhere."""
-    return AwqCudaConfig(tiles=2 if n >= 16384 or k > 8192 else 1, warps=16 if k > 8192 else 8, depth=2,
-                         pdl=PDL)
+    split, early = CHAINS[chain_class(n, k)]
+    return AwqCudaConfig(tiles=2 if n >= 16384 or k > 8192 else 1, warps=16 if k > 8192 else 8, depth=2, pdl=PDL,
+                         split=split, early_refill=early)
 
 
 def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | None = None, *,
@@ -163,7 +202,7 @@ def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | No
     pdl, trigger = cfg.pdl and hopper, trigger_dependents and hopper
     expr = (f"awq_gemv_mma<{cfg.tiles}, {cfg.warps}, {cfg.depth}, {prologue}, {str(bias is not None).lower()}, "
             f"{str(residual is not None).lower()}, {str(x.dtype == torch.bfloat16).lower()}, {str(pdl).lower()}, "
-            f"{str(trigger).lower()}>")
+            f"{str(trigger).lower()}, {cfg.split}, {str(cfg.early_refill).lower()}>")
     fn = cuda_rtc.get_function("awq_gemv.cu", expr, x.device)
     out = torch.empty((1, n), dtype=x.dtype, device=x.device)
     groups = k // GROUP

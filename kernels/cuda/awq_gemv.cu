@@ -43,8 +43,12 @@ __device__ __forceinline__ u32 nibbles(u32 q, u32 magic2) {
 // kernel that wrote x, and the next kernel may launch once this one's K loop is done - or, with TRIGGER, as the
 // programs start (the qkv GEMV before the early-KV decode attention, kernels/pdl.py; o, gate_up and down before the
 // next GEMV, kernels/awq_gemv_cuda.py EARLY_TRIGGER), whether or not this is a PDL launch.
+// SPLIT (1, 2 or 4): independent accumulators per tile and group, the k steps dealt round-robin, so a group's
+// mma chain is 8 / SPLIT dependent mmas long. The warp issues in order, so its next group's weight requests (after
+// the chain's last mma) otherwise wait out ~7 mma latencies per group. EARLY_REFILL: a group's words are copied out
+// of their ring slot and the slot's next group requested before the group's mmas (one slot's registers more).
 template <int NT, int WARPS, int DEPTH, int PROLOGUE, bool HAS_BIAS, bool ADD_RESIDUAL, bool BF16, bool PDL = false,
-          bool TRIGGER = false>
+          bool TRIGGER = false, int SPLIT = 1, bool EARLY_REFILL = false>
 __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
     const u16* __restrict__ x, const u16* __restrict__ gamma, const uint4* __restrict__ qweight,
     const u32* __restrict__ scale_zero, const u16* __restrict__ bias, const u16* __restrict__ residual,
@@ -99,31 +103,49 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
       const int i = i0 + d;
       if (i < ng) {
         const int G = gbeg + i;
-        float acc[NT][4];
+        uint4 w[NT][2];
+        u32 sz[NT][2];
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+        for (int nt = 0; nt < NT; ++nt) {
+          w[nt][0] = wbuf[d][nt][0];
+          w[nt][1] = wbuf[d][nt][1];
+          sz[nt][0] = szbuf[d][nt][0];
+          sz[nt][1] = szbuf[d][nt][1];
+        }
+        if (EARLY_REFILL && i + DEPTH < ng) { AWQ_LOAD_GROUP(d, G + DEPTH) }
+        float acc[SPLIT][NT][4];
+#pragma unroll
+        for (int s = 0; s < SPLIT; ++s)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) acc[s][nt][0] = acc[s][nt][1] = acc[s][nt][2] = acc[s][nt][3] = 0.f;
         const u32* xg = xs + (G << 6);
 #pragma unroll
         for (int t = 0; t < 8; ++t) {
           const u32 b0 = xg[t * 8 + c], b1 = xg[t * 8 + 4 + c];  // x[16t + 2c, +1], x[16t + 8 + 2c, +1]
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) {
-            const u32 q = word_of(wbuf[d][nt][t >> 2], t & 3);
-            H::mma(acc[nt], nibbles(q, H::MAGIC2), nibbles(q >> 4, H::MAGIC2), nibbles(q >> 8, H::MAGIC2),
-                   nibbles(q >> 12, H::MAGIC2), b0, b1);
+            const u32 q = word_of(w[nt][t >> 2], t & 3);
+            H::mma(acc[t % SPLIT][nt], nibbles(q, H::MAGIC2), nibbles(q >> 4, H::MAGIC2),
+                   nibbles(q >> 8, H::MAGIC2), nibbles(q >> 12, H::MAGIC2), b0, b1);
           }
         }
+#pragma unroll
+        for (int s = 1; s < SPLIT; ++s)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            acc[0][nt][0] += acc[s][nt][0];
+            acc[0][nt][2] += acc[s][nt][2];
+          }
         const float xs_g = xsum[G];
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
           for (int r = 0; r < 2; ++r) {  // rows g (d[0]) and g + 8 (d[2])
-            const u32 sz = szbuf[d][nt][r];
-            const float s = H::f32((u16)(sz & 0xffffu)), zb = H::f32((u16)(sz >> 16));
-            total[nt][r] += s * (acc[nt][2 * r] - zb * xs_g);
+            const float s = H::f32((u16)(sz[nt][r] & 0xffffu)), zb = H::f32((u16)(sz[nt][r] >> 16));
+            total[nt][r] += s * (acc[0][nt][2 * r] - zb * xs_g);
           }
         }
-        if (i + DEPTH < ng) { AWQ_LOAD_GROUP(d, G + DEPTH) }
+        if (!EARLY_REFILL && i + DEPTH < ng) { AWQ_LOAD_GROUP(d, G + DEPTH) }
       }
     }
   }

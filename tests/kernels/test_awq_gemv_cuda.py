@@ -77,6 +77,11 @@ def test_kernel_builds_for_sm90_with_nvrtc() -> None:
                 f"{str(res).lower()}, {str(bf16).lower()}>")
         cubin, lowered = compile_cubin(source, expr, "sm_90")
         assert cubin[:4] == b"\x7fELF" and lowered.startswith("_Z12awq_gemv_mma"), expr
+    # the split mma chains, with and without the early refill (kernels/awq_gemv_cuda.py CHAINS)
+    for split in (1, 2, 4):
+        for early in ("false", "true"):
+            expr = f"awq_gemv_mma<2, 16, 2, 2, false, true, true, true, true, {split}, {early}>"
+            assert compile_cubin(source, expr, "sm_90")[0][:4] == b"\x7fELF", expr
     for expr in ("awq_gemm_small<1, 8, 2, true>", "awq_gemm_small<2, 16, 4, false>", "awq_gemm_small<2, 8, 2, true, 2>",
                  "awq_gemm_small<1, 16, 2, false, 4>"):
         assert compile_cubin(source, expr, "sm_90")[0][:4] == b"\x7fELF", expr
@@ -129,8 +134,11 @@ def gemv_inputs(mode: str, n: int, k: int, dtype: torch.dtype):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("mode", ["plain", "rms", "silu"])
 @pytest.mark.parametrize("shape_cfg", [((4096, 6144), AwqCudaConfig()), ((384, 48), AwqCudaConfig(tiles=2)),
-                                       ((1792, 4096), AwqCudaConfig(warps=4, depth=2))],
-                         ids=["qkv-8b", "ragged", "down-like"])
+                                       ((1792, 4096), AwqCudaConfig(warps=4, depth=2)),
+                                       ((4096, 6144), AwqCudaConfig(split=2, early_refill=True)),
+                                       ((384, 48), AwqCudaConfig(tiles=2, split=2)),
+                                       ((1792, 4096), AwqCudaConfig(warps=4, depth=2, split=4, early_refill=True))],
+                         ids=["qkv-8b", "ragged", "down-like", "qkv-8b-split2e", "ragged-split2", "down-like-split4e"])
 def test_awq_gemv_cuda_matches_reference_gpu(dtype, mode, shape_cfg) -> None:
     """Against x' @ dequant(W) in fp32 (x' rounded as the unfused prologue rounds): within a few 16-bit
     roundings of the output, also for a CTA past the last row (48 rows, 2 tiles per CTA) and warps with no
@@ -262,3 +270,19 @@ def test_early_trigger_env_parses_projection_names() -> None:
     assert parse_early_trigger(" o, down ,") == {"o", "down"}
     with pytest.raises(ValueError, match="unknown projection.*qkv.*known: o, gate_up, down \\(or none\\)"):
         parse_early_trigger("o,qkv")
+
+
+def test_chains_env_parses_split_and_early_refill(monkeypatch) -> None:
+    from kernels import awq_gemv_cuda
+    from kernels.awq_gemv_cuda import default_config, parse_chains
+
+    assert parse_chains(" 2e ") == dict.fromkeys(("narrow", "wide", "long"), (2, True))
+    assert parse_chains("4,1,2e") == {"narrow": (4, False), "wide": (1, False), "long": (2, True)}
+    for bad in ("3", "e", "2x", "", "4,1", "4,1,2,2"):
+        with pytest.raises(ValueError, match="TESSERA_AWQ_CUDA_CHAINS.*narrow, wide, long.*1, 2, 4"):
+            parse_chains(bad)
+    # each 8B projection gets its class's setting: qkv / o narrow, gate_up wide, down long
+    monkeypatch.setattr(awq_gemv_cuda, "CHAINS", parse_chains("4,2,1e"))
+    assert default_config(6144, 4096)[4:] == default_config(4096, 4096)[4:] == (4, False)
+    assert default_config(28672, 4096)[4:] == (2, False)
+    assert default_config(4096, 14336)[4:] == (1, True)
