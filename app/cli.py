@@ -75,9 +75,13 @@ def _serve(ns: argparse.Namespace) -> int:
 
 def _admin(ns: argparse.Namespace) -> int:
     if ns.admin_command == "reset-password":
-        from app.admin.cli import reset_password
+        from app.admin.cli import NoDatabaseError, reset_password
 
-        password = reset_password(ns.data_dir, ns.database_url)
+        try:
+            password = reset_password(ns.data_dir, ns.database_url)
+        except NoDatabaseError as exc:
+            print(f"tessera admin reset-password: error: {exc}", file=sys.stderr)
+            return 2
         print(f"new admin password: {password}")
         print(f"(also written to {os.path.join(ns.data_dir, 'admin_password')}; it must be changed at next login)")
         return 0

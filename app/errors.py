@@ -6,6 +6,7 @@ validation errors, unknown routes and unexpected exceptions (which never leak a 
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -80,10 +81,26 @@ def as_api_error(exc: BaseException) -> APIError | None:
 
 def _loc_to_param(loc: tuple[Any, ...] | list[Any]) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    # pydantic appends the union member's type name ("str", "list[int]") to the path; drop it.
+    # pydantic appends the union member's type name ("str", "list[int]", or a model class such as
+    # "NamedToolChoice") to the path; drop it.
     parts = [p for p in parts if not any(ch in p for ch in "[]()") and p not in {"str", "int", "float", "bool",
-                                                                                "list", "dict", "function-after"}]
+                                                                                "list", "dict", "function-after"}
+             and p not in _model_class_names()]
     return ".".join(parts) or None
+
+
+@functools.cache
+def _model_class_names() -> frozenset[str]:
+    """Names of the request models a union member's tag can be (the app's pydantic models, loaded by now)."""
+    from pydantic import BaseModel
+
+    names, todo = set(), list(BaseModel.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if cls.__module__.startswith("app."):
+            names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return frozenset(names)
 
 
 def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
@@ -106,6 +123,8 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     return (f"{param}: {msg}" if param else msg), param
 
+
+_CODE_BY_STATUS = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 _REASON_BY_STATUS = {400: "invalid_request", 401: "unauthorized", 403: "unauthorized", 404: "not_found",
                      405: "invalid_request", 413: "too_large", 422: "invalid_request", 429: "rate_limited",
@@ -145,7 +164,12 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if status == 404:
             message = "Not found: no such route."
-        return JSONResponse(error_body(message, _TYPE_BY_STATUS.get(status, "invalid_request_error"), None, status),
+        elif status == 400 and message == "There was an error parsing the body":
+            # Starlette's own parse failure (e.g. JSON nested past the parser's recursion limit)
+            message = "request body is not valid JSON (or nests too deeply to parse)"
+        # OpenAI's `code` is a string or null, never the HTTP status
+        return JSONResponse(error_body(message, _TYPE_BY_STATUS.get(status, "invalid_request_error"), None,
+                                       _CODE_BY_STATUS.get(status)),
                             status_code=status, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -95,12 +95,18 @@ def check_prompt(input_ids: list[int], max_new_tokens: int, model_info: dict[str
     if bad is not None:
         raise bad_request(f"token id {bad} is outside the vocabulary (size {vocab})", param)
     limit = model_info.get("max_context_length")
+    if limit and len(input_ids) >= limit:
+        # The engine needs a position past the prompt even for max_tokens 0 (the prefill samples the next token).
+        raise APIError(
+            400, f"This model's maximum context length is {limit} tokens. However, the prompt has {len(input_ids)} "
+                 f"tokens, and a prompt must be shorter than the context. Please reduce the prompt.",
+            param=param, code="context_length_exceeded")
     if limit and len(input_ids) + max_new_tokens > limit:
         raise APIError(
             400, f"This model's maximum context length is {limit} tokens. However, you requested "
                  f"{len(input_ids) + max_new_tokens} tokens ({len(input_ids)} in the prompt, {max_new_tokens} "
                  f"for the completion). Please reduce the prompt or {max_tokens_param}.",
-            param=param if len(input_ids) >= limit else max_tokens_param, code="context_length_exceeded")
+            param=max_tokens_param, code="context_length_exceeded")
 
 
 def check_request_fields(fn: Any, *args: Any) -> None:

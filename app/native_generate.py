@@ -71,12 +71,9 @@ async def _prepare(ctx: AppContext, scope: GenScope, body: GenerateRequest, item
     groups: dict[str, set[str]] = {}  # client rid -> engine rids, registered only once every check passed
     for item, ids in zip(items, all_ids, strict=True):
         sampling = parse_sampling(item.sampling, vocab_size=vocab)
-        # As SGLang does: the prompt must fit, and max_new_tokens is clipped to the room left.
+        # As SGLang does: the prompt must be shorter than the context, and max_new_tokens is clipped to the room left.
         check_prompt(ids, 0, client.model_info, param, "max_new_tokens")
-        room = remaining_context(ids, client.model_info)
-        if room < 1 and sampling.max_new_tokens > 0:
-            check_prompt(ids, 1, client.model_info, param, "max_new_tokens")
-        sampling.max_new_tokens = min(sampling.max_new_tokens, room)
+        sampling.max_new_tokens = min(sampling.max_new_tokens, remaining_context(ids, client.model_info))
         sampling.min_new_tokens = min(sampling.min_new_tokens, sampling.max_new_tokens)
         check_request_fields(check_logprob_args, item.return_logprob, item.logprob_start_len, item.top_logprobs_num,
                              len(ids), vocab)

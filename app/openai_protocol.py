@@ -207,13 +207,21 @@ class ChatCompletionRequest(_SamplingFields):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True
 
-    @model_validator(mode="after")
-    def _check(self) -> ChatCompletionRequest:
-        if self.top_logprobs and not self.logprobs:
-            raise ValueError("top_logprobs requires logprobs: true")
-        if self.continue_final_message and self.messages[-1].role != "assistant":
-            raise ValueError("continue_final_message needs a final assistant message")
-        return self
+    # field validators, not the model's, so the error's `param` names the field (logprobs / messages come first)
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_needs_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v and not info.data.get("logprobs"):
+            raise ValueError("requires logprobs: true")
+        return v
+
+    @field_validator("continue_final_message")
+    @classmethod
+    def _continue_needs_assistant(cls, v: bool, info: ValidationInfo) -> bool:
+        messages = info.data.get("messages")
+        if v and messages and messages[-1].role != "assistant":
+            raise ValueError("needs a final assistant message")
+        return v
 
     @property
     def requested_max_tokens(self) -> int | None:

@@ -367,5 +367,23 @@ class ServerArgs:
                             "(FlashInfer has no float32 kernels); use triton for float32")
         if self.device == "cpu" and self.attention_backend in ("triton", "flashinfer", "hybrid"):
             raise ArgsError(f"--attention-backend {self.attention_backend} needs a CUDA device; use torch_native on CPU")
-        if self.load_format != "dummy" and not os.path.exists(self.model_path):
-            raise ArgsError(f"--model-path {self.model_path!r} does not exist")
+        if self.load_format != "dummy":
+            _check_model_dir(self.model_path)
+
+
+def _check_model_dir(model_path: str) -> None:
+    """A model directory must hold a config.json that parses as a JSON object: checked with the other flags, so a
+    wrong path fails in one line before anything is written or any weights load (the full config is read later,
+    by transformers)."""
+    if not os.path.exists(model_path):
+        raise ArgsError(f"--model-path {model_path!r} does not exist")
+    config = os.path.join(model_path, "config.json")
+    if not os.path.isdir(model_path) or not os.path.isfile(config):
+        raise ArgsError(f"--model-path {model_path!r} is not a model directory (no config.json in it)")
+    try:
+        with open(config, encoding="utf-8") as f:
+            parsed = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ArgsError(f"--model-path {model_path!r}: config.json is not valid JSON ({exc})".splitlines()[0]) from None
+    if not isinstance(parsed, dict):
+        raise ArgsError(f"--model-path {model_path!r}: config.json is not a JSON object")

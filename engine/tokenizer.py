@@ -15,9 +15,17 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises many types; the operator needs one line
         raise TokenizerLoadError(f"cannot load tokenizer from {path!r}: {exc}".splitlines()[0]) from None
+    # The server checks lengths against the context itself (a 400 naming the prompt); transformers' own
+    # "sequence length is longer than the specified maximum" warning on every over-long prompt is log noise.
+    tokenizer.model_max_length = LARGE_MAX_LENGTH
+    return tokenizer
+
+
+# What HF itself sets when a tokenizer config names no limit.
+LARGE_MAX_LENGTH = int(1e30)
 
 
 def eos_token_ids(tokenizer, hf_config) -> list[int]:

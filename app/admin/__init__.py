@@ -14,8 +14,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app.admin.context import WEB_DIR, AdminContext
@@ -30,6 +32,7 @@ from app.admin.deps import (
 )
 from app.admin.gate import Admission, GateError, KeyGate
 from app.admin.runtime import PREFIX
+from app.errors import validation_message
 
 __all__ = [
     "DEPLOYMENT_FIELDS",
@@ -83,6 +86,7 @@ def _attach(app: FastAPI, ctx: AdminContext, *, close_on_shutdown: bool) -> None
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(WEB_DIR / "static")), name="admin-static")
     app.add_exception_handler(AdminError, admin_error_handler)
     app.add_exception_handler(LoginRedirect, login_redirect_handler)
+    _admin_shaped_validation_errors(app)
     if not close_on_shutdown:
         return
     inner = app.router.lifespan_context
@@ -96,6 +100,23 @@ def _attach(app: FastAPI, ctx: AdminContext, *, close_on_shutdown: bool) -> None
                 ctx.close()
 
     app.router.lifespan_context = lifespan
+
+
+def _admin_shaped_validation_errors(app: FastAPI) -> None:
+    """A request the console's models refuse (a wrong type: `rpm: "lots"`, a path id that is not a number) is an
+    admin error like the console's own checks (`invalid_request`, the field in `fields`; a flash on htmx pages);
+    other routes keep the app's handler (the OpenAI error shape on the API port, FastAPI's own on a bare app)."""
+    previous = app.exception_handlers.get(RequestValidationError, request_validation_exception_handler)
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        if not request.url.path.startswith(PREFIX + "/"):
+            return await previous(request, exc)
+        message, param = validation_message(list(exc.errors()))
+        return await admin_error_handler(request, AdminError(400, message, "invalid_request",
+                                                             fields={param: message} if param else None))
+
+    app.add_exception_handler(RequestValidationError, handler)
 
 
 def _in_schema(router: Any) -> bool:

@@ -95,6 +95,13 @@ async def test_validation_of_key_requests(console) -> None:
         assert r.status_code in (400, 422), body
     r = await c.post("/admin/api/keys", headers=h, json={"name": "x", "tpm": 10**13})
     assert r.status_code == 400 and r.json()["error"]["message"] == "tpm must be at most 1000000000000 (null: unlimited)"
+    # Wrong types and path ids come back in the console's error shape too, with the field named.
+    r = await c.post("/admin/api/keys", headers=h, json={"name": "x", "rpm": "lots"})
+    err = r.json()["error"]
+    assert r.status_code == 400 and (err["type"], err["code"]) == ("admin_error", "invalid_request"), err
+    assert list(err["fields"]) == ["rpm"] and err["message"].startswith("rpm: "), err
+    r = await c.get("/admin/api/keys/abc")
+    assert r.status_code == 400 and r.json()["error"]["type"] == "admin_error", r.text
     assert (await c.get("/admin/api/keys")).json()["keys"] == []
 
 

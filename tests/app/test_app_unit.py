@@ -57,7 +57,11 @@ def test_validation_errors_name_the_parameter(tiny_llama) -> None:
             ({"model": tiny_llama, **CHAT, "functions": [{}]}, "functions"),
             ({"model": tiny_llama, **CHAT, "foo": 1}, "foo"),
             ({"model": tiny_llama, **CHAT, "min_tokens": 9}, "min_tokens"),
-            ({"model": tiny_llama, **CHAT, "top_logprobs": 2}, None),
+            ({"model": tiny_llama, **CHAT, "top_logprobs": 2}, "top_logprobs"),
+            ({"model": tiny_llama, **CHAT, "continue_final_message": True}, "continue_final_message"),
+            # the Responses API's tool_choice shape: the field is named, not the union member's model class
+            ({"model": tiny_llama, **CHAT, "tools": [{"type": "function", "function": {"name": "f"}}],
+              "tool_choice": {"type": "function", "name": "f"}}, "tool_choice.name"),
             ({"model": tiny_llama, "messages": [{"role": "function", "content": "x"}]}, "messages.0.role"),
             ({"model": tiny_llama, "messages": [{"role": "tool", "content": "x"}]}, "messages.0"),
             ({"model": tiny_llama, "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
@@ -74,6 +78,13 @@ def test_validation_errors_name_the_parameter(tiny_llama) -> None:
         err = assert_openai_error(h.http.post("/v1/completions", json={"model": tiny_llama, "prompt": "x",
                                                                         "max_tokens": 600}), 400)
         assert err["code"] == "context_length_exceeded" and "600" in err["message"] and "512" in err["message"]
+        # A prompt as long as the context is refused before the engine even with max_tokens 0 (the engine keeps a
+        # position for the next token): a 400 naming the prompt, on the OpenAI and the native routes alike.
+        for path, body in (("/v1/completions", {"model": tiny_llama, "prompt": [5] * 512, "max_tokens": 0}),
+                           ("/generate", {"input_ids": [5] * 512, "sampling_params": {"max_new_tokens": 0}})):
+            err = assert_openai_error(h.http.post(path, json=body), 400)
+            assert err["code"] == "context_length_exceeded" and err["param"] in ("prompt", "input_ids"), err
+            assert "the prompt has 512 tokens" in err["message"], err
         err = assert_openai_error(h.http.post("/v1/completions", json={"model": tiny_llama, "prompt": "x",
                                                                         "suffix": "y"}), 400)
         assert err["message"] == "suffix: not supported" and err["param"] == "suffix"
@@ -87,6 +98,19 @@ def test_validation_errors_name_the_parameter(tiny_llama) -> None:
         # null for an unimplemented OpenAI parameter is "not asking for it".
         assert h.http.post("/v1/chat/completions", json={"model": tiny_llama, **CHAT, "tools": None,
                                                          "user": "u1"}).status_code == 200
+
+
+def test_routing_and_parse_errors_are_openai_shaped(tiny_llama) -> None:
+    """404 / 405 and a body Starlette cannot parse: OpenAI's error object with a string `code` (never the status)."""
+    with running_app(tiny_llama) as h:
+        err = assert_openai_error(h.http.get("/v1/no-such-route"), 404)
+        assert (err["type"], err["code"]) == ("not_found_error", "not_found")
+        err = assert_openai_error(h.http.delete("/v1/chat/completions"), 405)
+        assert err["code"] == "method_not_allowed"
+        nested = "[" * 100_000 + "]" * 100_000
+        err = assert_openai_error(h.http.post("/v1/completions", content=nested,
+                                              headers={"content-type": "application/json"}), 400)
+        assert err["message"].startswith("request body is not valid JSON") and err["code"] is None, err
 
 
 def test_streaming_keeps_multibyte_characters_whole(tiny_llama) -> None:

@@ -35,6 +35,16 @@ def test_bad_flags_one_line_exit_2(argv, needle) -> None:
     assert time.monotonic() - t0 < 30  # nothing heavy loaded
 
 
+def test_model_path_without_config_exits_2_before_writing_the_data_dir(tmp_path) -> None:
+    """An existing directory that holds no model is a flag error like a missing path: one line, exit 2, and the
+    data dir (database, secret key, admin password) is not created."""
+    data_dir = tmp_path / "data"
+    res = _run("serve", "--model-path", str(tmp_path), "--data-dir", str(data_dir))
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "is not a model directory" in lines[0], res.stderr
+    assert not data_dir.exists()
+
+
 def test_help_lists_server_flags() -> None:
     res = _run("serve", "--help")
     assert res.returncode == 0
@@ -43,6 +53,14 @@ def test_help_lists_server_flags() -> None:
 
 
 def test_admin_reset_password(tmp_path) -> None:
+    # A data dir without the console database (a mistyped path): one line, exit 2, nothing created.
+    res = _run("admin", "reset-password", "--data-dir", str(tmp_path / "typo"))
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "no console database" in lines[0], res.stderr
+    assert not (tmp_path / "typo").exists()
+    from app.db.database import Database
+
+    Database.open(str(tmp_path)).close()  # what the server's first start creates
     res = _run("admin", "reset-password", "--data-dir", str(tmp_path))
     assert res.returncode == 0, res.stderr
     password = res.stdout.split("new admin password: ", 1)[1].split()[0]

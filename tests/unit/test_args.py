@@ -32,6 +32,25 @@ def test_invalid_args_fail_with_one_line(kwargs, fragment, tiny_llama):
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("layout,fragment", [
+    ("empty-dir", "is not a model directory (no config.json in it)"),
+    ("a-file", "is not a model directory (no config.json in it)"),
+    ("bad-json", "config.json is not valid JSON"),
+    ("json-list", "config.json is not a JSON object"),
+])
+def test_model_path_that_is_not_a_model_fails_with_one_line(tmp_path, layout, fragment):
+    path = tmp_path / "model"
+    if layout == "a-file":
+        path.write_text("not a model")
+    else:
+        path.mkdir()
+        if layout != "empty-dir":
+            (path / "config.json").write_text("{not json" if layout == "bad-json" else "[1, 2]")
+    with pytest.raises(ArgsError) as err:
+        ServerArgs(model_path=str(path))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
 def test_cli_flags_map_to_fields(tiny_llama):
     parser = argparse.ArgumentParser()
     add_cli_args(parser)

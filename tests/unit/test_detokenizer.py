@@ -25,3 +25,32 @@ def test_stop_string_helpers():
     assert trim_stop_string("abc", ["x"]) == ("abc", None)
     assert hold_back_partial_stop("the end\n", ["\n\n"]) == "the end"
     assert hold_back_partial_stop("the end", ["\n\n"]) == "the end"
+
+
+def test_loaded_tokenizer_does_not_warn_on_long_prompts(tiny_llama, tmp_path):
+    """The server bounds prompts by the context itself; transformers' per-prompt length warning is noise in the
+    log. The model's tokenizer is given a 16-token model_max_length so a short text crosses it."""
+    import json
+    import logging
+    import shutil
+
+    from transformers.utils import logging as hf_logging
+
+    from engine.tokenizer import load_tokenizer
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_llama, model)
+    config = model / "tokenizer_config.json"
+    data = json.loads(config.read_text()) if config.exists() else {}
+    config.write_text(json.dumps({**data, "model_max_length": 16}))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    hf_logger = hf_logging.get_logger("transformers")
+    hf_logger.addHandler(handler)
+    try:
+        ids = load_tokenizer(str(model)).encode("word " * 200)
+    finally:
+        hf_logger.removeHandler(handler)
+    assert len(ids) > 16
+    assert not [r for r in records if "sequence length is longer" in r.getMessage()], records

@@ -28,6 +28,7 @@ def test_capture_sizes_reach_the_default_max() -> None:
 
 
 def test_flag_defaults_to_auto_and_explicit_values_are_checked(tmp_path) -> None:
+    (tmp_path / "config.json").write_text("{}")  # a model directory, as far as the flags' checks look
     model = str(tmp_path)
     assert ServerArgs(model_path=model).cuda_graph_max_bs is None
     assert ServerArgs(model_path=model, cuda_graph_max_bs=64).cuda_graph_max_bs == 64
