@@ -28,6 +28,7 @@ from bench.awq_bench import DTYPE, GROUP, _awq_copy  # noqa: E402
 from bench.gemv_bench import shapes  # noqa: E402
 from bench.kernels_bench import bench_us  # noqa: E402
 from engine.quant.awq import dequantize_awq  # noqa: E402
+from kernels import awq_gemv_cuda as awq_gemv_cuda_module  # noqa: E402
 from kernels.awq_gemm import awq_dequantize, awq_gemm  # noqa: E402
 from kernels.awq_gemv import awq_gemv, gemv_locks  # noqa: E402
 from kernels.awq_gemv_cuda import (  # noqa: E402
@@ -37,6 +38,8 @@ from kernels.awq_gemv_cuda import (  # noqa: E402
     default_config,
     repack_awq_for_cuda,
 )
+
+SMALL_CHAINS_DEFAULT = awq_gemv_cuda_module.SMALL_CHAINS
 
 
 def prologue_ref(x: torch.Tensor, mode: str, gamma: torch.Tensor, eps: float) -> torch.Tensor:
@@ -116,9 +119,11 @@ def bench_shape(name: str, n: int, k: int, mode: str, quick: bool, chains: bool 
     return row
 
 
-def bench_rows(name: str, n: int, k: int, rows: list[int]) -> dict:
+def bench_rows(name: str, n: int, k: int, rows: list[int], small_splits: list[int] | None = None) -> dict:
     """Small batches (no prologue): `awq_gemm_cuda` (8 rows per weight pass) against the Triton GEMM and
-    dequantize + cuBLAS, us per call; max error of the CUDA kernel against the fp32 reference."""
+    dequantize + cuBLAS, us per call; max error of the CUDA kernel against the fp32 reference. With
+    `small_splits`: the CUDA kernel only, once per split of every shape class
+    (`awq_gemv_cuda.SMALL_CHAINS`; cuda_{m}_s{split}_us)."""
     awq_bytes = k * n // 2 + (k // GROUP) * n * 2.5
     copies = max(2, math.ceil((256 << 20) / awq_bytes))
     awq = [_awq_copy(k, n) for _ in range(copies)]
@@ -128,6 +133,14 @@ def bench_rows(name: str, n: int, k: int, rows: list[int]) -> dict:
     for m in rows:
         x = torch.randn(m, k, device="cuda").to(DTYPE)
         ref = x.float() @ dequantize_awq(*awq[0], GROUP).float()
+        if small_splits:
+            for split in small_splits:
+                awq_gemv_cuda_module.SMALL_CHAINS = awq_gemv_cuda_module.parse_chains(str(split))
+                row[f"cuda_{m}_s{split}_err"] = (awq_gemm_cuda(x, mma[0]).float() - ref).abs().max().item()
+                row[f"cuda_{m}_s{split}_us"] = round(bench_us(lambda x=x: [awq_gemm_cuda(x, w) for w in mma],
+                                                              calls_per_graph=1) / len(mma), 2)
+            awq_gemv_cuda_module.SMALL_CHAINS = SMALL_CHAINS_DEFAULT
+            continue
         row[f"cuda_{m}_err"] = (awq_gemm_cuda(x, mma[0]).float() - ref).abs().max().item()
         row[f"cuda_{m}_us"] = round(bench_us(lambda x=x: [awq_gemm_cuda(x, w) for w in mma], calls_per_graph=1)
                                     / len(mma), 2)
@@ -146,10 +159,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the default config with and without PDL, and its split mma chains, instead of the sweep")
     parser.add_argument("--chains", action="store_true", help="sweep tiles 1-2 x warps 8-16 x every mma chain "
                         "setting (split 1, 2, 4; early refill or not) instead")
+    parser.add_argument("--small-splits", default="", help="with --rows: time only the CUDA kernel, once per "
+                        "comma-separated split (1, 2, 4: mma chains of one-column-group launches, every shape class)")
     ns = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("awq_cuda_bench.py: needs a CUDA GPU")
     print(json.dumps({"device": torch.cuda.get_device_name()}))
+    if ns.rows and ns.small_splits:
+        sizes, splits = [int(v) for v in ns.rows.split(",")], [int(v) for v in ns.small_splits.split(",")]
+        for name, n, k, _ in shapes(ns.model):
+            if name != "lm_head":
+                r = bench_rows(name, n, k, sizes, splits)
+                print("AWQ_ROWS " + json.dumps(r), flush=True)
+                for m in sizes:
+                    print(f"{name:8} {m:5d} " + " ".join(f"s{s_}={r[f'cuda_{m}_s{s_}_us']:.2f}" for s_ in splits))
+        return
     if ns.rows:
         sizes = [int(v) for v in ns.rows.split(",")]
         print(f"{'op':8} {'rows':>5} {'cuda us':>9} {'triton us':>10} {'dequant us':>11} {'cuda err':>9}")

@@ -679,6 +679,31 @@ for s in "$@"; do
     s25d) stage s25d-step 120 python3 bench/step_ab.py --switch awq-chains --quantizations awq --rounds 3 --reps 100 \
             --awq-chains "4,2,2e"
           stage s25d-ratios 200 bash -c 'ratio_runs ":0:" "awq::fp8" "fp8::fp8"' ;;
+    # The small-batch kernel (2-8 rows: one column group) with its chains split, then its kernel tests.
+    s25g) stage s25g-rows 150 python3 bench/awq_cuda_bench.py --rows 2,4,8 --small-splits 1,2,4
+          stage s25g-tests 120 python3 -m pytest -q -m gpu -o addopts="" --tb=short -rf $XDIST \
+            tests/kernels/test_awq_gemv_cuda.py -k "small_batch" ;;
+    # Twenty-sixth session: where the batch-1 step waits (bench/step_timeline.py: per-kernel advance of the
+    # stream's end in graph replays), bf16 / FP8 + FP8 head / AWQ + FP8 head at 640 tokens.
+    s26a) stage s26a-timeline 240 bash -c 'for e in "{}" "{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}" \
+            "{\"quantization\": \"awq\", \"lm_head_quantization\": \"fp8\"}"; do
+            python3 bench/step_timeline.py --engine-args "$e"; done' ;;
+    # The FP8 step's attention waits ~2.6 us per layer longer than bf16's (s26a): early KV on / off in both formats,
+    # then FP8 qkv tiles ("rows lean warps [maxnreg]") and early-KV register caps that change how soon the attention's
+    # programs find room beside the qkv GEMV's.
+    s26b) stage s26b-timeline 480 bash -c 'F="{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}"
+            python3 bench/step_timeline.py --engine-args "$F"
+            TESSERA_DECODE_EARLY_KV=0 python3 bench/step_timeline.py --engine-args "$F"
+            python3 bench/step_timeline.py
+            TESSERA_DECODE_EARLY_KV=0 python3 bench/step_timeline.py
+            TESSERA_DECODE_EARLY_KV_MAXNREG=128 python3 bench/step_timeline.py --engine-args "$F"
+            dev=$(python3 -c "import torch; p = torch.cuda.get_device_properties(0); print(f\"{p.name}/{p.multi_processor_count}sm\")")
+            for t in "8 1 4 0 0" "16 1 4 0 0" "16 1 4 0 128" "16 1 4 128 128" "8 2 4 96 0" "8 2 4 96 128"; do set -- $t
+              echo "{\"$dev\": {\"6144x4096\": {\"block_n\": $1, \"block_k\": $((256 * $3)), \"num_warps\": $3,
+                \"num_stages\": 1, \"split_k\": 1, \"lean\": $2, \"maxnreg\": $4}}}" > /tmp/qkv.json
+              echo "qkv tile: rows $1 lean $2 warps $3 maxnreg $4; early-KV maxnreg $5"
+              TESSERA_DECODE_EARLY_KV_MAXNREG=$5 TESSERA_FP8_GEMV_TUNED=/tmp/qkv.json python3 bench/step_timeline.py \
+                --engine-args "$F"; done' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

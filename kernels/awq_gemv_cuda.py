@@ -219,6 +219,16 @@ def awq_gemv_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | No
 # Rows of x per `awq_gemm_small` launch: up to 4 mmas (8 B columns each) share one decoded weight fragment.
 # Env TESSERA_AWQ_CUDA_MAX_GROUPS=1 restores one 8-row group per weight pass (the kernel measured on 2026-12-05).
 MAX_GROUPS = max(1, min(4, int(os.environ.get("TESSERA_AWQ_CUDA_MAX_GROUPS") or 4)))
+# Accumulators per tile and group in `awq_gemm_small` launches of one column group (2-8 rows), where each weight
+# fragment feeds one mma chain (and one x-sum chain); several column groups already give several chains. Per shape
+# class, as CHAINS (no early refill in this kernel). H100, 8B (`bench/awq_cuda_bench.py --rows 2,4,8 --small-splits
+# 1,2,4`, 2026-12-07, bench/results/2026-12-07-s26-h100/): gate_up 32.40 -> 26.28 us at 2 rows (2 chains), down
+# 18.46 -> 13.87 (2), o 6.97 -> 6.60 (4), qkv 7.90 -> 8.04 (4; 8.82 at 2); a layer's four GEMVs -16.6 / -16.3 /
+# -12.9 % at 2 / 4 / 8 rows. Env TESSERA_AWQ_CUDA_SMALL_CHAINS: one setting or narrow,wide,long ("1" is the kernel
+# before). Read at each launch.
+SMALL_CHAINS = parse_chains(os.environ.get("TESSERA_AWQ_CUDA_SMALL_CHAINS", "4,2,2"), "TESSERA_AWQ_CUDA_SMALL_CHAINS")
+if any(early for _, early in SMALL_CHAINS.values()):
+    raise ValueError("TESSERA_AWQ_CUDA_SMALL_CHAINS: the small-batch kernel has no early refill ('e')")
 MAX_COLUMNS = 8 * MAX_GROUPS
 SMALL_SHARED_LIMIT = 48 * 1024  # the kernel's static partial sums: warps x tiles x 16 rows x 8 x groups x fp32
 
@@ -228,6 +238,16 @@ def _small_config(cfg: AwqCudaConfig, groups: int) -> AwqCudaConfig:
     while cfg.tiles > 1 and cfg.warps * cfg.tiles * TILE_N * 8 * groups * 4 > SMALL_SHARED_LIMIT:
         cfg = cfg._replace(tiles=cfg.tiles // 2)
     return cfg
+
+
+def small_instance(n: int, k: int, rows: int, bf16: bool, config: AwqCudaConfig | None = None) -> tuple[str, AwqCudaConfig]:
+    """The `awq_gemm_small` instance (and its config) that takes `rows` (1..MAX_COLUMNS) rows of x for an [n, k]
+    weight: 8 rows per column group, the mma chains split per SMALL_CHAINS where one group is all there is."""
+    groups = -(-rows // 8)
+    groups = 4 if groups == 3 else groups  # instances for 1, 2 and 4 groups only
+    cfg = _small_config(config or default_config(n, k), groups)
+    split = SMALL_CHAINS[chain_class(n, k)][0] if groups == 1 else 1
+    return (f"awq_gemm_small<{cfg.tiles}, {cfg.warps}, {cfg.depth}, {str(bf16).lower()}, {groups}, {split}>", cfg)
 
 
 def awq_gemm_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | None = None) -> torch.Tensor:
@@ -242,11 +262,8 @@ def awq_gemm_cuda(x: torch.Tensor, w: AwqCudaWeights, config: AwqCudaConfig | No
     out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
     for m0 in range(0, x.shape[0], MAX_COLUMNS):
         rows = min(MAX_COLUMNS, x.shape[0] - m0)
-        groups = -(-rows // 8)
-        groups = 4 if groups == 3 else groups  # instances for 1, 2 and 4 groups only
-        cfg = _small_config(config or default_config(n, k), groups)
-        fn = cuda_rtc.get_function("awq_gemv.cu", f"awq_gemm_small<{cfg.tiles}, {cfg.warps}, {cfg.depth}, "
-                                                  f"{str(x.dtype == torch.bfloat16).lower()}, {groups}>", x.device)
+        instance, cfg = small_instance(n, k, rows, x.dtype == torch.bfloat16, config)
+        fn = cuda_rtc.get_function("awq_gemv.cu", instance, x.device)
         grid = (-(-n // (TILE_N * cfg.tiles)), 1, 1)
         fn.launch(grid, (32 * cfg.warps, 1, 1), 0,
                   [ctypes.c_void_p(x[m0].data_ptr()), ctypes.c_void_p(w.qweight.data_ptr()),

@@ -77,6 +77,9 @@ LONG_SPLIT_LEN = 128
 # 64 rows. The early kernel takes 207 registers (sm_90); capped at 128 (so it fits beside three AWQ qkv programs) it
 # was no faster (bench/RESULTS.md, 2026-12-06).
 EARLY_ROWS = 64
+# Registers per thread of the early-KV launch (0: the compiler's 207 on sm_90). A cap lets its programs share an SM
+# with the qkv GEMV's programs sooner (bench/NOTES.md, twenty-sixth session). Env TESSERA_DECODE_EARLY_KV_MAXNREG.
+EARLY_MAXNREG = int(os.environ.get("TESSERA_DECODE_EARLY_KV_MAXNREG") or 0)
 LONG_SPLIT_FROM = int(os.environ.get("TESSERA_DECODE_LONG_SPLIT_FROM") or 1024)
 
 
@@ -364,6 +367,7 @@ def decode_attention(
         FP8_CONVERT=tiles.fp8_convert if fp8_as_fp16 else 0, ASM=int(q.device.type == "cuda"),
         num_warps=tiles.num_warps, num_stages=num_stages, ROTARY=rotary is not None, HALF=max(1, head_dim // 2),
         EARLY_N=min(block_n, EARLY_ROWS) if early_kv else 0, **pdl_meta,
+        **({"maxnreg": EARLY_MAXNREG} if early_kv and EARLY_MAXNREG and q.device.type == "cuda" else {}),
     )
     if single_pass:
         return out

@@ -168,7 +168,8 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemv_mma(
 // kernels), and x is read straight from global memory (L1 / L2: it is small) instead of shared memory, which could
 // not hold the rows of a long K. sum_k x[m, k] per group, for the zero-point correction, is one more mma per k
 // step and column group with an all-ones A.
-template <int NT, int WARPS, int DEPTH, bool BF16, int MG = 1>
+// SPLIT: as in awq_gemv_mma, the k steps dealt round-robin over SPLIT accumulators (and x-sums) per column group.
+template <int NT, int WARPS, int DEPTH, bool BF16, int MG = 1, int SPLIT = 1>
 __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
     const u16* __restrict__ x, const uint4* __restrict__ qweight, const u32* __restrict__ scale_zero,
     u16* __restrict__ out, int M, int N, int K) {
@@ -212,13 +213,16 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
       const int i = i0 + d;
       if (i < ng) {
         const int G = gbeg + i;
-        float acc[NT][MG][4], xsum[MG][4];
+        float acc[SPLIT][NT][MG][4], xsum[SPLIT][MG][4];
 #pragma unroll
-        for (int j = 0; j < MG; ++j) {
-          xsum[j][0] = xsum[j][1] = xsum[j][2] = xsum[j][3] = 0.f;
+        for (int sp = 0; sp < SPLIT; ++sp)
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt) acc[nt][j][0] = acc[nt][j][1] = acc[nt][j][2] = acc[nt][j][3] = 0.f;
-        }
+          for (int j = 0; j < MG; ++j) {
+            xsum[sp][j][0] = xsum[sp][j][1] = xsum[sp][j][2] = xsum[sp][j][3] = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+              acc[sp][nt][j][0] = acc[sp][nt][j][1] = acc[sp][nt][j][2] = acc[sp][nt][j][3] = 0.f;
+          }
 #pragma unroll
         for (int t = 0; t < 8; ++t) {
           u32 b0[MG], b1[MG];
@@ -227,7 +231,7 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
             const u32* xg = xrow[j] + (G << 6);
             b0[j] = live[j] ? __ldg(xg + t * 8 + c) : 0u;
             b1[j] = live[j] ? __ldg(xg + t * 8 + 4 + c) : 0u;
-            H::mma(xsum[j], ones2, ones2, ones2, ones2, b0[j], b1[j]);  // D[., m] = sum of x row m over 16 k
+            H::mma(xsum[t % SPLIT][j], ones2, ones2, ones2, ones2, b0[j], b1[j]);  // D[., m]: x row m over 16 k
           }
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) {
@@ -235,9 +239,20 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
             const u32 a0 = nibbles(q, H::MAGIC2), a1 = nibbles(q >> 4, H::MAGIC2), a2 = nibbles(q >> 8, H::MAGIC2),
                       a3 = nibbles(q >> 12, H::MAGIC2);
 #pragma unroll
-            for (int j = 0; j < MG; ++j) H::mma(acc[nt][j], a0, a1, a2, a3, b0[j], b1[j]);
+            for (int j = 0; j < MG; ++j) H::mma(acc[t % SPLIT][nt][j], a0, a1, a2, a3, b0[j], b1[j]);
           }
         }
+#pragma unroll
+        for (int sp = 1; sp < SPLIT; ++sp)
+#pragma unroll
+          for (int j = 0; j < MG; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              xsum[0][j][e] += xsum[sp][j][e];
+#pragma unroll
+              for (int nt = 0; nt < NT; ++nt) acc[0][nt][j][e] += acc[sp][nt][j][e];
+            }
+          }
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
@@ -246,8 +261,8 @@ __global__ void __launch_bounds__(WARPS * 32) awq_gemm_small(
             const float s = H::f32((u16)(sz & 0xffffu)), zb = H::f32((u16)(sz >> 16));
 #pragma unroll
             for (int j = 0; j < MG; ++j) {
-              total[nt][j][2 * r] += s * (acc[nt][j][2 * r] - zb * xsum[j][0]);
-              total[nt][j][2 * r + 1] += s * (acc[nt][j][2 * r + 1] - zb * xsum[j][1]);
+              total[nt][j][2 * r] += s * (acc[0][nt][j][2 * r] - zb * xsum[0][j][0]);
+              total[nt][j][2 * r + 1] += s * (acc[0][nt][j][2 * r + 1] - zb * xsum[0][j][1]);
             }
           }
         }

@@ -4,6 +4,8 @@ every prologue (GPU)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -83,7 +85,8 @@ def test_kernel_builds_for_sm90_with_nvrtc() -> None:
             expr = f"awq_gemv_mma<2, 16, 2, 2, false, true, true, true, true, {split}, {early}>"
             assert compile_cubin(source, expr, "sm_90")[0][:4] == b"\x7fELF", expr
     for expr in ("awq_gemm_small<1, 8, 2, true>", "awq_gemm_small<2, 16, 4, false>", "awq_gemm_small<2, 8, 2, true, 2>",
-                 "awq_gemm_small<1, 16, 2, false, 4>"):
+                 "awq_gemm_small<1, 16, 2, false, 4>", "awq_gemm_small<1, 8, 2, true, 1, 2>",
+                 "awq_gemm_small<2, 16, 2, false, 1, 4>"):
         assert compile_cubin(source, expr, "sm_90")[0][:4] == b"\x7fELF", expr
     # the programmatic-dependent-launch instances (griddepcontrol, sm_90 only; the second one lets the next launch
     # start as its programs start: the qkv GEMV before early-KV attention) and pre-Hopper builds without them
@@ -253,6 +256,26 @@ def test_awq_gemm_cuda_small_batch_gpu(dtype, rows, shape_cfg) -> None:
     assert out.shape == (rows, n) and bool(((out.float() - ref).abs() <= tol).all())
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("split", [2, 4])
+@pytest.mark.parametrize("rows", [2, 5, 8])
+@pytest.mark.parametrize("shape_cfg", [((4096, 6144), AwqCudaConfig()), ((1792, 4096), AwqCudaConfig(warps=16, tiles=2))],
+                         ids=["qkv-8b", "down-like"])
+def test_awq_gemm_cuda_small_batch_split_chains_gpu(monkeypatch, split, rows, shape_cfg) -> None:
+    """One column group (2-8 rows) with its mma and x-sum chains split (`SMALL_CHAINS`): the same reference."""
+    from kernels import awq_gemv_cuda
+
+    monkeypatch.setattr(awq_gemv_cuda, "SMALL_CHAINS", awq_gemv_cuda.parse_chains(str(split)))
+    (k, n), cfg = shape_cfg
+    awq = _awq(k, n, torch.bfloat16, "cuda", seed=rows + k)
+    torch.manual_seed(rows)
+    x = (torch.randn(rows, k, device="cuda") * 2).to(torch.bfloat16)
+    out = awq_gemm_cuda(x, repack_awq_for_cuda(*awq), cfg)
+    ref = _reference(x, "plain", None, None, awq)
+    tol = 2**-7 * ref.abs().amax(dim=1, keepdim=True)
+    assert out.shape == (rows, n) and bool(((out.float() - ref).abs() <= tol).all())
+
+
 def test_small_batch_config_fits_its_shared_memory() -> None:
     """Four column groups with 2 tiles x 16 warps would need 64 KB of static partial sums: one tile instead;
     configs that fit are kept."""
@@ -270,6 +293,30 @@ def test_early_trigger_env_parses_projection_names() -> None:
     assert parse_early_trigger(" o, down ,") == {"o", "down"}
     with pytest.raises(ValueError, match="unknown projection.*qkv.*known: o, gate_up, down \\(or none\\)"):
         parse_early_trigger("o,qkv")
+
+
+def test_small_batch_chains_per_shape_class(monkeypatch) -> None:
+    """2-8 rows (one column group) split the mma chains per shape class (default 4,2,2: qkv / o 4, gate_up 2,
+    down 2); more rows keep one chain per group; an early refill is refused (the small kernel has none)."""
+    import subprocess
+    import sys
+
+    from kernels import awq_gemv_cuda
+    from kernels.awq_gemv_cuda import parse_chains, small_instance
+
+    monkeypatch.setattr(awq_gemv_cuda, "SMALL_CHAINS", parse_chains("4,2,2"))
+    assert small_instance(6144, 4096, 2, True)[0].endswith(", true, 1, 4>")
+    assert small_instance(4096, 4096, 8, False)[0].endswith(", false, 1, 4>")
+    assert small_instance(28672, 4096, 5, True)[0].endswith(", 1, 2>")
+    assert small_instance(4096, 14336, 4, True)[0].endswith(", 1, 2>")
+    assert small_instance(28672, 4096, 16, True)[0].endswith(", 2, 1>")
+    assert small_instance(6144, 4096, 24, True)[0].endswith(", 4, 1>")
+    monkeypatch.setattr(awq_gemv_cuda, "SMALL_CHAINS", parse_chains("1"))
+    assert small_instance(28672, 4096, 2, True)[0].endswith(", 1, 1>")
+    env = {**os.environ, "TESSERA_AWQ_CUDA_SMALL_CHAINS": "2e"}
+    done = subprocess.run([sys.executable, "-c", "import kernels.awq_gemv_cuda"], env=env, capture_output=True,
+                          text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert done.returncode != 0 and "TESSERA_AWQ_CUDA_SMALL_CHAINS: the small-batch kernel has no early refill" in done.stderr
 
 
 def test_chains_env_parses_split_and_early_refill(monkeypatch) -> None:
