@@ -127,6 +127,9 @@ def _decode_stage1_kernel(
     split = tl.program_id(2)
 
     seq_len = tl.load(seq_lens_ptr + b).to(tl.int32)
+    # Requested with seq_len, before the split test that needs seq_len: the slot row it leads to is the next link of
+    # the chain of loads before the K/V rows (at batch 1 a chain of L2 / DRAM round trips, twenty-sixth session).
+    req_row = tl.load(req_pool_idx_ptr + b).to(tl.int64)
     num_splits, split_len = split_layout(seq_len, max_kv_splits, min_split_len, long_split_len, long_from)
     if SINGLE_PASS:
         # seq_len 0 (a padded row) has no split: program 0 still runs (empty loop) and writes zeros.
@@ -137,7 +140,6 @@ def _decode_stage1_kernel(
             return
     start = split * split_len
     end = tl.minimum(start + split_len, seq_len)
-    req_row = tl.load(req_pool_idx_ptr + b).to(tl.int64)
 
     offs_h = tl.arange(0, BLOCK_H)
     offs_d = tl.arange(0, BLOCK_D)
