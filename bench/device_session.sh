@@ -705,12 +705,12 @@ for s in "$@"; do
               TESSERA_DECODE_EARLY_KV_MAXNREG=$5 TESSERA_FP8_GEMV_TUNED=/tmp/qkv.json python3 bench/step_timeline.py \
                 --engine-args "$F"; done' ;;
     # The early-KV attention's first loads (seq_len and the request row together; kernels/decode_attention.py) in this
-    # tree against HEAD's kernel, then the early-KV / qkv-tile variants of s26b that matter most.
+    # tree against d17cec2 kernel (before it; the device .git holds the session start), then the early-KV / qkv-tile variants of s26b that matter most.
     s26c) stage s26c-timeline 420 bash -c 'F="{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}"
             echo "== tree"; python3 bench/step_timeline.py --engine-args "$F"; python3 bench/step_timeline.py
             cp kernels/decode_attention.py /tmp/decode_attention.new.py
-            git show HEAD:kernels/decode_attention.py > kernels/decode_attention.py
-            echo "== HEAD attention"; python3 bench/step_timeline.py --engine-args "$F"; python3 bench/step_timeline.py
+            git show d17cec2:kernels/decode_attention.py > kernels/decode_attention.py
+            echo "== attention before the hoist (d17cec2)"; python3 bench/step_timeline.py --engine-args "$F"; python3 bench/step_timeline.py
             cp /tmp/decode_attention.new.py kernels/decode_attention.py
             echo "== early KV off"; TESSERA_DECODE_EARLY_KV=0 python3 bench/step_timeline.py --engine-args "$F"
             TESSERA_DECODE_EARLY_KV=0 python3 bench/step_timeline.py
