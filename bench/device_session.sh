@@ -708,16 +708,14 @@ for s in "$@"; do
     # tree against the session-start kernel (d17cec2: the device's .git holds the session start), then the early-KV /
     # qkv-tile variants of s26b that matter most; then single streams (bf16, FP8 + FP8 head at the defaults, and FP8
     # with the FP8 variant whose step span was shortest, when it beat the default's by more than 0.5 %).
-    s26c) stage s26c-timeline 200 bash -c 'F="{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}"
+    s26c) stage s26c-timeline 170 bash -c 'F="{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}"
             echo "== tree"; python3 bench/step_timeline.py --engine-args "$F"; python3 bench/step_timeline.py
             cp kernels/decode_attention.py /tmp/decode_attention.new.py
             git show d17cec2:kernels/decode_attention.py > kernels/decode_attention.py
             echo "== attention before the hoist (d17cec2)"
             TESSERA_TIMELINE_TAG=before python3 bench/step_timeline.py --engine-args "$F"
-            TESSERA_TIMELINE_TAG=before python3 bench/step_timeline.py
             cp /tmp/decode_attention.new.py kernels/decode_attention.py
             echo "== early KV off"; TESSERA_DECODE_EARLY_KV=0 python3 bench/step_timeline.py --engine-args "$F"
-            TESSERA_DECODE_EARLY_KV=0 python3 bench/step_timeline.py
             dev=$(python3 -c "import torch; p = torch.cuda.get_device_properties(0); print(f\"{p.name}/{p.multi_processor_count}sm\")")
             i=0
             for t in "8 2 4 0 128" "16 1 4 0 0" "16 1 4 128 128" "8 1 4 0 0"; do set -- $t; i=$((i + 1))
@@ -726,7 +724,7 @@ for s in "$@"; do
               echo "== qkv tile: rows $1 lean $2 warps $3 maxnreg $4; early-KV maxnreg $5"
               TESSERA_DECODE_EARLY_KV_MAXNREG=$5 TESSERA_FP8_GEMV_TUNED=/tmp/qkv-$i.json python3 bench/step_timeline.py \
                 --engine-args "$F"; done'
-          stage s26c-ratios 120 bash -c 'best=$(python3 bench/step_timeline.py --best-variant "$OUT"/timeline-fp8-fp8-*.json \
+          stage s26c-ratios 110 bash -c 'best=$(python3 bench/step_timeline.py --best-variant "$OUT"/timeline-fp8-fp8-*.json \
             --baseline "$OUT"/timeline-fp8-fp8.json --min-gain 0.5); echo "best FP8 variant: ${best:-none}"
             ratio_runs ":0:"; env $best bash -c "ratio_runs fp8::fp8"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
