@@ -688,64 +688,6 @@ for s in "$@"; do
     s26a) stage s26a-timeline 240 bash -c 'for e in "{}" "{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}" \
             "{\"quantization\": \"awq\", \"lm_head_quantization\": \"fp8\"}"; do
             python3 bench/step_timeline.py --engine-args "$e"; done' ;;
-    # The FP8 step's attention waits ~2.6 us per layer longer than bf16's (s26a): early KV on / off in both formats,
-    # then FP8 qkv tiles ("rows lean warps [maxnreg]") and early-KV register caps that change how soon the attention's
-    # programs find room beside the qkv GEMV's.
-    s26b) stage s26b-timeline 480 bash -c 'F="{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}"
-            python3 bench/step_timeline.py --engine-args "$F"
-            TESSERA_DECODE_EARLY_KV=0 python3 bench/step_timeline.py --engine-args "$F"
-            python3 bench/step_timeline.py
-            TESSERA_DECODE_EARLY_KV=0 python3 bench/step_timeline.py
-            TESSERA_DECODE_EARLY_KV_MAXNREG=128 python3 bench/step_timeline.py --engine-args "$F"
-            dev=$(python3 -c "import torch; p = torch.cuda.get_device_properties(0); print(f\"{p.name}/{p.multi_processor_count}sm\")")
-            for t in "8 1 4 0 0" "16 1 4 0 0" "16 1 4 0 128" "16 1 4 128 128" "8 2 4 96 0" "8 2 4 96 128"; do set -- $t
-              echo "{\"$dev\": {\"6144x4096\": {\"block_n\": $1, \"block_k\": $((256 * $3)), \"num_warps\": $3,
-                \"num_stages\": 1, \"split_k\": 1, \"lean\": $2, \"maxnreg\": $4}}}" > /tmp/qkv.json
-              echo "qkv tile: rows $1 lean $2 warps $3 maxnreg $4; early-KV maxnreg $5"
-              TESSERA_DECODE_EARLY_KV_MAXNREG=$5 TESSERA_FP8_GEMV_TUNED=/tmp/qkv.json python3 bench/step_timeline.py \
-                --engine-args "$F"; done' ;;
-    # The early-KV attention's first loads (seq_len and the request row together; kernels/decode_attention.py) in this
-    # tree against the session-start kernel (d17cec2: the device's .git holds the session start), then the early-KV /
-    # qkv-tile variants of s26b that matter most; then single streams (bf16, FP8 + FP8 head at the defaults, and FP8
-    # with the FP8 variant whose step span was shortest, when it beat the default's by more than 0.5 %).
-    s26c) stage s26c-timeline 170 bash -c 'F="{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}"
-            echo "== tree"; python3 bench/step_timeline.py --engine-args "$F"; python3 bench/step_timeline.py
-            cp kernels/decode_attention.py /tmp/decode_attention.new.py
-            git show d17cec2:kernels/decode_attention.py > kernels/decode_attention.py
-            echo "== attention before the hoist (d17cec2)"
-            TESSERA_TIMELINE_TAG=before python3 bench/step_timeline.py --engine-args "$F"
-            cp /tmp/decode_attention.new.py kernels/decode_attention.py
-            echo "== early KV off"; TESSERA_DECODE_EARLY_KV=0 python3 bench/step_timeline.py --engine-args "$F"
-            dev=$(python3 -c "import torch; p = torch.cuda.get_device_properties(0); print(f\"{p.name}/{p.multi_processor_count}sm\")")
-            i=0
-            for t in "8 2 4 0 128" "16 1 4 0 0" "16 1 4 128 128" "8 1 4 0 0"; do set -- $t; i=$((i + 1))
-              echo "{\"$dev\": {\"6144x4096\": {\"block_n\": $1, \"block_k\": $((256 * $3)), \"num_warps\": $3,
-                \"num_stages\": 1, \"split_k\": 1, \"lean\": $2, \"maxnreg\": $4}}}" > /tmp/qkv-$i.json
-              echo "== qkv tile: rows $1 lean $2 warps $3 maxnreg $4; early-KV maxnreg $5"
-              TESSERA_DECODE_EARLY_KV_MAXNREG=$5 TESSERA_FP8_GEMV_TUNED=/tmp/qkv-$i.json python3 bench/step_timeline.py \
-                --engine-args "$F"; done'
-          stage s26c-ratios 110 bash -c 'best=$(python3 bench/step_timeline.py --best-variant "$OUT"/timeline-fp8-fp8-*.json \
-            --baseline "$OUT"/timeline-fp8-fp8.json --min-gain 0.5); echo "best FP8 variant: ${best:-none}"
-            ratio_runs ":0:"; env $best bash -c "ratio_runs fp8::fp8"' ;;
-    # s26c cut to what the session's last device minutes hold: the hoist against the session-start kernel, and the
-    # two co-residency variants (the default qkv tile with early KV capped at 128 registers; 16-row qkv programs capped
-    # at 128 with early KV capped at 128).
-    s26d) stage s26d-timeline 200 bash -c 'F="{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}"
-            echo "== tree"; python3 bench/step_timeline.py --engine-args "$F"
-            cp kernels/decode_attention.py /tmp/decode_attention.new.py
-            git show d17cec2:kernels/decode_attention.py > kernels/decode_attention.py
-            echo "== attention before the hoist (d17cec2)"
-            TESSERA_TIMELINE_TAG=before python3 bench/step_timeline.py --engine-args "$F"
-            cp /tmp/decode_attention.new.py kernels/decode_attention.py
-            dev=$(python3 -c "import torch; p = torch.cuda.get_device_properties(0); print(f\"{p.name}/{p.multi_processor_count}sm\")")
-            i=0
-            for t in "8 2 4 0 128" "16 1 4 128 128"; do set -- $t; i=$((i + 1))
-              echo "{\"$dev\": {\"6144x4096\": {\"block_n\": $1, \"block_k\": $((256 * $3)), \"num_warps\": $3,
-                \"num_stages\": 1, \"split_k\": 1, \"lean\": $2, \"maxnreg\": $4}}}" > /tmp/qkv-$i.json
-              echo "== qkv tile: rows $1 lean $2 warps $3 maxnreg $4; early-KV maxnreg $5"
-              TESSERA_DECODE_EARLY_KV_MAXNREG=$5 TESSERA_FP8_GEMV_TUNED=/tmp/qkv-$i.json python3 bench/step_timeline.py \
-                --engine-args "$F"; done
-            echo "== tree again"; python3 bench/step_timeline.py --engine-args "$F"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

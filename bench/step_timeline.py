@@ -82,44 +82,22 @@ def attribute(kernels: list[dict], steps: int, layers: int) -> tuple[dict, list[
     return rows, spans
 
 
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
-def best_variant(paths: list[str], baseline: str, min_gain_pct: float) -> str:
-    """The env settings of the timeline with the shortest median span among `paths` (runs tagged
-    TESSERA_TIMELINE_TAG are comparisons, not candidates), or "" if none beats `baseline` by `min_gain_pct`."""
-    def load(path: str) -> dict:
-        with open(path) as f:
-            return json.load(f)
-
-    base = _median(load(baseline)["spans_us"])
-    runs = [load(p) for p in paths]
-    runs = [r for r in runs if r.get("env") and "TESSERA_TIMELINE_TAG" not in r["env"]]
-    if not runs:
-        return ""
-    best = min(runs, key=lambda r: _median(r["spans_us"]))
-    return best["env"] if _median(best["spans_us"]) < base * (1 - min_gain_pct / 100) else ""
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="bench/models/llama-3.1-8b")
     parser.add_argument("--context", type=int, default=640)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--engine-args", default="{}")
-    parser.add_argument("--best-variant", nargs="+", metavar="JSON",
-                        help="no run: of these timeline files (written under $OUT), print the env settings of the one "
-                             "with the shortest median step span if it beats --baseline's by more than --min-gain %%")
-    parser.add_argument("--baseline")
-    parser.add_argument("--min-gain", type=float, default=0.5)
     ns = parser.parse_args()
-    if ns.best_variant:
-        if not ns.baseline:
-            parser.error("--best-variant needs --baseline")
-        print(best_variant(ns.best_variant, ns.baseline, ns.min_gain))
-        return
-    extra = json.loads(ns.engine_args)
+    try:
+        extra = json.loads(ns.engine_args)
+        assert isinstance(extra, dict)
+    except (ValueError, AssertionError):
+        parser.error(f"--engine-args: a JSON object, got {ns.engine_args!r}")
+    if ns.steps < 1 or ns.context < 2:
+        parser.error("--steps >= 1, --context >= 2")
+    if not torch.cuda.is_available():
+        sys.exit("step_timeline.py: needs a CUDA GPU")
     args = ServerArgs(model_path=ns.model, load_format="dummy", skip_tokenizer_init=True, attention_backend="triton",
                       cuda_graph_max_bs=1, max_running_requests=1, max_total_tokens=100_000,
                       context_length=max(8192, ns.context + 1), **extra)

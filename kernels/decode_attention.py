@@ -77,9 +77,6 @@ LONG_SPLIT_LEN = 128
 # 64 rows. The early kernel takes 207 registers (sm_90); capped at 128 (so it fits beside three AWQ qkv programs) it
 # was no faster (bench/RESULTS.md, 2026-12-06).
 EARLY_ROWS = 64
-# Registers per thread of the early-KV launch (0: the compiler's 207 on sm_90). A cap lets its programs share an SM
-# with the qkv GEMV's programs sooner (bench/NOTES.md, twenty-sixth session). Env TESSERA_DECODE_EARLY_KV_MAXNREG.
-EARLY_MAXNREG = int(os.environ.get("TESSERA_DECODE_EARLY_KV_MAXNREG") or 0)
 LONG_SPLIT_FROM = int(os.environ.get("TESSERA_DECODE_LONG_SPLIT_FROM") or 1024)
 
 
@@ -127,9 +124,6 @@ def _decode_stage1_kernel(
     split = tl.program_id(2)
 
     seq_len = tl.load(seq_lens_ptr + b).to(tl.int32)
-    # Requested with seq_len, before the split test that needs seq_len: the slot row it leads to is the next link of
-    # the chain of loads before the K/V rows (at batch 1 a chain of L2 / DRAM round trips, twenty-sixth session).
-    req_row = tl.load(req_pool_idx_ptr + b).to(tl.int64)
     num_splits, split_len = split_layout(seq_len, max_kv_splits, min_split_len, long_split_len, long_from)
     if SINGLE_PASS:
         # seq_len 0 (a padded row) has no split: program 0 still runs (empty loop) and writes zeros.
@@ -140,6 +134,7 @@ def _decode_stage1_kernel(
             return
     start = split * split_len
     end = tl.minimum(start + split_len, seq_len)
+    req_row = tl.load(req_pool_idx_ptr + b).to(tl.int64)
 
     offs_h = tl.arange(0, BLOCK_H)
     offs_d = tl.arange(0, BLOCK_D)
@@ -369,7 +364,6 @@ def decode_attention(
         FP8_CONVERT=tiles.fp8_convert if fp8_as_fp16 else 0, ASM=int(q.device.type == "cuda"),
         num_warps=tiles.num_warps, num_stages=num_stages, ROTARY=rotary is not None, HALF=max(1, head_dim // 2),
         EARLY_N=min(block_n, EARLY_ROWS) if early_kv else 0, **pdl_meta,
-        **({"maxnreg": EARLY_MAXNREG} if early_kv and EARLY_MAXNREG and q.device.type == "cuda" else {}),
     )
     if single_pass:
         return out

@@ -65,9 +65,6 @@ class Fp8GemvConfig(NamedTuple):
     # weights read as int32 words and the next chunk requested before this chunk's math (bytes in flight all the
     # time). 16-bit x, K % 4 == 0; elsewhere the config's lean / plain loop runs.
     ring: int = 0
-    # > 0: registers per thread capped at this (Triton's maxnreg), e.g. so that more programs, or another kernel's
-    # programs (the early-KV attention beside qkv), fit on an SM; 0: the compiler's choice.
-    maxnreg: int = 0
 
 
 @triton.jit
@@ -253,7 +250,6 @@ def fp8_gemv(
         NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, LEAN=0 if ring else lean, RING=ring,
         ASM=int(x.device.type == "cuda"), num_warps=cfg.num_warps, **pdl_meta,
         **trigger_options(x.device, trigger_dependents and split == 1),
-        **({"maxnreg": int(cfg.maxnreg)} if cfg.maxnreg and x.device.type == "cuda" else {}),
     )
     if split > 1:
         block = min(next_pow2(n), 1024)
