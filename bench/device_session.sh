@@ -688,6 +688,11 @@ for s in "$@"; do
     s26a) stage s26a-timeline 240 bash -c 'for e in "{}" "{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}" \
             "{\"quantization\": \"awq\", \"lm_head_quantization\": \"fp8\"}"; do
             python3 bench/step_timeline.py --engine-args "$e"; done' ;;
+    # Next: inside the early-KV attention (bench/attention_stamps.py: per-program %globaltimer at start, before and after
+    # the PDL wait, at the end), bf16 / FP8 + FP8 head / AWQ + FP8 head at 640 tokens. Prepared 2026-12-07, not run.
+    stamps) stage stamps 200 bash -c 'for e in "{}" "{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}" \
+              "{\"quantization\": \"awq\", \"lm_head_quantization\": \"fp8\"}"; do
+              python3 bench/attention_stamps.py --engine-args "$e"; done' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

@@ -63,6 +63,11 @@ from kernels.decode_rotary import (
 )
 from kernels.decode_tiles import DecodeTiles, launch_shape
 from kernels.pdl import wait_for_prior_kernel
+
+try:  # %globaltimer / %smid for the STAMPS debug hook (compiled only when it is set, on CUDA)
+    from triton.language.extra.cuda import globaltimer, smid
+except ImportError:  # a Triton without them: the hook stays unusable, nothing else changes
+    globaltimer = smid = None
 from kernels.rotary import RopeCache
 
 LOG2E = 1.4426950408889634
@@ -77,6 +82,11 @@ LONG_SPLIT_LEN = 128
 # 64 rows. The early kernel takes 207 registers (sm_90); capped at 128 (so it fits beside three AWQ qkv programs) it
 # was no faster (bench/RESULTS.md, 2026-12-06).
 EARLY_ROWS = 64
+# Debug hook for bench/attention_stamps.py (never set by the engine): int64 [programs, 5] buffers; the i-th early-KV
+# launch of a forward (counted modulo their number, so warm-up and capture map to the same buffer per layer) writes,
+# per active program, its %globaltimer at start, before its PDL wait, after it and at its end, plus its SM id.
+STAMPS: list[torch.Tensor] | None = None
+_stamp_launches = 0
 LONG_SPLIT_FROM = int(os.environ.get("TESSERA_DECODE_LONG_SPLIT_FROM") or 1024)
 
 
@@ -116,7 +126,10 @@ def _decode_stage1_kernel(
     SINGLE_PASS: tl.constexpr, MERGE_H: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr,
     FP8_CONVERT: tl.constexpr, ASM: tl.constexpr, PDL: tl.constexpr = False,
     ROTARY: tl.constexpr = False, HALF: tl.constexpr = 1, EARLY_N: tl.constexpr = 0,
+    stamps_ptr=None, STAMP: tl.constexpr = False,
 ):
+    if STAMP:
+        t_start = globaltimer()
     if PDL and not EARLY_N:  # batch-1 decode with TESSERA_PDL: q and the new K/V come from the kernel before
         wait_for_prior_kernel()
     b = tl.program_id(0)
@@ -154,8 +167,12 @@ def _decode_stage1_kernel(
         k0, v0 = _load_kv_rows(req_to_token_ptr + req_row * stride_r2t, offs0, offs0 < early_end, k_buf_ptr,
                                v_buf_ptr, kv_head, stride_kn, stride_kh, stride_vn, stride_vh, offs_d, mask_d)
         slot_new = tl.load(loc_ptr + b).to(tl.int64)
+        if STAMP:
+            t_before_wait = globaltimer()
         if PDL:
             wait_for_prior_kernel()
+        if STAMP:
+            t_after_wait = globaltimer()
         q = tl.load(q_rows + offs_d[None, :], mask=mask_h[:, None] & mask_d[None, :], other=0.0)
         q = rotate_q_rows(q, q_rows, mask_h[:, None], c, s, first_half, partner_d, mask_d)
         k_new, v_new = new_kv_for_pool(b, kv_head, offs_d, mask_d, c, s, first_half, partner_d, new_k_ptr, new_v_ptr,
@@ -214,6 +231,13 @@ def _decode_stage1_kernel(
                               stride_pob, stride_poh, stride_pos, stride_plb, stride_plh, stride_ob, stride_oh,
                               GROUP, HEAD_DIM, BLOCK_D, MERGE_H, BLOCK_S, CHUNK_S)
                 tl.store(counter, 0)  # ready for the next launch (stream order makes it visible)
+        if STAMP and EARLY_N:
+            row = stamps_ptr + (split * tl.num_programs(1) + kv_head) * 5
+            tl.store(row, t_start)
+            tl.store(row + 1, t_before_wait)
+            tl.store(row + 2, t_after_wait)
+            tl.store(row + 3, globaltimer())
+            tl.store(row + 4, smid().to(tl.int64))
     else:
         store_partial(part_out_ptr, part_lse_ptr, b, split, q_heads, mask_h, offs_d, mask_d, acc, m_i, l_i,
                        stride_pob, stride_poh, stride_pos, stride_plb, stride_plh)
@@ -344,6 +368,13 @@ def decode_attention(
     merge_h = next_pow2(group)
     block_s = next_pow2(max_kv_splits)
     rot = rotary if rotary is not None else DecodeRotary(q, q, seq_lens, seq_lens, RopeCache(part_lse, part_lse))
+    stamp = {}
+    if STAMPS is not None and early_kv and single_pass and q.device.type == "cuda":
+        global _stamp_launches
+        buffer = STAMPS[_stamp_launches % len(STAMPS)]
+        _stamp_launches += 1
+        assert buffer.dtype == torch.int64 and buffer.shape[0] >= num_kv_heads * max_kv_splits and buffer.shape[1] == 5
+        stamp = {"stamps_ptr": buffer, "STAMP": True}
     _decode_stage1_kernel[(batch_size, num_kv_heads, max_kv_splits)](
         q, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens,
         part_out, part_lse, out, counters if counters is not None else part_lse,
@@ -363,7 +394,7 @@ def decode_attention(
         CHUNK_S=max(1, min(block_s, 4096 // (merge_h * block_d))),
         FP8_CONVERT=tiles.fp8_convert if fp8_as_fp16 else 0, ASM=int(q.device.type == "cuda"),
         num_warps=tiles.num_warps, num_stages=num_stages, ROTARY=rotary is not None, HALF=max(1, head_dim // 2),
-        EARLY_N=min(block_n, EARLY_ROWS) if early_kv else 0, **pdl_meta,
+        EARLY_N=min(block_n, EARLY_ROWS) if early_kv else 0, **pdl_meta, **stamp,
     )
     if single_pass:
         return out

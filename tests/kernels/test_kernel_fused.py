@@ -199,6 +199,27 @@ def test_decode_attention_early_kv_gpu(pool_dtype: torch.dtype, seq_len: int) ->
 
 
 @pytest.mark.gpu
+def test_decode_attention_early_kv_stamps_gpu(monkeypatch) -> None:
+    """The STAMPS debug hook (bench/attention_stamps.py): the same output bit for bit, and each active program's
+    stamps in order (start <= before the wait <= after it <= end); inactive splits write nothing."""
+    from kernels import decode_attention as module
+
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("early KV is a Hopper PDL launch")
+    stamps = torch.zeros(8 * 32, 5, dtype=torch.int64, device="cuda")
+    monkeypatch.setattr(module, "STAMPS", [stamps])
+    monkeypatch.setattr(module, "_stamp_launches", 0)
+    _check_fused_rotary((32, 8, 128), torch.bfloat16, torch.bfloat16, True, [640], 32, "cuda", early_kv=True,
+                        tiles=DecodeTiles(block_n=64))
+    rows = stamps.view(32, 8, 5)  # [split, kv head, field]
+    active, idle = rows[:10], rows[10:]  # 640 tokens: ten 64-token splits
+    assert bool((active[..., 0] > 0).all()) and not idle.any()
+    assert bool((active[..., 0] <= active[..., 1]).all() and (active[..., 1] <= active[..., 2]).all()
+                and (active[..., 2] <= active[..., 3]).all())
+    assert bool((active[..., 4] >= 0).all())  # %smid (virtual SM ids may exceed the SM count: no upper bound)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("batch", [64, 256])
 @pytest.mark.parametrize("pool_dtype", [torch.bfloat16, torch.float8_e4m3fn], ids=["pool-bf16", "pool-fp8"])
 def test_decode_attention_fused_rotary_large_batch_gpu(batch: int, pool_dtype: torch.dtype) -> None:
