@@ -1,6 +1,6 @@
 """Inside the batch-1 early-KV decode attention, in the engine's own graph-replayed step: each program's %globaltimer
 at its start, before its PDL wait (the early loads issued), after the wait (the qkv GEMV done) and at its end, and its
-SM (`kernels/decode_attention.py` `STAMPS`, a debug hook the engine never sets).
+SM (`kernels/decode_stamps.py`, a debug hook the engine never sets).
 
     python bench/attention_stamps.py --engine-args '{"quantization": "fp8", "lm_head_quantization": "fp8"}'
 
@@ -23,15 +23,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.profile_step import _batch, _fill_kv_random  # noqa: E402
-from engine.args import ServerArgs  # noqa: E402
-from engine.distributed.parallel_state import TPContext  # noqa: E402
+from bench.profile_step import _batch, batch1_runner, engine_args_json  # noqa: E402
 from engine.forward_batch import ForwardMode  # noqa: E402
-from engine.model_config import create_model_config  # noqa: E402
-from engine.model_runner import ModelRunner  # noqa: E402
-from kernels import decode_attention as decode_attention_module  # noqa: E402
-
-FIELDS = ("start", "before_wait", "after_wait", "end", "sm")
+from kernels import decode_stamps  # noqa: E402
 
 
 def layer_figures(stamps: torch.Tensor) -> dict[str, float] | None:
@@ -60,25 +54,15 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=640)
     parser.add_argument("--engine-args", default="{}")
     ns = parser.parse_args()
-    try:
-        extra = json.loads(ns.engine_args)
-        assert isinstance(extra, dict)
-    except (ValueError, AssertionError):
-        parser.error(f"--engine-args: a JSON object, got {ns.engine_args!r}")
+    extra = engine_args_json(parser, ns.engine_args)
     if ns.context < 2:
         parser.error("--context: at least 2 tokens")
     if not torch.cuda.is_available():
         sys.exit("attention_stamps.py: needs a CUDA GPU")
-    args = ServerArgs(model_path=ns.model, load_format="dummy", skip_tokenizer_init=True, attention_backend="triton",
-                      cuda_graph_max_bs=1, max_running_requests=1, max_total_tokens=100_000,
-                      context_length=max(8192, ns.context + 1), **extra)
-    runner = ModelRunner(args, create_model_config(args, "cuda"), TPContext(), torch.device("cuda", 0))
-    _fill_kv_random(runner.kv_pool)
-    layers = runner.model_config.num_layers
+    runner = batch1_runner(ns.model, ns.context, extra)
     programs = runner.model_config.num_kv_heads * 32  # >= kv heads x the batch-1 split cap
-    decode_attention_module.STAMPS = [torch.zeros(programs, len(FIELDS), dtype=torch.int64, device="cuda")
-                                      for _ in range(layers)]
-    decode_attention_module._stamp_launches = 0
+    decode_stamps.set_buffers([torch.zeros(programs, len(decode_stamps.FIELDS), dtype=torch.int64, device="cuda")
+                               for _ in range(runner.model_config.num_layers)])
     runner.graph_runner = None  # capture again, now with the stamps (one buffer per layer, in launch order)
     gc.collect()
     runner.graph_runner = runner._create_graph_runner()
@@ -86,7 +70,7 @@ def main() -> None:
     for _ in range(20):
         runner.forward(fb)
     torch.cuda.synchronize()
-    figures = [f for f in (layer_figures(s) for s in decode_attention_module.STAMPS) if f is not None]
+    figures = [f for f in (layer_figures(s) for s in decode_stamps.STAMPS) if f is not None]
     if not figures:
         sys.exit("attention_stamps.py: no stamps written (early KV off, or not a Hopper GPU?)")
     mean = {key: statistics.mean(f[key] for f in figures) for key in figures[0]}

@@ -77,6 +77,27 @@ def _fill_kv_random(kv_pool) -> None:
             part.copy_(torch.randn(part.shape, dtype=torch.bfloat16, device=part.device))
 
 
+def engine_args_json(parser: argparse.ArgumentParser, value: str) -> dict:
+    """`--engine-args` as a dict of ServerArgs fields; anything but a JSON object is a usage error."""
+    try:
+        extra = json.loads(value)
+        assert isinstance(extra, dict)
+    except (ValueError, AssertionError):
+        parser.error(f"--engine-args: a JSON object, got {value!r}")
+    return extra
+
+
+def batch1_runner(model: str, context: int, extra: dict) -> ModelRunner:
+    """A batch-1 decode runner of `model` (dummy weights, triton attention, CUDA graphs for one row) with random K/V
+    in its pool, for `context`-token steps."""
+    args = ServerArgs(model_path=model, load_format="dummy", skip_tokenizer_init=True, attention_backend="triton",
+                      cuda_graph_max_bs=1, max_running_requests=1, max_total_tokens=100_000,
+                      context_length=max(8192, context + 1), **extra)
+    runner = ModelRunner(args, create_model_config(args, "cuda"), TPContext(), torch.device("cuda", 0))
+    _fill_kv_random(runner.kv_pool)
+    return runner
+
+
 def _kernel_table(fn, reps: int = 3, rows: int = 14) -> str:
     from torch.profiler import ProfilerActivity, profile
 
@@ -129,12 +150,7 @@ def main() -> None:
     parser.add_argument("--engine-args", default="{}",
                         help='extra ServerArgs fields as JSON, e.g. \'{"quantization": "fp8", "kv_cache_dtype": "fp8_e4m3"}\'')
     ns = parser.parse_args()
-    try:
-        extra = json.loads(ns.engine_args)
-        assert isinstance(extra, dict)
-    except (ValueError, AssertionError):
-        parser.error(f"--engine-args: a JSON object, got {ns.engine_args!r}")
-
+    extra = engine_args_json(parser, ns.engine_args)
     if ns.dense and ns.prefill_reqs != 1:
         parser.error("--dense: the dense prefill path takes one request (--prefill-reqs 1)")
     shape = model_shape(ns.model)

@@ -22,12 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.profile_step import _batch, _fill_kv_random  # noqa: E402
-from engine.args import ServerArgs  # noqa: E402
-from engine.distributed.parallel_state import TPContext  # noqa: E402
+from bench.profile_step import _batch, batch1_runner, engine_args_json  # noqa: E402
 from engine.forward_batch import ForwardMode  # noqa: E402
-from engine.model_config import create_model_config  # noqa: E402
-from engine.model_runner import ModelRunner  # noqa: E402
 
 
 def kernel_events(trace_path: str) -> list[dict]:
@@ -89,20 +85,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--engine-args", default="{}")
     ns = parser.parse_args()
-    try:
-        extra = json.loads(ns.engine_args)
-        assert isinstance(extra, dict)
-    except (ValueError, AssertionError):
-        parser.error(f"--engine-args: a JSON object, got {ns.engine_args!r}")
+    extra = engine_args_json(parser, ns.engine_args)
     if ns.steps < 1 or ns.context < 2:
         parser.error("--steps >= 1, --context >= 2")
     if not torch.cuda.is_available():
         sys.exit("step_timeline.py: needs a CUDA GPU")
-    args = ServerArgs(model_path=ns.model, load_format="dummy", skip_tokenizer_init=True, attention_backend="triton",
-                      cuda_graph_max_bs=1, max_running_requests=1, max_total_tokens=100_000,
-                      context_length=max(8192, ns.context + 1), **extra)
-    runner = ModelRunner(args, create_model_config(args, "cuda"), TPContext(), torch.device("cuda", 0))
-    _fill_kv_random(runner.kv_pool)
+    runner = batch1_runner(ns.model, ns.context, extra)
     fb = _batch(runner, [ns.context - 1], [1], ForwardMode.DECODE)
     for _ in range(20):
         runner.forward(fb)

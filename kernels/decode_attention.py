@@ -49,7 +49,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import pdl
+from kernels import decode_stamps, pdl
 from kernels._common import KV_DTYPES, check_index, check_rows, device_num_sms, dot_precision, next_pow2
 from kernels.decode_merge import decode_stage2_kernel, merge_splits, split_layout, store_partial
 from kernels.decode_rotary import (
@@ -61,13 +61,9 @@ from kernels.decode_rotary import (
     rotate_q_rows,
     store_new_kv,
 )
+from kernels.decode_stamps import stamp_now, store_stamps
 from kernels.decode_tiles import DecodeTiles, launch_shape
 from kernels.pdl import wait_for_prior_kernel
-
-try:  # %globaltimer / %smid for the STAMPS debug hook (compiled only when it is set, on CUDA)
-    from triton.language.extra.cuda import globaltimer, smid
-except ImportError:  # a Triton without them: the hook stays unusable, nothing else changes
-    globaltimer = smid = None
 from kernels.rotary import RopeCache
 
 LOG2E = 1.4426950408889634
@@ -82,11 +78,6 @@ LONG_SPLIT_LEN = 128
 # 64 rows. The early kernel takes 207 registers (sm_90); capped at 128 (so it fits beside three AWQ qkv programs) it
 # was no faster (bench/RESULTS.md, 2026-12-06).
 EARLY_ROWS = 64
-# Debug hook for bench/attention_stamps.py (never set by the engine): int64 [programs, 5] buffers; the i-th early-KV
-# launch of a forward (counted modulo their number, so warm-up and capture map to the same buffer per layer) writes,
-# per active program, its %globaltimer at start, before its PDL wait, after it and at its end, plus its SM id.
-STAMPS: list[torch.Tensor] | None = None
-_stamp_launches = 0
 LONG_SPLIT_FROM = int(os.environ.get("TESSERA_DECODE_LONG_SPLIT_FROM") or 1024)
 
 
@@ -128,8 +119,8 @@ def _decode_stage1_kernel(
     ROTARY: tl.constexpr = False, HALF: tl.constexpr = 1, EARLY_N: tl.constexpr = 0,
     stamps_ptr=None, STAMP: tl.constexpr = False,
 ):
-    if STAMP:
-        t_start = globaltimer()
+    if STAMP:  # kernels/decode_stamps.py (bench/attention_stamps.py)
+        t_start = stamp_now()
     if PDL and not EARLY_N:  # batch-1 decode with TESSERA_PDL: q and the new K/V come from the kernel before
         wait_for_prior_kernel()
     b = tl.program_id(0)
@@ -168,11 +159,11 @@ def _decode_stage1_kernel(
                                v_buf_ptr, kv_head, stride_kn, stride_kh, stride_vn, stride_vh, offs_d, mask_d)
         slot_new = tl.load(loc_ptr + b).to(tl.int64)
         if STAMP:
-            t_before_wait = globaltimer()
+            t_before_wait = stamp_now()
         if PDL:
             wait_for_prior_kernel()
         if STAMP:
-            t_after_wait = globaltimer()
+            t_after_wait = stamp_now()
         q = tl.load(q_rows + offs_d[None, :], mask=mask_h[:, None] & mask_d[None, :], other=0.0)
         q = rotate_q_rows(q, q_rows, mask_h[:, None], c, s, first_half, partner_d, mask_d)
         k_new, v_new = new_kv_for_pool(b, kv_head, offs_d, mask_d, c, s, first_half, partner_d, new_k_ptr, new_v_ptr,
@@ -232,12 +223,7 @@ def _decode_stage1_kernel(
                               GROUP, HEAD_DIM, BLOCK_D, MERGE_H, BLOCK_S, CHUNK_S)
                 tl.store(counter, 0)  # ready for the next launch (stream order makes it visible)
         if STAMP and EARLY_N:
-            row = stamps_ptr + (split * tl.num_programs(1) + kv_head) * 5
-            tl.store(row, t_start)
-            tl.store(row + 1, t_before_wait)
-            tl.store(row + 2, t_after_wait)
-            tl.store(row + 3, globaltimer())
-            tl.store(row + 4, smid().to(tl.int64))
+            store_stamps(stamps_ptr, split * tl.num_programs(1) + kv_head, t_start, t_before_wait, t_after_wait)
     else:
         store_partial(part_out_ptr, part_lse_ptr, b, split, q_heads, mask_h, offs_d, mask_d, acc, m_i, l_i,
                        stride_pob, stride_poh, stride_pos, stride_plb, stride_plh)
@@ -368,13 +354,8 @@ def decode_attention(
     merge_h = next_pow2(group)
     block_s = next_pow2(max_kv_splits)
     rot = rotary if rotary is not None else DecodeRotary(q, q, seq_lens, seq_lens, RopeCache(part_lse, part_lse))
-    stamp = {}
-    if STAMPS is not None and early_kv and single_pass and q.device.type == "cuda":
-        global _stamp_launches
-        buffer = STAMPS[_stamp_launches % len(STAMPS)]
-        _stamp_launches += 1
-        assert buffer.dtype == torch.int64 and buffer.shape[0] >= num_kv_heads * max_kv_splits and buffer.shape[1] == 5
-        stamp = {"stamps_ptr": buffer, "STAMP": True}
+    stamp = decode_stamps.launch_options(early_kv and single_pass and q.device.type == "cuda",
+                                         num_kv_heads * max_kv_splits)
     _decode_stage1_kernel[(batch_size, num_kv_heads, max_kv_splits)](
         q, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens,
         part_out, part_lse, out, counters if counters is not None else part_lse,

@@ -202,13 +202,11 @@ def test_decode_attention_early_kv_gpu(pool_dtype: torch.dtype, seq_len: int) ->
 def test_decode_attention_early_kv_stamps_gpu(monkeypatch) -> None:
     """The STAMPS debug hook (bench/attention_stamps.py): the same output bit for bit, and each active program's
     stamps in order (start <= before the wait <= after it <= end); inactive splits write nothing."""
-    from kernels import decode_attention as module
+    from kernels import decode_stamps
 
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0):
-        pytest.skip("early KV is a Hopper PDL launch")
-    stamps = torch.zeros(8 * 32, 5, dtype=torch.int64, device="cuda")
-    monkeypatch.setattr(module, "STAMPS", [stamps])
-    monkeypatch.setattr(module, "_stamp_launches", 0)
+    stamps = torch.zeros(8 * 32, len(decode_stamps.FIELDS), dtype=torch.int64, device="cuda")
+    monkeypatch.setattr(decode_stamps, "STAMPS", [stamps])
+    monkeypatch.setattr(decode_stamps, "_launches", 0)
     _check_fused_rotary((32, 8, 128), torch.bfloat16, torch.bfloat16, True, [640], 32, "cuda", early_kv=True,
                         tiles=DecodeTiles(block_n=64))
     rows = stamps.view(32, 8, 5)  # [split, kv head, field]
