@@ -41,7 +41,9 @@ def _drop_nulls(data: Any) -> Any:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON value of the wrong type is a 400 naming the field, as OpenAI answers it (`"max_tokens": true`,
+    # `"stream": "yes"`, `"temperature": "0.5"`), not coerced; an integer still counts as a number.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class StreamOptions(_Strict):
@@ -109,6 +111,10 @@ class ChatMessage(_Strict):
             raise ValueError("only assistant messages carry tool_calls")
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs the tool_call_id it answers")
+        # OpenAI's rule: only an assistant turn may leave out its content (one that carries tool_calls, or a
+        # prefix to continue); every other role says something.
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"a {self.role} message needs its content")
         return self
 
     @field_validator("content")

@@ -69,6 +69,14 @@ def test_validation_errors_name_the_parameter(tiny_llama) -> None:
             ({"model": tiny_llama, **CHAT, "max_tokens": 600}, "max_tokens"),
             ({"model": tiny_llama, **CHAT, "regex": "("}, "regex"),
             ({"model": tiny_llama, **CHAT, "tool_choice": "required"}, "tool_choice"),
+            # wrong JSON types are refused, not coerced (OpenAI: "Invalid type for 'max_tokens'")
+            ({"model": tiny_llama, **CHAT, "max_tokens": True}, "max_tokens"),
+            ({"model": tiny_llama, **CHAT, "stream": "yes"}, "stream"),
+            ({"model": tiny_llama, **CHAT, "temperature": "0.5"}, "temperature"),
+            ({"model": tiny_llama, **CHAT, "n": 1.0}, "n"),
+            ({"model": tiny_llama, "messages": [{"role": "user"}]}, "messages.0"),
+            ({"model": tiny_llama, "messages": [{"role": "system", "content": None}, *CHAT["messages"]]},
+             "messages.0"),
         ]
         for body, param in cases:
             err = assert_openai_error(h.http.post("/v1/chat/completions", json=body), 400)
@@ -95,6 +103,14 @@ def test_validation_errors_name_the_parameter(tiny_llama) -> None:
         assert err["message"] == "prompt: must not be empty" and err["param"] == "prompt"
         assert h.http.post("/v1/completions", json={"model": tiny_llama, "prompt": "x", "max_tokens": 1, "n": 2,
                                                     "best_of": 2}).status_code == 200
+        # an integer is a number (temperature 0), and only an assistant turn may leave its content out
+        assert h.http.post("/v1/chat/completions", json={"model": tiny_llama, **CHAT, "temperature": 1,
+                                                         "top_p": 1}).status_code == 200
+        history = [*CHAT["messages"], {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                   {"role": "tool", "tool_call_id": "c1", "content": "42"}]
+        assert h.http.post("/v1/chat/completions", json={"model": tiny_llama, "messages": history,
+                                                         "max_tokens": 2}).status_code == 200
         # null for an unimplemented OpenAI parameter is "not asking for it".
         assert h.http.post("/v1/chat/completions", json={"model": tiny_llama, **CHAT, "tools": None,
                                                          "user": "u1"}).status_code == 200
