@@ -689,10 +689,26 @@ for s in "$@"; do
             "{\"quantization\": \"awq\", \"lm_head_quantization\": \"fp8\"}"; do
             python3 bench/step_timeline.py --engine-args "$e"; done' ;;
     # Next: inside the early-KV attention (bench/attention_stamps.py: per-program %globaltimer at start, before and after
-    # the PDL wait, at the end), bf16 / FP8 + FP8 head / AWQ + FP8 head at 640 tokens. Prepared 2026-12-07, not run.
+    # the PDL wait, at the end), bf16 / FP8 + FP8 head / AWQ + FP8 head at 640 tokens. Run 2026-12-07 (twenty-seventh session,
+    # bench/results/2026-12-07-s27-h100/).
     stamps) stage stamps 200 bash -c 'for e in "{}" "{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}" \
               "{\"quantization\": \"awq\", \"lm_head_quantization\": \"fp8\"}"; do
               python3 bench/attention_stamps.py --engine-args "$e"; done' ;;
+    # The stamps say the early-KV attention never waits for qkv (wait ~0 us) and that FP8 loses after the wait (median
+    # 5.3 vs 4.5 us per program, last end 9.0 vs 6.5 us after the first wait return): the o GEMV, a PDL launch after
+    # attention's wait, requests its first LEAN chunks before its own wait, and FP8's o (lean 4, K 4096) is then all of
+    # its 16.8 MB at once, queued ahead of attention's post-wait loads. o with fewer chunks per iteration (1-3; 4 is the
+    # control) via the FP8 tile overlay, then the single stream at the best guess (2) against the default. Prepared
+    # 2026-12-07 (twenty-seventh session), not run: the session's device time ran out.
+    s27d) for l in 4 1 2 3; do
+            printf '{"%s": {"4096x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": %s}}}' \
+              "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)/132sm" "$l" > /tmp/o-lean$l.json
+            TESSERA_FP8_GEMV_TUNED=/tmp/o-lean$l.json stage "s27d-o-lean$l" 90 python3 bench/step_timeline.py \
+              --engine-args '{"quantization": "fp8", "lm_head_quantization": "fp8"}'
+          done
+          for l in 4 2; do
+            TESSERA_FP8_GEMV_TUNED=/tmp/o-lean$l.json stage "s27d-ratio-o-lean$l" 90 bash -c 'ratio_runs "fp8::fp8"'
+          done ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac
