@@ -175,7 +175,13 @@ class _SamplingFields(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _nulls(cls, data: Any) -> Any:
-        return _drop_nulls(data)
+        data = _drop_nulls(data)
+        if isinstance(data, dict):
+            # OpenAI's nullable parameters (`n`, `stream`, `logprobs`, `echo`, ...): null asks for the default
+            fields = cls.model_fields
+            data = {k: v for k, v in data.items() if not (
+                v is None and k in fields and not fields[k].is_required() and fields[k].default is not None)}
+        return data
 
     @field_validator("stop")
     @classmethod

@@ -111,6 +111,13 @@ def test_validation_errors_name_the_parameter(tiny_llama) -> None:
                    {"role": "tool", "tool_call_id": "c1", "content": "42"}]
         assert h.http.post("/v1/chat/completions", json={"model": tiny_llama, "messages": history,
                                                          "max_tokens": 2}).status_code == 200
+        # OpenAI's nullable parameters: null is the default (one choice, no stream, no logprobs, no echo)
+        r = h.http.post("/v1/chat/completions", json={"model": tiny_llama, **CHAT, "n": None, "stream": None,
+                                                      "logprobs": None, "ignore_eos": None})
+        assert r.status_code == 200 and len(r.json()["choices"]) == 1 and r.json()["choices"][0]["logprobs"] is None
+        r = h.http.post("/v1/completions", json={"model": tiny_llama, "prompt": "x", "max_tokens": 1, "echo": None,
+                                                 "stream": None})
+        assert r.status_code == 200 and r.json()["object"] == "text_completion"
         # null for an unimplemented OpenAI parameter is "not asking for it".
         assert h.http.post("/v1/chat/completions", json={"model": tiny_llama, **CHAT, "tools": None,
                                                          "user": "u1"}).status_code == 200
