@@ -27,7 +27,9 @@ _MESSAGE_NULL_OK = frozenset({"tool_call_id", "phase", "reasoning_content", "too
 TokenId = Annotated[StrictInt, Field(ge=0)]
 
 
-def _drop_nulls(data: Any) -> Any:
+def _drop_nulls(data: Any, fields: dict[str, Any]) -> Any:
+    """Nulls that ask for nothing: unimplemented OpenAI parameters (`_NULL_OK`) and OpenAI's nullable parameters
+    with a non-null default (`n`, `stream`, `logprobs`, `echo`, ...: null is the default)."""
     if not isinstance(data, dict):
         return data
     data = strip_sglang_keys(data, OPENAI_IGNORED, OPENAI_OFF_ONLY)
@@ -37,7 +39,8 @@ def _drop_nulls(data: Any) -> Any:
             data.pop("tool_choice")
         if isinstance(data.get("parallel_tool_calls"), bool):
             data.pop("parallel_tool_calls")
-    return {k: v for k, v in data.items() if not (v is None and k in _NULL_OK)}
+    return {k: v for k, v in data.items() if not (v is None and (k in _NULL_OK or (
+        k in fields and not fields[k].is_required() and fields[k].default is not None)))}
 
 
 class _Strict(BaseModel):
@@ -175,13 +178,7 @@ class _SamplingFields(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _nulls(cls, data: Any) -> Any:
-        data = _drop_nulls(data)
-        if isinstance(data, dict):
-            # OpenAI's nullable parameters (`n`, `stream`, `logprobs`, `echo`, ...): null asks for the default
-            fields = cls.model_fields
-            data = {k: v for k, v in data.items() if not (
-                v is None and k in fields and not fields[k].is_required() and fields[k].default is not None)}
-        return data
+        return _drop_nulls(data, cls.model_fields)
 
     @field_validator("stop")
     @classmethod
