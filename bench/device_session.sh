@@ -694,21 +694,47 @@ for s in "$@"; do
     stamps) stage stamps 200 bash -c 'for e in "{}" "{\"quantization\": \"fp8\", \"lm_head_quantization\": \"fp8\"}" \
               "{\"quantization\": \"awq\", \"lm_head_quantization\": \"fp8\"}"; do
               python3 bench/attention_stamps.py --engine-args "$e"; done' ;;
-    # The stamps say the early-KV attention never waits for qkv (wait ~0 us) and that FP8 loses after the wait (median
-    # 5.3 vs 4.5 us per program, last end 9.0 vs 6.5 us after the first wait return): the o GEMV, a PDL launch after
-    # attention's wait, requests its first LEAN chunks before its own wait, and FP8's o (lean 4, K 4096) is then all of
-    # its 16.8 MB at once, queued ahead of attention's post-wait loads. o with fewer chunks per iteration (1-3; 4 is the
-    # control) via the FP8 tile overlay, then the single stream at the best guess (2) against the default. Prepared
-    # 2026-12-07 (twenty-seventh session), not run: the session's device time ran out.
-    s27d) for l in 4 1 2 3; do
-            printf '{"%s": {"4096x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": %s}}}' \
-              "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)/132sm" "$l" > /tmp/o-lean$l.json
-            TESSERA_FP8_GEMV_TUNED=/tmp/o-lean$l.json stage "s27d-o-lean$l" 90 python3 bench/step_timeline.py \
+    # The stamps (twenty-seventh session) say the early-KV attention never waits for qkv and that FP8 loses after the
+    # wait (median 5.3 vs 4.5 us per program, last end 9.0 vs 6.5 us after the first wait return): the o GEMV, a PDL
+    # launch after the attention's wait, requests its whole first iteration (lean 4 x 1024 = all of K: FP8 o's 16.8 MB)
+    # before its own wait, queued in DRAM ahead of the attention's post-wait loads. `Fp8GemvConfig.prewait` sends only
+    # 1-3 of those chunks before the wait (0 = all, the control), through the FP8 tile overlay: GPU tests, the step
+    # timelines, then the single stream at the best span against the control, twice each, next to bf16.
+    s28a) stage s28a-tests 240 python3 -m pytest -q -m gpu -o addopts="" $XDIST tests/kernels/test_fp8.py -k "prewait or lean"
+          dev="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)/132sm"
+          for p in 0 1 2 3; do
+            printf '{"%s": {"4096x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 4, "prewait": %s}}}' \
+              "$dev" "$p" > /tmp/o-pw$p.json
+            TESSERA_FP8_GEMV_TUNED=/tmp/o-pw$p.json stage "s28a-o-pw$p" 90 python3 bench/step_timeline.py \
               --engine-args '{"quantization": "fp8", "lm_head_quantization": "fp8"}'
           done
-          for l in 4 2; do
-            TESSERA_FP8_GEMV_TUNED=/tmp/o-lean$l.json stage "s27d-ratio-o-lean$l" 90 bash -c 'ratio_runs "fp8::fp8"'
-          done ;;
+          best=$(for p in 1 2 3; do echo "$(grep -o 'span median [0-9.]*' "$OUT/s28a-o-pw$p.log" | awk '{print $3}') $p"; done |
+                 sort -n | head -1 | awk '{print $2}')
+          echo "best prewait by span: $best" | tee -a "$OUT/summary.txt"
+          stage s28a-ratio 400 bash -c "ratio_runs ':0:'; for r in 1 2; do for p in 0 ${best:-2}; do echo \"prewait \$p\";
+            TESSERA_FP8_GEMV_TUNED=/tmp/o-pw\$p.json ratio_runs fp8::fp8; done; done" ;;
+    # s28a (2026-12-07, H100): o with prewait 3 -> span 3,001 -> 2,975 us, single stream 326.9 / 327.4 -> 330.6 / 330.5
+    # tok/s (1.775x bf16's 186.2); prewait 1 / 2 gave the attention back 2.3 / 1.8 us but o lost more. The same for the
+    # other PDL launches that request chunks before their wait while the kernel before them still streams: down
+    # (launched by gate_up's early trigger, lean 3) with 1 / 2, qkv (launched by down's, lean 2) with 1, each on top
+    # of o's 3, and o's own edge (o lets gate_up start early) on top of it; then the single stream at the best span
+    # against o's 3 alone and against o as before (all 4 chunks before the wait), twice each.
+    s28b) dev="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)/132sm"
+          tile() { printf '"%s": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": %s, "prewait": %s}' "$@"; }
+          # name:o's prewait:down's:qkv's:TESSERA_PDL_GEMV_CHAIN (empty: the default gate_up,down)
+          for v in base:3:0:0: down1:3:1:0: down2:3:2:0: qkv1:3:0:1: chain-o:3:0:0:o,gate_up,down none:0:0:0:; do
+            IFS=: read -r name opw dpw qpw chain <<< "$v"
+            printf '{"%s": {%s, %s, %s}}' "$dev" "$(tile 4096x4096 4 "$opw")" "$(tile 4096x14336 3 "$dpw")" \
+              "$(tile 6144x4096 2 "$qpw")" > "/tmp/s28b-$name.json"
+            echo "export TESSERA_FP8_GEMV_TUNED=/tmp/s28b-$name.json${chain:+ TESSERA_PDL_GEMV_CHAIN=$chain}" > "/tmp/s28b-$name.env"
+            [ "$name" = none ] || (. "/tmp/s28b-$name.env" && stage "s28b-$name" 90 python3 bench/step_timeline.py \
+              --engine-args '{"quantization": "fp8", "lm_head_quantization": "fp8"}')
+          done
+          best=$(for n in down1 down2 qkv1 chain-o; do echo "$(grep -o 'span median [0-9.]*' "$OUT/s28b-$n.log" | awk '{print $3}') $n"; done |
+                 sort -n | head -1 | awk '{print $2}')
+          echo "best by span: $best" | tee -a "$OUT/summary.txt"
+          stage s28b-ratio 480 bash -c "ratio_runs ':0:'; for r in 1 2; do for n in none base ${best:-down1}; do echo \"variant \$n\";
+            (. /tmp/s28b-\$n.env && ratio_runs fp8::fp8); done; done" ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

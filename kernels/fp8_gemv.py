@@ -65,6 +65,10 @@ class Fp8GemvConfig(NamedTuple):
     # weights read as int32 words and the next chunk requested before this chunk's math (bytes in flight all the
     # time). 16-bit x, K % 4 == 0; elsewhere the config's lean / plain loop runs.
     ring: int = 0
+    # 1 to lean - 1: with PDL, the lean loop requests only this many chunks of its first iteration before waiting
+    # for the kernel that wrote x (the rest right after the wait); 0: all of them. For the o projection launched
+    # by the attention's trigger: its pre-wait requests queue in DRAM ahead of the attention's own post-wait loads.
+    prewait: int = 0
 
 
 @triton.jit
@@ -75,7 +79,7 @@ def _fp8_gemv_kernel(
     EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr, NUM_STAGES: tl.constexpr,
     USE_DOT: tl.constexpr = False, LEAN: tl.constexpr = 0, PDL: tl.constexpr = False, RING: tl.constexpr = 0,
-    ASM: tl.constexpr = 0, TRIGGER: tl.constexpr = False,
+    ASM: tl.constexpr = 0, TRIGGER: tl.constexpr = False, PREWAIT: tl.constexpr = 0,
 ):
     allow_dependents(TRIGGER)
     pid_n = tl.program_id(0)
@@ -99,7 +103,7 @@ def _fp8_gemv_kernel(
                              PROLOGUE, EVEN_N, BLOCK_N, BLOCK_K, NORM_BLOCK, RING, ASM, PDL)
     elif LEAN:
         y = _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, dtype, PROLOGUE, EVEN_N,
-                             EVEN_K, BLOCK_N, BLOCK_K, NORM_BLOCK, LEAN, PDL)
+                             EVEN_K, BLOCK_N, BLOCK_K, NORM_BLOCK, LEAN, PDL, PREWAIT)
     elif USE_DOT:
         # x goes through fp16 scaled by 2^-8 (exact; bf16 values up to 2^24 stay finite, products and
         # sums are fp32 in the mma), as row 0 of a 16-row tile (mma's smallest M); rows 1..15 are zero.
@@ -232,6 +236,7 @@ def fp8_gemv(
                and w_q.stride(0) % 4 == 0 and cfg.block_k % 4 == 0)
     assert 0 <= lean <= 4, f"{cfg}: lean is the number of chunks per loop iteration (1-4)"
     assert not lean or cfg.block_k >= 8, f"{cfg}: the lean loop folds 8 columns per thread"
+    assert 0 <= cfg.prewait < max(lean, 1), f"{cfg}: prewait is 0 (all) or fewer than lean chunks"
     split = max(int(cfg.split_k), 1)
     # Each split gets whole K-chunks, so only the last split (or a ragged K) needs masks.
     k_per_split = triton.cdiv(triton.cdiv(k, split), cfg.block_k) * cfg.block_k
@@ -248,7 +253,7 @@ def fp8_gemv(
         EVEN_K=k % k_per_split == 0 and k_per_split % cfg.block_k == 0,
         BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NORM_BLOCK=min(next_pow2(k), 4096),
         NUM_STAGES=cfg.num_stages, USE_DOT=use_dot, LEAN=0 if ring else lean, RING=ring,
-        ASM=int(x.device.type == "cuda"), num_warps=cfg.num_warps, **pdl_meta,
+        ASM=int(x.device.type == "cuda"), PREWAIT=cfg.prewait, num_warps=cfg.num_warps, **pdl_meta,
         **trigger_options(x.device, trigger_dependents and split == 1),
     )
     if split > 1:

@@ -90,6 +90,22 @@ def _lean_loads(base, k0, k_begin, k_end, offs_k0, mask_n, EVEN_N: tl.constexpr,
 
 
 @triton.jit
+def _lean_loads_rest(base, k0, k_begin, k_end, offs_k0, mask_n, w0, w1, w2, w3, EVEN_N: tl.constexpr,
+                     EVEN_K: tl.constexpr, BLOCK_K: tl.constexpr, FROM: tl.constexpr, UNROLL: tl.constexpr):
+    # Chunks FROM .. UNROLL - 1 of the iteration at k0 (FROM >= 1: masked as any later chunk), into the slots
+    # `_lean_loads` with UNROLL = FROM left repeating chunk 0.
+    ptrs = base + (k0 - k_begin)
+    offs_k = k0 + offs_k0
+    if FROM <= 1 and UNROLL > 1:
+        w1 = _lean_load(ptrs + BLOCK_K, offs_k + BLOCK_K, k_end, mask_n, False, EVEN_N, EVEN_K)
+    if FROM <= 2 and UNROLL > 2:
+        w2 = _lean_load(ptrs + 2 * BLOCK_K, offs_k + 2 * BLOCK_K, k_end, mask_n, False, EVEN_N, EVEN_K)
+    if FROM <= 3 and UNROLL > 3:
+        w3 = _lean_load(ptrs + 3 * BLOCK_K, offs_k + 3 * BLOCK_K, k_end, mask_n, False, EVEN_N, EVEN_K)
+    return w0, w1, w2, w3
+
+
+@triton.jit
 def _lean_chunk(acc, w, x_ptr, norm_w_ptr, offs_k, K, rstd, dtype, PROLOGUE: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_K: tl.constexpr, L2_ONLY: tl.constexpr = False):
     # x past this split's k_end meets zero weights; past K it is masked inside _load_x.
@@ -132,7 +148,7 @@ def _lean_iterations(acc, base, x_ptr, norm_w_ptr, k_from, k_begin, k_end, K, rs
 def _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, dtype,
                      PROLOGUE: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM_BLOCK: tl.constexpr,
-                     UNROLL: tl.constexpr, PDL: tl.constexpr = False):
+                     UNROLL: tl.constexpr, PDL: tl.constexpr = False, PREWAIT: tl.constexpr = 0):
     # Row sums ([BLOCK_N], unscaled) of this split: fp32 products accumulated with fp32 FFMAs, as in the plain
     # loop (summed in another order). Each iteration requests UNROLL chunks before any math. Not a ring
     # carried across iterations: a loop-carried fp8 tile is carried byte by byte (one register per weight),
@@ -141,18 +157,26 @@ def _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, 
     # L2 round trip of the whole row and a block reduction): with K = 4096 that iteration is a quarter to half
     # of a program's bytes, and its DRAM requests would otherwise wait behind the reduction. (Peeling costs
     # registers, ~20 at 16 rows, so the other prologues, which have nothing to overlap, do not - unless PDL: then
-    # the peeled loads go out before waiting for the kernel that wrote x, kernels/pdl.py.)
+    # the peeled loads go out before waiting for the kernel that wrote x, kernels/pdl.py; PREWAIT > 0 sends only
+    # that many of them before the wait, `Fp8GemvConfig.prewait`.)
     offs_k0 = tl.arange(0, BLOCK_K)
     # The hint must sit on an op: a loop-carried pointer tile is a block argument and would drop it.
     base = tl.max_contiguous(w_rows + (k_begin + offs_k0)[None, :], [1, 8])
     acc = tl.zeros([BLOCK_N, BLOCK_K // 8], dtype=tl.float32)
     rstd = 1.0
     k_loop = k_begin
-    if PROLOGUE == 1 or PDL:
+    if PDL and PREWAIT > 0:
+        w0, w1, w2, w3 = _lean_loads(base, k_begin, k_begin, k_end, offs_k0, mask_n, EVEN_N, EVEN_K, BLOCK_K,
+                                     PREWAIT)
+        wait_for_prior_kernel()
+        w0, w1, w2, w3 = _lean_loads_rest(base, k_begin, k_begin, k_end, offs_k0, mask_n, w0, w1, w2, w3, EVEN_N,
+                                          EVEN_K, BLOCK_K, PREWAIT, UNROLL)
+    elif PROLOGUE == 1 or PDL:
         w0, w1, w2, w3 = _lean_loads(base, k_begin, k_begin, k_end, offs_k0, mask_n, EVEN_N, EVEN_K, BLOCK_K,
                                      UNROLL)
         if PDL:
             wait_for_prior_kernel()
+    if PROLOGUE == 1 or PDL:
         if PROLOGUE == 1:
             rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
         acc = _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k_begin, offs_k0, K, rstd, dtype, PROLOGUE,

@@ -44,9 +44,15 @@ _FP8_LEAN_8B = {
     # default tiles (bench/results/2026-12-06-s18a-h100-*, 2026-12-06-s18c-h200-*).
     "128256x4096": {"block_n": 16, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 1},
 }
+# o on the H100 (`prewait`: requested chunks before its PDL wait, only there: o is launched by the early-KV attention's
+# trigger): 3 of its 4, so the attention's post-wait loads do not queue behind all 16.8 MB. `bash
+# bench/device_session.sh s28a` (2026-12-07, twenty-eighth session): step span 3,001 -> 2,975 us (attention advance
+# 9.63 -> 8.49 us, o 3.48 -> 3.78), single stream 326.9 / 327.4 -> 330.6 / 330.5 tok/s; 1 and 2 lost (o waits longer
+# than the attention gains). Not measured on the H200, which keeps all four.
+_FP8_LEAN_8B_H100 = {**_FP8_LEAN_8B, "4096x4096": {**_FP8_LEAN_8B["4096x4096"], "prewait": 3}}
 FP8_TUNED: dict[str, dict[str, dict[str, int]]] = {
     "NVIDIA H200/132sm": _FP8_LEAN_8B,
-    "NVIDIA H100 80GB HBM3/132sm": _FP8_LEAN_8B,
+    "NVIDIA H100 80GB HBM3/132sm": _FP8_LEAN_8B_H100,
 }
 # device_key -> "NxK" -> AwqGemvConfig fields. H200, `bench/device_session.sh awq-lean` (2026-12-03, eighth
 # session): the lean nibble-plane loop won every shape (layer projections 121.0 us with the default tiles ->

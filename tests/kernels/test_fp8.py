@@ -386,6 +386,31 @@ def test_fp8_gemv_prologues_gpu(n: int, k: int, split_k: int | str | None) -> No
     torch.testing.assert_close(got.float(), ref, rtol=1.6e-2, atol=1e-2 * ref.abs().mean().item())
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize(("n", "k", "split_k"), [(4096, 4096, 1), (40, 3000, 1), (37, 4100, 2)])
+@pytest.mark.parametrize("prewait", [1, 2, 3])
+def test_fp8_gemv_prewait_bit_identical_gpu(n: int, k: int, split_k: int, prewait: int) -> None:
+    """`prewait` (a PDL launch requests only that many chunks of its first iteration before its wait) moves loads,
+    not math: bit-identical to the same tile without it, and to the reference within FP8 tolerance. The ragged
+    shapes put the first iteration's later chunks past the split's end (predicated off)."""
+    _, q, s = _quantized_weight(n, k, per_channel=True)
+    cfg = Fp8GemvConfig(block_n=8, block_k=1024, num_warps=4, split_k=split_k, lean=4)
+    x = torch.randn(1, k, device="cuda").bfloat16()
+    residual = torch.randn(1, n, device="cuda").bfloat16()
+    want = fp8_gemv(x, q, s, residual=residual, config=cfg, programmatic=True)
+    got = fp8_gemv(x, q, s, residual=residual, config=cfg._replace(prewait=prewait), programmatic=True)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    ref = residual.float() + x.float() @ dequantize(q, s).t()
+    torch.testing.assert_close(got.float(), ref, rtol=1.6e-2, atol=1e-2 * ref.abs().mean().item())
+
+
+def test_fp8_gemv_prewait_must_leave_chunks_after_the_wait() -> None:
+    q, s = torch.zeros(16, 512, dtype=torch.float8_e4m3fn), torch.ones(16)
+    x = torch.randn(1, 512)
+    with pytest.raises(AssertionError, match="prewait"):
+        fp8_gemv(x, q, s, config=Fp8GemvConfig(block_n=16, block_k=256, num_warps=1, lean=2, prewait=2))
+
+
 def test_pick_config_drops_fields_an_older_sweep_wrote(monkeypatch) -> None:
     """A TESSERA_FP8_GEMV_TUNED overlay from an older sweep may carry fields this version removed
     (`int_convert`): the tile still loads, without them."""
