@@ -735,6 +735,22 @@ for s in "$@"; do
           echo "best by span: $best" | tee -a "$OUT/summary.txt"
           stage s28b-ratio 480 bash -c "ratio_runs ':0:'; for r in 1 2; do for n in none base ${best:-down1}; do echo \"variant \$n\";
             (. /tmp/s28b-\$n.env && ratio_runs fp8::fp8); done; done" ;;
+    # s28b (2026-12-07, H100; spans us, o's 3 in all): base 2,977.9, down 1 2,956.0, down 2 2,954.0, qkv 1 2,945.7, o's edge
+    # 3,012.4; single stream base 330.8 / 330.4, qkv 1 331.1 / 331.0, o's 4 327.2 / 327.3, bf16 186.1 tok/s. Down's and
+    # qkv's prewait act on different edges (gate_up's tail, down's tail): the single stream with both (ratio only: the
+    # session's last device minutes).
+    s28d) dev="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)/132sm"
+          tile() { printf '"%s": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": %s, "prewait": %s}' "$@"; }
+          for v in dq2:2:1 dq1:1:1 qkv1:0:1; do
+            IFS=: read -r name dpw qpw <<< "$v"
+            printf '{"%s": {%s, %s, %s}}' "$dev" "$(tile 4096x4096 4 3)" "$(tile 4096x14336 3 "$dpw")" \
+              "$(tile 6144x4096 2 "$qpw")" > "/tmp/s28d-$name.json"
+          done
+          stage s28d-ratio 400 bash -c 'ratio_runs ":0:"; for n in dq2 qkv1 dq2 qkv1 dq1; do echo "variant $n";
+            TESSERA_FP8_GEMV_TUNED=/tmp/s28d-$n.json ratio_runs fp8::fp8; done' ;;
+    # AWQ + FP8 head at today's defaults (with s28b, whose ratio stage runs bf16, on a device that has no same-call
+    # AWQ figure yet, e.g. the H200)
+    s28c) stage s28c-awq 120 bash -c 'ratio_runs "awq::fp8"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac
