@@ -738,7 +738,8 @@ for s in "$@"; do
     # s28b (2026-12-07, H100; spans us, o's 3 in all): base 2,977.9, down 1 2,956.0, down 2 2,954.0, qkv 1 2,945.7, o's edge
     # 3,012.4; single stream base 330.8 / 330.4, qkv 1 331.1 / 331.0, o's 4 327.2 / 327.3, bf16 186.1 tok/s. Down's and
     # qkv's prewait act on different edges (gate_up's tail, down's tail): the single stream with both (ratio only: the
-    # session's last device minutes).
+    # session's last device minutes). Run 2026-12-07: o 3 + qkv 1 + down 2 333.4 / 333.4 against o 3 + qkv 1 331.5 /
+    # 331.1 (bf16 186.1): taken as the H100 defaults; down 1's run was cut by the end of the device time.
     s28d) dev="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)/132sm"
           tile() { printf '"%s": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": %s, "prewait": %s}' "$@"; }
           for v in dq2:2:1 dq1:1:1 qkv1:0:1; do

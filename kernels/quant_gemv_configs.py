@@ -46,17 +46,18 @@ _FP8_LEAN_8B = {
 }
 # The H100 sends fewer chunks before the PDL wait (`prewait`) where a launch's early requests queue in DRAM ahead of the
 # kernel it waits for: o (launched by the early-KV attention's trigger) 3 of its 4, so the attention's post-wait loads
-# do not wait behind all of o's 16.8 MB; qkv (launched by down's trigger while down streams) 1 of its 2. `bash
-# bench/device_session.sh s28a s28b` (2026-12-07, twenty-eighth session, FP8 + FP8 head): step span 3,001 -> 2,975 us
-# with o's 3 (attention advance 9.63 -> 8.49 us, o 3.48 -> 3.78; 1 and 2 lost: o waited longer than the attention
-# gained), -> 2,946 with qkv's 1 as well (down 20.79 -> 19.83, qkv 9.91 -> 10.81, attention 8.50 -> 7.58); single
-# stream 327.2 / 327.3 -> 330.8 / 330.4 -> 331.1 / 331.0 tok/s (bf16 186.1). Down's own prewait (1 or 2 of 3, behind
-# gate_up) cut the span to 2,954-2,956 alone, not measured in the single stream. Not measured on the H200, which keeps
-# every chunk before the wait.
+# do not wait behind all of o's 16.8 MB; qkv (launched by down's trigger while down streams) 1 of its 2; down
+# (launched by gate_up's) 2 of its 3. `bash bench/device_session.sh s28a s28b s28d` (2026-12-07, twenty-eighth
+# session, FP8 + FP8 head): step span 3,001 -> 2,975 us with o's 3 (attention advance 9.63 -> 8.49 us, o 3.48 ->
+# 3.78; 1 and 2 lost: o waited longer than the attention gained), 2,978 -> 2,946 with qkv's 1 as well (down 20.79 ->
+# 19.83, attention 8.50 -> 7.58, qkv 9.91 -> 10.81), down's 2 alone 2,954 (gate_up 44.45 -> 43.22); single stream
+# 327.2 / 327.3 (all chunks) -> 330.8 / 330.4 (o) -> 331.1-331.5 (o, qkv) -> 333.4 / 333.4 (o, qkv, down) tok/s, bf16
+# 186.1. Not measured on the H200, which keeps every chunk before the wait.
 _FP8_LEAN_8B_H100 = {
     **_FP8_LEAN_8B,
     "4096x4096": {**_FP8_LEAN_8B["4096x4096"], "prewait": 3},
     "6144x4096": {**_FP8_LEAN_8B["6144x4096"], "prewait": 1},
+    "4096x14336": {**_FP8_LEAN_8B["4096x14336"], "prewait": 2},
 }
 FP8_TUNED: dict[str, dict[str, dict[str, int]]] = {
     "NVIDIA H200/132sm": _FP8_LEAN_8B,
