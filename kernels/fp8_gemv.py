@@ -66,8 +66,9 @@ class Fp8GemvConfig(NamedTuple):
     # time). 16-bit x, K % 4 == 0; elsewhere the config's lean / plain loop runs.
     ring: int = 0
     # 1 to lean - 1: with PDL, the lean loop requests only this many chunks of its first iteration before waiting
-    # for the kernel that wrote x (the rest right after the wait); 0: all of them. For the o projection launched
-    # by the attention's trigger: its pre-wait requests queue in DRAM ahead of the attention's own post-wait loads.
+    # for the kernel that wrote x (the rest right after the wait); 0: all of them. For GEMVs launched while the
+    # kernel before them still streams (o after the early-KV attention, qkv after down, down after gate_up): their
+    # pre-wait requests queue in DRAM ahead of that kernel's last loads (kernels/quant_gemv_configs.py, H100).
     prewait: int = 0
 
 

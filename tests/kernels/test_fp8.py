@@ -14,8 +14,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl  # noqa: F401  (the interpreter needs it visible to _no_wait)
 
 from kernels.fp8_gemm import fp8_linear_ref, fp8_linear_scaled_mm, fp8_w8a8_ref
 from kernels.fp8_gemv import Fp8GemvConfig, default_config, fp8_gemv
@@ -386,65 +384,6 @@ def test_fp8_gemv_prologues_gpu(n: int, k: int, split_k: int | str | None) -> No
     ref = residual.float() + (F.silu(gate) * up).float() @ w.t()
     got = fp8_gemv(gate_up, q, s, silu_mul=True, residual=residual, config=cfg)
     torch.testing.assert_close(got.float(), ref, rtol=1.6e-2, atol=1e-2 * ref.abs().mean().item())
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize(("n", "k", "split_k"), [(4096, 4096, 1), (40, 3000, 1), (37, 4100, 2)])
-@pytest.mark.parametrize("prewait", [1, 2, 3])
-def test_fp8_gemv_prewait_bit_identical_gpu(n: int, k: int, split_k: int, prewait: int) -> None:
-    """`prewait` (a PDL launch requests only that many chunks of its first iteration before its wait) moves loads,
-    not math: bit-identical to the same tile without it, and to the reference within FP8 tolerance. The ragged
-    shapes put the first iteration's later chunks past the split's end (predicated off)."""
-    _, q, s = _quantized_weight(n, k, per_channel=True)
-    cfg = Fp8GemvConfig(block_n=8, block_k=1024, num_warps=4, split_k=split_k, lean=4)
-    x = torch.randn(1, k, device="cuda").bfloat16()
-    residual = torch.randn(1, n, device="cuda").bfloat16()
-    want = fp8_gemv(x, q, s, residual=residual, config=cfg, programmatic=True)
-    got = fp8_gemv(x, q, s, residual=residual, config=cfg._replace(prewait=prewait), programmatic=True)
-    torch.testing.assert_close(got, want, atol=0, rtol=0)
-    ref = residual.float() + x.float() @ dequantize(q, s).t()
-    torch.testing.assert_close(got.float(), ref, rtol=1.6e-2, atol=1e-2 * ref.abs().mean().item())
-
-
-@triton.jit
-def _no_wait():
-    pass
-
-
-@pytest.mark.parametrize(("n", "k", "lean", "prewait", "split_k"),
-                         [(24, 3000, 3, 2, 1), (24, 3000, 3, 1, 1), (40, 2048, 2, 1, 1), (37, 4100, 4, 3, 2),
-                          (16, 300, 4, 2, 1)])
-def test_fp8_gemv_prewait_bit_identical_interpreter(monkeypatch, n: int, k: int, lean: int, prewait: int,
-                                                    split_k: int) -> None:
-    """The `prewait` path (a PDL launch: part of the first iteration's chunks before the wait, the rest after) in the
-    interpreter, which has no PDL: the launch is forced to PDL=True and the wait is a no-op. Bit-identical to the same
-    tile loading every chunk first, for every prologue; the ragged shapes put later chunks past the split's end."""
-    import kernels.fp8_gemv as fp8_gemv_module
-    import kernels.fp8_gemv_lean as lean_module
-
-    monkeypatch.setattr(fp8_gemv_module, "pdl_kernel_options", lambda device, wanted=None: {"PDL": True})
-    monkeypatch.setattr(fp8_gemv_module, "wait_for_prior_kernel", _no_wait)
-    monkeypatch.setattr(lean_module, "wait_for_prior_kernel", _no_wait)
-    gen = torch.Generator().manual_seed(n + k)
-    q = (40 * torch.randn(n, k, generator=gen)).clamp(-448, 448).to(torch.float8_e4m3fn)
-    s = torch.rand(n, generator=gen) + 0.5
-    x = torch.randn(1, 2 * k, generator=gen)
-    residual = torch.randn(1, n, generator=gen)
-    gamma = 1 + 0.2 * torch.randn(k, generator=gen)
-    cfg = Fp8GemvConfig(block_n=8, block_k=256, num_warps=1, lean=lean, split_k=split_k)
-    early = cfg._replace(prewait=prewait)
-    for kwargs in ({"silu_mul": True}, {"norm_weight": gamma, "eps": 1e-5}):
-        xin = x if "silu_mul" in kwargs else x[:, :k]
-        want = fp8_gemv(xin, q, s, residual=residual.clone(), config=cfg, **kwargs)
-        got = fp8_gemv(xin, q, s, residual=residual.clone(), config=early, **kwargs)
-        torch.testing.assert_close(got, want, atol=0, rtol=0)
-
-
-def test_fp8_gemv_prewait_must_leave_chunks_after_the_wait() -> None:
-    q, s = torch.zeros(16, 512, dtype=torch.float8_e4m3fn), torch.ones(16)
-    x = torch.randn(1, 512)
-    with pytest.raises(AssertionError, match="prewait"):
-        fp8_gemv(x, q, s, config=Fp8GemvConfig(block_n=16, block_k=256, num_warps=1, lean=2, prewait=2))
 
 
 def test_pick_config_drops_fields_an_older_sweep_wrote(monkeypatch) -> None:
