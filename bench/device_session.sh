@@ -752,6 +752,20 @@ for s in "$@"; do
     # AWQ + FP8 head at today's defaults (with s28b, whose ratio stage runs bf16, on a device that has no same-call
     # AWQ figure yet, e.g. the H200)
     s28c) stage s28c-awq 120 bash -c 'ratio_runs "awq::fp8"' ;;
+    # Where the ~50-70 us per token between the FP8 step's span and the single stream's token time goes (twenty-eighth
+    # session: 333.4 tok/s = 3.00 ms per token against a ~2.92-2.95 ms graph span): the single stream with the step
+    # trace (`TESSERA_STEP_TRACE`: host launch time and CUDA-event GPU time of each forward, i.e. the replay's input
+    # copies plus the graph), then the decode forwards' median GPU time against their launch cadence (the host loop's
+    # period = the token time): cadence - GPU time is what the GPU spends outside the forward (sampling, the batch's
+    # H2D copies, the req_to_token store). Prepared 2026-12-07, not run.
+    s29a) stage s29a-trace 150 bash -c 'TESSERA_STEP_TRACE=/tmp/s29a.jsonl python3 bench/single_stream.py --quantization fp8 \
+            --engine-args "{\"attention_backend\": \"triton\", \"lm_head_quantization\": \"fp8\"}" 2>&1 | grep decode_tok_s | cut -c1-60
+          python3 -c "import json, statistics as st
+rows = [json.loads(l) for l in open(\"/tmp/s29a.jsonl\")]
+dec = [r for r in rows if r[\"mode\"] == \"decode\" and r[\"rows\"] == 1]
+gaps = [b[\"t\"] - a[\"t\"] for a, b in zip(dec, dec[1:]) if b[\"t\"] - a[\"t\"] < 0.02]
+print(\"decode forwards\", len(dec), \"GPU ms median\", st.median(r[\"gpu_ms\"] for r in dec),
+      \"launch cadence ms median\", round(1e3 * st.median(gaps), 3))"' ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac
