@@ -101,6 +101,15 @@ gemv_ncu() {  # gemv_ncu [gemv_ncu.py args]: Nsight Compute counters of the batc
 }
 export -f gemv_ncu
 
+fp8_tiles() {  # fp8_tiles NxK:LEAN:PREWAIT ...: a TESSERA_FP8_GEMV_TUNED overlay (8 rows, 1024 columns, 4 warps) for this GPU
+  local entries="" t shape lean pw
+  for t in "$@"; do
+    IFS=: read -r shape lean pw <<< "$t"
+    entries+="${entries:+, }\"$shape\": {\"block_n\": 8, \"block_k\": 1024, \"num_warps\": 4, \"num_stages\": 1, \"split_k\": 1, \"lean\": $lean, \"prewait\": $pw}"
+  done
+  printf '{"%s/132sm": {%s}}' "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" "$entries"
+}
+
 stage() {  # stage NAME TIMEOUT_S CMD...
   local name=$1 limit=$2
   shift 2
@@ -700,11 +709,9 @@ for s in "$@"; do
     # before its own wait, queued in DRAM ahead of the attention's post-wait loads. `Fp8GemvConfig.prewait` sends only
     # 1-3 of those chunks before the wait (0 = all, the control), through the FP8 tile overlay: GPU tests, the step
     # timelines, then the single stream at the best span against the control, twice each, next to bf16.
-    s28a) stage s28a-tests 240 python3 -m pytest -q -m gpu -o addopts="" $XDIST tests/kernels/test_fp8.py -k "prewait or lean"
-          dev="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)/132sm"
+    s28a) stage s28a-tests 240 python3 -m pytest -q -m gpu -o addopts="" $XDIST tests/kernels/test_fp8.py tests/kernels/test_fp8_prewait.py -k "prewait or lean"
           for p in 0 1 2 3; do
-            printf '{"%s": {"4096x4096": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": 4, "prewait": %s}}}' \
-              "$dev" "$p" > /tmp/o-pw$p.json
+            fp8_tiles "4096x4096:4:$p" > /tmp/o-pw$p.json
             TESSERA_FP8_GEMV_TUNED=/tmp/o-pw$p.json stage "s28a-o-pw$p" 90 python3 bench/step_timeline.py \
               --engine-args '{"quantization": "fp8", "lm_head_quantization": "fp8"}'
           done
@@ -719,13 +726,10 @@ for s in "$@"; do
     # (launched by gate_up's early trigger, lean 3) with 1 / 2, qkv (launched by down's, lean 2) with 1, each on top
     # of o's 3, and o's own edge (o lets gate_up start early) on top of it; then the single stream at the best span
     # against o's 3 alone and against o as before (all 4 chunks before the wait), twice each.
-    s28b) dev="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)/132sm"
-          tile() { printf '"%s": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": %s, "prewait": %s}' "$@"; }
-          # name:o's prewait:down's:qkv's:TESSERA_PDL_GEMV_CHAIN (empty: the default gate_up,down)
+    s28b) # name:o's prewait:down's:qkv's:TESSERA_PDL_GEMV_CHAIN (empty: the default gate_up,down)
           for v in base:3:0:0: down1:3:1:0: down2:3:2:0: qkv1:3:0:1: chain-o:3:0:0:o,gate_up,down none:0:0:0:; do
             IFS=: read -r name opw dpw qpw chain <<< "$v"
-            printf '{"%s": {%s, %s, %s}}' "$dev" "$(tile 4096x4096 4 "$opw")" "$(tile 4096x14336 3 "$dpw")" \
-              "$(tile 6144x4096 2 "$qpw")" > "/tmp/s28b-$name.json"
+            fp8_tiles "4096x4096:4:$opw" "4096x14336:3:$dpw" "6144x4096:2:$qpw" > "/tmp/s28b-$name.json"
             echo "export TESSERA_FP8_GEMV_TUNED=/tmp/s28b-$name.json${chain:+ TESSERA_PDL_GEMV_CHAIN=$chain}" > "/tmp/s28b-$name.env"
             [ "$name" = none ] || (. "/tmp/s28b-$name.env" && stage "s28b-$name" 90 python3 bench/step_timeline.py \
               --engine-args '{"quantization": "fp8", "lm_head_quantization": "fp8"}')
@@ -740,12 +744,9 @@ for s in "$@"; do
     # qkv's prewait act on different edges (gate_up's tail, down's tail): the single stream with both (ratio only: the
     # session's last device minutes). Run 2026-12-07: o 3 + qkv 1 + down 2 333.4 / 333.4 against o 3 + qkv 1 331.5 /
     # 331.1 (bf16 186.1): taken as the H100 defaults; down 1's run was cut by the end of the device time.
-    s28d) dev="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)/132sm"
-          tile() { printf '"%s": {"block_n": 8, "block_k": 1024, "num_warps": 4, "num_stages": 1, "split_k": 1, "lean": %s, "prewait": %s}' "$@"; }
-          for v in dq2:2:1 dq1:1:1 qkv1:0:1; do
+    s28d) for v in dq2:2:1 dq1:1:1 qkv1:0:1; do
             IFS=: read -r name dpw qpw <<< "$v"
-            printf '{"%s": {%s, %s, %s}}' "$dev" "$(tile 4096x4096 4 3)" "$(tile 4096x14336 3 "$dpw")" \
-              "$(tile 6144x4096 2 "$qpw")" > "/tmp/s28d-$name.json"
+            fp8_tiles "4096x4096:4:3" "4096x14336:3:$dpw" "6144x4096:2:$qpw" > "/tmp/s28d-$name.json"
           done
           stage s28d-ratio 400 bash -c 'ratio_runs ":0:"; for n in dq2 qkv1 dq2 qkv1 dq1; do echo "variant $n";
             TESSERA_FP8_GEMV_TUNED=/tmp/s28d-$n.json ratio_runs fp8::fp8; done' ;;

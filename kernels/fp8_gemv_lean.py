@@ -93,7 +93,7 @@ def _lean_loads(base, k0, k_begin, k_end, offs_k0, mask_n, EVEN_N: tl.constexpr,
 def _lean_loads_rest(base, k0, k_begin, k_end, offs_k0, mask_n, w0, w1, w2, w3, EVEN_N: tl.constexpr,
                      EVEN_K: tl.constexpr, BLOCK_K: tl.constexpr, FROM: tl.constexpr, UNROLL: tl.constexpr):
     # Chunks FROM .. UNROLL - 1 of the iteration at k0 (FROM >= 1: masked as any later chunk), into the slots
-    # `_lean_loads` with UNROLL = FROM left repeating chunk 0.
+    # `_lean_loads` with UNROLL = FROM left repeating chunk 0; none when FROM = UNROLL.
     ptrs = base + (k0 - k_begin)
     offs_k = k0 + offs_k0
     if FROM <= 1 and UNROLL > 1:
@@ -165,18 +165,14 @@ def _fp8_lean_k_loop(x_ptr, norm_w_ptr, w_rows, mask_n, k_begin, k_end, K, eps, 
     acc = tl.zeros([BLOCK_N, BLOCK_K // 8], dtype=tl.float32)
     rstd = 1.0
     k_loop = k_begin
-    if PDL and PREWAIT > 0:
+    if PROLOGUE == 1 or PDL:
+        # PREWAIT > 0: only that many of the peeled chunks before the wait, the rest right after it
         w0, w1, w2, w3 = _lean_loads(base, k_begin, k_begin, k_end, offs_k0, mask_n, EVEN_N, EVEN_K, BLOCK_K,
-                                     PREWAIT)
-        wait_for_prior_kernel()
-        w0, w1, w2, w3 = _lean_loads_rest(base, k_begin, k_begin, k_end, offs_k0, mask_n, w0, w1, w2, w3, EVEN_N,
-                                          EVEN_K, BLOCK_K, PREWAIT, UNROLL)
-    elif PROLOGUE == 1 or PDL:
-        w0, w1, w2, w3 = _lean_loads(base, k_begin, k_begin, k_end, offs_k0, mask_n, EVEN_N, EVEN_K, BLOCK_K,
-                                     UNROLL)
+                                     PREWAIT if PREWAIT > 0 else UNROLL)
         if PDL:
             wait_for_prior_kernel()
-    if PROLOGUE == 1 or PDL:
+        w0, w1, w2, w3 = _lean_loads_rest(base, k_begin, k_begin, k_end, offs_k0, mask_n, w0, w1, w2, w3, EVEN_N,
+                                          EVEN_K, BLOCK_K, PREWAIT if PREWAIT > 0 else UNROLL, UNROLL)
         if PROLOGUE == 1:
             rstd = _row_rstd(x_ptr, K, eps, NORM_BLOCK)
         acc = _lean_math(acc, w0, w1, w2, w3, x_ptr, norm_w_ptr, k_begin, offs_k0, K, rstd, dtype, PROLOGUE,

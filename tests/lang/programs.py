@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 SYSTEM = "You answer questions about Python's standard library in one short sentence."
+MODULES = [" os", " sys", " json", " os.path"]  # greedy_select's choices
 
 
 def build(sgl: Any) -> SimpleNamespace:
@@ -22,7 +23,7 @@ def build(sgl: Any) -> SimpleNamespace:
     @sgl.function
     def greedy_select(s, topic):
         s += "The module for " + topic + " is"
-        s += sgl.select("module", choices=[" os", " sys", " json", " os.path"],
+        s += sgl.select("module", choices=MODULES,
                         choices_method=sgl.greedy_token_selection)
 
     @sgl.function

@@ -62,11 +62,10 @@ def test_greedy_token_select(both, backends) -> None:
     that run's logprobs, the two runs' logprobs must agree, and the picks must too where the logprobs are equal."""
     from sglang.lang.choices import greedy_token_selection as sglang_greedy
 
-    choices = [" os", " sys", " json", " os.path"]  # programs.greedy_select's
     theirs, ours = _pair(both, backends, "greedy_select", topic="files")
     metas = [state.get_meta_info("module") for state in (theirs, ours)]
     for state, meta in zip((theirs, ours), metas):
-        reference = sglang_greedy(choices=choices, normalized_prompt_logprobs=meta["normalized_prompt_logprobs"],
+        reference = sglang_greedy(choices=programs.MODULES, normalized_prompt_logprobs=meta["normalized_prompt_logprobs"],
                                   input_token_logprobs=meta["input_token_logprobs"],
                                   output_token_logprobs=meta["output_token_logprobs"])
         assert state["module"] == reference.decision
