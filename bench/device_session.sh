@@ -767,6 +767,34 @@ dec = [r for r in rows if r[\"mode\"] == \"decode\" and r[\"rows\"] == 1]
 gaps = [b[\"t\"] - a[\"t\"] for a, b in zip(dec, dec[1:]) if b[\"t\"] - a[\"t\"] < 0.02]
 print(\"decode forwards\", len(dec), \"GPU ms median\", st.median(r[\"gpu_ms\"] for r in dec),
       \"launch cadence ms median\", round(1e3 * st.median(gaps), 3))"' ;;
+    # s29b: the decode inputs built into the graph's input block (engine/graph_inputs.py) against the session-start
+    # tree (8b62ceb, /tmp/base): GPU tests of the graph paths, then per tree the token timeline (GPU ops outside the
+    # graph per token) and the FP8 single stream, then bf16 for the ratio.
+    s29b) git worktree add -f /tmp/base 8b62ceb >/dev/null 2>&1; cp bench/token_timeline.py /tmp/base/bench/
+          stage s29b-tests 240 python3 -m pytest -q -o addopts="" $XDIST -rf tests/engine/test_gpu_graph_padding.py \
+            tests/engine/test_gpu_engine.py tests/engine/test_gpu_speculative.py tests/engine/test_gpu_fp8.py \
+            tests/kernels/test_fp8_prewait.py
+          for t in /tmp/base .; do
+            n=$([ "$t" = . ] && echo new || echo base)
+            (cd $t && stage "s29b-timeline-$n" 120 python3 bench/token_timeline.py \
+              --engine-args '{"quantization": "fp8", "lm_head_quantization": "fp8"}')
+          done
+          for r in 1 2; do for t in /tmp/base .; do
+            n=$([ "$t" = . ] && echo new || echo base)
+            (cd $t && stage "s29b-fp8-$n-$r" 150 bash -c "ratio_runs fp8::fp8")
+          done; done
+          stage s29b-bf16 150 bash -c "ratio_runs ':0:'" ;;
+    # s29b (2026-12-07, H100): outside the graph per FP8 token 68.4 -> 52.1 us (period 2,972 -> 2,954 us), single
+    # stream 333.0 / 333.2 -> 335.2 / 335.2 tok/s (bf16 186.7: 1.795x); torch's argmax of the 128k row is 29.5 us of
+    # the 52. s29c: the chunked argmax (kernels/argmax.py) and the sampler's model-dtype greedy path on top; the
+    # measurement first, then the tests of everything this session touched, each file its own summary.
+    s29c) stage s29c-timeline 120 python3 bench/token_timeline.py --engine-args '{"quantization": "fp8", "lm_head_quantization": "fp8"}'
+          stage s29c-ratio 200 bash -c "ratio_runs fp8::fp8 fp8::fp8 ':0:'"
+          stage s29c-tests-cpu-paths 120 python3 -m pytest -q -o addopts="" -rf tests/kernels/test_argmax.py \
+            tests/unit/test_sampler.py tests/engine/test_gpu_graph_padding.py
+          stage s29c-tests-prewait 120 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rf tests/kernels/test_fp8_prewait.py
+          stage s29c-tests-engine 200 python3 -m pytest -q -m gpu -o addopts="" $XDIST -rf tests/engine/test_gpu_engine.py \
+            tests/engine/test_gpu_speculative.py tests/engine/test_gpu_fp8.py ;;
     suite-skip-hf) stage suite 300 python3 bench/run_suite.py --skip-hf ;;
     *) echo "unknown stage $s" ;;
   esac

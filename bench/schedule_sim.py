@@ -205,7 +205,7 @@ def build_scheduler(engine_args: dict, model: StepTimeModel, clock: VirtualClock
     runner.chunked_prefill_size = args.chunked_prefill_size or default_chunked_prefill_size(141 * 1000**3)
     scheduler = Scheduler(args, runner, TPContext(), None, [], on_msg)
 
-    def forward(fb) -> torch.Tensor:
+    def forward(fb, fp32: bool = True) -> torch.Tensor:  # ModelRunner.forward's signature; the dtype is moot here
         clock.launch(model.launch_ms(fb), model.gpu_ms(fb))
         logits = torch.zeros(fb.logits_indices.numel(), vocab)
         clock.resume()  # the stand-in logits are not the scheduler's host time

@@ -4,16 +4,20 @@ belongs to which request and prompt position.
 Decode batches take a fast path: every request adds one token, so the whole batch is a few host
 integer columns packed into two tensors, moved with two host-to-device copies, and the new KV
 slots are written into `req_to_token` with one indexed store. Per-request device ops would cost
-~10 us each, which at batch 256 is more than a decode step's GPU time is worth.
+~10 us each, which at batch 256 is more than a decode step's GPU time is worth. A decode batch that a
+CUDA graph will replay goes straight into that graph's input block instead (`decode_inputs`,
+engine.graph_inputs): one copy, no copies at replay.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from engine.forward_batch import ForwardBatch, ForwardMode
+from engine.graph_inputs import DecodeInputBlock
 from engine.mem.req_to_token import ReqToTokenPool
 from engine.req import Req
 
@@ -42,9 +46,15 @@ class ScheduleBatch:
         return len(self.reqs) - self.num_decode_rows
 
 
-def build_forward_batch(batch: ScheduleBatch, req_pool: ReqToTokenPool, device: torch.device) -> ForwardBatch:
-    """Assumes KV slots were already allocated and `req.extend_len` set; advances req.kv_len."""
+def build_forward_batch(batch: ScheduleBatch, req_pool: ReqToTokenPool, device: torch.device,
+                        decode_inputs: Callable[[int], DecodeInputBlock | None] | None = None) -> ForwardBatch:
+    """Assumes KV slots were already allocated and `req.extend_len` set; advances req.kv_len.
+    `decode_inputs(B)`: the input block a decode batch of B rows will be replayed from (ModelRunner.decode_inputs),
+    None where no graph replays it."""
     if batch.mode.is_decode:
+        block = decode_inputs(len(batch.reqs)) if decode_inputs is not None else None
+        if block is not None and batch.decode_slots is not None:
+            return _build_decode_into(block, batch, req_pool)
         return _build_decode(batch, req_pool, device)
     input_ids: list[int] = []
     positions: list[int] = []
@@ -133,17 +143,45 @@ def _last_token(req: Req) -> int:
     return req.origin_input_ids[pos] if pos < num_prompt else req.output_ids[pos - num_prompt]
 
 
+def _start_decode(batch: ScheduleBatch) -> tuple[list[int], list[int]]:
+    """A decode batch's positions and host input ids (zeros where the previous step's ids are chained on the
+    device); records its logits rows and moves every request's kv_len past the new token."""
+    positions = [r.kv_len for r in batch.reqs]
+    token_ids = [0] * len(positions) if batch.input_ids_gpu is not None else [_last_token(r) for r in batch.reqs]
+    batch.logit_rows = [(i, 1, p) for i, p in enumerate(positions)]
+    batch.samples = [True] * len(positions)
+    for req in batch.reqs:
+        req.kv_len += 1
+    return positions, token_ids
+
+
+def _build_decode_into(block: DecodeInputBlock, batch: ScheduleBatch, req_pool: ReqToTokenPool) -> ForwardBatch:
+    """The decode batch as views of a graph's input block: one host-to-device copy (plus one device copy of
+    chained input ids) and the index store of the new slots."""
+    reqs = batch.reqs
+    bs = len(reqs)
+    positions, token_ids = _start_decode(batch)
+    assert batch.decode_slots is not None
+    block.load(token_ids, positions, [r.req_pool_idx for r in reqs], batch.decode_slots.tolist())
+    input_ids, rows, pos = block.input_ids[:bs], block.req_pool_indices[:bs], block.positions[:bs]
+    if batch.input_ids_gpu is not None:
+        input_ids.copy_(batch.input_ids_gpu, non_blocking=True)
+    req_pool.req_to_token[rows, pos] = block.out_cache_loc_int32[:bs]
+    return ForwardBatch(
+        forward_mode=ForwardMode.DECODE, batch_size=bs, input_ids=input_ids, positions=pos, req_pool_indices=rows,
+        seq_lens=block.seq_lens[:bs], out_cache_loc=block.out_cache_loc[:bs], req_to_token=req_pool.req_to_token,
+        prefix_lens=block.prefix_lens[:bs], extend_lens=block.ones[:bs], extend_start_loc=block.arange[:bs],
+        seq_lens_cpu=[p + 1 for p in positions], prefix_lens_cpu=positions, extend_lens_cpu=[1] * bs,
+        logits_indices=block.arange64[:bs],
+    )
+
+
 def _build_decode(batch: ScheduleBatch, req_pool: ReqToTokenPool, device: torch.device) -> ForwardBatch:
     reqs = batch.reqs
     bs = len(reqs)
-    positions = [r.kv_len for r in reqs]
+    positions, token_ids = _start_decode(batch)
     seq_lens = [p + 1 for p in positions]
     rows = [r.req_pool_idx for r in reqs]
-    token_ids = [0] * bs if batch.input_ids_gpu is not None else [_last_token(r) for r in reqs]
-    batch.logit_rows = [(i, 1, p) for i, p in enumerate(positions)]
-    batch.samples = [True] * bs
-    for req in reqs:
-        req.kv_len += 1
     arange = list(range(bs))
     # int64 columns: input_ids, positions, req rows, out_cache_loc, logits rows
     cols64 = torch.tensor([token_ids, positions, rows, [0] * bs, arange], dtype=torch.int64)  # [5, B]

@@ -2,8 +2,9 @@
 
 A decode step of an 8B model is ~450 kernel launches; replaying a graph turns them into one launch,
 so small batches run at the GPU's pace instead of Python's. A batch of size B replays the graph of
-the smallest captured size >= B: its inputs are copied into static buffers and the padded rows get
-`seq_len 0` and write their K/V to slot 0, the pool's scratch slot (the triton kernel skips empty
+the smallest captured size >= B, which reads that size's input block (`engine.graph_inputs`): the batch
+builder writes a decode batch straight into it (`graph_inputs`), anything else is copied in at replay. Padded
+rows get `seq_len 0` and write their K/V to slot 0, the pool's scratch slot (the triton kernel skips empty
 rows; FlashInfer gives each padded row one page, slot 0).
 
 The attention backend sees the static batch through two hooks: `init_forward_metadata_capture`
@@ -11,7 +12,8 @@ before a size is warmed up and captured, `init_forward_metadata_replay` (with th
 lengths) before each replay. `triton` needs nothing per replay (its split count depends on the batch
 size alone); `flashinfer` re-plans that size's cuda-graph decode wrapper there. `torch_native` reads
 host lengths inside its forward and is never captured. Captures share one memory pool, largest batch
-first.
+first; runners that share a pool may share their input blocks too (`inputs`), so the block a batch was built
+into serves whichever of them replays it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 import torch
 
 from engine.forward_batch import ForwardBatch, ForwardMode
+from engine.graph_inputs import DecodeInputBlock
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +52,11 @@ def capture_batch_sizes(max_bs: int) -> list[int]:
 
 class CudaGraphRunner:
     def __init__(self, model: torch.nn.Module, attn_backend, req_to_token: torch.Tensor, max_bs: int,
-                 device: torch.device, use_graphs: bool = True, graph_pool=None) -> None:
+                 device: torch.device, use_graphs: bool = True, graph_pool=None,
+                 inputs: dict[int, DecodeInputBlock] | None = None) -> None:
         """`use_graphs=False` runs the same padded static-buffer path eagerly (tests it on the CPU).
-        `graph_pool`: another runner's `graph_pool`, to share its memory (runners that never replay at
-        the same time, like the hybrid backend's two decode graph sets)."""
+        `graph_pool`, `inputs`: another runner's `graph_pool` and `inputs`, to share its memory and input blocks
+        (runners that never replay at the same time, like the hybrid backend's two decode graph sets)."""
         self.model = model
         self.attn_backend = attn_backend
         self.req_to_token = req_to_token
@@ -60,15 +64,7 @@ class CudaGraphRunner:
         self.use_graphs = use_graphs
         self.batch_sizes = capture_batch_sizes(max_bs)
         self.max_bs = self.batch_sizes[-1]
-        n = self.max_bs
-        with torch.device(device):
-            self.input_ids = torch.zeros(n, dtype=torch.int64)
-            self.positions = torch.zeros(n, dtype=torch.int64)
-            self.req_pool_indices = torch.zeros(n, dtype=torch.int64)
-            self.seq_lens = torch.zeros(n, dtype=torch.int32)
-            self.out_cache_loc = torch.zeros(n, dtype=torch.int64)  # 0: the scratch slot
-            self.ones = torch.ones(n, dtype=torch.int32)
-            self.arange = torch.arange(n, dtype=torch.int32)
+        self.inputs = inputs if inputs is not None else {bs: DecodeInputBlock(bs, device) for bs in self.batch_sizes}
         # One static batch per size, kept: a backend may hold on to the batch it captured with.
         self.static_batches = {bs: self._static_batch(bs) for bs in self.batch_sizes}
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -82,14 +78,14 @@ class CudaGraphRunner:
                 self.attn_backend.init_forward_metadata_capture(self.static_batches[bs])
 
     def _static_batch(self, bs: int) -> ForwardBatch:
-        seq = self.seq_lens[:bs]
+        block = self.inputs[bs]
         return ForwardBatch(
-            forward_mode=ForwardMode.DECODE, batch_size=bs, input_ids=self.input_ids[:bs],
-            positions=self.positions[:bs], req_pool_indices=self.req_pool_indices[:bs], seq_lens=seq,
-            out_cache_loc=self.out_cache_loc[:bs], req_to_token=self.req_to_token, prefix_lens=seq,
-            extend_lens=self.ones[:bs], extend_start_loc=self.arange[:bs],
+            forward_mode=ForwardMode.DECODE, batch_size=bs, input_ids=block.input_ids,
+            positions=block.positions, req_pool_indices=block.req_pool_indices, seq_lens=block.seq_lens,
+            out_cache_loc=block.out_cache_loc, req_to_token=self.req_to_token, prefix_lens=block.seq_lens,
+            extend_lens=block.ones, extend_start_loc=block.arange,
             seq_lens_cpu=[0] * bs, prefix_lens_cpu=[0] * bs, extend_lens_cpu=[1] * bs,
-            logits_indices=self.arange[:bs].long(),
+            logits_indices=block.arange64,
         )
 
     def _forward(self, fb: ForwardBatch) -> torch.Tensor:
@@ -125,19 +121,25 @@ class CudaGraphRunner:
     def padded_size(self, bs: int) -> int:
         return self.batch_sizes[bisect.bisect_left(self.batch_sizes, bs)]
 
+    def graph_inputs(self, bs: int) -> DecodeInputBlock | None:
+        """The input block a decode batch of `bs` rows is replayed from; None when no graph holds it."""
+        return self.inputs[self.padded_size(bs)] if 0 < bs <= self.max_bs else None
+
     def replay(self, fb: ForwardBatch) -> torch.Tensor:
         """Logits [bs, vocab] (model dtype) of a decode batch; valid until the next replay."""
         bs = fb.batch_size
         pbs = self.padded_size(bs)
-        if pbs > bs:
-            # Rows a larger batch left behind would otherwise attend and write KV for real requests.
-            self.seq_lens[bs:pbs].zero_()
-            self.out_cache_loc[bs:pbs].zero_()
-        self.input_ids[:bs].copy_(fb.input_ids, non_blocking=True)
-        self.positions[:bs].copy_(fb.positions, non_blocking=True)
-        self.req_pool_indices[:bs].copy_(fb.req_pool_indices, non_blocking=True)
-        self.seq_lens[:bs].copy_(fb.seq_lens, non_blocking=True)
-        self.out_cache_loc[:bs].copy_(fb.out_cache_loc, non_blocking=True)
+        block = self.inputs[pbs]
+        if fb.seq_lens.data_ptr() != block.seq_lens.data_ptr():  # not built into the block: copy it in
+            if pbs > bs:
+                # Rows an earlier batch left behind would otherwise attend and write KV for real requests.
+                block.seq_lens[bs:].zero_()
+                block.out_cache_loc[bs:].zero_()
+            block.input_ids[:bs].copy_(fb.input_ids, non_blocking=True)
+            block.positions[:bs].copy_(fb.positions, non_blocking=True)
+            block.req_pool_indices[:bs].copy_(fb.req_pool_indices, non_blocking=True)
+            block.seq_lens[:bs].copy_(fb.seq_lens, non_blocking=True)
+            block.out_cache_loc[:bs].copy_(fb.out_cache_loc, non_blocking=True)
         static = self.static_batches[pbs]
         self.attn_backend.init_forward_metadata_replay(static, fb.seq_lens_cpu)
         if self.use_graphs:

@@ -28,7 +28,8 @@ class HybridGraphRunner:
         self.long: CudaGraphRunner | None = None
         if max_seq_len > hybrid.long_context_threshold:
             self.long = runner_cls(model, hybrid.pinned(hybrid.decode_long), req_to_token, max_bs, device,
-                                   use_graphs=use_graphs, graph_pool=getattr(self.short, "graph_pool", None))
+                                   use_graphs=use_graphs, graph_pool=getattr(self.short, "graph_pool", None),
+                                   inputs=getattr(self.short, "inputs", None))
         self.batch_sizes = self.short.batch_sizes
         self.max_bs = self.short.max_bs  # both sets hold the same sizes (speculative verify rows read it)
         self.capture_seconds = self.short.capture_seconds + (self.long.capture_seconds if self.long else 0.0)
@@ -37,6 +38,10 @@ class HybridGraphRunner:
 
     def can_run(self, fb: ForwardBatch) -> bool:
         return self.short.can_run(fb)
+
+    def graph_inputs(self, bs: int):
+        """Both sets read the short set's input blocks: a batch is built before its set is chosen."""
+        return self.short.graph_inputs(bs)
 
     def runner_for(self, fb: ForwardBatch):
         if self.long is not None and self.hybrid.is_long(fb.seq_lens_cpu):

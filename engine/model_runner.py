@@ -19,6 +19,7 @@ from engine.attention.hybrid import HybridAttentionBackend
 from engine.cuda_graph_runner import CudaGraphRunner, default_graph_max_bs
 from engine.distributed.parallel_state import TPContext
 from engine.forward_batch import ForwardBatch
+from engine.graph_inputs import DecodeInputBlock
 from engine.hybrid_graphs import HybridGraphRunner
 from engine.mem.kv_pool import FP8_KV_DTYPE, KVPool
 from engine.mem.kv_scales import read_kv_scales
@@ -206,14 +207,21 @@ class ModelRunner:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
         return int(t.item())
 
+    def decode_inputs(self, batch_size: int) -> DecodeInputBlock | None:
+        """Where a decode batch of `batch_size` rows should be built (engine.batch_builder): the input block of
+        the CUDA graph that will replay it; None when no graph will."""
+        return self.graph_runner.graph_inputs(batch_size) if self.graph_runner is not None else None
+
     @torch.inference_mode()
-    def forward(self, fb: ForwardBatch) -> torch.Tensor:
-        """Returns fp32 logits for the rows in fb.logits_indices: [num_logit_rows, vocab]."""
+    def forward(self, fb: ForwardBatch, fp32: bool = True) -> torch.Tensor:
+        """Logits for the rows in fb.logits_indices: [num_logit_rows, vocab], fp32 unless `fp32=False` (then the
+        model's dtype, and a graph replay's may be a view of its output buffer: read it before the next replay)."""
         if self.graph_runner is not None and self.graph_runner.can_run(fb):
             logits = self.graph_runner.replay(fb)  # every row's
             if fb.logits_indices is not None and fb.logits_indices.numel() != fb.batch_size:
                 logits = logits[fb.logits_indices]  # some rows only (speculative drafts: each row's last)
-            return logits.float()
-        self.attn_backend.init_forward_metadata(fb)
-        hidden = self.model(fb.input_ids, fb.positions, fb)  # [T, hidden]
-        return self.model.compute_logits(hidden[fb.logits_indices]).float()
+        else:
+            self.attn_backend.init_forward_metadata(fb)
+            hidden = self.model(fb.input_ids, fb.positions, fb)  # [T, hidden]
+            logits = self.model.compute_logits(hidden[fb.logits_indices])
+        return logits.float() if fp32 else logits

@@ -110,9 +110,12 @@ class OverlapMixin:
     def _launch(self, batch: ScheduleBatch, defer_grammar: bool = False) -> InflightDecode:
         """Queues the forward; samples at once unless `defer_grammar` and a row has a grammar whose
         matcher still waits for the previous step's token (then `_sample_deferred` finishes it)."""
-        fb = build_forward_batch(batch, self.kv.req_pool, self.runner.device)
-        logits = self.runner.forward(fb)
-        if defer_grammar and any(r.grammar is not None for r in batch.reqs):
+        fb = build_forward_batch(batch, self.kv.req_pool, self.runner.device, self.runner.decode_inputs)
+        defer = defer_grammar and any(r.grammar is not None for r in batch.reqs)
+        # Sampled at once, the logits stay in the model's dtype (greedy rows need no fp32 copy); deferred ones
+        # are an fp32 copy, which no later replay can overwrite.
+        logits = self.runner.forward(fb, fp32=defer)
+        if defer:
             return InflightDecode(batch, None, None, None, logits=logits)
         return self._sample_deferred(InflightDecode(batch, None, None, None, logits=logits))
 

@@ -185,7 +185,7 @@ class Scheduler(FaultIsolationMixin, BatchSelectionMixin, OverlapMixin, Speculat
         if self.overlap and is_chainable(batch):
             self._inflight = self._launch(batch)
             return
-        fb = build_forward_batch(batch, self.kv.req_pool, self.runner.device)
+        fb = build_forward_batch(batch, self.kv.req_pool, self.runner.device, self.runner.decode_inputs)
         logits = self.runner.forward(fb)
         self._process(batch, logits)
 

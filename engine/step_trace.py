@@ -31,7 +31,7 @@ class StepTrace:
         """Times every `runner.forward` from now on."""
         forward = runner.forward
 
-        def traced(fb):
+        def traced(fb, **kwargs):
             is_decode = fb.forward_mode.is_decode
             extend_lens = fb.extend_lens_cpu or [1] * fb.batch_size
             row = {"t": round(time.monotonic(), 6), "mode": "decode" if is_decode else "extend",
@@ -42,7 +42,7 @@ class StepTrace:
             if self.timed:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-            out = forward(fb)
+            out = forward(fb, **kwargs)
             if self.timed:
                 end.record()
             self._pending.append((row, start, end))

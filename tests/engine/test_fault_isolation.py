@@ -74,11 +74,11 @@ def test_forward_error_fails_that_step_and_the_rank_serves_on(rank, monkeypatch)
     real = scheduler.runner.forward
     calls = {"n": 0}
 
-    def forward(fb):
+    def forward(fb, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("injected forward fault")
-        return real(fb)
+        return real(fb, **kwargs)
 
     monkeypatch.setattr(scheduler.runner, "forward", forward)
     _submit(scheduler, "victim", [20, 21, 22])
@@ -123,7 +123,7 @@ def test_a_poisoned_gpu_ends_the_rank_after_failing_the_step(tiny_llama, monkeyp
         probed.append(device)
         return True
 
-    def forward(fb):
+    def forward(fb, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(fault_isolation, "device_is_broken", device_is_broken)
@@ -177,11 +177,11 @@ def test_a_prefill_launched_before_a_commit_fails_alone(rank, monkeypatch) -> No
     at_prefill: dict[str, int] = {}
     real_commit, real_launch = scheduler._commit, scheduler._launch
 
-    def forward(fb):
+    def forward(fb, **kwargs):
         if fb.forward_mode.is_extend and fb.input_ids.tolist() == [40, 41, 42, 43]:
             at_prefill.update(counts)
             raise RuntimeError("injected prefill fault")
-        return real(fb)
+        return real(fb, **kwargs)
 
     def launch(*args, **kwargs):
         counts["launched"] += 1

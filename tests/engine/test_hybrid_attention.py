@@ -75,9 +75,11 @@ def test_rotary_handed_over_only_when_every_sub_backend_takes_it():
 
 
 class FakeGraphRunner:
-    def __init__(self, model, attn_backend, req_to_token, max_bs, device, use_graphs=True, graph_pool=None):
-        self.attn_backend, self.graph_pool_in = attn_backend, graph_pool
+    def __init__(self, model, attn_backend, req_to_token, max_bs, device, use_graphs=True, graph_pool=None,
+                 inputs=None):
+        self.attn_backend, self.graph_pool_in, self.inputs_in = attn_backend, graph_pool, inputs
         self.graph_pool = f"pool-of-{attn_backend.backend.name}"
+        self.inputs = f"inputs-of-{attn_backend.backend.name}"
         self.batch_sizes, self.max_bs, self.capture_seconds = [1, 2, 4], 4, 1.0
         self.replays = 0
 
@@ -94,6 +96,7 @@ class FakeGraphRunner:
 def test_graph_runner_picks_its_graph_set_outside_the_graph(hybrid):
     runner = HybridGraphRunner(None, hybrid, None, 4, "cpu", max_seq_len=4096, runner_cls=FakeGraphRunner)
     assert runner.long.graph_pool_in == "pool-of-short"  # one memory pool for both sets
+    assert runner.long.inputs_in == "inputs-of-short"  # and one input block per size
     assert runner.capture_seconds == 2.0
     assert runner.replay(_batch(ForwardMode.DECODE, [10, 999])) == "short"
     assert runner.replay(_batch(ForwardMode.DECODE, [10, 1001])) == "long"

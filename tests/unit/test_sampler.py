@@ -63,3 +63,19 @@ def test_seeded_rows_ignore_batch_neighbours():
     a = Sampler(torch.device("cpu"), seed=1).sample(logits, [seeded, other, other], []).next_ids[0]
     b = Sampler(torch.device("cpu"), seed=2).sample(logits[:1], [seeded], []).next_ids[0]
     assert a == b
+
+
+def test_greedy_rows_pick_the_same_token_from_model_dtype_logits():
+    # bf16 logits with ties (coarse values) and rows that need fp32 (a penalty, a grammar mask): every row's
+    # choice equals the choice from the same logits widened to fp32.
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(6, 300, generator=gen) * 4).round().to(torch.bfloat16)
+    logits[0, [3, 200]] = logits[0].max() + 1  # a tie: the lower index wins in both dtypes
+    sampler = Sampler(torch.device("cpu"), seed=0)
+    plain = [_req([], temperature=0) for _ in range(6)]
+    got = sampler.choose(logits, plain, eos_ids=[])
+    assert got.tolist() == sampler.choose(logits.float(), plain, eos_ids=[]).tolist() and got[0] == 3
+    penalised = [_req([5, 7], temperature=0, repetition_penalty=1.3) for _ in range(6)]
+    assert torch.equal(sampler.choose(logits, penalised, []), sampler.choose(logits.float(), penalised, []))
+    allowed = torch.rand(6, 300, generator=gen) > 0.5
+    assert torch.equal(sampler.choose(logits, plain, [], allowed), sampler.choose(logits.float(), plain, [], allowed))
