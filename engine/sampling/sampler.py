@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 
 from engine.req import Req
-from kernels.argmax import argmax_rows
 
 
 @dataclass
@@ -71,7 +70,11 @@ def filter_probs(probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, 
 
 def argmax(x: torch.Tensor) -> torch.Tensor:
     """Per-row argmax [B]; on CUDA in chunks (kernels/argmax.py: torch's takes ~30 us for a 128k-vocabulary row)."""
-    return argmax_rows(x) if x.is_cuda and x.stride(-1) == 1 else x.argmax(dim=-1)
+    if x.is_cuda and x.stride(-1) == 1:
+        from kernels.argmax import argmax_rows  # Triton: CUDA installs only (the CPU image has none)
+
+        return argmax_rows(x)
+    return x.argmax(dim=-1)
 
 
 class Sampler:
