@@ -65,13 +65,14 @@ def summarize(tokens: list[dict]) -> str:
     by_name: dict[str, list[float]] = defaultdict(list)
     counts: dict[str, list[int]] = defaultdict(list)
     busy = []
+    names = {op["name"] for t in tokens for op in t["outside"]}
     for t in tokens:
         per: dict[str, float] = defaultdict(float)
         n: dict[str, int] = defaultdict(int)
         for op in t["outside"]:
             per[op["name"]] += op["dur"]
             n[op["name"]] += 1
-        for name in {op["name"] for tok in tokens for op in tok["outside"]}:
+        for name in names:
             by_name[name].append(per.get(name, 0.0))
             counts[name].append(n.get(name, 0))
         busy.append(sum(op["dur"] for op in t["outside"]))

@@ -16,6 +16,7 @@ import torch
 from engine.attention.hybrid import HybridAttentionBackend
 from engine.cuda_graph_runner import CudaGraphRunner
 from engine.forward_batch import ForwardBatch
+from engine.graph_inputs import DecodeInputBlock
 
 
 class HybridGraphRunner:
@@ -39,7 +40,7 @@ class HybridGraphRunner:
     def can_run(self, fb: ForwardBatch) -> bool:
         return self.short.can_run(fb)
 
-    def graph_inputs(self, bs: int):
+    def graph_inputs(self, bs: int) -> DecodeInputBlock | None:
         """Both sets read the short set's input blocks: a batch is built before its set is chosen."""
         return self.short.graph_inputs(bs)
 
